@@ -1,0 +1,49 @@
+//! The daemon's JSON-RPC API, declared once.
+//!
+//! `#[rpc(server)]` gives the daemon `TaskRushApiServer` to implement;
+//! `#[rpc(client)]` gives Rust clients `TaskRushApiClient`. Parameters travel
+//! by name (`"params": {"request": {...}}`) or by position (`"params": [...]`).
+
+use jsonrpsee::core::SubscriptionResult;
+use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::types::ErrorObjectOwned;
+
+use crate::daemon::{DaemonStatus, Hello, TaskList};
+#[allow(unused_imports)] // used by the macro's `item = RunEvent`
+use crate::run::{RunEvent, RunRequest};
+
+#[cfg_attr(all(feature = "server", feature = "client"), rpc(server, client))]
+#[cfg_attr(all(feature = "server", not(feature = "client")), rpc(server))]
+#[cfg_attr(all(feature = "client", not(feature = "server")), rpc(client))]
+pub trait TaskRushApi {
+    /// Handshake: the client's TaskRush version and protocol major. Fails
+    /// with `PROTOCOL_MISMATCH` when the daemon does not speak that major.
+    #[method(name = "hello")]
+    fn hello(&self, version: String, protocol: u32) -> Result<Hello, ErrorObjectOwned>;
+
+    /// Start a run; its events arrive as `run_event` notifications, from
+    /// `run_started` to `run_finished`. Unsubscribing cancels the run.
+    #[subscription(name = "run" => "run_event", unsubscribe = "run_unsubscribe", item = RunEvent, with_extensions)]
+    async fn run(&self, request: RunRequest) -> SubscriptionResult;
+
+    /// Cancel a run: its tasks get SIGINT, then SIGTERM, then SIGKILL after
+    /// a grace period (`force` skips straight to SIGKILL).
+    #[method(name = "cancel_run")]
+    fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned>;
+
+    /// The tasks of the project found from `cwd` (or `file`), sorted by name.
+    #[method(name = "list_tasks")]
+    async fn list_tasks(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<TaskList, ErrorObjectOwned>;
+
+    #[method(name = "daemon_status")]
+    fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned>;
+
+    /// Stop the daemon: running tasks are cancelled, clients get a final
+    /// error, the socket is removed.
+    #[method(name = "daemon_stop")]
+    fn daemon_stop(&self) -> Result<bool, ErrorObjectOwned>;
+}

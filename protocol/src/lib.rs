@@ -1,0 +1,28 @@
+//! Every type and method on TaskRush's wire.
+//!
+//! This crate is an API boundary: the daemon (`taskrushd`), the CLI
+//! (`taskrush`), editor integrations and plugin SDKs all speak what is
+//! declared here, and `docs/protocol.md` documents it for outsiders.
+//!
+//! It does no I/O and needs no tokio. The JSON-RPC API is declared once as a
+//! jsonrpsee `#[rpc]` trait in [`api`]; the `server` feature generates the
+//! daemon's half, the `client` feature a typed Rust client. Neither is needed
+//! to use the serde types, which is how the thin CLI uses this crate.
+//!
+//! Compatibility contract: [`PROTOCOL_VERSION`] is an integer major version,
+//! independent of TaskRush's own version. Adding optional fields or new event
+//! kinds is compatible; clients ignore unknown fields and unknown events.
+
+#[cfg(any(feature = "server", feature = "client"))]
+pub mod api;
+pub mod daemon;
+pub mod error;
+pub mod method;
+pub mod paths;
+pub mod run;
+
+/// The wire protocol's major version, exchanged by `hello` on every connection.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// TaskRush's own version, as the daemon and the CLI were built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,31 @@
+//! Method and notification names, for clients that do not use the generated
+//! jsonrpsee client (the CLI, scripts). The `api` trait uses the same names;
+//! a test in the daemon checks that the two lists agree.
+
+/// Handshake: the first call on every connection.
+pub const HELLO: &str = "hello";
+/// Subscription: start a run and stream its [`crate::run::RunEvent`]s.
+pub const RUN: &str = "run";
+/// Notification carrying one run event.
+pub const RUN_EVENT: &str = "run_event";
+/// Stop receiving a run's events (this cancels the run).
+pub const RUN_UNSUBSCRIBE: &str = "run_unsubscribe";
+/// Cancel a run by id.
+pub const CANCEL_RUN: &str = "cancel_run";
+/// List the tasks of a project.
+pub const LIST_TASKS: &str = "list_tasks";
+/// The daemon's status.
+pub const DAEMON_STATUS: &str = "daemon_status";
+/// Ask the daemon to stop.
+pub const DAEMON_STOP: &str = "daemon_stop";
+
+/// Every method the daemon serves, in documentation order.
+pub const ALL: &[&str] = &[
+    HELLO,
+    RUN,
+    RUN_UNSUBSCRIBE,
+    CANCEL_RUN,
+    LIST_TASKS,
+    DAEMON_STATUS,
+    DAEMON_STOP,
+];

@@ -1,0 +1,208 @@
+//! Runs: what a client asks for and the events it receives.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorData;
+
+/// Parameters of the `run` subscription. Sent by name:
+/// `{"cwd": "/p", "tasks": ["build"], "jobs": 2}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// The client's working directory; the `.rush` file is searched from here.
+    pub cwd: String,
+    /// Tasks to run, in the order given (their dependencies run first).
+    pub tasks: Vec<String>,
+    /// An explicit `.rush` file (`-f`), absolute or relative to `cwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The client's environment: `${VAR}` expands from it and tasks run with
+    /// it (plus their `env`). Never the daemon's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How many tasks may run at once (1 = one after another).
+    #[serde(default = "one")]
+    pub jobs: usize,
+    /// Ignore the cache: run tasks even when they are up to date.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Exit status 0.
+    Success,
+    /// Non-zero exit status, killed by a signal, or failed to start.
+    Failed,
+    /// Stopped because the run was cancelled.
+    Cancelled,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Success,
+    Failed,
+    Cancelled,
+}
+
+/// A chunk of a task's output. Bytes that are valid UTF-8 travel as `text`,
+/// anything else as `base64`; exactly one of the two is present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+}
+
+impl Chunk {
+    /// Encode bytes, as text when they are UTF-8.
+    pub fn from_bytes(bytes: Vec<u8>) -> Chunk {
+        match String::from_utf8(bytes) {
+            Ok(text) => Chunk {
+                text: Some(text),
+                base64: None,
+            },
+            Err(e) => Chunk {
+                text: None,
+                base64: Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            },
+        }
+    }
+
+    /// The original bytes. Invalid base64 decodes to nothing rather than
+    /// failing the whole stream.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match (self.text, self.base64) {
+            (Some(t), _) => t.into_bytes(),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// One event of a run, sent as the `result` of a `run_event` notification.
+/// Tagged by `event`. Clients must ignore events they do not know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// Always first: the run's id (for `cancel_run`) and its plan.
+    RunStarted {
+        run_id: u64,
+        /// The `.rush` file in use.
+        file: String,
+        /// Every task of the run, in a valid execution order.
+        tasks: Vec<String>,
+        jobs: usize,
+    },
+    /// A task's command (or hook) started.
+    TaskStarted { task: String },
+    /// A chunk of output, in order within its task and stream.
+    Output {
+        task: String,
+        stream: Stream,
+        #[serde(flatten)]
+        chunk: Chunk,
+    },
+    /// The task was up to date; its command did not run.
+    TaskCached { task: String },
+    /// A task's command ended.
+    TaskFinished {
+        task: String,
+        status: TaskStatus,
+        /// The exit code, when it exited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The signal that killed it, when one did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        duration_ms: u64,
+        /// Why it failed when it did not get to exit (e.g. could not start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Always last: the outcome. `exit_code` is what a CLI should exit with:
+    /// the failing task's exit status, `128 + signal` for a signal, 130 for
+    /// a cancelled run, 0 for success.
+    RunFinished {
+        run_id: u64,
+        status: RunStatus,
+        exit_code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_task: Option<String>,
+        duration_ms: u64,
+        /// An error that ended the run early (e.g. a cache directory that
+        /// cannot be written), rendered like any protocol error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<RunError>,
+    },
+}
+
+/// An error that ended a run after it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    pub message: String,
+    #[serde(default, flatten)]
+    pub data: ErrorData,
+}
+
+/// Exit code for TaskRush's own errors (bad `.rush`, unknown task, daemon
+/// unreachable, bad usage).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code of a run cancelled by Ctrl-C.
+pub const EXIT_CANCELLED: i32 = 130;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_chunks_round_trip_through_json() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let ev = RunEvent::Output {
+            task: "t".into(),
+            stream: Stream::Stdout,
+            chunk: Chunk::from_bytes(bytes.clone()),
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains("\"base64\""));
+        let back: RunEvent = serde_json::from_str(&json).unwrap();
+        let RunEvent::Output { chunk, .. } = back else {
+            panic!("not output")
+        };
+        assert_eq!(chunk.into_bytes(), bytes);
+    }
+
+    #[test]
+    fn text_chunks_stay_readable() {
+        let ev = RunEvent::Output {
+            task: "build".into(),
+            stream: Stream::Stderr,
+            chunk: Chunk::from_bytes(b"hello\n".to_vec()),
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"output","task":"build","stream":"stderr","text":"hello\n"}"#
+        );
+    }
+}

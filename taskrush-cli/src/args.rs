@@ -1,0 +1,150 @@
+//! Command-line arguments. Flags carry their trade-off in their doc
+//! comment, which becomes `--help`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// TaskRush: run the tasks of a project's `.rush` file, fast.
+///
+/// `taskrush build test` is short for `taskrush run build test`.
+#[derive(Parser, Debug)]
+#[command(name = "taskrush", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run tasks and their dependencies (the default command).
+    Run(RunArgs),
+    /// Manage the background daemon `taskrushd`.
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Tasks to run, in order; each task's dependencies run first.
+    pub tasks: Vec<String>,
+    /// The `.rush` file to use, instead of searching `.rush`, `.rush.yml`
+    /// and `.rush.yaml` from the current directory upwards.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Run independent tasks in parallel, one job per CPU. Output lines of
+    /// parallel tasks are prefixed with the task's name.
+    #[arg(short = 'j', long = "parallel")]
+    pub parallel: bool,
+    /// Run up to N tasks at once (implies --parallel when N > 1).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Run tasks even when their `cache_files` say they are up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// List the tasks with their descriptions and dependencies.
+    #[arg(short = 'l', long)]
+    pub list: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonAction {
+    /// Show whether the daemon runs, and what it holds.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon; its running tasks are cancelled.
+    Stop,
+    /// Stop the daemon and start a fresh one.
+    Restart,
+    /// Print the daemon's log.
+    Logs {
+        /// Keep printing new lines as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many lines from the end to start with.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "daemon", "help"];
+/// Options of `run` that take a value (their value is not a task name).
+const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs"];
+
+/// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
+/// `taskrush --list`): insert `run` when no subcommand is named.
+pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    let mut iter = args.iter().skip(1).peekable();
+    let mut only_meta = true;
+    let mut first_positional = None;
+    while let Some(a) = iter.next() {
+        let s = a.to_string_lossy();
+        if s == "--" {
+            first_positional = Some("--".to_owned());
+            break;
+        }
+        if s.starts_with('-') && s.len() > 1 {
+            if !matches!(s.as_ref(), "-h" | "--help" | "-V" | "--version") {
+                only_meta = false;
+            }
+            if TAKES_VALUE.contains(&s.as_ref()) {
+                iter.next();
+            }
+            continue;
+        }
+        first_positional = Some(s.into_owned());
+        break;
+    }
+    let insert = match first_positional {
+        Some(p) => !SUBCOMMANDS.contains(&p.as_str()),
+        None => !only_meta || args.len() == 1,
+    };
+    if !insert {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    out.extend(args.first().cloned());
+    out.push(OsString::from("run"));
+    out.extend(args.into_iter().skip(1));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        let v = std::iter::once("taskrush")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        normalize(v)
+            .into_iter()
+            .skip(1)
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_02_forms_become_run() {
+        assert_eq!(norm(&["build"]), ["run", "build"]);
+        assert_eq!(norm(&["-j", "all"]), ["run", "-j", "all"]);
+        assert_eq!(norm(&["--list"]), ["run", "--list"]);
+        assert_eq!(norm(&["-f", "run", "x"]), ["run", "-f", "run", "x"]);
+        assert_eq!(norm(&[]), ["run"]);
+    }
+
+    #[test]
+    fn subcommands_and_help_stay_as_they_are() {
+        assert_eq!(norm(&["run", "build"]), ["run", "build"]);
+        assert_eq!(norm(&["daemon", "status"]), ["daemon", "status"]);
+        assert_eq!(norm(&["--help"]), ["--help"]);
+        assert_eq!(norm(&["-V"]), ["-V"]);
+    }
+}

@@ -1,0 +1,172 @@
+//! `taskrush daemon status|stop|restart|logs`.
+
+use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
+
+use taskrush_protocol::daemon::DaemonStatus;
+use taskrush_protocol::method;
+use taskrush_protocol::paths::DaemonPaths;
+
+use crate::args::DaemonAction;
+use crate::client;
+use crate::error::CliError;
+
+/// Exit status of `daemon status` when no daemon runs (as LSB `status`).
+const EXIT_NOT_RUNNING: i32 = 3;
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
+    let paths = DaemonPaths::from_env();
+    match action {
+        DaemonAction::Status { json } => status(&paths, json),
+        DaemonAction::Stop => {
+            if !stop(&paths)? {
+                println!("taskrushd is not running");
+            }
+            Ok(0)
+        }
+        DaemonAction::Restart => {
+            stop(&paths)?;
+            client::start_daemon(&paths)?;
+            status(&paths, false)
+        }
+        DaemonAction::Logs { follow, lines } => logs(&paths, follow, lines),
+    }
+}
+
+fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
+    let Some(mut c) = client::connect_existing(paths)? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"running": false, "socket": paths.socket.display().to_string()})
+            );
+        } else {
+            println!(
+                "taskrushd is not running (socket `{}`)",
+                paths.socket.display()
+            );
+        }
+        return Ok(EXIT_NOT_RUNNING);
+    };
+    let s: DaemonStatus = c.call(method::DAEMON_STATUS, serde_json::json!({}))?;
+    if json {
+        let mut v = serde_json::to_value(&s).map_err(|e| CliError::Protocol(e.to_string()))?;
+        v["running"] = true.into();
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "taskrushd {} (protocol {}), pid {}, up {}",
+        s.version,
+        s.protocol,
+        s.pid,
+        uptime(s.uptime_ms)
+    );
+    println!("socket:   {}", s.socket);
+    println!("log:      {}", s.log);
+    println!("projects: {}", s.projects.len());
+    for p in &s.projects {
+        println!("  {p}");
+    }
+    println!("runs:     {}", s.runs);
+    println!("clients:  {}", s.clients);
+    Ok(0)
+}
+
+fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Ask the daemon to stop and wait until its socket is gone. False when
+/// none was running.
+fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
+    let Some(mut c) = client::connect_existing(paths)? else {
+        return Ok(false);
+    };
+    let _: bool = c.call(method::DAEMON_STOP, serde_json::json!({}))?;
+    drop(c);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if !lock_held(paths) {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(CliError::Usage {
+        message: format!("the daemon did not stop within {}s", STOP_TIMEOUT.as_secs()),
+        hint: Some("see `taskrush daemon logs`".into()),
+    })
+}
+
+/// Whether a daemon still holds its lifetime lock (it is still running,
+/// perhaps finishing its shutdown).
+fn lock_held(paths: &DaemonPaths) -> bool {
+    let Ok(f) = std::fs::File::open(&paths.lock) else {
+        return false;
+    };
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError> {
+    let mut file = match std::fs::File::open(&paths.log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => {
+            println!("no log yet (`{}`)", paths.log.display());
+            return Ok(0);
+        }
+        Err(e) => {
+            return Err(CliError::io(
+                &format!("cannot open `{}`", paths.log.display()),
+                e,
+            ));
+        }
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| CliError::io("cannot read the log", e))?;
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = std::io::stdout();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        if writeln!(out, "{l}").is_err() {
+            return Ok(0);
+        }
+    }
+    if !follow {
+        return Ok(0);
+    }
+    let mut pos = file
+        .stream_position()
+        .map_err(|e| CliError::io("cannot read the log", e))?;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut f) = std::fs::File::open(&paths.log) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < pos {
+            pos = 0; // truncated or replaced
+        }
+        if len > pos {
+            let _ = f.seek(std::io::SeekFrom::Start(pos));
+            let mut chunk = Vec::new();
+            let _ = f.read_to_end(&mut chunk);
+            pos += chunk.len() as u64;
+            if out.write_all(&chunk).and_then(|_| out.flush()).is_err() {
+                return Ok(0);
+            }
+        }
+    }
+}

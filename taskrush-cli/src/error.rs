@@ -1,0 +1,105 @@
+//! The CLI's errors and their one renderer.
+//!
+//! Style: `error: ` + lower-case message with names in backticks, then the
+//! location (`  --> file:line:col`), then `hint: `, then `caused by:`.
+
+use std::path::PathBuf;
+
+use taskrush_protocol::error::WireError;
+use taskrush_protocol::run::EXIT_ERROR;
+
+#[derive(Debug)]
+pub enum CliError {
+    /// An error answered by the daemon (bad `.rush`, unknown task, …).
+    Remote(WireError),
+    /// The daemon could not be started.
+    DaemonStart { reason: String, log: PathBuf },
+    /// The connection broke.
+    Disconnected(String),
+    /// The daemon said something we do not understand.
+    Protocol(String),
+    /// Wrong use of the command line.
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    pub fn io(context: &str, source: std::io::Error) -> CliError {
+        CliError::Io {
+            context: context.to_owned(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage { .. } => 2,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// The full message, as printed on stderr.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        match self {
+            CliError::Remote(err) => {
+                let data = err.error_data();
+                out.push_str(&format!("error: {}\n", err.message));
+                if let Some(loc) = data.location() {
+                    out.push_str(&format!("  --> {loc}\n"));
+                }
+                if let Some(hint) = data.hint {
+                    out.push_str(&format!("hint: {hint}\n"));
+                }
+            }
+            CliError::DaemonStart { reason, log } => {
+                out.push_str(&format!(
+                    "error: the daemon `taskrushd` did not start: {reason}\n"
+                ));
+                out.push_str(&format!("hint: its log is `{}`\n", log.display()));
+                if let Some(tail) = log_tail(log, 10) {
+                    out.push_str("last lines of the log:\n");
+                    out.push_str(&tail);
+                }
+            }
+            CliError::Disconnected(why) => {
+                out.push_str(&format!(
+                    "error: lost the connection to the daemon ({why})\n"
+                ));
+                out.push_str("hint: see `taskrush daemon logs`\n");
+            }
+            CliError::Protocol(why) => {
+                out.push_str(&format!("error: {why}\n"));
+                out.push_str(
+                    "hint: the daemon may be of another version: `taskrush daemon restart`\n",
+                );
+            }
+            CliError::Usage { message, hint } => {
+                out.push_str(&format!("error: {message}\n"));
+                if let Some(hint) = hint {
+                    out.push_str(&format!("hint: {hint}\n"));
+                }
+            }
+            CliError::Io { context, source } => {
+                out.push_str(&format!("error: {context}\n  caused by: {source}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// The last `n` lines of a file, indented, if it can be read.
+pub fn log_tail(path: &std::path::Path, n: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let tail: String = lines[start..].iter().map(|l| format!("  {l}\n")).collect();
+    (!tail.is_empty()).then_some(tail)
+}

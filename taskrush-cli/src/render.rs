@@ -1,0 +1,157 @@
+//! Turning run events into what the user sees.
+//!
+//! One task at a time: its output bytes go to our stdout/stderr exactly as
+//! they came. Several tasks at once: each line is prefixed with `[task] `,
+//! whole lines only, so lines of different tasks never interleave.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use taskrush_protocol::run::{RunEvent, Stream, TaskStatus};
+
+/// Where a write failed: on our stdout (e.g. `| head -1` closed it).
+pub struct StdoutClosed;
+
+pub struct Renderer {
+    prefix: bool,
+    color: bool,
+    /// Partial last lines per (task, stream), in prefix mode.
+    partial: HashMap<(String, Stream), Vec<u8>>,
+    colors: HashMap<String, usize>,
+    stdout: io::Stdout,
+    stderr: io::Stderr,
+}
+
+const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        use std::io::IsTerminal;
+        let color = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Renderer {
+            prefix: false,
+            color,
+            partial: HashMap::new(),
+            colors: HashMap::new(),
+            stdout: io::stdout(),
+            stderr: io::stderr(),
+        }
+    }
+
+    /// Handle one event. Errors only for a closed stdout.
+    pub fn event(&mut self, ev: RunEvent) -> Result<(), StdoutClosed> {
+        match ev {
+            RunEvent::RunStarted { tasks, jobs, .. } => {
+                self.prefix = jobs > 1 && tasks.len() > 1;
+            }
+            RunEvent::TaskStarted { .. } => {}
+            RunEvent::Output {
+                task,
+                stream,
+                chunk,
+            } => {
+                let bytes = chunk.into_bytes();
+                if self.prefix {
+                    self.prefixed(&task, stream, &bytes, false)?;
+                } else {
+                    self.write(stream, &bytes)?;
+                }
+            }
+            RunEvent::TaskCached { task } => {
+                let _ = writeln!(self.stderr, "taskrush: `{task}` is up to date");
+            }
+            RunEvent::TaskFinished {
+                task,
+                status,
+                exit_code,
+                signal,
+                message,
+                ..
+            } => {
+                if self.prefix {
+                    for stream in [Stream::Stdout, Stream::Stderr] {
+                        self.prefixed(&task, stream, &[], true)?;
+                    }
+                }
+                if status == TaskStatus::Failed {
+                    let why = match (message, exit_code, signal) {
+                        (Some(m), _, _) => m,
+                        (None, Some(c), _) => format!("exit code {c}"),
+                        (None, None, Some(s)) => format!("killed by signal {s}"),
+                        (None, None, None) => "unknown reason".into(),
+                    };
+                    let _ = self.stdout.flush();
+                    let _ = writeln!(self.stderr, "error: task `{task}` failed: {why}");
+                }
+            }
+            RunEvent::RunFinished { error, .. } => {
+                let _ = self.stdout.flush();
+                if let Some(err) = error {
+                    let _ = writeln!(self.stderr, "error: {}", err.message);
+                    if let Some(hint) = err.data.hint {
+                        let _ = writeln!(self.stderr, "hint: {hint}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), StdoutClosed> {
+        match stream {
+            Stream::Stdout => {
+                let mut out = self.stdout.lock();
+                out.write_all(bytes)
+                    .and_then(|_| out.flush())
+                    .map_err(|_| StdoutClosed)
+            }
+            Stream::Stderr => {
+                let _ = self.stderr.write_all(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Emit the complete lines of `bytes` (after what was pending) with the
+    /// task's prefix; keep the incomplete rest unless `flush`.
+    fn prefixed(
+        &mut self,
+        task: &str,
+        stream: Stream,
+        bytes: &[u8],
+        flush: bool,
+    ) -> Result<(), StdoutClosed> {
+        let key = (task.to_owned(), stream);
+        let mut pending = self.partial.remove(&key).unwrap_or_default();
+        pending.extend_from_slice(bytes);
+        let prefix = self.prefix_for(task);
+        let mut out = Vec::with_capacity(pending.len() + 64);
+        let mut start = 0;
+        while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(&pending[start..=start + i]);
+            start += i + 1;
+        }
+        let rest = pending.split_off(start);
+        if flush && !rest.is_empty() {
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(&rest);
+            out.push(b'\n');
+        } else if !rest.is_empty() {
+            self.partial.insert(key, rest);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.write(stream, &out)
+    }
+
+    fn prefix_for(&mut self, task: &str) -> String {
+        if !self.color {
+            return format!("[{task}] ");
+        }
+        let n = self.colors.len();
+        let c = *self.colors.entry(task.to_owned()).or_insert(n);
+        format!("\x1b[{}m[{task}]\x1b[0m ", PALETTE[c % PALETTE.len()])
+    }
+}

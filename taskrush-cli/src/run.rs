@@ -1,0 +1,164 @@
+//! `taskrush run TASK…`: send one run request, render its events, exit
+//! with the run's status. Ctrl-C cancels the run in the daemon (a second
+//! Ctrl-C kills it at once) and exits 130.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use taskrush_protocol::method;
+use taskrush_protocol::paths::DaemonPaths;
+use taskrush_protocol::run::{EXIT_CANCELLED, RunEvent, RunRequest};
+
+use crate::args::RunArgs;
+use crate::client::{self, Incoming, Sender};
+use crate::error::CliError;
+use crate::render::Renderer;
+
+/// After the first Ctrl-C, exit at the latest this late even if the
+/// daemon has not confirmed that the run stopped.
+const CANCEL_DEADLINE: Duration = Duration::from_millis(1900);
+/// Exit status when our stdout was closed by the reader (`| head`).
+const EXIT_PIPE: i32 = 141;
+
+pub fn run(args: RunArgs) -> Result<i32, CliError> {
+    let mut tasks = args.tasks.clone();
+    if tasks.is_empty() {
+        let list = crate::list::fetch(&args)?;
+        if list.tasks.iter().any(|t| t.name == "default") {
+            tasks.push("default".into());
+        } else {
+            let names: Vec<&str> = list.tasks.iter().take(8).map(|t| t.name.as_str()).collect();
+            return Err(CliError::Usage {
+                message: "no task given".into(),
+                hint: Some(format!(
+                    "name one ({}{}), see them all with `taskrush --list`, or add a task named `default`",
+                    names.join(", "),
+                    if list.tasks.len() > names.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )),
+            });
+        }
+    }
+    let jobs = match (args.jobs, args.parallel) {
+        (Some(n), _) => n.max(1),
+        (None, true) => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        (None, false) => 1,
+    };
+    let request = RunRequest {
+        cwd: crate::cwd()?,
+        tasks,
+        file: args.file.as_ref().map(|f| f.display().to_string()),
+        env: client_env(),
+        jobs,
+        force: args.force,
+    };
+
+    let mut client = client::connect(&DaemonPaths::from_env())?;
+    let sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;
+    let state = Arc::new(State {
+        run_id: AtomicU64::new(0),
+        interrupts: AtomicU32::new(0),
+    });
+    watch_signals(state.clone(), client.sender());
+
+    let mut renderer = Renderer::new();
+    loop {
+        match client.read()? {
+            Incoming::Response { id, result: Err(e) } if id == sub_id => {
+                return Err(CliError::Remote(e));
+            }
+            Incoming::Response { .. } => continue,
+            Incoming::Notification { method: m, params } if m == method::RUN_EVENT => {
+                let Some(result) = params.get("result") else {
+                    continue;
+                };
+                // Events of a kind this CLI does not know are skipped.
+                let Ok(ev) = serde_json::from_value::<RunEvent>(result.clone()) else {
+                    continue;
+                };
+                match &ev {
+                    RunEvent::RunStarted { run_id, .. } => {
+                        state.run_id.store(*run_id, Ordering::SeqCst);
+                        // A Ctrl-C that came before we knew the id.
+                        if state.interrupts.load(Ordering::SeqCst) > 0 {
+                            cancel(&client.sender(), *run_id, false);
+                        }
+                    }
+                    RunEvent::RunFinished { exit_code, .. } => {
+                        let code = if state.interrupts.load(Ordering::SeqCst) > 0 {
+                            EXIT_CANCELLED
+                        } else {
+                            *exit_code
+                        };
+                        let _ = renderer.event(ev);
+                        return Ok(code);
+                    }
+                    _ => {}
+                }
+                if renderer.event(ev).is_err() {
+                    // Nobody reads our output any more: stop the run, quietly.
+                    let id = state.run_id.load(Ordering::SeqCst);
+                    if id != 0 {
+                        cancel(&client.sender(), id, false);
+                    }
+                    return Ok(EXIT_PIPE);
+                }
+            }
+            Incoming::Notification { .. } => continue,
+        }
+    }
+}
+
+struct State {
+    run_id: AtomicU64,
+    interrupts: AtomicU32,
+}
+
+/// The client's environment as the daemon must see it (`${VAR}` and the
+/// task's environment come from here). Variables that are not UTF-8 are
+/// left out.
+fn client_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn cancel(sender: &Sender, run_id: u64, force: bool) {
+    let _ = sender.notify(
+        method::CANCEL_RUN,
+        serde_json::json!({"run_id": run_id, "force": force}),
+    );
+}
+
+/// Ctrl-C (and SIGTERM, SIGHUP): cancel the run; the second one kills it.
+/// The main thread exits once the daemon reports the run finished; a
+/// watchdog makes sure we exit within [`CANCEL_DEADLINE`] regardless.
+fn watch_signals(state: Arc<State>, sender: Sender) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            let n = state.interrupts.fetch_add(1, Ordering::SeqCst) + 1;
+            let id = state.run_id.load(Ordering::SeqCst);
+            if id != 0 {
+                cancel(&sender, id, n >= 2);
+            }
+            if n == 1 {
+                std::thread::spawn(|| {
+                    std::thread::sleep(CANCEL_DEADLINE);
+                    eprintln!("taskrush: cancelled (the daemon did not confirm in time)");
+                    std::process::exit(EXIT_CANCELLED);
+                });
+            }
+        }
+    });
+}

@@ -1,0 +1,796 @@
+//! The content-based cache: cache keys, and the on-disk store `.rush-cache/`.
+//!
+//! A task with `cache_files` is up to date when its key equals the key
+//! stored after its last successful run. The key covers the task's name,
+//! its `cmd`, its expanded `env`, the list of its input files (relative
+//! paths) and the content of each (or its absence).
+//!
+//! How a run uses it:
+//!
+//! 1. `let key = cache_key(...)` *before* running (so an edit made while the
+//!    task runs is not folded into the stored key: the next check sees it).
+//! 2. If `store.load(task) == Some(key)`: report "cached", do not run.
+//! 3. Otherwise `store.invalidate(task)`, run, and only if the run succeeded
+//!    `store.store(task, &key)`. (Invalidating first means a failed or
+//!    cancelled run, which may have clobbered outputs, is never "up to
+//!    date", even if the inputs go back to their last successful state.)
+//!
+//! A [`CacheError`] while computing the key means "unknown": run the task.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::file_hashes::FileHashes;
+use crate::input_files::{self, InputError, InputFile};
+
+/// Name of the cache directory in the project root.
+pub const CACHE_DIR: &str = ".rush-cache";
+
+/// Version of the key derivation and of the entry format. Changing either
+/// turns every existing entry into a miss.
+const VERSION: u32 = 1;
+
+/// BLAKE3 key-derivation context: keys of this scheme can never equal a
+/// plain hash of some file or another scheme's key.
+const KEY_CONTEXT: &str = "taskrush 2025-01 task cache key v1";
+
+/// Entries are tiny; anything bigger is not ours.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// A task's cache key: 32 bytes of BLAKE3, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    pub fn to_hex(self) -> String {
+        use fmt::Write as _;
+        let mut hex = String::with_capacity(64);
+        for b in self.0 {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
+    }
+
+    /// Parses exactly 64 hex digits (either case).
+    pub fn from_hex(hex: &str) -> Option<CacheKey> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (byte, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            *byte = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+        }
+        Some(CacheKey(key))
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.to_hex())
+    }
+}
+
+/// Why a key could not be computed. The task should then run uncached.
+#[derive(Debug)]
+pub enum CacheError {
+    /// A `cache_files` pattern is invalid.
+    Pattern { pattern: String, reason: String },
+    /// A file or directory could not be read; `path` is relative to the
+    /// project root, e.g. `cannot read `src/x.rs`: Permission denied`.
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Pattern { pattern, reason } => {
+                write!(f, "invalid cache_files pattern `{pattern}`: {reason}")
+            }
+            CacheError::Io { path, source } => {
+                write!(f, "cannot read `{}`: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CacheError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CacheError::Pattern { .. } => None,
+            CacheError::Io { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<InputError> for CacheError {
+    fn from(err: InputError) -> Self {
+        match err {
+            InputError::Pattern { pattern, reason } => CacheError::Pattern { pattern, reason },
+            InputError::Io { path, source } => CacheError::Io { path, source },
+        }
+    }
+}
+
+/// A key and what went into it, for logging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub key: CacheKey,
+    /// Number of input files (including named files that are absent).
+    pub input_files: usize,
+}
+
+/// The cache key of a task; see [`fingerprint`] for the input count.
+pub fn cache_key(
+    root: &Path,
+    task: &str,
+    cmd: &str,
+    env: &[(String, String)],
+    patterns: &[String],
+    hashes: &FileHashes,
+) -> Result<CacheKey, CacheError> {
+    fingerprint(root, task, cmd, env, patterns, hashes).map(|f| f.key)
+}
+
+/// The cache key of a task and the number of its input files.
+///
+/// `root` is the project root, `patterns` the task's `cache_files`, `env`
+/// the task's expanded `env` in any order (sorted here by name; for a name
+/// given twice the order given is kept, as the last one wins when run).
+///
+/// Blocking (file system calls, and a few scoped threads for large input
+/// sets): from async code call it inside `tokio::task::spawn_blocking`.
+pub fn fingerprint(
+    root: &Path,
+    task: &str,
+    cmd: &str,
+    env: &[(String, String)],
+    patterns: &[String],
+    hashes: &FileHashes,
+) -> Result<Fingerprint, CacheError> {
+    let inputs = input_files::expand(root, patterns)?;
+    let mut key = KeyWriter(blake3::Hasher::new_derive_key(KEY_CONTEXT));
+    key.bytes(task.as_bytes());
+    key.bytes(cmd.as_bytes());
+
+    let mut env_sorted: Vec<&(String, String)> = env.iter().collect();
+    env_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    key.count(env_sorted.len());
+    for (name, value) in env_sorted {
+        key.bytes(name.as_bytes());
+        key.bytes(value.as_bytes());
+    }
+
+    let files: Vec<InputFile<'_>> = inputs.iter().collect();
+    let file_hashes = hash_all(&files, hashes);
+    key.count(files.len());
+    for (file, hash) in files.iter().zip(file_hashes) {
+        let hash = hash.map_err(|source| CacheError::Io {
+            path: file.rel.to_path_buf(),
+            source,
+        })?;
+        key.bytes(&file.rel_bytes());
+        match hash {
+            Some(hash) => {
+                key.0.update(&[1]);
+                key.0.update(&hash);
+            }
+            None => {
+                key.0.update(&[0]);
+            }
+        }
+    }
+    Ok(Fingerprint {
+        key: CacheKey(*key.0.finalize().as_bytes()),
+        input_files: inputs.len(),
+    })
+}
+
+/// Below this many files per thread, hashing stays on the calling thread.
+const FILES_PER_THREAD: usize = 1024;
+
+/// At most this many threads hash one task's inputs.
+const MAX_THREADS: usize = 8;
+
+/// Hashes (or finds in the memo) every file, in order; large input sets are
+/// split over a few scoped threads (the `stat` calls dominate a warm check,
+/// and they run in parallel on separate cores).
+fn hash_all(files: &[InputFile<'_>], hashes: &FileHashes) -> Vec<io::Result<Option<[u8; 32]>>> {
+    let hash_chunk = |chunk: &[InputFile<'_>]| -> Vec<_> {
+        chunk.iter().map(|f| hashes.hash_file(f.abs)).collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores
+        .min(MAX_THREADS)
+        .min(files.len() / FILES_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return hash_chunk(files);
+    }
+    let chunk_len = files.len().div_ceil(threads);
+    let mut chunks = files.chunks(chunk_len);
+    let first = chunks.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .map(|chunk| scope.spawn(move || hash_chunk(chunk)))
+            .collect();
+        let mut all = hash_chunk(first);
+        for handle in others {
+            match handle.join() {
+                Ok(part) => all.extend(part),
+                // hash_file does not panic; if it did, pass it on.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
+}
+
+/// Unambiguous encoding: every variable-length field is length-prefixed,
+/// so ("ab", "c") and ("a", "bc") give different keys.
+struct KeyWriter(blake3::Hasher);
+
+impl KeyWriter {
+    fn count(&mut self, n: usize) {
+        self.0.update(&(n as u64).to_le_bytes());
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        self.0.update(bytes);
+    }
+}
+
+/// The key of each task's last successful run, in `<root>/.rush-cache/`:
+/// one small JSON file per task, `{"version":1,"task":"…","key":"<hex>"}`.
+#[derive(Clone, Debug)]
+pub struct CacheStore {
+    root: PathBuf,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    version: u32,
+    task: &'a str,
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct EntryIn {
+    version: u32,
+    task: String,
+    key: String,
+}
+
+impl CacheStore {
+    /// The store of the project at `project_root`. Nothing is created until
+    /// the first [`CacheStore::store`].
+    pub fn new(project_root: impl Into<PathBuf>) -> CacheStore {
+        CacheStore {
+            root: project_root.into(),
+        }
+    }
+
+    /// `<root>/.rush-cache`.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(CACHE_DIR)
+    }
+
+    /// Where the entry of `task` lives.
+    pub fn entry_path(&self, task: &str) -> PathBuf {
+        self.dir().join(entry_file_name(task))
+    }
+
+    /// The key stored for `task`. Missing, unreadable, corrupt, truncated,
+    /// foreign or wrong-version entries are all a miss.
+    pub fn load(&self, task: &str) -> Option<CacheKey> {
+        let file = File::open(self.entry_path(task)).ok()?;
+        let mut text = Vec::new();
+        file.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut text).ok()?;
+        if text.len() as u64 > MAX_ENTRY_BYTES {
+            return None;
+        }
+        let entry: EntryIn = serde_json::from_slice(&text).ok()?;
+        if entry.version != VERSION || entry.task != task {
+            return None;
+        }
+        CacheKey::from_hex(&entry.key)
+    }
+
+    /// Records `key` as the key of `task`'s last successful run. Atomic: a
+    /// reader sees the old entry or the new one, never a mix, and
+    /// concurrent writers each write their own temporary file (the last
+    /// rename wins).
+    pub fn store(&self, task: &str, key: &CacheKey) -> io::Result<()> {
+        let dir = self.dir();
+        self.ensure_dir(&dir)?;
+        let name = entry_file_name(task);
+        let json = serde_json::to_vec(&EntryOut {
+            version: VERSION,
+            task,
+            key: key.to_hex(),
+        })?;
+        write_atomically(&dir, &name, &json)
+    }
+
+    /// Forgets `task`'s entry (absent already is fine).
+    pub fn invalidate(&self, task: &str) -> io::Result<()> {
+        match fs::remove_file(self.entry_path(task)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates `.rush-cache/` with a `.gitignore` of `*` (so it is never
+    /// committed) and a `CACHEDIR.TAG` (so backup tools skip it).
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                write_atomically(dir, ".gitignore", b"# Created by TaskRush.\n*\n")?;
+                write_atomically(
+                    dir,
+                    "CACHEDIR.TAG",
+                    b"Signature: 8a477f597d28d172789f06886806bc55\n\
+                      # This file is a cache directory tag created by TaskRush.\n\
+                      # For information about cache directory tags see https://bford.info/cachedir/\n",
+                )
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// `<readable prefix>-<hash of the name>.json`: the prefix keeps only
+/// `[A-Za-z0-9_.-]` (others become `_`, at most 40 characters) so listings
+/// stay readable; the hash makes the name unique for any task name,
+/// including ones with `/`, `:`, unicode or differing only in case.
+fn entry_file_name(task: &str) -> String {
+    let prefix: String = task
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = blake3::hash(task.as_bytes());
+    let hex = CacheKey(*hash.as_bytes()).to_hex();
+    // 128 bits of the name's hash: collisions are not a concern, and the
+    // entry also records the full name, which `load` checks.
+    format!("t-{prefix}-{}.json", &hex[..32])
+}
+
+/// Writes `dir/name` by writing a uniquely named temporary file in `dir`
+/// and renaming it over `name`.
+fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut attempt = 0;
+    let (tmp, mut file) = loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{pid}-{n}-{name}"));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => break (tmp, file),
+            // Left over by a crashed process that had our pid: next name.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    let written = file
+        .write_all(content)
+        .and_then(|()| file.flush())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&tmp, dir.join(name))
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// A fresh empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("taskrush-cache-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        fn write(&self, rel: &str, content: &str) {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+            fs::write(path, content).expect("write");
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A task as the cache sees it.
+    #[derive(Clone)]
+    struct Task {
+        name: &'static str,
+        cmd: &'static str,
+        env: Vec<(String, String)>,
+        patterns: Vec<String>,
+    }
+
+    fn build() -> Task {
+        Task {
+            name: "build",
+            cmd: "cargo build",
+            env: vec![("MODE".into(), "debug".into())],
+            patterns: vec!["src/**/*.rs".into(), "Cargo.toml".into()],
+        }
+    }
+
+    fn key(dir: &TempDir, task: &Task, hashes: &FileHashes) -> CacheKey {
+        cache_key(
+            &dir.0,
+            task.name,
+            task.cmd,
+            &task.env,
+            &task.patterns,
+            hashes,
+        )
+        .expect("cache key")
+    }
+
+    fn project() -> TempDir {
+        let dir = TempDir::new();
+        dir.write("Cargo.toml", "[package]");
+        dir.write("src/main.rs", "fn main() {}");
+        dir.write("src/util/mod.rs", "pub fn f() {}");
+        dir.write("README.md", "hi");
+        dir
+    }
+
+    #[test]
+    fn unchanged_files_give_the_same_key_cold_and_warm() {
+        let dir = project();
+        let hashes = FileHashes::new();
+        let first = key(&dir, &build(), &hashes);
+        assert_eq!(key(&dir, &build(), &hashes), first);
+        assert_eq!(key(&dir, &build(), &FileHashes::new()), first);
+    }
+
+    #[test]
+    fn each_kind_of_change_gives_a_different_key() {
+        type Change = fn(&TempDir, &mut Task);
+        let changes: &[(&str, Change)] = &[
+            ("content of an input changes", |d, _| {
+                d.write("src/main.rs", "fn main() {1}")
+            }),
+            ("a file matching a glob is added", |d, _| {
+                d.write("src/util/new.rs", "")
+            }),
+            ("an input is renamed", |d, _| {
+                fs::rename(d.0.join("src/main.rs"), d.0.join("src/main2.rs")).expect("rename")
+            }),
+            ("an input is deleted", |d, _| {
+                fs::remove_file(d.0.join("src/util/mod.rs")).expect("rm")
+            }),
+            ("a literal input is deleted", |d, _| {
+                fs::remove_file(d.0.join("Cargo.toml")).expect("rm")
+            }),
+            ("the command changes", |_, t| {
+                t.cmd = "cargo build --release"
+            }),
+            ("an env value changes", |_, t| t.env[0].1 = "release".into()),
+            ("an env var is added", |_, t| {
+                t.env.push(("RUSTFLAGS".into(), "".into()))
+            }),
+            ("the task name changes", |_, t| t.name = "build2"),
+            ("a pattern is added", |_, t| t.patterns.push("*.md".into())),
+        ];
+        for (what, change) in changes {
+            let dir = project();
+            let hashes = FileHashes::new();
+            let mut task = build();
+            let before = key(&dir, &task, &hashes);
+            change(&dir, &mut task);
+            assert_ne!(key(&dir, &task, &hashes), before, "when {what}");
+        }
+    }
+
+    #[test]
+    fn files_outside_the_patterns_do_not_change_the_key() {
+        let dir = project();
+        let hashes = FileHashes::new();
+        let before = key(&dir, &build(), &hashes);
+        dir.write("README.md", "changed");
+        dir.write("src/notes.txt", "not rust");
+        dir.write(".git/src/x.rs", "");
+        fs::create_dir_all(dir.0.join("src/empty_dir.rs")).expect("mkdir");
+        assert_eq!(key(&dir, &build(), &hashes), before);
+    }
+
+    #[test]
+    fn same_size_rewrite_with_mtime_set_back_gives_a_different_key() {
+        let dir = project();
+        let path = dir.0.join("src/main.rs");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let set_old = || {
+            File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(old))
+                .expect("set mtime")
+        };
+        set_old();
+        // Default margin, and a margin the file is already past: both see it.
+        for hashes in [
+            FileHashes::new(),
+            FileHashes::with_racy_margin(Duration::ZERO),
+        ] {
+            dir.write("src/main.rs", "fn main() {}");
+            set_old();
+            std::thread::sleep(Duration::from_millis(30));
+            let before = key(&dir, &build(), &hashes);
+            assert_eq!(key(&dir, &build(), &hashes), before);
+            dir.write("src/main.rs", "fn main(){2}"); // same length
+            set_old();
+            assert_ne!(key(&dir, &build(), &hashes), before);
+        }
+    }
+
+    #[test]
+    fn env_order_does_not_matter_but_its_content_does() {
+        let dir = project();
+        let hashes = FileHashes::new();
+        let mut task = build();
+        task.env = vec![("A".into(), "1".into()), ("B".into(), "2".into())];
+        let before = key(&dir, &task, &hashes);
+        task.env.reverse();
+        assert_eq!(key(&dir, &task, &hashes), before);
+        task.env = vec![("A".into(), "12".into()), ("B".into(), "".into())];
+        assert_ne!(key(&dir, &task, &hashes), before);
+    }
+
+    #[test]
+    fn fields_are_domain_separated() {
+        let dir = TempDir::new();
+        let hashes = FileHashes::new();
+        let k = |name, cmd| cache_key(&dir.0, name, cmd, &[], &[], &hashes).expect("key");
+        assert_ne!(k("ab", "c"), k("a", "bc"));
+        let env = |pairs: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            cache_key(&dir.0, "t", "c", &env, &[], &hashes).expect("key")
+        };
+        assert_ne!(env(&[("AB", "C")]), env(&[("A", "BC")]));
+    }
+
+    #[test]
+    fn a_task_matching_no_file_is_cacheable() {
+        let dir = TempDir::new();
+        let hashes = FileHashes::new();
+        let patterns = vec!["gen/**/*.proto".to_string()];
+        let f = fingerprint(&dir.0, "t", "c", &[], &patterns, &hashes).expect("key");
+        assert_eq!(f.input_files, 0);
+        let again = fingerprint(&dir.0, "t", "c", &[], &patterns, &hashes).expect("key");
+        assert_eq!(again, f);
+    }
+
+    #[test]
+    fn a_literal_file_missing_then_created_changes_the_key() {
+        let dir = TempDir::new();
+        let hashes = FileHashes::new();
+        let patterns = vec!["config.json".to_string()];
+        let f = |h: &FileHashes| fingerprint(&dir.0, "t", "c", &[], &patterns, h).expect("key");
+        let missing = f(&hashes);
+        assert_eq!(missing.input_files, 1);
+        assert_eq!(f(&hashes), missing);
+        dir.write("config.json", "");
+        assert_ne!(
+            f(&hashes).key,
+            missing.key,
+            "an empty file is not an absent one"
+        );
+    }
+
+    #[test]
+    fn fingerprint_counts_input_files() {
+        let dir = project();
+        let t = build();
+        let f = fingerprint(
+            &dir.0,
+            t.name,
+            t.cmd,
+            &t.env,
+            &t.patterns,
+            &FileHashes::new(),
+        )
+        .expect("key");
+        assert_eq!(f.input_files, 3);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_input_is_an_error_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = project();
+        let path = dir.0.join("src/main.rs");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).expect("chmod");
+        if File::open(&path).is_ok() {
+            return; // running as root: permissions are not enforced
+        }
+        let t = build();
+        let err = cache_key(
+            &dir.0,
+            t.name,
+            t.cmd,
+            &t.env,
+            &t.patterns,
+            &FileHashes::new(),
+        )
+        .expect_err("unreadable");
+        assert!(err.to_string().contains("`src/main.rs`"), "{err}");
+    }
+
+    #[test]
+    fn store_then_load_round_trips() {
+        let dir = TempDir::new();
+        let store = CacheStore::new(&dir.0);
+        let key = CacheKey([7; 32]);
+        assert_eq!(store.load("build"), None);
+        store.store("build", &key).expect("store");
+        assert_eq!(store.load("build"), Some(key));
+        let other = CacheKey([9; 32]);
+        store.store("build", &other).expect("store again");
+        assert_eq!(store.load("build"), Some(other));
+        store.invalidate("build").expect("invalidate");
+        assert_eq!(store.load("build"), None);
+        store.invalidate("build").expect("invalidate twice");
+    }
+
+    #[test]
+    fn the_cache_dir_is_created_with_a_gitignore() {
+        let dir = TempDir::new();
+        let store = CacheStore::new(&dir.0);
+        assert!(!store.dir().exists(), "created lazily");
+        store.store("t", &CacheKey([0; 32])).expect("store");
+        let gitignore = fs::read_to_string(store.dir().join(".gitignore")).expect("gitignore");
+        assert!(gitignore.lines().any(|l| l == "*"));
+        assert!(store.dir().join("CACHEDIR.TAG").is_file());
+        let names: Vec<String> = fs::read_dir(store.dir())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn task_names_with_slashes_colons_and_unicode_have_their_own_entries() {
+        let dir = TempDir::new();
+        let store = CacheStore::new(&dir.0);
+        let names = [
+            "build",
+            "Build",
+            "web/build",
+            "web:build",
+            "web_build",
+            "../../etc/passwd",
+            "déploiement 🚀",
+            "",
+            ".",
+            "..",
+            &"x".repeat(300),
+        ];
+        for (i, name) in names.iter().enumerate() {
+            store.store(name, &CacheKey([i as u8; 32])).expect(name);
+            let file = store.entry_path(name);
+            assert_eq!(file.parent(), Some(store.dir().as_path()), "{name:?}");
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(store.load(name), Some(CacheKey([i as u8; 32])), "{name:?}");
+        }
+        assert_eq!(
+            fs::read_dir(store.dir()).expect("read dir").count(),
+            names.len() + 2
+        );
+    }
+
+    #[test]
+    fn damaged_entries_are_misses() {
+        let dir = TempDir::new();
+        let store = CacheStore::new(&dir.0);
+        let key = CacheKey([1; 32]);
+        store.store("t", &key).expect("store");
+        let good = fs::read_to_string(store.entry_path("t")).expect("read");
+        let hex = key.to_hex();
+        let damaged: Vec<(&str, String)> = vec![
+            ("empty", String::new()),
+            ("truncated", good[..good.len() / 2].to_string()),
+            ("not json", "garbage".into()),
+            (
+                "wrong version",
+                good.replace("\"version\":1", "\"version\":2"),
+            ),
+            (
+                "another task's entry",
+                good.replace("\"task\":\"t\"", "\"task\":\"u\""),
+            ),
+            ("short key", good.replace(&hex, &hex[..62])),
+            ("non-hex key", good.replace(&hex, &"zz".repeat(32))),
+            (
+                "key of wrong type",
+                r#"{"version":1,"task":"t","key":5}"#.to_string(),
+            ),
+            ("huge", format!("{}{}", " ".repeat(100_000), good)),
+        ];
+        for (what, content) in damaged {
+            fs::write(store.entry_path("t"), content).expect("write");
+            assert_eq!(store.load("t"), None, "{what}");
+        }
+        fs::remove_file(store.entry_path("t")).expect("rm");
+        fs::create_dir(store.entry_path("t")).expect("a directory in its place");
+        assert_eq!(store.load("t"), None, "a directory");
+    }
+
+    #[test]
+    fn concurrent_writers_leave_a_valid_entry() {
+        let dir = TempDir::new();
+        let store = CacheStore::new(&dir.0);
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let store = &store;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        store.store("t", &CacheKey([i; 32])).expect("store");
+                        let loaded = store.load("t").expect("never a torn entry");
+                        assert!(loaded.0.iter().all(|&b| b == loaded.0[0]));
+                    }
+                });
+            }
+        });
+        assert!(store.load("t").is_some());
+        let count = fs::read_dir(store.dir()).expect("read dir").count();
+        assert_eq!(count, 3, "entry, .gitignore, CACHEDIR.TAG; no temp files");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let key = CacheKey(*blake3::hash(b"x").as_bytes());
+        assert_eq!(CacheKey::from_hex(&key.to_hex()), Some(key));
+        assert_eq!(CacheKey::from_hex(&key.to_hex().to_uppercase()), Some(key));
+        assert_eq!(CacheKey::from_hex("00"), None);
+        assert_eq!(CacheKey::from_hex(&"é".repeat(32)), None);
+    }
+}

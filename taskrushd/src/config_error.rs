@@ -1,0 +1,147 @@
+//! The error type of the `.rush` parser: what went wrong, where, and what to do.
+//!
+//! The CLI renders it as
+//!
+//! ```text
+//! error: {message}
+//!   --> {location}
+//! hint: {hint}
+//! ```
+//!
+//! so the message is one lower-case line with names in backticks, no
+//! position inside it and no trailing period (style.md, "Errors").
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A problem with a `.rush` file, with the position of the offending token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub path: PathBuf,
+    /// 1-based line of the offending token, when known.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) of the offending token, when known.
+    pub column: Option<usize>,
+    /// What is wrong, e.g. "unknown key `dependson` in task `build`".
+    pub message: String,
+    /// What to do about it, e.g. "did you mean `depends_on`?".
+    pub hint: Option<String>,
+}
+
+impl ConfigError {
+    /// An error about `path` with no position and no hint.
+    pub fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// The same error at `line`:`column` (both 1-based).
+    pub fn at(mut self, line: usize, column: usize) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+
+    /// The same error with a hint; `None` leaves it without one.
+    pub fn with_hint(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+
+    /// `path:line:column`, `path:line`, or just `path` when the position is unknown.
+    pub fn location(&self) -> String {
+        location(&self.path, self.line, self.column)
+    }
+}
+
+fn location(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("{}:{line}:{column}", path.display()),
+        (Some(line), None) => format!("{}:{line}", path.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// Only the message: the location and the hint are separate fields that
+    /// the renderer lays out on their own lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The hint "did you mean `x`?" for the candidate closest to `wrong`, if any
+/// is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    closest(wrong, candidates).map(|name| format!("did you mean `{name}`?"))
+}
+
+/// The candidate closest to `wrong` by Jaro-Winkler similarity, if it scores
+/// at least 0.8 (the first one wins a tie, so callers control the order).
+pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    const THRESHOLD: f64 = 0.8;
+    let mut best: Option<(f64, &'a str)> = None;
+    for candidate in candidates {
+        if candidate == wrong {
+            continue;
+        }
+        let score = strsim::jaro_winkler(wrong, candidate);
+        if score >= THRESHOLD && best.is_none_or(|(best_score, _)| score > best_score) {
+            best = Some((score, candidate));
+        }
+    }
+    best.map(|(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_has_line_and_column_when_known() {
+        let err = ConfigError::new("/p/.rush", "m").at(3, 7);
+        assert_eq!(err.location(), "/p/.rush:3:7");
+        assert_eq!(ConfigError::new("/p/.rush", "m").location(), "/p/.rush");
+    }
+
+    #[test]
+    fn display_is_the_message_alone() {
+        let err = ConfigError::new(".rush", "unknown key `dependson` in task `build`")
+            .at(4, 5)
+            .with_hint(Some("did you mean `depends_on`?".into()));
+        assert_eq!(err.to_string(), "unknown key `dependson` in task `build`");
+    }
+
+    #[test]
+    fn closest_suggests_typos_but_not_unrelated_names() {
+        let keys = [
+            "cmd",
+            "description",
+            "depends_on",
+            "deps",
+            "cache_files",
+            "cache",
+            "env",
+        ];
+        assert_eq!(closest("dependson", keys), Some("depends_on"));
+        assert_eq!(closest("descripton", keys), Some("description"));
+        assert_eq!(closest("cahce", keys), Some("cache"));
+        assert_eq!(closest("zzz", keys), None);
+        assert_eq!(closest("biuld", ["build", "test", "lint"]), Some("build"));
+        assert_eq!(
+            did_you_mean("tset", ["build", "test"]).as_deref(),
+            Some("did you mean `test`?")
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! One client connection: frames in, JSON-RPC dispatch, frames out.
+//!
+//! jsonrpsee ships no local-socket transport, so this module is the
+//! server loop: it reads frames ([`crate::transport`]), answers malformed
+//! input with the JSON-RPC 2.0 error codes, handles batches and
+//! notifications, and calls the method callbacks that the `#[rpc]` trait
+//! generated — with this connection's own id, its own outgoing channel and
+//! its own subscription limit, so that subscriptions are cleaned up when the
+//! connection goes away.
+//!
+//! Every request runs in its own task: a slow run never blocks a status
+//! call on the same connection, and a panic answers that request with an
+//! internal error and harms nothing else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jsonrpsee::core::server::{
+    BoundedSubscriptions, ConnectionId, Extensions, MethodCallback, MethodResponse, MethodSink,
+    Methods, SubscriptionState,
+};
+use jsonrpsee::core::traits::IdProvider;
+use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Notification, Params, Request};
+use serde_json::value::RawValue;
+use taskrush_protocol::error::{BUSY, TOO_LARGE};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::transport::{FrameError, FrameReader, Framing};
+
+/// Requests in flight per connection (subscriptions count while they last).
+const MAX_IN_FLIGHT: usize = 64;
+/// Live subscriptions (runs) per connection.
+const MAX_SUBSCRIPTIONS: u32 = 32;
+/// Outgoing messages buffered per connection before senders wait.
+const OUT_QUEUE: usize = 256;
+/// Largest response the daemon sends.
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(1);
+
+/// Subscription ids: unique, never reused, never guessable across clients
+/// in practice (a counter mixed with the daemon's start time).
+#[derive(Debug)]
+struct CounterIds;
+
+static NEXT_SUBSCRIPTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl IdProvider for CounterIds {
+    fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
+        jsonrpsee::types::SubscriptionId::Num(NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Serve one connection until the peer closes it or breaks the framing.
+pub async fn serve<S>(stream: S, methods: Methods)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let conn_id = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, read));
+    let (tx, rx) = mpsc::channel::<Box<RawValue>>(OUT_QUEUE);
+    let (gone_tx, gone_rx) = watch::channel(false);
+    let ctx = Arc::new(Conn {
+        gone: ClientGone(gone_rx),
+        methods,
+        conn_id,
+        out: tx,
+        subscriptions: BoundedSubscriptions::new(MAX_SUBSCRIPTIONS),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    });
+
+    // The writer starts with the first frame, when the framing is known.
+    let mut unstarted = Some((write, rx));
+    let mut writer = None;
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(conn = conn_id.0, "closing connection: {e}");
+                if !matches!(e, FrameError::TooLarge) {
+                    break;
+                }
+                None
+            }
+        };
+        if let Some((write, rx)) = unstarted.take() {
+            let framing = reader.framing().unwrap_or(Framing::Lines);
+            writer = Some(tokio::spawn(write_loop(write, rx, framing)));
+        }
+        let Some(frame) = frame else {
+            // An oversized frame cannot be skipped reliably: answer, close.
+            let msg = error_json(Id::Null, TOO_LARGE, "message too large");
+            let _ = ctx.out.send(msg).await;
+            break;
+        };
+        let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
+            let msg = error_json(
+                Id::Null,
+                BUSY,
+                "too many requests in flight on this connection",
+            );
+            let _ = ctx.out.send(msg).await;
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some(reply) = ctx.handle_frame(frame).await {
+                let _ = ctx.out.send(reply).await;
+            }
+        });
+    }
+    // The client closed its side (or broke the framing): its runs are
+    // cancelled. The writer finishes once every request and subscription
+    // has dropped its sender.
+    let _ = gone_tx.send(true);
+    drop(ctx);
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+}
+
+async fn write_loop<W: AsyncWrite>(
+    mut write: tokio::io::WriteHalf<W>,
+    mut rx: mpsc::Receiver<Box<RawValue>>,
+    framing: Framing,
+) {
+    while let Some(msg) = rx.recv().await {
+        let bytes = framing.encode(msg.get().as_bytes());
+        if write.write_all(&bytes).await.is_err() {
+            break;
+        }
+        // Flush only when nothing else is queued: fewer syscalls under load,
+        // no latency when idle.
+        if rx.is_empty() && write.flush().await.is_err() {
+            break;
+        }
+    }
+    // Closing the receiver tells every subscription the client is gone.
+    rx.close();
+    let _ = write.shutdown().await;
+}
+
+/// Put in every request's extensions: becomes `true` when the client
+/// closed its side of the connection, which cancels its runs.
+#[derive(Clone, Debug)]
+pub struct ClientGone(pub watch::Receiver<bool>);
+
+impl ClientGone {
+    /// Resolves once the client is gone.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|gone| *gone).await;
+    }
+}
+
+struct Conn {
+    gone: ClientGone,
+    methods: Methods,
+    conn_id: ConnectionId,
+    out: mpsc::Sender<Box<RawValue>>,
+    subscriptions: BoundedSubscriptions,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Conn {
+    /// Answer one frame: a single message or a batch. `None` when nothing
+    /// is to be sent (notifications, subscriptions that answered already).
+    async fn handle_frame(self: &Arc<Self>, frame: Vec<u8>) -> Option<Box<RawValue>> {
+        let Ok(text) = std::str::from_utf8(&frame) else {
+            return Some(error_json(
+                Id::Null,
+                ErrorCode::ParseError.code(),
+                "message is not UTF-8",
+            ));
+        };
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('[') {
+            let items: Vec<&RawValue> = match serde_json::from_str(trimmed) {
+                Ok(items) => items,
+                Err(e) => {
+                    return Some(error_json(
+                        Id::Null,
+                        ErrorCode::ParseError.code(),
+                        &e.to_string(),
+                    ));
+                }
+            };
+            if items.is_empty() {
+                return Some(error_json(
+                    Id::Null,
+                    ErrorCode::InvalidRequest.code(),
+                    "empty batch",
+                ));
+            }
+            let mut replies = Vec::new();
+            for item in items {
+                if let Some(r) = self.clone().handle_isolated(item.get().to_owned()).await {
+                    replies.push(r);
+                }
+            }
+            if replies.is_empty() {
+                return None;
+            }
+            let joined = format!(
+                "[{}]",
+                replies
+                    .iter()
+                    .map(|r| r.get())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            return RawValue::from_string(joined).ok();
+        }
+        self.clone().handle_isolated(text.to_owned()).await
+    }
+
+    /// Handle one message in its own task, so that a panic in a method
+    /// becomes an internal error for that message only.
+    async fn handle_isolated(self: Arc<Self>, text: String) -> Option<Box<RawValue>> {
+        let id = request_id(&text);
+        let handle = tokio::spawn(async move { self.handle_one(&text).await });
+        match handle.await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!("request handler failed: {e}");
+                id.map(|id| {
+                    error_json(
+                        id,
+                        ErrorCode::InternalError.code(),
+                        "internal error while handling the request",
+                    )
+                })
+            }
+        }
+    }
+
+    async fn handle_one(&self, text: &str) -> Option<Box<RawValue>> {
+        if let Ok(req) = serde_json::from_str::<Request<'_>>(text) {
+            let params = Params::new(req.params.as_ref().map(|p| p.get()));
+            return self.call(req.id, &req.method, params).await;
+        }
+        if let Ok(n) = serde_json::from_str::<Notification<'_, Option<&RawValue>>>(text) {
+            let params = Params::new(n.params.map(|p| p.get()));
+            let _ = self.call(Id::Null, &n.method, params).await;
+            return None;
+        }
+        if serde_json::from_str::<&RawValue>(text).is_err() {
+            let msg = serde_json::from_str::<serde_json::Value>(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            return Some(error_json(
+                Id::Null,
+                ErrorCode::ParseError.code(),
+                &format!("parse error: {msg}"),
+            ));
+        }
+        let id = request_id(text).unwrap_or(Id::Null);
+        Some(error_json(
+            id,
+            ErrorCode::InvalidRequest.code(),
+            "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": …, \"id\": …}",
+        ))
+    }
+
+    async fn call(&self, id: Id<'_>, method: &str, params: Params<'_>) -> Option<Box<RawValue>> {
+        let mut ext = Extensions::new();
+        ext.insert(self.conn_id);
+        ext.insert(self.gone.clone());
+        let response = match self.methods.method(method) {
+            None => MethodResponse::error(
+                id,
+                ErrorObject::owned(
+                    ErrorCode::MethodNotFound.code(),
+                    format!("unknown method `{method}`"),
+                    None::<()>,
+                ),
+            ),
+            Some(MethodCallback::Sync(cb)) => (cb)(id, params, MAX_RESPONSE, ext),
+            Some(MethodCallback::Async(cb)) => {
+                (cb)(
+                    id.into_owned(),
+                    params.into_owned(),
+                    self.conn_id,
+                    MAX_RESPONSE,
+                    ext,
+                )
+                .await
+            }
+            Some(MethodCallback::Unsubscription(cb)) => {
+                (cb)(id, params, self.conn_id, MAX_RESPONSE, ext)
+            }
+            Some(MethodCallback::Subscription(cb)) => {
+                let Some(permit) = self.subscriptions.acquire() else {
+                    return Some(error_json(id, BUSY, "too many runs on this connection"));
+                };
+                let state = SubscriptionState {
+                    conn_id: self.conn_id,
+                    id_provider: &CounterIds,
+                    subscription_permit: permit,
+                };
+                let sink = MethodSink::new_with_limit(self.out.clone(), MAX_RESPONSE as u32);
+                // The callback answers through the sink itself.
+                let _ = (cb)(id, params, sink, state, ext).await;
+                return None;
+            }
+        };
+        if response.is_notification() {
+            return None;
+        }
+        Some(response.into_json())
+    }
+}
+
+/// The `id` of a request, when one can be read from it.
+fn request_id(text: &str) -> Option<Id<'static>> {
+    #[derive(serde::Deserialize)]
+    struct OnlyId<'a> {
+        #[serde(borrow)]
+        id: Option<Id<'a>>,
+    }
+    serde_json::from_str::<OnlyId<'_>>(text)
+        .ok()?
+        .id
+        .map(Id::into_owned)
+}
+
+fn error_json(id: Id<'_>, code: i32, message: &str) -> Box<RawValue> {
+    let err = ErrorObject::owned(code, message.to_owned(), None::<()>);
+    MethodResponse::error(id, err).into_json()
+}

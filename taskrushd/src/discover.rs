@@ -1,0 +1,102 @@
+//! Finding the `.rush` file: the start directory, then each ancestor.
+
+use std::path::{Path, PathBuf};
+
+/// The names a TaskRush file may have, in order of preference.
+pub const FILE_NAMES: [&str; 3] = [".rush", ".rush.yml", ".rush.yaml"];
+
+/// The first file named one of [`FILE_NAMES`] (in that order) in `start` or
+/// its nearest ancestor, or `None` when there is none up to the root.
+///
+/// `start` should be absolute (the client's working directory); a relative
+/// path is only searched up to its first component. Directories and other
+/// non-files with those names are skipped.
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find_map(|dir| {
+        FILE_NAMES
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh, empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("taskrush-discover-test-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn touch(path: &Path) {
+        fs::create_dir_all(path.parent().expect("file has a parent")).expect("create dirs");
+        fs::write(path, "tasks: {}\n").expect("write file");
+    }
+
+    #[test]
+    fn finds_the_file_in_the_start_directory() {
+        let tmp = TempDir::new();
+        touch(&tmp.0.join(".rush.yml"));
+        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yml")));
+    }
+
+    #[test]
+    fn prefers_dot_rush_then_yml_then_yaml() {
+        let tmp = TempDir::new();
+        touch(&tmp.0.join(".rush.yaml"));
+        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yaml")));
+        touch(&tmp.0.join(".rush.yml"));
+        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yml")));
+        touch(&tmp.0.join(".rush"));
+        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush")));
+    }
+
+    #[test]
+    fn walks_up_to_the_nearest_ancestor_with_a_file() {
+        let tmp = TempDir::new();
+        touch(&tmp.0.join(".rush"));
+        touch(&tmp.0.join("a/.rush.yaml"));
+        let deep = tmp.0.join("a/b/c");
+        fs::create_dir_all(&deep).expect("create dirs");
+        assert_eq!(discover(&deep), Some(tmp.0.join("a/.rush.yaml")));
+        assert_eq!(discover(&tmp.0.join("a")), Some(tmp.0.join("a/.rush.yaml")));
+    }
+
+    #[test]
+    fn a_directory_named_dot_rush_is_not_a_rush_file() {
+        let tmp = TempDir::new();
+        fs::create_dir_all(tmp.0.join("sub/.rush")).expect("create dirs");
+        touch(&tmp.0.join(".rush.yml"));
+        assert_eq!(discover(&tmp.0.join("sub")), Some(tmp.0.join(".rush.yml")));
+    }
+
+    #[test]
+    fn finds_nothing_when_no_ancestor_has_a_file() {
+        let tmp = TempDir::new();
+        let deep = tmp.0.join("x/y");
+        fs::create_dir_all(&deep).expect("create dirs");
+        // The temp dir's own ancestors (e.g. /tmp, /) could hold a stray
+        // `.rush`; only assert when they do not.
+        let outside = tmp.0.parent().and_then(discover);
+        assert_eq!(discover(&deep), outside);
+    }
+}

@@ -1,0 +1,581 @@
+//! In-memory memo of file content hashes, kept warm by the long-lived daemon.
+//!
+//! [`FileHashes`] maps an absolute path to the BLAKE3 hash of the file's
+//! content together with the *stamp* of the file when it was hashed: length,
+//! mtime and ctime (both with nanoseconds), inode and device, all from one
+//! `stat`. A remembered hash is reused only when a fresh `stat` gives exactly
+//! the same stamp; anything else re-reads the file.
+//!
+//! # Never stale: the "racy git" rule
+//!
+//! A stamp alone is not enough. File systems take timestamps from a coarse
+//! clock (Linux: the kernel tick, a few ms; ext3/HFS+: 1 s; FAT/exFAT: 2 s),
+//! so a file rewritten with the same length shortly after we hashed it can
+//! keep an identical stamp. Like git's index ("racy git"), an entry is
+//! therefore *trusted* only if the file's newest timestamp (the later of
+//! mtime and ctime) is older than the moment the hash began minus
+//! [`RACY_MARGIN`]. Any write after that moment sets ctime to "now", which
+//! then necessarily differs from the remembered ctime. Untrusted files are
+//! simply re-hashed on every call until they have been quiet for the margin.
+//! ctime matters because mtime can be set back by anyone (`touch -d`,
+//! `File::set_modified`, archive extraction) while ctime cannot.
+//!
+//! The margin is 2 s: it covers the coarsest timestamp granularity in common
+//! use (FAT's 2 s) and the lag of the kernel's coarse clock behind the
+//! wall clock, and costs almost nothing (only files touched in the last two
+//! seconds are re-read). It does not protect against the wall clock being
+//! stepped back by more than the margin, nor against a network file server
+//! whose clock lags ours by more than the margin *and* a rewrite that keeps
+//! the length and lands in the same timestamp tick.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a file must have been left alone before its memoized hash is
+/// trusted (see the module documentation).
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Thread-safe memo `absolute path -> (stamp, content hash)`.
+///
+/// Keyed by the path's bytes (hashing an `OsStr` is cheaper than hashing a
+/// `Path`, which walks its components).
+///
+/// Share it between runs with an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct FileHashes {
+    memo: Mutex<HashMap<OsString, Memo>>,
+    racy_margin: Duration,
+    hits: AtomicU64,
+    hashed: AtomicU64,
+}
+
+/// Counters for logs and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
+pub struct FileHashStats {
+    /// Hashes answered from the memo (one `stat`, no read).
+    pub hits: u64,
+    /// Files read and hashed.
+    pub hashed: u64,
+    /// Entries currently remembered.
+    pub entries: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Memo {
+    stamp: Stamp,
+    hash: [u8; 32],
+}
+
+/// Everything one `stat` tells us about a file's identity and version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    /// (seconds, nanoseconds) since the Unix epoch; may be negative.
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    /// The newest of the file's timestamps.
+    fn newest(&self) -> (i64, i64) {
+        self.mtime.max(self.ctime)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Other,
+}
+
+/// `stat`/`fstat` through rustix: one syscall, no allocation for paths up to
+/// 255 bytes (std's `metadata` uses the slower `statx` on Linux).
+#[cfg(unix)]
+mod sys {
+    use super::{Kind, Stamp};
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+
+    pub(super) fn stat_path(path: &Path) -> io::Result<(Stamp, Kind)> {
+        Ok(from_stat(&rustix::fs::stat(path)?))
+    }
+
+    pub(super) fn stat_open(file: &File) -> io::Result<(Stamp, Kind)> {
+        Ok(from_stat(&rustix::fs::fstat(file)?))
+    }
+
+    // The field types differ between targets; on some the casts are no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &rustix::fs::Stat) -> (Stamp, Kind) {
+        use rustix::fs::FileType;
+        let kind = match FileType::from_raw_mode(st.st_mode as _) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            _ => Kind::Other,
+        };
+        let stamp = Stamp {
+            len: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+        };
+        (stamp, kind)
+    }
+}
+
+/// Without inode/ctime the stamp is weaker: mtime and creation time stand in
+/// (creation time changes when a file is replaced by a rename).
+#[cfg(not(unix))]
+mod sys {
+    use super::{Kind, Stamp, epoch_parts};
+    use std::fs::{self, File, Metadata};
+    use std::io;
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    pub(super) fn stat_path(path: &Path) -> io::Result<(Stamp, Kind)> {
+        Ok(from_meta(&fs::metadata(path)?))
+    }
+
+    pub(super) fn stat_open(file: &File) -> io::Result<(Stamp, Kind)> {
+        Ok(from_meta(&file.metadata()?))
+    }
+
+    fn from_meta(meta: &Metadata) -> (Stamp, Kind) {
+        let split = |t: io::Result<SystemTime>| t.ok().map_or((0, 0), epoch_parts);
+        let mtime = split(meta.modified());
+        let kind = if meta.is_file() {
+            Kind::File
+        } else if meta.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::Other
+        };
+        let stamp = Stamp {
+            len: meta.len(),
+            mtime,
+            // Stands in for ctime in the racy check.
+            ctime: mtime.max(split(meta.created())),
+            ino: 0,
+            dev: 0,
+        };
+        (stamp, kind)
+    }
+}
+
+/// (seconds, nanoseconds) since the epoch, negative seconds before it.
+fn epoch_parts(t: SystemTime) -> (i64, i64) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (secs_i64(d), i64::from(d.subsec_nanos())),
+        Err(before) => {
+            let d = before.duration();
+            let (s, n) = (secs_i64(d), i64::from(d.subsec_nanos()));
+            if n == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000_000 - n)
+            }
+        }
+    }
+}
+
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl Default for FileHashes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FileHashes {
+    /// An empty memo with the default [`RACY_MARGIN`].
+    pub fn new() -> Self {
+        Self::with_racy_margin(RACY_MARGIN)
+    }
+
+    /// An empty memo trusting files only once they are older than `margin`.
+    /// Tests use a short margin; the daemon uses [`FileHashes::new`].
+    pub fn with_racy_margin(margin: Duration) -> Self {
+        FileHashes {
+            memo: Mutex::new(HashMap::new()),
+            racy_margin: margin,
+            hits: AtomicU64::new(0),
+            hashed: AtomicU64::new(0),
+        }
+    }
+
+    /// BLAKE3 hash of the content of the file at `abs_path` (symlinks are
+    /// followed), or `None` if there is no file there (missing, dangling or
+    /// looping symlink, or a path component that is not a directory).
+    ///
+    /// A directory gives an `IsADirectory` error, any other non-regular file
+    /// (FIFO, socket, device) an `InvalidInput` error; such files are never
+    /// opened for reading.
+    pub fn hash_file(&self, abs_path: &Path) -> io::Result<Option<[u8; 32]>> {
+        let (stamp, kind) = match sys::stat_path(abs_path) {
+            Ok(found) => found,
+            Err(err) if is_absent(&err) => {
+                self.forget(abs_path);
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        check_regular(kind)?;
+        if let Some(memo) = self.lock().get(abs_path.as_os_str())
+            && memo.stamp == stamp
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(memo.hash));
+        }
+
+        // Taken before the content is read: every write we might miss
+        // happens after this instant.
+        let started = SystemTime::now();
+        let (stamp, hash) = match read_and_hash(abs_path) {
+            Ok(found) => found,
+            Err(err) => {
+                self.forget(abs_path);
+                return if is_absent(&err) { Ok(None) } else { Err(err) };
+            }
+        };
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+        let settled = started
+            .checked_sub(self.racy_margin)
+            .is_some_and(|limit| stamp.newest() < epoch_parts(limit));
+        let mut memo = self.lock();
+        if settled {
+            memo.insert(abs_path.as_os_str().to_owned(), Memo { stamp, hash });
+        } else {
+            // Possibly racy: do not trust it next time, read it again.
+            memo.remove(abs_path.as_os_str());
+        }
+        Ok(Some(hash))
+    }
+
+    /// Drops what is remembered about `abs_path` (e.g. on a watcher event).
+    pub fn forget(&self, abs_path: &Path) {
+        self.lock().remove(abs_path.as_os_str());
+    }
+
+    /// Drops everything remembered about files under the directory `dir`
+    /// (e.g. when a project is unloaded).
+    #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
+    pub fn forget_under(&self, dir: &Path) {
+        self.lock()
+            .retain(|path, _| !Path::new(path).starts_with(dir));
+    }
+
+    /// Drops everything.
+    #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Counters since creation, and the current number of entries.
+    #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
+    pub fn stats(&self) -> FileHashStats {
+        FileHashStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            hashed: self.hashed.load(Ordering::Relaxed),
+            entries: self.lock().len(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<OsString, Memo>> {
+        // Every critical section is a single map operation, so the map is
+        // consistent even if a holder panicked: recover from poisoning.
+        self.memo.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Opens, checks and hashes the file; the stamp comes from the open file
+/// (`fstat`), so it describes the file that was actually read.
+fn read_and_hash(abs_path: &Path) -> io::Result<(Stamp, [u8; 32])> {
+    let file = open_for_hashing(abs_path)?;
+    let (stamp, kind) = sys::stat_open(&file)?;
+    check_regular(kind)?;
+    let mut hasher = blake3::Hasher::new();
+    // Streams through a 64 KiB stack buffer (blake3's `copy_wide`): memory
+    // stays flat for files of any size.
+    hasher.update_reader(&file)?;
+    Ok((stamp, *hasher.finalize().as_bytes()))
+}
+
+#[cfg(unix)]
+fn open_for_hashing(abs_path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: should the path have been replaced by a FIFO since the
+    // `stat`, opening it must not hang (fstat then rejects it). It has no
+    // effect on reading regular files.
+    let nonblock = rustix::fs::OFlags::NONBLOCK.bits();
+    File::options()
+        .read(true)
+        .custom_flags(i32::try_from(nonblock).unwrap_or(0))
+        .open(abs_path)
+}
+
+#[cfg(not(unix))]
+fn open_for_hashing(abs_path: &Path) -> io::Result<File> {
+    File::open(abs_path)
+}
+
+fn check_regular(kind: Kind) -> io::Result<()> {
+    match kind {
+        Kind::File => Ok(()),
+        Kind::Dir => Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "is a directory",
+        )),
+        Kind::Other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (FIFO, socket or device)",
+        )),
+    }
+}
+
+/// Errors meaning "there is no file at this path".
+pub fn is_absent(err: &io::Error) -> bool {
+    match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => true,
+        #[cfg(unix)]
+        _ => err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()),
+        #[cfg(not(unix))]
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::thread::sleep;
+
+    /// A fresh empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("taskrush-file-hashes-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(path: &Path, content: &[u8]) {
+        let mut f = File::create(path).expect("create file");
+        f.write_all(content).expect("write file");
+    }
+
+    fn expected(content: &[u8]) -> Option<[u8; 32]> {
+        Some(*blake3::hash(content).as_bytes())
+    }
+
+    /// A memo that trusts files quiet for 50 ms, and a pause long enough to
+    /// get past it (and past any coarse timestamp tick).
+    const SHORT: Duration = Duration::from_millis(50);
+    fn settle() {
+        sleep(Duration::from_millis(120));
+    }
+
+    #[test]
+    fn a_missing_file_hashes_to_none() {
+        let dir = TempDir::new();
+        let hashes = FileHashes::new();
+        assert_eq!(hashes.hash_file(&dir.0.join("nope")).ok(), Some(None));
+        let below_a_file = dir.0.join("file/below");
+        write(&dir.0.join("file"), b"x");
+        assert_eq!(hashes.hash_file(&below_a_file).ok(), Some(None));
+    }
+
+    #[test]
+    fn the_hash_is_the_blake3_of_the_content() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        for content in [&b""[..], b"hello", &vec![7u8; 300_000]] {
+            write(&path, content);
+            let hashes = FileHashes::new();
+            assert_eq!(hashes.hash_file(&path).ok(), Some(expected(content)));
+        }
+    }
+
+    #[test]
+    fn an_unchanged_settled_file_is_answered_from_the_memo() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        write(&path, b"hello");
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        for _ in 0..3 {
+            assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"hello")));
+        }
+        let stats = hashes.stats();
+        assert_eq!((stats.hashed, stats.hits, stats.entries), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_freshly_written_file_is_rehashed_every_time() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        write(&path, b"hello");
+        let hashes = FileHashes::new(); // 2 s margin: the file is racy
+        for _ in 0..3 {
+            assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"hello")));
+        }
+        let stats = hashes.stats();
+        assert_eq!((stats.hashed, stats.hits, stats.entries), (3, 0, 0));
+    }
+
+    #[test]
+    fn same_size_rewrite_with_mtime_set_back_is_seen_even_when_trusted() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        write(&path, b"hello");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"hello")));
+        assert_eq!(hashes.stats().entries, 1, "settled file is trusted");
+
+        // Same length, same mtime; only ctime (and the content) differ.
+        let mut f = File::options().write(true).open(&path).expect("open");
+        f.write_all(b"jello").expect("rewrite");
+        f.set_modified(old).expect("set mtime back");
+        drop(f);
+        assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"jello")));
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_is_rehashed() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        write(&path, b"one");
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"one")));
+        let tmp = dir.0.join("a.tmp");
+        write(&tmp, b"two");
+        fs::rename(&tmp, &path).expect("rename");
+        assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"two")));
+    }
+
+    #[test]
+    fn a_deleted_file_is_forgotten() {
+        let dir = TempDir::new();
+        let path = dir.0.join("a.txt");
+        write(&path, b"one");
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"one")));
+        fs::remove_file(&path).expect("remove");
+        assert_eq!(hashes.hash_file(&path).ok(), Some(None));
+        assert_eq!(hashes.stats().entries, 0);
+    }
+
+    #[test]
+    fn forget_and_clear_drop_entries() {
+        let dir = TempDir::new();
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        write(&a, b"a");
+        write(&b, b"b");
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        for p in [&a, &b] {
+            hashes.hash_file(p).expect("hash");
+        }
+        hashes.forget(&a);
+        assert_eq!(hashes.stats().entries, 1);
+        hashes.clear();
+        assert_eq!(hashes.stats().entries, 0);
+        hashes.hash_file(&a).expect("hash");
+        hashes.forget_under(&dir.0);
+        assert_eq!(hashes.stats().entries, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_an_error_and_is_never_opened() {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let dir = TempDir::new();
+        let fifo = dir.0.join("fifo");
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::from(0o644), 0).expect("mkfifo");
+        let err = FileHashes::new().hash_file(&fifo).expect_err("fifo");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_directory_is_an_error() {
+        let dir = TempDir::new();
+        let err = FileHashes::new().hash_file(&dir.0).expect_err("dir");
+        assert_eq!(err.kind(), io::ErrorKind::IsADirectory);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_and_loops_are_absent() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new();
+        write(&dir.0.join("target"), b"content");
+        symlink("target", dir.0.join("link")).expect("symlink");
+        symlink("loop2", dir.0.join("loop1")).expect("symlink");
+        symlink("loop1", dir.0.join("loop2")).expect("symlink");
+        symlink("nowhere", dir.0.join("dangling")).expect("symlink");
+        let hashes = FileHashes::new();
+        let hash = |name: &str| hashes.hash_file(&dir.0.join(name)).ok();
+        assert_eq!(hash("link"), Some(expected(b"content")));
+        assert_eq!(hash("loop1"), Some(None));
+        assert_eq!(hash("dangling"), Some(None));
+    }
+
+    #[test]
+    fn concurrent_use_from_several_threads_agrees() {
+        let dir = TempDir::new();
+        let paths: Vec<PathBuf> = (0..20).map(|i| dir.0.join(format!("f{i}"))).collect();
+        for (i, p) in paths.iter().enumerate() {
+            write(p, format!("file {i}").as_bytes());
+        }
+        settle();
+        let hashes = FileHashes::with_racy_margin(SHORT);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for (i, p) in paths.iter().enumerate() {
+                        let want = expected(format!("file {i}").as_bytes());
+                        assert_eq!(hashes.hash_file(p).ok(), Some(want));
+                    }
+                });
+            }
+        });
+        assert_eq!(hashes.stats().entries, 20);
+    }
+}

@@ -1,0 +1,568 @@
+//! Expanding a task's `cache_files` patterns into its sorted input files.
+//!
+//! Patterns are relative to the project root and use `/`:
+//!
+//! - A pattern without glob metacharacters (`Cargo.toml`) names one file. It
+//!   is an input whether or not it exists: its absence is part of the cache
+//!   key. If it names a directory, every file below it is an input.
+//! - A glob (`src/**/*.rs`, `assets/*.png`, `{a,b}/*.txt`) is matched with
+//!   globset, `*`, `?` and classes never crossing `/`, `**` crossing any
+//!   number of directories. Only the pattern's literal prefix directory is
+//!   walked (`src/` for `src/**/*.rs`), and no deeper than the pattern can
+//!   match (`*.md` reads only the root directory). Hidden files are matched
+//!   like any other.
+//! - A pattern starting with `!` excludes what it matches (and, if it names
+//!   a directory, everything below it) from the other patterns' files, in
+//!   whatever order the patterns are given (as in Turborepo's `inputs`).
+//!
+//! Never inputs: anything under a `.git` or `.rush-cache` directory, and
+//! directories, FIFOs, sockets and devices. Symlinks are followed, to files
+//! and into directories, with loops detected and skipped; a dangling symlink
+//! matched by a glob is an input that is absent.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use walkdir::WalkDir;
+
+use crate::file_hashes::is_absent;
+
+/// Directory names whose contents are never inputs.
+pub const EXCLUDED_DIRS: [&str; 2] = [".git", ".rush-cache"];
+
+/// The input files of a task: sorted by relative path, without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputFiles {
+    root: PathBuf,
+    /// Absolute (root-joined) paths, sorted by their bytes; since all share
+    /// the `root` prefix this is the order of the relative paths.
+    files: Vec<PathBuf>,
+}
+
+/// One input file, as seen from the project root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputFile<'a> {
+    /// Relative to the project root, e.g. `src/main.rs` (`/`-separated on
+    /// Unix; on Windows the native separator, see [`InputFile::rel_bytes`]).
+    pub rel: &'a Path,
+    /// The root joined with `rel`.
+    pub abs: &'a Path,
+}
+
+impl InputFile<'_> {
+    /// The relative path as bytes with `/` separators on every platform,
+    /// the form that goes into cache keys.
+    pub fn rel_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        let bytes = self.rel.as_os_str().as_encoded_bytes();
+        if std::path::MAIN_SEPARATOR == '/' {
+            bytes.into()
+        } else {
+            bytes
+                .iter()
+                .map(|&b| if b == b'\\' { b'/' } else { b })
+                .collect::<Vec<u8>>()
+                .into()
+        }
+    }
+}
+
+impl InputFiles {
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    #[allow(dead_code, reason = "clippy wants `is_empty` beside `len`")]
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = InputFile<'_>> {
+        self.files.iter().map(|abs| InputFile {
+            rel: relative(&self.root, abs),
+            abs,
+        })
+    }
+}
+
+/// A pattern that cannot be used, or a directory or file that could not be
+/// read while expanding the patterns.
+#[derive(Debug)]
+pub enum InputError {
+    Pattern { pattern: String, reason: String },
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Pattern { pattern, reason } => {
+                write!(f, "invalid cache_files pattern `{pattern}`: {reason}")
+            }
+            InputError::Io { path, source } => {
+                write!(f, "cannot read `{}`: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InputError::Pattern { .. } => None,
+            InputError::Io { source, .. } => Some(source),
+        }
+    }
+}
+
+/// A pattern taken apart.
+struct Parsed<'p> {
+    /// `/`-joined without empty or `.` components.
+    normalized: String,
+    /// The leading components without glob metacharacters.
+    prefix: Vec<&'p str>,
+    /// How many directory levels below the prefix a match can be; `None`
+    /// for unlimited (`**`). `Some(0)` for a literal.
+    depth: Option<usize>,
+    negated: bool,
+}
+
+fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+fn parse(pattern: &str) -> Result<Parsed<'_>, InputError> {
+    let bad = |reason: &str| InputError::Pattern {
+        pattern: pattern.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (negated, body) = match pattern.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, pattern),
+    };
+    if body.starts_with('/') || Path::new(body).is_absolute() {
+        return Err(bad("must be relative to the project root"));
+    }
+    let components: Vec<&str> = body
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if components.is_empty() {
+        return Err(bad("names the whole project; use `**` for every file"));
+    }
+    let literal = components.iter().take_while(|c| !has_meta(c)).count();
+    let rest = &components[literal..];
+    let depth = if rest.iter().any(|c| c.contains("**")) {
+        None
+    } else {
+        Some(rest.len())
+    };
+    let parsed = Parsed {
+        normalized: components.join("/"),
+        prefix: components[..literal].to_vec(),
+        depth,
+        negated,
+    };
+    if !rest.is_empty() {
+        compile(pattern, &parsed.normalized)?;
+    }
+    Ok(parsed)
+}
+
+fn compile(pattern: &str, glob: &str) -> Result<globset::Glob, InputError> {
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .map_err(|err| InputError::Pattern {
+            pattern: pattern.to_owned(),
+            reason: err.kind().to_string(),
+        })
+}
+
+/// Checks one pattern without touching the file system (for validating a
+/// `.rush` file when it is loaded).
+pub fn check_pattern(pattern: &str) -> Result<(), InputError> {
+    parse(pattern).map(drop)
+}
+
+/// `abs` relative to `root`, for paths built by joining onto `root`.
+fn relative<'a>(root: &Path, abs: &'a Path) -> &'a Path {
+    // Fast path on Unix: slice the bytes instead of comparing components.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let root_bytes = root.as_os_str().as_bytes();
+        if let Some(rest) = abs.as_os_str().as_bytes().strip_prefix(root_bytes)
+            && (root_bytes.is_empty() || root_bytes.ends_with(b"/") || rest.starts_with(b"/"))
+        {
+            let start = rest.iter().take_while(|&&b| b == b'/').count();
+            let rest = &rest[start..];
+            // `root/./x` (root ending in `.`) still needs the slow path.
+            if rest != b"." && !rest.starts_with(b"./") {
+                return Path::new(std::ffi::OsStr::from_bytes(rest));
+            }
+        }
+    }
+    // Every path was built by joining onto `root`, so the prefix is there;
+    // the fallback to `abs` is unreachable.
+    abs.strip_prefix(root).unwrap_or(abs)
+}
+
+fn is_excluded(component: &str) -> bool {
+    EXCLUDED_DIRS.contains(&component)
+}
+
+/// Whether the last component of `path` is an excluded name (compares
+/// bytes: this runs for every walked entry).
+fn names_excluded(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    EXCLUDED_DIRS.iter().any(|name| {
+        bytes.strip_suffix(name.as_bytes()).is_some_and(|head| {
+            head.last()
+                .is_some_and(|&b| std::path::is_separator(char::from(b)))
+        })
+    })
+}
+
+fn join_all(root: &Path, components: &[&str]) -> PathBuf {
+    let mut path = root.to_path_buf();
+    for c in components {
+        path.push(c);
+    }
+    path
+}
+
+/// A directory to walk and how deep.
+struct Walk<'p> {
+    prefix: Vec<&'p str>,
+    depth: Option<usize>,
+}
+
+/// Expands `patterns` (relative to `root`) into the task's input files.
+pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut globs = GlobSetBuilder::new();
+    let mut excludes = GlobSetBuilder::new();
+    let mut any_exclude = false;
+    let mut walks: Vec<Walk<'_>> = Vec::new();
+
+    for pattern in patterns {
+        let parsed = parse(pattern)?;
+        if parsed.negated {
+            excludes.add(compile(pattern, &parsed.normalized)?);
+            if parsed.depth == Some(0) {
+                // `!dir` excludes everything below `dir` too.
+                excludes.add(compile(pattern, &format!("{}/**", parsed.normalized))?);
+            }
+            any_exclude = true;
+            continue;
+        }
+        if parsed.prefix.iter().any(|c| is_excluded(c)) {
+            continue;
+        }
+        if parsed.depth == Some(0) {
+            let abs = join_all(root, &parsed.prefix);
+            match fs::metadata(&abs) {
+                Ok(meta) if meta.is_dir() => {
+                    // A directory names everything below it.
+                    let all = format!("{}/**", parsed.normalized);
+                    globs.add(compile(pattern, &all)?);
+                    walks.push(Walk {
+                        prefix: parsed.prefix,
+                        depth: None,
+                    });
+                }
+                Ok(meta) if !meta.is_file() => {} // FIFO, socket, device
+                Ok(_) => files.push(abs),
+                Err(err) if is_absent(&err) => files.push(abs),
+                Err(err) => {
+                    return Err(InputError::Io {
+                        path: PathBuf::from(parsed.normalized),
+                        source: err,
+                    });
+                }
+            }
+        } else {
+            globs.add(compile(pattern, &parsed.normalized)?);
+            walks.push(Walk {
+                prefix: parsed.prefix,
+                depth: parsed.depth,
+            });
+        }
+    }
+
+    let build = |set: GlobSetBuilder| {
+        set.build().map_err(|err| InputError::Pattern {
+            pattern: patterns.join(", "),
+            reason: err.to_string(),
+        })
+    };
+    let globs = build(globs)?;
+    for walk in merge_walks(walks) {
+        walk_one(root, &walk, &globs, &mut files)?;
+    }
+
+    files.sort_unstable_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    files.dedup_by(|a, b| a.as_os_str() == b.as_os_str());
+    if any_exclude {
+        let excludes = build(excludes)?;
+        files.retain(|abs| !excludes.is_match(relative(root, abs)));
+    }
+    Ok(InputFiles {
+        root: root.to_path_buf(),
+        files,
+    })
+}
+
+/// Walks that lie inside another walk's directory are folded into it (with
+/// the depth needed to reach their matches), so no directory is read twice.
+fn merge_walks(mut walks: Vec<Walk<'_>>) -> Vec<Walk<'_>> {
+    // Sorted, a directory comes right before everything below it.
+    walks.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    let mut merged: Vec<Walk<'_>> = Vec::with_capacity(walks.len());
+    for walk in walks {
+        if let Some(outer) = merged.last_mut()
+            && walk.prefix.starts_with(&outer.prefix)
+        {
+            let extra = walk.prefix.len() - outer.prefix.len();
+            outer.depth = match (outer.depth, walk.depth) {
+                (Some(a), Some(b)) => Some(a.max(extra + b)),
+                _ => None,
+            };
+        } else {
+            merged.push(walk);
+        }
+    }
+    merged
+}
+
+fn walk_one(
+    root: &Path,
+    walk: &Walk<'_>,
+    globs: &GlobSet,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), InputError> {
+    let dir = join_all(root, &walk.prefix);
+    let mut walker = WalkDir::new(&dir).follow_links(true);
+    if let Some(depth) = walk.depth {
+        walker = walker.max_depth(depth);
+    }
+    let entries = walker
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !names_excluded(e.path()));
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                if err.loop_ancestor().is_some() {
+                    continue; // a symlink back up the tree: already walked
+                }
+                let absent = err.io_error().is_some_and(is_absent);
+                match err.path() {
+                    // A dangling symlink (or a file deleted during the walk)
+                    // is an absent input if the glob wants it; a missing
+                    // walk root simply has no files.
+                    Some(path) if absent => {
+                        if err.depth() > 0 && globs.is_match(relative(root, path)) {
+                            files.push(path.to_path_buf());
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let path = err
+                    .path()
+                    .map(|p| relative(root, p).to_path_buf())
+                    .unwrap_or_else(|| relative(root, &dir).to_path_buf());
+                return Err(InputError::Io {
+                    path,
+                    source: err.into(),
+                });
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        if globs.is_match(relative(root, entry.path())) {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A fresh empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("taskrush-input-files-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        /// Creates each file (and its directories); content = its path.
+        fn with(files: &[&str]) -> TempDir {
+            let dir = TempDir::new();
+            for f in files {
+                let path = dir.0.join(f);
+                fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+                fs::write(&path, f).expect("write");
+            }
+            dir
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rels(root: &Path, patterns: &[&str]) -> Vec<String> {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let inputs = expand(root, &patterns).expect("expand");
+        inputs
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.rel_bytes()).into_owned())
+            .collect()
+    }
+
+    const TREE: &[&str] = &[
+        "Cargo.toml",
+        "README.md",
+        "src/main.rs",
+        "src/lib.rs",
+        "src/.hidden.rs",
+        "src/cache/mod.rs",
+        "src/cache/deep/x.rs",
+        "src/notes.txt",
+        "assets/a.png",
+        "assets/sub/b.png",
+        ".git/config",
+        ".git/hooks/x.rs",
+        "sub/.git/x.rs",
+        ".rush-cache/build.json",
+        "docs/guide.md",
+    ];
+
+    #[test]
+    fn patterns_expand_to_sorted_relative_paths() {
+        let dir = TempDir::with(TREE);
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["src/*.rs"],
+                &["src/.hidden.rs", "src/lib.rs", "src/main.rs"],
+            ),
+            (
+                &["src/**/*.rs"],
+                &[
+                    "src/.hidden.rs",
+                    "src/cache/deep/x.rs",
+                    "src/cache/mod.rs",
+                    "src/lib.rs",
+                    "src/main.rs",
+                ],
+            ),
+            (&["src/*/*.rs"], &["src/cache/mod.rs"]),
+            (&["assets/*.png"], &["assets/a.png"]),
+            (&["assets/**/*.png"], &["assets/a.png", "assets/sub/b.png"]),
+            (&["*.md"], &["README.md"]),
+            (&["**/*.md"], &["README.md", "docs/guide.md"]),
+            (&["{docs,assets}/*"], &["assets/a.png", "docs/guide.md"]),
+            (&["Cargo.toml", "./Cargo.toml", "Cargo.*"], &["Cargo.toml"]),
+            (&["src/cache"], &["src/cache/deep/x.rs", "src/cache/mod.rs"]),
+            (&["nothing/**/*.rs", "*.nope"], &[]),
+            (&["missing.txt"], &["missing.txt"]),
+            (
+                &["src/**/*.rs", "!src/cache", "!**/.hidden.rs"],
+                &["src/lib.rs", "src/main.rs"],
+            ),
+        ];
+        for (patterns, want) in cases {
+            assert_eq!(rels(&dir.0, patterns), *want, "patterns {patterns:?}");
+        }
+    }
+
+    #[test]
+    fn git_and_rush_cache_are_never_inputs() {
+        let dir = TempDir::with(TREE);
+        let all = rels(&dir.0, &["**"]);
+        assert!(
+            all.iter()
+                .all(|p| !p.contains(".git/") && !p.contains(".rush-cache/")),
+            "{all:?}"
+        );
+        assert!(all.contains(&"src/main.rs".to_string()));
+        assert_eq!(
+            rels(&dir.0, &[".git/config", ".git/**", ".rush-cache/*"]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_errors_naming_the_pattern() {
+        for pattern in ["/etc/passwd", "", "./", "src/[a.rs", "src/{a,b"] {
+            let err = check_pattern(pattern).expect_err(pattern);
+            assert!(err.to_string().contains(&format!("`{pattern}`")), "{err}");
+        }
+        assert!(check_pattern("src/**/*.rs").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_without_looping() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::with(&["real/a.rs", "src/b.rs"]);
+        symlink("../real", dir.0.join("src/linked")).expect("symlink");
+        // A link to an ancestor of the walk would loop: it is skipped.
+        symlink("..", dir.0.join("src/up")).expect("symlink");
+        symlink("../real/a.rs", dir.0.join("src/c.rs")).expect("symlink");
+        symlink("nowhere.rs", dir.0.join("src/dangling.rs")).expect("symlink");
+        assert_eq!(
+            rels(&dir.0, &["src/**/*.rs"]),
+            ["src/b.rs", "src/c.rs", "src/dangling.rs", "src/linked/a.rs",]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_sockets_are_not_inputs() {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let dir = TempDir::with(&["run/a.txt"]);
+        let fifo = dir.0.join("run/fifo");
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::from(0o644), 0).expect("mkfifo");
+        let _socket = std::os::unix::net::UnixListener::bind(dir.0.join("run/sock"));
+        assert_eq!(rels(&dir.0, &["run/*", "run/fifo"]), ["run/a.txt"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_directory_is_an_error_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::with(&["src/locked/a.rs"]);
+        let locked = dir.0.join("src/locked");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
+        let readable = fs::read_dir(&locked).is_ok(); // true when run as root
+        let result = expand(&dir.0, &["src/**/*.rs".to_string()]);
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
+        if !readable {
+            let err = result.expect_err("unreadable");
+            assert!(err.to_string().contains("src/locked"), "{err}");
+        }
+    }
+}

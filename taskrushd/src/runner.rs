@@ -1,0 +1,507 @@
+//! Executing a plan: scheduling, the cache, streaming output, cancelling.
+//!
+//! The runner owns no socket: it sends [`RunEvent`]s into a channel and
+//! watches a cancel level. A slow client slows only its own run (the
+//! channel is bounded, so output is never dropped).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use taskrush_protocol::run::{Chunk, RunError, RunEvent, RunStatus, Stream, TaskStatus};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::cache::{CacheKey, CacheStore};
+use crate::file_hashes::FileHashes;
+use crate::planner::Plan;
+use crate::rush_file::{RushFile, Task};
+use crate::spawn::{self, GRACE, TaskProcess};
+
+/// How hard a run is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cancel {
+    /// Keep going.
+    No,
+    /// Stop: SIGINT, then SIGTERM, then SIGKILL, a grace period apart.
+    Interrupt,
+    /// Stop now: SIGKILL.
+    Kill,
+}
+
+/// Everything a run needs, fixed when it starts: a run keeps the config it
+/// started with even if the file changes meanwhile.
+pub struct RunSpec {
+    pub run_id: u64,
+    pub config: Arc<RushFile>,
+    pub plan: Plan,
+    /// The client's environment.
+    pub env: BTreeMap<String, String>,
+    pub jobs: usize,
+    pub force: bool,
+}
+
+/// Read buffer per output stream; also the largest output event.
+const CHUNK: usize = 64 * 1024;
+
+struct Outcome {
+    status: TaskStatus,
+    /// Exit status for the CLI when the task failed.
+    exit_code: i32,
+}
+
+/// Run the plan to the end and return the `run_finished` event.
+pub async fn run(
+    spec: RunSpec,
+    hashes: Arc<FileHashes>,
+    events: mpsc::Sender<RunEvent>,
+    mut cancel: watch::Receiver<Cancel>,
+) -> RunEvent {
+    let started = Instant::now();
+    let spec = Arc::new(spec);
+    let n = spec.plan.tasks.len();
+    let mut waiting_on: Vec<usize> = spec.plan.tasks.iter().map(|t| t.deps.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, t) in spec.plan.tasks.iter().enumerate() {
+        for &d in &t.deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
+    let mut failed: Option<(String, i32)> = None;
+    let mut cancelled = *cancel.borrow() != Cancel::No;
+    let jobs = spec.jobs.max(1);
+
+    loop {
+        while failed.is_none() && !cancelled && running.len() < jobs {
+            let Some(i) = ready.pop_front() else { break };
+            let spec = spec.clone();
+            let hashes = hashes.clone();
+            let events = events.clone();
+            let cancel = cancel.clone();
+            running.spawn(async move {
+                let outcome = run_task(&spec, i, &hashes, &events, cancel).await;
+                (i, outcome)
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { break };
+                let (i, outcome) = match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(run = spec.run_id, "task runner failed: {e}");
+                        failed.get_or_insert(("<internal>".into(), 1));
+                        continue;
+                    }
+                };
+                match outcome.status {
+                    TaskStatus::Success => {
+                        for &d in &dependents[i] {
+                            waiting_on[d] -= 1;
+                            if waiting_on[d] == 0 {
+                                ready.push_back(d);
+                            }
+                        }
+                    }
+                    TaskStatus::Failed => {
+                        failed.get_or_insert((spec.plan.tasks[i].name.clone(), outcome.exit_code));
+                    }
+                    TaskStatus::Cancelled => cancelled = true,
+                }
+            }
+            changed = cancel.changed(), if !cancelled => {
+                // Running tasks watch the level themselves.
+                if changed.is_err() || *cancel.borrow() != Cancel::No {
+                    cancelled = true;
+                }
+            }
+        }
+    }
+
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (status, exit_code, failed_task) = if cancelled {
+        (
+            RunStatus::Cancelled,
+            taskrush_protocol::run::EXIT_CANCELLED,
+            None,
+        )
+    } else if let Some((task, code)) = failed {
+        (RunStatus::Failed, code, Some(task))
+    } else {
+        (RunStatus::Success, 0, None)
+    };
+    RunEvent::RunFinished {
+        run_id: spec.run_id,
+        status,
+        exit_code,
+        failed_task,
+        duration_ms,
+        error: None,
+    }
+}
+
+/// A run that could not start its plan, finished with this error.
+pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
+    RunEvent::RunFinished {
+        run_id,
+        status: RunStatus::Failed,
+        exit_code: taskrush_protocol::run::EXIT_ERROR,
+        failed_task: None,
+        duration_ms: 0,
+        error: Some(RunError {
+            message,
+            data: Default::default(),
+        }),
+    }
+}
+
+async fn run_task(
+    spec: &RunSpec,
+    i: usize,
+    hashes: &Arc<FileHashes>,
+    events: &mpsc::Sender<RunEvent>,
+    mut cancel: watch::Receiver<Cancel>,
+) -> Outcome {
+    let name = spec.plan.tasks[i].name.clone();
+    let Some(task) = spec.config.tasks.get(&name) else {
+        return fail(
+            events,
+            &name,
+            Instant::now(),
+            format!("task `{name}` vanished from the plan"),
+        )
+        .await;
+    };
+    let started = Instant::now();
+    let env = match task_env(task, &spec.env) {
+        Ok(env) => env,
+        Err(message) => return fail(events, &name, started, message).await,
+    };
+    let root = spec.config.root.clone();
+
+    // Up to date? Hashing reads files: off the async threads.
+    let mut key: Option<(CacheStore, CacheKey)> = None;
+    if !task.cache_files.is_empty() {
+        let (root2, task2, env2, hashes2) = (
+            root.clone(),
+            task.clone(),
+            env_pairs(task, &env),
+            hashes.clone(),
+        );
+        let computed = tokio::task::spawn_blocking(move || {
+            let cmd = task_command_line(&task2);
+            crate::cache::cache_key(
+                &root2,
+                &task2.name,
+                &cmd,
+                &env2,
+                &task2.cache_files,
+                &hashes2,
+            )
+        })
+        .await;
+        match computed {
+            Ok(Ok(k)) => {
+                let store = CacheStore::new(&root);
+                if !spec.force && store.load(&name).as_ref() == Some(&k) {
+                    let _ = events.send(RunEvent::TaskCached { task: name }).await;
+                    return Outcome {
+                        status: TaskStatus::Success,
+                        exit_code: 0,
+                    };
+                }
+                // A run that fails may clobber the outputs of the last good
+                // one: forget it first, so a failure is never "up to date".
+                if let Err(e) = store.invalidate(&name) {
+                    tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
+                }
+                key = Some((store, k));
+            }
+            Ok(Err(e)) => {
+                return fail(
+                    events,
+                    &name,
+                    started,
+                    format!("cannot check the cache: {e}"),
+                )
+                .await;
+            }
+            Err(e) => {
+                return fail(
+                    events,
+                    &name,
+                    started,
+                    format!("cannot check the cache: {e}"),
+                )
+                .await;
+            }
+        }
+    }
+
+    let _ = events
+        .send(RunEvent::TaskStarted { task: name.clone() })
+        .await;
+    let steps = [
+        task.before.as_deref(),
+        task.cmd.as_deref(),
+        task.after.as_deref(),
+    ];
+    let mut last = (Some(0), None, 0);
+    for cmd in steps.into_iter().flatten() {
+        match run_step(&name, cmd, &root, &env, events, &mut cancel).await {
+            Step::Exited(code, signal, shell_code) => {
+                last = (code, signal, shell_code);
+                if shell_code != 0 {
+                    break;
+                }
+            }
+            Step::Cancelled => {
+                let _ = events
+                    .send(RunEvent::TaskFinished {
+                        task: name,
+                        status: TaskStatus::Cancelled,
+                        exit_code: None,
+                        signal: None,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        message: None,
+                    })
+                    .await;
+                return Outcome {
+                    status: TaskStatus::Cancelled,
+                    exit_code: taskrush_protocol::run::EXIT_CANCELLED,
+                };
+            }
+            Step::SpawnFailed(message) => return fail(events, &name, started, message).await,
+        }
+    }
+    let (code, signal, shell_code) = last;
+    let status = if shell_code == 0 {
+        TaskStatus::Success
+    } else {
+        TaskStatus::Failed
+    };
+    if status == TaskStatus::Success
+        && let Some((store, key)) = key
+    {
+        // The key is of the inputs as they were before the task ran: an
+        // edit made during the run makes the next run run again.
+        if let Err(e) = store.store(&name, &key) {
+            tracing::warn!(task = %name, "cannot write the cache entry: {e}");
+        }
+    }
+    let _ = events
+        .send(RunEvent::TaskFinished {
+            task: name,
+            status,
+            exit_code: code,
+            signal,
+            duration_ms: started.elapsed().as_millis() as u64,
+            message: None,
+        })
+        .await;
+    Outcome {
+        status,
+        exit_code: shell_code,
+    }
+}
+
+async fn fail(
+    events: &mpsc::Sender<RunEvent>,
+    task: &str,
+    started: Instant,
+    message: String,
+) -> Outcome {
+    let _ = events
+        .send(RunEvent::TaskFinished {
+            task: task.to_owned(),
+            status: TaskStatus::Failed,
+            exit_code: None,
+            signal: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+            message: Some(message),
+        })
+        .await;
+    Outcome {
+        status: TaskStatus::Failed,
+        exit_code: taskrush_protocol::run::EXIT_ERROR,
+    }
+}
+
+/// What the cache key covers as "the command": hooks included.
+fn task_command_line(task: &Task) -> String {
+    format!(
+        "{}\0{}\0{}",
+        task.before.as_deref().unwrap_or(""),
+        task.cmd.as_deref().unwrap_or(""),
+        task.after.as_deref().unwrap_or("")
+    )
+}
+
+/// The task process's environment: the client's, plus the task's `env`
+/// with `${VAR}` expanded from the client's environment and from the
+/// task's earlier entries.
+fn task_env(
+    task: &Task,
+    client: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = client.clone();
+    for (k, v) in &task.env {
+        let value = crate::expand::expand(v, |name| env.get(name).cloned())
+            .map_err(|e| format!("in `env.{k}` of task `{}`: {}", task.name, e.message))?;
+        env.insert(k.clone(), value);
+    }
+    Ok(env)
+}
+
+/// The task's own `env` entries, expanded: what the cache key covers
+/// (not the whole client environment, which changes all the time).
+fn env_pairs(task: &Task, env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = task
+        .env
+        .iter()
+        .map(|(k, _)| (k.clone(), env.get(k).cloned().unwrap_or_default()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+enum Step {
+    /// (exit code, signal, shell-style status)
+    Exited(Option<i32>, Option<i32>, i32),
+    Cancelled,
+    SpawnFailed(String),
+}
+
+async fn run_step(
+    task: &str,
+    cmd: &str,
+    root: &Path,
+    env: &BTreeMap<String, String>,
+    events: &mpsc::Sender<RunEvent>,
+    cancel: &mut watch::Receiver<Cancel>,
+) -> Step {
+    if *cancel.borrow() != Cancel::No {
+        return Step::Cancelled;
+    }
+    let mut proc = match spawn::spawn_shell(cmd, root, env) {
+        Ok(p) => p,
+        Err(e) => {
+            return Step::SpawnFailed(format!(
+                "cannot start `/bin/sh` in `{}`: {e}",
+                root.display()
+            ));
+        }
+    };
+    let stdout = proc.child.stdout.take();
+    let stderr = proc.child.stderr.take();
+    let pumps = async {
+        tokio::join!(
+            pump(stdout, task, Stream::Stdout, events),
+            pump(stderr, task, Stream::Stderr, events)
+        )
+    };
+    tokio::pin!(pumps);
+    let mut pumped = false;
+    loop {
+        tokio::select! {
+            _ = &mut pumps, if !pumped => pumped = true,
+            status = proc.child.wait(), if pumped => {
+                return match status {
+                    Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code) }
+                    Err(e) => Step::SpawnFailed(format!("cannot wait for the task: {e}")),
+                };
+            }
+            changed = cancel.changed() => {
+                let level = if changed.is_err() { Cancel::Interrupt } else { *cancel.borrow() };
+                if level == Cancel::No {
+                    continue;
+                }
+                stop(&mut proc, level, cancel).await;
+                // Drain what the pipes still hold so nothing is lost.
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
+                return Step::Cancelled;
+            }
+        }
+    }
+}
+
+/// Stop a task's process group: SIGINT, SIGTERM, SIGKILL, a grace period
+/// apart (or SIGKILL at once when forced), until no process is left.
+async fn stop(proc: &mut TaskProcess, mut level: Cancel, cancel: &mut watch::Receiver<Cancel>) {
+    for sig in [Signal::INT, Signal::TERM] {
+        if level == Cancel::Kill {
+            break;
+        }
+        proc.signal_group(sig);
+        let deadline = tokio::time::Instant::now() + GRACE;
+        loop {
+            if proc.wait_group_empty(Duration::from_millis(20)).await {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if cancel.has_changed().unwrap_or(false) {
+                level = level.max(*cancel.borrow_and_update());
+                if level == Cancel::Kill {
+                    break;
+                }
+            }
+        }
+    }
+    proc.signal_group(Signal::KILL);
+    proc.wait_group_empty(Duration::from_secs(2)).await;
+}
+
+/// Forward one output stream as events, in order. UTF-8 sequences cut by
+/// a read boundary are carried to the next chunk so text stays text.
+async fn pump<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    task: &str,
+    stream: Stream,
+    events: &mpsc::Sender<RunEvent>,
+) {
+    let Some(mut reader) = reader else { return };
+    let mut carry: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut bytes = std::mem::take(&mut carry);
+        bytes.extend_from_slice(&buf[..n]);
+        if let Err(e) = std::str::from_utf8(&bytes)
+            && e.error_len().is_none()
+            && bytes.len() - e.valid_up_to() < 4
+            && e.valid_up_to() > 0
+        {
+            carry = bytes.split_off(e.valid_up_to());
+        }
+        let ev = RunEvent::Output {
+            task: task.to_owned(),
+            stream,
+            chunk: Chunk::from_bytes(bytes),
+        };
+        if events.send(ev).await.is_err() {
+            break;
+        }
+    }
+    if !carry.is_empty() {
+        let ev = RunEvent::Output {
+            task: task.to_owned(),
+            stream,
+            chunk: Chunk::from_bytes(carry),
+        };
+        let _ = events.send(ev).await;
+    }
+}

@@ -1,0 +1,300 @@
+//! Framing of JSON-RPC messages on a daemon connection.
+//!
+//! Two framings are accepted and detected from the first byte a client
+//! sends: newline-delimited JSON (`{` or `[` first: `socat`, scripts, the
+//! CLI) and the LSP base protocol's `Content-Length` headers (`C` first:
+//! editors' stock JSON-RPC clients). Replies use the client's framing.
+//!
+//! Every frame is capped at [`MAX_FRAME`] bytes, and once a frame has begun
+//! it must arrive within [`FRAME_DEADLINE`]: a 10 GB header, a 1 GB line or
+//! a client sending one byte a second costs bounded memory and time.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+
+/// Largest accepted message (requests are small; this leaves room for a
+/// client environment of thousands of variables).
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Time allowed for the rest of a frame once its first byte arrived.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest header line accepted in `Content-Length` framing.
+const MAX_HEADER_LINE: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One JSON text per line.
+    Lines,
+    /// `Content-Length: N\r\n\r\n` then N bytes.
+    ContentLength,
+}
+
+impl Framing {
+    /// Frame one outgoing message.
+    pub fn encode(self, msg: &[u8]) -> Vec<u8> {
+        match self {
+            Framing::Lines => {
+                let mut out = Vec::with_capacity(msg.len() + 1);
+                out.extend_from_slice(msg);
+                out.push(b'\n');
+                out
+            }
+            Framing::ContentLength => {
+                let header = format!("Content-Length: {}\r\n\r\n", msg.len());
+                let mut out = Vec::with_capacity(header.len() + msg.len());
+                out.extend_from_slice(header.as_bytes());
+                out.extend_from_slice(msg);
+                out
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection in the middle of a frame.
+    Truncated,
+    /// A frame above [`MAX_FRAME`] (or a header line above its limit).
+    TooLarge,
+    /// A `Content-Length` header block that cannot be understood.
+    BadHeader(String),
+    /// The frame did not complete within [`FRAME_DEADLINE`].
+    TooSlow,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Truncated => write!(f, "connection closed in the middle of a message"),
+            FrameError::TooLarge => write!(f, "message larger than {MAX_FRAME} bytes"),
+            FrameError::BadHeader(h) => write!(f, "bad message header: {h}"),
+            FrameError::TooSlow => {
+                write!(
+                    f,
+                    "message not completed within {}s",
+                    FRAME_DEADLINE.as_secs()
+                )
+            }
+            FrameError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads frames from one connection.
+pub struct FrameReader<R> {
+    inner: R,
+    framing: Option<Framing>,
+}
+
+impl<R: AsyncBufRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            framing: None,
+        }
+    }
+
+    /// The framing detected from the first frame, once there was one.
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    /// The next message, `None` at a clean end of the connection. Waiting
+    /// for a message to begin has no deadline (editors stay connected).
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        // Skip blank space between frames, and detect the framing.
+        let first = loop {
+            let buf = self.inner.fill_buf().await.map_err(FrameError::Io)?;
+            let Some(&b) = buf.first() else {
+                return Ok(None);
+            };
+            if b.is_ascii_whitespace() {
+                let n = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                self.inner.consume(n);
+                continue;
+            }
+            break b;
+        };
+        let framing = *self
+            .framing
+            .get_or_insert(if first == b'C' || first == b'c' {
+                Framing::ContentLength
+            } else {
+                Framing::Lines
+            });
+        let read = async {
+            match framing {
+                Framing::Lines => self.read_line().await,
+                Framing::ContentLength => self.read_content_length().await,
+            }
+        };
+        match tokio::time::timeout(FRAME_DEADLINE, read).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(FrameError::TooSlow),
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::new();
+        read_until_newline(&mut self.inner, &mut out, MAX_FRAME).await?;
+        if out.last() == Some(&b'\r') {
+            out.pop();
+        }
+        Ok(out)
+    }
+
+    async fn read_content_length(&mut self) -> Result<Vec<u8>, FrameError> {
+        let mut length = None;
+        loop {
+            let mut line = Vec::new();
+            read_until_newline(&mut self.inner, &mut line, MAX_HEADER_LINE).await?;
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                break;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(FrameError::BadHeader(line.to_owned()));
+            };
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                let n: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| FrameError::BadHeader(line.to_owned()))?;
+                if n > MAX_FRAME as u64 {
+                    return Err(FrameError::TooLarge);
+                }
+                length = Some(n as usize);
+            }
+        }
+        let Some(n) = length else {
+            return Err(FrameError::BadHeader("no Content-Length header".into()));
+        };
+        let mut body = vec![0; n];
+        self.inner
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+                _ => FrameError::Io(e),
+            })?;
+        Ok(body)
+    }
+}
+
+/// `read_until(b'\n')` that gives up past `max` bytes instead of growing.
+async fn read_until_newline<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), FrameError> {
+    loop {
+        let buf = r.fill_buf().await.map_err(FrameError::Io)?;
+        if buf.is_empty() {
+            return if out.is_empty() {
+                Err(FrameError::Truncated)
+            } else {
+                Ok(())
+            };
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                if out.len() + i > max {
+                    return Err(FrameError::TooLarge);
+                }
+                out.extend_from_slice(&buf[..i]);
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                if out.len() + n > max {
+                    return Err(FrameError::TooLarge);
+                }
+                out.extend_from_slice(buf);
+                r.consume(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8]) -> Vec<Result<String, String>> {
+        let mut r = FrameReader::new(tokio::io::BufReader::new(input));
+        let mut out = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(Some(f)) => out.push(Ok(String::from_utf8_lossy(&f).into_owned())),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn newline_delimited_messages_are_split_on_newlines() {
+        let got = frames(b"{\"a\":1}\n\n{\"b\":2}\r\n{\"c\":3}").await;
+        assert_eq!(
+            got,
+            vec![
+                Ok("{\"a\":1}".into()),
+                Ok("{\"b\":2}".into()),
+                Ok("{\"c\":3}".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn content_length_messages_are_read_by_length() {
+        let got = frames(
+            b"Content-Length: 7\r\nContent-Type: x\r\n\r\n{\"a\":1}Content-Length: 2\r\n\r\n{}",
+        )
+        .await;
+        assert_eq!(got, vec![Ok("{\"a\":1}".into()), Ok("{}".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_huge_declared_length_is_refused_before_reading() {
+        let got = frames(b"Content-Length: 10000000000\r\n\r\n").await;
+        assert_eq!(
+            got,
+            vec![Err(format!("message larger than {MAX_FRAME} bytes"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused_at_the_cap() {
+        let big = vec![b'{'; MAX_FRAME + 10];
+        let got = frames(&big).await;
+        assert_eq!(
+            got,
+            vec![Err(format!("message larger than {MAX_FRAME} bytes"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_body_is_an_error() {
+        let got = frames(b"Content-Length: 10\r\n\r\n{}").await;
+        assert_eq!(
+            got,
+            vec![Err("connection closed in the middle of a message".into())]
+        );
+    }
+
+    #[test]
+    fn replies_use_the_clients_framing() {
+        assert_eq!(Framing::Lines.encode(b"{}"), b"{}\n");
+        assert_eq!(
+            Framing::ContentLength.encode(b"{}"),
+            b"Content-Length: 2\r\n\r\n{}"
+        );
+    }
+}

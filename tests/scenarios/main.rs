@@ -1,0 +1,9 @@
+//! End-to-end scenarios: given a `.rush` and files, a private `taskrushd`
+//! on a temp socket, the real `taskrush`; expect this output and status.
+
+mod cache;
+mod cancel;
+mod daemon;
+mod protocol;
+mod run;
+mod rush_file;

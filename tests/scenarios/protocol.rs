@@ -1,0 +1,163 @@
+//! The socket as an editor or a script sees it: JSON-RPC 2.0 in either
+//! framing, with the spec's error codes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskrush_tests::Scenario;
+
+fn started() -> Scenario {
+    let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
+    t.run(&["hi"]).success();
+    t
+}
+
+fn connect(t: &Scenario) -> UnixStream {
+    let s = UnixStream::connect(t.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Send newline-delimited lines; read `n` answer lines.
+fn exchange(t: &Scenario, input: &str, n: usize) -> Vec<Value> {
+    let mut s = connect(t);
+    s.write_all(input.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn newline_delimited_requests_get_answers() {
+    let t = started();
+    let got = exchange(
+        &t,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"hello\",\"params\":{\"version\":\"x\",\"protocol\":1}}\n",
+        1,
+    );
+    assert_eq!(got[0]["id"], 1);
+    assert_eq!(got[0]["result"]["protocol"], 1);
+}
+
+#[test]
+fn content_length_framing_is_answered_in_kind() {
+    let t = started();
+    let mut s = connect(&t);
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "daemon_status"}).to_string();
+    write!(s, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut header = String::new();
+    r.read_line(&mut header).unwrap();
+    assert!(header.starts_with("Content-Length: "), "{header:?}");
+    let len: usize = header["Content-Length: ".len()..].trim().parse().unwrap();
+    let mut blank = String::new();
+    r.read_line(&mut blank).unwrap();
+    assert_eq!(blank, "\r\n");
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["id"], 7);
+    assert!(v["result"]["pid"].is_u64());
+}
+
+#[test]
+fn malformed_input_gets_the_spec_error_codes() {
+    let t = started();
+    let got = exchange(
+        &t,
+        concat!(
+            "this is not json\n",
+            "{\"id\":2}\n",
+            "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"no_such_method\"}\n",
+            "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"cancel_run\",\"params\":{\"run_id\":\"x\"}}\n",
+        ),
+        4,
+    );
+    let code = |id: Value| {
+        got.iter()
+            .find(|v| v["id"] == id)
+            .map(|v| v["error"]["code"].as_i64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(code(Value::Null), -32700);
+    assert_eq!(code(json!(2)), -32600);
+    assert_eq!(code(json!(3)), -32601);
+    assert_eq!(code(json!(4)), -32602);
+}
+
+#[test]
+fn batches_are_answered_as_arrays_and_notifications_get_no_answer() {
+    let t = started();
+    let got = exchange(
+        &t,
+        concat!(
+            "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"},",
+            "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"},",
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"nope\"}]\n",
+        ),
+        1,
+    );
+    let arr = got[0].as_array().expect("an array");
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["id"], 1);
+    assert_eq!(arr[1]["error"]["code"], -32601);
+}
+
+#[test]
+fn an_oversized_message_is_refused_and_other_clients_carry_on() {
+    let t = started();
+    let mut s = connect(&t);
+    s.write_all(b"Content-Length: 10000000000\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("-32006"), "{answer}");
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+#[test]
+fn a_run_streams_events_from_started_to_finished() {
+    let t = started();
+    let mut s = connect(&t);
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": t.project().display().to_string(), "tasks": ["hi"]}}});
+    writeln!(s, "{req}").unwrap();
+    let mut r = BufReader::new(s);
+    let mut events = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "connection closed early"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["method"] == "run_event" {
+            let ev = v["params"]["result"].clone();
+            let kind = ev["event"].as_str().unwrap().to_owned();
+            events.push(kind.clone());
+            if kind == "output" {
+                assert_eq!(ev["text"], "hi\n");
+            }
+            if kind == "run_finished" {
+                assert_eq!(ev["exit_code"], 0);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            "run_started",
+            "task_started",
+            "output",
+            "task_finished",
+            "run_finished"
+        ]
+    );
+}

@@ -1,0 +1,369 @@
+//! The scenario builder for TaskRush's end-to-end tests.
+//!
+//! Every [`Scenario`] gets its own temp directory holding a project, a
+//! private daemon socket, log and home directory: scenarios run in
+//! parallel and never touch a daemon outside their directory. The real
+//! `taskrush` and `taskrushd` binaries are driven (built by `cargo build
+//! --bins`, which `scripts/test` does first); nothing is mocked.
+//!
+//! ```ignore
+//! Scenario::new()
+//!     .rush("tasks:\n  hi:\n    cmd: echo hi\n")
+//!     .run(&["hi"])
+//!     .stdout("hi\n")
+//!     .success();
+//! ```
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where cargo put the binaries: beside the `deps/` directory holding
+/// this test executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    for bin in ["taskrush", "taskrushd"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "`{}` is missing: run `cargo build --bins` first (scripts/test does)",
+            dir.join(bin).display()
+        );
+    }
+    dir.to_path_buf()
+}
+
+pub struct Scenario {
+    dir: tempfile::TempDir,
+    /// Extra environment for every command (and the daemon they start).
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scenario {
+    pub fn new() -> Scenario {
+        let dir = tempfile::Builder::new()
+            .prefix("tr-")
+            .tempdir()
+            .expect("a temp dir");
+        std::fs::create_dir_all(dir.path().join("project")).expect("project dir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home dir");
+        let cwd = dir.path().join("project");
+        Scenario {
+            dir,
+            env: Vec::new(),
+            cwd,
+        }
+    }
+
+    /// The temp directory of this scenario.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The project directory (the default working directory).
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("taskrushd.sock")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("run").join("taskrushd.log")
+    }
+
+    /// Write the project's `.rush`.
+    pub fn rush(self, yaml: &str) -> Scenario {
+        self.file(".rush", yaml)
+    }
+
+    /// Write a file under the project.
+    pub fn file(self, rel: &str, content: &str) -> Scenario {
+        self.write(rel, content);
+        self
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        let p = self.project().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("parent dir");
+        }
+        std::fs::write(&p, content).expect("write file");
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.project().join(rel)).unwrap_or_default()
+    }
+
+    /// Run commands from this directory (relative to the project).
+    pub fn cwd(mut self, rel: &str) -> Scenario {
+        self.cwd = self.project().join(rel);
+        std::fs::create_dir_all(&self.cwd).expect("cwd");
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Scenario {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// A `taskrush` command with this scenario's private environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_dir().join("taskrush"));
+        c.args(args);
+        self.prepare(&mut c);
+        c
+    }
+
+    /// A `taskrushd` command with this scenario's private environment.
+    pub fn daemon_command(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("taskrushd"));
+        self.prepare(&mut c);
+        c
+    }
+
+    fn prepare(&self, c: &mut Command) {
+        let home = self.dir.path().join("home");
+        c.current_dir(&self.cwd)
+            .env_remove("TASKRUSH_LOG")
+            .env_remove("TASKRUSHD")
+            .env_remove("TASKRUSH_DAEMON")
+            .env("TASKRUSH_SOCKET", self.socket())
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", home.join("runtime"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+    }
+
+    /// Run `taskrush ARGS` to completion (bounded: 60 s).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with(args, |_| {})
+    }
+
+    /// Like [`run`](Self::run), with a chance to adjust the command.
+    pub fn run_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Outcome {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        adjust(&mut c);
+        let child = c.spawn().expect("spawn taskrush");
+        self.finish(child, Duration::from_secs(60))
+    }
+
+    /// Wait for a spawned command (killing it after `limit`) and collect it.
+    pub fn finish(&self, mut child: Child, limit: Duration) -> Outcome {
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let t_out = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(o) = out.as_mut() {
+                let _ = o.read_to_end(&mut v);
+            }
+            v
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_end(&mut v);
+            }
+            v
+        });
+        let started = Instant::now();
+        let status = wait_timeout(&mut child, limit).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("taskrush did not finish within {limit:?}")
+        });
+        let elapsed = started.elapsed();
+        Outcome {
+            stdout_bytes: t_out.join().unwrap_or_default(),
+            stderr_bytes: t_err.join().unwrap_or_default(),
+            status,
+            elapsed,
+            tmp: self.dir.path().to_path_buf(),
+        }
+    }
+
+    /// Start the daemon by hand with extra environment (not from a CLI).
+    pub fn start_daemon(&self, env: &[(&str, &str)]) {
+        let mut c = self.daemon_command();
+        c.arg("--notify-ready")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn taskrushd");
+        let mut line = String::new();
+        let mut out = child.stdout.take().expect("piped stdout");
+        let mut buf = [0u8; 64];
+        let n = out.read(&mut buf).unwrap_or(0);
+        line.push_str(&String::from_utf8_lossy(&buf[..n]));
+        assert!(line.starts_with("ready"), "daemon did not start: {line:?}");
+        // It lives on in its own session; it is stopped on drop.
+        std::mem::forget(child);
+    }
+
+    /// The daemon's pid, if one serves this scenario's socket.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let out = self.run(&["daemon", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.stdout().trim()).ok()?;
+        v.get("pid")?.as_u64().map(|p| p as u32)
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        // Stop this scenario's daemon, if any, so no process outlives it.
+        if self.socket().exists() {
+            let mut c = self.command(&["daemon", "stop"]);
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            if let Ok(mut child) = c.spawn()
+                && wait_timeout(&mut child, Duration::from_secs(15)).is_none()
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// What a finished `taskrush` did.
+pub struct Outcome {
+    pub stdout_bytes: Vec<u8>,
+    pub stderr_bytes: Vec<u8>,
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+    tmp: PathBuf,
+}
+
+impl Outcome {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout_bytes).into_owned()
+    }
+
+    /// stderr with the scenario's temp dir replaced by `[TMP]`.
+    pub fn stderr(&self) -> String {
+        let s = String::from_utf8_lossy(&self.stderr_bytes).into_owned();
+        s.replace(&self.tmp.display().to_string(), "[TMP]")
+    }
+
+    pub fn code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        self.status
+            .code()
+            .unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+
+    #[track_caller]
+    pub fn expect_stdout(&self, expected: &str) -> &Self {
+        assert_eq!(
+            self.stdout(),
+            expected,
+            "stdout differs; stderr was:\n{}",
+            self.stderr()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_stderr(&self, expected: &str) -> &Self {
+        assert_eq!(
+            self.stderr(),
+            expected,
+            "stderr differs; stdout was:\n{}",
+            self.stdout()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code differs;\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.expect_code(0)
+    }
+}
+
+/// `child.wait()` with a limit; `None` if it did not exit in time.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Poll `cond` every few milliseconds until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        // Zombies have an empty cmdline and are not running anything.
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) && pid != std::process::id() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Send a signal to a process.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
