@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod error;
 pub mod method;
 pub mod paths;
+pub mod plugin;
 pub mod run;
 
 /// The wire protocol's major version, exchanged by `hello` on every connection.

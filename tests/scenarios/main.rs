@@ -7,3 +7,4 @@ mod daemon;
 mod protocol;
 mod run;
 mod rush_file;
+mod tidy;
