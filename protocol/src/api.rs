@@ -8,7 +8,8 @@ use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 
-use crate::daemon::{DaemonStatus, Hello, TaskList};
+use crate::daemon::{DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskList};
+use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
 use crate::run::{RunEvent, RunRequest};
 
@@ -33,11 +34,64 @@ pub trait TaskRushApi {
 
     /// The tasks of the project found from `cwd` (or `file`), sorted by name.
     #[method(name = "list_tasks")]
+    /// With `env` (the client's environment), the project's plugins are
+    /// started to list their commands; without, only running ones are.
     async fn list_tasks(
         &self,
         cwd: String,
         file: Option<String>,
+        env: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<TaskList, ErrorObjectOwned>;
+
+    /// The plugins of the project found from `cwd` (or `file`), in the
+    /// order the `.rush` file declares them. Starts nothing.
+    #[method(name = "plugin_list")]
+    async fn plugin_list(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<Vec<PluginStatus>, ErrorObjectOwned>;
+
+    /// One plugin of the project: manifest, state, last stderr lines.
+    #[method(name = "plugin_info")]
+    async fn plugin_info(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+    ) -> Result<PluginDetails, ErrorObjectOwned>;
+
+    /// Stop a plugin's process if it runs, forget its failures and start
+    /// it again with the client's environment `env`; answers its new status.
+    #[method(name = "plugin_restart")]
+    async fn plugin_restart(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<PluginStatus, ErrorObjectOwned>;
+
+    /// Run a command a plugin adds (`taskrush NAME args…`). `env` is the
+    /// client's environment (for `${VAR}` in the plugin's config).
+    #[method(name = "plugin_command")]
+    async fn plugin_command(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        args: Vec<String>,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<CommandResult, ErrorObjectOwned>;
+
+    /// The conformance kit: start the plugin in directory `path`, drive it
+    /// through the whole protocol and report each check.
+    #[method(name = "plugin_test")]
+    async fn plugin_test(
+        &self,
+        path: String,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<PluginTestReport, ErrorObjectOwned>;
 
     #[method(name = "daemon_status")]
     fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned>;

@@ -27,6 +27,17 @@ pub struct DaemonStatus {
     pub runs: usize,
     /// Connected clients (including the one asking).
     pub clients: usize,
+    /// Resident memory of the daemon, in bytes.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// Why this daemon was started (e.g. "started by `taskrush run`",
+    /// "replaced taskrushd 0.2.9").
+    #[serde(default)]
+    pub started_because: String,
+    /// Seconds without clients and runs after which the daemon exits
+    /// (0: never).
+    #[serde(default)]
+    pub idle_timeout_s: u64,
 }
 
 /// One task, as `list_tasks` returns it.
@@ -48,4 +59,99 @@ pub struct TaskList {
     /// The `.rush` file listed.
     pub file: String,
     pub tasks: Vec<TaskInfo>,
+    /// Commands added by the project's plugins (`taskrush NAME args…`),
+    /// sorted by name; plugins that could not be started add none.
+    #[serde(default)]
+    pub commands: Vec<CommandInfo>,
+}
+
+/// A command a plugin adds, as `list_tasks` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub plugin: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The life of a plugin process, as `plugin_list` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginState {
+    /// Its process is answering a call.
+    Running,
+    /// Its process is up and waiting for work.
+    Idle,
+    /// Given up on until its files change or `plugin_restart`.
+    Failed,
+    /// No process (never used yet, or waiting to be restarted).
+    NotStarted,
+}
+
+/// One plugin of a project, as `plugin_list` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub name: String,
+    /// The manifest's version, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `external`, `wasm` or `native`.
+    pub kind: String,
+    pub state: PluginState,
+    /// How many times its process was started after the first time.
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The hooks it declared at its last handshake.
+    #[serde(default)]
+    pub hooks: Vec<String>,
+    /// The commands it declared at its last handshake.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `plugin_info`: the status plus the manifest and recent
+/// stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginDetails {
+    #[serde(flatten)]
+    pub status: PluginStatus,
+    /// The plugin's directory, when it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `plugin.toml`, when it could be read and validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<crate::plugin::PluginManifest>,
+    /// Whether the `.rush` entry says `required: true`.
+    #[serde(default)]
+    pub required: bool,
+    /// The deadline of each call, in milliseconds.
+    pub timeout_ms: u64,
+    /// The last lines the plugin wrote to stderr (at most 20).
+    #[serde(default)]
+    pub stderr: Vec<String>,
+    /// The last error, even if it has recovered since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One check of `plugin_test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginCheck {
+    pub name: String,
+    pub ok: bool,
+    /// What was found, in plain words (what went wrong when `ok` is false).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The answer to `plugin_test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginTestReport {
+    /// The plugin directory tested.
+    pub path: String,
+    pub checks: Vec<PluginCheck>,
 }

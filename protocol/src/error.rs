@@ -26,6 +26,13 @@ pub const SHUTTING_DOWN: i32 = -32005;
 pub const TOO_LARGE: i32 = -32006;
 /// Too many requests in flight on this connection.
 pub const BUSY: i32 = -32007;
+/// The first target of a `run` is not a task but a command a plugin adds:
+/// the client should send `plugin_command` instead. `data.command` names
+/// it and `data.plugin` names the plugin.
+pub const PLUGIN_COMMAND: i32 = -32008;
+/// A plugin is not declared, could not be started, failed, or refused
+/// what was asked of it. `data.plugin` names it.
+pub const PLUGIN_ERROR: i32 = -32009;
 
 /// The structured `data` of an error. Every field is optional; clients
 /// render what is present.
@@ -46,6 +53,12 @@ pub struct ErrorData {
     /// What the user can do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The plugin the error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The plugin command the error is about (`PLUGIN_COMMAND`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl ErrorData {

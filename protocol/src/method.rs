@@ -14,6 +14,16 @@ pub const RUN_UNSUBSCRIBE: &str = "run_unsubscribe";
 pub const CANCEL_RUN: &str = "cancel_run";
 /// List the tasks of a project.
 pub const LIST_TASKS: &str = "list_tasks";
+/// The plugins of a project.
+pub const PLUGIN_LIST: &str = "plugin_list";
+/// One plugin of a project, in detail.
+pub const PLUGIN_INFO: &str = "plugin_info";
+/// Restart a plugin (also clears its failed state).
+pub const PLUGIN_RESTART: &str = "plugin_restart";
+/// Run a command a plugin adds.
+pub const PLUGIN_COMMAND: &str = "plugin_command";
+/// Drive a plugin directory through the protocol (conformance kit).
+pub const PLUGIN_TEST: &str = "plugin_test";
 /// The daemon's status.
 pub const DAEMON_STATUS: &str = "daemon_status";
 /// Ask the daemon to stop.
@@ -26,6 +36,11 @@ pub const ALL: &[&str] = &[
     RUN_UNSUBSCRIBE,
     CANCEL_RUN,
     LIST_TASKS,
+    PLUGIN_LIST,
+    PLUGIN_INFO,
+    PLUGIN_RESTART,
+    PLUGIN_COMMAND,
+    PLUGIN_TEST,
     DAEMON_STATUS,
     DAEMON_STOP,
 ];

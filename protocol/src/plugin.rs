@@ -183,6 +183,9 @@ pub struct LogParams {
     #[serde(default = "info")]
     pub level: String,
     pub message: String,
+    /// The task the line is about, when the plugin knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 fn info() -> String {
@@ -204,10 +207,20 @@ pub struct ProgressParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Permission {
-    FileSystem { paths: Vec<String> },
-    Network { hosts: Vec<String> },
-    Environment { vars: Vec<String> },
-    Process { commands: Vec<String> },
+    /// Spelled `filesystem` on the wire, as in `plugin.toml`.
+    #[serde(rename = "filesystem")]
+    FileSystem {
+        paths: Vec<String>,
+    },
+    Network {
+        hosts: Vec<String>,
+    },
+    Environment {
+        vars: Vec<String>,
+    },
+    Process {
+        commands: Vec<String>,
+    },
 }
 
 /// The `[permissions]` table of `plugin.toml`.
@@ -229,16 +242,24 @@ impl Permissions {
     pub fn to_list(&self) -> Vec<Permission> {
         let mut out = Vec::new();
         if !self.filesystem.is_empty() {
-            out.push(Permission::FileSystem { paths: self.filesystem.clone() });
+            out.push(Permission::FileSystem {
+                paths: self.filesystem.clone(),
+            });
         }
         if !self.network.is_empty() {
-            out.push(Permission::Network { hosts: self.network.clone() });
+            out.push(Permission::Network {
+                hosts: self.network.clone(),
+            });
         }
         if !self.environment.is_empty() {
-            out.push(Permission::Environment { vars: self.environment.clone() });
+            out.push(Permission::Environment {
+                vars: self.environment.clone(),
+            });
         }
         if !self.process.is_empty() {
-            out.push(Permission::Process { commands: self.process.clone() });
+            out.push(Permission::Process {
+                commands: self.process.clone(),
+            });
         }
         out
     }

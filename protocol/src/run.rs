@@ -28,6 +28,13 @@ pub struct RunRequest {
     /// Ignore the cache: run tasks even when they are up to date.
     #[serde(default)]
     pub force: bool,
+    /// Let tasks use the client's own stdin, stdout and stderr, passed
+    /// with `SCM_RIGHTS` alongside the first message of the connection
+    /// (see docs/protocol.md, "Passing the terminal"). Honoured when the
+    /// tasks run one at a time; their output then goes straight to the
+    /// client's descriptors and no `output` events are sent.
+    #[serde(default)]
+    pub inherit_stdio: bool,
 }
 
 fn one() -> usize {
@@ -114,9 +121,19 @@ pub enum RunEvent {
         /// Every task of the run, in a valid execution order.
         tasks: Vec<String>,
         jobs: usize,
+        /// Whether tasks write to the client's own descriptors (no
+        /// `output` events follow).
+        #[serde(default)]
+        inherit_stdio: bool,
     },
     /// A task's command (or hook) started.
-    TaskStarted { task: String },
+    TaskStarted {
+        task: String,
+        /// The process group of the task's command: a client that loses
+        /// the daemon mid-run stops it with this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pgid: Option<u32>,
+    },
     /// A chunk of output, in order within its task and stream.
     Output {
         task: String,
@@ -140,6 +157,17 @@ pub enum RunEvent {
         /// Why it failed when it did not get to exit (e.g. could not start).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+    },
+    /// A plugin has something to say about a task: a hook that failed or
+    /// reported an error without changing the task's status, or a plugin
+    /// that was skipped. Clients show it on stderr as
+    /// ``plugin `NAME`: MESSAGE``.
+    PluginMessage {
+        plugin: String,
+        task: String,
+        /// `error`, `warn` or `info`.
+        level: String,
+        message: String,
     },
     /// Always last: the outcome. `exit_code` is what a CLI should exit with:
     /// the failing task's exit status, `128 + signal` for a signal, 130 for

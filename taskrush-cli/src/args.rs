@@ -25,6 +25,42 @@ pub enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+    /// See, restart and test the project's plugins.
+    Plugin {
+        /// The `.rush` file whose plugins to use (default: found from the
+        /// current directory upwards).
+        #[arg(short = 'f', long, value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginAction {
+    /// List the project's plugins with their state.
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one plugin: manifest, state, last stderr lines, last error.
+    Info {
+        name: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a plugin, also one marked failed.
+    Restart { name: String },
+    /// Drive the plugin in directory PATH through the whole protocol
+    /// (the conformance kit); exits 1 if any check fails.
+    Test {
+        path: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -48,6 +84,12 @@ pub struct RunArgs {
     /// List the tasks with their descriptions and dependencies.
     #[arg(short = 'l', long)]
     pub list: bool,
+    /// Run without the long-lived daemon: a private one serves this
+    /// invocation and exits with it (also `TASKRUSH_DAEMON=0`). Same output
+    /// and exit codes; loses the warm config and file hashes, so repeated
+    /// runs are slower. For CI, containers and debugging.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,9 +115,9 @@ pub enum DaemonAction {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "daemon", "help"];
+pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "plugin", "help"];
 /// Options of `run` that take a value (their value is not a task name).
-const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs"];
+pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs"];
 
 /// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
 /// `taskrush --list`): insert `run` when no subcommand is named.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use taskrush_protocol::daemon::Hello;
+use taskrush_protocol::daemon::{DaemonStatus, Hello};
 use taskrush_protocol::error::WireError;
 use taskrush_protocol::paths::DaemonPaths;
 use taskrush_protocol::{PROTOCOL_VERSION, VERSION, method};
@@ -23,6 +23,8 @@ use crate::error::CliError;
 
 /// How long the CLI waits for a daemon it started to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// Longest line accepted from the daemon.
 const MAX_LINE: usize = 256 * 1024 * 1024;
 
@@ -44,6 +46,29 @@ pub struct Client {
     writer: Arc<Mutex<UnixStream>>,
     next_id: u64,
     line: Vec<u8>,
+    /// The id of a `hello` already sent (with our descriptors).
+    hello_sent: Option<u64>,
+    /// A private daemon (`--no-daemon`), waited for when we are done.
+    private: Option<std::process::Child>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let Some(mut child) = self.private.take() else {
+            return;
+        };
+        // Closing our end tells the private daemon to finish.
+        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 impl Client {
@@ -56,6 +81,8 @@ impl Client {
             writer: Arc::new(Mutex::new(writer)),
             next_id: 1,
             line: Vec::new(),
+            hello_sent: None,
+            private: None,
         })
     }
 
@@ -74,6 +101,47 @@ impl Client {
             &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
         )?;
         Ok(id)
+    }
+
+    /// Send `hello` with our stdin, stdout and stderr attached
+    /// (`SCM_RIGHTS`). If they cannot be passed (one is closed), `hello`
+    /// goes alone and the daemon streams output as events instead.
+    fn send_hello_with_stdio(&mut self) -> Result<(), CliError> {
+        use std::mem::MaybeUninit;
+        use std::os::fd::AsFd;
+
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method::HELLO, "params": hello_params()});
+        let mut line = serde_json::to_vec(&msg).map_err(|e| CliError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let fds = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = rustix::net::sendmsg(
+            &*w,
+            &[std::io::IoSlice::new(&line)],
+            &mut control,
+            SendFlags::empty(),
+        );
+        drop(w);
+        match sent {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => {
+                // A short write of a small message on a fresh local socket
+                // does not happen in practice; finish it without descriptors.
+                self.sender().write_bytes(&line[n..])?;
+            }
+            Err(_) => {
+                self.sender().write_bytes(&line)?;
+            }
+        }
+        self.hello_sent = Some(id);
+        Ok(())
     }
 
     /// Call and wait for the answer (notifications meanwhile are dropped).
@@ -156,10 +224,14 @@ impl Sender {
     pub fn send_raw(&self, msg: &Value) -> Result<(), CliError> {
         let mut line = serde_json::to_vec(msg).map_err(|e| CliError::Protocol(e.to_string()))?;
         line.push(b'\n');
+        self.write_bytes(&line)
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) -> Result<(), CliError> {
         // Writes are whole lines under the lock; a poisoned lock only means
         // another thread panicked mid-write, and the daemon will say so.
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(&line)
+        w.write_all(bytes)
             .map_err(|e| CliError::Disconnected(e.to_string()))
     }
 
@@ -171,11 +243,23 @@ impl Sender {
 
 /// Connect to a running daemon, if one answers.
 pub fn connect_existing(paths: &DaemonPaths) -> Result<Option<Client>, CliError> {
+    Ok(connect_with(paths, false)?.map(|(client, _)| client))
+}
+
+/// Connect, optionally passing our stdin, stdout and stderr to the daemon
+/// with the first message, so that tasks can use them directly.
+fn connect_with(
+    paths: &DaemonPaths,
+    pass_stdio: bool,
+) -> Result<Option<(Client, Hello)>, CliError> {
     match UnixStream::connect(&paths.socket) {
         Ok(stream) => {
             let mut client = Client::new(stream)?;
-            handshake(&mut client)?;
-            Ok(Some(client))
+            if pass_stdio {
+                client.send_hello_with_stdio()?;
+            }
+            let hello = handshake(&mut client)?;
+            Ok(Some((client, hello)))
         }
         Err(e) if is_not_there(&e) => Ok(None),
         Err(e) => Err(CliError::io(
@@ -185,16 +269,80 @@ pub fn connect_existing(paths: &DaemonPaths) -> Result<Option<Client>, CliError>
     }
 }
 
-/// Connect to the daemon, starting it when none answers.
-pub fn connect(paths: &DaemonPaths) -> Result<Client, CliError> {
-    if let Some(client) = connect_existing(paths)? {
-        return Ok(client);
+/// `--no-daemon` or `TASKRUSH_DAEMON=0`.
+pub fn no_daemon_requested(flag: bool) -> bool {
+    flag || matches!(
+        std::env::var("TASKRUSH_DAEMON").as_deref(),
+        Ok("0" | "false" | "no" | "off")
+    )
+}
+
+/// Connect to the daemon, starting it when none answers, replacing an
+/// idle daemon of another version. With `pass_stdio`, our standard
+/// descriptors travel with the first message. When no daemon can be
+/// started, or one of another version is busy, fall back to a private
+/// daemon for this invocation only (`--no-daemon`), with a warning.
+pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result<Client, CliError> {
+    if no_daemon_requested(no_daemon) {
+        return spawn_private(pass_stdio);
     }
-    start_daemon(paths)?;
+    if paths.socket.as_os_str().len() > MAX_SOCKET_PATH {
+        eprintln!(
+            "taskrush: warning: the socket path `{}` is longer than {MAX_SOCKET_PATH} bytes; running without the daemon\n\
+             hint: set TASKRUSH_SOCKET to a shorter path",
+            paths.socket.display()
+        );
+        return spawn_private(pass_stdio);
+    }
+    let reason = match connect_with(paths, pass_stdio) {
+        Ok(Some((client, hello))) if hello.version == VERSION => return Ok(client),
+        Ok(Some((mut client, hello))) => {
+            let status: DaemonStatus = client.call(method::DAEMON_STATUS, serde_json::json!({}))?;
+            if status.runs > 0 {
+                eprintln!(
+                    "taskrush: warning: the daemon is TaskRush {} (this is {VERSION}) and has {} run(s) in progress; \
+                     running without it this time (it is replaced once idle)",
+                    hello.version, status.runs
+                );
+                return spawn_private(pass_stdio);
+            }
+            let _: bool = client.call(method::DAEMON_STOP, serde_json::json!({}))?;
+            drop(client);
+            wait_stopped(paths, Duration::from_secs(10));
+            format!(
+                "replaced taskrushd {} (this taskrush is {VERSION})",
+                hello.version
+            )
+        }
+        Ok(None) => "started by `taskrush`".to_owned(),
+        Err(CliError::Remote(e)) if e.code == taskrush_protocol::error::PROTOCOL_MISMATCH => {
+            eprintln!(
+                "taskrush: warning: the daemon speaks another protocol ({}); running without it this time\n\
+                 hint: `taskrush daemon restart` replaces it",
+                e.message
+            );
+            return spawn_private(pass_stdio);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = start_daemon(paths, &reason) {
+        let first = e
+            .render()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        // Say it once: as a warning when running without the daemon
+        // works, as the error when that fails too.
+        let private = spawn_private(pass_stdio).map_err(|_| e)?;
+        eprintln!("taskrush: warning: {first}; running without the daemon");
+        return Ok(private);
+    }
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        match connect_existing(paths) {
-            Ok(Some(c)) => return Ok(c),
+        match connect_with(paths, pass_stdio) {
+            Ok(Some((c, _))) => return Ok(c),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
                 return Err(CliError::DaemonStart {
@@ -207,6 +355,61 @@ pub fn connect(paths: &DaemonPaths) -> Result<Client, CliError> {
     }
 }
 
+/// Whether a daemon still holds its lifetime lock (it is still running,
+/// perhaps finishing its shutdown).
+pub fn lock_held(paths: &DaemonPaths) -> bool {
+    let Ok(f) = std::fs::File::open(&paths.lock) else {
+        return false;
+    };
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Wait (bounded) until no daemon holds the lock. True if it was released.
+pub fn wait_stopped(paths: &DaemonPaths, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while lock_held(paths) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// A daemon for this invocation only: `taskrushd --stdio` on one end of a
+/// socket pair. Same code, same output and exit codes; it exits when we
+/// close our end, and we wait for it, so no process is left behind.
+fn spawn_private(pass_stdio: bool) -> Result<Client, CliError> {
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| CliError::io("cannot create a socket pair", e))?;
+    let exe = daemon_executable();
+    let child = Command::new(&exe)
+        .arg("--stdio")
+        .arg("--started-because=for one `taskrush --no-daemon` invocation")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| CliError::DaemonStart {
+            reason: format!("cannot execute `{}`: {e}", exe.display()),
+            log: DaemonPaths::from_env().log,
+        })?;
+    let mut client = Client::new(ours)?;
+    client.private = Some(child);
+    if pass_stdio {
+        client.send_hello_with_stdio()?;
+    }
+    handshake(&mut client)?;
+    Ok(client)
+}
+
 fn is_not_there(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -214,11 +417,26 @@ fn is_not_there(e: &std::io::Error) -> bool {
     )
 }
 
+fn hello_params() -> Value {
+    serde_json::json!({"version": VERSION, "protocol": PROTOCOL_VERSION})
+}
+
+/// Say hello, unless `send_hello_with_stdio` already did, and check the
+/// answer.
 fn handshake(client: &mut Client) -> Result<Hello, CliError> {
-    client.call(
-        method::HELLO,
-        serde_json::json!({"version": VERSION, "protocol": PROTOCOL_VERSION}),
-    )
+    let id = match client.hello_sent.take() {
+        Some(id) => id,
+        None => client.send(method::HELLO, hello_params())?,
+    };
+    loop {
+        if let Incoming::Response { id: got, result } = client.read()?
+            && got == id
+        {
+            let value = result.map_err(CliError::Remote)?;
+            return serde_json::from_value(value)
+                .map_err(|e| CliError::Protocol(format!("unexpected answer to `hello`: {e}")));
+        }
+    }
 }
 
 /// `taskrushd` beside this executable (an installed pair), else on `PATH`;
@@ -239,10 +457,12 @@ fn daemon_executable() -> std::path::PathBuf {
 }
 
 /// Start the daemon detached and wait (bounded) until it reports ready.
-pub fn start_daemon(paths: &DaemonPaths) -> Result<(), CliError> {
+pub fn start_daemon(paths: &DaemonPaths, reason: &str) -> Result<(), CliError> {
     let exe = daemon_executable();
     let mut child = Command::new(&exe)
         .arg("--notify-ready")
+        .arg("--started-because")
+        .arg(reason)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,7 @@
 //! `taskrush daemon status|stop|restart|logs`.
 
 use std::io::{Read, Seek, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use taskrush_protocol::daemon::DaemonStatus;
 use taskrush_protocol::method;
@@ -27,7 +27,7 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
         }
         DaemonAction::Restart => {
             stop(&paths)?;
-            client::start_daemon(&paths)?;
+            client::start_daemon(&paths, "restarted by `taskrush daemon restart`")?;
             status(&paths, false)
         }
         DaemonAction::Logs { follow, lines } => logs(&paths, follow, lines),
@@ -71,6 +71,17 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
     }
     println!("runs:     {}", s.runs);
     println!("clients:  {}", s.clients);
+    println!(
+        "memory:   {:.1} MiB",
+        s.rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!("started:  {}", s.started_because);
+    if s.idle_timeout_s > 0 {
+        println!(
+            "idle:     exits after {} without clients or runs",
+            uptime(s.idle_timeout_s * 1000)
+        );
+    }
     Ok(0)
 }
 
@@ -91,33 +102,13 @@ fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
     };
     let _: bool = c.call(method::DAEMON_STOP, serde_json::json!({}))?;
     drop(c);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if !lock_held(paths) {
-            return Ok(true);
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if client::wait_stopped(paths, STOP_TIMEOUT) {
+        return Ok(true);
     }
-    Err(CliError::Usage {
-        message: format!("the daemon did not stop within {}s", STOP_TIMEOUT.as_secs()),
-        hint: Some("see `taskrush daemon logs`".into()),
-    })
-}
-
-/// Whether a daemon still holds its lifetime lock (it is still running,
-/// perhaps finishing its shutdown).
-fn lock_held(paths: &DaemonPaths) -> bool {
-    let Ok(f) = std::fs::File::open(&paths.lock) else {
-        return false;
-    };
-    match f.try_lock_shared() {
-        Ok(()) => {
-            let _ = f.unlock();
-            false
-        }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
+    Err(CliError::Protocol(format!(
+        "the daemon did not stop within {}s; see `taskrush daemon logs`",
+        STOP_TIMEOUT.as_secs()
+    )))
 }
 
 fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError> {

@@ -48,7 +48,7 @@ pub fn list(args: &RunArgs) -> Result<i32, CliError> {
 
 /// Ask the daemon for the task list of the project around the cwd.
 pub fn fetch(args: &RunArgs) -> Result<TaskList, CliError> {
-    let mut client = crate::client::connect(&DaemonPaths::from_env())?;
+    let mut client = crate::client::connect(&DaemonPaths::from_env(), false, args.no_daemon)?;
     let params = serde_json::json!({
         "cwd": crate::cwd()?,
         "file": args.file.as_ref().map(|f| f.display().to_string()),

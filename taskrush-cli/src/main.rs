@@ -15,23 +15,69 @@ mod client;
 mod daemon_cmd;
 mod error;
 mod list;
+mod plugin_cmd;
 mod render;
 mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let argv = args::normalize(std::env::args_os().collect());
-    let cli = Cli::parse_from(argv);
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = args::normalize(raw.clone());
+    let mut command = Cli::command();
+    if top_level_help(&raw)
+        && let Some(section) = plugin_cmd::help_section()
+    {
+        command = command.after_help(section);
+    }
+    let cli = match command
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `taskrush greet --loud`: not `run`'s arguments, but perhaps
+            // a plugin's command.
+            let plugin_command = (e.kind() != clap::error::ErrorKind::DisplayHelp
+                && e.kind() != clap::error::ErrorKind::DisplayVersion)
+                .then(|| plugin_cmd::split(&raw))
+                .flatten()
+                .filter(plugin_cmd::is_command);
+            match plugin_command {
+                Some(cmd) => return exit(plugin_cmd::command(cmd)),
+                None => e.exit(),
+            }
+        }
+    };
     let result = match cli.command {
         Command::Run(args) if args.list => list::list(&args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => match run::run(args) {
+            Err(error::CliError::Remote(e))
+                if e.code == taskrush_protocol::error::PLUGIN_COMMAND =>
+            {
+                match plugin_cmd::split(&raw) {
+                    Some(cmd) => plugin_cmd::command(cmd),
+                    None => Err(error::CliError::Remote(e)),
+                }
+            }
+            other => other,
+        },
         Command::Daemon { action } => daemon_cmd::daemon(action),
+        Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
+    exit(result)
+}
+
+/// `taskrush -h` / `taskrush --help` (not the help of a subcommand).
+fn top_level_help(raw: &[std::ffi::OsString]) -> bool {
+    raw.len() == 2 && matches!(raw[1].to_str(), Some("-h" | "--help"))
+}
+
+fn exit(result: Result<i32, error::CliError>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

@@ -41,10 +41,20 @@ impl Renderer {
     /// Handle one event. Errors only for a closed stdout.
     pub fn event(&mut self, ev: RunEvent) -> Result<(), StdoutClosed> {
         match ev {
-            RunEvent::RunStarted { tasks, jobs, .. } => {
-                self.prefix = jobs > 1 && tasks.len() > 1;
+            RunEvent::RunStarted {
+                tasks,
+                jobs,
+                inherit_stdio,
+                ..
+            } => {
+                self.prefix = !inherit_stdio && jobs > 1 && tasks.len() > 1;
             }
             RunEvent::TaskStarted { .. } => {}
+            RunEvent::PluginMessage {
+                plugin, message, ..
+            } => {
+                let _ = writeln!(self.stderr, "plugin `{plugin}`: {message}");
+            }
             RunEvent::Output {
                 task,
                 stream,
@@ -73,7 +83,10 @@ impl Renderer {
                         self.prefixed(&task, stream, &[], true)?;
                     }
                 }
-                if status == TaskStatus::Failed {
+                // Killed by SIGPIPE: whoever read its output stopped
+                // reading (`| head`); that is not worth a message.
+                let sigpipe = signal == Some(13) || exit_code == Some(128 + 13);
+                if status == TaskStatus::Failed && !sigpipe {
                     let why = match (message, exit_code, signal) {
                         (Some(m), _, _) => m,
                         (None, Some(c), _) => format!("exit code {c}"),

@@ -59,9 +59,10 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         env: client_env(),
         jobs,
         force: args.force,
+        inherit_stdio: true,
     };
 
-    let mut client = client::connect(&DaemonPaths::from_env())?;
+    let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;
     let sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;
     let state = Arc::new(State {
         run_id: AtomicU64::new(0),
@@ -70,8 +71,18 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     watch_signals(state.clone(), client.sender());
 
     let mut renderer = Renderer::new();
+    let mut groups: Vec<u32> = Vec::new();
     loop {
-        match client.read()? {
+        let incoming = match client.read() {
+            Ok(m) => m,
+            Err(e @ CliError::Disconnected(_)) => {
+                // The daemon died mid-run: stop what it started for us.
+                stop_groups(&groups);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        match incoming {
             Incoming::Response { id, result: Err(e) } if id == sub_id => {
                 return Err(CliError::Remote(e));
             }
@@ -85,6 +96,9 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                     continue;
                 };
                 match &ev {
+                    RunEvent::TaskStarted {
+                        pgid: Some(pgid), ..
+                    } => groups.push(*pgid),
                     RunEvent::RunStarted { run_id, .. } => {
                         state.run_id.store(*run_id, Ordering::SeqCst);
                         // A Ctrl-C that came before we knew the id.
@@ -114,6 +128,29 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
             }
             Incoming::Notification { .. } => continue,
         }
+    }
+}
+
+/// SIGTERM, then SIGKILL, to the process groups of our tasks. Only used
+/// when the daemon is gone; they are ours (same user), and a group id is
+/// not reused while any process of the group lives.
+fn stop_groups(groups: &[u32]) {
+    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    let pids: Vec<Pid> = groups
+        .iter()
+        .filter_map(|&g| Pid::from_raw(g as i32))
+        .collect();
+    for &p in &pids {
+        let _ = kill_process_group(p, Signal::TERM);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while pids.iter().any(|&p| test_kill_process_group(p).is_ok())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &p in &pids {
+        let _ = kill_process_group(p, Signal::KILL);
     }
 }
 

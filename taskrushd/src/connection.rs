@@ -23,9 +23,11 @@ use jsonrpsee::core::traits::IdProvider;
 use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Notification, Params, Request};
 use serde_json::value::RawValue;
 use taskrush_protocol::error::{BUSY, TOO_LARGE};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::client_stdio::ClientStdio;
 use crate::transport::{FrameError, FrameReader, Framing};
 
 /// Requests in flight per connection (subscriptions count while they last).
@@ -53,16 +55,25 @@ impl IdProvider for CounterIds {
 }
 
 /// Serve one connection until the peer closes it or breaks the framing.
-pub async fn serve<S>(stream: S, methods: Methods)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+pub async fn serve(stream: UnixStream, methods: Methods) {
     let conn_id = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
-    let (read, write) = tokio::io::split(stream);
+    // The first read also takes the descriptors a CLI may pass with its
+    // first message (see `client_stdio`).
+    let (first, stdio) = match first_read(&stream).await {
+        Ok((first, _)) if first.is_empty() => return,
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(conn = conn_id.0, "first read failed: {e}");
+            return;
+        }
+    };
+    let (read, write) = stream.into_split();
+    let read = std::io::Cursor::new(first).chain(read);
     let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, read));
     let (tx, rx) = mpsc::channel::<Box<RawValue>>(OUT_QUEUE);
     let (gone_tx, gone_rx) = watch::channel(false);
     let ctx = Arc::new(Conn {
+        stdio: stdio.map(Arc::new),
         gone: ClientGone(gone_rx),
         methods,
         conn_id,
@@ -123,8 +134,8 @@ where
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    mut write: tokio::io::WriteHalf<W>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut rx: mpsc::Receiver<Box<RawValue>>,
     framing: Framing,
 ) {
@@ -157,6 +168,8 @@ impl ClientGone {
 }
 
 struct Conn {
+    /// The client's stdin/stdout/stderr, if it passed them.
+    stdio: Option<Arc<ClientStdio>>,
     gone: ClientGone,
     methods: Methods,
     conn_id: ConnectionId,
@@ -267,9 +280,18 @@ impl Conn {
     }
 
     async fn call(&self, id: Id<'_>, method: &str, params: Params<'_>) -> Option<Box<RawValue>> {
+        // Debug builds only: lets tests prove that a panic while handling
+        // one request answers that request and harms nothing else.
+        #[cfg(debug_assertions)]
+        if method == "debug_panic" {
+            panic!("debug_panic requested");
+        }
         let mut ext = Extensions::new();
         ext.insert(self.conn_id);
         ext.insert(self.gone.clone());
+        if let Some(stdio) = &self.stdio {
+            ext.insert(stdio.clone());
+        }
         let response = match self.methods.method(method) {
             None => MethodResponse::error(
                 id,
@@ -312,6 +334,44 @@ impl Conn {
             return None;
         }
         Some(response.into_json())
+    }
+}
+
+/// Read the first bytes of a connection with `recvmsg`, keeping the file
+/// descriptors that came with them (exactly three, or none are kept).
+async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<ClientStdio>)> {
+    use std::mem::MaybeUninit;
+
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    loop {
+        stream.readable().await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+                .map_err(std::io::Error::from)
+        });
+        match got {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(received) = m {
+                        fds.extend(received);
+                    }
+                }
+                buf.truncate(msg.bytes);
+                let stdio = if fds.is_empty() {
+                    None
+                } else {
+                    ClientStdio::from_fds(fds)
+                };
+                return Ok((buf, stdio));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 

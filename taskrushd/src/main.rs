@@ -7,6 +7,7 @@
 //! the socket), 1 when it cannot start.
 
 mod cache;
+mod client_stdio;
 mod config_error;
 mod connection;
 mod daemon;
@@ -16,6 +17,10 @@ mod file_hashes;
 mod input_files;
 mod listener;
 mod planner;
+mod plugin_conformance;
+mod plugin_host;
+mod plugin_manifest;
+mod plugin_process;
 mod projects;
 mod runner;
 mod rush_file;
@@ -40,14 +45,77 @@ struct Args {
     /// detach from it (used by `taskrush` when it starts the daemon).
     #[arg(long)]
     notify_ready: bool,
+    /// Exit after this long with no clients and no runs (`90s`, `30m`,
+    /// `3h`; `0` = never). Shorter frees memory sooner; longer keeps
+    /// parsed configs and file hashes warm across breaks. Default:
+    /// $TASKRUSH_IDLE_TIMEOUT, else 3h.
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Why this daemon is being started (shown by `taskrush daemon status`).
+    #[arg(long, value_name = "TEXT", default_value = "started by hand")]
+    started_because: String,
+    /// Serve exactly one client on the Unix socket that is this process's
+    /// stdin, then exit: `taskrush --no-daemon` (no socket, no lock, no
+    /// process left behind).
+    #[arg(long, conflicts_with = "notify_ready")]
+    stdio: bool,
+}
+
+/// Default idle timeout: three hours, as Gradle, Nx and Bazel.
+const DEFAULT_IDLE: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
+/// `90`, `90s`, `500ms`, `30m`, `3h`; `0` means never.
+fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}` (try `90s`, `30m`, `3h`)"))?;
+    let d = match unit {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "invalid duration `{text}` (try `90s`, `30m`, `3h`)"
+            ));
+        }
+    };
+    Ok((!d.is_zero()).then_some(d))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let paths = DaemonPaths::from_env();
+    let idle = args
+        .idle_timeout
+        .clone()
+        .or_else(|| std::env::var("TASKRUSH_IDLE_TIMEOUT").ok())
+        .map(|t| parse_duration(&t))
+        .unwrap_or(Ok(Some(DEFAULT_IDLE)));
+    let idle_timeout = match idle {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = daemon::DaemonOptions {
+        // Tests pretend to be another version to exercise replacement.
+        version: std::env::var("TASKRUSH_TEST_DAEMON_VERSION")
+            .unwrap_or_else(|_| taskrush_protocol::VERSION.to_owned()),
+        started_because: args.started_because.clone(),
+        idle_timeout: if args.stdio { None } else { idle_timeout },
+    };
     if !args.foreground {
-        // Our own session: no terminal, no signals from the user's shell.
+        // Our own session: no controlling terminal (a task reading a
+        // passed terminal is not stopped by job control), no signals from
+        // the user's shell.
         let _ = rustix::process::setsid();
+    }
+    if args.stdio {
+        return serve_stdio(paths, options);
     }
     if let Err(e) = init_logging(&paths, args.foreground) {
         eprintln!("error: cannot open the log `{}`: {e}", paths.log.display());
@@ -82,10 +150,53 @@ fn main() -> ExitCode {
         };
         tracing::info!(pid = std::process::id(), version = taskrush_protocol::VERSION, socket = %paths.socket.display(), "listening");
         ready(args.notify_ready, "ready");
-        let daemon = daemon::Daemon::new(paths);
+        let daemon = daemon::Daemon::new(paths, options);
         let listener::Bound { listener, lock } = bound;
         server::serve(listener, daemon).await;
         drop(lock);
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--stdio`: one client on the socket that is our stdin; the same
+/// daemon code, without a listening socket. Logs go to the usual log file
+/// when it can be opened. Ctrl-C is the client's business: it cancels
+/// its run through the protocol, so SIGINT is ignored here.
+fn serve_stdio(paths: DaemonPaths, options: daemon::DaemonOptions) -> ExitCode {
+    let _ = init_logging(&paths, false);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let _ignore_sigint =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        let stdin = match rustix::io::dup(std::io::stdin()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("error: --stdio needs a socket on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let std_stream = std::os::unix::net::UnixStream::from(stdin);
+        let stream = match std_stream
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UnixStream::from_std(std_stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: --stdio needs a socket on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let daemon = daemon::Daemon::new(paths, options);
+        server::serve_one(stream, daemon).await;
         ExitCode::SUCCESS
     })
 }

@@ -66,7 +66,14 @@ pub struct Projects {
 impl Projects {
     /// The `.rush` file for a client: `file` (relative to `cwd`) when
     /// given, else the nearest one from `cwd` upwards.
+    /// The path is canonical, so one project has one key however it is
+    /// reached (`-f ../x/.rush`, a symlinked directory).
     pub fn locate(cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
+        let found = Self::find(cwd, file)?;
+        Ok(found.canonicalize().unwrap_or(found))
+    }
+
+    fn find(cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
         match file {
             Some(f) => {
                 let p = cwd.join(f);
@@ -74,10 +81,13 @@ impl Projects {
                     Ok(p)
                 } else {
                     Err(ConfigError {
+                        message: format!(
+                            "the file `{}` given with `-f` does not exist",
+                            p.display()
+                        ),
                         path: p,
                         line: None,
                         column: None,
-                        message: "no such file".into(),
                         hint: None,
                     })
                 }

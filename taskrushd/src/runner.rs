@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cache::{CacheKey, CacheStore};
+use crate::client_stdio::ClientStdio;
 use crate::file_hashes::FileHashes;
 use crate::planner::Plan;
 use crate::rush_file::{RushFile, Task};
@@ -42,6 +43,11 @@ pub struct RunSpec {
     pub env: BTreeMap<String, String>,
     pub jobs: usize,
     pub force: bool,
+    /// The client's descriptors, when tasks write to them directly.
+    pub stdio: Option<Arc<ClientStdio>>,
+    /// The project's plugins, when it has any: their hooks run around
+    /// each task.
+    pub plugins: Option<crate::plugin_host::RunPlugins>,
 }
 
 /// Read buffer per output stream; also the largest output event.
@@ -212,7 +218,16 @@ async fn run_task(
             Ok(Ok(k)) => {
                 let store = CacheStore::new(&root);
                 if !spec.force && store.load(&name).as_ref() == Some(&k) {
-                    let _ = events.send(RunEvent::TaskCached { task: name }).await;
+                    let _ = events
+                        .send(RunEvent::TaskCached { task: name.clone() })
+                        .await;
+                    // Plugins hear of cached tasks too (`after_task` with
+                    // `cached: true`); `before_task` is not called, as
+                    // nothing runs.
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached, started);
+                    if let Some(message) = hooks.await {
+                        return fail(events, &name, started, message).await;
+                    }
                     return Outcome {
                         status: TaskStatus::Success,
                         exit_code: 0,
@@ -246,48 +261,69 @@ async fn run_task(
         }
     }
 
-    let _ = events
-        .send(RunEvent::TaskStarted { task: name.clone() })
-        .await;
-    let steps = [
-        task.before.as_deref(),
-        task.cmd.as_deref(),
-        task.after.as_deref(),
-    ];
-    let mut last = (Some(0), None, 0);
-    for cmd in steps.into_iter().flatten() {
-        match run_step(&name, cmd, &root, &env, events, &mut cancel).await {
-            Step::Exited(code, signal, shell_code) => {
-                last = (code, signal, shell_code);
-                if shell_code != 0 {
-                    break;
+    if let Some(plugins) = &spec.plugins
+        && let Err(message) = plugins.before_task(task, &env, events).await
+    {
+        return fail_after_hooks(spec, task, &env, events, started, message).await;
+    }
+
+    let last = match task_script(task) {
+        None => {
+            // An aggregate task: nothing to run but its dependencies.
+            let _ = events
+                .send(RunEvent::TaskStarted {
+                    task: name.clone(),
+                    pgid: None,
+                })
+                .await;
+            (Some(0), None, 0)
+        }
+        Some(script) => {
+            let io = TaskIo {
+                task: &name,
+                stdio: spec.stdio.as_deref(),
+                events,
+            };
+            match run_step(&io, &script, &root, &env, &mut cancel).await {
+                Step::Exited(code, signal, shell_code) => (code, signal, shell_code),
+                Step::Cancelled => {
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled, started);
+                    let _ = hooks.await;
+                    let _ = events
+                        .send(RunEvent::TaskFinished {
+                            task: name,
+                            status: TaskStatus::Cancelled,
+                            exit_code: None,
+                            signal: None,
+                            duration_ms: started.elapsed().as_millis() as u64,
+                            message: None,
+                        })
+                        .await;
+                    return Outcome {
+                        status: TaskStatus::Cancelled,
+                        exit_code: taskrush_protocol::run::EXIT_CANCELLED,
+                    };
+                }
+                Step::SpawnFailed(message) => {
+                    return fail_after_hooks(spec, task, &env, events, started, message).await;
                 }
             }
-            Step::Cancelled => {
-                let _ = events
-                    .send(RunEvent::TaskFinished {
-                        task: name,
-                        status: TaskStatus::Cancelled,
-                        exit_code: None,
-                        signal: None,
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        message: None,
-                    })
-                    .await;
-                return Outcome {
-                    status: TaskStatus::Cancelled,
-                    exit_code: taskrush_protocol::run::EXIT_CANCELLED,
-                };
-            }
-            Step::SpawnFailed(message) => return fail(events, &name, started, message).await,
         }
-    }
+    };
     let (code, signal, shell_code) = last;
-    let status = if shell_code == 0 {
+    let mut status = if shell_code == 0 {
         TaskStatus::Success
     } else {
         TaskStatus::Failed
     };
+    let ended = Ended::Ran { code, shell_code };
+    let hooks = after_hooks(spec, task, &env, events, ended, started);
+    let plugin_failure = hooks.await;
+    let mut shell_code = shell_code;
+    if plugin_failure.is_some() && status == TaskStatus::Success {
+        status = TaskStatus::Failed;
+        shell_code = taskrush_protocol::run::EXIT_ERROR;
+    }
     if status == TaskStatus::Success
         && let Some((store, key)) = key
     {
@@ -304,13 +340,89 @@ async fn run_task(
             exit_code: code,
             signal,
             duration_ms: started.elapsed().as_millis() as u64,
-            message: None,
+            message: plugin_failure,
         })
         .await;
     Outcome {
         status,
         exit_code: shell_code,
     }
+}
+
+/// How a task ended, for the plugins' `after_task`/`on_task_failure`.
+enum Ended {
+    Cached,
+    Cancelled,
+    Ran {
+        code: Option<i32>,
+        shell_code: i32,
+    },
+    /// Did not get to run, or could not: vetoed, could not start.
+    Failed(String),
+}
+
+/// The plugins' `on_task_failure` (on failure) and `after_task` hooks;
+/// `Some` is why the task fails after all (a required plugin failed).
+async fn after_hooks(
+    spec: &RunSpec,
+    task: &Task,
+    env: &BTreeMap<String, String>,
+    events: &mpsc::Sender<RunEvent>,
+    ended: Ended,
+    started: Instant,
+) -> Option<String> {
+    use taskrush_protocol::plugin::{TaskError, TaskResult};
+    let plugins = spec.plugins.as_ref()?;
+    let (status, exit_code, cached, failure) = match ended {
+        Ended::Cached => (TaskStatus::Success, Some(0), true, None),
+        Ended::Cancelled => (TaskStatus::Cancelled, None, false, None),
+        Ended::Ran {
+            code,
+            shell_code: 0,
+        } => (TaskStatus::Success, code, false, None),
+        Ended::Ran { code, shell_code } => (
+            TaskStatus::Failed,
+            code,
+            false,
+            Some(match code {
+                Some(c) => format!("exit code {c}"),
+                None => format!("killed by signal {}", shell_code - 128),
+            }),
+        ),
+        Ended::Failed(m) => (TaskStatus::Failed, None, false, Some(m)),
+    };
+    let result = TaskResult {
+        status,
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        cached,
+    };
+    let error = failure.map(|message| TaskError { message, exit_code });
+    plugins.after_task(task, env, result, error, events).await
+}
+
+/// [`fail`], after telling the plugins.
+async fn fail_after_hooks(
+    spec: &RunSpec,
+    task: &Task,
+    env: &BTreeMap<String, String>,
+    events: &mpsc::Sender<RunEvent>,
+    started: Instant,
+    message: String,
+) -> Outcome {
+    let hooks = after_hooks(
+        spec,
+        task,
+        env,
+        events,
+        Ended::Failed(message.clone()),
+        started,
+    );
+    let message = match hooks.await {
+        Some(also) => format!("{message}\n{also}"),
+        None => message,
+    };
+    fail(events, &task.name, started, message).await
 }
 
 async fn fail(
@@ -343,6 +455,32 @@ fn task_command_line(task: &Task) -> String {
         task.cmd.as_deref().unwrap_or(""),
         task.after.as_deref().unwrap_or("")
     )
+}
+
+/// The shell script of a task: its `cmd`, wrapped by its `before` and
+/// `after` hooks when it has them. One script means one process group per
+/// task, so cancelling reaches hooks and command alike. Each part runs in
+/// a subshell, so an `exit` in a hook ends that part only, with its status.
+fn task_script(task: &Task) -> Option<String> {
+    let parts: Vec<&str> = [
+        task.before.as_deref(),
+        task.cmd.as_deref(),
+        task.after.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match parts.as_slice() {
+        [] => None,
+        [only] if task.before.is_none() && task.after.is_none() => Some((*only).to_owned()),
+        _ => Some(
+            parts
+                .iter()
+                .map(|p| format!("(\n{p}\n)"))
+                .collect::<Vec<_>>()
+                .join(" && "),
+        ),
+    }
 }
 
 /// The task process's environment: the client's, plus the task's `env`
@@ -381,18 +519,29 @@ enum Step {
     SpawnFailed(String),
 }
 
+/// Where a task's output goes.
+struct TaskIo<'a> {
+    task: &'a str,
+    /// The client's own descriptors, when the run inherits them.
+    stdio: Option<&'a ClientStdio>,
+    events: &'a mpsc::Sender<RunEvent>,
+}
+
 async fn run_step(
-    task: &str,
+    io: &TaskIo<'_>,
     cmd: &str,
     root: &Path,
     env: &BTreeMap<String, String>,
-    events: &mpsc::Sender<RunEvent>,
     cancel: &mut watch::Receiver<Cancel>,
 ) -> Step {
     if *cancel.borrow() != Cancel::No {
         return Step::Cancelled;
     }
-    let mut proc = match spawn::spawn_shell(cmd, root, env) {
+    let stdio = match io.stdio.map(ClientStdio::for_child).transpose() {
+        Ok(s) => s,
+        Err(e) => return Step::SpawnFailed(format!("cannot use the terminal's descriptors: {e}")),
+    };
+    let mut proc = match spawn::spawn_shell(cmd, root, env, stdio) {
         Ok(p) => p,
         Err(e) => {
             return Step::SpawnFailed(format!(
@@ -401,12 +550,19 @@ async fn run_step(
             ));
         }
     };
+    let _ = io
+        .events
+        .send(RunEvent::TaskStarted {
+            task: io.task.to_owned(),
+            pgid: proc.pgid(),
+        })
+        .await;
     let stdout = proc.child.stdout.take();
     let stderr = proc.child.stderr.take();
     let pumps = async {
         tokio::join!(
-            pump(stdout, task, Stream::Stdout, events),
-            pump(stderr, task, Stream::Stderr, events)
+            pump(stdout, io.task, Stream::Stdout, io.events),
+            pump(stderr, io.task, Stream::Stderr, io.events)
         )
     };
     tokio::pin!(pumps);

@@ -46,7 +46,6 @@ pub struct RushFile {
     pub root: PathBuf,
     pub tasks: BTreeMap<String, Task>,
     /// The top-level `plugins:` list, in file order.
-    #[allow(dead_code, reason = "read by the plugin host (issue 4)")]
     pub plugins: Vec<PluginSpec>,
 }
 
@@ -86,9 +85,16 @@ pub struct PluginSpec {
     pub required: bool,
     /// `config:`, raw (unexpanded); `{}` when absent or null.
     pub config: serde_json::Value,
+    /// `timeout:`, the deadline of every call to the plugin (handshake,
+    /// each hook, each command): `5s`, `500ms`, `2m` or a number of
+    /// seconds; [`DEFAULT_PLUGIN_TIMEOUT`] when absent.
+    pub timeout: std::time::Duration,
     /// 1-based line of the entry (0 when it could not be found).
     pub line: usize,
 }
+
+/// The deadline of a plugin call when its entry has no `timeout:`.
+pub const DEFAULT_PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PluginKind {
@@ -138,7 +144,9 @@ const TASK_KEYS: &[&str] = &[
     "after",
     "plugins",
 ];
-const PLUGIN_KEYS: &[&str] = &["name", "version", "type", "path", "required", "config"];
+const PLUGIN_KEYS: &[&str] = &[
+    "name", "version", "type", "path", "required", "config", "timeout",
+];
 const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 
 /// Parses and validates the `.rush` file at `path` whose text is `source`.
@@ -1559,6 +1567,7 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
             path: None,
             required: false,
             config: serde_json::Value::Object(serde_json::Map::new()),
+            timeout: DEFAULT_PLUGIN_TIMEOUT,
             line: 0,
         };
         let mut seen = Vec::new();
@@ -1596,6 +1605,7 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
                 "config" => {
                     spec.config = object_if_null(map.next_value_seed(JsonSeed { ctx, what })?)
                 }
+                "timeout" => spec.timeout = map.next_value_seed(DurationSeed { ctx, what })?,
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -1613,6 +1623,75 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
         }
     }
     reject!(bool number str null seq tagged);
+}
+
+/// A duration: `5s`, `500ms`, `2m`, or a number of seconds (`5`, `0.5`).
+struct DurationSeed<'a> {
+    ctx: &'a Ctx,
+    what: &'a dyn Fn() -> String,
+}
+
+impl DurationSeed<'_> {
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        self.ctx.fail(
+            format!("{} must be a duration, found {found}", (self.what)()),
+            Some("write it like `5s`, `500ms`, `2m`, or a number of seconds".to_owned()),
+        )
+    }
+
+    fn seconds<E: de::Error>(&self, secs: f64, written: &str) -> Result<std::time::Duration, E> {
+        if secs.is_nan() || secs <= 0.0 || secs > 86_400.0 {
+            return Err(self.ctx.fail(
+                format!(
+                    "{} must be more than 0 and at most a day, found `{written}`",
+                    (self.what)()
+                ),
+                None,
+            ));
+        }
+        Ok(std::time::Duration::from_secs_f64(secs))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for DurationSeed<'_> {
+    type Value = std::time::Duration;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DurationSeed<'_> {
+    type Value = std::time::Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.seconds(v as f64, &v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.seconds(v as f64, &v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.seconds(v, &v.to_string())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let t = v.trim();
+        let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+            Some(i) => t.split_at(i),
+            None => (t, "s"),
+        };
+        let scale = match unit.trim() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            _ => return Err(self.wrong(&format!("`{v}`"))),
+        };
+        match number.parse::<f64>() {
+            Ok(n) if !number.is_empty() => self.seconds(n * scale, v),
+            _ => Err(self.wrong(&format!("`{v}`"))),
+        }
+    }
+    reject!(bool null seq map tagged);
 }
 
 /// `type:` of a plugin.
@@ -2489,6 +2568,34 @@ mod tests {
     }
 
     #[test]
+    fn plugin_timeouts_take_units_or_seconds() {
+        let file = parse_ok(
+            "plugins:
+  - {name: a, timeout: 500ms}
+  - {name: b, timeout: 2s}
+  - {name: c, timeout: 3}
+  - {name: d, timeout: 0.25}
+  - {name: e, timeout: 1m}
+tasks: {}
+",
+        );
+        let ms: Vec<u128> = file.plugins.iter().map(|p| p.timeout.as_millis()).collect();
+        assert_eq!(ms, [500, 2000, 3000, 250, 60_000]);
+        check_err(
+            "plugins:\n  - name: a\n    timeout: soon\ntasks: {}\n",
+            "`timeout` of plugin `a` must be a duration, found `soon` | .rush:3:14 | write it like `5s`, `500ms`, `2m`, or a number of seconds",
+        );
+        check_err(
+            "plugins:\n  - name: a\n    timeout: 0s\ntasks: {}\n",
+            "`timeout` of plugin `a` must be more than 0 and at most a day, found `0s` | .rush:3:14 | -",
+        );
+        check_err(
+            "plugins:\n  - name: a\n    timout: 1s\ntasks: {}\n",
+            "unknown key `timout` in plugin `a` | .rush:3:5 | did you mean `timeout`?",
+        );
+    }
+
+    #[test]
     fn plugins_are_read_with_defaults() {
         let file = parse_ok(
             "plugins:
@@ -2528,6 +2635,7 @@ tasks:
                         "channels": ["#builds", "#deployments"],
                         "retries": 3
                     }),
+                    timeout: DEFAULT_PLUGIN_TIMEOUT,
                     line: 3,
                 },
                 PluginSpec {
@@ -2537,6 +2645,7 @@ tasks:
                     path: Some("./plugins/security-scanner.wasm".into()),
                     required: true,
                     config: json!({}),
+                    timeout: DEFAULT_PLUGIN_TIMEOUT,
                     line: 9,
                 },
                 PluginSpec {
@@ -2546,6 +2655,7 @@ tasks:
                     path: None,
                     required: false,
                     config: json!({}),
+                    timeout: DEFAULT_PLUGIN_TIMEOUT,
                     line: 13,
                 },
             ]

@@ -33,12 +33,20 @@ pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
                     if !peer_is(&stream, my_uid) {
                         continue;
                     }
+                    let stream = match into_unix(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("cannot use an accepted connection: {e}");
+                            continue;
+                        }
+                    };
                     let methods = methods.clone();
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
                         daemon.clients.fetch_add(1, Ordering::Relaxed);
                         crate::connection::serve(stream, methods).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
+                        daemon.touch();
                     });
                 }
                 Err(e) => {
@@ -48,6 +56,10 @@ pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
                 }
             },
             _ = stopping.wait_for(|s| *s) => break,
+            _ = idle_check(&daemon) => {
+                tracing::info!("idle for {:?} with no clients and no runs: stopping", daemon.options.idle_timeout.unwrap_or_default());
+                break;
+            }
             _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break }
         }
@@ -66,9 +78,55 @@ pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // Plugins last: the runs' final hooks may still have called them.
+    daemon.plugins.shutdown_all().await;
     // Give the last events a moment to reach their clients.
     tokio::time::sleep(Duration::from_millis(50)).await;
     tracing::info!("stopped");
+}
+
+/// Resolves once the daemon has been idle (no clients, no runs) for its
+/// idle timeout; never when it has none. Checks a few times per timeout,
+/// at most every 30 s: idle shutdown need not be punctual.
+async fn idle_check(daemon: &Daemon) {
+    let Some(limit) = daemon.options.idle_timeout else {
+        return std::future::pending().await;
+    };
+    let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(tick).await;
+        if daemon.idle_for().is_some_and(|idle| idle >= limit) {
+            return;
+        }
+    }
+}
+
+/// The accepted local socket as a tokio `UnixStream`, for `recvmsg` (the
+/// daemon is Unix-only: process groups, signals, descriptor passing).
+fn into_unix(stream: Stream) -> std::io::Result<tokio::net::UnixStream> {
+    match stream {
+        Stream::UdSocket(s) => {
+            let fd = std::os::fd::OwnedFd::try_from(s)?;
+            let std = std::os::unix::net::UnixStream::from(fd);
+            std.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(std)
+        }
+    }
+}
+
+/// Serve a single connection (`taskrushd --stdio`), then cancel what is
+/// left and return.
+pub async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
+    let methods: Methods = crate::daemon::Api(daemon.clone()).into_rpc().into();
+    daemon.clients.fetch_add(1, Ordering::Relaxed);
+    crate::connection::serve(stream, methods).await;
+    daemon.stopping.send_replace(true);
+    daemon.cancel_all(Cancel::Interrupt);
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while daemon.active_runs() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.plugins.shutdown_all().await;
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {

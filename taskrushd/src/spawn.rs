@@ -1,9 +1,15 @@
-//! The one place where the daemon starts task processes and stops them.
+//! The one place where the daemon starts task and plugin processes and
+//! stops them.
 //!
 //! Every task command runs as `sh -c CMD` in the project directory, with an
 //! environment built from scratch (the client's environment plus the task's
 //! `env`, never the daemon's), in a process group of its own so that
 //! cancelling reaches its children and grandchildren too.
+//!
+//! A plugin runs its manifest's `entry_point` (no shell) in the plugin's
+//! directory, with an environment built from scratch by the host, in a
+//! process group of its own, and dies with the daemon: kill-on-drop covers
+//! an orderly exit, `PR_SET_PDEATHSIG` (Linux) a `kill -9` of the daemon.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +18,8 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 use tokio::process::{Child, Command};
+
+use crate::client_stdio::ChildStdio;
 
 /// How long a cancelled task gets after SIGINT before SIGTERM, and after
 /// SIGTERM before SIGKILL.
@@ -23,12 +31,14 @@ pub struct TaskProcess {
     pgid: Option<Pid>,
 }
 
-/// Start `sh -c cmd` in `cwd` with exactly `env`, stdout and stderr piped,
-/// stdin from /dev/null, in its own process group.
+/// Start `sh -c cmd` in `cwd` with exactly `env`, in its own process
+/// group. Its stdio is the client's own descriptors when given, else
+/// stdout and stderr are piped and stdin is /dev/null.
 pub fn spawn_shell(
     cmd: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    stdio: Option<ChildStdio>,
 ) -> std::io::Result<TaskProcess> {
     let mut command = Command::new("/bin/sh");
     command
@@ -37,17 +47,26 @@ pub fn spawn_shell(
         .current_dir(cwd)
         .env_clear()
         .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    match stdio {
+        Some(io) => command.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr),
+        None => command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    };
     let child = command.spawn()?;
     let pgid = child.id().and_then(|id| Pid::from_raw(id as i32));
     Ok(TaskProcess { child, pgid })
 }
 
 impl TaskProcess {
+    /// The process group id (the leader's pid).
+    pub fn pgid(&self) -> Option<u32> {
+        self.pgid.map(|p| p.as_raw_nonzero().get() as u32)
+    }
+
     /// Send `sig` to the whole process group. Errors (the group is gone)
     /// are ignored: the group id is ours until we reap the leader, and we
     /// stop signalling once the group is empty.
@@ -60,7 +79,7 @@ impl TaskProcess {
     /// Whether any process of the group is still alive.
     pub fn group_alive(&self) -> bool {
         match self.pgid {
-            Some(pgid) => rustix::process::test_kill_process_group(pgid).is_ok(),
+            Some(pgid) => group_has_live_members(pgid),
             None => false,
         }
     }
@@ -80,6 +99,128 @@ impl TaskProcess {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Start a plugin: `argv[0]` with `argv[1..]` in `dir` with exactly `env`,
+/// stdin/stdout/stderr piped, in its own process group. A program path with
+/// a `/` is taken relative to `dir`; a bare name is searched on `env`'s
+/// `PATH`.
+pub fn spawn_plugin(
+    argv: &[String],
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+) -> std::io::Result<TaskProcess> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty entry point",
+        ));
+    };
+    let program = if program.contains('/') {
+        dir.join(program).into_os_string()
+    } else {
+        program.into()
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let child = command.spawn()?;
+    let pgid = child.id().and_then(|id| Pid::from_raw(id as i32));
+    Ok(TaskProcess { child, pgid })
+}
+
+/// Ask the kernel to SIGKILL the child when the daemon dies, even by
+/// `kill -9`. The signal follows the *thread* that forked, so plugins must
+/// be spawned from a runtime worker thread (they live as long as the
+/// runtime), never from a `spawn_blocking` thread, which exits when idle.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec; it only
+    // makes the `prctl` syscall through rustix, which neither allocates nor
+    // takes locks, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
+
+impl TaskProcess {
+    /// The process id of the leader (also the process group id).
+    pub fn pid(&self) -> Option<u32> {
+        self.pgid.map(|p| p.as_raw_nonzero().get() as u32)
+    }
+
+    /// A handle that signals the process group, usable after the child was
+    /// moved elsewhere (to the task that reaps it).
+    pub fn group(&self) -> ProcessGroup {
+        ProcessGroup(self.pgid)
+    }
+}
+
+/// Signals a process group (see [`TaskProcess::signal_group`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessGroup(Option<Pid>);
+
+impl ProcessGroup {
+    pub fn signal(self, sig: Signal) {
+        if let Some(pgid) = self.0 {
+            let _ = rustix::process::kill_process_group(pgid, sig);
+        }
+    }
+}
+
+/// Whether a process group has a member that is not a zombie.
+///
+/// `kill(-pgid, 0)` alone counts zombies, and orphaned grandchildren stay
+/// zombies for as long as the system's init does not reap them (some
+/// container inits never do): cancelling would wait out every grace
+/// period. So when the group still "exists", look at its members' states.
+pub fn group_has_live_members(pgid: Pid) -> bool {
+    if rustix::process::test_kill_process_group(pgid).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let want = pgid.as_raw_nonzero().get();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may contain spaces and parens.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let (Some(state), Some(_ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if pgrp.parse::<i32>() == Ok(want) && !matches!(state, "Z" | "X" | "x") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Exit status as a shell reports it: the code, or 128 + signal.

@@ -18,6 +18,19 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// Time allowed for the rest of a frame once its first byte arrived.
 pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// [`FRAME_DEADLINE`], or `$TASKRUSH_FRAME_DEADLINE_MS` (for tests of slow
+/// clients, which should not take 10 s).
+pub fn frame_deadline() -> Duration {
+    static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DEADLINE.get_or_init(|| {
+        std::env::var("TASKRUSH_FRAME_DEADLINE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(FRAME_DEADLINE)
+    })
+}
 /// Longest header line accepted in `Content-Length` framing.
 const MAX_HEADER_LINE: usize = 1024;
 
@@ -70,11 +83,7 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge => write!(f, "message larger than {MAX_FRAME} bytes"),
             FrameError::BadHeader(h) => write!(f, "bad message header: {h}"),
             FrameError::TooSlow => {
-                write!(
-                    f,
-                    "message not completed within {}s",
-                    FRAME_DEADLINE.as_secs()
-                )
+                write!(f, "message not completed within {:?}", frame_deadline())
             }
             FrameError::Io(e) => write!(f, "{e}"),
         }
@@ -129,7 +138,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
                 Framing::ContentLength => self.read_content_length().await,
             }
         };
-        match tokio::time::timeout(FRAME_DEADLINE, read).await {
+        match tokio::time::timeout(frame_deadline(), read).await {
             Ok(r) => r.map(Some),
             Err(_) => Err(FrameError::TooSlow),
         }

@@ -4,7 +4,10 @@
 mod cache;
 mod cancel;
 mod daemon;
+mod plugins;
 mod protocol;
 mod run;
 mod rush_file;
+mod terminal;
 mod tidy;
+mod trust;

@@ -161,3 +161,102 @@ fn a_run_streams_events_from_started_to_finished() {
         ]
     );
 }
+
+#[test]
+fn a_client_sending_one_byte_at_a_time_is_cut_off_and_others_are_served() {
+    let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
+    t.start_daemon(&[("TASKRUSH_FRAME_DEADLINE_MS", "300")]);
+    let mut slow = connect(&t);
+    slow.write_all(b"{\"jsonrpc\":").unwrap();
+    // Meanwhile another client is served at normal speed.
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = slow.read_to_end(&mut rest); // the daemon closes the connection
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_line_without_end_is_refused_at_the_size_limit() {
+    let t = started();
+    let mut s = connect(&t);
+    let chunk = vec![b'x'; 1024 * 1024];
+    let mut refused = false;
+    for _ in 0..12 {
+        if s.write_all(&chunk).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(refused || answer.contains("-32006"), "{answer}");
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+#[test]
+fn a_panic_while_handling_a_request_answers_it_and_harms_nothing_else() {
+    let t = started();
+    let got = exchange(
+        &t,
+        concat!(
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"debug_panic\"}\n",
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"daemon_status\"}\n",
+        ),
+        2,
+    );
+    let by_id = |id: i64| got.iter().find(|v| v["id"] == id).unwrap().clone();
+    assert_eq!(by_id(1)["error"]["code"], -32603);
+    assert!(by_id(2)["result"]["pid"].is_u64());
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+/// Run `task` over a raw connection; return (stdout text, exit code).
+fn run_over_socket(t: &Scenario, task: &str, env: &[(&str, &str)]) -> (String, i64) {
+    let mut s = connect(t);
+    let env: serde_json::Map<String, Value> =
+        env.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": t.project().display().to_string(), "tasks": [task], "env": env}}});
+    writeln!(s, "{req}").unwrap();
+    let mut r = BufReader::new(s);
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "connection closed early"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let ev = &v["params"]["result"];
+        match ev["event"].as_str() {
+            Some("output") => out.push_str(ev["text"].as_str().unwrap_or_default()),
+            Some("run_finished") => return (out, ev["exit_code"].as_i64().unwrap()),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn fifty_clients_doing_twenty_runs_each_get_their_own_output_in_order() {
+    let t = std::sync::Arc::new(Scenario::new().rush(
+        "tasks:\n  echo:\n    cmd: for i in 1 2 3; do echo \"$N-$i\"; done; exit $((N % 7))\n",
+    ));
+    t.run(&["echo"]); // start the daemon
+    let threads: Vec<_> = (0..50)
+        .map(|c| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for r in 0..20 {
+                    let n = (c * 100 + r).to_string();
+                    let (out, code) = run_over_socket(&t, "echo", &[("N", &n)]);
+                    assert_eq!(out, format!("{n}-1\n{n}-2\n{n}-3\n"));
+                    assert_eq!(code, (c * 100 + r) as i64 % 7);
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+}

@@ -1,1 +1,303 @@
-//! Tidy checks (written by the docs work).
+//! Tidy checks: the docs keep up with the code, and no debugging leftovers
+//! are committed.
+//!
+//! They read the sources as text (this crate does not depend on
+//! `taskrush-protocol`), so they need no binaries and no daemon.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (this crate lives in `tests/`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()))
+}
+
+/// The text of the first `"…"` string literal in `line`, if any.
+fn string_literal(line: &str) -> Option<&str> {
+    let start = line.find('"')? + 1;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// `pub const NAME: &str = "value";` lines of `source`, as (NAME, value).
+fn str_consts(source: &str) -> Vec<(String, String)> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("pub const ")?;
+            let (name, rest) = rest.split_once(':')?;
+            if !rest.trim_start().starts_with("&str") {
+                return None;
+            }
+            Some((name.trim().to_owned(), string_literal(rest)?.to_owned()))
+        })
+        .collect()
+}
+
+/// The identifiers listed in `pub const ALL: &[&str] = &[ … ];`.
+fn all_list(source: &str) -> Vec<String> {
+    let start = source
+        .find("pub const ALL")
+        .expect("method.rs declares `pub const ALL`");
+    let body = &source[start..];
+    let open = body.find("= &[").expect("`ALL` is a slice literal") + 4;
+    let close = body[open..].find("];").expect("`ALL` ends with `];`") + open;
+    body[open..close]
+        .split(',')
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty() && !item.starts_with("//"))
+        .collect()
+}
+
+/// `pub const NAME: i32 = -NNNNN;` lines of `source`, as (NAME, number).
+fn error_codes(source: &str) -> Vec<(String, i32)> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("pub const ")?;
+            let (name, rest) = rest.split_once(": i32 =")?;
+            let value = rest.trim().strip_suffix(';')?.trim().parse().ok()?;
+            Some((name.trim().to_owned(), value))
+        })
+        .collect()
+}
+
+/// The variant names of `pub enum NAME { … }` in `source`.
+fn enum_variants(source: &str, name: &str) -> Vec<String> {
+    let header = format!("pub enum {name} {{");
+    let start = source
+        .find(&header)
+        .unwrap_or_else(|| panic!("no `{header}` found"));
+    let mut variants = Vec::new();
+    let mut depth = 0usize;
+    for line in source[start..].lines() {
+        // Braces in comments (`///` docs) do not count.
+        let code = line.split("//").next().unwrap_or("");
+        if depth == 1 {
+            let ident: String = code
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if ident.starts_with(|c: char| c.is_ascii_uppercase()) {
+                variants.push(ident);
+            }
+        }
+        for c in code.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if depth == 0 && !variants.is_empty() {
+            break;
+        }
+    }
+    variants
+}
+
+/// `RunStarted` -> `run_started` (serde's `rename_all = "snake_case"`).
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Fails listing every `missing` item, so one run shows them all.
+fn assert_none_missing(doc: &str, what: &str, missing: &[String]) {
+    assert!(
+        missing.is_empty(),
+        "{doc} does not mention these {what}: {}",
+        missing.join(", ")
+    );
+}
+
+#[test]
+fn the_protocol_doc_mentions_every_method_name() {
+    let source = read("protocol/src/method.rs");
+    let consts = str_consts(&source);
+    let all = all_list(&source);
+    assert!(!all.is_empty(), "`method::ALL` lists no method");
+    for ident in &all {
+        assert!(
+            consts.iter().any(|(name, _)| name == ident),
+            "`{ident}` in `method::ALL` is not a `pub const {ident}: &str` of method.rs"
+        );
+    }
+    // Every name on the wire: the methods of `ALL`, and notifications
+    // such as `run_event`.
+    let doc = read("docs/protocol.md");
+    let missing: Vec<String> = consts
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert_none_missing("docs/protocol.md", "methods", &missing);
+}
+
+#[test]
+fn the_protocol_doc_mentions_every_error_code() {
+    let codes = error_codes(&read("protocol/src/error.rs"));
+    assert!(
+        codes.iter().any(|(name, _)| name == "PARSE_ERROR"),
+        "no `pub const …: i32 = …;` found in protocol/src/error.rs: {codes:?}"
+    );
+    let doc = read("docs/protocol.md");
+    let missing: Vec<String> = codes
+        .iter()
+        .filter(|(_, code)| !doc.contains(&code.to_string()))
+        .map(|(name, code)| format!("{code} ({name})"))
+        .collect();
+    assert_none_missing("docs/protocol.md", "error codes", &missing);
+}
+
+#[test]
+fn the_protocol_doc_mentions_every_run_event_kind() {
+    let variants = enum_variants(&read("protocol/src/run.rs"), "RunEvent");
+    assert!(
+        variants.iter().any(|v| v == "RunStarted") && variants.iter().any(|v| v == "RunFinished"),
+        "could not read the variants of `RunEvent`: {variants:?}"
+    );
+    let doc = read("docs/protocol.md");
+    let missing: Vec<String> = variants
+        .iter()
+        .map(|v| snake_case(v))
+        .filter(|kind| !doc.contains(&format!("`{kind}`")))
+        .collect();
+    assert_none_missing("docs/protocol.md", "run event kinds", &missing);
+}
+
+#[test]
+fn the_rush_file_doc_mentions_every_task_field() {
+    let source = read("taskrushd/src/rush_file.rs");
+    let start = source
+        .find("const TASK_KEYS")
+        .expect("rush_file.rs declares `TASK_KEYS`");
+    let end = source[start..].find("];").expect("`TASK_KEYS` ends") + start;
+    let mut fields: Vec<String> = source[start..end]
+        .lines()
+        .skip(1)
+        .filter_map(string_literal)
+        .map(str::to_owned)
+        .collect();
+    // The fields of the format, both spellings, even if TASK_KEYS moves.
+    for field in [
+        "cmd",
+        "description",
+        "depends_on",
+        "deps",
+        "cache_files",
+        "cache",
+        "env",
+        "before",
+        "after",
+        "plugins",
+    ] {
+        if !fields.iter().any(|f| f == field) {
+            fields.push(field.to_owned());
+        }
+    }
+    let doc = read("docs/rush-file.md");
+    let missing: Vec<String> = fields
+        .into_iter()
+        .filter(|field| !doc.contains(&format!("`{field}`")))
+        .collect();
+    assert_none_missing("docs/rush-file.md", "task fields", &missing);
+}
+
+/// Every `.rs` file under `dir`, skipping build output.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read `{}`: {e}", dir.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("cannot read `{}`: {e}", dir.display()));
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            let name = entry.file_name();
+            if name != "target" && name != "node_modules" && name != ".git" {
+                rust_files(&path, out);
+            }
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_dbg_or_todo_macros_are_left_in_the_sources() {
+    let root = root();
+    // Built from pieces so that this file does not match itself.
+    let needles = [format!("{}!(", "dbg"), format!("{}!(", "todo")];
+    let mut files = Vec::new();
+    for dir in ["protocol", "taskrushd", "taskrush-cli", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(
+        !files.is_empty(),
+        "no .rs files found under {}",
+        root.display()
+    );
+    let mut found = Vec::new();
+    for file in files {
+        if file.ends_with("tests/scenarios/tidy.rs") {
+            continue; // this file names the macros it looks for
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            for needle in &needles {
+                if line.contains(needle.as_str()) {
+                    let rel = file.strip_prefix(&root).unwrap_or(&file);
+                    found.push(format!("{}:{}: {}", rel.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "leftover debugging macros:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_tidy_helpers_read_declarations_as_written() {
+    assert_eq!(snake_case("RunStarted"), "run_started");
+    assert_eq!(snake_case("Output"), "output");
+    assert_eq!(
+        error_codes("/// doc\npub const BUSY: i32 = -32007;\npub const X: u32 = 1;\n"),
+        [("BUSY".to_owned(), -32007)]
+    );
+    assert_eq!(
+        str_consts("pub const HELLO: &str = \"hello\";\npub const N: usize = 1;\n"),
+        [("HELLO".to_owned(), "hello".to_owned())]
+    );
+    assert_eq!(
+        all_list("pub const ALL: &[&str] = &[\n    HELLO,\n    RUN,\n];\n"),
+        ["HELLO", "RUN"]
+    );
+    let source = "pub enum E {\n    /// `{x}` in a doc\n    A { x: u8 },\n    B {\n        y: u8,\n    },\n    C,\n}\n";
+    assert_eq!(enum_variants(source, "E"), ["A", "B", "C"]);
+}

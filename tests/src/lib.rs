@@ -166,6 +166,24 @@ impl Scenario {
         self.finish(child, Duration::from_secs(60))
     }
 
+    /// Run a shell script with `taskrush` on its PATH and this scenario's
+    /// environment (for pipelines such as `taskrush spam | head -1`).
+    pub fn sh(&self, script: &str) -> Outcome {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        self.prepare(&mut c);
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().expect("spawn sh");
+        self.finish(child, Duration::from_secs(60))
+    }
+
     /// Wait for a spawned command (killing it after `limit`) and collect it.
     pub fn finish(&self, mut child: Child, limit: Duration) -> Outcome {
         let mut out = child.stdout.take();
@@ -366,4 +384,115 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, sig);
     }
+}
+
+/// A pseudo-terminal: `slave` is what a program sees as its terminal,
+/// `master` is the test's keyboard and screen.
+pub struct Pty {
+    pub master: std::fs::File,
+    pub slave: std::fs::File,
+}
+
+impl Pty {
+    pub fn open() -> Pty {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(std::path::Path::new(&*name.to_string_lossy()))
+            .expect("open the pty slave");
+        Pty {
+            master: std::fs::File::from(master),
+            slave,
+        }
+    }
+}
+
+/// Run `taskrush ARGS` with the terminal `pty` as stdin, stdout and stderr;
+/// type `input` once `ready` (a file under the project) exists. Returns
+/// what the terminal showed and the exit code.
+pub fn run_in_terminal(s: &Scenario, args: &[&str], input: Option<(&str, &[u8])>) -> (String, i32) {
+    use std::io::Write;
+    let pty = Pty::open();
+    let mut c = s.command(args);
+    c.stdin(pty.slave.try_clone().expect("dup"))
+        .stdout(pty.slave.try_clone().expect("dup"))
+        .stderr(pty.slave.try_clone().expect("dup"));
+    let mut child = c.spawn().expect("spawn taskrush");
+    // The command holds duplicates of the slave until dropped: the master
+    // reports the end only once every slave descriptor is closed.
+    drop(c);
+    drop(pty.slave);
+    let mut master_r = pty.master.try_clone().expect("dup master");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave descriptor is closed.
+        while let Ok(n) = master_r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    if let Some((ready, bytes)) = input {
+        assert!(
+            wait_until(Duration::from_secs(20), || s.project().join(ready).exists()),
+            "task ready"
+        );
+        let mut m = pty.master.try_clone().expect("dup master");
+        m.write_all(bytes).expect("type");
+    }
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("taskrush did not finish in a terminal")
+    });
+    // Let the reader drain; the daemon's copies of the slave are closed
+    // when the connection ends. Bounded: a leaked descriptor must fail the
+    // test, not hang it.
+    assert!(
+        wait_until(Duration::from_secs(10), || reader.is_finished()),
+        "the terminal was never released"
+    );
+    let out = reader.join().unwrap_or_default();
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    (String::from_utf8_lossy(&out).into_owned(), code)
+}
+
+/// Pids of running `taskrushd` processes serving `socket` (by their
+/// environment's TASKRUSH_SOCKET).
+pub fn daemons_for(socket: &Path) -> Vec<u32> {
+    let needle = format!("TASKRUSH_SOCKET={}", socket.display());
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmdline).contains("taskrushd") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -1,0 +1,105 @@
+"""slack-notify: post task results to a Slack incoming webhook.
+
+Config (global ``config`` merged with the task's ``plugins.slack-notify``):
+  webhook_url   the webhook (default: $SLACK_WEBHOOK)
+  message       template; {task} {status} {exit_code} {duration_ms} {command}
+  on_success    post when a task succeeded (default true)
+  on_failure    post when a task failed or was cancelled (default true)
+  on_cached     post for up-to-date tasks that did not run (default false)
+  channel       optional channel override sent with the message
+  timeout       seconds to wait for the webhook (default 3)
+Network errors are logged (without the URL, which is a secret), never raised:
+a notification must not fail a task.
+"""
+
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The SDK: a copy next to this file when installed, else the repository's.
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "python")]
+
+from taskrush_plugin import Plugin  # noqa: E402
+
+plugin = Plugin("slack-notify", "1.0.0")
+
+DEFAULT_SUCCESS = "\u2705 Task '{task}' succeeded in {duration_ms} ms"
+DEFAULT_FAILURE = "\u274c Task '{task}' {status} (exit code {exit_code})"
+PLACEHOLDER = re.compile(r"\{(task|status|exit_code|duration_ms|command)\}")
+
+
+def render(template, values):
+    """Replaces the known placeholders only: other braces stay as written."""
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def webhook_url(config):
+    return config.get("webhook_url") or os.environ.get("SLACK_WEBHOOK") or ""
+
+
+@plugin.on_initialize
+def check_config(params):
+    if not webhook_url(params.config):
+        plugin.log("warn", "no `webhook_url` in the config and SLACK_WEBHOOK is not set: nothing will be posted")
+
+
+@plugin.after_task
+def notify(ctx, result):
+    config = ctx.config
+    succeeded = result.status == "success"
+    if result.cached and not config.get("on_cached", False):
+        return
+    if not config.get("on_success" if succeeded else "on_failure", True):
+        return
+    url = webhook_url(config)
+    if not url:
+        return
+    template = config.get("message") or (DEFAULT_SUCCESS if succeeded else DEFAULT_FAILURE)
+    text = render(
+        str(template),
+        {
+            "task": ctx.task_name,
+            "status": result.status,
+            "exit_code": "none" if result.exit_code is None else result.exit_code,
+            "duration_ms": result.duration_ms,
+            "command": ctx.command,
+        },
+    )
+    payload = {"text": text}
+    if config.get("channel"):
+        payload["channel"] = config["channel"]
+    post(url, payload, float(config.get("timeout", 3)))
+
+
+def post(url, payload, timeout):
+    parts = urllib.parse.urlsplit(url)
+    where = parts.hostname or "the webhook"
+    if parts.scheme not in ("http", "https"):
+        plugin.log("error", "`webhook_url` must be an http(s) URL; nothing posted")
+        return
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as e:
+        plugin.log("warn", f"{where} answered HTTP {e.code} {e.reason}; the message was not posted")
+    except urllib.error.URLError as e:
+        plugin.log("warn", f"could not reach {where}: {e.reason}")
+    except (OSError, ValueError) as e:
+        plugin.log("warn", f"could not post to {where}: {e}")
+    else:
+        plugin.log("debug", f"posted to {where}")
+
+
+if __name__ == "__main__":
+    sys.exit(plugin.run())

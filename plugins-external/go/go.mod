@@ -1,0 +1,3 @@
+module taskrush.dev/plugin
+
+go 1.19

@@ -1,0 +1,121 @@
+// Types of taskrush-plugin (see index.cjs and docs/plugins.md).
+
+export declare const PROTOCOL_VERSIONS: readonly number[];
+export declare const MAX_LINE_BYTES: number;
+export declare const ErrorCode: {
+  readonly PARSE_ERROR: -32700;
+  readonly INVALID_REQUEST: -32600;
+  readonly METHOD_NOT_FOUND: -32601;
+  readonly INVALID_PARAMS: -32602;
+  readonly INTERNAL_ERROR: -32603;
+  readonly VETO: -32010;
+  readonly UNSUPPORTED_PROTOCOL: -32011;
+};
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface Permission {
+  kind: 'filesystem' | 'network' | 'environment' | 'process' | string;
+  paths?: string[];
+  hosts?: string[];
+  vars?: string[];
+  commands?: string[];
+}
+
+export interface InitializeParams {
+  protocol_versions: number[];
+  taskrush_version: string;
+  name: string;
+  config: { [key: string]: any };
+  project_root: string;
+  permissions: Permission[];
+  [key: string]: unknown;
+}
+
+export interface TaskContext {
+  task_name: string;
+  command: string;
+  working_dir: string;
+  env_vars: { [name: string]: string };
+  config: { [key: string]: any };
+  run_id: number;
+  [key: string]: unknown;
+}
+
+export interface TaskResult {
+  status: 'success' | 'failed' | 'cancelled' | string;
+  exit_code: number | null;
+  duration_ms: number;
+  cached: boolean;
+  [key: string]: unknown;
+}
+
+export interface TaskError {
+  message: string;
+  exit_code: number | null;
+  [key: string]: unknown;
+}
+
+export declare class RpcError extends Error {
+  constructor(message: string, code?: number, data?: Json);
+  code: number;
+  data?: Json;
+}
+
+export declare class Veto extends RpcError {
+  constructor(reason: string, data?: Json);
+}
+
+export declare class CommandResult {
+  constructor(exitCode?: number, stdout?: string, stderr?: string);
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  toJSON(): { exit_code: number; stdout: string; stderr: string };
+}
+
+export type CommandReturn =
+  | void
+  | null
+  | number
+  | boolean
+  | string
+  | CommandResult
+  | { exitCode?: number; exit_code?: number; stdout?: string; stderr?: string };
+
+type Awaitable<T> = T | Promise<T>;
+
+export declare class Plugin {
+  constructor(name: string, version: string, options?: { grace?: number });
+  readonly name: string;
+  readonly version: string;
+  initParams: InitializeParams | null;
+  config: { [key: string]: any };
+  projectRoot: string;
+  protocol: number | null;
+  beforeTask(fn: (ctx: TaskContext) => Awaitable<void>): this;
+  afterTask(fn: (ctx: TaskContext, result: TaskResult) => Awaitable<void>): this;
+  onTaskFailure(fn: (ctx: TaskContext, error: TaskError) => Awaitable<void>): this;
+  onInitialize(fn: (params: InitializeParams) => Awaitable<void>): this;
+  onShutdown(fn: () => Awaitable<void>): this;
+  command(name: string, description: string, fn: (args: string[], cwd: string) => Awaitable<CommandReturn>): this;
+  command(name: string, fn: (args: string[], cwd: string) => Awaitable<CommandReturn>): this;
+  log(level: 'error' | 'warn' | 'info' | 'debug', message: string): void;
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+  progress(message: string, options?: { task?: string; percent?: number }): void;
+  run(options?: { input?: NodeJS.ReadableStream; output?: NodeJS.WritableStream; exit?: boolean }): Promise<number>;
+}
+
+declare const sdk: {
+  Plugin: typeof Plugin;
+  Veto: typeof Veto;
+  RpcError: typeof RpcError;
+  CommandResult: typeof CommandResult;
+  ErrorCode: typeof ErrorCode;
+  PROTOCOL_VERSIONS: typeof PROTOCOL_VERSIONS;
+  MAX_LINE_BYTES: typeof MAX_LINE_BYTES;
+};
+export default sdk;

@@ -1,0 +1,336 @@
+"""Tests of the Python SDK through a real pipe (a subprocess) and in-memory streams.
+
+Run: cd plugins-external/python && python3 -m unittest discover -s tests -v
+"""
+
+import contextlib
+import io
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import taskrush_plugin as sdk  # noqa: E402
+
+FIXTURE = os.path.join(HERE, "fixture_plugin.py")
+
+
+def init_params(versions=(1,), config=None):
+    return {
+        "protocol_versions": list(versions),
+        "taskrush_version": "0.3.0",
+        "name": "fixture",
+        "config": config or {},
+        "project_root": "/project",
+        "permissions": [{"kind": "environment", "vars": ["SLACK_WEBHOOK"]}],
+    }
+
+
+def context(task="build", config=None):
+    return {
+        "task_name": task,
+        "command": "make",
+        "working_dir": "/project",
+        "env_vars": {},
+        "config": config or {},
+        "run_id": 7,
+    }
+
+
+class Host:
+    """The host side of a plugin subprocess: JSON lines in, JSON lines out."""
+
+    def __init__(self, script=FIXTURE):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines = queue.Queue()
+        self.raw = []
+        self.stderr = b""
+        self.readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_stdout(self):
+        for line in self.proc.stdout:
+            self.raw.append(line)
+            self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def _read_stderr(self):
+        self.stderr = self.proc.stderr.read()
+
+    def send(self, message):
+        data = message if isinstance(message, bytes) else json.dumps(message).encode()
+        self.proc.stdin.write(data + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, id, method, params=None):
+        message = {"jsonrpc": "2.0", "id": id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self.send(message)
+
+    def next(self, timeout=5):
+        return self.lines.get(timeout=timeout)
+
+    def response(self, timeout=5):
+        """The next response, collecting the notifications before it."""
+        notes = []
+        while True:
+            message = self.next(timeout)
+            if message is None:
+                raise AssertionError("plugin closed stdout")
+            if "id" in message:
+                return message, notes
+            notes.append(message)
+
+    def call(self, id, method, params=None):
+        self.request(id, method, params)
+        return self.response()
+
+    def initialize(self, **kw):
+        response, _ = self.call(0, "initialize", init_params(**kw))
+        return response
+
+    def close(self, timeout=5):
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self.readers:
+            reader.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+class SubprocessTests(unittest.TestCase):
+    def setUp(self):
+        self.host = Host()
+        self.addCleanup(self.host.kill)
+
+    def test_handshake_chooses_protocol_1_and_lists_only_implemented_hooks(self):
+        response = self.host.initialize(versions=(2, 1))
+        self.assertEqual(response["jsonrpc"], "2.0")
+        self.assertEqual(response["id"], 0)
+        result = response["result"]
+        self.assertEqual(result["name"], "fixture")
+        self.assertEqual(result["version"], "0.1.0")
+        self.assertEqual(result["protocol"], 1)
+        self.assertEqual(result["hooks"], ["before_task", "after_task"])
+        self.assertEqual(
+            result["commands"],
+            [
+                {"name": "echo", "description": "Print the arguments"},
+                {"name": "fail", "description": "Exit 3"},
+                {"name": "noisy", "description": "Write to stdout by mistake."},
+            ],
+        )
+
+    def test_handshake_refuses_unknown_protocol_majors(self):
+        response = self.host.initialize(versions=(2, 3))
+        self.assertEqual(response["error"]["code"], -32011)
+        self.assertIn("[2, 3]", response["error"]["message"])
+
+    def test_a_failing_on_initialize_is_an_internal_error(self):
+        response, _ = self.host.call(0, "initialize", init_params(config={"fail_init": True}))
+        self.assertEqual(response["error"]["code"], -32603)
+        self.assertIn("fail_init", response["error"]["message"])
+
+    def test_hooks_answer_null_and_logs_reach_the_host(self):
+        self.host.initialize()
+        response, notes = self.host.call(1, "before_task", {"context": context()})
+        self.assertEqual(response, {"jsonrpc": "2.0", "id": 1, "result": None})
+        self.assertEqual(
+            notes,
+            [{"jsonrpc": "2.0", "method": "log", "params": {"level": "info", "message": "before build in /project"}}],
+        )
+        result = {"status": "failed", "exit_code": 2, "duration_ms": 12}
+        response, notes = self.host.call("a", "after_task", {"context": context(), "result": result})
+        self.assertEqual(response["result"], None)
+        self.assertEqual(response["id"], "a")
+        self.assertEqual(notes[0]["method"], "progress")
+        self.assertEqual(notes[0]["params"], {"message": "reporting", "task": "build", "percent": 50.0})
+        self.assertEqual(notes[1]["params"], {"level": "debug", "message": "after build: failed 2 cached=False"})
+
+    def test_before_task_veto_is_error_32010_with_the_reason(self):
+        self.host.initialize()
+        response, _ = self.host.call(1, "before_task", {"context": context("deploy", {"veto": True})})
+        self.assertEqual(response["error"], {"code": -32010, "message": "task `deploy` is not allowed"})
+
+    def test_an_exception_in_a_hook_is_an_internal_error(self):
+        self.host.initialize()
+        response, _ = self.host.call(1, "before_task", {"context": context("boom")})
+        self.assertEqual(response["error"], {"code": -32603, "message": "boom"})
+        # The plugin carries on.
+        response, _ = self.host.call(2, "before_task", {"context": context()})
+        self.assertIsNone(response["result"])
+
+    def test_commands(self):
+        self.host.initialize()
+        response, _ = self.host.call(1, "command", {"name": "echo", "args": ["a", "b"], "cwd": "/tmp"})
+        self.assertEqual(response["result"], {"exit_code": 0, "stdout": "a b\n", "stderr": ""})
+        response, _ = self.host.call(2, "command", {"name": "fail", "args": [], "cwd": "/tmp"})
+        self.assertEqual(response["result"], {"exit_code": 3, "stdout": "", "stderr": "failed in /tmp\n"})
+        response, _ = self.host.call(3, "command", {"name": "nope", "args": [], "cwd": "/tmp"})
+        self.assertEqual(response["error"]["code"], -32602)
+
+    def test_print_and_child_processes_do_not_corrupt_stdout(self):
+        self.host.initialize()
+        response, _ = self.host.call(1, "command", {"name": "noisy", "args": [], "cwd": "/tmp"})
+        self.assertEqual(response["result"]["exit_code"], 0)
+        self.assertEqual(self.host.close(), 0)
+        self.assertIn(b"stray print", self.host.stderr)
+        self.assertIn(b"stray child", self.host.stderr)
+
+    def test_unknown_methods_and_undeclared_hooks_are_32601(self):
+        self.host.initialize()
+        response, _ = self.host.call(1, "frobnicate", {})
+        self.assertEqual(response["error"]["code"], -32601)
+        response, _ = self.host.call(2, "on_task_failure", {"context": context(), "error": {"message": "x"}})
+        self.assertEqual(response["error"]["code"], -32601)
+
+    def test_junk_gets_a_parse_error_and_notifications_no_answer(self):
+        self.host.initialize()
+        self.host.send(b"this is not json")
+        self.host.send({"jsonrpc": "2.0", "method": "whatever", "params": {}})
+        self.host.send(b"[]")
+        response, _ = self.host.response()
+        self.assertEqual(response["id"], None)
+        self.assertEqual(response["error"]["code"], -32700)
+        response, _ = self.host.response()
+        self.assertEqual(response["error"]["code"], -32600)
+        response, _ = self.host.call(1, "before_task", {"context": context()})
+        self.assertEqual(response["id"], 1)
+
+    def test_concurrent_requests_are_answered_by_id_as_they_finish(self):
+        self.host.initialize()
+        started = time.monotonic()
+        self.host.request(1, "before_task", {"context": context("slow", {"sleep": 0.6})})
+        for i in range(2, 7):
+            self.host.request(i, "before_task", {"context": context("fast")})
+        ids = []
+        while len(ids) < 6:
+            response, _ = self.host.response()
+            self.assertIsNone(response["result"])
+            ids.append(response["id"])
+        self.assertEqual(ids[-1], 1)
+        self.assertEqual(sorted(ids), [1, 2, 3, 4, 5, 6])
+        self.assertLess(time.monotonic() - started, 1.5)
+
+    def test_shutdown_then_eof_exits_0(self):
+        self.host.initialize()
+        response, _ = self.host.call(9, "shutdown")
+        self.assertEqual(response, {"jsonrpc": "2.0", "id": 9, "result": None})
+        started = time.monotonic()
+        self.assertEqual(self.host.close(), 0)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    def test_eof_without_shutdown_exits_0_after_answering_in_flight_requests(self):
+        self.host.initialize()
+        self.host.request(1, "after_task", {"context": context("x", {"sleep": 0.3}), "result": {"status": "success", "duration_ms": 1}})
+        time.sleep(0.05)
+        self.assertEqual(self.host.close(), 0)
+        response, _ = self.host.response()
+        self.assertEqual(response["id"], 1)
+        self.assertIsNone(response["result"])
+        self.assertTrue(all(json.loads(line) for line in self.host.raw))
+
+
+class InMemoryTests(unittest.TestCase):
+    def serve(self, plugin, messages):
+        data = b"".join((m if isinstance(m, bytes) else json.dumps(m).encode()) + b"\n" for m in messages)
+        out = io.BytesIO()
+        with contextlib.redirect_stderr(io.StringIO()):  # tracebacks of failing handlers
+            self.assertEqual(plugin.run(stdin=io.BytesIO(data), stdout=out), 0)
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def test_contexts_have_attribute_access_and_defaults(self):
+        plugin = sdk.Plugin("mem", "1.0.0")
+        seen = {}
+
+        @plugin.on_task_failure
+        def failed(ctx, error):
+            seen["ctx"] = ctx
+            seen["error"] = error
+
+        out = self.serve(
+            plugin,
+            [
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init_params(config={"a": {"b": 1}})},
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "on_task_failure",
+                    "params": {
+                        "context": {"task_name": "t", "command": "false", "working_dir": "/p", "config": None, "run_id": 1, "future": 1},
+                        "error": {"message": "exit 1", "exit_code": 1},
+                    },
+                },
+            ],
+        )
+        self.assertEqual(out[0]["result"]["hooks"], ["on_task_failure"])
+        self.assertEqual(out[1], {"jsonrpc": "2.0", "id": 2, "result": None})
+        self.assertEqual(plugin.config.a.b, 1)
+        self.assertEqual(plugin.project_root, "/project")
+        ctx, error = seen["ctx"], seen["error"]
+        self.assertEqual((ctx.task_name, ctx.command, ctx.run_id), ("t", "false", 1))
+        self.assertEqual(ctx.config, {})
+        self.assertEqual(ctx.env_vars, {})
+        self.assertEqual(ctx.future, 1)
+        self.assertEqual((error.message, error.exit_code), ("exit 1", 1))
+        with self.assertRaises(AttributeError):
+            ctx.nothing  # noqa: B018
+
+    def test_lines_over_16_mib_are_dropped_with_a_parse_error(self):
+        plugin = sdk.Plugin("mem", "1.0.0")
+        huge = b'{"jsonrpc":"2.0","id":1,"method":"x","params":"' + b"a" * sdk.MAX_LINE_BYTES + b'"}'
+        out = self.serve(plugin, [huge, {"jsonrpc": "2.0", "id": 2, "method": "x"}])
+        self.assertEqual(out[0]["id"], None)
+        self.assertEqual(out[0]["error"]["code"], -32700)
+        self.assertEqual(out[1]["id"], 2)
+        self.assertEqual(out[1]["error"]["code"], -32601)
+
+    def test_results_that_are_not_json_become_internal_errors(self):
+        plugin = sdk.Plugin("mem", "1.0.0")
+
+        @plugin.command("bad", "returns junk")
+        def bad(args, cwd):
+            return object()
+
+        out = self.serve(
+            plugin,
+            [
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init_params()},
+                {"jsonrpc": "2.0", "id": 2, "method": "command", "params": {"name": "bad", "cwd": "/"}},
+            ],
+        )
+        self.assertEqual(out[1]["error"]["code"], -32603)
+
+    def test_command_without_commands_is_unknown_method(self):
+        plugin = sdk.Plugin("mem", "1.0.0")
+        out = self.serve(plugin, [{"jsonrpc": "2.0", "id": 1, "method": "command", "params": {"name": "x", "cwd": "/"}}])
+        self.assertEqual(out[0]["error"]["code"], -32601)
+
+
+if __name__ == "__main__":
+    unittest.main()

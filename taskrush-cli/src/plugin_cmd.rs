@@ -1,0 +1,364 @@
+//! `taskrush plugin …` and the commands plugins add (`taskrush NAME args…`).
+//!
+//! A plugin command reaches us two ways: `taskrush NAME args…` parses as a
+//! run of task `NAME`, and the daemon answers `PLUGIN_COMMAND`; or its
+//! arguments are not `run`'s (`taskrush greet --loud`) and clap refuses,
+//! and we ask the daemon whether a plugin adds `NAME`. Either way the
+//! arguments after `NAME` are passed exactly as typed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::json;
+use taskrush_protocol::daemon::{
+    PluginDetails, PluginState, PluginStatus, PluginTestReport, TaskList,
+};
+use taskrush_protocol::method;
+use taskrush_protocol::paths::DaemonPaths;
+use taskrush_protocol::plugin::CommandResult;
+
+use crate::args::{PluginAction, SUBCOMMANDS, TAKES_VALUE};
+use crate::client::{self, Client};
+use crate::error::CliError;
+
+/// The client's environment, for `${VAR}` in plugin configs and the
+/// variables plugins are granted. Variables that are not UTF-8 are left out.
+fn client_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn connect(no_daemon: bool) -> Result<Client, CliError> {
+    client::connect(&DaemonPaths::from_env(), false, no_daemon)
+}
+
+fn file_param(file: &Option<PathBuf>) -> serde_json::Value {
+    json!(file.as_ref().map(|f| f.display().to_string()))
+}
+
+pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliError> {
+    let cwd = crate::cwd()?;
+    let mut c = connect(false)?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    match action {
+        PluginAction::List { json } => {
+            let list: Vec<PluginStatus> = c.call(
+                method::PLUGIN_LIST,
+                json!({"cwd": cwd, "file": file_param(&file)}),
+            )?;
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            if list.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "no plugins (declare them under `plugins:` in the `.rush` file)"
+                );
+                return Ok(0);
+            }
+            let rows: Vec<[String; 6]> = list
+                .iter()
+                .map(|p| {
+                    [
+                        p.name.clone(),
+                        p.version.clone().unwrap_or_else(|| "-".into()),
+                        state(p),
+                        p.restarts.to_string(),
+                        dash(&p.hooks),
+                        dash(&p.commands),
+                    ]
+                })
+                .collect();
+            let head = ["NAME", "VERSION", "STATE", "RESTARTS", "HOOKS", "COMMANDS"];
+            let mut width = head.map(str::len);
+            for r in &rows {
+                for (w, cell) in width.iter_mut().zip(r) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: Vec<&str>| {
+                let mut s = String::new();
+                for (i, c) in cells.iter().enumerate() {
+                    if i + 1 == cells.len() {
+                        s.push_str(c);
+                    } else {
+                        s.push_str(&format!("{c:<w$}  ", w = width[i]));
+                    }
+                }
+                s.trim_end().to_owned()
+            };
+            let _ = writeln!(out, "{}", line(head.to_vec()));
+            for r in &rows {
+                let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+            }
+            for p in list.iter().filter(|p| p.error.is_some()) {
+                let _ = writeln!(
+                    out,
+                    "\n`{}`: {}",
+                    p.name,
+                    p.error.as_deref().unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        PluginAction::Info { name, json } => {
+            let d: PluginDetails = c.call(
+                method::PLUGIN_INFO,
+                json!({"cwd": cwd, "file": file_param(&file), "name": name}),
+            )?;
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&d).unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            let s = &d.status;
+            let mut kv = |k: &str, v: String| {
+                let _ = writeln!(out, "{k:<12} {v}");
+            };
+            kv("name", s.name.clone());
+            kv("version", s.version.clone().unwrap_or_else(|| "-".into()));
+            kv("kind", s.kind.clone());
+            kv("state", state(s));
+            kv("restarts", s.restarts.to_string());
+            kv("required", d.required.to_string());
+            kv("timeout", format!("{} ms", d.timeout_ms));
+            kv("path", d.path.clone().unwrap_or_else(|| "-".into()));
+            if let Some(m) = &d.manifest {
+                kv("description", m.description.clone());
+                kv("author", m.author.clone());
+                kv("license", m.license.clone());
+                kv("entry_point", m.entry_point.join(" "));
+                kv("taskrush", m.taskrush_version.clone());
+                kv("environment", dash(&m.permissions.environment));
+            }
+            kv("hooks", dash(&s.hooks));
+            kv("commands", dash(&s.commands));
+            if let Some(e) = &d.last_error {
+                kv("last error", e.clone());
+            }
+            if !d.stderr.is_empty() {
+                let _ = writeln!(out, "last stderr lines:");
+                for l in &d.stderr {
+                    let _ = writeln!(out, "  | {l}");
+                }
+            }
+            Ok(0)
+        }
+        PluginAction::Restart { name } => {
+            let s: PluginStatus = c.call(
+                method::PLUGIN_RESTART,
+                json!({"cwd": cwd, "file": file_param(&file), "name": name, "env": client_env()}),
+            )?;
+            let _ = writeln!(out, "restarted `{}`: {}", s.name, state(&s));
+            Ok(0)
+        }
+        PluginAction::Test { path, json } => {
+            let path = std::path::absolute(&path)
+                .map_err(|e| CliError::io(&format!("cannot resolve `{}`", path.display()), e))?;
+            let r: PluginTestReport = c.call(
+                method::PLUGIN_TEST,
+                json!({"path": path.display().to_string(), "env": client_env()}),
+            )?;
+            let failed = r.checks.iter().filter(|c| !c.ok).count();
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&r).unwrap_or_default()
+                );
+            } else {
+                for check in &r.checks {
+                    let mark = if check.ok { "✓" } else { "✗" };
+                    let _ = writeln!(out, "{mark} {}: {}", check.name, check.message);
+                }
+                let _ = writeln!(
+                    out,
+                    "{} of {} checks passed",
+                    r.checks.len() - failed,
+                    r.checks.len()
+                );
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
+        }
+    }
+}
+
+fn state(p: &PluginStatus) -> String {
+    match (p.state, p.pid) {
+        (PluginState::Running, Some(pid)) => format!("running (pid {pid})"),
+        (PluginState::Idle, Some(pid)) => format!("idle (pid {pid})"),
+        (PluginState::Running, None) => "running".into(),
+        (PluginState::Idle, None) => "idle".into(),
+        (PluginState::Failed, _) => "failed".into(),
+        (PluginState::NotStarted, _) => "not started".into(),
+    }
+}
+
+fn dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `taskrush [-f FILE] [--no-daemon] NAME args…`, split.
+pub struct CommandLine {
+    pub file: Option<PathBuf>,
+    pub no_daemon: bool,
+    pub name: String,
+    pub args: Vec<String>,
+}
+
+/// Split the raw command line into a plugin command and its arguments:
+/// the first word that is not an option (or an option's value) and not a
+/// built-in subcommand is the command; every word after it is its own.
+pub fn split(raw: &[OsString]) -> Option<CommandLine> {
+    let mut file = None;
+    let mut no_daemon = false;
+    let mut seen_run = false;
+    let mut words = raw.iter().skip(1).map(|a| a.to_string_lossy().into_owned());
+    while let Some(w) = words.next() {
+        if w == "--" {
+            return None;
+        }
+        if let Some(f) = w.strip_prefix("--file=") {
+            file = Some(PathBuf::from(f));
+            continue;
+        }
+        if w.starts_with('-') && w.len() > 1 {
+            if w == "--no-daemon" {
+                no_daemon = true;
+            }
+            if TAKES_VALUE.contains(&w.as_str()) {
+                let v = words.next()?;
+                if w == "-f" || w == "--file" {
+                    file = Some(PathBuf::from(v));
+                }
+            }
+            continue;
+        }
+        if w == "run" && !seen_run {
+            // `taskrush run NAME`: a run whose first target is a command.
+            seen_run = true;
+            continue;
+        }
+        if SUBCOMMANDS.contains(&w.as_str()) {
+            return None;
+        }
+        return Some(CommandLine {
+            file,
+            no_daemon,
+            name: w,
+            args: words.collect(),
+        });
+    }
+    None
+}
+
+/// Run plugin command `cmd`: its stdout and stderr are printed, its exit
+/// code is ours.
+pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
+    let mut c = connect(cmd.no_daemon)?;
+    let r: CommandResult = c.call(
+        method::PLUGIN_COMMAND,
+        json!({
+            "cwd": crate::cwd()?,
+            "file": file_param(&cmd.file),
+            "name": cmd.name,
+            "args": cmd.args,
+            "env": client_env(),
+        }),
+    )?;
+    let _ = std::io::stderr().write_all(r.stderr.as_bytes());
+    let mut out = std::io::stdout();
+    let _ = out.write_all(r.stdout.as_bytes());
+    let _ = out.flush();
+    Ok(r.exit_code)
+}
+
+/// The project's plugin commands (starting its plugins), or nothing when
+/// there is no daemon, no project or no plugin command.
+fn commands(no_daemon: bool) -> Vec<(String, String)> {
+    let Ok(cwd) = crate::cwd() else {
+        return Vec::new();
+    };
+    let Ok(mut c) = connect(no_daemon) else {
+        return Vec::new();
+    };
+    let list: Result<TaskList, _> =
+        c.call(method::LIST_TASKS, json!({"cwd": cwd, "env": client_env()}));
+    list.map(|l| {
+        l.commands
+            .into_iter()
+            .map(|c| (c.name, format!("{} (plugin `{}`)", c.description, c.plugin)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Whether a plugin adds command `name` in this project.
+pub fn is_command(cmd: &CommandLine) -> bool {
+    commands(cmd.no_daemon).iter().any(|(n, _)| *n == cmd.name)
+}
+
+/// The "Plugin commands:" section of `taskrush --help`, if there are any.
+pub fn help_section() -> Option<String> {
+    let cmds = commands(false);
+    if cmds.is_empty() {
+        return None;
+    }
+    let width = cmds
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::from("Plugin commands (this project):\n");
+    for (name, desc) in cmds {
+        s.push_str(&format!("  {name:<width$}  {}\n", desc.trim()));
+    }
+    Some(s.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(args: &[&str]) -> Option<(Option<String>, String, Vec<String>)> {
+        let raw: Vec<OsString> = std::iter::once("taskrush")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        split(&raw).map(|c| (c.file.map(|f| f.display().to_string()), c.name, c.args))
+    }
+
+    #[test]
+    fn the_command_is_the_first_word_and_the_rest_is_its_own() {
+        assert_eq!(
+            sp(&["greet", "--loud", "-f", "x"]),
+            Some((
+                None,
+                "greet".into(),
+                vec!["--loud".into(), "-f".into(), "x".into()]
+            ))
+        );
+        assert_eq!(
+            sp(&["-f", "a/.rush", "greet"]),
+            Some((Some("a/.rush".into()), "greet".into(), vec![]))
+        );
+        assert_eq!(sp(&["plugin", "list"]), None);
+        assert_eq!(sp(&["--list"]), None);
+    }
+}

@@ -1,0 +1,395 @@
+//! The conformance kit (`plugin_test`): start a plugin from its directory,
+//! drive it through the whole protocol and say, in plain words, what it
+//! got wrong.
+//!
+//! Checks, in order: the manifest; the handshake (answered in time,
+//! well-formed, protocol major, name and version as in the manifest);
+//! every hook it declares, with sample contexts (`before_task`,
+//! `after_task` after a success and after a failure, `on_task_failure`);
+//! its first command, if it declares any; answers carrying the ids of
+//! their requests; nothing but protocol messages on stdout; `shutdown`
+//! answered and the process gone within 2 s of it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use taskrush_protocol::daemon::{PluginCheck, PluginTestReport};
+use taskrush_protocol::plugin::{
+    CommandParams, CommandResult, Hook, HookParams, InitializeParams, InitializeResult,
+    PLUGIN_PROTOCOL_VERSION, TaskContext, TaskError, TaskResult, method,
+};
+use taskrush_protocol::run::TaskStatus;
+use tokio::time::Instant;
+
+use crate::plugin_process::{CallError, PluginProcess, STOP_STEP, StderrLog, human};
+
+/// The deadline of each call made by the kit (the host's default).
+const DEADLINE: Duration = crate::rush_file::DEFAULT_PLUGIN_TIMEOUT;
+
+struct Report {
+    checks: Vec<PluginCheck>,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, message: impl Into<String>) {
+        self.checks.push(PluginCheck {
+            name: name.to_owned(),
+            ok,
+            message: message.into(),
+        });
+    }
+}
+
+/// Test the plugin in `dir` with the client's environment `env`.
+pub async fn test(dir: &Path, env: &BTreeMap<String, String>) -> PluginTestReport {
+    let mut r = Report { checks: Vec::new() };
+    run(dir, env, &mut r).await;
+    PluginTestReport {
+        path: dir.display().to_string(),
+        checks: r.checks,
+    }
+}
+
+async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
+    let loaded = match crate::plugin_manifest::load(dir, None, None) {
+        Ok(l) => {
+            r.check(
+                "manifest",
+                true,
+                format!("`{}` {}", l.manifest.name, l.manifest.version),
+            );
+            l
+        }
+        Err(e) => {
+            r.check("manifest", false, e.message);
+            return;
+        }
+    };
+    let m = &loaded.manifest;
+    let stderr = StderrLog::new(&m.name);
+    let with_stderr = |msg: String| {
+        let last = stderr.last(5);
+        if last.is_empty() {
+            msg
+        } else {
+            format!("{msg}; its last stderr lines: {}", last.join(" | "))
+        }
+    };
+    let process = match PluginProcess::spawn(
+        &m.name,
+        &m.entry_point,
+        dir,
+        &crate::plugin_host::plugin_env(env, m),
+        stderr.clone(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            r.check(
+                "start",
+                false,
+                format!("cannot run `{}`: {e}", m.entry_point.join(" ")),
+            );
+            return;
+        }
+    };
+
+    r.check(
+        "start",
+        true,
+        match process.pid() {
+            Some(pid) => format!("`{}` runs (pid {pid})", m.entry_point.join(" ")),
+            None => format!("`{}` runs", m.entry_point.join(" ")),
+        },
+    );
+
+    // Handshake.
+    let params = InitializeParams {
+        protocol_versions: vec![PLUGIN_PROTOCOL_VERSION],
+        taskrush_version: taskrush_protocol::VERSION.to_owned(),
+        name: m.name.clone(),
+        config: Value::Object(Default::default()),
+        project_root: dir.display().to_string(),
+        permissions: m.permissions.to_list(),
+    };
+    let t0 = Instant::now();
+    let answer = process
+        .call(
+            method::INITIALIZE,
+            serde_json::to_value(&params).unwrap_or(Value::Null),
+            DEADLINE,
+        )
+        .await;
+    let took = t0.elapsed();
+    let info = match answer.map(serde_json::from_value::<InitializeResult>) {
+        Ok(Ok(info)) => {
+            let mut wrong = Vec::new();
+            if info.protocol != PLUGIN_PROTOCOL_VERSION {
+                wrong.push(format!(
+                    "it chose protocol {}, which was not offered (offered: {PLUGIN_PROTOCOL_VERSION})",
+                    info.protocol
+                ));
+            }
+            if info.name != m.name {
+                wrong.push(format!(
+                    "it calls itself `{}`, its manifest `{}`",
+                    info.name, m.name
+                ));
+            }
+            if info.version != m.version {
+                wrong.push(format!(
+                    "it says version {}, its manifest {}",
+                    info.version, m.version
+                ));
+            }
+            if info.hooks.contains(&Hook::Unknown) {
+                wrong.push("it declares a hook this host does not know".into());
+            }
+            if wrong.is_empty() {
+                let hooks: Vec<&str> = info.hooks.iter().map(|h| h.method()).collect();
+                r.check(
+                    "handshake",
+                    true,
+                    format!(
+                        "answered in {} ms; hooks: {}; commands: {}",
+                        took.as_millis(),
+                        if hooks.is_empty() {
+                            "none".into()
+                        } else {
+                            hooks.join(", ")
+                        },
+                        if info.commands.is_empty() {
+                            "none".into()
+                        } else {
+                            info.commands
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                );
+            } else {
+                r.check("handshake", false, wrong.join("; "));
+            }
+            info
+        }
+        Ok(Err(e)) => {
+            r.check(
+                "handshake",
+                false,
+                format!("its answer to `initialize` is not an InitializeResult: {e}"),
+            );
+            process.kill("conformance kit: bad handshake");
+            return;
+        }
+        Err(e) => {
+            r.check("handshake", false, with_stderr(describe("initialize", &e)));
+            process.kill("conformance kit: no handshake");
+            return;
+        }
+    };
+
+    // Hooks, with sample contexts.
+    let context = TaskContext {
+        task_name: "conformance-check".into(),
+        command: "true".into(),
+        working_dir: dir.display().to_string(),
+        env_vars: env
+            .iter()
+            .filter(|(k, _)| m.permissions.environment.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        config: Value::Object(Default::default()),
+        run_id: 0,
+    };
+    let ok_result = TaskResult {
+        status: TaskStatus::Success,
+        exit_code: Some(0),
+        duration_ms: 12,
+        cached: false,
+    };
+    let failed_result = TaskResult {
+        status: TaskStatus::Failed,
+        exit_code: Some(2),
+        duration_ms: 34,
+        cached: false,
+    };
+    let error = TaskError {
+        message: "exit code 2".into(),
+        exit_code: Some(2),
+    };
+    let mut calls: Vec<(&str, Hook, HookParams)> = Vec::new();
+    let hp = |result: Option<TaskResult>, error: Option<TaskError>| HookParams {
+        context: context.clone(),
+        result,
+        error,
+    };
+    if info.hooks.contains(&Hook::BeforeTask) {
+        calls.push(("before_task", Hook::BeforeTask, hp(None, None)));
+    }
+    if info.hooks.contains(&Hook::AfterTask) {
+        calls.push((
+            "after_task (success)",
+            Hook::AfterTask,
+            hp(Some(ok_result), None),
+        ));
+        calls.push((
+            "after_task (failure)",
+            Hook::AfterTask,
+            hp(Some(failed_result), None),
+        ));
+    }
+    if info.hooks.contains(&Hook::OnTaskFailure) {
+        calls.push((
+            "on_task_failure",
+            Hook::OnTaskFailure,
+            hp(None, Some(error)),
+        ));
+    }
+    for (name, hook, params) in calls {
+        if let Some(why) = process.dead() {
+            r.check(name, false, with_stderr(format!("not run: {why}")));
+            continue;
+        }
+        let t0 = Instant::now();
+        let answer = process
+            .call(
+                hook.method(),
+                serde_json::to_value(&params).unwrap_or(Value::Null),
+                DEADLINE,
+            )
+            .await;
+        let ms = t0.elapsed().as_millis();
+        match answer {
+            Ok(_) => r.check(name, true, format!("answered in {ms} ms")),
+            Err(CallError::Remote { code, message }) if hook == Hook::BeforeTask => r.check(
+                name,
+                true,
+                format!("answered in {ms} ms with an error (a veto, code {code}): {message}"),
+            ),
+            Err(CallError::Remote { code, message }) => r.check(
+                name,
+                true,
+                format!("answered in {ms} ms with an error (code {code}): {message}; the host reports it as a warning"),
+            ),
+            Err(e) => r.check(name, false, with_stderr(describe(hook.method(), &e))),
+        }
+    }
+
+    // One command.
+    if let Some(cmd) = info.commands.first()
+        && process.dead().is_none()
+    {
+        let params = CommandParams {
+            name: cmd.name.clone(),
+            args: Vec::new(),
+            cwd: dir.display().to_string(),
+        };
+        let answer = process
+            .call(
+                method::COMMAND,
+                serde_json::to_value(&params).unwrap_or(Value::Null),
+                DEADLINE,
+            )
+            .await;
+        match answer.map(serde_json::from_value::<CommandResult>) {
+            Ok(Ok(res)) => r.check(
+                &format!("command `{}`", cmd.name),
+                true,
+                format!("exit code {}", res.exit_code),
+            ),
+            Ok(Err(e)) => r.check(
+                &format!("command `{}`", cmd.name),
+                false,
+                format!("its answer is not a CommandResult: {e}"),
+            ),
+            Err(CallError::Remote { code, message }) => r.check(
+                &format!("command `{}`", cmd.name),
+                true,
+                format!("refused (code {code}): {message}"),
+            ),
+            Err(e) => r.check(
+                &format!("command `{}`", cmd.name),
+                false,
+                with_stderr(describe("command", &e)),
+            ),
+        }
+    }
+
+    // The wire, as seen so far.
+    let unmatched = process.unmatched();
+    r.check(
+        "ids",
+        unmatched == 0,
+        if unmatched == 0 {
+            "every answer carried the id of its request".to_owned()
+        } else {
+            format!("{unmatched} answers carried an id no request had")
+        },
+    );
+    let junk = process.junk();
+    r.check(
+        "stdout",
+        junk == 0,
+        if junk == 0 {
+            "only protocol messages on stdout".to_owned()
+        } else {
+            format!("{junk} lines on stdout were not JSON-RPC messages (logs belong on stderr)")
+        },
+    );
+
+    // Shutdown.
+    shutdown(&process, r).await;
+}
+
+async fn shutdown(process: &Arc<PluginProcess>, r: &mut Report) {
+    if let Some(why) = process.dead() {
+        r.check("shutdown", false, format!("not run: {why}"));
+        return;
+    }
+    let answer = process.call(method::SHUTDOWN, Value::Null, STOP_STEP).await;
+    process.close_stdin().await;
+    let t0 = Instant::now();
+    let exited = process.wait_exit(STOP_STEP).await;
+    match (answer, exited) {
+        (Ok(_), Some(_)) => r.check(
+            "shutdown",
+            true,
+            format!("answered, and exited {} ms after", t0.elapsed().as_millis()),
+        ),
+        (Err(CallError::Gone(_)), Some(_)) => r.check(
+            "shutdown",
+            true,
+            "exited without answering `shutdown` (allowed, but answering first is better)",
+        ),
+        (Err(e), _) => {
+            r.check("shutdown", false, describe("shutdown", &e));
+            process.kill("conformance kit");
+        }
+        (Ok(_), None) => {
+            r.check(
+                "shutdown",
+                false,
+                format!(
+                    "answered `shutdown` but was still running {} after it and after its stdin was closed (it was killed)",
+                    human(STOP_STEP)
+                ),
+            );
+            process.kill("conformance kit");
+        }
+    }
+}
+
+fn describe(call: &str, e: &CallError) -> String {
+    match e {
+        CallError::Timeout(d) => format!("no answer to `{call}` within {}", human(*d)),
+        CallError::Gone(how) => format!("it exited instead of answering `{call}` ({how})"),
+        CallError::Protocol(m) => m.clone(),
+        CallError::Remote { code, message } => {
+            format!("it answered `{call}` with error {code}: {message}")
+        }
+    }
+}

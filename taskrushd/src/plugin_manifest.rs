@@ -1,0 +1,355 @@
+//! Finding a plugin's directory and loading its `plugin.toml`.
+//!
+//! Lookup, first hit wins: the entry's `path:` (relative to the `.rush`
+//! file's directory), else `<project>/.rush-plugins/NAME/`, else
+//! `$XDG_DATA_HOME/taskrush/plugins/NAME/`. A manifest is valid when it
+//! parses, names the plugin as the `.rush` file does, has an entry point,
+//! its `taskrush_version` requirement admits this TaskRush, and its version
+//! satisfies the `.rush` entry's `version:` requirement.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use taskrush_protocol::plugin::{PluginManifest, PluginType};
+
+use crate::rush_file::{PluginKind, PluginSpec};
+
+/// The manifest's file name in a plugin directory.
+pub const MANIFEST: &str = "plugin.toml";
+
+/// Why a plugin cannot be used; the message names the plugin and the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ManifestError {
+    fn new(message: String) -> ManifestError {
+        ManifestError {
+            message,
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> ManifestError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// A plugin directory with its validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub manifest: PluginManifest,
+    pub stamp: Stamp,
+}
+
+/// Modification times of the manifest and the entry point's files: a
+/// failed plugin is tried again when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stamp(Vec<(PathBuf, Option<SystemTime>)>);
+
+impl Stamp {
+    /// The stamp of `dir`'s manifest and of every entry point argument
+    /// that names a file in `dir`.
+    pub fn of(dir: &Path, entry_point: &[String]) -> Stamp {
+        let mut files = vec![dir.join(MANIFEST)];
+        for arg in entry_point {
+            let p = dir.join(arg);
+            if !arg.starts_with('-') && p.is_file() {
+                files.push(p);
+            }
+        }
+        Stamp(
+            files
+                .into_iter()
+                .map(|f| {
+                    let t = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+                    (f, t)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Refuse the plugin types this host does not run yet.
+pub fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
+    match spec.kind {
+        PluginKind::External => Ok(()),
+        other => Err(ManifestError::new(format!(
+            "plugin type `{other}` is not supported yet (plugin `{}`)",
+            spec.name
+        ))
+        .hint("only `external` plugins (a process speaking JSON-RPC) run today")),
+    }
+}
+
+/// Where the plugin's directory is, or an error naming every place looked.
+pub fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestError> {
+    let candidates: Vec<PathBuf> = match &spec.path {
+        Some(p) => vec![rush_dir.join(p)],
+        None => {
+            let mut c = vec![rush_dir.join(".rush-plugins").join(&spec.name)];
+            if let Some(data) = dirs::data_dir() {
+                c.push(data.join("taskrush").join("plugins").join(&spec.name));
+            }
+            c
+        }
+    };
+    for c in &candidates {
+        if c.join(MANIFEST).is_file() {
+            return Ok(c.clone());
+        }
+    }
+    let looked: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("`{}`", c.join(MANIFEST).display()))
+        .collect();
+    Err(ManifestError::new(format!(
+        "plugin `{}` not found: looked for {}",
+        spec.name,
+        looked.join(", ")
+    ))
+    .hint(match &spec.path {
+        Some(_) => "`path:` is relative to the `.rush` file's directory and names the plugin's directory (the one holding `plugin.toml`)".to_owned(),
+        None => format!(
+            "put the plugin in `.rush-plugins/{}/`, or give its directory with `path:`",
+            spec.name
+        ),
+    }))
+}
+
+/// Read and validate `dir/plugin.toml`. `expected` is the name the `.rush`
+/// file uses (none for the conformance kit), `version_req` its `version:`.
+pub fn load(
+    dir: &Path,
+    expected: Option<&str>,
+    version_req: Option<&str>,
+) -> Result<Loaded, ManifestError> {
+    let file = dir.join(MANIFEST);
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| ManifestError::new(format!("cannot read `{shown}`: {e}")))?;
+    let manifest: PluginManifest = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        ManifestError::new(format!(
+            "invalid plugin manifest `{shown}{at}`: {}",
+            e.message().trim()
+        ))
+    })?;
+    let bad = |field: &str, why: String| {
+        ManifestError::new(format!(
+            "invalid plugin manifest `{shown}`: `{field}` {why}"
+        ))
+    };
+    if manifest.name.trim().is_empty() {
+        return Err(bad("name", "is empty".into()));
+    }
+    if let Some(expected) = expected
+        && manifest.name != expected
+    {
+        return Err(bad(
+            "name",
+            format!(
+                "is `{}`, but the `.rush` file calls the plugin `{expected}`",
+                manifest.name
+            ),
+        ));
+    }
+    if manifest.entry_point.first().is_none_or(|p| p.is_empty()) {
+        return Err(bad(
+            "entry_point",
+            "is empty".into(),
+        )
+        .hint("name the command that starts the plugin, e.g. `entry_point = [\"python3\", \"-I\", \"main.py\"]`"));
+    }
+    if manifest.plugin_type != PluginType::External {
+        let kind = match manifest.plugin_type {
+            PluginType::Wasm => "wasm",
+            _ => "native",
+        };
+        return Err(ManifestError::new(format!(
+            "plugin type `{kind}` is not supported yet (`{shown}`)"
+        )));
+    }
+    let req = semver::VersionReq::parse(&manifest.taskrush_version).map_err(|e| {
+        bad(
+            "taskrush_version",
+            format!(
+                "is not a version requirement (`{}`): {e}",
+                manifest.taskrush_version
+            ),
+        )
+    })?;
+    let ours = semver::Version::parse(taskrush_protocol::VERSION)
+        .map_err(|e| ManifestError::new(format!("TaskRush's own version is not semver: {e}")))?;
+    if !req.matches(&ours) {
+        return Err(bad(
+            "taskrush_version",
+            format!(
+                "is `{}`, which this TaskRush ({ours}) does not satisfy",
+                manifest.taskrush_version
+            ),
+        ));
+    }
+    let version = semver::Version::parse(&manifest.version).map_err(|e| {
+        bad(
+            "version",
+            format!("is not a semver version (`{}`): {e}", manifest.version),
+        )
+    })?;
+    if let Some(wanted) = version_req {
+        let req = semver::VersionReq::parse(wanted).map_err(|e| {
+            ManifestError::new(format!(
+                "`version` of plugin `{}` in the `.rush` file is not a version requirement (`{wanted}`): {e}",
+                manifest.name
+            ))
+        })?;
+        if !req.matches(&version) {
+            return Err(ManifestError::new(format!(
+                "plugin `{}` is version {version} (`{shown}`), but the `.rush` file asks for `{wanted}`",
+                manifest.name
+            )));
+        }
+    }
+    let stamp = Stamp::of(dir, &manifest.entry_point);
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        manifest,
+        stamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(toml: &str) -> tempdir::Dir {
+        let d = tempdir::Dir::new();
+        std::fs::write(d.0.join(MANIFEST), toml).unwrap();
+        d
+    }
+
+    /// A throwaway directory (no tempfile crate in the daemon).
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir()
+                    .join(format!("taskrushd-manifest-{}-{n}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    const GOOD: &str = "name = \"x\"\nversion = \"1.2.0\"\nentry_point = [\"python3\", \"main.py\"]\ntaskrush_version = \">=0.3\"\n";
+
+    /// `load` fails with a message that, after the directory, reads `expected`.
+    #[track_caller]
+    fn check(toml: &str, name: Option<&str>, req: Option<&str>, expected: &str) {
+        let d = dir_with(toml);
+        let got = match load(&d.0, name, req) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.message.replace(&d.0.display().to_string(), "DIR"),
+        };
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn manifests_are_validated_field_by_field() {
+        check(GOOD, Some("x"), Some("^1.0"), "ok");
+        check(
+            GOOD,
+            Some("y"),
+            None,
+            "invalid plugin manifest `DIR/plugin.toml`: `name` is `x`, but the `.rush` file calls the plugin `y`",
+        );
+        check(
+            GOOD,
+            Some("x"),
+            Some("^2"),
+            "plugin `x` is version 1.2.0 (`DIR/plugin.toml`), but the `.rush` file asks for `^2`",
+        );
+        check(
+            &GOOD.replace(">=0.3", ">=99"),
+            None,
+            None,
+            &format!(
+                "invalid plugin manifest `DIR/plugin.toml`: `taskrush_version` is `>=99`, which this TaskRush ({}) does not satisfy",
+                taskrush_protocol::VERSION
+            ),
+        );
+        check(
+            &GOOD.replace(">=0.3", "soon"),
+            None,
+            None,
+            "invalid plugin manifest `DIR/plugin.toml`: `taskrush_version` is not a version requirement (`soon`): unexpected character 's' while parsing major version number",
+        );
+        check(
+            &GOOD.replace("[\"python3\", \"main.py\"]", "[]"),
+            None,
+            None,
+            "invalid plugin manifest `DIR/plugin.toml`: `entry_point` is empty",
+        );
+        check(
+            "name = \"x\"\n",
+            None,
+            None,
+            "invalid plugin manifest `DIR/plugin.toml:1`: missing field `version`",
+        );
+        check(
+            &format!("{GOOD}colour = 1\n"),
+            None,
+            None,
+            "invalid plugin manifest `DIR/plugin.toml:5`: unknown field `colour`, expected one of `name`, `version`, `description`, `author`, `license`, `homepage`, `repository`, `taskrush_version`, `type`, `entry_point`, `permissions`",
+        );
+    }
+
+    #[test]
+    fn a_missing_plugin_names_every_place_looked() {
+        let spec = PluginSpec {
+            name: "nope".into(),
+            version: None,
+            kind: PluginKind::External,
+            path: None,
+            required: false,
+            config: serde_json::json!({}),
+            timeout: crate::rush_file::DEFAULT_PLUGIN_TIMEOUT,
+            line: 1,
+        };
+        let e = locate(&spec, Path::new("/p")).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "plugin `nope` not found: looked for `/p/.rush-plugins/nope/plugin.toml`, `"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("taskrush/plugins/nope/plugin.toml`"));
+        let wasm = PluginSpec {
+            kind: PluginKind::Wasm,
+            ..spec
+        };
+        assert_eq!(
+            check_kind(&wasm).unwrap_err().message,
+            "plugin type `wasm` is not supported yet (plugin `nope`)"
+        );
+    }
+}

@@ -1,0 +1,830 @@
+//! One plugin process: newline-delimited JSON-RPC 2.0 over its stdin and
+//! stdout, its stderr into the daemon log.
+//!
+//! A demultiplexer task reads stdout and routes each response by id to the
+//! call waiting for it; `log` and `progress` notifications go to the daemon
+//! log under the plugin's name (target `plugin`); requests from the plugin
+//! are answered "method not found"; anything else is junk: logged, and
+//! after [`JUNK_LIMIT`] junk lines the process is broken (every call fails
+//! and the process is killed). Lines are capped at [`MAX_LINE`].
+//!
+//! stderr is read as fast as the plugin writes it (so it never blocks on a
+//! full pipe), logged line by line at most [`STDERR_RATE`] lines a second
+//! (the rest counted and dropped), and its last [`STDERR_KEEP`] lines kept
+//! for error messages: a flood costs CPU, never memory.
+//!
+//! Every call has a deadline. This module never restarts anything: it
+//! reports, and the host ([`crate::plugin_host`]) decides.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::spawn::{self, ProcessGroup};
+
+/// Longest stdout line (one JSON-RPC message) accepted from a plugin.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest stderr line kept; the rest of the line is cut.
+const MAX_STDERR_LINE: usize = 4096;
+/// stdout lines that are not JSON-RPC tolerated before the plugin is broken.
+pub const JUNK_LIMIT: u32 = 3;
+/// stderr lines logged per second (on average); more are dropped and counted.
+const STDERR_RATE: f64 = 50.0;
+/// stderr lines logged in a burst before the rate applies.
+const STDERR_BURST: f64 = 200.0;
+/// stderr lines kept for error messages and `plugin info`.
+pub const STDERR_KEEP: usize = 20;
+/// How long an orderly stop waits after `shutdown`/closing stdin, and
+/// again after SIGTERM, before the next step.
+pub const STOP_STEP: Duration = Duration::from_secs(2);
+
+/// Why a call did not return a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No answer within the deadline.
+    Timeout(Duration),
+    /// The process exited or closed its stdout (with how it ended).
+    Gone(String),
+    /// It broke the protocol (junk on stdout, a malformed answer).
+    Protocol(String),
+    /// It answered with a JSON-RPC error.
+    Remote { code: i32, message: String },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Timeout(d) => write!(f, "no answer within {}", human(*d)),
+            CallError::Gone(how) => write!(f, "the plugin exited ({how})"),
+            CallError::Protocol(why) => f.write_str(why),
+            CallError::Remote { message, code } => write!(f, "{message} (error {code})"),
+        }
+    }
+}
+
+/// `5s`, `500ms`, `1.5s`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The plugin's stderr: logged under its name, rate limited, the last
+/// lines kept. Shared by the successive processes of one plugin.
+pub struct StderrLog {
+    name: String,
+    inner: Mutex<StderrInner>,
+}
+
+struct StderrInner {
+    last: VecDeque<String>,
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
+}
+
+impl StderrLog {
+    pub fn new(name: &str) -> Arc<StderrLog> {
+        Arc::new(StderrLog {
+            name: name.to_owned(),
+            inner: Mutex::new(StderrInner {
+                last: VecDeque::with_capacity(STDERR_KEEP),
+                tokens: STDERR_BURST,
+                refilled: Instant::now(),
+                dropped: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StderrInner> {
+        // Plain data; a panic mid-update leaves it usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record one line; logs it unless over the rate.
+    pub fn line(&self, line: String) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        let elapsed = now.duration_since(g.refilled).as_secs_f64();
+        g.tokens = (g.tokens + elapsed * STDERR_RATE).min(STDERR_BURST);
+        g.refilled = now;
+        if g.last.len() == STDERR_KEEP {
+            g.last.pop_front();
+        }
+        g.last.push_back(line.clone());
+        if g.tokens < 1.0 {
+            g.dropped += 1;
+            return;
+        }
+        g.tokens -= 1.0;
+        let dropped = std::mem::take(&mut g.dropped);
+        drop(g);
+        if dropped > 0 {
+            tracing::warn!(target: "plugin", plugin = %self.name, "dropped {dropped} stderr lines (over {STDERR_RATE} lines/s)");
+        }
+        tracing::info!(target: "plugin", plugin = %self.name, "stderr: {line}");
+    }
+
+    /// The last `n` lines (oldest first).
+    pub fn last(&self, n: usize) -> Vec<String> {
+        let g = self.lock();
+        g.last
+            .iter()
+            .skip(g.last.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Lines dropped since the last logged one.
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+}
+
+type Reply = Result<Value, CallError>;
+
+/// State shared by the process handle and its reader tasks.
+struct Shared {
+    name: String,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Why no call can succeed any more (exited, broken, retired).
+    dead: Mutex<Option<CallError>>,
+    /// How the process ended, once it did.
+    exit: watch::Sender<Option<String>>,
+    junk: AtomicU32,
+    unmatched: AtomicU32,
+    group: Option<ProcessGroup>,
+    /// Set once its stderr reached end of file.
+    stderr_done: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// No call can succeed from now on: fail the waiting ones with `why`.
+    fn kill_calls(&self, why: CallError) {
+        {
+            let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+            if dead.is_none() {
+                *dead = Some(why.clone());
+            }
+        }
+        for (_, tx) in self.pending().drain() {
+            let _ = tx.send(Err(why.clone()));
+        }
+    }
+}
+
+/// A running plugin process.
+pub struct PluginProcess {
+    shared: Arc<Shared>,
+    stdin: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    next_id: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Stopped on purpose by the host (not a crash).
+    retired: AtomicBool,
+    pid: Option<u32>,
+}
+
+impl PluginProcess {
+    /// Start `argv` in `dir` with exactly `env` (see [`spawn::spawn_plugin`]).
+    /// Must be called from a runtime worker thread (see `spawn.rs`).
+    pub fn spawn(
+        name: &str,
+        argv: &[String],
+        dir: &Path,
+        env: &BTreeMap<String, String>,
+        stderr_log: Arc<StderrLog>,
+    ) -> std::io::Result<Arc<PluginProcess>> {
+        let mut proc = spawn::spawn_plugin(argv, dir, env)?;
+        let stdin = proc.child.stdin.take();
+        let stdout = proc.child.stdout.take();
+        let stderr = proc.child.stderr.take();
+        let group = proc.group();
+        let pid = proc.pid();
+        let p = PluginProcess::from_pipes(
+            name,
+            stdin.map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>),
+            stdout,
+            Some(group),
+            pid,
+        );
+        let shared = p.shared.clone();
+        match stderr {
+            Some(err) => {
+                tokio::spawn(async move {
+                    read_stderr(err, stderr_log).await;
+                    shared.stderr_done.send_replace(true);
+                });
+            }
+            None => {
+                p.shared.stderr_done.send_replace(true);
+            }
+        }
+        let shared = p.shared.clone();
+        tokio::spawn(async move {
+            let how = match proc.child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("cannot wait for it: {e}"),
+            };
+            tracing::debug!(target: "plugin", plugin = %shared.name, "process ended: {how}");
+            // Whatever it left behind in its group goes with it.
+            group.signal(Signal::KILL);
+            shared.exit.send_replace(Some(how));
+        });
+        Ok(p)
+    }
+
+    /// A plugin over any pipes (the tests use in-memory ones).
+    pub fn from_pipes<R: AsyncRead + Send + Unpin + 'static>(
+        name: &str,
+        stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+        stdout: Option<R>,
+        group: Option<ProcessGroup>,
+        pid: Option<u32>,
+    ) -> Arc<PluginProcess> {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            exit: watch::channel(None).0,
+            junk: AtomicU32::new(0),
+            unmatched: AtomicU32::new(0),
+            group,
+            stderr_done: watch::channel(false).0,
+        });
+        match stdout {
+            Some(out) => {
+                tokio::spawn(demux(
+                    BufReader::with_capacity(64 * 1024, out),
+                    shared.clone(),
+                ));
+            }
+            None => shared.kill_calls(CallError::Gone("no stdout".into())),
+        }
+        Arc::new(PluginProcess {
+            shared,
+            stdin: tokio::sync::Mutex::new(stdin),
+            next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            pid,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Whether a call is being answered right now.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Why calls fail, if they do: it exited, broke the protocol, or was
+    /// stopped.
+    pub fn dead(&self) -> Option<CallError> {
+        self.shared
+            .dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Responses whose id matched no waiting call.
+    pub fn unmatched(&self) -> u32 {
+        self.shared.unmatched.load(Ordering::Relaxed)
+    }
+
+    /// Junk lines seen on stdout.
+    pub fn junk(&self) -> u32 {
+        self.shared.junk.load(Ordering::Relaxed)
+    }
+
+    /// Call `method` and wait at most `limit` for the answer.
+    pub async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
+        if let Some(why) = self.dead() {
+            return Err(why);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending().insert(id, tx);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let msg =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let exchange = async {
+            let mut line = serde_json::to_vec(&msg)
+                .map_err(|e| CallError::Protocol(format!("cannot encode `{method}`: {e}")))?;
+            line.push(b'\n');
+            {
+                let mut stdin = self.stdin.lock().await;
+                let Some(w) = stdin.as_mut() else {
+                    return Err(CallError::Gone("its stdin is closed".into()));
+                };
+                if let Err(e) = async {
+                    w.write_all(&line).await?;
+                    w.flush().await
+                }
+                .await
+                {
+                    return Err(self
+                        .gone_reason(format!("cannot write to its stdin: {e}"))
+                        .await);
+                }
+            }
+            match rx.await {
+                Ok(reply) => reply,
+                Err(_) => Err(self.gone_reason("it stopped answering".into()).await),
+            }
+        };
+        let reply = match tokio::time::timeout(limit, exchange).await {
+            Ok(reply) => reply,
+            Err(_) => Err(CallError::Timeout(limit)),
+        };
+        self.shared.pending().remove(&id);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        reply
+    }
+
+    /// The best description of why the process went away.
+    async fn gone_reason(&self, fallback: String) -> CallError {
+        if let Some(why) = self.dead() {
+            return why;
+        }
+        match self.wait_exit(Duration::from_millis(500)).await {
+            Some(how) => CallError::Gone(how),
+            None => CallError::Gone(fallback),
+        }
+    }
+
+    /// How the process ended, waiting at most `limit` for it to end.
+    pub async fn wait_exit(&self, limit: Duration) -> Option<String> {
+        let mut rx = self.shared.exit.subscribe();
+        let ended = tokio::time::timeout(limit, rx.wait_for(|e| e.is_some())).await;
+        match ended {
+            Ok(Ok(v)) => v.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the process ended (always false for in-memory pipes).
+    pub fn exited(&self) -> Option<String> {
+        self.shared.exit.borrow().clone()
+    }
+
+    /// Stop it now: no more calls, SIGTERM, SIGKILL [`STOP_STEP`] later.
+    /// Returns at once; the rest happens in the background.
+    pub fn kill(self: &Arc<Self>, why: &str) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.shared
+            .kill_calls(CallError::Gone(format!("stopped by the host: {why}")));
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.stdin.lock().await.take();
+            me.terminate().await;
+        });
+    }
+
+    /// Wait (at most `limit`) until everything it wrote to stderr was read,
+    /// so that an error message can quote its last words.
+    pub async fn stderr_drained(&self, limit: Duration) {
+        let mut rx = self.shared.stderr_done.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|d| *d)).await;
+    }
+
+    /// Close its stdin (the polite "no more requests").
+    pub async fn close_stdin(&self) {
+        self.stdin.lock().await.take();
+    }
+
+    /// SIGTERM, wait, SIGKILL, wait (bounded).
+    async fn terminate(&self) {
+        let Some(group) = self.shared.group else {
+            return;
+        };
+        if self.exited().is_some() {
+            return;
+        }
+        group.signal(Signal::TERM);
+        if self.wait_exit(STOP_STEP).await.is_some() {
+            return;
+        }
+        tracing::warn!(target: "plugin", plugin = %self.shared.name, "did not stop on SIGTERM: SIGKILL");
+        group.signal(Signal::KILL);
+        self.wait_exit(STOP_STEP).await;
+    }
+
+    /// The orderly stop: `shutdown`, close stdin, wait; SIGTERM after
+    /// [`STOP_STEP`], SIGKILL after another. Returns once it is gone (or
+    /// after about 2 × STOP_STEP).
+    pub async fn shutdown(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        if self.dead().is_none() {
+            let _ = self
+                .call(
+                    taskrush_protocol::plugin::method::SHUTDOWN,
+                    Value::Null,
+                    STOP_STEP,
+                )
+                .await;
+        }
+        self.shared
+            .kill_calls(CallError::Gone("stopped by the host".into()));
+        self.stdin.lock().await.take();
+        let left = STOP_STEP.saturating_sub(started.elapsed());
+        if self.shared.group.is_some() && self.wait_exit(left).await.is_none() {
+            tracing::warn!(target: "plugin", plugin = %self.shared.name, "still running {} after `shutdown`: SIGTERM", human(STOP_STEP));
+            self.terminate().await;
+        }
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        // The last handle is gone: nothing may outlive it.
+        if self.exited().is_none()
+            && let Some(g) = self.shared.group
+        {
+            g.signal(Signal::KILL);
+        }
+    }
+}
+
+/// `exit code 1`, `killed by signal 9`.
+fn describe(status: std::process::ExitStatus) -> String {
+    match spawn::exit_code(status) {
+        (Some(code), _, _) => format!("exit code {code}"),
+        (None, Some(sig), _) => format!("killed by signal {sig}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its `\n`) in the buffer; `true` when it was cut at
+    /// the cap.
+    Full(bool),
+    Eof,
+}
+
+/// Read one line into `buf`, keeping at most `cap` bytes of it (the rest
+/// is read and thrown away, so memory stays bounded).
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut cut = false;
+    let mut any = false;
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if any { Line::Full(cut) } else { Line::Eof });
+        }
+        any = true;
+        let (chunk, used, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], i + 1, true),
+            None => (avail, avail.len(), false),
+        };
+        let room = cap.saturating_sub(buf.len());
+        if chunk.len() > room {
+            cut = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(used);
+        if done {
+            return Ok(Line::Full(cut));
+        }
+    }
+}
+
+async fn read_stderr<R: AsyncRead + Unpin>(err: R, log: Arc<StderrLog>) {
+    let mut r = BufReader::with_capacity(16 * 1024, err);
+    let mut buf = Vec::new();
+    while let Ok(Line::Full(cut)) = read_line(&mut r, &mut buf, MAX_STDERR_LINE).await {
+        let mut line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+        if cut {
+            line.push('…');
+        }
+        log.line(line);
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Incoming {
+    #[serde(default)]
+    jsonrpc: Option<String>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<RpcError>,
+}
+
+#[derive(serde::Deserialize)]
+struct RpcError {
+    code: i32,
+    #[serde(default)]
+    message: String,
+}
+
+async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
+    let mut buf = Vec::new();
+    loop {
+        match read_line(&mut out, &mut buf, MAX_LINE).await {
+            Ok(Line::Full(false)) => {}
+            Ok(Line::Full(true)) => {
+                junk(&shared, &format!("a line over {} MiB", MAX_LINE >> 20));
+                continue;
+            }
+            Ok(Line::Eof) | Err(_) => break,
+        }
+        let text = buf.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let msg: Incoming = match serde_json::from_slice(text) {
+            Ok(m) => m,
+            Err(_) => {
+                junk(&shared, &String::from_utf8_lossy(text));
+                continue;
+            }
+        };
+        if msg.jsonrpc.as_deref() != Some("2.0") {
+            junk(&shared, &String::from_utf8_lossy(text));
+            continue;
+        }
+        match (msg.method, msg.id) {
+            (Some(method), None) => notification(&shared, &method, msg.params),
+            (Some(method), Some(id)) => {
+                tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
+                let _ = id; // answered by nothing: plugins may not call the host (yet)
+            }
+            (None, Some(id)) => {
+                let reply = match (msg.result, msg.error) {
+                    (_, Some(e)) => Err(CallError::Remote {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                    (Some(v), None) => Ok(v),
+                    (None, None) => Ok(Value::Null),
+                };
+                let waiter = id.as_u64().and_then(|id| shared.pending().remove(&id));
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(reply);
+                    }
+                    None => {
+                        shared.unmatched.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "plugin", plugin = %shared.name, "answered id {id}, which no call is waiting for");
+                    }
+                }
+            }
+            (None, None) => junk(&shared, &String::from_utf8_lossy(text)),
+        }
+    }
+    // stdout closed: the process is ending (or closed it, which is the same
+    // to us). Wait a moment for its exit status to say how.
+    let mut rx = shared.exit.subscribe();
+    let how = if shared.group.is_some() {
+        match tokio::time::timeout(Duration::from_millis(500), rx.wait_for(|e| e.is_some())).await {
+            Ok(Ok(v)) => v.clone().unwrap_or_default(),
+            _ => "it closed its stdout".into(),
+        }
+    } else {
+        "it closed its stdout".into()
+    };
+    shared.kill_calls(CallError::Gone(how));
+}
+
+fn junk(shared: &Shared, line: &str) {
+    let n = shared.junk.fetch_add(1, Ordering::Relaxed) + 1;
+    let shown: String = line.chars().take(200).collect();
+    tracing::warn!(target: "plugin", plugin = %shared.name, "wrote a line to stdout that is not JSON-RPC: {shown}");
+    if n >= JUNK_LIMIT {
+        shared.kill_calls(CallError::Protocol(format!(
+            "it wrote {n} lines to stdout that are not JSON-RPC messages (the last: `{shown}`); \
+             stdout carries only protocol messages, logs go to stderr"
+        )));
+        if let Some(g) = shared.group {
+            g.signal(Signal::KILL);
+        }
+    }
+}
+
+fn notification(shared: &Shared, method: &str, params: Option<Value>) {
+    use taskrush_protocol::plugin::{LogParams, ProgressParams, method as m};
+    let params = params.unwrap_or(Value::Null);
+    match method {
+        m::LOG => match serde_json::from_value::<LogParams>(params) {
+            Ok(p) => match p.level.as_str() {
+                "error" => {
+                    tracing::error!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                }
+                "warn" | "warning" => {
+                    tracing::warn!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                }
+                "debug" | "trace" => {
+                    tracing::debug!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                }
+                _ => tracing::info!(target: "plugin", plugin = %shared.name, "{}", p.message),
+            },
+            Err(e) => {
+                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `log`: {e}")
+            }
+        },
+        m::PROGRESS => match serde_json::from_value::<ProgressParams>(params) {
+            Ok(p) => {
+                tracing::info!(target: "plugin", plugin = %shared.name, task = ?p.task, percent = ?p.percent, "progress: {}", p.message)
+            }
+            Err(e) => {
+                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `progress`: {e}")
+            }
+        },
+        other => {
+            tracing::debug!(target: "plugin", plugin = %shared.name, "ignored notification `{other}`")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// A plugin over in-memory pipes; the test plays the plugin.
+    fn fake() -> (Arc<PluginProcess>, DuplexStream, DuplexStream) {
+        let (host_in, plugin_in) = tokio::io::duplex(1 << 20);
+        let (plugin_out, host_out) = tokio::io::duplex(1 << 20);
+        let p = PluginProcess::from_pipes(
+            "fake",
+            Some(Box::new(host_in) as Box<dyn AsyncWrite + Send + Unpin>),
+            Some(host_out),
+            None,
+            None,
+        );
+        (p, plugin_in, plugin_out)
+    }
+
+    async fn request(from_host: &mut DuplexStream) -> Value {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            from_host.read_exact(&mut b).await.unwrap();
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+        }
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_fails_exactly_at_its_deadline() {
+        let (p, _plugin_in, _plugin_out) = fake();
+        let t0 = Instant::now();
+        let r = p
+            .call("before_task", Value::Null, Duration::from_secs(5))
+            .await;
+        assert_eq!(r, Err(CallError::Timeout(Duration::from_secs(5))));
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+        assert!(!p.busy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_routed_by_id_whatever_their_order() {
+        let (p, mut plugin_in, mut plugin_out) = fake();
+        let (p1, p2) = (p.clone(), p.clone());
+        let a =
+            tokio::spawn(async move { p1.call("a", Value::Null, Duration::from_secs(5)).await });
+        let r1 = request(&mut plugin_in).await;
+        let b =
+            tokio::spawn(async move { p2.call("b", Value::Null, Duration::from_secs(5)).await });
+        let r2 = request(&mut plugin_in).await;
+        let reply = |r: &Value, v: &str| {
+            format!(
+                "{}\n",
+                serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "result": r["method"].as_str().unwrap().to_owned() + v})
+            )
+        };
+        plugin_out
+            .write_all(reply(&r2, "!").as_bytes())
+            .await
+            .unwrap();
+        plugin_out
+            .write_all(
+                b"{\"jsonrpc\":\"2.0\",\"method\":\"log\",\"params\":{\"message\":\"hi\"}}\n",
+            )
+            .await
+            .unwrap();
+        plugin_out
+            .write_all(reply(&r1, "?").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(a.await.unwrap(), Ok(Value::from("a?")));
+        assert_eq!(b.await.unwrap(), Ok(Value::from("b!")));
+        plugin_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":99,\"result\":1}\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(p.unmatched(), 1);
+        assert_eq!(p.junk(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn junk_on_stdout_breaks_the_plugin_after_the_limit() {
+        let (p, _plugin_in, mut plugin_out) = fake();
+        let p1 = p.clone();
+        let waiting =
+            tokio::spawn(async move { p1.call("x", Value::Null, Duration::from_secs(60)).await });
+        plugin_out.write_all(b"hello\n[1,2]\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(p.dead().is_none(), "two junk lines are tolerated");
+        plugin_out.write_all(b"{\"no\":\"rpc\"}\n").await.unwrap();
+        let r = waiting.await.unwrap();
+        assert!(
+            matches!(&r, Err(CallError::Protocol(m)) if m.starts_with("it wrote 3 lines to stdout")),
+            "{r:?}"
+        );
+        assert!(p.dead().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_stdout_fails_the_waiting_calls_at_once() {
+        let (p, _plugin_in, plugin_out) = fake();
+        let p1 = p.clone();
+        let waiting =
+            tokio::spawn(async move { p1.call("x", Value::Null, Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(plugin_out);
+        let t0 = Instant::now();
+        let r = waiting.await.unwrap();
+        assert_eq!(r, Err(CallError::Gone("it closed its stdout".into())));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_not_buffered() {
+        let data = format!("{}\nshort\n", "x".repeat(10_000));
+        let mut r = BufReader::with_capacity(64, data.as_bytes());
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut buf, 100).await.unwrap(),
+            Line::Full(true)
+        );
+        assert_eq!(buf.len(), 100);
+        assert_eq!(
+            read_line(&mut r, &mut buf, 100).await.unwrap(),
+            Line::Full(false)
+        );
+        assert_eq!(buf, b"short");
+        assert_eq!(read_line(&mut r, &mut buf, 100).await.unwrap(), Line::Eof);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stderr_flood_is_dropped_and_counted_keeping_the_last_lines() {
+        let log = StderrLog::new("flood");
+        for i in 0..10_000 {
+            log.line(format!("line {i}"));
+        }
+        assert_eq!(log.dropped(), 10_000 - STDERR_BURST as u64);
+        assert_eq!(log.last(2), ["line 9998", "line 9999"]);
+        assert_eq!(log.last(100).len(), STDERR_KEEP);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        log.line("after".into());
+        assert_eq!(
+            log.dropped(),
+            0,
+            "the count is reported with the next logged line"
+        );
+    }
+}

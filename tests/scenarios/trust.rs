@@ -1,0 +1,254 @@
+//! A daemon people can trust: one instance, found and replaced safely,
+//! recovering by itself, and a way to run without it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use taskrush_tests::{Scenario, daemons_for, processes_matching, signal, wait_until};
+
+const HI: &str = "tasks:\n  hi:\n    cmd: echo hi\n";
+
+#[test]
+fn twenty_runs_started_at_once_leave_exactly_one_daemon() {
+    let t = Scenario::new().rush(HI);
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = t.command(&["hi"]);
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        t.finish(child, Duration::from_secs(30))
+            .expect_stdout("hi\n")
+            .success();
+    }
+    assert_eq!(
+        daemons_for(&t.socket()).len(),
+        1,
+        "daemons: {:?}",
+        daemons_for(&t.socket())
+    );
+}
+
+#[test]
+fn after_kill_9_of_the_daemon_the_next_run_recovers_by_itself() {
+    let t = Scenario::new().rush(HI);
+    t.run(&["hi"]).success();
+    let pid = t.daemon_pid().unwrap();
+    signal(pid, Signal::KILL);
+    assert!(wait_until(Duration::from_secs(5), || daemons_for(
+        &t.socket()
+    )
+    .is_empty()));
+    assert!(t.socket().exists(), "the stale socket file is still there");
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    assert_ne!(t.daemon_pid().unwrap(), pid);
+}
+
+#[test]
+fn a_client_whose_daemon_dies_mid_run_exits_quickly_and_its_tasks_are_gone() {
+    static MARK: &str = "1777333.25";
+    let t = Scenario::new().rush(&format!(
+        "tasks:\n  long:\n    cmd: touch started; sleep {MARK}\n"
+    ));
+    let mut c = t.command(&["long"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || t
+        .project()
+        .join("started")
+        .exists()));
+    let pid = daemons_for(&t.socket())[0];
+    let killed = std::time::Instant::now();
+    signal(pid, Signal::KILL);
+    let out = t.finish(child, Duration::from_secs(10));
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        killed.elapsed()
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr()
+            .starts_with("error: lost the connection to the daemon"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || processes_matching(MARK)
+            .is_empty()),
+        "the task is gone"
+    );
+}
+
+#[test]
+fn an_idle_daemon_of_another_version_is_replaced() {
+    let t = Scenario::new().rush(HI);
+    t.start_daemon(&[("TASKRUSH_TEST_DAEMON_VERSION", "0.0.1")]);
+    let old = t.daemon_pid().unwrap();
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    let v: serde_json::Value =
+        serde_json::from_str(&t.run(&["daemon", "status", "--json"]).stdout()).unwrap();
+    assert_ne!(v["pid"].as_u64().unwrap() as u32, old);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        v["started_because"],
+        format!(
+            "replaced taskrushd 0.0.1 (this taskrush is {})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[test]
+fn a_busy_daemon_of_another_version_is_left_alone_and_the_run_goes_without_it() {
+    use std::io::{BufRead, Write};
+    let t = Scenario::new()
+        .rush("tasks:\n  hi:\n    cmd: echo hi\n  long:\n    cmd: touch started; sleep 30\n");
+    t.start_daemon(&[("TASKRUSH_TEST_DAEMON_VERSION", "0.0.1")]);
+    let old = t.daemon_pid().unwrap();
+    // An editor keeps the old daemon busy with a run.
+    let mut editor = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run",
+        "params": {"request": {"cwd": t.project().display().to_string(), "tasks": ["long"]}}});
+    writeln!(editor, "{req}").unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(editor.try_clone().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || t
+        .project()
+        .join("started")
+        .exists()));
+
+    let out = t.run(&["hi"]);
+    out.expect_stdout("hi\n").success();
+    assert!(
+        out.stderr()
+            .contains("warning: the daemon is TaskRush 0.0.1"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(
+        t.daemon_pid().unwrap(),
+        old,
+        "the busy daemon was not replaced"
+    );
+    drop(editor);
+}
+
+#[test]
+fn an_idle_daemon_exits_after_its_idle_timeout() {
+    let t = Scenario::new()
+        .rush(HI)
+        .env("TASKRUSH_IDLE_TIMEOUT", "300ms");
+    t.run(&["hi"]).success();
+    assert!(
+        wait_until(Duration::from_secs(10), || daemons_for(&t.socket())
+            .is_empty()),
+        "the daemon stopped"
+    );
+}
+
+#[test]
+fn an_idle_timeout_never_stops_a_run_in_progress() {
+    let t = Scenario::new()
+        .rush("tasks:\n  slow:\n    cmd: sleep 1; echo done\n")
+        .env("TASKRUSH_IDLE_TIMEOUT", "100ms");
+    t.run(&["slow"]).expect_stdout("done\n").success();
+}
+
+#[test]
+fn no_daemon_runs_the_same_and_leaves_no_process_or_socket() {
+    let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi; exit 3\n");
+    t.run(&["--no-daemon", "hi"])
+        .expect_stdout("hi\n")
+        .expect_code(3);
+    t.run_with(&["hi"], |c| {
+        c.env("TASKRUSH_DAEMON", "0");
+    })
+    .expect_stdout("hi\n")
+    .expect_code(3);
+    assert!(!t.socket().exists());
+    assert!(daemons_for(&t.socket()).is_empty());
+}
+
+#[test]
+fn an_unsafe_socket_directory_is_refused_and_the_run_goes_without_a_daemon() {
+    let t = Scenario::new().rush(HI);
+    let runtime = t.root().join("home/runtime");
+    let dir = runtime.join("taskrush");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = t.run_with(&["hi"], |c| {
+        c.env_remove("TASKRUSH_SOCKET");
+    });
+    out.expect_stdout("hi\n").success();
+    assert!(
+        out.stderr()
+            .contains("is accessible to other users (mode 755)"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        out.stderr().contains("running without the daemon"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing was created inside it"
+    );
+}
+
+#[test]
+fn a_symlink_in_place_of_the_socket_directory_is_refused() {
+    let t = Scenario::new().rush(HI);
+    let runtime = t.root().join("home/runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::os::unix::fs::symlink(t.root(), runtime.join("taskrush")).unwrap();
+    let out = t.run_with(&["hi"], |c| {
+        c.env_remove("TASKRUSH_SOCKET");
+    });
+    out.expect_stdout("hi\n").success();
+    assert!(
+        out.stderr().contains("is a symbolic link"),
+        "{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn a_socket_path_too_long_suggests_taskrush_socket() {
+    let t = Scenario::new().rush(HI);
+    let long = t.root().join("x".repeat(120)).join("d.sock");
+    let out = t.run_with(&["hi"], |c| {
+        c.env("TASKRUSH_SOCKET", &long);
+    });
+    out.expect_stdout("hi\n").success();
+    assert!(
+        out.stderr().contains("is longer than 107 bytes"),
+        "{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn ctrl_c_never_stops_the_daemon() {
+    let t = Scenario::new().rush("tasks:\n  long:\n    cmd: touch started; sleep 30\n");
+    let mut c = t.command(&["long"]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || t
+        .project()
+        .join("started")
+        .exists()));
+    let daemon = t.daemon_pid().unwrap();
+    signal(child.id(), Signal::INT);
+    t.finish(child, Duration::from_secs(10)).expect_code(130);
+    assert_eq!(t.daemon_pid(), Some(daemon));
+}
