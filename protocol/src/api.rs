@@ -93,6 +93,12 @@ pub trait TaskRushApi {
         env: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<PluginTestReport, ErrorObjectOwned>;
 
+    /// The daemon's global event stream: config reloads, plugin life,
+    /// runs and tasks of every client. Events arrive as `event`
+    /// notifications; the subscription is live once its id is answered.
+    #[subscription(name = "events" => "event", unsubscribe = "events_unsubscribe", item = crate::events::DaemonEvent)]
+    async fn events(&self) -> SubscriptionResult;
+
     #[method(name = "daemon_status")]
     fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned>;
 

@@ -38,6 +38,17 @@ pub struct DaemonStatus {
     /// (0: never).
     #[serde(default)]
     pub idle_timeout_s: u64,
+    /// Projects serving their last valid config because their `.rush`
+    /// file is broken or gone: "`FILE`: using the last valid config; …".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_warnings: Vec<String>,
+    /// Directories the daemon's file watcher watches.
+    #[serde(default)]
+    pub watched_dirs: usize,
+    /// Why file watching is degraded (watch limit reached, no inotify),
+    /// with what to do; changes are then picked up on each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watcher_error: Option<String>,
 }
 
 /// One task, as `list_tasks` returns it.
@@ -63,6 +74,10 @@ pub struct TaskList {
     /// sorted by name; plugins that could not be started add none.
     #[serde(default)]
     pub commands: Vec<CommandInfo>,
+    /// Set when the `.rush` file is broken or gone and its last valid
+    /// content is listed: "using the last valid config; `FILE:L:C`: …".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// A command a plugin adds, as `list_tasks` returns it.

@@ -24,6 +24,13 @@ pub const PLUGIN_RESTART: &str = "plugin_restart";
 pub const PLUGIN_COMMAND: &str = "plugin_command";
 /// Drive a plugin directory through the protocol (conformance kit).
 pub const PLUGIN_TEST: &str = "plugin_test";
+/// Subscription: the daemon's global event stream
+/// ([`crate::events::DaemonEvent`]).
+pub const EVENTS: &str = "events";
+/// Notification carrying one daemon event.
+pub const EVENT: &str = "event";
+/// Stop receiving the daemon's events.
+pub const EVENTS_UNSUBSCRIBE: &str = "events_unsubscribe";
 /// The daemon's status.
 pub const DAEMON_STATUS: &str = "daemon_status";
 /// Ask the daemon to stop.
@@ -41,6 +48,8 @@ pub const ALL: &[&str] = &[
     PLUGIN_RESTART,
     PLUGIN_COMMAND,
     PLUGIN_TEST,
+    EVENTS,
+    EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
     DAEMON_STOP,
 ];

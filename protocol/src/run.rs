@@ -35,6 +35,26 @@ pub struct RunRequest {
     /// client's descriptors and no `output` events are sent.
     #[serde(default)]
     pub inherit_stdio: bool,
+    /// Keep going: after the run, run again whenever an input changes
+    /// (the tasks' `cache_files`, else any file of the project that is not
+    /// ignored) until cancelled. Every re-run sends `run_started` …
+    /// `run_finished` again; `watch_ended` closes the stream.
+    #[serde(default)]
+    pub watch: bool,
+    /// With `watch`: what a change during a run does.
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// What a change during a watched run does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Cancel the run and start it again.
+    #[default]
+    Restart,
+    /// Let the run finish, then run again.
+    Queue,
 }
 
 fn one() -> usize {
@@ -125,6 +145,14 @@ pub enum RunEvent {
         /// `output` events follow).
         #[serde(default)]
         inherit_stdio: bool,
+        /// Set when the `.rush` file is broken or gone and the run uses
+        /// its last valid content: "using the last valid config;
+        /// `FILE:L:C`: …". Clients show it on stderr as `warning: …`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+        /// With `watch`: 1 for the first run, 2 for the first re-run, …
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration: Option<u32>,
     },
     /// A task's command (or hook) started.
     TaskStarted {
@@ -184,6 +212,24 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<RunError>,
     },
+    /// Watch mode: the run finished and the daemon waits for a change.
+    WatchWaiting {
+        run_id: u64,
+        /// What is watched, in words (e.g. "`src/**/*.rs`").
+        watching: String,
+    },
+    /// Watch mode: files changed; a run starts now (`restart`: the run
+    /// in progress was cancelled; `queue`: it runs once the current
+    /// one finished; `run`: nothing was running).
+    WatchTriggered {
+        run_id: u64,
+        /// Some of the changed paths (at most 10), relative to the project.
+        paths: Vec<String>,
+        action: String,
+    },
+    /// Watch mode: always last; the watch ended (cancelled, or the client
+    /// left). `exit_code` is what a CLI should exit with.
+    WatchEnded { run_id: u64, exit_code: i32 },
 }
 
 /// An error that ended a run after it started.

@@ -25,6 +25,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+    /// Follow what the daemon does: config reloads, plugins, runs and
+    /// tasks of every client, one line per event (for editors: `--json`).
+    Events {
+        /// One JSON object per line, as the daemon sends them.
+        #[arg(long)]
+        json: bool,
+    },
     /// See, restart and test the project's plugins.
     Plugin {
         /// The `.rush` file whose plugins to use (default: found from the
@@ -84,6 +91,19 @@ pub struct RunArgs {
     /// List the tasks with their descriptions and dependencies.
     #[arg(short = 'l', long)]
     pub list: bool,
+    /// After the run, run again whenever an input changes: the tasks'
+    /// `cache_files` (with their dependencies'), or, when none has any,
+    /// any file of the project that `.gitignore` does not ignore. Runs
+    /// until Ctrl-C. Tasks that write into what they watch re-run forever:
+    /// keep outputs in ignored directories.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch, what a change during a run does: `restart` cancels
+    /// the run and starts again (fast feedback; the cancelled run's work
+    /// is lost), `queue` lets it finish and then runs again (every run
+    /// completes; results may be stale for a while).
+    #[arg(long, value_name = "WHAT", value_parser = ["restart", "queue"], default_value = "restart", requires = "watch")]
+    pub on_change: String,
     /// Run without the long-lived daemon: a private one serves this
     /// invocation and exits with it (also `TASKRUSH_DAEMON=0`). Same output
     /// and exit codes; loses the warm config and file hashes, so repeated
@@ -115,9 +135,9 @@ pub enum DaemonAction {
     },
 }
 
-pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "plugin", "help"];
+pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];
 /// Options of `run` that take a value (their value is not a task name).
-pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs"];
+pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change"];
 
 /// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
 /// `taskrush --list`): insert `run` when no subcommand is named.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use taskrush_protocol::daemon::{DaemonStatus, Hello};
 use taskrush_protocol::error::WireError;
 use taskrush_protocol::paths::DaemonPaths;
@@ -32,7 +33,9 @@ const MAX_LINE: usize = 256 * 1024 * 1024;
 pub enum Incoming {
     Response {
         id: u64,
-        result: Result<Value, WireError>,
+        /// The raw `result`, deserialized by the caller straight into its
+        /// type (no intermediate `Value`: a 10,000-task list stays small).
+        result: Result<Box<RawValue>, WireError>,
     },
     Notification {
         method: String,
@@ -156,7 +159,7 @@ impl Client {
                 && got == id
             {
                 let value = result.map_err(CliError::Remote)?;
-                return serde_json::from_value(value).map_err(|e| {
+                return serde_json::from_str(value.get()).map_err(|e| {
                     CliError::Protocol(format!("unexpected answer to `{method}`: {e}"))
                 });
             }
@@ -193,7 +196,7 @@ impl Client {
             let result = match (msg.result, msg.error) {
                 (_, Some(err)) => Err(err),
                 (Some(v), None) => Ok(v),
-                (None, None) => Ok(Value::Null),
+                (None, None) => Ok(null()),
             };
             return Ok(Incoming::Response { id, result });
         }
@@ -209,9 +212,14 @@ struct RawMessage {
     #[serde(default)]
     params: Option<Value>,
     #[serde(default)]
-    result: Option<Value>,
+    result: Option<Box<RawValue>>,
     #[serde(default)]
     error: Option<WireError>,
+}
+
+fn null() -> Box<RawValue> {
+    // `null` is valid JSON: this cannot fail.
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!())
 }
 
 /// Sends on a client's connection from any thread.
@@ -255,11 +263,19 @@ fn connect_with(
     match UnixStream::connect(&paths.socket) {
         Ok(stream) => {
             let mut client = Client::new(stream)?;
-            if pass_stdio {
-                client.send_hello_with_stdio()?;
+            let hello = (|| {
+                if pass_stdio {
+                    client.send_hello_with_stdio()?;
+                }
+                handshake(&mut client)
+            })();
+            match hello {
+                Ok(hello) => Ok(Some((client, hello))),
+                // A daemon killed a moment ago still had its socket open
+                // and took our connection while dying: it is stale.
+                Err(CliError::Disconnected(_)) if !lock_held(paths) => Ok(None),
+                Err(e) => Err(e),
             }
-            let hello = handshake(&mut client)?;
-            Ok(Some((client, hello)))
         }
         Err(e) if is_not_there(&e) => Ok(None),
         Err(e) => Err(CliError::io(
@@ -296,6 +312,12 @@ pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result
     }
     let reason = match connect_with(paths, pass_stdio) {
         Ok(Some((client, hello))) if hello.version == VERSION => return Ok(client),
+        // A daemon dying at this very moment (killed, or stopping) can
+        // accept and then drop the connection: treat it as gone.
+        Err(CliError::Disconnected(_)) => {
+            wait_stopped(paths, Duration::from_secs(5));
+            "started by `taskrush` (the previous daemon had just exited)".to_owned()
+        }
         Ok(Some((mut client, hello))) => {
             let status: DaemonStatus = client.call(method::DAEMON_STATUS, serde_json::json!({}))?;
             if status.runs > 0 {
@@ -343,7 +365,14 @@ pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result
     loop {
         match connect_with(paths, pass_stdio) {
             Ok(Some((c, _))) => return Ok(c),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            // The daemon that said "already running" was on its way out:
+            // once its lock is free, start one again.
+            Ok(None) if !lock_held(paths) && Instant::now() < deadline => {
+                let _ = start_daemon(paths, &reason);
+            }
+            Err(CliError::Disconnected(_)) | Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Ok(None) => {
                 return Err(CliError::DaemonStart {
                     reason: "it said it was ready, but its socket does not answer".into(),
@@ -433,7 +462,7 @@ fn handshake(client: &mut Client) -> Result<Hello, CliError> {
             && got == id
         {
             let value = result.map_err(CliError::Remote)?;
-            return serde_json::from_value(value)
+            return serde_json::from_str(value.get())
                 .map_err(|e| CliError::Protocol(format!("unexpected answer to `hello`: {e}")));
         }
     }

@@ -76,6 +76,13 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
         s.rss_bytes as f64 / (1024.0 * 1024.0)
     );
     println!("started:  {}", s.started_because);
+    match &s.watcher_error {
+        Some(e) => println!("watching: degraded: {e}"),
+        None => println!("watching: {} directories", s.watched_dirs),
+    }
+    for w in &s.config_warnings {
+        println!("warning:  {w}");
+    }
     if s.idle_timeout_s > 0 {
         println!(
             "idle:     exits after {} without clients or runs",

@@ -11,6 +11,9 @@ use crate::error::CliError;
 
 pub fn list(args: &RunArgs) -> Result<i32, CliError> {
     let list = fetch(args)?;
+    if let Some(w) = &list.warning {
+        eprintln!("warning: {w}");
+    }
     let width = list
         .tasks
         .iter()

@@ -14,6 +14,7 @@ mod args;
 mod client;
 mod daemon_cmd;
 mod error;
+mod events;
 mod list;
 mod plugin_cmd;
 mod render;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             other => other,
         },
         Command::Daemon { action } => daemon_cmd::daemon(action),
+        Command::Events { json } => events::events(json),
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)

@@ -45,10 +45,36 @@ impl Renderer {
                 tasks,
                 jobs,
                 inherit_stdio,
+                warning,
                 ..
             } => {
                 self.prefix = !inherit_stdio && jobs > 1 && tasks.len() > 1;
+                if let Some(w) = warning {
+                    let _ = writeln!(self.stderr, "warning: {w}");
+                }
             }
+            RunEvent::WatchWaiting { watching, .. } => {
+                let _ = self.stdout.flush();
+                let _ = writeln!(
+                    self.stderr,
+                    "taskrush: watching {watching} for changes (Ctrl-C to stop)"
+                );
+            }
+            RunEvent::WatchTriggered { paths, action, .. } => {
+                let what = match paths.as_slice() {
+                    [] => "files".to_owned(),
+                    [one] if one.is_empty() => "files".to_owned(),
+                    [one] => format!("`{one}`"),
+                    [first, rest @ ..] => format!("`{first}` and {} more", rest.len()),
+                };
+                let doing = match action.as_str() {
+                    "restart" => "restarting",
+                    "queue" => "running again after the current run",
+                    _ => "running again",
+                };
+                let _ = writeln!(self.stderr, "taskrush: {what} changed: {doing}");
+            }
+            RunEvent::WatchEnded { .. } => {}
             RunEvent::TaskStarted { .. } => {}
             RunEvent::PluginMessage {
                 plugin, message, ..

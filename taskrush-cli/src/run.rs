@@ -10,7 +10,7 @@ use std::time::Duration;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use taskrush_protocol::method;
 use taskrush_protocol::paths::DaemonPaths;
-use taskrush_protocol::run::{EXIT_CANCELLED, RunEvent, RunRequest};
+use taskrush_protocol::run::{EXIT_CANCELLED, OnChange, RunEvent, RunRequest};
 
 use crate::args::RunArgs;
 use crate::client::{self, Incoming, Sender};
@@ -60,6 +60,12 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         jobs,
         force: args.force,
         inherit_stdio: true,
+        watch: args.watch,
+        on_change: if args.on_change == "queue" {
+            OnChange::Queue
+        } else {
+            OnChange::Restart
+        },
     };
 
     let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;
@@ -106,7 +112,10 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                             cancel(&client.sender(), *run_id, false);
                         }
                     }
-                    RunEvent::RunFinished { exit_code, .. } => {
+                    RunEvent::RunFinished { exit_code, .. }
+                    | RunEvent::WatchEnded { exit_code, .. }
+                        if !args.watch || matches!(ev, RunEvent::WatchEnded { .. }) =>
+                    {
                         let code = if state.interrupts.load(Ordering::SeqCst) > 0 {
                             EXIT_CANCELLED
                         } else {
@@ -114,6 +123,10 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                         };
                         let _ = renderer.event(ev);
                         return Ok(code);
+                    }
+                    RunEvent::RunFinished { .. } => {
+                        // Watching: the process groups of this run are done.
+                        groups.clear();
                     }
                     _ => {}
                 }

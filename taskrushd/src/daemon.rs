@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use jsonrpsee::core::server::Extensions;
@@ -16,19 +17,23 @@ use taskrush_protocol::daemon::{
     DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskInfo, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
+use taskrush_protocol::events::DaemonEvent;
 use taskrush_protocol::paths::DaemonPaths;
 use taskrush_protocol::plugin::CommandResult;
-use taskrush_protocol::run::{RunEvent, RunRequest};
+use taskrush_protocol::run::{OnChange, RunEvent, RunRequest};
 use tokio::sync::{mpsc, watch};
 
 use crate::client_stdio::ClientStdio;
 use crate::config_error::ConfigError;
 use crate::connection::ClientGone;
+use crate::events::Events;
 use crate::file_hashes::FileHashes;
-use crate::planner;
+use crate::planner::{self, Plan};
 use crate::plugin_host::{PluginFailure, PluginHost, RunPlugins};
-use crate::projects::Projects;
+use crate::projects::{Change, Loaded, Projects};
 use crate::runner::{self, Cancel, RunSpec};
+use crate::watch_run::{SharedFilter, WatchFilter};
+use crate::watcher::{Key, Watcher};
 
 /// Shared state of the daemon; one per process.
 pub struct Daemon {
@@ -47,6 +52,10 @@ pub struct Daemon {
     pub options: DaemonOptions,
     /// When the last client left or the last run ended.
     last_active: Mutex<Instant>,
+    /// The global event stream (`events` subscription).
+    pub events: Events,
+    /// The one file watcher: `.rush` files, plugin files, `run --watch`.
+    pub watcher: Arc<Watcher>,
 }
 
 /// How this daemon was started.
@@ -62,20 +71,29 @@ pub struct DaemonOptions {
 }
 
 impl Daemon {
+    /// Must be called within the runtime: it starts the watcher's tasks.
     pub fn new(paths: DaemonPaths, options: DaemonOptions) -> Arc<Daemon> {
-        Arc::new(Daemon {
+        let events = Events::default();
+        let (watcher, changes) = Watcher::start(events.clone());
+        let plugins = PluginHost::new(events.clone());
+        plugins.set_watcher(watcher.clone());
+        let daemon = Arc::new(Daemon {
+            events,
+            watcher,
             options,
             last_active: Mutex::new(Instant::now()),
             started: Instant::now(),
             paths,
             projects: Projects::default(),
             hashes: Arc::new(FileHashes::new()),
-            plugins: PluginHost::new(),
+            plugins,
             runs: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             stopping: watch::channel(false).0,
-        })
+        });
+        tokio::spawn(apply_changes(Arc::downgrade(&daemon), changes));
+        daemon
     }
 
     /// Note that a client left or a run ended (for idle shutdown).
@@ -113,11 +131,7 @@ impl Daemon {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn load(
-        &self,
-        cwd: &str,
-        file: Option<&str>,
-    ) -> Result<Arc<crate::rush_file::RushFile>, ErrorObjectOwned> {
+    async fn load(&self, cwd: &str, file: Option<&str>) -> Result<Loaded, ErrorObjectOwned> {
         let cwd = Path::new(cwd);
         if !cwd.is_absolute() {
             return Err(ErrorObjectOwned::owned(
@@ -126,12 +140,379 @@ impl Daemon {
                 None::<()>,
             ));
         }
-        let path = Projects::locate(cwd, file).map_err(config_error)?;
-        self.projects.load(&path).map_err(config_error)
+        let path = self.projects.locate(cwd, file).map_err(config_error)?;
+        let loaded = self.load_path(&path).map_err(config_error)?;
+        // Watch it from now on (at once, so that a save right after this
+        // request is seen by the watcher too).
+        let key = Key::Config(path.clone());
+        if !self.watcher.has(&key, std::slice::from_ref(&path)) {
+            self.watcher.watch_files(key, vec![path]).await;
+        }
+        Ok(loaded)
+    }
+
+    /// Load (or re-check) one `.rush` file and publish what changed: a
+    /// request and the watcher both come here, and whichever notices a
+    /// change first reports it.
+    pub fn load_path(&self, path: &Path) -> Result<Loaded, crate::config_error::ConfigError> {
+        let (loaded, change) = self.projects.load(path)?;
+        match change {
+            Change::None => {}
+            Change::Reloaded(config) => {
+                self.events.send(DaemonEvent::ConfigReloaded {
+                    root: display(&config.root),
+                    file: display(&config.path),
+                    tasks: config.tasks.len(),
+                });
+                let host = self.plugins.clone();
+                tokio::spawn(async move { host.config_changed(config).await });
+            }
+            Change::Rejected {
+                error,
+                using_last_valid,
+            } => {
+                self.events.send(DaemonEvent::ConfigRejected {
+                    root: display(path.parent().unwrap_or(path)),
+                    file: display(path),
+                    location: error.location(),
+                    message: error.message.clone(),
+                    line: error.line,
+                    column: error.column,
+                    using_last_valid,
+                });
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// A run event, as the global stream tells it.
+    fn publish(&self, run_id: u64, root: &Path, ev: &RunEvent) {
+        if !self.events.has_subscribers() {
+            return;
+        }
+        let g = match ev {
+            RunEvent::RunStarted {
+                file,
+                tasks,
+                iteration,
+                ..
+            } => DaemonEvent::RunStarted {
+                run_id,
+                root: display(root),
+                file: file.clone(),
+                tasks: tasks.clone(),
+                iteration: *iteration,
+            },
+            RunEvent::TaskStarted { task, .. } => DaemonEvent::TaskStarted {
+                run_id,
+                task: task.clone(),
+            },
+            RunEvent::TaskCached { task } => DaemonEvent::TaskCached {
+                run_id,
+                task: task.clone(),
+            },
+            RunEvent::TaskFinished {
+                task,
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } => DaemonEvent::TaskFinished {
+                run_id,
+                task: task.clone(),
+                status: *status,
+                exit_code: *exit_code,
+                duration_ms: *duration_ms,
+            },
+            RunEvent::RunFinished {
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } => DaemonEvent::RunFinished {
+                run_id,
+                status: *status,
+                exit_code: *exit_code,
+                duration_ms: *duration_ms,
+            },
+            _ => return,
+        };
+        self.events.send(g);
+    }
+}
+
+/// What the watcher reports, applied: a `.rush` file is re-checked (and
+/// reloaded or rejected), a plugin's new files are swapped in.
+async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceiver<Key>) {
+    while let Some(key) = changes.recv().await {
+        let Some(d) = daemon.upgrade() else { return };
+        match key {
+            Key::Config(path) => {
+                let _ = d.load_path(&path);
+            }
+            Key::Plugin(root, name) => {
+                let Some(config) = d.projects.config_of(&root) else {
+                    continue;
+                };
+                let host = d.plugins.clone();
+                tokio::spawn(async move { host.files_changed(&config, &name).await });
+            }
+        }
+    }
+}
+
+/// One client's run subscription, as the run loop sees it.
+struct RunCtx {
+    sink: SubscriptionSink,
+    gone: Option<ClientGone>,
+    /// Whether the client still listens.
+    listening: bool,
+    run_id: u64,
+    /// The run's cancel level (a watch session's, for `run --watch`).
+    cancel: watch::Sender<Cancel>,
+    /// The client's descriptors, when it passed them and wants them used.
+    stdio: Option<Arc<ClientStdio>>,
+}
+
+impl RunCtx {
+    /// Send an event; a client that left cancels the run.
+    async fn send(&mut self, ev: &RunEvent) {
+        if self.listening && !send(&self.sink, &self.gone, ev).await {
+            self.left();
+        }
+    }
+
+    fn left(&mut self) {
+        if self.listening {
+            self.listening = false;
+            tracing::info!(run = self.run_id, "client left: cancelling the run");
+        }
+        self.cancel
+            .send_if_modified(|c| raise(c, Cancel::Interrupt));
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow() != Cancel::No
     }
 }
 
 impl Api {
+    /// Run `plan` once and return its `run_finished` (not sent). With
+    /// `changes` (a watch session), a change during the run is collected
+    /// into its `Vec` and, with [`OnChange::Restart`], cancels the run.
+    async fn run_once(
+        &self,
+        ctx: &mut RunCtx,
+        request: &RunRequest,
+        loaded: Loaded,
+        plan: Plan,
+        iteration: Option<u32>,
+        mut changes: Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
+    ) -> RunEvent {
+        let run_id = ctx.run_id;
+        let config = loaded.config;
+        let root = config.root.clone();
+        let jobs = request.jobs.max(1);
+        // Tasks write to the client's own descriptors when it passed them
+        // and they run one at a time; parallel output is prefixed by the
+        // client, so it travels as events.
+        let stdio = ctx
+            .stdio
+            .clone()
+            .filter(|_| jobs == 1 || plan.tasks.len() == 1);
+        let started = RunEvent::RunStarted {
+            run_id,
+            file: config.path.display().to_string(),
+            tasks: plan.names(),
+            jobs,
+            inherit_stdio: stdio.is_some(),
+            warning: loaded.warning,
+            iteration,
+        };
+        let plugins = (!config.plugins.is_empty()).then(|| {
+            RunPlugins::new(
+                self.plugins.clone(),
+                config.clone(),
+                request.env.clone(),
+                run_id,
+            )
+        });
+        let spec = RunSpec {
+            run_id,
+            config,
+            plan,
+            plugins,
+            env: request.env.clone(),
+            jobs,
+            force: request.force,
+            stdio,
+        };
+        // The runner watches its own cancel level: the run's (Ctrl-C, the
+        // client leaving, the daemon stopping) relayed, or a restart.
+        let mut session = ctx.cancel.subscribe();
+        let (inner_tx, inner_rx) = watch::channel(*session.borrow_and_update());
+        let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(64);
+        let hashes = self.hashes.clone();
+        let runner = tokio::spawn(runner::run(spec, hashes, events_tx, inner_rx));
+
+        self.publish(run_id, &root, &started);
+        ctx.send(&started).await;
+        let restart = request.on_change == OnChange::Restart;
+        let mut restarting = false;
+        loop {
+            tokio::select! {
+                ev = events_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.publish(run_id, &root, &ev);
+                    ctx.send(&ev).await;
+                }
+                _ = client_left(&ctx.sink, &ctx.gone), if ctx.listening => ctx.left(),
+                r = session.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let level = *session.borrow_and_update();
+                    inner_tx.send_if_modified(|c| raise(c, level));
+                }
+                Some(p) = next_change(&mut changes) => {
+                    if let Some((_, pending)) = changes.as_mut()
+                        && !pending.contains(&p)
+                    {
+                        pending.push(p);
+                    }
+                    if restart && !restarting {
+                        restarting = true;
+                        tracing::info!(run = run_id, "inputs changed: restarting the run");
+                        inner_tx.send_if_modified(|c| raise(c, Cancel::Interrupt));
+                    }
+                }
+            }
+        }
+        // The runner's channel closed: it is ending.
+        while events_rx.recv().await.is_some() {}
+        let finished = match runner.await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::error!(run = run_id, "run failed: {e}");
+                runner::finished_with_error(
+                    run_id,
+                    "internal error in the daemon; see `taskrush daemon logs`".into(),
+                )
+            }
+        };
+        let finished = if *self.stopping.borrow() {
+            with_error(finished, "the daemon was stopped")
+        } else {
+            finished
+        };
+        tracing::info!(
+            run = run_id,
+            "run finished: {}",
+            serde_json::to_string(&finished).unwrap_or_default()
+        );
+        self.publish(run_id, &root, &finished);
+        finished
+    }
+
+    /// `run --watch`: run, then run again on every change of the inputs
+    /// until cancelled; returns the closing `watch_ended`.
+    async fn watch_session(
+        &self,
+        ctx: &mut RunCtx,
+        request: &RunRequest,
+        loaded: Loaded,
+        plan: Plan,
+    ) -> RunEvent {
+        let run_id = ctx.run_id;
+        let root = loaded.config.root.clone();
+        let filter = SharedFilter::new(WatchFilter::new(&loaded.config, &plan));
+        let (_guard, mut rx) = self.watcher.watch_tree(root.clone(), filter.as_fn()).await;
+        let mut next = Some((loaded, plan));
+        let mut iteration = 1u32;
+        let mut exit_code = 0;
+        loop {
+            let mut pending = Vec::new();
+            if let Some((loaded, plan)) = next.take() {
+                let finished = self
+                    .run_once(
+                        ctx,
+                        request,
+                        loaded,
+                        plan,
+                        Some(iteration),
+                        Some((&mut rx, &mut pending)),
+                    )
+                    .await;
+                if let RunEvent::RunFinished { exit_code: c, .. } = &finished {
+                    exit_code = *c;
+                }
+                ctx.send(&finished).await;
+            }
+            if ctx.cancelled() || !ctx.listening || *self.stopping.borrow() {
+                break;
+            }
+            let action = if pending.is_empty() {
+                let waiting = RunEvent::WatchWaiting {
+                    run_id,
+                    watching: filter.get().describe(),
+                };
+                ctx.send(&waiting).await;
+                let mut cancel = ctx.cancel.subscribe();
+                let first = tokio::select! {
+                    p = rx.recv() => p,
+                    _ = cancel.wait_for(|c| *c != Cancel::No) => None,
+                    _ = client_left(&ctx.sink, &ctx.gone), if ctx.listening => {
+                        ctx.left();
+                        None
+                    }
+                };
+                let Some(first) = first else { break };
+                pending.push(first);
+                "run"
+            } else if request.on_change == OnChange::Restart {
+                "restart"
+            } else {
+                "queue"
+            };
+            let pending = crate::watch_run::burst(pending, &mut rx).await;
+            if ctx.cancelled() || !ctx.listening {
+                break;
+            }
+            ctx.send(&RunEvent::WatchTriggered {
+                run_id,
+                paths: crate::watch_run::shown(&root, &pending),
+                action: action.into(),
+            })
+            .await;
+            iteration += 1;
+            // The config as of now: a saved `.rush` applies to the re-run.
+            let replanned = self
+                .load(&request.cwd, request.file.as_deref())
+                .await
+                .and_then(|l| {
+                    let p = planner::plan(&l.config, &request.tasks).map_err(config_error)?;
+                    Ok((l, p))
+                });
+            match replanned {
+                Ok((l, p)) => {
+                    filter.set(WatchFilter::new(&l.config, &p));
+                    next = Some((l, p));
+                }
+                Err(e) => {
+                    exit_code = taskrush_protocol::run::EXIT_ERROR;
+                    ctx.send(&runner::finished_with_error(run_id, e.message().to_owned()))
+                        .await;
+                }
+            }
+        }
+        let exit_code = if ctx.cancelled() {
+            taskrush_protocol::run::EXIT_CANCELLED
+        } else {
+            exit_code
+        };
+        RunEvent::WatchEnded { run_id, exit_code }
+    }
+
     /// A `run` whose first target is no task but a plugin's command is
     /// answered `PLUGIN_COMMAND`: the client sends `plugin_command` instead.
     async fn plugin_command_instead(
@@ -259,7 +640,8 @@ impl TaskRushApiServer for Api {
         }
         let prepared = self
             .load(&request.cwd, request.file.as_deref())
-            .and_then(|config| {
+            .await
+            .and_then(|loaded| {
                 if request.tasks.is_empty() {
                     return Err(ErrorObjectOwned::owned(
                         error::INVALID_PARAMS,
@@ -267,17 +649,20 @@ impl TaskRushApiServer for Api {
                         None::<()>,
                     ));
                 }
-                Ok(config)
+                Ok(loaded)
             });
         let prepared = match prepared {
-            Ok(config) => self.plugin_command_instead(config, &request).await,
+            Ok(loaded) => self
+                .plugin_command_instead(loaded.config.clone(), &request)
+                .await
+                .map(|_| loaded),
             Err(e) => Err(e),
         };
-        let prepared = prepared.and_then(|config| {
-            let plan = planner::plan(&config, &request.tasks).map_err(config_error)?;
-            Ok((config, plan))
+        let prepared = prepared.and_then(|loaded| {
+            let plan = planner::plan(&loaded.config, &request.tasks).map_err(config_error)?;
+            Ok((loaded, plan))
         });
-        let (config, plan) = match prepared {
+        let (loaded, plan) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 pending.reject(e).await;
@@ -286,95 +671,30 @@ impl TaskRushApiServer for Api {
         };
         let sink = pending.accept().await?;
         let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
-        let (cancel_tx, cancel_rx) = watch::channel(Cancel::No);
+        let (cancel_tx, _) = watch::channel(Cancel::No);
         self.runs_lock().insert(run_id, cancel_tx.clone());
-        let gone = ext.get::<ClientGone>().cloned();
-        tracing::info!(run = run_id, tasks = ?request.tasks, file = %config.path.display(), "run started");
-
-        let jobs = request.jobs.max(1);
-        // Tasks write to the client's own descriptors when it passed them
-        // and they run one at a time; parallel output is prefixed by the
-        // client, so it travels as events.
-        let stdio = match ext.get::<Arc<ClientStdio>>() {
-            Some(s) if request.inherit_stdio && (jobs == 1 || plan.tasks.len() == 1) => {
-                Some(s.clone())
-            }
-            _ => None,
-        };
-        let started = RunEvent::RunStarted {
+        let mut ctx = RunCtx {
+            sink,
+            gone: ext.get::<ClientGone>().cloned(),
+            listening: true,
             run_id,
-            file: config.path.display().to_string(),
-            tasks: plan.names(),
-            jobs,
-            inherit_stdio: stdio.is_some(),
+            cancel: cancel_tx,
+            stdio: ext
+                .get::<Arc<ClientStdio>>()
+                .filter(|_| request.inherit_stdio)
+                .cloned(),
         };
-        let plugins = (!config.plugins.is_empty()).then(|| {
-            RunPlugins::new(
-                self.plugins.clone(),
-                config.clone(),
-                request.env.clone(),
-                run_id,
-            )
-        });
-        let spec = RunSpec {
-            run_id,
-            config,
-            plan,
-            plugins,
-            env: request.env,
-            jobs,
-            force: request.force,
-            stdio,
-        };
-        let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(64);
-        let hashes = self.hashes.clone();
-        let runner = tokio::spawn(runner::run(spec, hashes, events_tx, cancel_rx));
-
-        let mut listening = send(&sink, &gone, &started).await;
-        if !listening {
-            cancel_tx.send_if_modified(|c| raise(c, Cancel::Interrupt));
-        }
-        loop {
-            tokio::select! {
-                ev = events_rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    if listening && !send(&sink, &gone, &ev).await {
-                        listening = false;
-                        tracing::info!(run = run_id, "client left: cancelling the run");
-                        cancel_tx.send_if_modified(|c| raise(c, Cancel::Interrupt));
-                    }
-                }
-                _ = client_left(&sink, &gone), if listening => {
-                    listening = false;
-                    tracing::info!(run = run_id, "client left: cancelling the run");
-                    cancel_tx.send_if_modified(|c| raise(c, Cancel::Interrupt));
-                }
-            }
-        }
-        let finished = match runner.await {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::error!(run = run_id, "run failed: {e}");
-                runner::finished_with_error(
-                    run_id,
-                    "internal error in the daemon; see `taskrush daemon logs`".into(),
-                )
-            }
-        };
-        let finished = if *self.stopping.borrow() {
-            with_error(finished, "the daemon was stopped")
+        tracing::info!(run = run_id, tasks = ?request.tasks, file = %loaded.config.path.display(), watch = request.watch, "run started");
+        let last = if request.watch {
+            self.watch_session(&mut ctx, &request, loaded, plan).await
         } else {
-            finished
+            self.run_once(&mut ctx, &request, loaded, plan, None, None)
+                .await
         };
-        tracing::info!(
-            run = run_id,
-            "run finished: {}",
-            serde_json::to_string(&finished).unwrap_or_default()
-        );
         self.runs_lock().remove(&run_id);
         self.touch();
-        if listening {
-            send(&sink, &gone, &finished).await;
+        if ctx.listening {
+            send(&ctx.sink, &ctx.gone, &last).await;
         }
         Ok(())
     }
@@ -404,7 +724,8 @@ impl TaskRushApiServer for Api {
         file: Option<String>,
         env: Option<BTreeMap<String, String>>,
     ) -> Result<TaskList, ErrorObjectOwned> {
-        let config = self.load(&cwd, file.as_deref())?;
+        let loaded = self.load(&cwd, file.as_deref()).await?;
+        let config = loaded.config;
         let commands = self.plugins.commands(&config, env.as_ref()).await;
         let tasks = config
             .tasks
@@ -420,6 +741,7 @@ impl TaskRushApiServer for Api {
             file: config.path.display().to_string(),
             tasks,
             commands,
+            warning: loaded.warning,
         })
     }
 
@@ -437,6 +759,9 @@ impl TaskRushApiServer for Api {
             rss_bytes: rss_bytes(),
             started_because: self.options.started_because.clone(),
             idle_timeout_s: self.options.idle_timeout.map(|d| d.as_secs()).unwrap_or(0),
+            config_warnings: self.projects.warnings(),
+            watched_dirs: self.watcher.watched(),
+            watcher_error: self.watcher.problem(),
         })
     }
 
@@ -445,7 +770,7 @@ impl TaskRushApiServer for Api {
         cwd: String,
         file: Option<String>,
     ) -> Result<Vec<PluginStatus>, ErrorObjectOwned> {
-        let config = self.load(&cwd, file.as_deref())?;
+        let config = self.load(&cwd, file.as_deref()).await?.config;
         Ok(self.plugins.list(&config))
     }
 
@@ -455,7 +780,7 @@ impl TaskRushApiServer for Api {
         file: Option<String>,
         name: String,
     ) -> Result<PluginDetails, ErrorObjectOwned> {
-        let config = self.load(&cwd, file.as_deref())?;
+        let config = self.load(&cwd, file.as_deref()).await?.config;
         self.plugins
             .info(&config, &name)
             .ok_or_else(|| plugin_error(crate::plugin_host::not_declared(&config, &name)))
@@ -468,7 +793,7 @@ impl TaskRushApiServer for Api {
         name: String,
         env: Option<BTreeMap<String, String>>,
     ) -> Result<PluginStatus, ErrorObjectOwned> {
-        let config = self.load(&cwd, file.as_deref())?;
+        let config = self.load(&cwd, file.as_deref()).await?.config;
         self.plugins
             .restart(&config, &name, &env.unwrap_or_default())
             .await
@@ -483,7 +808,7 @@ impl TaskRushApiServer for Api {
         args: Vec<String>,
         env: Option<BTreeMap<String, String>>,
     ) -> Result<CommandResult, ErrorObjectOwned> {
-        let config = self.load(&cwd, file.as_deref())?;
+        let config = self.load(&cwd, file.as_deref()).await?.config;
         self.plugins
             .command(&config, &name, args, &cwd, &env.unwrap_or_default())
             .await
@@ -504,6 +829,14 @@ impl TaskRushApiServer for Api {
             ));
         }
         Ok(crate::plugin_conformance::test(dir, &env.unwrap_or_default()).await)
+    }
+
+    async fn events(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
+        self.0
+            .events
+            .serve(pending, self.stopping.subscribe())
+            .await;
+        Ok(())
     }
 
     fn daemon_stop(&self) -> Result<bool, ErrorObjectOwned> {
@@ -551,6 +884,16 @@ fn with_error(ev: RunEvent, message: &str) -> RunEvent {
             }),
         },
         other => other,
+    }
+}
+
+/// The next changed path of a watch session; never for a plain run.
+async fn next_change(
+    changes: &mut Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
+) -> Option<PathBuf> {
+    match changes {
+        Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -240,6 +240,52 @@ struct Walk<'p> {
     depth: Option<usize>,
 }
 
+/// Decides, without touching the file system, whether a changed path
+/// (relative to the project root) is one of the inputs `patterns` name:
+/// what `run --watch` re-runs on. A literal also covers everything below
+/// it, in case it names a directory.
+pub struct PathMatcher {
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+impl PathMatcher {
+    pub fn new(patterns: &[String]) -> Result<PathMatcher, InputError> {
+        let mut include = GlobSetBuilder::new();
+        let mut exclude = GlobSetBuilder::new();
+        for pattern in patterns {
+            let parsed = parse(pattern)?;
+            let set = if parsed.negated {
+                &mut exclude
+            } else {
+                &mut include
+            };
+            set.add(compile(pattern, &parsed.normalized)?);
+            if parsed.depth == Some(0) {
+                set.add(compile(pattern, &format!("{}/**", parsed.normalized))?);
+            }
+        }
+        let build = |set: GlobSetBuilder| {
+            set.build().map_err(|err| InputError::Pattern {
+                pattern: patterns.join(", "),
+                reason: err.to_string(),
+            })
+        };
+        Ok(PathMatcher {
+            include: build(include)?,
+            exclude: build(exclude)?,
+        })
+    }
+
+    /// Whether `rel` is an input.
+    pub fn is_match(&self, rel: &Path) -> bool {
+        !rel.components()
+            .any(|c| c.as_os_str().to_str().is_some_and(is_excluded))
+            && self.include.is_match(rel)
+            && !self.exclude.is_match(rel)
+    }
+}
+
 /// Expands `patterns` (relative to `root`) into the task's input files.
 pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError> {
     let mut files: Vec<PathBuf> = Vec::new();

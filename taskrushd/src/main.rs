@@ -12,6 +12,7 @@ mod config_error;
 mod connection;
 mod daemon;
 mod discover;
+mod events;
 mod expand;
 mod file_hashes;
 mod input_files;
@@ -27,6 +28,8 @@ mod rush_file;
 mod server;
 mod spawn;
 mod transport;
+mod watch_run;
+mod watcher;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskrush_protocol::daemon::{CommandInfo, PluginDetails, PluginState, PluginStatus};
+use taskrush_protocol::events::DaemonEvent;
 use taskrush_protocol::plugin::{
     self as wire, CommandParams, CommandResult, Hook, HookParams, InitializeParams,
     InitializeResult, PLUGIN_PROTOCOL_VERSION, PluginManifest, TaskContext, TaskError, TaskResult,
@@ -38,9 +39,11 @@ use taskrush_protocol::run::RunEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::events::Events;
 use crate::plugin_manifest::{self, Loaded, ManifestError};
 use crate::plugin_process::{CallError, PluginProcess, StderrLog, human};
 use crate::rush_file::{PluginSpec, RushFile, Task};
+use crate::watcher::{Key, Watcher};
 
 /// First wait before restarting a crashed plugin.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -163,6 +166,13 @@ struct SlotState {
     retry_at: Option<Instant>,
     starts: u32,
     last_error: Option<String>,
+    /// The client environment the process was last started with: a
+    /// reload (its files changed) starts the new version with it.
+    env: Option<BTreeMap<String, String>>,
+    /// The permissions the user accepted (the first start, or
+    /// `plugin_restart`): a new version asking for more is not started
+    /// until the user restarts it by hand.
+    granted: Option<wire::Permissions>,
 }
 
 /// One plugin of one project.
@@ -173,9 +183,17 @@ struct Slot {
     /// Held while starting, so concurrent users wait for one start.
     starting: tokio::sync::Mutex<()>,
     st: Mutex<SlotState>,
+    events: Events,
 }
 
 impl Slot {
+    /// What `new` asks beyond the permissions granted so far, if anything.
+    /// (Returns with the lock released: callers lock again.)
+    fn widened_by(&self, new: &wire::Permissions) -> Option<String> {
+        let st = self.st();
+        st.granted.as_ref().and_then(|g| widened(g, new))
+    }
+
     fn st(&self) -> std::sync::MutexGuard<'_, SlotState> {
         // Every update is a few assignments; a poisoned state is consistent.
         self.st.lock().unwrap_or_else(|p| p.into_inner())
@@ -252,6 +270,11 @@ impl Slot {
         st.last_error = Some(format!("in `{phase}`: {full}"));
         drop(st);
         tracing::warn!(target: "plugin", plugin = %self.name, root = %self.root.display(), "failed in `{phase}`: {full}");
+        self.events.send(DaemonEvent::PluginFailed {
+            root: self.root.display().to_string(),
+            plugin: self.name.clone(),
+            message: format!("failed in `{phase}`: {full}"),
+        });
         self.failure(phase, full, hint)
     }
 }
@@ -267,6 +290,10 @@ fn restart_hint(name: &str) -> String {
 pub struct PluginHost {
     slots: Mutex<HashMap<(PathBuf, String), Arc<Slot>>>,
     stopping: AtomicBool,
+    events: Events,
+    /// Where the files of running plugins are registered, so that a change
+    /// reloads them (none in unit tests).
+    watcher: std::sync::OnceLock<Arc<Watcher>>,
 }
 
 /// What starting a plugin needs from the request: the project and the
@@ -277,8 +304,25 @@ struct Ctx<'a> {
 }
 
 impl PluginHost {
-    pub fn new() -> Arc<PluginHost> {
-        Arc::new(PluginHost::default())
+    pub fn new(events: Events) -> Arc<PluginHost> {
+        Arc::new(PluginHost {
+            events,
+            ..PluginHost::default()
+        })
+    }
+
+    /// Watch the files of running plugins with `watcher`.
+    pub fn set_watcher(&self, watcher: Arc<Watcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    /// Watch the files of `loaded` for the plugin of `slot` (in place
+    /// when this returns: a change right after a start is seen).
+    async fn watch_files(&self, slot: &Slot, loaded: &Loaded) {
+        if let Some(w) = self.watcher.get() {
+            let key = Key::Plugin(slot.root.clone(), slot.name.clone());
+            w.watch_files(key, loaded.stamp.files()).await;
+        }
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<(PathBuf, String), Arc<Slot>>> {
@@ -295,6 +339,7 @@ impl PluginHost {
                     stderr: StderrLog::new(name),
                     starting: tokio::sync::Mutex::new(()),
                     st: Mutex::new(SlotState::default()),
+                    events: self.events.clone(),
                 })
             })
             .clone()
@@ -365,32 +410,73 @@ impl PluginHost {
             }
             tokio::time::sleep(wait).await;
         }
+        let more = slot.widened_by(&loaded.manifest.permissions);
+        if let Some(more) = more {
+            let m = refused_message(&slot.name, &more);
+            slot.st().last_error = Some(m.clone());
+            return Err(slot.failure("load", m, Some(restart_hint(&slot.name))));
+        }
+        let launched = self.launch(slot, spec, ctx, &loaded).await;
+        if !matches!(launched, Err(Launch::Spawn(_) | Launch::Config(_))) {
+            slot.st().starts += 1;
+        }
+        let (process, info) = match launched {
+            Ok(p) => p,
+            Err(Launch::Config(m)) => return Err(slot.failure("load", m, None)),
+            Err(Launch::Spawn(m)) => return Err(slot.fail(None, "start", m, true)),
+            Err(Launch::Handshake {
+                process,
+                message,
+                permanent,
+            }) => return Err(slot.fail(Some(&process), "handshake", message, permanent)),
+        };
+        {
+            let mut st = slot.st();
+            if let Some(old) = st.process.replace(process.clone()) {
+                retire(old, spec.timeout);
+            }
+            st.info = Some(info.clone());
+            st.retry_at = None;
+            st.env = Some(ctx.env.clone());
+            st.granted
+                .get_or_insert_with(|| loaded.manifest.permissions.clone());
+        }
+        self.watch_files(slot, &loaded).await;
+        self.events.send(DaemonEvent::PluginStarted {
+            root: slot.root.display().to_string(),
+            plugin: slot.name.clone(),
+            version: info.version.clone(),
+            pid: process.pid(),
+        });
+        Ok((process, info))
+    }
+
+    /// Start the plugin of `loaded` and shake hands with it. Touches no
+    /// state of the slot: the caller decides what the new process replaces.
+    async fn launch(
+        &self,
+        slot: &Arc<Slot>,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+        loaded: &Loaded,
+    ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
         let init_config = crate::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
-            .map_err(|e| slot.failure("load", format!("in its `config`: {e}"), None))?;
+            .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
         let env = plugin_env(ctx.env, &loaded.manifest);
-        let process = match PluginProcess::spawn(
+        let process = PluginProcess::spawn(
             &slot.name,
             &loaded.manifest.entry_point,
             &loaded.dir,
             &env,
             slot.stderr.clone(),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                let m = format!(
-                    "cannot start `{}` in `{}`: {e}",
-                    loaded.manifest.entry_point.join(" "),
-                    loaded.dir.display()
-                );
-                return Err(slot.fail(None, "start", m, true));
-            }
-        };
-        {
-            let mut st = slot.st();
-            st.starts += 1;
-            st.process = Some(process.clone());
-            st.info = None;
-        }
+        )
+        .map_err(|e| {
+            Launch::Spawn(format!(
+                "cannot start `{}` in `{}`: {e}",
+                loaded.manifest.entry_point.join(" "),
+                loaded.dir.display()
+            ))
+        })?;
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         let params = InitializeParams {
             protocol_versions: vec![PLUGIN_PROTOCOL_VERSION],
@@ -404,19 +490,194 @@ impl PluginHost {
             Ok(info) => info,
             Err((message, permanent)) => {
                 process.stderr_drained(STDERR_SETTLE).await;
-                return Err(slot.fail(Some(&process), "handshake", message, permanent));
+                return Err(Launch::Handshake {
+                    process,
+                    message,
+                    permanent,
+                });
             }
         };
         if let Some(m) = self.collision(slot, &info, ctx.config) {
-            return Err(slot.fail(Some(&process), "handshake", m, true));
-        }
-        {
-            let mut st = slot.st();
-            st.info = Some(info.clone());
-            st.retry_at = None;
+            return Err(Launch::Handshake {
+                process,
+                message: m,
+                permanent: true,
+            });
         }
         tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), "ready");
         Ok((process, info))
+    }
+
+    /// Swap in a new process of a running plugin whose files, manifest or
+    /// `.rush` entry changed: the new one gets new calls once it has
+    /// shaken hands, the old one finishes its calls and stops. A new
+    /// version that cannot start, or that asks for more permissions, is
+    /// reported and the old one keeps serving. A plugin that is not
+    /// running is left alone: its next use starts the new version.
+    pub async fn reload(&self, config: &RushFile, spec: &PluginSpec, reason: &str) {
+        let Some(slot) = self.existing(&config.root, &spec.name) else {
+            return;
+        };
+        let _starting = slot.starting.lock().await;
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let (old, env, old_loaded, old_spec) = {
+            let st = slot.st();
+            let old = st
+                .process
+                .clone()
+                .filter(|p| p.dead().is_none() && st.info.is_some());
+            (old, st.env.clone(), st.loaded.clone(), st.spec.clone())
+        };
+        let (Some(old), Some(env)) = (old, env) else {
+            return;
+        };
+        let root = slot.root.display().to_string();
+        let report_failure = |m: String| {
+            tracing::warn!(target: "plugin", plugin = %slot.name, "{m}");
+            slot.st().last_error = Some(m.clone());
+            self.events.send(DaemonEvent::PluginFailed {
+                root: root.clone(),
+                plugin: slot.name.clone(),
+                message: m,
+            });
+        };
+        let loaded = match plugin_manifest::check_kind(spec)
+            .and_then(|_| plugin_manifest::locate(spec, &config.root))
+            .and_then(|dir| plugin_manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                report_failure(format!(
+                    "its new version cannot be used, the running one keeps serving: {}",
+                    e.message
+                ));
+                return;
+            }
+        };
+        let same_spec = old_spec.as_ref().is_some_and(|s| same_entry(s, spec));
+        if old_loaded.as_ref() == Some(&loaded) && same_spec {
+            return; // touched, not changed
+        }
+        let more = slot.widened_by(&loaded.manifest.permissions);
+        if let Some(more) = more {
+            let m = refused_message(&slot.name, &more);
+            tracing::warn!(target: "plugin", plugin = %slot.name, "{m}");
+            slot.st().last_error = Some(m.clone());
+            self.events.send(DaemonEvent::PluginReloadRefused {
+                root,
+                plugin: slot.name.clone(),
+                message: m,
+            });
+            return;
+        }
+        let ctx = Ctx { config, env: &env };
+        match self.launch(&slot, spec, &ctx, &loaded).await {
+            Ok((process, info)) => {
+                {
+                    let mut st = slot.st();
+                    st.starts += 1;
+                    st.process = Some(process.clone());
+                    st.info = Some(info.clone());
+                    st.loaded = Some(loaded.clone());
+                    st.spec = Some(spec.clone());
+                    st.failed = None;
+                    st.crashes.clear();
+                    st.retry_at = None;
+                }
+                retire(old, spec.timeout);
+                self.watch_files(&slot, &loaded).await;
+                tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, "reloaded ({reason})");
+                self.events.send(DaemonEvent::PluginRestarted {
+                    root,
+                    plugin: slot.name.clone(),
+                    version: info.version,
+                    pid: process.pid(),
+                    reason: reason.to_owned(),
+                });
+            }
+            Err(e) => {
+                let m = match e {
+                    Launch::Spawn(m) | Launch::Config(m) => m,
+                    Launch::Handshake {
+                        process, message, ..
+                    } => {
+                        process.kill("its handshake failed");
+                        message
+                    }
+                };
+                report_failure(format!(
+                    "its new version failed to start, the running one keeps serving: {m}"
+                ));
+            }
+        }
+    }
+
+    /// A project's config changed: reload plugins whose entry changed,
+    /// stop those that left it, start those that joined it (when the
+    /// project's plugins were used before, with the same environment).
+    pub async fn config_changed(self: &Arc<Self>, config: Arc<RushFile>) {
+        let slots: Vec<Arc<Slot>> = self
+            .slots()
+            .values()
+            .filter(|s| s.root == config.root)
+            .cloned()
+            .collect();
+        let env = slots.iter().find_map(|s| s.st().env.clone());
+        for slot in &slots {
+            if config.plugins.iter().any(|p| p.name == slot.name) {
+                continue;
+            }
+            self.slots().remove(&(slot.root.clone(), slot.name.clone()));
+            if let Some(w) = self.watcher.get() {
+                w.forget(&Key::Plugin(slot.root.clone(), slot.name.clone()));
+            }
+            let process = slot.st().process.take();
+            if let Some(p) = process {
+                tracing::info!(target: "plugin", plugin = %slot.name, "removed from the `.rush` file: stopping it");
+                retire(p, Duration::from_secs(5));
+                self.events.send(DaemonEvent::PluginStopped {
+                    root: slot.root.display().to_string(),
+                    plugin: slot.name.clone(),
+                    reason: "removed from the `.rush` file".into(),
+                });
+            }
+        }
+        for spec in &config.plugins {
+            let slot = self.existing(&config.root, &spec.name);
+            let running = slot.as_ref().is_some_and(|s| s.live().is_some());
+            if running {
+                let changed = slot
+                    .as_ref()
+                    .and_then(|s| s.st().spec.clone())
+                    .is_some_and(|old| !same_entry(&old, spec));
+                if changed {
+                    self.reload(&config, spec, "its `.rush` entry changed")
+                        .await;
+                }
+            } else if slot.is_none()
+                && let Some(env) = &env
+            {
+                let host = self.clone();
+                let (config, spec, env) = (config.clone(), spec.clone(), env.clone());
+                tokio::spawn(async move {
+                    let slot = host.slot(&config.root, &spec.name);
+                    let ctx = Ctx {
+                        config: &config,
+                        env: &env,
+                    };
+                    let _ = host.ensure(&slot, &spec, &ctx).await;
+                });
+            }
+        }
+    }
+
+    /// The files of a plugin changed (from the watcher).
+    pub async fn files_changed(&self, config: &RushFile, name: &str) {
+        if let Some(spec) = config.plugins.iter().find(|p| p.name == name) {
+            self.reload(config, spec, "its files changed").await;
+        }
     }
 
     /// The live process, or `None`; a process that died on its own while
@@ -744,6 +1005,8 @@ impl PluginHost {
             st.crashes.clear();
             st.retry_at = None;
             st.info = None;
+            // Restarting by hand accepts the manifest's permissions.
+            st.granted = None;
             st.process.take()
         };
         if let Some(p) = old {
@@ -792,15 +1055,7 @@ pub fn not_declared(config: &RushFile, name: &str) -> PluginFailure {
 /// A new `.rush` entry for a plugin means a new process.
 fn sync_spec(slot: &Slot, spec: &PluginSpec) {
     let mut st = slot.st();
-    let same = st.spec.as_ref().is_some_and(|s| {
-        PluginSpec {
-            line: 0,
-            ..s.clone()
-        } == PluginSpec {
-            line: 0,
-            ..spec.clone()
-        }
-    });
+    let same = st.spec.as_ref().is_some_and(|s| same_entry(s, spec));
     if same {
         return;
     }
@@ -808,13 +1063,79 @@ fn sync_spec(slot: &Slot, spec: &PluginSpec) {
     if had {
         tracing::info!(target: "plugin", plugin = %slot.name, "its `.rush` entry changed: restarting it");
         if let Some(p) = st.process.take() {
-            p.kill("its `.rush` entry changed");
+            // Calls in flight (a run that started with the old entry)
+            // finish; then it stops.
+            retire(p, spec.timeout);
         }
         st.info = None;
         st.failed = None;
         st.crashes.clear();
         st.retry_at = None;
     }
+}
+
+/// Why [`PluginHost::launch`] failed.
+enum Launch {
+    /// Its `config` cannot be expanded.
+    Config(String),
+    /// It could not be started at all.
+    Spawn(String),
+    /// It started but its handshake failed (`permanent`: a restart cannot
+    /// fix it).
+    Handshake {
+        process: Arc<PluginProcess>,
+        message: String,
+        permanent: bool,
+    },
+}
+
+/// The same `.rush` entry, wherever it sits in the file.
+fn same_entry(a: &PluginSpec, b: &PluginSpec) -> bool {
+    PluginSpec {
+        line: 0,
+        ..a.clone()
+    } == PluginSpec {
+        line: 0,
+        ..b.clone()
+    }
+}
+
+/// Stop `process` once nobody holds it any more (its calls in flight
+/// ended), or after `limit` plus a margin at the latest.
+fn retire(process: Arc<PluginProcess>, limit: Duration) {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit + Duration::from_secs(1);
+        // Callers hold the process for the length of a call: when only
+        // this task holds it, no call is in flight and none can start.
+        while Arc::strong_count(&process) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process.shutdown().await;
+    });
+}
+
+/// What `new` asks for beyond `granted`, as "`network` `x`, …".
+pub fn widened(granted: &wire::Permissions, new: &wire::Permissions) -> Option<String> {
+    let mut more = Vec::new();
+    for (kind, old, new) in [
+        ("filesystem", &granted.filesystem, &new.filesystem),
+        ("network", &granted.network, &new.network),
+        ("environment", &granted.environment, &new.environment),
+        ("process", &granted.process, &new.process),
+    ] {
+        for item in new {
+            if !old.contains(item) {
+                more.push(format!("{kind} `{item}`"));
+            }
+        }
+    }
+    (!more.is_empty()).then(|| more.join(", "))
+}
+
+fn refused_message(name: &str, more: &str) -> String {
+    format!(
+        "its new version asks for more permissions ({more}) and was not started; the running version keeps serving. There is no grant command yet: revert the manifest's `permissions`, or accept them with `taskrush plugin restart {name}`"
+    )
 }
 
 /// A call that failed for another reason than the plugin's own error.

@@ -52,6 +52,11 @@ pub struct Loaded {
 pub struct Stamp(Vec<(PathBuf, Option<SystemTime>)>);
 
 impl Stamp {
+    /// The files the stamp covers (what the watcher watches).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.0.iter().map(|(f, _)| f.clone()).collect()
+    }
+
     /// The stamp of `dir`'s manifest and of every entry point argument
     /// that names a file in `dir`.
     pub fn of(dir: &Path, entry_point: &[String]) -> Stamp {

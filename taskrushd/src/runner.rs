@@ -537,15 +537,11 @@ async fn run_step(
     if *cancel.borrow() != Cancel::No {
         return Step::Cancelled;
     }
-    let stdio = match io.stdio.map(ClientStdio::for_child).transpose() {
-        Ok(s) => s,
-        Err(e) => return Step::SpawnFailed(format!("cannot use the terminal's descriptors: {e}")),
-    };
-    let mut proc = match spawn::spawn_shell(cmd, root, env, stdio) {
+    let mut proc = match spawn::spawn_shell(cmd, root, env, io.stdio) {
         Ok(p) => p,
         Err(e) => {
             return Step::SpawnFailed(format!(
-                "cannot start `/bin/sh` in `{}`: {e}",
+                "cannot start the command in `{}`: {e}",
                 root.display()
             ));
         }

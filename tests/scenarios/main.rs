@@ -6,6 +6,7 @@ mod cancel;
 mod daemon;
 mod plugins;
 mod protocol;
+mod reload;
 mod run;
 mod rush_file;
 mod terminal;

@@ -252,3 +252,69 @@ fn ctrl_c_never_stops_the_daemon() {
     t.finish(child, Duration::from_secs(10)).expect_code(130);
     assert_eq!(t.daemon_pid(), Some(daemon));
 }
+
+#[test]
+fn a_peer_of_another_user_is_refused_even_if_the_socket_is_opened_up() {
+    use std::os::unix::process::CommandExt;
+    let t = Scenario::new().rush(HI);
+    t.run(&["hi"]).success();
+    // Loosen what protects the socket, so that only the peer check is left.
+    std::fs::set_permissions(
+        t.socket().parent().unwrap(),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::set_permissions(t.socket(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = "import socket,sys\n\
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(5)\n\
+s.sendall(b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"}\\n')\n\
+try:\n    print(repr(s.recv(4096)))\nexcept ConnectionResetError:\n    print(repr(b''))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(t.socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "b''",
+        "no answer, connection closed"
+    );
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+#[test]
+fn stopping_the_daemon_stops_running_tasks_and_tells_their_clients() {
+    let t = Scenario::new().rush("tasks:\n  long:\n    cmd: touch started; sleep 1888111.25\n");
+    let mut c = t.command(&["long"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || t
+        .project()
+        .join("started")
+        .exists()));
+    t.run(&["daemon", "stop"]).success();
+    let out = t.finish(child, Duration::from_secs(10));
+    out.expect_code(130);
+    assert!(
+        out.stderr().contains("error: the daemon was stopped"),
+        "{}",
+        out.stderr()
+    );
+    assert!(processes_matching("1888111.25").is_empty());
+}
+
+#[test]
+fn a_lock_file_naming_an_unrelated_process_is_ignored() {
+    let t = Scenario::new().rush(HI);
+    std::fs::create_dir_all(t.socket().parent().unwrap()).unwrap();
+    // pid 1 is alive and not ours: nothing may signal it or wait for it.
+    std::fs::write(format!("{}.lock", t.socket().display()), "1\n").unwrap();
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}

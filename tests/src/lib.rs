@@ -496,3 +496,94 @@ pub fn daemons_for(socket: &Path) -> Vec<u32> {
     }
     pids
 }
+
+/// A subscription to the daemon's global event stream (`events`), read on
+/// a thread: the readiness signal for reloads and re-runs.
+pub struct EventStream {
+    rx: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// Every event received so far, in order.
+    pub seen: Vec<serde_json::Value>,
+    _sock: std::os::unix::net::UnixStream,
+}
+
+impl Scenario {
+    /// Subscribe to the daemon's events; returns once the subscription is
+    /// live (its id was answered). The daemon must be running.
+    pub fn events(&self) -> EventStream {
+        use std::io::{BufRead, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(self.socket())
+            .expect("connect to the daemon's socket");
+        sock.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events\",\"params\":[]}\n")
+            .expect("subscribe");
+        let reader = sock.try_clone().expect("dup socket");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let answer = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an answer to `events`");
+        assert!(answer.get("result").is_some(), "events refused: {answer}");
+        EventStream {
+            rx,
+            seen: Vec::new(),
+            _sock: sock,
+        }
+    }
+}
+
+impl EventStream {
+    /// The next event (the `result` of an `event` notification) within
+    /// `limit`.
+    pub fn next(&mut self, limit: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.rx.recv_timeout(left).ok()?;
+            if msg["method"] == "event" {
+                let ev = msg["params"]["result"].clone();
+                self.seen.push(ev.clone());
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Wait (at most 20 s) for an event that `pred` accepts and return it.
+    #[track_caller]
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(ev) if pred(&ev) => return ev,
+                Some(_) => {}
+                None => panic!(
+                    "no {what} event within 20 s; seen:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Wait for an event of kind `kind`.
+    #[track_caller]
+    pub fn wait_kind(&mut self, kind: &str) -> serde_json::Value {
+        self.wait_for(kind, |e| e["event"] == kind)
+    }
+}

@@ -1,0 +1,166 @@
+//! `run --watch`: which changed paths re-run a watched run, and how a
+//! burst of changes becomes one re-run.
+//!
+//! A watched run re-runs when one of the `cache_files` of its tasks (the
+//! requested ones and their dependencies) changes, or, when none of them
+//! has any, when any file of the project changes that is not ignored:
+//! `.gitignore` at the project root (git's own rules, through the `ignore`
+//! crate), `.git/` and `.rush-cache/`. Saving the `.rush` file re-runs too.
+//! A task that writes into what it watches re-runs forever: outputs belong
+//! in ignored directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use tokio::sync::mpsc;
+
+use crate::input_files::{EXCLUDED_DIRS, PathMatcher};
+use crate::planner::Plan;
+use crate::rush_file::RushFile;
+
+/// Quiet time that ends a burst of changes.
+pub const SETTLE: Duration = Duration::from_millis(50);
+/// Longest a burst is collected before the re-run starts anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+/// Changed paths reported per re-run.
+pub const SHOWN: usize = 10;
+
+/// What one watched run reacts to.
+pub struct WatchFilter {
+    root: PathBuf,
+    rush_file: PathBuf,
+    /// `None`: any file that is not ignored.
+    inputs: Option<PathMatcher>,
+    patterns: Vec<String>,
+    gitignore: Gitignore,
+}
+
+impl WatchFilter {
+    pub fn new(config: &RushFile, plan: &Plan) -> WatchFilter {
+        let mut patterns: Vec<String> = Vec::new();
+        for t in &plan.tasks {
+            if let Some(task) = config.tasks.get(&t.name) {
+                for p in &task.cache_files {
+                    if !patterns.contains(p) {
+                        patterns.push(p.clone());
+                    }
+                }
+            }
+        }
+        // Patterns were validated when the file was loaded.
+        let inputs = (!patterns.is_empty())
+            .then(|| PathMatcher::new(&patterns).ok())
+            .flatten();
+        let mut builder = GitignoreBuilder::new(&config.root);
+        if let Some(e) = builder.add(config.root.join(".gitignore"))
+            && config.root.join(".gitignore").exists()
+        {
+            tracing::warn!(root = %config.root.display(), "`.gitignore` partly unreadable: {e}");
+        }
+        let gitignore = builder.build().unwrap_or_else(|_| Gitignore::empty());
+        WatchFilter {
+            root: config.root.clone(),
+            rush_file: config.path.clone(),
+            inputs,
+            patterns,
+            gitignore,
+        }
+    }
+
+    /// Whether a change of `path` re-runs.
+    pub fn matches(&self, path: &Path) -> bool {
+        if path == self.rush_file {
+            return true;
+        }
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        if rel.as_os_str().is_empty()
+            || rel.components().any(|c| {
+                c.as_os_str()
+                    .to_str()
+                    .is_some_and(|c| EXCLUDED_DIRS.contains(&c))
+            })
+        {
+            return false;
+        }
+        if self
+            .gitignore
+            .matched_path_or_any_parents(path, path.is_dir())
+            .is_ignore()
+        {
+            return false;
+        }
+        match &self.inputs {
+            Some(m) => m.is_match(rel),
+            None => !path.is_dir(),
+        }
+    }
+
+    /// In words, for `watch_waiting`.
+    pub fn describe(&self) -> String {
+        if self.patterns.is_empty() {
+            format!(
+                "files under `{}` (except ignored ones)",
+                self.root.display()
+            )
+        } else {
+            let shown: Vec<String> = self.patterns.iter().map(|p| format!("`{p}`")).collect();
+            shown.join(", ")
+        }
+    }
+}
+
+/// The filter of a session, replaced when a re-run plans anew.
+#[derive(Clone)]
+pub struct SharedFilter(Arc<Mutex<Arc<WatchFilter>>>);
+
+impl SharedFilter {
+    pub fn new(f: WatchFilter) -> SharedFilter {
+        SharedFilter(Arc::new(Mutex::new(Arc::new(f))))
+    }
+
+    pub fn set(&self, f: WatchFilter) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(f);
+    }
+
+    pub fn get(&self) -> Arc<WatchFilter> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// As the watcher's filter (checked for every changed path).
+    pub fn as_fn(&self) -> crate::watcher::PathFilter {
+        let me = self.clone();
+        Arc::new(move |p: &Path| me.get().matches(p))
+    }
+}
+
+/// Collect the rest of a burst that started with `first`: until nothing
+/// changed for [`SETTLE`], at most [`SETTLE_MAX`].
+pub async fn burst(first: Vec<PathBuf>, rx: &mut mpsc::UnboundedReceiver<PathBuf>) -> Vec<PathBuf> {
+    let mut paths = first;
+    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+    loop {
+        let wait = SETTLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(p)) => {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    paths
+}
+
+/// `paths` relative to `root`, at most [`SHOWN`] of them.
+pub fn shown(root: &Path, paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.strip_prefix(root).unwrap_or(p).display().to_string())
+        .collect()
+}
