@@ -176,7 +176,7 @@ pub struct CommandResult {
 }
 
 /// `log` notification (plugin → host): goes to the daemon log under the
-/// plugin's name, and to the client of the current call.
+/// plugin's name (`taskrush daemon logs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogParams {
     /// `error`, `warn`, `info` or `debug`.
