@@ -299,3 +299,19 @@ fn many_clients_and_projects_at_once_each_get_their_own_output() {
             .expect_code(i as i32);
     }
 }
+
+#[test]
+fn the_bundled_demo_project_runs_and_caches_its_build() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    let mut t = Scenario::new();
+    for rel in [".rush", "src/a.txt", "src/b.txt"] {
+        t = t.file(rel, &std::fs::read_to_string(demo.join(rel)).unwrap());
+    }
+    t.run(&["test"])
+        .expect_stdout("fmt: ok\nbuild: hello, 2 lines\ntest: ok\n")
+        .success();
+    let again = t.run(&["test"]);
+    again.expect_stdout("fmt: ok\ntest: ok\n").success();
+    assert_eq!(again.stderr(), "taskrush: `build` is up to date\n");
+    t.run(&["-j", "all"]).success();
+}
