@@ -624,9 +624,13 @@ async fn pump<R: AsyncRead + Unpin>(
 ) {
     let Some(mut reader) = reader else { return };
     let mut carry: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
+    // Capacity, not zeroed memory: `read_buf` fills the spare capacity.
+    // (A zeroed 64 KiB buffer per stream per task was a third of the
+    // daemon's CPU time in a run of 1,000 no-op tasks.)
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     loop {
-        let n = match reader.read(&mut buf).await {
+        buf.clear();
+        let n = match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
