@@ -357,26 +357,29 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Every process in `/proc`: its pid and its command line (arguments
+/// joined by spaces; empty for zombies, which run nothing).
+fn processes() -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect()
+}
+
 /// Pids of live processes whose command line contains `needle`.
 pub fn processes_matching(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        // Zombies have an empty cmdline and are not running anything.
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(needle) && pid != std::process::id() {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes()
+        .into_iter()
+        .filter(|(pid, cmdline)| cmdline.contains(needle) && *pid != std::process::id())
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Send a signal to a process.
@@ -473,28 +476,15 @@ pub fn run_in_terminal(s: &Scenario, args: &[&str], input: Option<(&str, &[u8])>
 /// environment's TASKRUSH_SOCKET).
 pub fn daemons_for(socket: &Path) -> Vec<u32> {
     let needle = format!("TASKRUSH_SOCKET={}", socket.display());
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        if !String::from_utf8_lossy(&cmdline).contains("taskrushd") {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes()
+        .into_iter()
+        .filter(|(pid, cmdline)| {
+            cmdline.contains("taskrushd")
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// A subscription to the daemon's global event stream (`events`), read on
