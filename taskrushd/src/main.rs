@@ -136,19 +136,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    // The lock outlives the runtime: `taskrush daemon stop` returns when
+    // the lock is free, and by then nothing of this daemon may be running.
+    let (code, lock) = runtime.block_on(async {
         let explicit = std::env::var_os(ENV_SOCKET).is_some_and(|s| !s.is_empty());
         let bound = match listener::bind(&paths, explicit) {
             Ok(b) => b,
             Err(listener::BindError::AlreadyRunning) => {
                 tracing::info!("another daemon serves `{}`", paths.socket.display());
                 ready(args.notify_ready, "already-running");
-                return ExitCode::SUCCESS;
+                return (ExitCode::SUCCESS, None);
             }
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+                return (ExitCode::FAILURE, None);
             }
         };
         tracing::info!(pid = std::process::id(), version = taskrush_protocol::VERSION, socket = %paths.socket.display(), "listening");
@@ -156,9 +158,13 @@ fn main() -> ExitCode {
         let daemon = daemon::Daemon::new(paths, options);
         let listener::Bound { listener, lock } = bound;
         server::serve(listener, daemon).await;
-        drop(lock);
-        ExitCode::SUCCESS
-    })
+        (ExitCode::SUCCESS, Some(lock))
+    });
+    // Bounded: a blocking task stuck in a system call must not keep the
+    // daemon (and its lock) alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    drop(lock);
+    code
 }
 
 /// `--stdio`: one client on the socket that is our stdin; the same
