@@ -81,8 +81,11 @@ def main():
     # 3. Run the task; its own events arrive as `run_event`.
     c.call("run", {"request": {"cwd": cwd, "tasks": [task], "env": dict(os.environ)}})
     run_id = None
-    exit_code = 1
-    while True:
+    exit_code = None      # from the run's own `run_finished`
+    seen_global_end = False
+    # The run's events and the global stream are two streams: either may
+    # report the end first. Stop when both have.
+    while exit_code is None or not seen_global_end:
         msg = c.read()
         ev = msg.get("params", {}).get("result", {})
         if msg.get("method") == "run_event":
@@ -101,9 +104,10 @@ def main():
                     print("%s %s %s" % (kind, ev["task"], ev.get("status", "")))
                 elif kind == "run_finished":
                     print("run_finished %s" % ev["status"])
-                    return exit_code
+                    seen_global_end = True
                 else:
                     print(kind)
+    return exit_code
 
 
 if __name__ == "__main__":

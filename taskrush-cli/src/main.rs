@@ -89,6 +89,15 @@ fn exit(result: Result<i32, error::CliError>) -> ExitCode {
     }
 }
 
+/// The client's environment as the daemon must see it (`${VAR}` and the
+/// tasks' and plugins' environments come from here). Variables that are
+/// not UTF-8 are left out.
+pub fn client_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// The client's working directory, as the daemon must see it.
 pub fn cwd() -> Result<String, error::CliError> {
     std::env::current_dir()

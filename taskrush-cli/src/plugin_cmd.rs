@@ -6,7 +6,6 @@
 //! and we ask the daemon whether a plugin adds `NAME`. Either way the
 //! arguments after `NAME` are passed exactly as typed.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,14 +21,6 @@ use taskrush_protocol::plugin::CommandResult;
 use crate::args::{PluginAction, SUBCOMMANDS, TAKES_VALUE};
 use crate::client::{self, Client};
 use crate::error::CliError;
-
-/// The client's environment, for `${VAR}` in plugin configs and the
-/// variables plugins are granted. Variables that are not UTF-8 are left out.
-fn client_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
 
 fn connect(no_daemon: bool) -> Result<Client, CliError> {
     client::connect(&DaemonPaths::from_env(), false, no_daemon)
@@ -159,7 +150,7 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
         PluginAction::Restart { name } => {
             let s: PluginStatus = c.call(
                 method::PLUGIN_RESTART,
-                json!({"cwd": cwd, "file": file_param(&file), "name": name, "env": client_env()}),
+                json!({"cwd": cwd, "file": file_param(&file), "name": name, "env": crate::client_env()}),
             )?;
             let _ = writeln!(out, "restarted `{}`: {}", s.name, state(&s));
             Ok(0)
@@ -169,7 +160,7 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 .map_err(|e| CliError::io(&format!("cannot resolve `{}`", path.display()), e))?;
             let r: PluginTestReport = c.call(
                 method::PLUGIN_TEST,
-                json!({"path": path.display().to_string(), "env": client_env()}),
+                json!({"path": path.display().to_string(), "env": crate::client_env()}),
             )?;
             let failed = r.checks.iter().filter(|c| !c.ok).count();
             if json {
@@ -279,7 +270,7 @@ pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
             "file": file_param(&cmd.file),
             "name": cmd.name,
             "args": cmd.args,
-            "env": client_env(),
+            "env": crate::client_env(),
         }),
     )?;
     let _ = std::io::stderr().write_all(r.stderr.as_bytes());
@@ -298,8 +289,10 @@ fn commands(no_daemon: bool) -> Vec<(String, String)> {
     let Ok(mut c) = connect(no_daemon) else {
         return Vec::new();
     };
-    let list: Result<TaskList, _> =
-        c.call(method::LIST_TASKS, json!({"cwd": cwd, "env": client_env()}));
+    let list: Result<TaskList, _> = c.call(
+        method::LIST_TASKS,
+        json!({"cwd": cwd, "env": crate::client_env()}),
+    );
     list.map(|l| {
         l.commands
             .into_iter()

@@ -2,7 +2,6 @@
 //! with the run's status. Ctrl-C cancels the run in the daemon (a second
 //! Ctrl-C kills it at once) and exits 130.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,7 +55,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         cwd: crate::cwd()?,
         tasks,
         file: args.file.as_ref().map(|f| f.display().to_string()),
-        env: client_env(),
+        env: crate::client_env(),
         jobs,
         force: args.force,
         inherit_stdio: true,
@@ -170,15 +169,6 @@ fn stop_groups(groups: &[u32]) {
 struct State {
     run_id: AtomicU64,
     interrupts: AtomicU32,
-}
-
-/// The client's environment as the daemon must see it (`${VAR}` and the
-/// task's environment come from here). Variables that are not UTF-8 are
-/// left out.
-fn client_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
 }
 
 fn cancel(sender: &Sender, run_id: u64, force: bool) {

@@ -27,6 +27,9 @@ pub struct ConfigError {
     pub message: String,
     /// What to do about it, e.g. "did you mean `depends_on`?".
     pub hint: Option<String>,
+    /// The error is that a named task does not exist (the daemon answers
+    /// those with their own error code).
+    pub unknown_task: bool,
 }
 
 impl ConfigError {
@@ -38,6 +41,7 @@ impl ConfigError {
             column: None,
             message: message.into(),
             hint: None,
+            unknown_task: false,
         }
     }
 

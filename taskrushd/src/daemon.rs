@@ -565,7 +565,7 @@ pub fn config_error(e: ConfigError) -> ErrorObjectOwned {
         hint: e.hint.clone(),
         ..Default::default()
     };
-    let code = if e.line.is_none() && e.message.starts_with("unknown task") {
+    let code = if e.unknown_task {
         error::TASK_NOT_FOUND
     } else {
         error::CONFIG_ERROR

@@ -157,27 +157,19 @@ impl Projects {
                 if p.is_file() {
                     Ok(p)
                 } else {
-                    Err(ConfigError {
-                        message: format!(
-                            "the file `{}` given with `-f` does not exist",
-                            p.display()
-                        ),
-                        path: p,
-                        line: None,
-                        column: None,
-                        hint: None,
-                    })
+                    let message =
+                        format!("the file `{}` given with `-f` does not exist", p.display());
+                    Err(ConfigError::new(p, message))
                 }
             }
-            None => crate::discover::discover(cwd).ok_or_else(|| ConfigError {
-                path: cwd.to_path_buf(),
-                line: None,
-                column: None,
-                message: format!(
+            None => crate::discover::discover(cwd).ok_or_else(|| {
+                let message = format!(
                     "no `.rush` file in `{}` or any parent directory",
                     cwd.display()
-                ),
-                hint: Some("create a `.rush` file, or name one with `-f FILE`".into()),
+                );
+                ConfigError::new(cwd, message).with_hint(Some(
+                    "create a `.rush` file, or name one with `-f FILE`".into(),
+                ))
             }),
         }
     }
@@ -193,13 +185,7 @@ impl Projects {
             } else {
                 format!("cannot read the file: {e}")
             };
-            ConfigError {
-                path: path.to_path_buf(),
-                line: None,
-                column: None,
-                message,
-                hint: None,
-            }
+            ConfigError::new(path, message)
         };
         let md = match std::fs::metadata(path) {
             Ok(md) => md,
@@ -252,13 +238,7 @@ impl Projects {
         }
         let parsed = match String::from_utf8(source) {
             Ok(text) => rush_file::parse(path, &text),
-            Err(_) => Err(ConfigError {
-                path: path.to_path_buf(),
-                line: None,
-                column: None,
-                message: "the file is not valid UTF-8".into(),
-                hint: None,
-            }),
+            Err(_) => Err(ConfigError::new(path, "the file is not valid UTF-8")),
         };
         let config = match parsed {
             Ok(c) => Arc::new(c),

@@ -126,7 +126,9 @@ impl RushFile {
         self.tasks.get(name).ok_or_else(|| {
             let hint = did_you_mean(name, self.tasks.keys().map(String::as_str))
                 .unwrap_or_else(|| "`taskrush --list` shows the tasks".to_owned());
-            ConfigError::new(&self.path, format!("unknown task `{name}`")).with_hint(Some(hint))
+            let mut e = ConfigError::new(&self.path, format!("unknown task `{name}`"));
+            e.unknown_task = true;
+            e.with_hint(Some(hint))
         })
     }
 }
