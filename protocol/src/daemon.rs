@@ -49,6 +49,13 @@ pub struct DaemonStatus {
     /// with what to do; changes are then picked up on each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watcher_error: Option<String>,
+    /// Up-to-date checks of cached tasks answered from the watcher: nothing
+    /// changed under the inputs' directories, so no input was `stat`ed.
+    #[serde(default)]
+    pub cache_checks_watched: u64,
+    /// Up-to-date checks that listed and `stat`ed every input.
+    #[serde(default)]
+    pub cache_checks_full: u64,
 }
 
 /// One task, as `list_tasks` returns it.

@@ -80,6 +80,13 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
         Some(e) => println!("watching: degraded: {e}"),
         None => println!("watching: {} directories", s.watched_dirs),
     }
+    let checks = s.cache_checks_watched + s.cache_checks_full;
+    if checks > 0 {
+        println!(
+            "up-to-date checks: {checks} ({} answered by the watcher, {} in full)",
+            s.cache_checks_watched, s.cache_checks_full
+        );
+    }
     for w in &s.config_warnings {
         println!("warning:  {w}");
     }

@@ -7,8 +7,10 @@
 //!
 //! How a run uses it:
 //!
-//! 1. `let key = cache_key(...)` *before* running (so an edit made while the
-//!    task runs is not folded into the stored key: the next check sees it).
+//! 1. Compute the key *before* running (`UpToDate::key`, which takes it
+//!    from the watcher when nothing changed, else from [`fingerprint`]), so
+//!    an edit made while the task runs is not folded into the stored key:
+//!    the next check sees it.
 //! 2. If `store.load(task) == Some(key)`: report "cached", do not run.
 //! 3. Otherwise `store.invalidate(task)`, run, and only if the run succeeded
 //!    `store.store(task, &key)`. (Invalidating first means a failed or
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file_hashes::FileHashes;
+use crate::file_hashes::{FileHashes, Hashed};
 use crate::input_files::{self, InputError, InputFile};
 
 /// Name of the cache directory in the project root.
@@ -125,15 +127,39 @@ impl From<InputError> for CacheError {
     }
 }
 
-/// A key and what went into it, for logging.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A key and what went into it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     pub key: CacheKey,
     /// Number of input files (including named files that are absent).
     pub input_files: usize,
+    /// The directories whose events would show any change to the inputs
+    /// ([`InputFiles::watch_dirs`](input_files::InputFiles::watch_dirs));
+    /// `None` when watching cannot see every change (symlinked or
+    /// hard-linked inputs, patterns leaving the root).
+    pub watch_dirs: Option<Vec<PathBuf>>,
+}
+
+/// Everything in a task's key except its input files: equal recipes and
+/// equal input files give equal keys. Cheap (no file system access).
+pub fn recipe(task: &str, cmd: &str, env: &[(String, String)], patterns: &[String]) -> CacheKey {
+    let mut key = KeyWriter(blake3::Hasher::new_derive_key(KEY_CONTEXT));
+    key.bytes(task.as_bytes());
+    key.bytes(cmd.as_bytes());
+    key.count(env.len());
+    for (name, value) in env {
+        key.bytes(name.as_bytes());
+        key.bytes(value.as_bytes());
+    }
+    key.count(patterns.len());
+    for p in patterns {
+        key.bytes(p.as_bytes());
+    }
+    CacheKey(*key.0.finalize().as_bytes())
 }
 
 /// The cache key of a task; see [`fingerprint`] for the input count.
+#[cfg(test)]
 pub fn cache_key(
     root: &Path,
     task: &str,
@@ -176,6 +202,7 @@ pub fn fingerprint(
 
     let files: Vec<InputFile<'_>> = inputs.iter().collect();
     let file_hashes = hash_all(&files, hashes);
+    let mut linked = false;
     key.count(files.len());
     for (file, hash) in files.iter().zip(file_hashes) {
         let hash = hash.map_err(|source| CacheError::Io {
@@ -184,9 +211,10 @@ pub fn fingerprint(
         })?;
         key.bytes(&file.rel_bytes());
         match hash {
-            Some(hash) => {
+            Some(hashed) => {
+                linked |= hashed.linked;
                 key.0.update(&[1]);
-                key.0.update(&hash);
+                key.0.update(&hashed.hash);
             }
             None => {
                 key.0.update(&[0]);
@@ -196,6 +224,10 @@ pub fn fingerprint(
     Ok(Fingerprint {
         key: CacheKey(*key.0.finalize().as_bytes()),
         input_files: inputs.len(),
+        watch_dirs: inputs
+            .watch_dirs()
+            .filter(|_| !linked)
+            .map(<[PathBuf]>::to_vec),
     })
 }
 
@@ -208,10 +240,9 @@ const MAX_THREADS: usize = 8;
 /// Hashes (or finds in the memo) every file, in order; large input sets are
 /// split over a few scoped threads (the `stat` calls dominate a warm check,
 /// and they run in parallel on separate cores).
-fn hash_all(files: &[InputFile<'_>], hashes: &FileHashes) -> Vec<io::Result<Option<[u8; 32]>>> {
-    let hash_chunk = |chunk: &[InputFile<'_>]| -> Vec<_> {
-        chunk.iter().map(|f| hashes.hash_file(f.abs)).collect()
-    };
+fn hash_all(files: &[InputFile<'_>], hashes: &FileHashes) -> Vec<io::Result<Option<Hashed>>> {
+    let hash_chunk =
+        |chunk: &[InputFile<'_>]| -> Vec<_> { chunk.iter().map(|f| hashes.hash(f.abs)).collect() };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores
         .min(MAX_THREADS)

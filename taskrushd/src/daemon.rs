@@ -27,11 +27,11 @@ use crate::client_stdio::ClientStdio;
 use crate::config_error::ConfigError;
 use crate::connection::ClientGone;
 use crate::events::Events;
-use crate::file_hashes::FileHashes;
 use crate::planner::{self, Plan};
 use crate::plugin_host::{PluginFailure, PluginHost, RunPlugins};
 use crate::projects::{Change, Loaded, Projects};
 use crate::runner::{self, Cancel, RunSpec};
+use crate::up_to_date::UpToDate;
 use crate::watch_run::{SharedFilter, WatchFilter};
 use crate::watcher::{Key, Watcher};
 
@@ -40,7 +40,8 @@ pub struct Daemon {
     started: Instant,
     paths: DaemonPaths,
     projects: Projects,
-    hashes: Arc<FileHashes>,
+    /// File hashes and clean keys, for up-to-date checks.
+    up_to_date: Arc<UpToDate>,
     /// Every plugin process, per project.
     pub plugins: Arc<PluginHost>,
     runs: Mutex<HashMap<u64, watch::Sender<Cancel>>>,
@@ -68,13 +69,21 @@ pub struct DaemonOptions {
     pub started_because: String,
     /// Exit after this long without clients and runs.
     pub idle_timeout: Option<std::time::Duration>,
+    /// Watch cached tasks' inputs so that the next check need not `stat`
+    /// them (off for a one-run private daemon, which has no next check).
+    pub watch_inputs: bool,
 }
 
 impl Daemon {
     /// Must be called within the runtime: it starts the watcher's tasks.
     pub fn new(paths: DaemonPaths, options: DaemonOptions) -> Arc<Daemon> {
         let events = Events::default();
-        let (watcher, changes) = Watcher::start(events.clone());
+        let cookies = options
+            .watch_inputs
+            .then(|| paths.dir.join(format!("cookies.{}", std::process::id())));
+        let (watcher, changes) = Watcher::start(events.clone(), cookies);
+        watcher.remove_cookies();
+        let up_to_date = UpToDate::new(options.watch_inputs.then(|| watcher.clone()));
         let plugins = PluginHost::new(events.clone());
         plugins.set_watcher(watcher.clone());
         let daemon = Arc::new(Daemon {
@@ -85,7 +94,7 @@ impl Daemon {
             started: Instant::now(),
             paths,
             projects: Projects::default(),
-            hashes: Arc::new(FileHashes::new()),
+            up_to_date,
             plugins,
             runs: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(1),
@@ -257,6 +266,8 @@ async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceive
                 let host = d.plugins.clone();
                 tokio::spawn(async move { host.files_changed(&config, &name).await });
             }
+            // Inputs are not reported: their events only clear clean keys.
+            Key::Inputs(..) => {}
         }
     }
 }
@@ -352,8 +363,8 @@ impl Api {
         let mut session = ctx.cancel.subscribe();
         let (inner_tx, inner_rx) = watch::channel(*session.borrow_and_update());
         let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(64);
-        let hashes = self.hashes.clone();
-        let runner = tokio::spawn(runner::run(spec, hashes, events_tx, inner_rx));
+        let up_to_date = self.up_to_date.clone();
+        let runner = tokio::spawn(runner::run(spec, up_to_date, events_tx, inner_rx));
 
         self.publish(run_id, &root, &started);
         ctx.send(&started).await;
@@ -762,6 +773,8 @@ impl TaskRushApiServer for Api {
             config_warnings: self.projects.warnings(),
             watched_dirs: self.watcher.watched(),
             watcher_error: self.watcher.problem(),
+            cache_checks_watched: self.up_to_date.watched_checks(),
+            cache_checks_full: self.up_to_date.full_checks(),
         })
     }
 
@@ -929,6 +942,7 @@ mod tests {
             version: "test".into(),
             started_because: "test".into(),
             idle_timeout: None,
+            watch_inputs: false,
         };
         let daemon = Daemon::new(DaemonPaths::resolve(|_| None), options);
         let module = Api(daemon).into_rpc();

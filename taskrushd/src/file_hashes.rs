@@ -73,6 +73,24 @@ struct Memo {
     hash: [u8; 32],
 }
 
+/// A file's content hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hashed {
+    pub hash: [u8; 32],
+    /// The file has more than one hard link, so it can change without any
+    /// event in its own directory.
+    pub linked: bool,
+}
+
+impl Hashed {
+    fn new(hash: [u8; 32], stamp: &Stamp) -> Hashed {
+        Hashed {
+            hash,
+            linked: stamp.nlink > 1,
+        }
+    }
+}
+
 /// Everything one `stat` tells us about a file's identity and version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
@@ -82,6 +100,9 @@ struct Stamp {
     ctime: (i64, i64),
     ino: u64,
     dev: u64,
+    /// Number of hard links: a file with more than one can be changed
+    /// through a path in another directory.
+    nlink: u64,
 }
 
 impl Stamp {
@@ -130,6 +151,7 @@ mod sys {
             ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
         };
         (stamp, kind)
     }
@@ -170,6 +192,7 @@ mod sys {
             ctime: mtime.max(split(meta.created())),
             ino: 0,
             dev: 0,
+            nlink: 1,
         };
         (stamp, kind)
     }
@@ -225,7 +248,9 @@ impl FileHashes {
     /// A directory gives an `IsADirectory` error, any other non-regular file
     /// (FIFO, socket, device) an `InvalidInput` error; such files are never
     /// opened for reading.
-    pub fn hash_file(&self, abs_path: &Path) -> io::Result<Option<[u8; 32]>> {
+    ///
+    /// Also tells whether the file has other hard links.
+    pub fn hash(&self, abs_path: &Path) -> io::Result<Option<Hashed>> {
         let (stamp, kind) = match sys::stat_path(abs_path) {
             Ok(found) => found,
             Err(err) if is_absent(&err) => {
@@ -239,7 +264,7 @@ impl FileHashes {
             && memo.stamp == stamp
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(memo.hash));
+            return Ok(Some(Hashed::new(memo.hash, &stamp)));
         }
 
         // Taken before the content is read: every write we might miss
@@ -263,7 +288,7 @@ impl FileHashes {
             // Possibly racy: do not trust it next time, read it again.
             memo.remove(abs_path.as_os_str());
         }
-        Ok(Some(hash))
+        Ok(Some(Hashed::new(hash, &stamp)))
     }
 
     /// Drops what is remembered about `abs_path` (e.g. on a watcher event).
@@ -293,6 +318,12 @@ impl FileHashes {
             hashed: self.hashed.load(Ordering::Relaxed),
             entries: self.lock().len(),
         }
+    }
+
+    /// Just the hash of [`FileHashes::hash`].
+    #[cfg(test)]
+    pub fn hash_file(&self, abs_path: &Path) -> io::Result<Option<[u8; 32]>> {
+        Ok(self.hash(abs_path)?.map(|h| h.hash))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<OsString, Memo>> {

@@ -40,6 +40,10 @@ pub struct InputFiles {
     /// Absolute (root-joined) paths, sorted by their bytes; since all share
     /// the `root` prefix this is the order of the relative paths.
     files: Vec<PathBuf>,
+    /// The directories a file watcher must watch to see every change to
+    /// this list or to these files' contents; `None` when no set of
+    /// watched directories can (see [`InputFiles::watch_dirs`]).
+    watch: Option<Vec<PathBuf>>,
 }
 
 /// One input file, as seen from the project root.
@@ -77,6 +81,19 @@ impl InputFiles {
     #[allow(dead_code, reason = "clippy wants `is_empty` beside `len`")]
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// The directories whose events cover every change to these inputs:
+    /// each directory the expansion read, the parent of each named file (or
+    /// the nearest existing ancestor of an absent one), and all their
+    /// ancestors up to the project root (so that renaming or replacing any
+    /// of them shows too). Sorted, without duplicates.
+    ///
+    /// `None` when watching directories cannot see every change: an input
+    /// reached through a symlink to a file, or a dangling one (the target
+    /// may change elsewhere), or a pattern reaching outside the root.
+    pub fn watch_dirs(&self) -> Option<&[PathBuf]> {
+        self.watch.as_deref()
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = InputFile<'_>> {
@@ -293,6 +310,7 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     let mut excludes = GlobSetBuilder::new();
     let mut any_exclude = false;
     let mut walks: Vec<Walk<'_>> = Vec::new();
+    let mut watch = WatchDirs::new(root);
 
     for pattern in patterns {
         let parsed = parse(pattern)?;
@@ -320,9 +338,15 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
                         depth: None,
                     });
                 }
-                Ok(meta) if !meta.is_file() => {} // FIFO, socket, device
-                Ok(_) => files.push(abs),
-                Err(err) if is_absent(&err) => files.push(abs),
+                Ok(meta) if !meta.is_file() => watch.file(&abs), // FIFO, socket, device
+                Ok(_) => {
+                    watch.file(&abs);
+                    files.push(abs);
+                }
+                Err(err) if is_absent(&err) => {
+                    watch.file(&abs);
+                    files.push(abs);
+                }
                 Err(err) => {
                     return Err(InputError::Io {
                         path: PathBuf::from(parsed.normalized),
@@ -347,7 +371,7 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     };
     let globs = build(globs)?;
     for walk in merge_walks(walks) {
-        walk_one(root, &walk, &globs, &mut files)?;
+        walk_one(root, &walk, &globs, &mut files, &mut watch)?;
     }
 
     files.sort_unstable_by(|a, b| {
@@ -363,7 +387,84 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     Ok(InputFiles {
         root: root.to_path_buf(),
         files,
+        watch: watch.finish(),
     })
+}
+
+/// Collects [`InputFiles::watch_dirs`] during an expansion.
+struct WatchDirs<'r> {
+    root: &'r Path,
+    dirs: Vec<PathBuf>,
+    /// Directories from which the chain of ancestors up to the root is
+    /// added at the end.
+    anchors: Vec<PathBuf>,
+    possible: bool,
+}
+
+impl<'r> WatchDirs<'r> {
+    fn new(root: &'r Path) -> Self {
+        WatchDirs {
+            root,
+            dirs: Vec::new(),
+            anchors: Vec::new(),
+            possible: true,
+        }
+    }
+
+    /// A named file (present or not): its directory, or the nearest
+    /// existing ancestor, where its creation would show. A symlink's target
+    /// may change anywhere: not watchable.
+    fn file(&mut self, abs: &Path) {
+        match fs::symlink_metadata(abs) {
+            Ok(meta) if meta.file_type().is_symlink() => self.possible = false,
+            _ => match abs.parent() {
+                Some(parent) => self.existing_ancestor(parent),
+                None => self.possible = false,
+            },
+        }
+    }
+
+    /// A walk's directory that does not exist: its creation shows in the
+    /// nearest existing ancestor.
+    fn existing_ancestor(&mut self, dir: &Path) {
+        let found = dir
+            .ancestors()
+            .take_while(|d| d.starts_with(self.root))
+            .find(|d| d.is_dir());
+        match found {
+            Some(d) => self.anchors.push(d.to_path_buf()),
+            None => self.possible = false,
+        }
+    }
+
+    /// A directory the walk read.
+    fn read(&mut self, dir: &Path) {
+        self.dirs.push(dir.to_path_buf());
+    }
+
+    fn finish(mut self) -> Option<Vec<PathBuf>> {
+        if !self.possible {
+            return None;
+        }
+        for anchor in std::mem::take(&mut self.anchors) {
+            // `..` would leave the root: its ancestors are not ours to watch.
+            if anchor
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return None;
+            }
+            for d in anchor.ancestors() {
+                if !d.starts_with(self.root) {
+                    break;
+                }
+                self.dirs.push(d.to_path_buf());
+            }
+        }
+        self.dirs.sort_unstable();
+        self.dirs.dedup();
+        Some(self.dirs)
+    }
 }
 
 /// Walks that lie inside another walk's directory are folded into it (with
@@ -393,8 +494,10 @@ fn walk_one(
     walk: &Walk<'_>,
     globs: &GlobSet,
     files: &mut Vec<PathBuf>,
+    watch: &mut WatchDirs<'_>,
 ) -> Result<(), InputError> {
     let dir = join_all(root, &walk.prefix);
+    watch.existing_ancestor(&dir);
     let mut walker = WalkDir::new(&dir).follow_links(true);
     if let Some(depth) = walk.depth {
         walker = walker.max_depth(depth);
@@ -416,6 +519,8 @@ fn walk_one(
                     // walk root simply has no files.
                     Some(path) if absent => {
                         if err.depth() > 0 && globs.is_match(relative(root, path)) {
+                            // Dangling: its target may appear anywhere.
+                            watch.possible = false;
                             files.push(path.to_path_buf());
                         }
                         continue;
@@ -432,10 +537,21 @@ fn walk_one(
                 });
             }
         };
+        if entry.file_type().is_dir() {
+            // Read unless the depth limit stops the walk here.
+            if walk.depth.is_none_or(|max| entry.depth() < max) {
+                watch.read(entry.path());
+            }
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
         if globs.is_match(relative(root, entry.path())) {
+            if entry.path_is_symlink() {
+                // The target may live, and change, outside the watched dirs.
+                watch.possible = false;
+            }
             files.push(entry.into_path());
         }
     }
@@ -610,5 +726,57 @@ mod tests {
             let err = result.expect_err("unreadable");
             assert!(err.to_string().contains("src/locked"), "{err}");
         }
+    }
+
+    /// The watched directories of `patterns`, relative (`.` for the root);
+    /// `None` when watching cannot cover them.
+    fn watched(root: &Path, patterns: &[&str]) -> Option<Vec<String>> {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let inputs = expand(root, &patterns).expect("expand");
+        let dirs = inputs.watch_dirs()?;
+        Some(
+            dirs.iter()
+                .map(|d| match relative(root, d).to_str().expect("utf-8") {
+                    "" => ".".to_owned(),
+                    r => r.to_owned(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_walk_watches_every_directory_it_reads_and_their_ancestors() {
+        let dir = TempDir::with(&["src/a/x.rs", "src/a/b/y.rs", "docs/z.md", ".git/HEAD"]);
+        assert_eq!(
+            watched(&dir.0, &["src/**/*.rs"]).unwrap(),
+            [".", "src", "src/a", "src/a/b"]
+        );
+        // `*.md` reads the root only; `docs/*.md` reads `docs`, not below.
+        assert_eq!(watched(&dir.0, &["*.md"]).unwrap(), ["."]);
+        assert_eq!(watched(&dir.0, &["docs/*.md"]).unwrap(), [".", "docs"]);
+    }
+
+    #[test]
+    fn a_named_file_is_watched_through_its_nearest_existing_directory() {
+        let dir = TempDir::with(&["gen/keep"]);
+        assert_eq!(
+            watched(&dir.0, &["gen/out/x.txt", "top.txt"]).unwrap(),
+            [".", "gen"]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_and_dangling_inputs_cannot_be_covered_by_watching() {
+        let dir = TempDir::with(&["src/a.txt", "elsewhere/t.txt"]);
+        assert!(watched(&dir.0, &["src/*.txt"]).is_some());
+        std::os::unix::fs::symlink(dir.0.join("elsewhere/t.txt"), dir.0.join("src/l.txt"))
+            .expect("symlink");
+        assert_eq!(watched(&dir.0, &["src/*.txt"]), None);
+        assert_eq!(watched(&dir.0, &["src/l.txt"]), None);
+        fs::remove_file(dir.0.join("src/l.txt")).expect("rm");
+        std::os::unix::fs::symlink(dir.0.join("nowhere"), dir.0.join("src/d.txt"))
+            .expect("symlink");
+        assert_eq!(watched(&dir.0, &["src/*.txt"]), None);
     }
 }

@@ -28,6 +28,7 @@ mod rush_file;
 mod server;
 mod spawn;
 mod transport;
+mod up_to_date;
 mod watch_run;
 mod watcher;
 
@@ -110,6 +111,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(|_| taskrush_protocol::VERSION.to_owned()),
         started_because: args.started_because.clone(),
         idle_timeout: if args.stdio { None } else { idle_timeout },
+        watch_inputs: !args.stdio,
     };
     if !args.foreground {
         // Our own session: no controlling terminal (a task reading a
@@ -157,7 +159,8 @@ fn main() -> ExitCode {
         ready(args.notify_ready, "ready");
         let daemon = daemon::Daemon::new(paths, options);
         let listener::Bound { listener, lock } = bound;
-        server::serve(listener, daemon).await;
+        server::serve(listener, daemon.clone()).await;
+        daemon.watcher.remove_cookies();
         (ExitCode::SUCCESS, Some(lock))
     });
     // Bounded: a blocking task stuck in a system call must not keep the

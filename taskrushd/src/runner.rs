@@ -17,10 +17,10 @@ use tokio::task::JoinSet;
 
 use crate::cache::{CacheKey, CacheStore};
 use crate::client_stdio::ClientStdio;
-use crate::file_hashes::FileHashes;
 use crate::planner::Plan;
 use crate::rush_file::{RushFile, Task};
 use crate::spawn::{self, GRACE, TaskProcess};
+use crate::up_to_date::{Recipe, UpToDate};
 
 /// How hard a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,7 +62,7 @@ struct Outcome {
 /// Run the plan to the end and return the `run_finished` event.
 pub async fn run(
     spec: RunSpec,
-    hashes: Arc<FileHashes>,
+    up_to_date: Arc<UpToDate>,
     events: mpsc::Sender<RunEvent>,
     mut cancel: watch::Receiver<Cancel>,
 ) -> RunEvent {
@@ -86,11 +86,11 @@ pub async fn run(
         while failed.is_none() && !cancelled && running.len() < jobs {
             let Some(i) = ready.pop_front() else { break };
             let spec = spec.clone();
-            let hashes = hashes.clone();
+            let up_to_date = up_to_date.clone();
             let events = events.clone();
             let cancel = cancel.clone();
             running.spawn(async move {
-                let outcome = run_task(&spec, i, &hashes, &events, cancel).await;
+                let outcome = run_task(&spec, i, &up_to_date, &events, cancel).await;
                 (i, outcome)
             });
         }
@@ -172,7 +172,7 @@ pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
 async fn run_task(
     spec: &RunSpec,
     i: usize,
-    hashes: &Arc<FileHashes>,
+    up_to_date: &Arc<UpToDate>,
     events: &mpsc::Sender<RunEvent>,
     mut cancel: watch::Receiver<Cancel>,
 ) -> Outcome {
@@ -193,29 +193,20 @@ async fn run_task(
     };
     let root = spec.config.root.clone();
 
-    // Up to date? Hashing reads files: off the async threads.
+    // Up to date?
     let mut key: Option<(CacheStore, CacheKey)> = None;
     if !task.cache_files.is_empty() {
-        let (root2, task2, env2, hashes2) = (
-            root.clone(),
-            task.clone(),
-            env_pairs(task, &env),
-            hashes.clone(),
-        );
-        let computed = tokio::task::spawn_blocking(move || {
-            let cmd = task_command_line(&task2);
-            crate::cache::cache_key(
-                &root2,
-                &task2.name,
-                &cmd,
-                &env2,
-                &task2.cache_files,
-                &hashes2,
-            )
-        })
-        .await;
+        let computed = up_to_date
+            .key(Recipe {
+                root: root.clone(),
+                task: task.name.clone(),
+                cmd: task_command_line(task),
+                env: env_pairs(task, &env),
+                patterns: task.cache_files.clone(),
+            })
+            .await;
         match computed {
-            Ok(Ok(k)) => {
+            Ok(k) => {
                 let store = CacheStore::new(&root);
                 if !spec.force && store.load(&name).as_ref() == Some(&k) {
                     let _ = events
@@ -239,15 +230,6 @@ async fn run_task(
                     tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
                 }
                 key = Some((store, k));
-            }
-            Ok(Err(e)) => {
-                return fail(
-                    events,
-                    &name,
-                    started,
-                    format!("cannot check the cache: {e}"),
-                )
-                .await;
             }
             Err(e) => {
                 return fail(

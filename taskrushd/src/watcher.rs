@@ -19,12 +19,36 @@
 //!   the watch limit (ENOSPC, notify's `MaxFilesWatch`) is logged and shown
 //!   by `daemon status` with how to raise it; nothing depends on the
 //!   watcher for correctness, since every request stats its `.rush` file.
+//! - Cached tasks' input directories are watched too (see "Inputs" below).
 //! - Nothing polls: with no events, no task wakes up. A `--watch` session
 //!   that cannot get a native watch falls back to a polling watcher of its
 //!   own, the only polling there is.
 //!
 //! Calls into notify (`watch`/`unwatch`) block on notify's thread, so they
 //! run on tokio's blocking pool, never on a runtime worker.
+//!
+//! # Inputs: up-to-date checks without touching the inputs
+//!
+//! After a cached task's key is computed (every input `stat`ed, hashed when
+//! new), the directories that could show a change to its inputs are watched
+//! ([`Key::Inputs`]; which directories: `InputFiles::watch_dirs`). Every
+//! event under them bumps the key's *generation* and drops its remembered
+//! key. A key computed while the directories were already watched and the
+//! generation did not move is remembered as *clean*: the next check of the
+//! same recipe takes it without a single `stat` of the inputs.
+//!
+//! Consistency ("a request issued after a save sees that save") needs one
+//! more thing: the events of every change made *before* the request must
+//! have been routed. [`Watcher::sync`] proves it the way Watchman does:
+//! it creates a cookie file in a directory of the same inotify instance
+//! and waits for its event. An inotify instance has one queue, filled in
+//! the order the changes were made, and the router reads it in order; so
+//! when the cookie's event arrives, every earlier change has bumped its
+//! generation. If the cookie does not come back in time (or the watch
+//! limit, an overflow or a missing watcher got in the way), the check falls
+//! back to `stat`ing everything — the watcher only ever makes it faster.
+//! A watched directory that is itself replaced, renamed or deleted is
+//! watched again from scratch (its old watch follows the old inode).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,6 +60,7 @@ use taskrush_protocol::events::DaemonEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::cache::CacheKey;
 use crate::events::Events;
 
 /// Quiet time after the last event before a file key is reported.
@@ -47,6 +72,9 @@ const RAW_QUEUE: usize = 4096;
 /// Poll interval of the fallback watcher of a `--watch` session.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long [`Watcher::sync`] waits for its cookie.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Who is interested in a change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -54,6 +82,39 @@ pub enum Key {
     Config(PathBuf),
     /// A plugin of a project: (project root, plugin name).
     Plugin(PathBuf, String),
+    /// A cached task's inputs: (project root, task name).
+    Inputs(PathBuf, String),
+}
+
+/// A key computed while nothing changed under its watched directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanKey {
+    /// What the key was computed for, besides the input files
+    /// (`cache::recipe`).
+    pub recipe: CacheKey,
+    /// The task's cache key.
+    pub key: CacheKey,
+    /// (device, inode) of the project root then: a different directory at
+    /// the same path (an ancestor was renamed) is not the same project.
+    pub root_id: (u64, u64),
+}
+
+/// A cached task's watched input directories.
+struct Inputs {
+    dirs: Vec<PathBuf>,
+    /// Bumped by every event under `dirs`.
+    generation: u64,
+    clean: Option<CleanKey>,
+}
+
+/// The cookie files of [`Watcher::sync`].
+struct Cookies {
+    /// Private to this daemon process (`cookies.<pid>` in the socket's
+    /// directory).
+    dir: PathBuf,
+    next: std::sync::atomic::AtomicU64,
+    /// The highest cookie number whose event has been routed.
+    seen: tokio::sync::watch::Sender<u64>,
 }
 
 /// Decides whether a changed path is of interest to a session.
@@ -73,6 +134,12 @@ struct Routes {
     by_file: HashMap<PathBuf, Vec<Key>>,
     /// `run --watch` sessions.
     trees: HashMap<u64, Tree>,
+    /// Cached tasks' input directories.
+    inputs: HashMap<Key, Inputs>,
+    /// Input directory → the keys watching it.
+    by_dir: HashMap<PathBuf, Vec<Key>>,
+    /// The cookie directory, watched once inputs are.
+    cookie_dir: Option<PathBuf>,
 }
 
 impl Routes {
@@ -83,6 +150,42 @@ impl Routes {
                 self.by_file.entry(f.clone()).or_default().push(k.clone());
             }
         }
+        self.by_dir.clear();
+        for (k, inputs) in &self.inputs {
+            for d in &inputs.dirs {
+                self.by_dir.entry(d.clone()).or_default().push(k.clone());
+            }
+        }
+    }
+
+    /// Something changed at `path`: the inputs watching it or its directory
+    /// are no longer clean. True if `path` is itself a watched input
+    /// directory (it must be watched again: it may be a new inode).
+    fn input_changed(&mut self, path: &Path) -> bool {
+        let Routes { inputs, by_dir, .. } = self;
+        let mut bump = |dir: &Path| {
+            let keys = by_dir.get(dir)?;
+            for k in keys {
+                if let Some(i) = inputs.get_mut(k) {
+                    i.generation += 1;
+                    i.clean = None;
+                }
+            }
+            Some(())
+        };
+        if let Some(parent) = path.parent() {
+            bump(parent);
+        }
+        bump(path).is_some()
+    }
+
+    /// Input directories in use by keys other than `key`.
+    fn input_dirs_besides(&self, key: &Key) -> usize {
+        self.inputs
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(_, i)| i.dirs.len())
+            .sum()
     }
 
     /// Directory → recursive, without directories a recursive watch covers.
@@ -97,6 +200,16 @@ impl Routes {
                     dirs.entry(d.to_path_buf()).or_insert(false);
                 }
             }
+        }
+        for inputs in self.inputs.values() {
+            for d in &inputs.dirs {
+                dirs.entry(d.clone()).or_insert(false);
+            }
+        }
+        if let Some(d) = &self.cookie_dir
+            && !self.inputs.is_empty()
+        {
+            dirs.entry(d.clone()).or_insert(false);
         }
         let trees: Vec<PathBuf> = dirs
             .iter()
@@ -128,13 +241,23 @@ pub struct Watcher {
     /// (`TASKRUSH_TEST_MAX_WATCHES`).
     fake_limit: Option<usize>,
     next_session: std::sync::atomic::AtomicU64,
+    cookies: Option<Cookies>,
+    /// At most this many directories are watched for inputs (a quarter of
+    /// the user's inotify watches: editors and other tools need them too).
+    input_budget: usize,
 }
 
 impl Watcher {
     /// Start the watcher; debounced file keys arrive on the returned
     /// receiver. Without inotify the daemon still works (every request
     /// checks its files); the reason shows in `daemon status`.
-    pub fn start(events: Events) -> (Arc<Watcher>, mpsc::UnboundedReceiver<Key>) {
+    ///
+    /// `cookie_dir` is where [`Watcher::sync`] writes its cookies: a
+    /// directory private to this process, created when first needed.
+    pub fn start(
+        events: Events,
+        cookie_dir: Option<PathBuf>,
+    ) -> (Arc<Watcher>, mpsc::UnboundedReceiver<Key>) {
         let (raw_tx, raw_rx) = mpsc::channel::<notify::Result<Event>>(RAW_QUEUE);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let native = notify::recommended_watcher(move |ev: notify::Result<Event>| {
@@ -151,8 +274,16 @@ impl Watcher {
                 (None, Some(m))
             }
         };
+        let cookies = cookie_dir.clone().map(|dir| Cookies {
+            dir,
+            next: std::sync::atomic::AtomicU64::new(1),
+            seen: tokio::sync::watch::channel(0).0,
+        });
         let w = Arc::new(Watcher {
-            routes: Mutex::new(Routes::default()),
+            routes: Mutex::new(Routes {
+                cookie_dir,
+                ..Routes::default()
+            }),
             native: Mutex::new(Native {
                 watcher,
                 applied: BTreeMap::new(),
@@ -163,6 +294,8 @@ impl Watcher {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             next_session: std::sync::atomic::AtomicU64::new(1),
+            cookies,
+            input_budget: input_budget(),
         });
         tokio::spawn(route(w.clone(), raw_rx, out_tx));
         (w, out_rx)
@@ -213,12 +346,145 @@ impl Watcher {
     pub fn forget(self: &Arc<Self>, key: &Key) {
         {
             let mut r = self.routes();
-            if r.files.remove(key).is_none() {
+            if r.files.remove(key).is_none() && r.inputs.remove(key).is_none() {
                 return;
             }
             r.reindex();
         }
         self.apply_soon();
+    }
+
+    /// The remembered key of `inputs` if nothing changed under its watched
+    /// directories since it was computed, for the same recipe and root.
+    /// Only meaningful right after a successful [`Watcher::sync`].
+    pub fn clean_key(
+        &self,
+        inputs: &Key,
+        recipe: &CacheKey,
+        root_id: (u64, u64),
+    ) -> Option<CacheKey> {
+        let r = self.routes();
+        let clean = r.inputs.get(inputs)?.clean?;
+        (clean.recipe == *recipe && clean.root_id == root_id).then_some(clean.key)
+    }
+
+    /// Call before computing a key of `inputs`: a ticket if its directories
+    /// are watched now (so every change from here on shows), else `None`.
+    pub fn begin_inputs(&self, inputs: &Key) -> Option<u64> {
+        let (generation, dirs) = {
+            let r = self.routes();
+            let i = r.inputs.get(inputs)?;
+            (i.generation, i.dirs.clone())
+        };
+        let native = self.native.lock().unwrap_or_else(|p| p.into_inner());
+        native.watcher.as_ref()?;
+        dirs.iter()
+            .all(|d| native.applied.contains_key(d))
+            .then_some(generation)
+    }
+
+    /// Call after computing a key of `inputs` (with the ticket of
+    /// [`Watcher::begin_inputs`]): remembers it as clean if the same
+    /// directories were watched throughout and nothing changed under them;
+    /// otherwise (first check, other directories) watches `dirs` so that
+    /// the next check can be. `None` for `dirs`: inputs that watching
+    /// cannot cover; they are forgotten.
+    pub async fn finish_inputs(
+        self: &Arc<Self>,
+        inputs: Key,
+        ticket: Option<u64>,
+        dirs: Option<Vec<PathBuf>>,
+        clean: CleanKey,
+    ) {
+        let Some(dirs) = dirs else {
+            self.forget(&inputs);
+            return;
+        };
+        {
+            let mut r = self.routes();
+            if let Some(i) = r.inputs.get_mut(&inputs)
+                && ticket == Some(i.generation)
+                && i.dirs == dirs
+            {
+                i.clean = Some(clean);
+                return;
+            }
+            if r.input_dirs_besides(&inputs) + dirs.len() > self.input_budget {
+                tracing::debug!(
+                    ?inputs,
+                    dirs = dirs.len(),
+                    "input directories over budget: not watched"
+                );
+                drop(r);
+                self.forget(&inputs);
+                return;
+            }
+            let generation = r.inputs.get(&inputs).map_or(0, |i| i.generation + 1);
+            r.inputs.insert(
+                inputs,
+                Inputs {
+                    dirs,
+                    generation,
+                    clean: None,
+                },
+            );
+            r.reindex();
+        }
+        if let Some(c) = &self.cookies {
+            let _ = create_private_dir(&c.dir);
+        }
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.apply()).await;
+    }
+
+    /// Wait until every change made before this call has been routed (see
+    /// "Inputs" in the module documentation). False if that cannot be
+    /// proven within [`SYNC_TIMEOUT`]: the caller must not trust clean keys.
+    pub async fn sync(&self) -> bool {
+        let Some(c) = &self.cookies else {
+            return false;
+        };
+        let watched = {
+            let native = self.native.lock().unwrap_or_else(|p| p.into_inner());
+            native.watcher.is_some() && native.applied.contains_key(&c.dir)
+        };
+        if !watched {
+            return false;
+        }
+        let n = c.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = c.dir.join(n.to_string());
+        let mut seen = c.seen.subscribe();
+        if let Err(e) = std::fs::File::create(&path) {
+            tracing::debug!(path = %path.display(), "cannot write a watcher cookie: {e}");
+            return false;
+        }
+        let routed = tokio::time::timeout(SYNC_TIMEOUT, seen.wait_for(|&s| s >= n)).await;
+        let _ = std::fs::remove_file(&path);
+        matches!(routed, Ok(Ok(_)))
+    }
+
+    /// Remove this process's cookie directory (at shutdown), and those of
+    /// daemons that are gone.
+    pub fn remove_cookies(&self) {
+        let Some(c) = &self.cookies else { return };
+        let _ = std::fs::remove_dir_all(&c.dir);
+        let Some(parent) = c.dir.parent() else { return };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("cookies."))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Watch the tree under `root` for a `run --watch` session: every
@@ -339,6 +605,22 @@ impl Watcher {
         }
     }
 
+    /// Watch `dirs` and every watched directory below them again from
+    /// scratch: each was replaced, renamed or deleted, so its watch (and
+    /// those below it, whose paths now lead elsewhere) may follow inodes
+    /// that are no longer there. Until then, [`Watcher::begin_inputs`]
+    /// sees them unwatched. (A recursive `run --watch` tree is left alone:
+    /// notify follows renames within it itself.)
+    fn rewatch(self: &Arc<Self>, dirs: Vec<PathBuf>) {
+        {
+            let mut native = self.native.lock().unwrap_or_else(|p| p.into_inner());
+            native
+                .applied
+                .retain(|p, recursive| *recursive || !dirs.iter().any(|d| p.starts_with(d)));
+        }
+        self.apply_soon();
+    }
+
     /// Every file key, for a full rescan.
     fn all_keys(&self) -> Vec<Key> {
         self.routes().files.keys().cloned().collect()
@@ -439,13 +721,34 @@ async fn route(
                 for k in w.all_keys() {
                     mark(k);
                 }
+                for i in w.routes().inputs.values_mut() {
+                    i.generation += 1;
+                    i.clean = None;
+                }
                 for t in w.routes().trees.values() {
                     let _ = t.tx.send(t.root.clone());
                 }
             }
             Ok(ev) if is_change(&ev.kind) => {
-                let routes = w.routes();
+                let mut routes = w.routes();
+                let mut rewatch = Vec::new();
                 for p in &ev.paths {
+                    if let Some(c) = &w.cookies
+                        && p.parent() == Some(c.dir.as_path())
+                    {
+                        if let Some(n) = p.file_name().and_then(|n| n.to_str()?.parse::<u64>().ok())
+                        {
+                            c.seen.send_if_modified(|seen| {
+                                let newer = n > *seen;
+                                *seen = (*seen).max(n);
+                                newer
+                            });
+                        }
+                        continue;
+                    }
+                    if routes.input_changed(p) {
+                        rewatch.push(p.clone());
+                    }
                     if let Some(keys) = routes.by_file.get(p) {
                         for k in keys {
                             mark(k.clone());
@@ -457,6 +760,10 @@ async fn route(
                         }
                     }
                 }
+                drop(routes);
+                if !rewatch.is_empty() {
+                    w.rewatch(rewatch);
+                }
             }
             Ok(_) => {}
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -465,6 +772,23 @@ async fn route(
             }
             Err(e) => tracing::debug!("file watcher: {e}"),
         }
+    }
+}
+
+/// A quarter of the user's inotify watches (`fs.inotify.max_user_watches`).
+fn input_budget() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(2048, |max| max / 4)
+}
+
+/// Create `dir` (0700) if it does not exist.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
     }
 }
 

@@ -114,3 +114,210 @@ fn a_change_of_the_command_reruns_the_task() {
     t.run(&["build"]).success();
     assert_eq!(runs(&t), 2);
 }
+
+// The watcher answers repeated checks (no input is `stat`ed while nothing
+// changed under the inputs' directories). A change made right before a run
+// must still be seen by that run: every change below is followed at once,
+// without any wait, by the run that must see it.
+
+/// (checks answered by the watcher, checks done in full), from the daemon.
+fn checks(t: &Scenario) -> (u64, u64) {
+    let status: serde_json::Value =
+        serde_json::from_str(&t.run(&["daemon", "status", "--json"]).stdout()).unwrap();
+    let n = |k: &str| {
+        status[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+    };
+    (n("cache_checks_watched"), n("cache_checks_full"))
+}
+
+/// Run `build` until a check is answered by the watcher (the first check
+/// after a change in the set of directories computes in full twice: once
+/// to find them, once while they are watched); it must stay up to date.
+fn until_answered_by_the_watcher(t: &Scenario) {
+    let before = checks(t).0;
+    for _ in 0..3 {
+        t.run(&["build"]).success();
+        if checks(t).0 > before {
+            return;
+        }
+    }
+    panic!(
+        "three unchanged checks and none answered by the watcher: {:?}",
+        checks(t)
+    );
+}
+
+#[test]
+fn unchanged_inputs_are_checked_by_the_watcher_without_reading_them() {
+    let t = Scenario::new()
+        .rush(CACHED)
+        .file("src/a.txt", "a\n")
+        .file("src/deep/er/b.txt", "b\n");
+    t.run(&["build"]).success();
+    until_answered_by_the_watcher(&t);
+    let out = t.run(&["build"]);
+    assert_eq!(out.stderr(), "taskrush: `build` is up to date\n");
+    assert_eq!(runs(&t), 1);
+    let status = t.run(&["daemon", "status"]);
+    assert!(
+        status.stdout().contains("answered by the watcher"),
+        "{}",
+        status.stdout()
+    );
+}
+
+#[test]
+fn every_kind_of_change_right_after_a_watched_check_is_seen_by_the_next_run() {
+    let t = Scenario::new()
+        .rush(CACHED)
+        .file("src/a.txt", "a\n")
+        .file("src/one/b.txt", "b\n")
+        .file("src/one/two/c.txt", "c\n");
+    t.run(&["build"]).success();
+    let p = t.project();
+    let path = |rel: &str| p.join(rel);
+    type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let changes: Vec<Change<'_>> = vec![
+        (
+            "append to a file",
+            Box::new(|| t.write("src/a.txt", "a2\n")),
+        ),
+        (
+            "same-size edit keeping the mtime",
+            Box::new(|| {
+                let f = path("src/one/b.txt");
+                let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+                std::fs::write(&f, "B\n").unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&f)
+                    .unwrap()
+                    .set_modified(mtime)
+                    .unwrap();
+            }),
+        ),
+        (
+            "editor save: write a temp file, rename it over",
+            Box::new(|| {
+                std::fs::write(path("src/one/two/.c.txt.swp"), "c2\n").unwrap();
+                std::fs::rename(path("src/one/two/.c.txt.swp"), path("src/one/two/c.txt")).unwrap();
+            }),
+        ),
+        (
+            "new file in a nested directory",
+            Box::new(|| t.write("src/one/two/d.txt", "d\n")),
+        ),
+        (
+            "new directory with a file",
+            Box::new(|| t.write("src/new/dir/e.txt", "e\n")),
+        ),
+        (
+            "delete a file",
+            Box::new(|| std::fs::remove_file(path("src/one/two/d.txt")).unwrap()),
+        ),
+        (
+            "rename a directory away",
+            Box::new(|| std::fs::rename(path("src/one"), path("one.away")).unwrap()),
+        ),
+        (
+            "rename it back",
+            Box::new(|| std::fs::rename(path("one.away"), path("src/one")).unwrap()),
+        ),
+        (
+            "replace a directory by a new one",
+            Box::new(|| {
+                std::fs::remove_dir_all(path("src/new")).unwrap();
+                t.write("new.tmp/dir/e.txt", "e2\n");
+                std::fs::rename(path("new.tmp"), path("src/new")).unwrap();
+            }),
+        ),
+        (
+            "edit inside the replacement",
+            Box::new(|| t.write("src/new/dir/e.txt", "e3\n")),
+        ),
+        (
+            "replace the walked directory itself",
+            Box::new(|| {
+                std::fs::rename(path("src"), path("src.old")).unwrap();
+                t.write("src/a.txt", "fresh\n");
+            }),
+        ),
+        (
+            "edit inside the new walked directory",
+            Box::new(|| t.write("src/a.txt", "fresher\n")),
+        ),
+        (
+            "chmod only (content unchanged: must not rerun, but must not break either)",
+            Box::new(|| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path("src/a.txt"), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }),
+        ),
+    ];
+    for (what, change) in &changes {
+        until_answered_by_the_watcher(&t);
+        let before = runs(&t);
+        change();
+        t.run(&["build"]).success();
+        let expected = if what.starts_with("chmod") {
+            before
+        } else {
+            before + 1
+        };
+        assert_eq!(runs(&t), expected, "after: {what}");
+    }
+    until_answered_by_the_watcher(&t);
+    t.write("src/a.txt", "last\n");
+    t.run(&["build"]).success();
+    assert_eq!(t.read("out.txt").lines().next(), Some("last"));
+}
+
+#[test]
+fn a_renamed_ancestor_of_named_inputs_is_seen() {
+    let t = Scenario::new()
+        .rush("tasks:\n  build:\n    cmd: echo built >> runs.log\n    cache_files: [gen/out/x.txt, gen/out/y.txt]\n")
+        .file("gen/out/x.txt", "x\n");
+    t.run(&["build"]).success();
+    until_answered_by_the_watcher(&t);
+    std::fs::rename(t.project().join("gen"), t.project().join("gen.old")).unwrap();
+    t.write("gen/out/x.txt", "other\n");
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 2);
+    until_answered_by_the_watcher(&t);
+    t.write("gen/out/y.txt", "now present\n");
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 3);
+}
+
+#[test]
+fn inputs_that_can_change_elsewhere_are_always_checked_in_full() {
+    // A symlink to a file outside the inputs' directories, and a hard link
+    // whose other name is outside them: writes through those names cause
+    // no event where the watcher looks.
+    let t = Scenario::new()
+        .rush("tasks:\n  build:\n    cmd: echo built >> runs.log\n    cache_files: [\"src/**\"]\n")
+        .file("elsewhere/target.txt", "1\n")
+        .file("elsewhere/linked.txt", "1\n");
+    let p = t.project();
+    std::fs::create_dir_all(p.join("src")).unwrap();
+    std::os::unix::fs::symlink(p.join("elsewhere/target.txt"), p.join("src/sym.txt")).unwrap();
+    std::fs::hard_link(p.join("elsewhere/linked.txt"), p.join("src/hard.txt")).unwrap();
+    t.run(&["build"]).success();
+    for _ in 0..3 {
+        t.run(&["build"]).success();
+    }
+    assert_eq!(checks(&t).0, 0, "no check may be answered by the watcher");
+    t.write("elsewhere/target.txt", "2\n");
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 2);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.join("elsewhere/linked.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"2\n"))
+        .unwrap();
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 3);
+}

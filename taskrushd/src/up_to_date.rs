@@ -1,0 +1,133 @@
+//! The up-to-date check of one cached task: the watcher's clean key when it
+//! can prove nothing changed, else the full key computation.
+//!
+//! The full computation (`cache::fingerprint`) lists the inputs and
+//! `stat`s every one (hashing the new or changed ones): for 10,000 files
+//! that is 10,000 `stat`s on every check. Once a key has been computed
+//! while the watcher watched every directory that could show a change, and
+//! no event arrived meanwhile, the watcher remembers it as clean; the next
+//! check takes it after a cookie round trip (`Watcher::sync`), without
+//! touching the inputs. The rules that keep this exact are in the watcher's
+//! module documentation ("Inputs").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache::{self, CacheError, CacheKey};
+use crate::file_hashes::FileHashes;
+use crate::watcher::{CleanKey, Key, Watcher};
+
+/// What the daemon keeps between checks: file hashes and the watcher.
+pub struct UpToDate {
+    hashes: FileHashes,
+    watcher: Option<Arc<Watcher>>,
+    watched: AtomicU64,
+    full: AtomicU64,
+}
+
+/// What a task's key is computed from.
+pub struct Recipe {
+    pub root: PathBuf,
+    pub task: String,
+    /// Everything the task runs (`before`, `cmd`, `after`).
+    pub cmd: String,
+    /// The task's expanded `env`.
+    pub env: Vec<(String, String)>,
+    /// Its `cache_files`.
+    pub patterns: Vec<String>,
+}
+
+impl UpToDate {
+    /// `watcher`: `None` to always compute keys in full.
+    pub fn new(watcher: Option<Arc<Watcher>>) -> Arc<UpToDate> {
+        Arc::new(UpToDate {
+            hashes: FileHashes::new(),
+            watcher,
+            watched: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+        })
+    }
+
+    /// Checks answered by the watcher so far.
+    pub fn watched_checks(&self) -> u64 {
+        self.watched.load(Ordering::Relaxed)
+    }
+
+    /// Checks computed in full so far.
+    pub fn full_checks(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// The task's cache key as of now: every change made before this call
+    /// is in it.
+    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CacheError> {
+        let signature = cache::recipe(&recipe.task, &recipe.cmd, &recipe.env, &recipe.patterns);
+        let inputs = Key::Inputs(recipe.root.clone(), recipe.task.clone());
+        let root_id = local_dir_id(&recipe.root);
+        let watcher = self.watcher.as_ref().filter(|_| root_id.is_some());
+        if let (Some(w), Some(id)) = (watcher, root_id)
+            && w.clean_key(&inputs, &signature, id).is_some()
+            && w.sync().await
+            && let Some(key) = w.clean_key(&inputs, &signature, id)
+        {
+            self.watched.fetch_add(1, Ordering::Relaxed);
+            return Ok(key);
+        }
+        self.full.fetch_add(1, Ordering::Relaxed);
+        let ticket = watcher.and_then(|w| w.begin_inputs(&inputs));
+        let me = self.clone();
+        let fingerprint = tokio::task::spawn_blocking(move || {
+            cache::fingerprint(
+                &recipe.root,
+                &recipe.task,
+                &recipe.cmd,
+                &recipe.env,
+                &recipe.patterns,
+                &me.hashes,
+            )
+        })
+        .await
+        .map_err(|e| CacheError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        if let (Some(w), Some(root_id)) = (watcher, root_id) {
+            let clean = CleanKey {
+                recipe: signature,
+                key: fingerprint.key,
+                root_id,
+            };
+            w.finish_inputs(inputs, ticket, fingerprint.watch_dirs, clean)
+                .await;
+        }
+        Ok(fingerprint.key)
+    }
+}
+
+/// (device, inode) of `dir`, if it is on a local file system: inotify sees
+/// only changes made through this kernel, so network and FUSE file systems
+/// (whose files can change on another machine or behind the kernel's back)
+/// always get the full check.
+fn local_dir_id(dir: &Path) -> Option<(u64, u64)> {
+    // statfs(2) magic numbers.
+    const REMOTE: [u64; 9] = [
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xfe53_4d42, // SMB2
+        0xff53_4d42, // CIFS
+        0x6573_5546, // FUSE
+        0x0102_1997, // 9P (VM shared folders, WSL)
+        0x00c3_6400, // Ceph
+        0x5346_414f, // AFS
+        0x0bd0_0bd0, // Lustre
+    ];
+    let fs = rustix::fs::statfs(dir).ok()?;
+    #[allow(clippy::unnecessary_cast, reason = "the field's type varies by target")]
+    if REMOTE.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
+        return None;
+    }
+    let st = rustix::fs::stat(dir).ok()?;
+    #[allow(clippy::unnecessary_cast, reason = "the fields' types vary by target")]
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
