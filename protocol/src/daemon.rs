@@ -73,18 +73,25 @@ pub struct TaskInfo {
 
 /// The answer to `list_tasks`: tasks sorted by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields are sent in this order, so that a client can print the tasks as
+/// it reads them: `name_width` comes before `tasks`.
 pub struct TaskList {
     /// The `.rush` file listed.
     pub file: String,
+    /// Set when the `.rush` file is broken or gone and its last valid
+    /// content is listed: "using the last valid config; `FILE:L:C`: …".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// The length of the longest task name, in characters (to align a
+    /// list printed while it is read).
+    #[serde(default)]
+    pub name_width: usize,
     pub tasks: Vec<TaskInfo>,
     /// Commands added by the project's plugins (`taskrush NAME args…`),
     /// sorted by name; plugins that could not be started add none.
     #[serde(default)]
     pub commands: Vec<CommandInfo>,
-    /// Set when the `.rush` file is broken or gone and its last valid
-    /// content is listed: "using the last valid config; `FILE:L:C`: …".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warning: Option<String>,
 }
 
 /// A command a plugin adds, as `list_tasks` returns it.

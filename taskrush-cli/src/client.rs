@@ -166,6 +166,55 @@ impl Client {
         }
     }
 
+    /// Call and deserialize the answer's `result` with `seed` *while it is
+    /// read from the socket*: the answer is never held whole (a 10,000-task
+    /// list would take a megabyte). For a connection with no other request
+    /// in flight: any answer is taken as this one's; notifications before
+    /// it are skipped.
+    pub fn call_streaming<S>(
+        &mut self,
+        method: &str,
+        params: Value,
+        seed: S,
+    ) -> Result<S::Value, CliError>
+    where
+        // Nothing is borrowed from a socket: any lifetime serves.
+        S: serde::de::DeserializeSeed<'static>,
+    {
+        self.send(method, params)?;
+        let mut seed = Some(seed);
+        loop {
+            // serde_json reads a byte at a time; a `BufReader` makes that
+            // cheap (std reads its bytes straight from the buffer).
+            let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(
+                16 * 1024,
+                OneLine {
+                    inner: &mut self.reader,
+                    left: MAX_LINE,
+                    done: false,
+                },
+            ));
+            let message = serde::de::Deserializer::deserialize_map(
+                &mut de,
+                streaming::Message { seed: &mut seed },
+            );
+            let message = message.map_err(|e| {
+                if e.is_io() || e.is_eof() {
+                    CliError::Disconnected(format!("while reading the answer to `{method}`: {e}"))
+                } else {
+                    CliError::Protocol(format!("unexpected answer to `{method}`: {e}"))
+                }
+            })?;
+            // Only whitespace (the line's end) may follow.
+            de.end().map_err(|e| CliError::Protocol(e.to_string()))?;
+            match message {
+                streaming::Got::Result(value) => return Ok(value),
+                streaming::Got::Error(err) => return Err(CliError::Remote(err)),
+                streaming::Got::Other => continue,
+            }
+        }
+    }
+
     /// The next message from the daemon.
     pub fn read(&mut self) -> Result<Incoming, CliError> {
         loop {
@@ -199,6 +248,85 @@ impl Client {
                 (None, None) => Ok(null()),
             };
             return Ok(Incoming::Response { id, result });
+        }
+    }
+}
+
+/// Reads one newline-terminated message (JSON strings cannot hold a raw
+/// newline, so the first one ends it) and then reports the end.
+struct OneLine<'a, R: BufRead> {
+    inner: &'a mut R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for OneLine<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let available = self.inner.fill_buf()?;
+        if available.is_empty() {
+            return Ok(0);
+        }
+        let available = &available[..available.len().min(buf.len())];
+        let (n, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if n > self.left {
+            return Err(std::io::Error::other("message too long"));
+        }
+        buf[..n].copy_from_slice(&available[..n]);
+        self.inner.consume(n);
+        self.left -= n;
+        self.done = end;
+        Ok(n)
+    }
+}
+
+/// The envelope of a message read by [`Client::call_streaming`].
+mod streaming {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use taskrush_protocol::error::WireError;
+
+    pub enum Got<T> {
+        Result(T),
+        Error(WireError),
+        /// A notification, or an answer without `result` or `error`.
+        Other,
+    }
+
+    pub struct Message<'s, S> {
+        pub seed: &'s mut Option<S>,
+    }
+
+    impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Message<'_, S> {
+        type Value = Got<S::Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON-RPC message")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut got = Got::Other;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "result" => match self.seed.take() {
+                        Some(seed) => got = Got::Result(map.next_value_seed(seed)?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    },
+                    "error" => got = Got::Error(map.next_value()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(got)
         }
     }
 }

@@ -1,8 +1,15 @@
 //! `taskrush --list`.
+//!
+//! The list is printed while it is read from the socket: a 10,000-task
+//! answer is a megabyte of JSON, and holding it (and the tasks parsed from
+//! it) would more than double the CLI's memory. The daemon sends
+//! `name_width` before `tasks`, so each line can be aligned as it comes.
 
-use std::io::Write;
+use std::fmt;
+use std::io::{BufWriter, StdoutLock, Write};
 
-use taskrush_protocol::daemon::TaskList;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use taskrush_protocol::daemon::{TaskInfo, TaskList};
 use taskrush_protocol::method;
 use taskrush_protocol::paths::DaemonPaths;
 
@@ -10,51 +17,145 @@ use crate::args::RunArgs;
 use crate::error::CliError;
 
 pub fn list(args: &RunArgs) -> Result<i32, CliError> {
-    let list = fetch(args)?;
-    if let Some(w) = &list.warning {
-        eprintln!("warning: {w}");
-    }
-    let width = list
-        .tasks
-        .iter()
-        .map(|t| t.name.chars().count())
-        .max()
-        .unwrap_or(0);
+    let mut client = crate::client::connect(&DaemonPaths::from_env(), false, args.no_daemon)?;
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    for t in &list.tasks {
-        let mut line = String::with_capacity(width + 64);
-        line.push_str(&t.name);
-        let desc = t.description.as_deref().unwrap_or("");
-        let deps = if t.depends_on.is_empty() {
-            String::new()
-        } else {
-            format!("[depends on: {}]", t.depends_on.join(", "))
-        };
-        if !desc.is_empty() || !deps.is_empty() {
-            let pad = width - t.name.chars().count() + 2;
-            line.extend(std::iter::repeat_n(' ', pad));
-            line.push_str(desc);
-            if !desc.is_empty() && !deps.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(&deps);
-        }
-        line.push('\n');
-        if out.write_all(line.as_bytes()).is_err() {
-            return Ok(0); // stdout closed (`| head`): nothing more to say
-        }
-    }
-    let _ = out.flush();
+    let printer = Printer {
+        out: BufWriter::with_capacity(16 * 1024, stdout.lock()),
+        closed: false,
+    };
+    let mut printer = client.call_streaming(method::LIST_TASKS, params(args)?, printer)?;
+    let _ = printer.out.flush();
     Ok(0)
 }
 
 /// Ask the daemon for the task list of the project around the cwd.
 pub fn fetch(args: &RunArgs) -> Result<TaskList, CliError> {
     let mut client = crate::client::connect(&DaemonPaths::from_env(), false, args.no_daemon)?;
-    let params = serde_json::json!({
+    client.call(method::LIST_TASKS, params(args)?)
+}
+
+fn params(args: &RunArgs) -> Result<serde_json::Value, CliError> {
+    Ok(serde_json::json!({
         "cwd": crate::cwd()?,
         "file": args.file.as_ref().map(|f| f.display().to_string()),
-    });
-    client.call(method::LIST_TASKS, params)
+    }))
+}
+
+/// `build  Build it [depends on: gen]`: the name padded to `width`, then
+/// the description and the dependencies, if any.
+fn line(t: &TaskInfo, width: usize) -> String {
+    let mut line = String::with_capacity(width + 64);
+    line.push_str(&t.name);
+    let desc = t.description.as_deref().unwrap_or("");
+    if !desc.is_empty() || !t.depends_on.is_empty() {
+        let pad = width.saturating_sub(t.name.chars().count()) + 2;
+        line.extend(std::iter::repeat_n(' ', pad));
+        line.push_str(desc);
+        if !t.depends_on.is_empty() {
+            if !desc.is_empty() {
+                line.push(' ');
+            }
+            line.push_str("[depends on: ");
+            line.push_str(&t.depends_on.join(", "));
+            line.push(']');
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// Prints a `TaskList` as it is deserialized.
+struct Printer<'a> {
+    out: BufWriter<StdoutLock<'a>>,
+    /// Our stdout was closed (`| head`): read on, print nothing more.
+    closed: bool,
+}
+
+impl Printer<'_> {
+    fn print(&mut self, t: &TaskInfo, width: usize) {
+        if !self.closed && self.out.write_all(line(t, width).as_bytes()).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+impl<'de, 'a> DeserializeSeed<'de> for Printer<'a> {
+    type Value = Printer<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for Printer<'a> {
+    type Value = Printer<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a task list")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut width: Option<usize> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "warning" => {
+                    if let Some(w) = map.next_value::<Option<String>>()? {
+                        let _ = self.out.flush();
+                        eprintln!("warning: {w}");
+                    }
+                }
+                "name_width" => width = Some(map.next_value()?),
+                "tasks" => match width {
+                    Some(width) => {
+                        self = map.next_value_seed(Tasks {
+                            printer: self,
+                            width,
+                        })?;
+                    }
+                    // A daemon that does not send the width first: the
+                    // whole list is needed to align it.
+                    None => {
+                        let tasks: Vec<TaskInfo> = map.next_value()?;
+                        let width = tasks.iter().map(|t| t.name.chars().count()).max();
+                        for t in &tasks {
+                            self.print(t, width.unwrap_or(0));
+                        }
+                    }
+                },
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// The `tasks` array, printed one element at a time.
+struct Tasks<'a> {
+    printer: Printer<'a>,
+    width: usize,
+}
+
+impl<'de, 'a> DeserializeSeed<'de> for Tasks<'a> {
+    type Value = Printer<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for Tasks<'a> {
+    type Value = Printer<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tasks")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while let Some(t) = seq.next_element::<TaskInfo>()? {
+            self.printer.print(&t, self.width);
+        }
+        Ok(self.printer)
+    }
 }

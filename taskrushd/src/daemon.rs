@@ -748,8 +748,14 @@ impl TaskRushApiServer for Api {
                 cached: !t.cache_files.is_empty(),
             })
             .collect();
+        let tasks: Vec<TaskInfo> = tasks;
         Ok(TaskList {
             file: config.path.display().to_string(),
+            name_width: tasks
+                .iter()
+                .map(|t| t.name.chars().count())
+                .max()
+                .unwrap_or(0),
             tasks,
             commands,
             warning: loaded.warning,

@@ -52,6 +52,39 @@ fn list_shows_tasks_sorted_with_descriptions_and_dependencies() {
 }
 
 #[test]
+fn a_long_list_is_aligned_to_its_longest_name_and_survives_a_closed_pipe() {
+    // 3,000 tasks (the answer is read as a stream, never held whole), one
+    // with a long name and descriptions with characters JSON escapes.
+    let mut rush = String::from("tasks:\n");
+    for i in 0..3000 {
+        rush.push_str(&format!(
+            "  t{i:04}:\n    cmd: 'true'\n    description: \"say \\\"{i}\\\" \\\\ done\"\n"
+        ));
+    }
+    rush.push_str("  a-much-longer-task-name:\n    cmd: 'true'\n    depends_on: [t0001]\n");
+    let t = Scenario::new().rush(&rush);
+    let out = t.run(&["--list"]);
+    out.success();
+    let stdout = out.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3001);
+    assert_eq!(lines[0], "a-much-longer-task-name  [depends on: t0001]");
+    assert_eq!(
+        lines[1],
+        format!("t0000{}say \"0\" \\ done", " ".repeat(20))
+    );
+    assert_eq!(
+        lines[3000],
+        format!("t2999{}say \"2999\" \\ done", " ".repeat(20))
+    );
+    t.sh("taskrush --list | head -n 1 > first.txt").success();
+    assert_eq!(
+        t.read("first.txt"),
+        "a-much-longer-task-name  [depends on: t0001]\n"
+    );
+}
+
+#[test]
 fn a_failing_task_gives_its_exit_status_and_stops_what_depends_on_it() {
     let t = Scenario::new().rush(
         "
