@@ -12,7 +12,11 @@ B. End to end through taskrushd: `taskrush all` over N no-op tasks run one
    every task, (3) with the RFC's alternative: shell `before:`/`after:`
    hooks running a Python script. Per-task overhead = (variant - plain)/N.
 
-Usage: benches/plugin_overhead.py [--pairs 2000] [--tasks 300] [--runs 5]
+C. W2 with four warm plugins: the chain of 100 no-op tasks (`taskrush t99`),
+   without plugins and with four no-op plugins hooking every task (two
+   Python, one Node.js, one Go), declared in that order.
+
+Usage: benches/plugin_overhead.py [--pairs 2000] [--tasks 300] [--runs 5] [--parts ABC]
 Needs target/release/taskrush{,d} (benches/run.sh builds them) and the Go
 no-op plugin built (benches/run.sh does: go build in benches/plugins/noop-go).
 """
@@ -94,12 +98,47 @@ def project(dirpath, tasks, plugin=None, shell_hooks=False):
         f.write("import sys\n")
 
 
-def timed_runs(taskrush, cwd, env, runs):
-    subprocess.run([taskrush, "all"], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)  # warm
+def chain_project(dirpath, tasks, plugins):
+    """W2's chain t0 <- t1 <- ... with `plugins` [(name, dir)] hooking every task."""
+    os.makedirs(dirpath, exist_ok=True)
+    lines = []
+    if plugins:
+        lines.append("plugins:")
+        for name, path in plugins:
+            lines += [f"  - name: {name}", f"    path: {path}"]
+    lines.append("tasks:")
+    for i in range(tasks):
+        lines += [f"  t{i}:", "    cmd: 'true'"]
+        if i:
+            lines.append(f"    deps: [t{i - 1}]")
+    with open(os.path.join(dirpath, ".rush"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def second_python_plugin(tmp):
+    """A copy of the Python no-op plugin under another name."""
+    d = os.path.join(tmp, "noop-py2")
+    shutil.copytree(PLUGINS["python"], d)
+    toml = os.path.join(d, "plugin.toml")
+    with open(toml) as f:
+        text = f.read().replace('name = "noop-py"', 'name = "noop-py2"')
+    with open(toml, "w") as f:
+        f.write(text)
+    main = os.path.join(d, "main.py")
+    with open(main) as f:
+        text = f.read().replace('"..", "..", "..", "plugins-external"', repr(ROOT) + ', "plugins-external"')
+        text = text.replace('Plugin("noop-py"', 'Plugin("noop-py2"')
+    with open(main, "w") as f:
+        f.write(text)
+    return d
+
+
+def timed_runs(taskrush, cwd, env, runs, target="all"):
+    subprocess.run([taskrush, target], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)  # warm
     out = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run([taskrush, "all"], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([taskrush, target], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
         out.append(time.perf_counter() - t0)
     return statistics.median(out)
 
@@ -110,8 +149,39 @@ def main():
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--taskrush", default=os.path.join(ROOT, "target", "release", "taskrush"))
+    ap.add_argument("--parts", default="ABC")
     a = ap.parse_args()
+    if "A" in a.parts:
+        part_a(a)
+    if "B" in a.parts:
+        part_b(a)
+    if "C" in a.parts:
+        part_c(a)
 
+
+def part_c(a):
+    print(f"\n## C. W2 (a chain of 100 no-op tasks) with four warm plugins (median of {max(a.runs, 10)})\n")
+    tmp = tempfile.mkdtemp(prefix="tr-plugin-bench-")
+    env = dict(os.environ, TASKRUSH_SOCKET=os.path.join(tmp, "d.sock"))
+    try:
+        four = [("noop-py", PLUGINS["python"]), ("noop-py2", second_python_plugin(tmp)),
+                ("noop-node", PLUGINS["node"]), ("noop-go", PLUGINS["go"])]
+        print("| variant | `taskrush t99` | per task | added per task |")
+        print("|---|---|---|---|")
+        base = None
+        for i, (name, plugins) in enumerate([("no plugins", []), ("4 plugins (Python x2, Node.js, Go)", four)]):
+            d = os.path.join(tmp, f"c{i}")
+            chain_project(d, 100, plugins)
+            t = timed_runs(a.taskrush, d, env, max(a.runs, 10), target="t99")
+            base = t if base is None else base
+            added = "" if not plugins else f"{(t - base) / 100 * 1000:.2f} ms"
+            print(f"| {name} | {t * 1000:.1f} ms | {t / 100 * 1000:.2f} ms | {added} |")
+    finally:
+        subprocess.run([a.taskrush, "daemon", "stop"], env=env, stdout=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def part_a(a):
     print(f"## A. before_task + after_task round trip to a warm plugin ({a.pairs} pairs)\n")
     print("| plugin SDK | median per pair | p99 per pair | max |")
     print("|---|---|---|---|")
@@ -119,6 +189,8 @@ def main():
         med, p99, mx = round_trips(lang, a.pairs)
         print(f"| {lang} | {med:.0f} us | {p99:.0f} us | {mx:.0f} us |")
 
+
+def part_b(a):
     print(f"\n## B. End to end: `taskrush all` over {a.tasks} no-op tasks, one at a time (median of {a.runs})\n")
     tmp = tempfile.mkdtemp(prefix="tr-plugin-bench-")
     env = dict(os.environ, TASKRUSH_SOCKET=os.path.join(tmp, "d.sock"))
