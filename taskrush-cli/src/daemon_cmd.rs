@@ -83,7 +83,7 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
     let checks = s.cache_checks_watched + s.cache_checks_full;
     if checks > 0 {
         println!(
-            "up-to-date checks: {checks} ({} answered by the watcher, {} in full)",
+            "checks:   {checks} up-to-date checks ({} answered by the watcher, {} in full)",
             s.cache_checks_watched, s.cache_checks_full
         );
     }

@@ -137,7 +137,7 @@ pub struct Fingerprint {
     /// ([`InputFiles::watch_dirs`](input_files::InputFiles::watch_dirs));
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
-    pub watch_dirs: Option<Vec<PathBuf>>,
+    pub watch_dirs: Option<Vec<input_files::WatchDir>>,
 }
 
 /// Everything in a task's key except its input files: equal recipes and
@@ -227,7 +227,7 @@ pub fn fingerprint(
         watch_dirs: inputs
             .watch_dirs()
             .filter(|_| !linked)
-            .map(<[PathBuf]>::to_vec),
+            .map(<[input_files::WatchDir]>::to_vec),
     })
 }
 

@@ -168,6 +168,13 @@ impl Daemon {
         match change {
             Change::None => {}
             Change::Reloaded(config) => {
+                // Tasks that are gone (or lost their cache) need no watches.
+                self.watcher.retain_inputs(&config.root, |task| {
+                    config
+                        .tasks
+                        .get(task)
+                        .is_some_and(|t| !t.cache_files.is_empty())
+                });
                 self.events.send(DaemonEvent::ConfigReloaded {
                     root: display(&config.root),
                     file: display(&config.path),

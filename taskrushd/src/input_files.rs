@@ -43,7 +43,16 @@ pub struct InputFiles {
     /// The directories a file watcher must watch to see every change to
     /// this list or to these files' contents; `None` when no set of
     /// watched directories can (see [`InputFiles::watch_dirs`]).
-    watch: Option<Vec<PathBuf>>,
+    watch: Option<Vec<WatchDir>>,
+}
+
+/// A directory to watch, and which one it was when the inputs were listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchDir {
+    pub path: PathBuf,
+    /// (device, inode): a watch follows an inode, so a directory replaced
+    /// since it was watched must be watched again.
+    pub id: (u64, u64),
 }
 
 /// One input file, as seen from the project root.
@@ -90,9 +99,11 @@ impl InputFiles {
     /// of them shows too). Sorted, without duplicates.
     ///
     /// `None` when watching directories cannot see every change: an input
-    /// reached through a symlink to a file, or a dangling one (the target
-    /// may change elsewhere), or a pattern reaching outside the root.
-    pub fn watch_dirs(&self) -> Option<&[PathBuf]> {
+    /// reached through a symlink (to a file or a directory: its target may
+    /// change elsewhere, and one inode watched under two paths reports
+    /// under one), a dangling symlink, a pattern reaching outside the root,
+    /// or a directory on another device than the root (a mount).
+    pub fn watch_dirs(&self) -> Option<&[WatchDir]> {
         self.watch.as_deref()
     }
 
@@ -391,10 +402,22 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     })
 }
 
+/// (device, inode) of a directory.
+#[cfg(unix)]
+fn dir_id(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn dir_id(_meta: &fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
 /// Collects [`InputFiles::watch_dirs`] during an expansion.
 struct WatchDirs<'r> {
     root: &'r Path,
-    dirs: Vec<PathBuf>,
+    dirs: Vec<WatchDir>,
     /// Directories from which the chain of ancestors up to the root is
     /// added at the end.
     anchors: Vec<PathBuf>,
@@ -438,14 +461,25 @@ impl<'r> WatchDirs<'r> {
     }
 
     /// A directory the walk read.
-    fn read(&mut self, dir: &Path) {
-        self.dirs.push(dir.to_path_buf());
+    fn read(&mut self, entry: &walkdir::DirEntry) {
+        if entry.path_is_symlink() {
+            self.possible = false;
+            return;
+        }
+        match entry.metadata() {
+            Ok(meta) => self.dirs.push(WatchDir {
+                path: entry.path().to_path_buf(),
+                id: dir_id(&meta),
+            }),
+            Err(_) => self.possible = false,
+        }
     }
 
-    fn finish(mut self) -> Option<Vec<PathBuf>> {
+    fn finish(mut self) -> Option<Vec<WatchDir>> {
         if !self.possible {
             return None;
         }
+        let root_dev = fs::metadata(self.root).ok().map(|m| dir_id(&m).0)?;
         for anchor in std::mem::take(&mut self.anchors) {
             // `..` would leave the root: its ancestors are not ours to watch.
             if anchor
@@ -458,11 +492,27 @@ impl<'r> WatchDirs<'r> {
                 if !d.starts_with(self.root) {
                     break;
                 }
-                self.dirs.push(d.to_path_buf());
+                // Below the root, a symlinked directory is not watchable
+                // (the root itself is the project's own path).
+                let meta = if d == self.root {
+                    fs::metadata(d)
+                } else {
+                    fs::symlink_metadata(d)
+                };
+                match meta {
+                    Ok(m) if m.is_dir() => self.dirs.push(WatchDir {
+                        path: d.to_path_buf(),
+                        id: dir_id(&m),
+                    }),
+                    _ => return None,
+                }
             }
         }
-        self.dirs.sort_unstable();
-        self.dirs.dedup();
+        if self.dirs.iter().any(|d| d.id.0 != root_dev) {
+            return None; // another file system mounted inside the project
+        }
+        self.dirs.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        self.dirs.dedup_by(|a, b| a.path == b.path);
         Some(self.dirs)
     }
 }
@@ -540,7 +590,7 @@ fn walk_one(
         if entry.file_type().is_dir() {
             // Read unless the depth limit stops the walk here.
             if walk.depth.is_none_or(|max| entry.depth() < max) {
-                watch.read(entry.path());
+                watch.read(&entry);
             }
             continue;
         }
@@ -736,7 +786,7 @@ mod tests {
         let dirs = inputs.watch_dirs()?;
         Some(
             dirs.iter()
-                .map(|d| match relative(root, d).to_str().expect("utf-8") {
+                .map(|d| match relative(root, &d.path).to_str().expect("utf-8") {
                     "" => ".".to_owned(),
                     r => r.to_owned(),
                 })
@@ -778,5 +828,12 @@ mod tests {
         std::os::unix::fs::symlink(dir.0.join("nowhere"), dir.0.join("src/d.txt"))
             .expect("symlink");
         assert_eq!(watched(&dir.0, &["src/*.txt"]), None);
+        fs::remove_file(dir.0.join("src/d.txt")).expect("rm");
+        // A symlinked directory, walked into or named.
+        std::os::unix::fs::symlink(dir.0.join("elsewhere"), dir.0.join("src/linked"))
+            .expect("symlink");
+        assert_eq!(watched(&dir.0, &["src/**"]), None);
+        assert_eq!(watched(&dir.0, &["src/linked/t.txt"]), None);
+        assert!(watched(&dir.0, &["src/a.txt"]).is_some());
     }
 }

@@ -105,26 +105,30 @@ impl UpToDate {
     }
 }
 
-/// (device, inode) of `dir`, if it is on a local file system: inotify sees
-/// only changes made through this kernel, so network and FUSE file systems
-/// (whose files can change on another machine or behind the kernel's back)
-/// always get the full check.
+/// (device, inode) of `dir`, if it is on a local file system that inotify
+/// fully covers: it sees only changes made through this kernel, so network,
+/// FUSE and VM-shared file systems (whose files can change on another
+/// machine or behind the kernel's back) always get the full check. An
+/// allow-list: an unknown file system is not trusted.
 fn local_dir_id(dir: &Path) -> Option<(u64, u64)> {
     // statfs(2) magic numbers.
-    const REMOTE: [u64; 9] = [
-        0x6969,      // NFS
-        0x517b,      // SMB
-        0xfe53_4d42, // SMB2
-        0xff53_4d42, // CIFS
-        0x6573_5546, // FUSE
-        0x0102_1997, // 9P (VM shared folders, WSL)
-        0x00c3_6400, // Ceph
-        0x5346_414f, // AFS
-        0x0bd0_0bd0, // Lustre
+    const LOCAL: [u64; 12] = [
+        0xef53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683e, // Btrfs
+        0x0102_1994, // tmpfs
+        0x8584_58f6, // ramfs
+        0x794c_7630, // overlayfs (containers)
+        0x2fc1_2fc1, // ZFS
+        0xf2f5_2010, // F2FS
+        0xca45_1a4e, // bcachefs
+        0x5265_4973, // ReiserFS
+        0x3153_464a, // JFS
+        0x3434,      // NILFS
     ];
     let fs = rustix::fs::statfs(dir).ok()?;
     #[allow(clippy::unnecessary_cast, reason = "the field's type varies by target")]
-    if REMOTE.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
+    if !LOCAL.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
         return None;
     }
     let st = rustix::fs::stat(dir).ok()?;

@@ -62,6 +62,7 @@ use tokio::time::Instant;
 
 use crate::cache::CacheKey;
 use crate::events::Events;
+use crate::input_files::WatchDir;
 
 /// Quiet time after the last event before a file key is reported.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -140,6 +141,9 @@ struct Routes {
     by_dir: HashMap<PathBuf, Vec<Key>>,
     /// The cookie directory, watched once inputs are.
     cookie_dir: Option<PathBuf>,
+    /// The last generation given out: generations only grow, so a ticket
+    /// can never match a key that was forgotten and registered again.
+    generation: u64,
 }
 
 impl Routes {
@@ -158,25 +162,54 @@ impl Routes {
         }
     }
 
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// The inputs watching `dir` are no longer clean. True if any watch it.
+    fn bump_dir(&mut self, dir: &Path) -> bool {
+        let Some(keys) = self.by_dir.get(dir) else {
+            return false;
+        };
+        for k in keys {
+            if let Some(i) = self.inputs.get_mut(k) {
+                self.generation += 1;
+                i.generation = self.generation;
+                i.clean = None;
+            }
+        }
+        true
+    }
+
     /// Something changed at `path`: the inputs watching it or its directory
     /// are no longer clean. True if `path` is itself a watched input
     /// directory (it must be watched again: it may be a new inode).
     fn input_changed(&mut self, path: &Path) -> bool {
-        let Routes { inputs, by_dir, .. } = self;
-        let mut bump = |dir: &Path| {
-            let keys = by_dir.get(dir)?;
-            for k in keys {
-                if let Some(i) = inputs.get_mut(k) {
-                    i.generation += 1;
-                    i.clean = None;
-                }
-            }
-            Some(())
-        };
         if let Some(parent) = path.parent() {
-            bump(parent);
+            self.bump_dir(parent);
         }
-        bump(path).is_some()
+        self.bump_dir(path)
+    }
+
+    /// The watches of `dirs` are gone or going: no input relying on them is
+    /// clean.
+    fn inputs_changed(&mut self, dirs: &[PathBuf]) {
+        for d in dirs {
+            self.bump_dir(d);
+        }
+    }
+
+    /// Every input is unclean (after an overflow).
+    fn all_inputs_changed(&mut self) {
+        let keys: Vec<Key> = self.inputs.keys().cloned().collect();
+        for k in keys {
+            let g = self.next_generation();
+            if let Some(i) = self.inputs.get_mut(&k) {
+                i.generation = g;
+                i.clean = None;
+            }
+        }
     }
 
     /// Input directories in use by keys other than `key`.
@@ -224,16 +257,28 @@ impl Routes {
     }
 }
 
-struct Native {
-    watcher: Option<notify::RecommendedWatcher>,
-    /// What is watched now: directory → recursive.
-    applied: BTreeMap<PathBuf, bool>,
+/// A directory watched now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    recursive: bool,
+    /// (device, inode) of a single directory when its watch was added
+    /// (`stat` before and after agreed): the inode the watch follows.
+    id: Option<(u64, u64)>,
 }
 
 /// The watcher; one per daemon.
 pub struct Watcher {
     routes: Mutex<Routes>,
-    native: Mutex<Native>,
+    /// notify's watcher. Held across calls into notify (which wait for
+    /// notify's thread), so only [`Watcher::apply`] takes it, on the
+    /// blocking pool; never the router, whose draining notify's queue is
+    /// what lets notify's thread answer.
+    native: Mutex<Option<notify::RecommendedWatcher>>,
+    has_native: bool,
+    /// What is watched now: directory → how. Only short critical sections,
+    /// never across a call into notify. Lock order: `native`, `routes`,
+    /// `applied` (never `routes` while holding `applied`).
+    applied: Mutex<BTreeMap<PathBuf, Applied>>,
     /// Why watching is degraded, with what to do.
     problem: Mutex<Option<String>>,
     events: Events,
@@ -284,10 +329,9 @@ impl Watcher {
                 cookie_dir,
                 ..Routes::default()
             }),
-            native: Mutex::new(Native {
-                watcher,
-                applied: BTreeMap::new(),
-            }),
+            has_native: watcher.is_some(),
+            native: Mutex::new(watcher),
+            applied: Mutex::new(BTreeMap::new()),
             problem: Mutex::new(problem),
             events,
             fake_limit: std::env::var("TASKRUSH_TEST_MAX_WATCHES")
@@ -305,6 +349,10 @@ impl Watcher {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn applied(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Applied>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Why watching is degraded, if it is.
     pub fn problem(&self) -> Option<String> {
         self.problem
@@ -315,11 +363,7 @@ impl Watcher {
 
     /// How many directories are watched (a recursive tree counts once).
     pub fn watched(&self) -> usize {
-        self.native
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .applied
-            .len()
+        self.applied().len()
     }
 
     /// Whether `key` is registered with exactly `files`.
@@ -354,6 +398,23 @@ impl Watcher {
         self.apply_soon();
     }
 
+    /// Forget the inputs of the project at `root` whose task `keep` rejects.
+    pub fn retain_inputs(self: &Arc<Self>, root: &Path, keep: impl Fn(&str) -> bool) {
+        {
+            let mut r = self.routes();
+            let before = r.inputs.len();
+            r.inputs.retain(|k, _| match k {
+                Key::Inputs(r, task) => r != root || keep(task),
+                _ => true,
+            });
+            if r.inputs.len() == before {
+                return;
+            }
+            r.reindex();
+        }
+        self.apply_soon();
+    }
+
     /// The remembered key of `inputs` if nothing changed under its watched
     /// directories since it was computed, for the same recipe and root.
     /// Only meaningful right after a successful [`Watcher::sync`].
@@ -376,10 +437,12 @@ impl Watcher {
             let i = r.inputs.get(inputs)?;
             (i.generation, i.dirs.clone())
         };
-        let native = self.native.lock().unwrap_or_else(|p| p.into_inner());
-        native.watcher.as_ref()?;
+        if !self.has_native {
+            return None;
+        }
+        let applied = self.applied();
         dirs.iter()
-            .all(|d| native.applied.contains_key(d))
+            .all(|d| applied.contains_key(d))
             .then_some(generation)
     }
 
@@ -393,18 +456,37 @@ impl Watcher {
         self: &Arc<Self>,
         inputs: Key,
         ticket: Option<u64>,
-        dirs: Option<Vec<PathBuf>>,
+        dirs: Option<Vec<WatchDir>>,
         clean: CleanKey,
     ) {
-        let Some(dirs) = dirs else {
+        let Some(listed) = dirs else {
             self.forget(&inputs);
             return;
         };
+        // A directory replaced since its watch was added: the watch
+        // follows the old inode. Watch it again; not clean this time.
+        let replaced: Vec<PathBuf> = {
+            let applied = self.applied();
+            listed
+                .iter()
+                .filter(|d| {
+                    applied
+                        .get(&d.path)
+                        .is_some_and(|a| a.id.is_some_and(|id| id != d.id))
+                })
+                .map(|d| d.path.clone())
+                .collect()
+        };
+        if !replaced.is_empty() {
+            self.rewatch(&replaced);
+        }
+        let dirs: Vec<PathBuf> = listed.into_iter().map(|d| d.path).collect();
         {
             let mut r = self.routes();
             if let Some(i) = r.inputs.get_mut(&inputs)
                 && ticket == Some(i.generation)
                 && i.dirs == dirs
+                && replaced.is_empty()
             {
                 i.clean = Some(clean);
                 return;
@@ -419,7 +501,7 @@ impl Watcher {
                 self.forget(&inputs);
                 return;
             }
-            let generation = r.inputs.get(&inputs).map_or(0, |i| i.generation + 1);
+            let generation = r.next_generation();
             r.inputs.insert(
                 inputs,
                 Inputs {
@@ -440,26 +522,38 @@ impl Watcher {
     /// Wait until every change made before this call has been routed (see
     /// "Inputs" in the module documentation). False if that cannot be
     /// proven within [`SYNC_TIMEOUT`]: the caller must not trust clean keys.
-    pub async fn sync(&self) -> bool {
+    pub async fn sync(self: &Arc<Self>) -> bool {
         let Some(c) = &self.cookies else {
             return false;
         };
-        let watched = {
-            let native = self.native.lock().unwrap_or_else(|p| p.into_inner());
-            native.watcher.is_some() && native.applied.contains_key(&c.dir)
-        };
-        if !watched {
+        if !self.has_native {
+            return false;
+        }
+        if !self.applied().contains_key(&c.dir) {
+            // Not watched (yet, or any more: deleted from outside). Set it
+            // up for the next check.
+            let _ = create_private_dir(&c.dir);
+            self.apply_soon();
             return false;
         }
         let n = c.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = c.dir.join(n.to_string());
         let mut seen = c.seen.subscribe();
-        if let Err(e) = std::fs::File::create(&path) {
-            tracing::debug!(path = %path.display(), "cannot write a watcher cookie: {e}");
-            return false;
-        }
+        let cookie = match Cookie::create(c.dir.join(n.to_string())) {
+            Ok(cookie) => cookie,
+            Err(e) => {
+                tracing::debug!(dir = %c.dir.display(), "cannot write a watcher cookie: {e}");
+                return false;
+            }
+        };
         let routed = tokio::time::timeout(SYNC_TIMEOUT, seen.wait_for(|&s| s >= n)).await;
-        let _ = std::fs::remove_file(&path);
+        drop(cookie);
+        if routed.is_err() {
+            // Deleted from outside, or the watch is lost: set it up again
+            // rather than wait out every later check.
+            tracing::debug!(dir = %c.dir.display(), "watcher cookie timed out: watching its directory again");
+            let _ = create_private_dir(&c.dir);
+            self.rewatch(std::slice::from_ref(&c.dir));
+        }
         matches!(routed, Ok(Ok(_)))
     }
 
@@ -513,12 +607,9 @@ impl Watcher {
             .await
             .unwrap_or(false);
         let covered = self
-            .native
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .applied
+            .applied()
             .iter()
-            .any(|(p, rec)| *rec && root.starts_with(p));
+            .any(|(p, a)| a.recursive && root.starts_with(p));
         let mut guard = TreeGuard {
             watcher: self.clone(),
             id,
@@ -541,39 +632,66 @@ impl Watcher {
     /// False when some could not be watched because of the watch limit.
     fn apply(&self) -> bool {
         let mut native = self.native.lock().unwrap_or_else(|p| p.into_inner());
-        let desired = self.routes().desired();
-        let Native { watcher, applied } = &mut *native;
-        let Some(watcher) = watcher.as_mut() else {
+        let Some(watcher) = native.as_mut() else {
             return false;
         };
-        let stale: Vec<PathBuf> = applied
-            .iter()
-            .filter(|(p, rec)| desired.get(*p) != Some(rec))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in stale {
-            let _ = watcher.unwatch(&p);
-            applied.remove(&p);
+        let desired = self.routes().desired();
+        let (stale, missing): (Vec<PathBuf>, Vec<(PathBuf, bool)>) = {
+            let applied = self.applied();
+            let stale = applied
+                .iter()
+                .filter(|(p, a)| desired.get(*p) != Some(&a.recursive))
+                .map(|(p, _)| p.clone())
+                .collect();
+            // Not watched, or watched the other way (then also stale).
+            let missing = desired
+                .iter()
+                .filter(|(p, rec)| applied.get(*p).map(|a| a.recursive) != Some(**rec))
+                .map(|(p, rec)| (p.clone(), *rec))
+                .collect();
+            (stale, missing)
+        };
+        if !stale.is_empty() {
+            // Unwatched from here on: clean keys relying on them are not.
+            {
+                let mut applied = self.applied();
+                for p in &stale {
+                    applied.remove(p);
+                }
+            }
+            self.routes().inputs_changed(&stale);
+            for p in &stale {
+                let _ = watcher.unwatch(p);
+            }
         }
         let mut ok = true;
-        for (dir, rec) in desired {
-            if applied.contains_key(&dir) {
-                continue;
-            }
+        for (dir, rec) in missing {
             let mode = if rec {
                 RecursiveMode::Recursive
             } else {
                 RecursiveMode::NonRecursive
             };
+            let before = dir_id(&dir);
             let result = match self.fake_limit {
-                Some(limit) if applied.len() >= limit => {
+                Some(limit) if self.applied().len() >= limit => {
                     Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
                 }
                 _ => watcher.watch(&dir, mode),
             };
             match result {
                 Ok(()) => {
-                    applied.insert(dir, rec);
+                    let id = if rec {
+                        None
+                    } else {
+                        match (before, dir_id(&dir)) {
+                            (Some(a), Some(b)) if a == b => Some(a),
+                            // Replaced while the watch was added: which
+                            // inode is watched is unknown. The next apply
+                            // tries again.
+                            _ => continue,
+                        }
+                    };
+                    self.applied().insert(dir, Applied { recursive: rec, id });
                 }
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     // A recursive watch may be half applied: drop it whole.
@@ -607,17 +725,36 @@ impl Watcher {
 
     /// Watch `dirs` and every watched directory below them again from
     /// scratch: each was replaced, renamed or deleted, so its watch (and
-    /// those below it, whose paths now lead elsewhere) may follow inodes
-    /// that are no longer there. Until then, [`Watcher::begin_inputs`]
-    /// sees them unwatched. (A recursive `run --watch` tree is left alone:
-    /// notify follows renames within it itself.)
-    fn rewatch(self: &Arc<Self>, dirs: Vec<PathBuf>) {
-        {
-            let mut native = self.native.lock().unwrap_or_else(|p| p.into_inner());
-            native
-                .applied
-                .retain(|p, recursive| *recursive || !dirs.iter().any(|d| p.starts_with(d)));
+    /// those below it, whose paths now lead elsewhere; notify itself drops
+    /// the watches below a renamed directory) may follow inodes that are no
+    /// longer there, or be gone. Until watched again they count as
+    /// unwatched, and the clean keys relying on them are dropped. (A
+    /// recursive `run --watch` tree is left alone: notify follows renames
+    /// within it itself.)
+    fn rewatch(self: &Arc<Self>, dirs: &[PathBuf]) {
+        let removed: Vec<PathBuf> = {
+            let mut applied = self.applied();
+            let removed: Vec<PathBuf> = applied
+                .iter()
+                .filter(|(p, a)| !a.recursive && dirs.iter().any(|d| p.starts_with(d)))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in &removed {
+                applied.remove(p);
+            }
+            removed
+        };
+        if removed.is_empty() {
+            return;
         }
+        self.routes().inputs_changed(&removed);
+        self.apply_soon();
+    }
+
+    /// After an overflow: every single-directory watch is set up again
+    /// (events that would have told of replaced directories were lost).
+    fn rewatch_all(self: &Arc<Self>) {
+        self.applied().retain(|_, a| a.recursive);
         self.apply_soon();
     }
 
@@ -665,6 +802,42 @@ fn poll_tree(
     .ok()?;
     w.watch(root, RecursiveMode::Recursive).ok()?;
     Some(w)
+}
+
+/// Whether an event removes or renames away its path.
+fn is_removal(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::From | RenameMode::Both | RenameMode::Any
+            ))
+    )
+}
+
+/// (device, inode) of a directory, following symlinks.
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    let st = rustix::fs::stat(dir).ok()?;
+    #[allow(clippy::unnecessary_cast, reason = "the fields' types vary by target")]
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// A cookie file, removed when dropped (also when the check waiting for it
+/// is cancelled).
+struct Cookie(PathBuf);
+
+impl Cookie {
+    fn create(path: PathBuf) -> std::io::Result<Cookie> {
+        std::fs::File::create(&path)?;
+        Ok(Cookie(path))
+    }
+}
+
+impl Drop for Cookie {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Whether an event can mean new content (opening or reading cannot).
@@ -721,10 +894,8 @@ async fn route(
                 for k in w.all_keys() {
                     mark(k);
                 }
-                for i in w.routes().inputs.values_mut() {
-                    i.generation += 1;
-                    i.clean = None;
-                }
+                w.routes().all_inputs_changed();
+                w.rewatch_all();
                 for t in w.routes().trees.values() {
                     let _ = t.tx.send(t.root.clone());
                 }
@@ -746,7 +917,9 @@ async fn route(
                         }
                         continue;
                     }
-                    if routes.input_changed(p) {
+                    // A watched directory replaced, or anything removed or
+                    // renamed away (notify drops watches below it).
+                    if routes.input_changed(p) || is_removal(&ev.kind) {
                         rewatch.push(p.clone());
                     }
                     if let Some(keys) = routes.by_file.get(p) {
@@ -762,7 +935,7 @@ async fn route(
                 }
                 drop(routes);
                 if !rewatch.is_empty() {
-                    w.rewatch(rewatch);
+                    w.rewatch(&rewatch);
                 }
             }
             Ok(_) => {}

@@ -305,6 +305,9 @@ fn inputs_that_can_change_elsewhere_are_always_checked_in_full() {
     std::fs::create_dir_all(p.join("src")).unwrap();
     std::os::unix::fs::symlink(p.join("elsewhere/target.txt"), p.join("src/sym.txt")).unwrap();
     std::fs::hard_link(p.join("elsewhere/linked.txt"), p.join("src/hard.txt")).unwrap();
+    std::fs::create_dir_all(p.join("real")).unwrap();
+    std::fs::write(p.join("real/in.txt"), "1\n").unwrap();
+    std::os::unix::fs::symlink(p.join("real"), p.join("src/dir")).unwrap();
     t.run(&["build"]).success();
     for _ in 0..3 {
         t.run(&["build"]).success();
@@ -320,4 +323,42 @@ fn inputs_that_can_change_elsewhere_are_always_checked_in_full() {
         .unwrap();
     t.run(&["build"]).success();
     assert_eq!(runs(&t), 3);
+    // Replace the symlinked directory's target: no event under `src`.
+    std::fs::rename(p.join("real"), p.join("real.old")).unwrap();
+    std::fs::create_dir_all(p.join("real")).unwrap();
+    std::fs::write(p.join("real/in.txt"), "2\n").unwrap();
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 4);
+    assert_eq!(checks(&t).0, 0, "no check may be answered by the watcher");
+}
+
+#[test]
+fn a_deleted_cookie_directory_costs_speed_not_correctness() {
+    let t = Scenario::new().rush(CACHED).file("src/a.txt", "a\n");
+    t.run(&["build"]).success();
+    until_answered_by_the_watcher(&t);
+    let dir = t.socket().parent().unwrap().to_path_buf();
+    let cookies: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cookies."))
+        .collect();
+    assert_eq!(
+        cookies.len(),
+        1,
+        "one cookie directory in {}",
+        dir.display()
+    );
+    std::fs::remove_dir_all(cookies[0].path()).unwrap();
+    t.write("src/a.txt", "b\n");
+    t.run(&["build"]).success();
+    assert_eq!(runs(&t), 2);
+    // It recovers: checks are answered by the watcher again.
+    until_answered_by_the_watcher(&t);
+    assert_eq!(runs(&t), 2);
+    t.run(&["daemon", "stop"]).success();
+    assert!(
+        !cookies[0].path().exists(),
+        "the daemon removes its cookies"
+    );
 }
