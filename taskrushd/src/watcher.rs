@@ -279,6 +279,12 @@ pub struct Watcher {
     /// never across a call into notify. Lock order: `native`, `routes`,
     /// `applied` (never `routes` while holding `applied`).
     applied: Mutex<BTreeMap<PathBuf, Applied>>,
+    /// Bumped (under the `applied` lock) whenever watches may have been
+    /// dropped by notify: a watch added meanwhile may be one of them, so
+    /// `apply` does not record it and tries again.
+    drops: std::sync::atomic::AtomicU64,
+    /// Itself, for `retry_soon`.
+    me: std::sync::OnceLock<std::sync::Weak<Watcher>>,
     /// Why watching is degraded, with what to do.
     problem: Mutex<Option<String>>,
     events: Events,
@@ -305,10 +311,15 @@ impl Watcher {
     ) -> (Arc<Watcher>, mpsc::UnboundedReceiver<Key>) {
         let (raw_tx, raw_rx) = mpsc::channel::<notify::Result<Event>>(RAW_QUEUE);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let native = notify::recommended_watcher(move |ev: notify::Result<Event>| {
-            // notify's thread: hand over, never touch the daemon's locks.
-            let _ = raw_tx.blocking_send(ev);
-        });
+        // Symlinks are not followed into: one inode watched under two paths
+        // reports its events under one of them only.
+        let native = notify::RecommendedWatcher::new(
+            move |ev: notify::Result<Event>| {
+                // notify's thread: hand over, never touch the daemon's locks.
+                let _ = raw_tx.blocking_send(ev);
+            },
+            notify::Config::default().with_follow_symlinks(false),
+        );
         let (watcher, problem) = match native {
             Ok(w) => (Some(w), None),
             Err(e) => {
@@ -332,6 +343,8 @@ impl Watcher {
             has_native: watcher.is_some(),
             native: Mutex::new(watcher),
             applied: Mutex::new(BTreeMap::new()),
+            drops: std::sync::atomic::AtomicU64::new(0),
+            me: std::sync::OnceLock::new(),
             problem: Mutex::new(problem),
             events,
             fake_limit: std::env::var("TASKRUSH_TEST_MAX_WATCHES")
@@ -341,6 +354,7 @@ impl Watcher {
             cookies,
             input_budget: input_budget(),
         });
+        let _ = w.me.set(Arc::downgrade(&w));
         tokio::spawn(route(w.clone(), raw_rx, out_tx));
         (w, out_rx)
     }
@@ -480,15 +494,20 @@ impl Watcher {
         if !replaced.is_empty() {
             self.rewatch(&replaced);
         }
+        let listed_ids: Vec<(PathBuf, (u64, u64))> =
+            listed.iter().map(|d| (d.path.clone(), d.id)).collect();
         let dirs: Vec<PathBuf> = listed.into_iter().map(|d| d.path).collect();
         {
             let mut r = self.routes();
-            if let Some(i) = r.inputs.get_mut(&inputs)
+            if replaced.is_empty()
+                && let Some(i) = r.inputs.get(&inputs)
                 && ticket == Some(i.generation)
                 && i.dirs == dirs
-                && replaced.is_empty()
+                && self.watched_as_listed(&listed_ids)
             {
-                i.clean = Some(clean);
+                if let Some(i) = r.inputs.get_mut(&inputs) {
+                    i.clean = Some(clean);
+                }
                 return;
             }
             if r.input_dirs_besides(&inputs) + dirs.len() > self.input_budget {
@@ -517,6 +536,26 @@ impl Watcher {
         }
         let me = self.clone();
         let _ = tokio::task::spawn_blocking(move || me.apply()).await;
+    }
+
+    /// Whether every listed directory is watched now, as the inode listed,
+    /// and no other watched path is the same inode (one inode watched under
+    /// two paths reports under one of them only). Called with `routes`
+    /// held (lock order: `applied` after `routes`).
+    fn watched_as_listed(&self, listed: &[(PathBuf, (u64, u64))]) -> bool {
+        let applied = self.applied();
+        let all_there = listed
+            .iter()
+            .all(|(p, id)| applied.get(p).is_some_and(|a| a.id == Some(*id)));
+        if !all_there {
+            return false;
+        }
+        let mine: std::collections::HashSet<&Path> =
+            listed.iter().map(|(p, _)| p.as_path()).collect();
+        let ids: std::collections::HashSet<(u64, u64)> = listed.iter().map(|(_, id)| *id).collect();
+        !applied
+            .iter()
+            .any(|(p, a)| !mine.contains(p.as_path()) && a.id.is_some_and(|id| ids.contains(&id)))
     }
 
     /// Wait until every change made before this call has been routed (see
@@ -622,6 +661,16 @@ impl Watcher {
         (guard, rx)
     }
 
+    /// Apply again shortly (from `apply`, which has no `Arc`).
+    fn retry_soon(&self) {
+        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                me.apply_soon();
+            });
+        }
+    }
+
     /// Apply the registrations on the blocking pool.
     fn apply_soon(self: &Arc<Self>) {
         let me = self.clone();
@@ -665,6 +714,7 @@ impl Watcher {
             }
         }
         let mut ok = true;
+        let mut retry = false;
         for (dir, rec) in missing {
             let mode = if rec {
                 RecursiveMode::Recursive
@@ -672,6 +722,7 @@ impl Watcher {
                 RecursiveMode::NonRecursive
             };
             let before = dir_id(&dir);
+            let drops = self.drops.load(std::sync::atomic::Ordering::SeqCst);
             let result = match self.fake_limit {
                 Some(limit) if self.applied().len() >= limit => {
                     Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
@@ -686,12 +737,22 @@ impl Watcher {
                         match (before, dir_id(&dir)) {
                             (Some(a), Some(b)) if a == b => Some(a),
                             // Replaced while the watch was added: which
-                            // inode is watched is unknown. The next apply
-                            // tries again.
-                            _ => continue,
+                            // inode is watched is unknown. Try again later.
+                            _ => {
+                                let _ = watcher.unwatch(&dir);
+                                retry = true;
+                                continue;
+                            }
                         }
                     };
-                    self.applied().insert(dir, Applied { recursive: rec, id });
+                    let mut applied = self.applied();
+                    if self.drops.load(std::sync::atomic::Ordering::SeqCst) != drops {
+                        // A removal was routed meanwhile: notify may have
+                        // dropped this very watch. Try again later.
+                        retry = true;
+                        continue;
+                    }
+                    applied.insert(dir, Applied { recursive: rec, id });
                 }
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     // A recursive watch may be half applied: drop it whole.
@@ -705,6 +766,10 @@ impl Watcher {
                     tracing::debug!(dir = %dir.display(), "cannot watch: {e}");
                 }
             }
+        }
+        if retry {
+            // Not from this thread: `apply` holds `native`.
+            self.retry_soon();
         }
         ok
     }
@@ -734,11 +799,18 @@ impl Watcher {
     fn rewatch(self: &Arc<Self>, dirs: &[PathBuf]) {
         let removed: Vec<PathBuf> = {
             let mut applied = self.applied();
-            let removed: Vec<PathBuf> = applied
-                .iter()
-                .filter(|(p, a)| !a.recursive && dirs.iter().any(|d| p.starts_with(d)))
-                .map(|(p, _)| p.clone())
-                .collect();
+            self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A directory and everything below it sort together.
+            let mut removed: Vec<PathBuf> = Vec::new();
+            for d in dirs {
+                removed.extend(
+                    applied
+                        .range(d.clone()..)
+                        .take_while(|(p, _)| p.starts_with(d))
+                        .filter(|(_, a)| !a.recursive)
+                        .map(|(p, _)| p.clone()),
+                );
+            }
             for p in &removed {
                 applied.remove(p);
             }
@@ -754,7 +826,11 @@ impl Watcher {
     /// After an overflow: every single-directory watch is set up again
     /// (events that would have told of replaced directories were lost).
     fn rewatch_all(self: &Arc<Self>) {
-        self.applied().retain(|_, a| a.recursive);
+        {
+            let mut applied = self.applied();
+            self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            applied.retain(|_, a| a.recursive);
+        }
         self.apply_soon();
     }
 
@@ -894,8 +970,10 @@ async fn route(
                 for k in w.all_keys() {
                     mark(k);
                 }
-                w.routes().all_inputs_changed();
+                // Drop the watches first, then the clean keys: a check in
+                // between must not get a ticket on the old watches.
                 w.rewatch_all();
+                w.routes().all_inputs_changed();
                 for t in w.routes().trees.values() {
                     let _ = t.tx.send(t.root.clone());
                 }
