@@ -54,7 +54,7 @@ extras() {
   (cd "$WL/w1" && "$T" noop >/dev/null)
   (cd "$WL/w4" && "$T" build >/dev/null)
   : > "$BENCH_DIR/no-daemon.md"
-  for w in "w1 noop" "w2 t99" "w3 -j all" "w4 build" "w6 --list"; do
+  for w in "w1 noop" "w2 t99" "w3 -j all" "w4 build" "w5 out" "w6 --list"; do
     set -- $w; local d=$1; shift
     (cd "$WL/$d" && hyperfine -N --warmup 1 --runs "$RUNS" --export-markdown "$BENCH_DIR/.nd.md" \
        -n "$d warm daemon" "$T $*" -n "$d --no-daemon" "$T --no-daemon $*" >/dev/null 2>&1)
