@@ -60,8 +60,9 @@ impl UpToDate {
     }
 
     /// The task's cache key as of now: every change made before this call
-    /// is in it.
-    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CacheError> {
+    /// is in it. The error says why it cannot be known (e.g. `cannot read
+    /// `src/x.rs`: Permission denied`).
+    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, String> {
         let signature = cache::recipe(&recipe.task, &recipe.cmd, &recipe.env, &recipe.patterns);
         let inputs = Key::Inputs(recipe.root.clone(), recipe.task.clone());
         let root_id = local_dir_id(&recipe.root);
@@ -88,10 +89,8 @@ impl UpToDate {
             )
         })
         .await
-        .map_err(|e| CacheError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        .map_err(|e| format!("the check stopped: {e}"))?
+        .map_err(|e: CacheError| e.to_string())?;
         if let (Some(w), Some(root_id)) = (watcher, root_id) {
             let clean = CleanKey {
                 recipe: signature,

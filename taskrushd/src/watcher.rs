@@ -494,16 +494,13 @@ impl Watcher {
         if !replaced.is_empty() {
             self.rewatch(&replaced);
         }
-        let listed_ids: Vec<(PathBuf, (u64, u64))> =
-            listed.iter().map(|d| (d.path.clone(), d.id)).collect();
-        let dirs: Vec<PathBuf> = listed.into_iter().map(|d| d.path).collect();
+        let dirs: Vec<PathBuf> = listed.iter().map(|d| d.path.clone()).collect();
         {
             let mut r = self.routes();
-            if replaced.is_empty()
-                && let Some(i) = r.inputs.get(&inputs)
+            if let Some(i) = r.inputs.get(&inputs)
                 && ticket == Some(i.generation)
                 && i.dirs == dirs
-                && self.watched_as_listed(&listed_ids)
+                && self.watched_as_listed(&listed)
             {
                 if let Some(i) = r.inputs.get_mut(&inputs) {
                     i.clean = Some(clean);
@@ -542,17 +539,17 @@ impl Watcher {
     /// and no other watched path is the same inode (one inode watched under
     /// two paths reports under one of them only). Called with `routes`
     /// held (lock order: `applied` after `routes`).
-    fn watched_as_listed(&self, listed: &[(PathBuf, (u64, u64))]) -> bool {
+    fn watched_as_listed(&self, listed: &[WatchDir]) -> bool {
         let applied = self.applied();
         let all_there = listed
             .iter()
-            .all(|(p, id)| applied.get(p).is_some_and(|a| a.id == Some(*id)));
+            .all(|d| applied.get(&d.path).is_some_and(|a| a.id == Some(d.id)));
         if !all_there {
             return false;
         }
         let mine: std::collections::HashSet<&Path> =
-            listed.iter().map(|(p, _)| p.as_path()).collect();
-        let ids: std::collections::HashSet<(u64, u64)> = listed.iter().map(|(_, id)| *id).collect();
+            listed.iter().map(|d| d.path.as_path()).collect();
+        let ids: std::collections::HashSet<(u64, u64)> = listed.iter().map(|d| d.id).collect();
         !applied
             .iter()
             .any(|(p, a)| !mine.contains(p.as_path()) && a.id.is_some_and(|id| ids.contains(&id)))
