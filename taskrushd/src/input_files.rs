@@ -402,6 +402,12 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     })
 }
 
+/// (device, inode) of what `path` names (symlinks followed): which
+/// directory a watch on it follows.
+pub fn path_id(path: &Path) -> Option<(u64, u64)> {
+    fs::metadata(path).ok().map(|m| dir_id(&m))
+}
+
 /// (device, inode) of a directory.
 #[cfg(unix)]
 fn dir_id(meta: &fs::Metadata) -> (u64, u64) {

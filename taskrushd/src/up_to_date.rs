@@ -130,7 +130,5 @@ fn local_dir_id(dir: &Path) -> Option<(u64, u64)> {
     if !LOCAL.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
         return None;
     }
-    let st = rustix::fs::stat(dir).ok()?;
-    #[allow(clippy::unnecessary_cast, reason = "the fields' types vary by target")]
-    Some((st.st_dev as u64, st.st_ino as u64))
+    crate::input_files::path_id(dir)
 }

@@ -62,7 +62,7 @@ use tokio::time::Instant;
 
 use crate::cache::CacheKey;
 use crate::events::Events;
-use crate::input_files::WatchDir;
+use crate::input_files::{WatchDir, path_id as dir_id};
 
 /// Quiet time after the last event before a file key is reported.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -887,13 +887,6 @@ fn is_removal(kind: &EventKind) -> bool {
                 RenameMode::From | RenameMode::Both | RenameMode::Any
             ))
     )
-}
-
-/// (device, inode) of a directory, following symlinks.
-fn dir_id(dir: &Path) -> Option<(u64, u64)> {
-    let st = rustix::fs::stat(dir).ok()?;
-    #[allow(clippy::unnecessary_cast, reason = "the fields' types vary by target")]
-    Some((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// A cookie file, removed when dropped (also when the check waiting for it

@@ -122,8 +122,7 @@ fn a_change_of_the_command_reruns_the_task() {
 
 /// (checks answered by the watcher, checks done in full), from the daemon.
 fn checks(t: &Scenario) -> (u64, u64) {
-    let status: serde_json::Value =
-        serde_json::from_str(&t.run(&["daemon", "status", "--json"]).stdout()).unwrap();
+    let status = t.daemon_status().expect("daemon status");
     let n = |k: &str| {
         status[k]
             .as_u64()

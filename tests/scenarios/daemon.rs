@@ -27,8 +27,7 @@ fn the_first_run_starts_the_daemon_and_status_reports_it() {
 fn status_json_has_the_fields_scripts_need() {
     let t = Scenario::new().rush("tasks:\n  t:\n    cmd: 'true'\n");
     t.run(&["t"]).success();
-    let v: serde_json::Value =
-        serde_json::from_str(&t.run(&["daemon", "status", "--json"]).stdout()).unwrap();
+    let v = t.daemon_status().expect("daemon status");
     for field in [
         "pid",
         "version",
@@ -106,19 +105,10 @@ fn a_daemon_that_cannot_start_is_reported_with_its_log() {
         c.env("TASKRUSHD", "/nonexistent/taskrushd");
     });
     out.expect_code(1);
-    assert!(
-        out.stderr().starts_with(
-            "error: the daemon `taskrushd` did not start: cannot execute `/nonexistent/taskrushd`"
-        ),
-        "{}",
-        out.stderr()
+    out.expect_stderr_starting(
+        "error: the daemon `taskrushd` did not start: cannot execute `/nonexistent/taskrushd`",
     );
-    assert!(
-        out.stderr()
-            .contains("hint: its log is `[TMP]/run/taskrushd.log`"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("hint: its log is `[TMP]/run/taskrushd.log`");
 }
 
 #[test]

@@ -231,13 +231,7 @@ fn a_plugin_that_exits_before_the_handshake_is_skipped_unless_required() {
     let s = s.rush("plugins:\n  - name: early\ntasks:\n  t:\n    cmd: echo ran\n");
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
-    assert!(
-        out.stderr().starts_with(
-            "plugin `early`: failed in `handshake`: it exited before the handshake (exit code 3); it will be restarted on next use; the task goes on without it (the plugin is not required); its last stderr lines:\n  | fixture: giving up before the handshake\n"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("plugin `early`: failed in `handshake`: it exited before the handshake (exit code 3); it will be restarted on next use; the task goes on without it (the plugin is not required); its last stderr lines:\n  | fixture: giving up before the handshake\n");
 
     s.write(
         ".rush",
@@ -245,13 +239,7 @@ fn a_plugin_that_exits_before_the_handshake_is_skipped_unless_required() {
     );
     let out = s.run(&["t"]);
     out.expect_stdout("").expect_code(1);
-    assert!(
-        out.stderr().starts_with(
-            "error: task `t` failed: plugin `early` failed in `handshake`: it exited before the handshake (exit code 3)"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: task `t` failed: plugin `early` failed in `handshake`: it exited before the handshake (exit code 3)");
 }
 
 #[test]
@@ -261,22 +249,15 @@ fn a_plugin_speaking_another_protocol_major_is_marked_failed_at_once() {
     let s = s.rush("plugins:\n  - name: future\ntasks:\n  t:\n    cmd: echo ran\n");
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
-    assert!(
-        out.stderr()
-            .contains("plugin `future`: failed in `handshake`: it speaks plugin protocol 99, this host speaks 1"),
-        "{}",
-        out.stderr()
+    out.expect_stderr_containing(
+        "plugin `future`: failed in `handshake`: it speaks plugin protocol 99, this host speaks 1",
     );
     let st = state_of(&s, "future");
     assert_eq!(st["state"], "failed", "{st}");
     // Not restarted: the next run says it is failed, without a new process.
     let out = s.run(&["t"]);
     out.success();
-    assert!(
-        out.stderr().contains("it is marked failed"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("it is marked failed");
     let table = s.run(&["plugin", "list"]);
     assert!(
         table.stdout().contains("future  1.0.0    failed"),
@@ -293,13 +274,7 @@ fn junk_on_stdout_fails_the_plugin_not_the_daemon_or_the_task() {
     let s = s.rush("plugins:\n  - name: noisy\n  - name: fine\ntasks:\n  t:\n    cmd: echo ran\n");
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
-    assert!(
-        out.stderr().contains(
-            "plugin `noisy`: failed in `handshake`: it wrote 3 lines to stdout that are not JSON-RPC messages"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("plugin `noisy`: failed in `handshake`: it wrote 3 lines to stdout that are not JSON-RPC messages");
     assert_eq!(state_of(&s, "noisy")["state"], "failed");
     assert_eq!(state_of(&s, "fine")["state"], "idle");
 }
@@ -345,19 +320,8 @@ fn before_task_timeout_does_not_fail_an_optional_plugin_and_kills_it() {
     );
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
-    assert!(
-        out.stderr().starts_with(
-            "plugin `slow`: failed in `before_task`: no answer within 500ms (the plugin was killed); it will be restarted on next use; the task goes on without it (the plugin is not required); its last stderr lines:\n"
-        ),
-        "{}",
-        out.stderr()
-    );
-    assert!(
-        out.stderr()
-            .contains("  | fixture: hanging in before_task\n"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("plugin `slow`: failed in `before_task`: no answer within 500ms (the plugin was killed); it will be restarted on next use; the task goes on without it (the plugin is not required); its last stderr lines:\n");
+    out.expect_stderr_containing("  | fixture: hanging in before_task\n");
     assert!(
         out.elapsed >= Duration::from_millis(500),
         "{:?}",
@@ -380,13 +344,7 @@ fn before_task_timeout_fails_a_task_that_requires_the_plugin() {
     );
     let out = s.run(&["t"]);
     out.expect_stdout("").expect_code(1);
-    assert!(
-        out.stderr().starts_with(
-            "error: task `t` failed: plugin `slow` failed in `before_task`: no answer within 300ms (the plugin was killed)"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: task `t` failed: plugin `slow` failed in `before_task`: no answer within 300ms (the plugin was killed)");
 }
 
 #[test]
@@ -416,11 +374,7 @@ fn a_plugin_crashing_three_times_is_failed_until_restarted() {
     );
     let out = s.run(&["t"]);
     out.success();
-    assert!(
-        out.stderr().contains("it is marked failed"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("it is marked failed");
     assert!(
         out.stderr().contains("`taskrush plugin restart crashy`")
             || state_of(&s, "crashy")["restarts"] == 2
@@ -506,11 +460,8 @@ fn wasm_and_native_plugins_are_refused_clearly() {
     );
     let out = s.run(&["t"]);
     out.expect_code(1);
-    assert!(
-        out.stderr()
-            .contains("plugin `w` failed in `load`: plugin type `wasm` is not supported yet"),
-        "{}",
-        out.stderr()
+    out.expect_stderr_containing(
+        "plugin `w` failed in `load`: plugin type `wasm` is not supported yet",
     );
 }
 
@@ -524,13 +475,7 @@ fn an_invalid_manifest_is_an_error_naming_the_file_and_field() {
         .rush("plugins:\n  - {name: bad, required: true}\ntasks:\n  t:\n    cmd: echo ran\n");
     let out = s.run(&["t"]);
     out.expect_code(1);
-    assert!(
-        out.stderr().contains(
-            "invalid plugin manifest `[TMP]/project/.rush-plugins/bad/plugin.toml`: `name` is `other`, but the `.rush` file calls the plugin `bad`"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("invalid plugin manifest `[TMP]/project/.rush-plugins/bad/plugin.toml`: `name` is `other`, but the `.rush` file calls the plugin `bad`");
 }
 
 #[test]
@@ -569,23 +514,15 @@ fn a_plugin_command_named_like_a_task_or_builtin_fails_the_plugin() {
     );
     let out = s.run(&["t"]);
     out.expect_stdout("task\n").success();
-    assert!(
-        out.stderr()
-            .contains("its command `t` has the name of a task of"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("its command `t` has the name of a task of");
     assert_eq!(state_of(&s, "greedy")["state"], "failed");
     s.write(
         ".rush",
         "plugins:\n  - {name: greedy, config: {commands: [daemon]}}\ntasks:\n  t:\n    cmd: echo task\n",
     );
     let out = s.run(&["t"]);
-    assert!(
-        out.stderr()
-            .contains("its command `daemon` has the name of a built-in `taskrush` command"),
-        "{}",
-        out.stderr()
+    out.expect_stderr_containing(
+        "its command `daemon` has the name of a built-in `taskrush` command",
     );
 }
 
@@ -686,12 +623,7 @@ tasks:
     s.run(&["safe"]).expect_stdout("safe\n").success();
     let out = s.run(&["risky"]);
     out.expect_stdout("").expect_code(1);
-    assert!(
-        out.stderr()
-            .starts_with("error: task `risky` failed: vetoed by plugin `security-scanner`: "),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: task `risky` failed: vetoed by plugin `security-scanner`: ");
 }
 
 #[test]
@@ -738,13 +670,7 @@ tasks:
     s.run(&["free"]).expect_stdout("free\n").success();
     let out = s.run(&["guarded"]);
     out.expect_stdout("").expect_code(1);
-    assert!(
-        out.stderr().starts_with(
-            "error: task `guarded` failed: vetoed by plugin `git-hook`: `echo dirty tree; exit 3` failed (exit code 3):\ndirty tree"
-        ),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: task `guarded` failed: vetoed by plugin `git-hook`: `echo dirty tree; exit 3` failed (exit code 3):\ndirty tree");
 }
 
 fn have(tool: &str) -> bool {

@@ -106,11 +106,7 @@ fn a_project_never_loaded_successfully_still_fails() {
     let s = Scenario::new().rush("tasks:\n  hi:\n    cmdd: x\n");
     let out = s.run(&["hi"]);
     out.expect_code(1);
-    assert!(
-        out.stderr().contains("unknown key `cmdd`"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("unknown key `cmdd`");
 }
 
 #[test]
@@ -270,12 +266,7 @@ fn run_watch_reruns_on_change_and_restarts_a_run_a_change_interrupts() {
     let out = s.finish(child, Duration::from_secs(10));
     out.expect_code(130);
     assert_eq!(out.stdout(), "a\nb\nc\nd\n", "{}", out.stderr());
-    assert!(
-        out.stderr()
-            .contains("taskrush: `src/in.txt` changed: restarting"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("taskrush: `src/in.txt` changed: restarting");
     assert!(processes_matching(&s.project().display().to_string()).is_empty());
 }
 

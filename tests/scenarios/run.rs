@@ -98,12 +98,7 @@ tasks:
     );
     let out = t.run(&["after"]);
     out.expect_stdout("before\n").expect_code(7);
-    assert!(
-        out.stderr()
-            .contains("error: task `bad` failed: exit code 7"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("error: task `bad` failed: exit code 7");
 }
 
 #[test]
@@ -294,8 +289,8 @@ fn a_failing_before_hook_stops_the_task() {
 fn an_unknown_task_is_an_error_with_the_closest_name() {
     let out = Scenario::new().rush(CHAIN).run(&["bb"]);
     out.expect_code(1);
-    assert!(out.stderr().contains("`bb`"), "{}", out.stderr());
-    assert!(out.stderr().contains("hint:"), "{}", out.stderr());
+    out.expect_stderr_containing("`bb`");
+    out.expect_stderr_containing("hint:");
 }
 
 #[test]

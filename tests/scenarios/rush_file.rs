@@ -81,12 +81,7 @@ fn a_bad_glob_names_the_glob() {
 fn a_missing_file_says_where_it_looked() {
     let out = Scenario::new().run(&["t"]);
     out.expect_code(1);
-    assert!(
-        out.stderr()
-            .starts_with("error: no `.rush` file in `[TMP]/project` or any parent directory"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: no `.rush` file in `[TMP]/project` or any parent directory");
 }
 
 #[test]

@@ -71,12 +71,7 @@ fn a_client_whose_daemon_dies_mid_run_exits_quickly_and_its_tasks_are_gone() {
         killed.elapsed()
     );
     out.expect_code(1);
-    assert!(
-        out.stderr()
-            .starts_with("error: lost the connection to the daemon"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_starting("error: lost the connection to the daemon");
     assert!(
         wait_until(Duration::from_secs(2), || processes_matching(MARK)
             .is_empty()),
@@ -90,8 +85,7 @@ fn an_idle_daemon_of_another_version_is_replaced() {
     t.start_daemon(&[("TASKRUSH_TEST_DAEMON_VERSION", "0.0.1")]);
     let old = t.daemon_pid().unwrap();
     t.run(&["hi"]).expect_stdout("hi\n").success();
-    let v: serde_json::Value =
-        serde_json::from_str(&t.run(&["daemon", "status", "--json"]).stdout()).unwrap();
+    let v = t.daemon_status().expect("daemon status");
     assert_ne!(v["pid"].as_u64().unwrap() as u32, old);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
@@ -126,12 +120,7 @@ fn a_busy_daemon_of_another_version_is_left_alone_and_the_run_goes_without_it() 
 
     let out = t.run(&["hi"]);
     out.expect_stdout("hi\n").success();
-    assert!(
-        out.stderr()
-            .contains("warning: the daemon is TaskRush 0.0.1"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("warning: the daemon is TaskRush 0.0.1");
     assert_eq!(
         t.daemon_pid().unwrap(),
         old,
@@ -187,17 +176,8 @@ fn an_unsafe_socket_directory_is_refused_and_the_run_goes_without_a_daemon() {
         c.env_remove("TASKRUSH_SOCKET");
     });
     out.expect_stdout("hi\n").success();
-    assert!(
-        out.stderr()
-            .contains("is accessible to other users (mode 755)"),
-        "{}",
-        out.stderr()
-    );
-    assert!(
-        out.stderr().contains("running without the daemon"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("is accessible to other users (mode 755)");
+    out.expect_stderr_containing("running without the daemon");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,
@@ -215,11 +195,7 @@ fn a_symlink_in_place_of_the_socket_directory_is_refused() {
         c.env_remove("TASKRUSH_SOCKET");
     });
     out.expect_stdout("hi\n").success();
-    assert!(
-        out.stderr().contains("is a symbolic link"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("is a symbolic link");
 }
 
 #[test]
@@ -230,11 +206,7 @@ fn a_socket_path_too_long_suggests_taskrush_socket() {
         c.env("TASKRUSH_SOCKET", &long);
     });
     out.expect_stdout("hi\n").success();
-    assert!(
-        out.stderr().contains("is longer than 107 bytes"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("is longer than 107 bytes");
 }
 
 #[test]
@@ -302,11 +274,7 @@ fn stopping_the_daemon_stops_running_tasks_and_tells_their_clients() {
     t.run(&["daemon", "stop"]).success();
     let out = t.finish(child, Duration::from_secs(10));
     out.expect_code(130);
-    assert!(
-        out.stderr().contains("error: the daemon was stopped"),
-        "{}",
-        out.stderr()
-    );
+    out.expect_stderr_containing("error: the daemon was stopped");
     assert!(processes_matching("1888111.25").is_empty());
 }
 

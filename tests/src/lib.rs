@@ -238,10 +238,16 @@ impl Scenario {
         std::mem::forget(child);
     }
 
+    /// `taskrush daemon status --json`, parsed; `None` when no daemon
+    /// answers (it is not started for this).
+    pub fn daemon_status(&self) -> Option<serde_json::Value> {
+        let out = self.run(&["daemon", "status", "--json"]);
+        serde_json::from_str(out.stdout().trim()).ok()
+    }
+
     /// The daemon's pid, if one serves this scenario's socket.
     pub fn daemon_pid(&self) -> Option<u32> {
-        let out = self.run(&["daemon", "status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(out.stdout().trim()).ok()?;
+        let v = self.daemon_status()?;
         v.get("pid")?.as_u64().map(|p| p as u32)
     }
 }
@@ -307,6 +313,26 @@ impl Outcome {
             expected,
             "stderr differs; stdout was:\n{}",
             self.stdout()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_stderr_starting(&self, prefix: &str) -> &Self {
+        let stderr = self.stderr();
+        assert!(
+            stderr.starts_with(prefix),
+            "stderr does not start with:\n{prefix}\nstderr:\n{stderr}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_stderr_containing(&self, part: &str) -> &Self {
+        let stderr = self.stderr();
+        assert!(
+            stderr.contains(part),
+            "stderr does not contain:\n{part}\nstderr:\n{stderr}"
         );
         self
     }
