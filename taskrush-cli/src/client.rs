@@ -24,6 +24,12 @@ use crate::error::CliError;
 
 /// How long the CLI waits for a daemon it started to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connected daemon may take to answer `hello` (a daemon that
+/// accepts and never answers must not hang the CLI).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a live daemon (it holds the lock) whose socket
+/// file was removed to bind it again.
+const REBIND_WAIT: Duration = Duration::from_secs(3);
 /// Longest path a Unix socket address holds (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// Longest line accepted from the daemon.
@@ -222,7 +228,7 @@ impl Client {
             let n = (&mut self.reader)
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut self.line)
-                .map_err(|e| CliError::Disconnected(e.to_string()))?;
+                .map_err(disconnected)?;
             if n == 0 {
                 return Err(CliError::Disconnected(
                     "the daemon closed the connection".into(),
@@ -249,6 +255,15 @@ impl Client {
             };
             return Ok(Incoming::Response { id, result });
         }
+    }
+}
+
+/// A read or write on the daemon's socket failed: a timeout (only set
+/// during the handshake) or a broken connection.
+fn disconnected(e: std::io::Error) -> CliError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CliError::TimedOut,
+        _ => CliError::Disconnected(e.to_string()),
     }
 }
 
@@ -367,8 +382,7 @@ impl Sender {
         // Writes are whole lines under the lock; a poisoned lock only means
         // another thread panicked mid-write, and the daemon will say so.
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(bytes)
-            .map_err(|e| CliError::Disconnected(e.to_string()))
+        w.write_all(bytes).map_err(disconnected)
     }
 
     /// A notification (no answer expected).
@@ -378,8 +392,19 @@ impl Sender {
 }
 
 /// Connect to a running daemon, if one answers.
+/// A daemon that holds the lock but whose socket file is gone (deleted
+/// by someone) binds it again by itself: wait that long for it.
 pub fn connect_existing(paths: &DaemonPaths) -> Result<Option<Client>, CliError> {
-    Ok(connect_with(paths, false)?.map(|(client, _)| client))
+    let deadline = Instant::now() + REBIND_WAIT;
+    loop {
+        match connect_with(paths, false)? {
+            Some((client, _)) => return Ok(Some(client)),
+            None if lock_held(paths) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            None => return Ok(None),
+        }
+    }
 }
 
 /// Connect, optionally passing our stdin, stdout and stderr to the daemon
@@ -390,13 +415,40 @@ fn connect_with(
 ) -> Result<Option<(Client, Hello)>, CliError> {
     match UnixStream::connect(&paths.socket) {
         Ok(stream) => {
-            let mut client = Client::new(stream)?;
+            // Before anything is sent (our environment, our terminal):
+            // the listener must be ourselves.
+            check_peer(&stream, &paths.socket)?;
+            let waited = connect_timeout();
+            let limit = |t: Option<Duration>| {
+                stream
+                    .set_read_timeout(t)
+                    .and_then(|()| stream.set_write_timeout(t))
+                    .map_err(|e| CliError::io("cannot use the daemon's socket", e))
+            };
+            limit(Some(waited))?;
+            let mut client = Client::new(
+                stream
+                    .try_clone()
+                    .map_err(|e| CliError::io("cannot use the daemon's socket", e))?,
+            )?;
             let hello = (|| {
                 if pass_stdio {
                     client.send_hello_with_stdio()?;
                 }
                 handshake(&mut client)
             })();
+            let hello = match hello {
+                Err(CliError::TimedOut) => Err(CliError::NoAnswer {
+                    socket: paths.socket.clone(),
+                    waited,
+                }),
+                other => other,
+            };
+            if hello.is_ok() {
+                // The handshake proved a live daemon: from here on a run
+                // may be silent for as long as its tasks are.
+                limit(None)?;
+            }
             match hello {
                 Ok(hello) => Ok(Some((client, hello))),
                 // A daemon killed a moment ago still had its socket open
@@ -489,7 +541,7 @@ pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result
         eprintln!("taskrush: warning: {first}; running without the daemon");
         return Ok(private);
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + REBIND_WAIT;
     loop {
         match connect_with(paths, pass_stdio) {
             Ok(Some((c, _))) => return Ok(c),
@@ -567,6 +619,38 @@ fn spawn_private(pass_stdio: bool) -> Result<Client, CliError> {
     Ok(client)
 }
 
+/// How long the CLI waits for a connected daemon to answer `hello`
+/// (`TASKRUSH_CONNECT_TIMEOUT`, in seconds; default 10).
+fn connect_timeout() -> Duration {
+    std::env::var("TASKRUSH_CONNECT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .unwrap_or(HANDSHAKE_TIMEOUT)
+}
+
+/// Refuse a listener of another user (SO_PEERCRED gives the uid of the
+/// process that bound the socket): with `TASKRUSH_SOCKET` in a shared
+/// directory, someone else's listener would otherwise receive our
+/// environment and our terminal.
+fn check_peer(stream: &UnixStream, socket: &std::path::Path) -> Result<(), CliError> {
+    let creds = rustix::net::sockopt::socket_peercred(stream).map_err(|e| {
+        CliError::io(
+            &format!("cannot check who owns the socket `{}`", socket.display()),
+            e.into(),
+        )
+    })?;
+    let ours = rustix::process::geteuid();
+    if creds.uid != ours {
+        return Err(CliError::ForeignSocket {
+            socket: socket.to_path_buf(),
+            uid: creds.uid.as_raw(),
+        });
+    }
+    Ok(())
+}
+
 fn is_not_there(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -586,8 +670,11 @@ fn handshake(client: &mut Client) -> Result<Hello, CliError> {
         None => client.send(method::HELLO, hello_params())?,
     };
     loop {
+        // An error with a null id (read as 0; ours start at 1) is about
+        // the connection itself, e.g. a daemon refusing one connection
+        // too many: it answers `hello` too.
         if let Incoming::Response { id: got, result } = client.read()?
-            && got == id
+            && (got == id || (got == 0 && result.is_err()))
         {
             let value = result.map_err(CliError::Remote)?;
             return serde_json::from_str(value.get())

@@ -36,6 +36,9 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
 
 fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
     let Some(mut c) = client::connect_existing(paths)? else {
+        if client::lock_held(paths) {
+            return Err(unreachable(paths));
+        }
         if json {
             println!(
                 "{}",
@@ -99,6 +102,13 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
     Ok(0)
 }
 
+fn unreachable(paths: &DaemonPaths) -> CliError {
+    CliError::Unreachable {
+        socket: paths.socket.clone(),
+        lock: paths.lock.clone(),
+    }
+}
+
 fn uptime(ms: u64) -> String {
     let s = ms / 1000;
     match s {
@@ -112,6 +122,9 @@ fn uptime(ms: u64) -> String {
 /// none was running.
 fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
     let Some(mut c) = client::connect_existing(paths)? else {
+        if client::lock_held(paths) {
+            return Err(unreachable(paths));
+        }
         return Ok(false);
     };
     let _: bool = c.call(method::DAEMON_STOP, serde_json::json!({}))?;

@@ -4,6 +4,7 @@
 //! location (`  --> file:line:col`), then `hint: `, then `caused by:`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use taskrush_protocol::error::WireError;
 use taskrush_protocol::run::EXIT_ERROR;
@@ -16,6 +17,15 @@ pub enum CliError {
     DaemonStart { reason: String, log: PathBuf },
     /// The connection broke.
     Disconnected(String),
+    /// A socket read or write timed out (turned into [`CliError::NoAnswer`]
+    /// where the socket is known).
+    TimedOut,
+    /// The daemon accepted the connection but did not answer `hello` in time.
+    NoAnswer { socket: PathBuf, waited: Duration },
+    /// A daemon holds the lock beside the socket but does not serve it.
+    Unreachable { socket: PathBuf, lock: PathBuf },
+    /// The socket belongs to another user: nothing was sent to it.
+    ForeignSocket { socket: PathBuf, uid: u32 },
     /// The daemon said something we do not understand.
     Protocol(String),
     /// Wrong use of the command line.
@@ -75,6 +85,39 @@ impl CliError {
                 ));
                 out.push_str("hint: see `taskrush daemon logs`\n");
             }
+            CliError::TimedOut => {
+                out.push_str("error: the daemon did not answer in time\n");
+                out.push_str("hint: see `taskrush daemon logs`\n");
+            }
+            CliError::NoAnswer { socket, waited } => {
+                out.push_str(&format!(
+                    "error: the daemon at `{}` did not answer within {}\n",
+                    socket.display(),
+                    seconds(*waited)
+                ));
+                out.push_str(
+                    "hint: `taskrush daemon restart` replaces it; set TASKRUSH_CONNECT_TIMEOUT (seconds) to wait longer\n",
+                );
+            }
+            CliError::Unreachable { socket, lock } => {
+                out.push_str(&format!(
+                    "error: a daemon holds `{}` but does not answer on `{}`\n",
+                    lock.display(),
+                    socket.display()
+                ));
+                out.push_str(
+                    "hint: it binds its socket again or exits by itself; `taskrush daemon logs` says why\n",
+                );
+            }
+            CliError::ForeignSocket { socket, uid } => {
+                out.push_str(&format!(
+                    "error: the socket `{}` belongs to another user (uid {uid}); nothing was sent to it\n",
+                    socket.display()
+                ));
+                out.push_str(
+                    "hint: point TASKRUSH_SOCKET at a path in a directory only you can write, or unset it\n",
+                );
+            }
             CliError::Protocol(why) => {
                 out.push_str(&format!("error: {why}\n"));
                 out.push_str(
@@ -92,6 +135,15 @@ impl CliError {
             }
         }
         out
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
     }
 }
 

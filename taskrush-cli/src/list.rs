@@ -15,6 +15,7 @@ use taskrush_protocol::paths::DaemonPaths;
 
 use crate::args::RunArgs;
 use crate::error::CliError;
+use crate::render::{printable, printable_text};
 
 pub fn list(args: &RunArgs) -> Result<i32, CliError> {
     let mut client = crate::client::connect(&DaemonPaths::from_env(), false, args.no_daemon)?;
@@ -44,19 +45,27 @@ fn params(args: &RunArgs) -> Result<serde_json::Value, CliError> {
 /// `build  Build it [depends on: gen]`: the name padded to `width`, then
 /// the description and the dependencies, if any.
 fn line(t: &TaskInfo, width: usize) -> String {
+    // Names and descriptions come from the `.rush` file: their control
+    // characters are shown escaped, never sent to the terminal.
     let mut line = String::with_capacity(width + 64);
-    line.push_str(&t.name);
-    let desc = t.description.as_deref().unwrap_or("");
+    let name = printable(&t.name);
+    line.push_str(&name);
+    let desc = printable(t.description.as_deref().unwrap_or(""));
     if !desc.is_empty() || !t.depends_on.is_empty() {
-        let pad = width.saturating_sub(t.name.chars().count()) + 2;
+        let pad = width.saturating_sub(name.chars().count()) + 2;
         line.extend(std::iter::repeat_n(' ', pad));
-        line.push_str(desc);
+        line.push_str(&desc);
         if !t.depends_on.is_empty() {
             if !desc.is_empty() {
                 line.push(' ');
             }
             line.push_str("[depends on: ");
-            line.push_str(&t.depends_on.join(", "));
+            for (i, dep) in t.depends_on.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(", ");
+                }
+                line.push_str(&printable(dep));
+            }
             line.push(']');
         }
     }
@@ -101,7 +110,7 @@ impl<'de, 'a> Visitor<'de> for Printer<'a> {
                 "warning" => {
                     if let Some(w) = map.next_value::<Option<String>>()? {
                         let _ = self.out.flush();
-                        eprintln!("warning: {w}");
+                        eprintln!("warning: {}", printable_text(&w));
                     }
                 }
                 "name_width" => width = Some(map.next_value()?),

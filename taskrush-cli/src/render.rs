@@ -94,7 +94,11 @@ impl Renderer {
                 }
             }
             RunEvent::TaskCached { task } => {
-                let _ = writeln!(self.stderr, "taskrush: `{task}` is up to date");
+                let _ = writeln!(
+                    self.stderr,
+                    "taskrush: `{}` is up to date",
+                    printable(&task)
+                );
             }
             RunEvent::TaskFinished {
                 task,
@@ -120,7 +124,12 @@ impl Renderer {
                         (None, None, None) => "unknown reason".into(),
                     };
                     let _ = self.stdout.flush();
-                    let _ = writeln!(self.stderr, "error: task `{task}` failed: {why}");
+                    let _ = writeln!(
+                        self.stderr,
+                        "error: task `{}` failed: {}",
+                        printable(&task),
+                        printable_text(&why)
+                    );
                 }
             }
             RunEvent::RunFinished { error, .. } => {
@@ -187,10 +196,57 @@ impl Renderer {
 
     fn prefix_for(&mut self, task: &str) -> String {
         if !self.color {
-            return format!("[{task}] ");
+            return format!("[{}] ", printable(task));
         }
         let n = self.colors.len();
         let c = *self.colors.entry(task.to_owned()).or_insert(n);
-        format!("\x1b[{}m[{task}]\x1b[0m ", PALETTE[c % PALETTE.len()])
+        format!(
+            "\x1b[{}m[{}]\x1b[0m ",
+            PALETTE[c % PALETTE.len()],
+            printable(task)
+        )
+    }
+}
+
+/// `s` with its control characters escaped (`\u{1b}`), for names and
+/// descriptions that come from a `.rush` file: printed raw, an escape
+/// sequence in a task name would drive the user's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(s, false)
+}
+
+/// [`printable`] keeping line breaks and tabs: for messages of several
+/// lines.
+pub fn printable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(s, true)
+}
+
+fn escape_controls(s: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !(keep_lines && (c == '\n' || c == '\t'));
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("build"), "build");
+        assert_eq!(printable("a\x1b[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(printable("a\nb\u{9b}c"), "a\\nb\\u{9b}c");
+        assert_eq!(printable_text("a\nb\tc\x07"), "a\nb\tc\\u{7}");
+        assert_eq!(printable("héllo ✓"), "héllo ✓");
     }
 }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod cancel;
+mod client;
 mod daemon;
 mod plugins;
 mod protocol;
