@@ -497,6 +497,14 @@ impl PluginHost {
                 });
             }
         };
+        if let Some(m) = manifest_mismatch(&info, loaded) {
+            process.stderr_drained(STDERR_SETTLE).await;
+            return Err(Launch::Handshake {
+                process,
+                message: m,
+                permanent: true,
+            });
+        }
         if let Some(m) = self.collision(slot, &info, ctx.config) {
             return Err(Launch::Handshake {
                 process,
@@ -1206,6 +1214,34 @@ async fn handshake(
         )),
         Err(CallError::Protocol(m)) => Err((m, true)),
     }
+}
+
+/// Where the answer to `initialize` names another plugin or version than
+/// the manifest (the `.rush` entry's `version` requirement was checked
+/// against the manifest, so the process must be what the manifest says).
+fn manifest_mismatch(info: &InitializeResult, loaded: &Loaded) -> Option<String> {
+    let m = &loaded.manifest;
+    let path = loaded.dir.join("plugin.toml");
+    let mut wrong = Vec::new();
+    if info.name != m.name {
+        wrong.push(format!(
+            "it calls itself `{}` where its manifest says `{}`",
+            info.name, m.name
+        ));
+    }
+    if info.version != m.version {
+        wrong.push(format!(
+            "it says version `{}` where its manifest says `{}`",
+            info.version, m.version
+        ));
+    }
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "its answer to `initialize` does not match `{}`: {} (the two must be equal)",
+            path.display(),
+            wrong.join(", ")
+        )
+    })
 }
 
 /// The environment of a plugin process: what its manifest's environment

@@ -681,3 +681,43 @@ fn have(tool: &str) -> bool {
         .status()
         .is_ok()
 }
+
+/// The fixture as `.rush-plugins/NAME/`, its manifest saying
+/// `manifest_version` while the process answers `initialize` with
+/// `says_version`.
+fn plugin_saying(s: &Scenario, name: &str, manifest_version: &str, says_version: &str) {
+    let script = fixtures().join("fixture.py");
+    s.write(
+        &format!(".rush-plugins/{name}/plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"{manifest_version}\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\", \"{says_version}\"]\n\
+             taskrush_version = \">=0.3\"\n",
+            script.display()
+        ),
+    );
+}
+
+#[test]
+fn a_plugin_whose_handshake_contradicts_its_manifest_version_is_refused_naming_both() {
+    let s = Scenario::new();
+    plugin_saying(&s, "lint", "1.0.1", "0.9.0");
+    let s = s.rush(
+        "plugins:\n  - {name: lint, version: \"^1.0.1\", required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_stdout("").expect_code(1);
+    out.expect_stderr_starting("error: task `t` failed: plugin `lint` failed in `handshake`: its answer to `initialize` does not match `");
+    out.expect_stderr_containing(
+        "plugin.toml`: it says version `0.9.0` where its manifest says `1.0.1` (the two must be equal)",
+    );
+    let st = state_of(&s, "lint");
+    assert_eq!(st["state"], "failed", "{st}");
+
+    // The same plugin telling the truth is accepted.
+    plugin_saying(&s, "lint", "1.0.1", "1.0.1");
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+}
