@@ -4,6 +4,7 @@
 mod cache;
 mod cancel;
 mod daemon;
+mod orphans;
 mod plugins;
 mod protocol;
 mod reload;
