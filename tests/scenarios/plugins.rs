@@ -752,3 +752,64 @@ fn a_plugin_whose_handshake_contradicts_its_manifest_version_is_refused_naming_b
         .expect_stderr("")
         .success();
 }
+
+/// A private copy of the fixture as `.rush-plugins/p/` (its files change
+/// during the test), at `version`, granted `env`.
+fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
+    s.write(
+        ".rush-plugins/p/main.py",
+        std::fs::read(fixtures().join("fixture.py")).expect("fixture.py"),
+    );
+    let env: Vec<String> = env.iter().map(|e| format!("\"{e}\"")).collect();
+    s.write(
+        ".rush-plugins/p/plugin.toml",
+        format!(
+            "name = \"p\"\nversion = \"{version}\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"good\", \"{version}\"]\n\
+             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [{}]\n",
+            env.join(", ")
+        ),
+    );
+}
+
+#[test]
+fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
+    let s = Scenario::new();
+    private_plugin(&s, "1.0.0", &["TOKEN"]);
+    let s = recording(s).rush(
+        "plugins:\n  - {name: p, config: {record: '${REC}'}}\ntasks:\n  build:\n    cmd: echo built\n",
+    );
+    s.run(&["build"])
+        .expect_stdout("built\n")
+        .expect_stderr("")
+        .success();
+    let mut events = s.events();
+    private_plugin(&s, "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
+    events.wait_kind("plugin_reload_refused");
+
+    // The next run is served by version 1 and says why, once.
+    let out = s.run(&["build"]);
+    out.expect_stdout("built\n").success();
+    out.expect_stderr(
+        "plugin `p`: its new version asks for more permissions (environment `AWS_SECRET_ACCESS_KEY`) \
+         and was not started; the running version keeps serving. To grant them, run \
+         `taskrush plugin restart p` (the grant step); or revert the manifest's `permissions`\n",
+    );
+    let last = records(&s)
+        .into_iter()
+        .rfind(|r| r["hook"] == "before_task")
+        .expect("a call");
+    assert_eq!(last["version"], "1.0.0");
+
+    // Granting it swaps version 2 in, and runs are quiet again.
+    s.run(&["plugin", "restart", "p"]).success();
+    s.run(&["build"])
+        .expect_stdout("built\n")
+        .expect_stderr("")
+        .success();
+    let last = records(&s)
+        .into_iter()
+        .rfind(|r| r["hook"] == "before_task")
+        .expect("a call");
+    assert_eq!(last["version"], "2.0.0");
+}
