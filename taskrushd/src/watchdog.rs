@@ -34,7 +34,13 @@ use rustix::process::{Pid, Signal};
 const FLAG: &str = "--watchdog";
 
 /// The pipe to this daemon's watchdog, once started.
-static PIPE: OnceLock<Mutex<Option<ChildStdin>>> = OnceLock::new();
+static PIPE: OnceLock<Mutex<Pipe>> = OnceLock::new();
+
+enum Pipe {
+    Open(ChildStdin),
+    /// Why there is no watchdog (logged at the first spawn, then `None`).
+    Broken(Option<String>),
+}
 
 /// `taskrushd --watchdog PID`: be the watchdog of daemon PID, and return
 /// its exit code. `None` for any other command line.
@@ -55,7 +61,7 @@ pub fn run_if_asked() -> Option<ExitCode> {
 
 /// Start this daemon's watchdog. Call it from the thread that lives as
 /// long as the daemon (the parent-death signal follows the thread that
-/// forked). Failing to start it is logged by the caller's first use and
+/// forked). Failing to start it is logged at the first spawn and
 /// otherwise harmless: tasks then die with the daemon only as before.
 pub fn start() {
     // `/proc/self/exe` still works when the binary was replaced on disk
@@ -80,15 +86,13 @@ pub fn start() {
             .process_group(0)
             .spawn()
     });
-    let stdin = match started {
-        // Never waited for: it outlives us by design.
-        Ok(mut child) => child.stdin.take(),
-        Err(e) => {
-            eprintln!("warning: cannot start the watchdog: {e}");
-            None
-        }
+    // The child is never waited for: it outlives us by design.
+    let pipe = match started.map(|mut child| child.stdin.take()) {
+        Ok(Some(stdin)) => Pipe::Open(stdin),
+        Ok(None) => Pipe::Broken(Some("it has no stdin".into())),
+        Err(e) => Pipe::Broken(Some(format!("cannot start it: {e}"))),
     };
-    let _ = PIPE.set(Mutex::new(stdin));
+    let _ = PIPE.set(Mutex::new(pipe));
 }
 
 /// Have the watchdog end group `pgid` should the daemon die.
@@ -104,13 +108,22 @@ pub fn unregister(pgid: u32) {
 fn send(op: char, pgid: u32) {
     let Some(pipe) = PIPE.get() else { return };
     let mut pipe = pipe.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(w) = pipe.as_mut() else { return };
-    // A few bytes, below PIPE_BUF: one atomic write to a reader that
-    // does nothing else, so this never waits in practice.
-    if let Err(e) = w.write_all(format!("{op}{pgid}\n").as_bytes()) {
-        tracing::warn!("the watchdog is gone ({e}): tasks no longer end with a killed daemon");
-        *pipe = None;
-    }
+    let failed = match &mut *pipe {
+        // A few bytes, below PIPE_BUF: one atomic write to a reader that
+        // does nothing else, so this never waits in practice.
+        Pipe::Open(w) => match w.write_all(format!("{op}{pgid}\n").as_bytes()) {
+            Ok(()) => return,
+            Err(e) => format!("it is gone ({e})"),
+        },
+        Pipe::Broken(why) => match why.take() {
+            Some(why) => why,
+            None => return,
+        },
+    };
+    tracing::warn!(
+        "no watchdog: {failed}; tasks and plugin helpers no longer end with a killed daemon"
+    );
+    *pipe = Pipe::Broken(None);
 }
 
 /// The watchdog's life: collect groups until the daemon is gone, then
