@@ -198,14 +198,20 @@ type TaskContext struct {
 	EnvVars map[string]string `json:"env_vars"`
 	// The plugin's global config merged with the task's plugins.<name> entry.
 	Config Config `json:"config"`
-	RunID  uint64 `json:"run_id"`
+	// The run the task belongs to: the same across the hooks of one run
+	// (0 from the conformance kit).
+	RunID uint64 `json:"run_id"`
 }
 
 // TaskResult is how a task ended (after_task).
 type TaskResult struct {
 	// "success", "failed" or "cancelled".
-	Status     string `json:"status"`
-	ExitCode   *int   `json:"exit_code,omitempty"`
+	Status string `json:"status"`
+	// The command's exit code; nil when the protocol leaves it absent
+	// (killed by a signal, never started, cancelled, vetoed).
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Wall time of the task's process in ms: from the spawn of its shell
+	// to its exit, plugin hooks and the cache check not counted.
 	DurationMs uint64 `json:"duration_ms"`
 	// The task was up to date and did not run.
 	Cached bool `json:"cached"`
@@ -213,8 +219,9 @@ type TaskResult struct {
 
 // TaskError is why a task failed (on_task_failure).
 type TaskError struct {
-	Message  string `json:"message"`
-	ExitCode *int   `json:"exit_code,omitempty"`
+	Message string `json:"message"`
+	// As in TaskResult: nil when the protocol leaves it absent.
+	ExitCode *int `json:"exit_code,omitempty"`
 }
 
 // CommandResult is what `taskrush <command>` prints and exits with.

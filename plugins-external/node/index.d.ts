@@ -42,16 +42,30 @@ export interface TaskContext {
   [key: string]: unknown;
 }
 
+/**
+ * How a task ended (`after_task`), with the SDK's defaults filled in: the
+ * protocol leaves `exit_code` absent when the command did not exit by
+ * itself (killed by a signal, never started, cancelled, vetoed), and `cached`
+ * absent when false; handlers always see both fields.
+ */
 export interface TaskResult {
   status: 'success' | 'failed' | 'cancelled' | string;
+  /** The command's exit code; `null` (filled in by the SDK) when the protocol left it absent. */
   exit_code: number | null;
+  /**
+   * Wall time of the task's process in ms: from the spawn of its shell to its
+   * exit, plugin hooks and the cache check not counted.
+   */
   duration_ms: number;
+  /** The task was up to date and did not run (`false` when the protocol left it absent). */
   cached: boolean;
   [key: string]: unknown;
 }
 
+/** Why a task failed (`on_task_failure`), with the SDK's defaults filled in. */
 export interface TaskError {
   message: string;
+  /** As in `TaskResult`: `null` (filled in by the SDK) when the protocol left it absent. */
   exit_code: number | null;
   [key: string]: unknown;
 }

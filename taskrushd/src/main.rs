@@ -30,6 +30,7 @@ mod spawn;
 mod transport;
 mod up_to_date;
 mod watch_run;
+mod watchdog;
 mod watcher;
 
 use std::io::Write as _;
@@ -90,6 +91,10 @@ fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = watchdog::run_if_asked() {
+        return code;
+    }
+    spawn::raise_fd_limit();
     let args = Args::parse();
     let paths = DaemonPaths::from_env();
     let idle = args
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         // the user's shell.
         let _ = rustix::process::setsid();
     }
+    watchdog::start();
     if args.stdio {
         return serve_stdio(paths, options);
     }

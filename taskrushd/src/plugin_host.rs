@@ -173,6 +173,10 @@ struct SlotState {
     /// `plugin_restart`): a new version asking for more is not started
     /// until the user restarts it by hand.
     granted: Option<wire::Permissions>,
+    /// Why the last update of the running process was not swapped in (it
+    /// asks for more permissions): said in the output of every run that
+    /// uses the plugin until it is granted or reverted.
+    refused_swap: Option<String>,
 }
 
 /// One plugin of one project.
@@ -440,6 +444,7 @@ impl PluginHost {
             st.env = Some(ctx.env.clone());
             st.granted
                 .get_or_insert_with(|| loaded.manifest.permissions.clone());
+            st.refused_swap = None;
         }
         self.watch_files(slot, &loaded).await;
         self.events.send(DaemonEvent::PluginStarted {
@@ -497,6 +502,14 @@ impl PluginHost {
                 });
             }
         };
+        if let Some(m) = manifest_mismatch(&info, loaded) {
+            process.stderr_drained(STDERR_SETTLE).await;
+            return Err(Launch::Handshake {
+                process,
+                message: m,
+                permanent: true,
+            });
+        }
         if let Some(m) = self.collision(slot, &info, ctx.config) {
             return Err(Launch::Handshake {
                 process,
@@ -564,7 +577,11 @@ impl PluginHost {
         if let Some(more) = more {
             let m = refused_message(&slot.name, &more);
             tracing::warn!(target: "plugin", plugin = %slot.name, "{m}");
-            slot.st().last_error = Some(m.clone());
+            {
+                let mut st = slot.st();
+                st.last_error = Some(m.clone());
+                st.refused_swap = Some(m.clone());
+            }
             self.events.send(DaemonEvent::PluginReloadRefused {
                 root,
                 plugin: slot.name.clone(),
@@ -585,6 +602,7 @@ impl PluginHost {
                     st.failed = None;
                     st.crashes.clear();
                     st.retry_at = None;
+                    st.refused_swap = None;
                 }
                 retire(old, spec.timeout);
                 self.watch_files(&slot, &loaded).await;
@@ -678,6 +696,14 @@ impl PluginHost {
         if let Some(spec) = config.plugins.iter().find(|p| p.name == name) {
             self.reload(config, spec, "its files changed").await;
         }
+    }
+
+    /// Why the running version of `name` was kept over an update that
+    /// asks for more permissions, if it was.
+    fn refused_swap(&self, root: &Path, name: &str) -> Option<String> {
+        let slot = self.existing(root, name)?;
+        let st = slot.st();
+        st.refused_swap.clone()
     }
 
     /// The live process, or `None`; a process that died on its own while
@@ -1007,6 +1033,7 @@ impl PluginHost {
             st.info = None;
             // Restarting by hand accepts the manifest's permissions.
             st.granted = None;
+            st.refused_swap = None;
             st.process.take()
         };
         if let Some(p) = old {
@@ -1134,7 +1161,7 @@ pub fn widened(granted: &wire::Permissions, new: &wire::Permissions) -> Option<S
 
 fn refused_message(name: &str, more: &str) -> String {
     format!(
-        "its new version asks for more permissions ({more}) and was not started; the running version keeps serving. There is no grant command yet: revert the manifest's `permissions`, or accept them with `taskrush plugin restart {name}`"
+        "its new version asks for more permissions ({more}) and was not started; the running version keeps serving. To grant them, run `taskrush plugin restart {name}` (the grant step); or revert the manifest's `permissions`"
     )
 }
 
@@ -1208,6 +1235,34 @@ async fn handshake(
     }
 }
 
+/// Where the answer to `initialize` names another plugin or version than
+/// the manifest (the `.rush` entry's `version` requirement was checked
+/// against the manifest, so the process must be what the manifest says).
+fn manifest_mismatch(info: &InitializeResult, loaded: &Loaded) -> Option<String> {
+    let m = &loaded.manifest;
+    let path = loaded.dir.join("plugin.toml");
+    let mut wrong = Vec::new();
+    if info.name != m.name {
+        wrong.push(format!(
+            "it calls itself `{}` where its manifest says `{}`",
+            info.name, m.name
+        ));
+    }
+    if info.version != m.version {
+        wrong.push(format!(
+            "it says version `{}` where its manifest says `{}`",
+            info.version, m.version
+        ));
+    }
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "its answer to `initialize` does not match `{}`: {} (the two must be equal)",
+            path.display(),
+            wrong.join(", ")
+        )
+    })
+}
+
 /// The environment of a plugin process: what its manifest's environment
 /// permission names, from the client's environment, plus what any program
 /// needs to run (`PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR`) and `TASKRUSH_*`.
@@ -1261,6 +1316,8 @@ pub struct RunPlugins {
     /// (task, plugin) pairs where the plugin failed: it is not called
     /// again for that task (no restart in the middle of one task).
     failed: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Plugins whose refused update this run has reported already.
+    refusals_told: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RunPlugins {
@@ -1276,6 +1333,7 @@ impl RunPlugins {
             env,
             run_id,
             failed: Mutex::new(Default::default()),
+            refusals_told: Mutex::new(Default::default()),
         }
     }
 
@@ -1291,6 +1349,28 @@ impl RunPlugins {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((task.name.clone(), spec.name.clone()));
+    }
+
+    /// Say once per run, in its output, that a plugin's update was not
+    /// swapped in for asking more permissions (the log, the event stream
+    /// and `plugin info` say it too, but nobody watches those).
+    async fn tell_refused_swap(
+        &self,
+        spec: &PluginSpec,
+        task: &Task,
+        events: &mpsc::Sender<RunEvent>,
+    ) {
+        let Some(m) = self.host.refused_swap(&self.config.root, &spec.name) else {
+            return;
+        };
+        let first = self
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone());
+        if first {
+            message(events, spec, task, "warn", m).await;
+        }
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -1341,6 +1421,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
+            self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
                 HookOutcome::Refused(m) => {
@@ -1397,6 +1478,7 @@ impl RunPlugins {
                         })
                     })
                     .await;
+                self.tell_refused_swap(spec, task, events).await;
                 match outcome {
                     HookOutcome::NotDeclared | HookOutcome::Done => {}
                     HookOutcome::Refused(m) => {

@@ -10,13 +10,20 @@
 //! directory, with an environment built from scratch by the host, in a
 //! process group of its own, and dies with the daemon: kill-on-drop covers
 //! an orderly exit, `PR_SET_PDEATHSIG` (Linux) a `kill -9` of the daemon.
+//!
+//! Every group started here is registered with the daemon's
+//! [`watchdog`](crate::watchdog) until its leader is reaped, so that a
+//! `kill -9` of the daemon ends the tasks and the plugins' helpers too.
+//! Children get back the soft `RLIMIT_NOFILE` the daemon was started with
+//! ([`raise_fd_limit`]): a task sees what its shell would.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::process::{Child, Command};
 
 use crate::client_stdio::ClientStdio;
@@ -61,6 +68,7 @@ fn spawn(
         .envs(env)
         .process_group(0)
         .kill_on_drop(true);
+    restore_fd_limit(&mut command);
     match stdio.map(ClientStdio::for_child).transpose()? {
         Some(io) => command.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr),
         None => command
@@ -68,9 +76,78 @@ fn spawn(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     };
-    let child = command.spawn()?;
+    started(command.spawn()?)
+}
+
+/// A spawned group leader, registered with the watchdog.
+fn started(child: Child) -> std::io::Result<TaskProcess> {
     let pgid = child.id().and_then(|id| Pid::from_raw(id as i32));
+    if let Some(pgid) = pgid {
+        crate::watchdog::register(pgid.as_raw_nonzero().get() as u32);
+    }
     Ok(TaskProcess { child, pgid })
+}
+
+impl Drop for TaskProcess {
+    /// The leader was reaped: what it left in its group is kept (as a
+    /// shell keeps `pg_ctl start`'s server), and the watchdog forgets the
+    /// group. Dropped before it was reaped (a run abandoned midway): the
+    /// whole group ends, not just the leader that kill-on-drop reaches.
+    fn drop(&mut self) {
+        let Some(pgid) = self.pgid else { return };
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+        }
+        crate::watchdog::unregister(pgid.as_raw_nonzero().get() as u32);
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` the daemon started with, when it raised it.
+static STARTING_FD_LIMIT: OnceLock<Rlimit> = OnceLock::new();
+
+/// Raise the soft limit on open files to the hard limit: the daemon serves
+/// many clients and watches many files, and the usual soft limit (1,024)
+/// runs out first. Children get the original soft limit back. Call once,
+/// early, before any thread is started.
+pub fn raise_fd_limit() {
+    let now = rustix::process::getrlimit(Resource::Nofile);
+    let hard = now.maximum.or_else(|| {
+        // No hard limit: the kernel's ceiling for one process.
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    let (Some(soft), Some(hard)) = (now.current, hard) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: now.maximum,
+    };
+    if rustix::process::setrlimit(Resource::Nofile, raised).is_ok() {
+        let _ = STARTING_FD_LIMIT.set(now);
+    }
+}
+
+/// Give a child the soft `RLIMIT_NOFILE` the daemon started with. Only
+/// when the daemon raised its own: the hook makes the spawn fork instead
+/// of using `posix_spawn`.
+fn restore_fd_limit(command: &mut Command) {
+    let Some(&limit) = STARTING_FD_LIMIT.get() else {
+        return;
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only
+    // makes the `setrlimit` syscall through rustix, which neither
+    // allocates nor takes locks, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+        });
+    }
 }
 
 impl TaskProcess {
@@ -145,9 +222,8 @@ pub fn spawn_plugin(
         .process_group(0)
         .kill_on_drop(true);
     die_with_parent(&mut command);
-    let child = command.spawn()?;
-    let pgid = child.id().and_then(|id| Pid::from_raw(id as i32));
-    Ok(TaskProcess { child, pgid })
+    restore_fd_limit(&mut command);
+    started(command.spawn()?)
 }
 
 /// Ask the kernel to SIGKILL the child when the daemon dies, even by

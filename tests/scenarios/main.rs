@@ -5,6 +5,7 @@ mod cache;
 mod cancel;
 mod client;
 mod daemon;
+mod orphans;
 mod plugins;
 mod protocol;
 mod reload;

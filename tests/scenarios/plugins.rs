@@ -279,11 +279,53 @@ fn junk_on_stdout_fails_the_plugin_not_the_daemon_or_the_task() {
     assert_eq!(state_of(&s, "fine")["state"], "idle");
 }
 
+/// CPU time (user + system) of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from `state` (field 3).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 #[test]
-fn a_stderr_flood_is_logged_bounded_and_harms_nobody() {
+fn a_plugin_flooding_stderr_grows_the_log_by_a_bounded_amount_and_blocks_instead() {
     let s = Scenario::new();
     plugin(&s, "flood", "flood");
-    let s = s.rush("plugins:\n  - {name: flood, timeout: 30s}\ntasks:\n  t:\n    cmd: echo ran\n");
+    let s = s.rush("plugins:\n  - name: flood\ntasks:\n  t:\n    cmd: echo ran\n");
+    let t0 = std::time::Instant::now();
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    let cpu0 = cpu_ticks(daemon);
+    let w0 = std::time::Instant::now();
+    // A window of flooding: the plugin writes 4 KiB lines without end.
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_ticks(daemon) - cpu0;
+    let window = w0.elapsed();
+    let log = std::fs::read_to_string(s.log()).unwrap();
+    // 64 KiB of burst, then 8 KiB/s, plus the log's own words.
+    let bound = 64.0 * 1024.0 + 8.0 * 1024.0 * t0.elapsed().as_secs_f64() * 1.1 + 16.0 * 1024.0;
+    assert!(
+        (log.len() as f64) < bound,
+        "the log took the flood: {} bytes after {:?} (bound {bound:.0})",
+        log.len(),
+        t0.elapsed()
+    );
+    assert_eq!(
+        log.matches("stderr over 8 KiB/s (bursts of 64 KiB): stopped reading it")
+            .count(),
+        1,
+        "one counter line per minute"
+    );
+    // The idle daemon does not burn CPU on it (100 ticks a second).
+    assert!(
+        (cpu as f64) < window.as_secs_f64() * 100.0 * 0.3,
+        "the daemon used {cpu} ticks of CPU in {window:?}"
+    );
+    // The plugin, blocked on its stderr, still answers its hooks.
     s.run(&["t"])
         .expect_stdout("ran\n")
         .expect_stderr("")
@@ -291,24 +333,13 @@ fn a_stderr_flood_is_logged_bounded_and_harms_nobody() {
     let info = s.run(&["plugin", "info", "flood", "--json"]);
     let info: Value = serde_json::from_str(&info.stdout()).unwrap();
     let lines = info["stderr"].as_array().unwrap();
-    assert_eq!(lines.len(), 20);
     assert!(
-        lines[19]
-            .as_str()
-            .unwrap()
-            .starts_with("flood line 199999 ")
+        lines
+            .last()
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| l.starts_with("flood line ")),
+        "{lines:?}"
     );
-    let log = std::fs::read_to_string(s.log()).unwrap();
-    assert!(
-        log.contains("stderr lines (over 50 lines/s)"),
-        "no drop count in the log"
-    );
-    assert!(
-        log.lines().count() < 2_000,
-        "the log took the flood: {} lines",
-        log.lines().count()
-    );
-    s.run(&["t"]).success();
 }
 
 #[test]
@@ -680,4 +711,105 @@ fn have(tool: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok()
+}
+
+/// The fixture as `.rush-plugins/NAME/`, its manifest saying
+/// `manifest_version` while the process answers `initialize` with
+/// `says_version`.
+fn plugin_saying(s: &Scenario, name: &str, manifest_version: &str, says_version: &str) {
+    let script = fixtures().join("fixture.py");
+    s.write(
+        &format!(".rush-plugins/{name}/plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"{manifest_version}\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\", \"{says_version}\"]\n\
+             taskrush_version = \">=0.3\"\n",
+            script.display()
+        ),
+    );
+}
+
+#[test]
+fn a_plugin_whose_handshake_contradicts_its_manifest_version_is_refused_naming_both() {
+    let s = Scenario::new();
+    plugin_saying(&s, "lint", "1.0.1", "0.9.0");
+    let s = s.rush(
+        "plugins:\n  - {name: lint, version: \"^1.0.1\", required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_stdout("").expect_code(1);
+    out.expect_stderr_starting("error: task `t` failed: plugin `lint` failed in `handshake`: its answer to `initialize` does not match `");
+    out.expect_stderr_containing(
+        "plugin.toml`: it says version `0.9.0` where its manifest says `1.0.1` (the two must be equal)",
+    );
+    let st = state_of(&s, "lint");
+    assert_eq!(st["state"], "failed", "{st}");
+
+    // The same plugin telling the truth is accepted.
+    plugin_saying(&s, "lint", "1.0.1", "1.0.1");
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+}
+
+/// A private copy of the fixture as `.rush-plugins/p/` (its files change
+/// during the test), at `version`, granted `env`.
+fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
+    s.write(
+        ".rush-plugins/p/main.py",
+        std::fs::read(fixtures().join("fixture.py")).expect("fixture.py"),
+    );
+    let env: Vec<String> = env.iter().map(|e| format!("\"{e}\"")).collect();
+    s.write(
+        ".rush-plugins/p/plugin.toml",
+        format!(
+            "name = \"p\"\nversion = \"{version}\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"good\", \"{version}\"]\n\
+             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [{}]\n",
+            env.join(", ")
+        ),
+    );
+}
+
+#[test]
+fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
+    let s = Scenario::new();
+    private_plugin(&s, "1.0.0", &["TOKEN"]);
+    let s = recording(s).rush(
+        "plugins:\n  - {name: p, config: {record: '${REC}'}}\ntasks:\n  build:\n    cmd: echo built\n",
+    );
+    s.run(&["build"])
+        .expect_stdout("built\n")
+        .expect_stderr("")
+        .success();
+    let mut events = s.events();
+    private_plugin(&s, "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
+    events.wait_kind("plugin_reload_refused");
+
+    // The next run is served by version 1 and says why, once.
+    let out = s.run(&["build"]);
+    out.expect_stdout("built\n").success();
+    out.expect_stderr(
+        "plugin `p`: its new version asks for more permissions (environment `AWS_SECRET_ACCESS_KEY`) \
+         and was not started; the running version keeps serving. To grant them, run \
+         `taskrush plugin restart p` (the grant step); or revert the manifest's `permissions`\n",
+    );
+    let last = records(&s)
+        .into_iter()
+        .rfind(|r| r["hook"] == "before_task")
+        .expect("a call");
+    assert_eq!(last["version"], "1.0.0");
+
+    // Granting it swaps version 2 in, and runs are quiet again.
+    s.run(&["plugin", "restart", "p"]).success();
+    s.run(&["build"])
+        .expect_stdout("built\n")
+        .expect_stderr("")
+        .success();
+    let last = records(&s)
+        .into_iter()
+        .rfind(|r| r["hook"] == "before_task")
+        .expect("a call");
+    assert_eq!(last["version"], "2.0.0");
 }

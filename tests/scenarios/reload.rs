@@ -467,7 +467,8 @@ fn a_plugin_update_asking_for_more_permissions_is_refused_and_explained() {
     let e = ev.wait_kind("plugin_reload_refused");
     let m = e["message"].as_str().unwrap();
     assert!(
-        m.contains("environment `AWS_SECRET_ACCESS_KEY`") && m.contains("no grant command"),
+        m.contains("environment `AWS_SECRET_ACCESS_KEY`")
+            && m.contains("`taskrush plugin restart p` (the grant step)"),
         "{m}"
     );
     s.run(&["build"]).success();
@@ -478,7 +479,7 @@ fn a_plugin_update_asking_for_more_permissions_is_refused_and_explained() {
     assert_eq!(last["version"], "1.0.0");
     let info = s.run(&["plugin", "info", "p", "--json"]);
     assert!(
-        info.stdout().contains("no grant command"),
+        info.stdout().contains("the grant step"),
         "{}",
         info.stdout()
     );

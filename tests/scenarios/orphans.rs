@@ -1,0 +1,134 @@
+//! Orphans and inherited limits: what the daemon starts ends with it, even
+//! when it is killed by SIGKILL (its watchdog), except what a task left
+//! running on purpose; children see the limits their shell would.
+
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use taskrush_tests::{Scenario, processes_matching, signal, wait_until};
+
+/// A distinct, valid `sleep` duration per test, to find its process.
+fn unique_marker() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("2{}{n:03}.25", std::process::id())
+}
+
+/// Kill whatever still matches `marker` (cleanup after a failed check).
+fn reap_leftovers(marker: &str) {
+    for pid in processes_matching(marker) {
+        signal(pid, Signal::KILL);
+    }
+}
+
+#[test]
+fn a_daemon_killed_by_sigkill_during_an_editor_run_ends_the_task() {
+    let marker = unique_marker();
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  hi:\n    cmd: echo hi\n  long:\n    cmd: sh -c 'sleep {marker} & wait'\n"
+    ));
+    s.run(&["hi"]).success();
+    // An editor's run: a client speaking the protocol itself, with no
+    // terminal and no process group of its own to clean up.
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
+    writeln!(editor, "{req}").expect("send the run");
+    assert!(
+        wait_until(Duration::from_secs(20), || !processes_matching(&marker)
+            .is_empty()),
+        "the task did not start"
+    );
+    let daemon = s.daemon_pid().expect("a daemon");
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    reap_leftovers(&marker);
+    drop(editor);
+    assert!(ended, "the task outlived its daemon");
+}
+
+#[test]
+fn a_plugins_helper_process_ends_with_a_daemon_killed_by_sigkill() {
+    let marker = unique_marker();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("plugins-external/fixtures/fixture.py");
+    let s = Scenario::new();
+    s.write(
+        ".rush-plugins/helped/plugin.toml",
+        format!(
+            "name = \"helped\"\nversion = \"1.0.0\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\"]\n\
+             taskrush_version = \">=0.3\"\n",
+            fixture.display()
+        ),
+    );
+    let s = s.rush(&format!(
+        "plugins:\n  - {{name: helped, config: {{helper: '{marker}'}}}}\ntasks:\n  t:\n    cmd: 'true'\n"
+    ));
+    s.run(&["t"]).success();
+    assert!(
+        wait_until(Duration::from_secs(10), || !processes_matching(&marker)
+            .is_empty()),
+        "the plugin's helper did not start"
+    );
+    let daemon = s.daemon_pid().expect("a daemon");
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    reap_leftovers(&marker);
+    assert!(ended, "the plugin's helper outlived the daemon");
+}
+
+#[test]
+fn what_a_task_leaves_running_after_it_exits_normally_survives_a_killed_daemon() {
+    let marker = unique_marker();
+    // Like `pg_ctl start`: start a server in the background and exit 0.
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  start:\n    cmd: sleep {marker} >/dev/null 2>&1 &\n"
+    ));
+    s.run(&["start"]).success();
+    assert!(
+        wait_until(Duration::from_secs(5), || !processes_matching(&marker)
+            .is_empty()),
+        "the background process did not start"
+    );
+    let daemon = s.daemon_pid().expect("a daemon");
+    signal(daemon, Signal::KILL);
+    assert!(wait_until(Duration::from_secs(5), || s
+        .daemon_pid()
+        .is_none()));
+    // Give a watchdog the time it would take (it ends groups within 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let kept = !processes_matching(&marker).is_empty();
+    reap_leftovers(&marker);
+    assert!(
+        kept,
+        "the task's background process was killed with the daemon"
+    );
+}
+
+#[test]
+fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
+    let s = Scenario::new().rush("tasks:\n  limit:\n    cmd: ulimit -n\n");
+    // The scenario lowers the soft limit itself; the daemon started by
+    // this `taskrush` inherits it.
+    let out = s.sh("ulimit -Sn 512 && taskrush limit");
+    out.expect_stdout("512\n").success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a `Max open files` line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // `Max open files  SOFT  HARD  files`
+    assert_eq!(fields[3], fields[4], "soft limit not raised: {line}");
+    assert_ne!(fields[3], "512", "{line}");
+}
