@@ -31,6 +31,7 @@ mod transport;
 mod up_to_date;
 mod watch_run;
 mod watcher;
+mod whole_file;
 
 use std::io::Write as _;
 use std::process::ExitCode;
