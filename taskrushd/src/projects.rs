@@ -125,6 +125,10 @@ pub struct Projects {
     loaded: Mutex<HashMap<PathBuf, Entry>>,
     /// One lock per file being loaded: one read and parse at a time.
     loading: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Files never loaded successfully: the digest of the content that
+    /// failed, the error, when last used. The same content is not parsed
+    /// again (a request waiting for a parse gets its error).
+    rejected: Mutex<HashMap<PathBuf, (blake3::Hash, ConfigError, u64)>>,
     /// Counts uses, for least-recently-used eviction.
     clock: AtomicU64,
     /// Files forgotten to stay within [`MAX_PROJECTS`], for the daemon to
@@ -145,6 +149,7 @@ impl Projects {
             max: max.max(1),
             loaded: Mutex::default(),
             loading: Mutex::default(),
+            rejected: Mutex::default(),
             clock: AtomicU64::new(0),
             evicted: Mutex::default(),
         }
@@ -346,6 +351,13 @@ impl Projects {
         let digest = blake3::hash(&source);
         {
             let mut loaded = self.lock();
+            if !loaded.contains_key(path)
+                && let Some((d, error, used)) = self.rejected_lock().get_mut(path)
+                && *d == digest
+            {
+                *used = self.clock.fetch_add(1, Ordering::Relaxed);
+                return Err(error.clone());
+            }
             if let Some(e) = loaded.get_mut(path) {
                 e.used = self.clock.fetch_add(1, Ordering::Relaxed);
                 if e.digest == digest {
@@ -376,10 +388,25 @@ impl Projects {
             Ok(c) => Arc::new(c),
             Err(error) => {
                 tracing::info!("rejected `{}`: {error}", error.location());
+                if !self.lock().contains_key(path) {
+                    let mut rejected = self.rejected_lock();
+                    if !rejected.contains_key(path) && rejected.len() >= self.max {
+                        let oldest = rejected
+                            .iter()
+                            .min_by_key(|(_, r)| r.2)
+                            .map(|(p, _)| p.clone());
+                        if let Some(oldest) = oldest {
+                            rejected.remove(&oldest);
+                        }
+                    }
+                    let used = self.clock.fetch_add(1, Ordering::Relaxed);
+                    rejected.insert(path.to_path_buf(), (digest, error.clone(), used));
+                }
                 return self.unusable(path, error, Some((stamp, stamp.is_recent(), digest)));
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
+        self.rejected_lock().remove(path);
         let mut loaded = self.lock();
         if !loaded.contains_key(path) && loaded.len() >= self.max {
             let oldest = loaded
@@ -489,6 +516,13 @@ impl Projects {
         roots.sort();
         roots.dedup();
         roots
+    }
+
+    fn rejected_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (blake3::Hash, ConfigError, u64)>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.rejected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn loading_lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Mutex<()>>>> {

@@ -256,7 +256,19 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
                     .to_owned(),
             ),
         ),
-        None => (format!("invalid YAML: {}", strip_positions(&text)), None),
+        None => {
+            // `{ token: ${VAR} }`: the `{` of `${` opens a mapping in flow style.
+            let line = err.location().map(|l| l.line());
+            let flow_var = text.contains("flow")
+                && line
+                    .and_then(|l| source.lines().nth(l.saturating_sub(1)))
+                    .is_some_and(|l| l.contains("${"));
+            let hint = flow_var.then(|| {
+                "inside `{ }` or `[ ]`, quote a value holding `${...}`: `{ token: \"${TOKEN}\" }`"
+                    .to_owned()
+            });
+            (format!("invalid YAML: {}", strip_positions(&text)), hint)
+        }
     };
     let error = ConfigError::new(path, message).with_hint(hint);
     match err.location() {

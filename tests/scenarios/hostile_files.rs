@@ -127,6 +127,10 @@ fn while_one_project_parses_a_slow_file_other_clients_are_served() {
             .any(|l| l.contains("parsing") && l.contains(&parsing_line))
     });
     assert!(started, "the daemon never started parsing");
+    // A second request for the same project waits for that parse.
+    let mut again = slow.command(&["t"]);
+    again.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut again = again.spawn().expect("spawn taskrush");
 
     // Another client's status, and a run in another project, are answered
     // while that parse goes on.
@@ -142,6 +146,15 @@ fn while_one_project_parses_a_slow_file_other_clients_are_served() {
     let status = taskrush_tests::wait_timeout(&mut parsing, Duration::from_secs(120))
         .expect("the slow project is answered too");
     assert_eq!(status.code(), Some(1), "{status:?}");
+    let status = taskrush_tests::wait_timeout(&mut again, Duration::from_secs(120))
+        .expect("the second request is answered");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let parses = std::fs::read_to_string(slow.log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("parsing") && l.contains(&parsing_line))
+        .count();
+    assert_eq!(parses, 1, "the file was parsed once for both requests");
 }
 
 #[test]

@@ -164,3 +164,18 @@ fn a_rush_file_that_is_a_dangling_symlink_is_reported_not_skipped() {
         "error: the file is a symlink to `gone.yml`, which does not exist\n  --> [TMP]/project/sub/.rush\n",
     );
 }
+
+#[test]
+fn an_unquoted_variable_in_flow_style_is_a_syntax_error_with_a_hint_to_quote_it() {
+    let err = error_for("tasks:\n  t:\n    cmd: echo $T\n    env: { T: ${HOME}x }\n");
+    assert_eq!(
+        err,
+        "error: invalid YAML: did not find expected ',' or '}', while parsing a flow mapping\n  --> [TMP]/project/.rush:4:16\nhint: inside `{ }` or `[ ]`, quote a value holding `${...}`: `{ token: \"${TOKEN}\" }`\n"
+    );
+    Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: echo $T\n    env: { T: \"${HOME}x\" }\n")
+        .env("HOME", "/h")
+        .run(&["t"])
+        .expect_stdout("/hx\n")
+        .success();
+}
