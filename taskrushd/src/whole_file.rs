@@ -6,8 +6,9 @@
 //! not make the daemon read until the kernel kills it, and one that is a
 //! FIFO must not block a thread forever. So the file is opened without
 //! blocking (`O_NONBLOCK`: opening a FIFO does not wait for a writer),
-//! symlinks are followed and what they lead to must be a regular file, and
-//! reading stops one byte past the limit (`/proc` files say size 0).
+//! symlinks are followed and what they lead to must be a regular file (it
+//! is not even opened otherwise), and reading stops past the limit
+//! (`/proc` files say size 0).
 
 use std::io::Read;
 use std::path::Path;
@@ -86,6 +87,12 @@ pub fn kind_of(file_type: FileType) -> Option<&'static str> {
 /// The content of the regular file at `path` (symlinks followed), at most
 /// [`MAX_BYTES`]. Never blocks on a FIFO, never reads past the limit.
 pub fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+    // Not even opened when it is not a regular file (opening some devices
+    // has effects); checked again on the open file, which cannot change.
+    let stat = rustix::fs::stat(path).map_err(|e| ReadError::from_io(e.into()))?;
+    if let Some(kind) = kind_of(FileType::from_raw_mode(stat.st_mode)) {
+        return Err(ReadError::NotRegular(kind));
+    }
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
