@@ -1423,10 +1423,11 @@ impl<'de> Visitor<'de> for EnvNameSeed<'_> {
         if v.is_empty() || v.contains(['=', '\0']) {
             return Err(self.ctx.fail(
                 format!(
-                    "invalid variable name `{v}` in `env` of task `{}`",
+                    "invalid variable name `{}` in `env` of task `{}`",
+                    v.escape_debug(),
                     self.task
                 ),
-                Some("a variable name cannot be empty or contain `=`".to_owned()),
+                Some("a variable name cannot be empty or contain `=` or a NUL byte".to_owned()),
             ));
         }
         Ok(v.to_owned())
@@ -2851,7 +2852,15 @@ tasks:
         );
         check_err(
             "tasks:\n  a:\n    cmd: a\n    env: {\"A=B\": 1}\n",
-            "invalid variable name `A=B` in `env` of task `a` | .rush:4:11 | a variable name cannot be empty or contain `=`",
+            "invalid variable name `A=B` in `env` of task `a` | .rush:4:11 | a variable name cannot be empty or contain `=` or a NUL byte",
+        );
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    env: {\"A\\0B\": 1}\n",
+            "invalid variable name `A\\0B` in `env` of task `a` | .rush:4:11 | a variable name cannot be empty or contain `=` or a NUL byte",
+        );
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    before: \"x\\0\"\n",
+            "`before` of task `a` contains a NUL byte (character 2 of the value) | .rush:4:13 | commands, variables and names cannot hold a NUL byte: remove the `\\0`",
         );
         check_err(
             "tasks:\n  a:\n    cmd: a\n    deps: {b: 1}\n",
