@@ -3168,27 +3168,45 @@ mod nesting {
 
     /// 1-based line and column of the flow collection that opens level
     /// `MAX_NESTING + 1`, if any.
+    ///
+    /// Where the scan cannot tell what libyaml will do, it counts: a wrong
+    /// guess may refuse a pathological file (128 brackets opened in a
+    /// string), never let a deep one through.
     pub(super) fn too_deep(source: &str) -> Option<(usize, usize)> {
         let b = source.as_bytes();
         let blank = |i: usize| matches!(b.get(i), None | Some(b' ' | b'\t' | b'\r' | b'\n'));
+        let flow_indicator = |i: usize| matches!(b.get(i), Some(b',' | b'[' | b']' | b'{' | b'}'));
         let mut depth = 0usize;
         let mut i = 0usize;
         let mut line = 1usize;
         let mut line_start = 0usize;
-        // Block context: a node may start here.
+        // A token (not the middle of a plain scalar) may start here.
         let mut node_start = true;
-        // Block context: the column (0-based, in bytes) of the last `-`,
-        // `?` or scalar that started at a node start on this line.
+        // Block context: a plain scalar is open (it may go on next line).
+        let mut plain_open = false;
+        // Block context, columns (0-based, in bytes): of the last `-`, `?`
+        // or scalar that started a token on this line (a block scalar's
+        // parent), of the last scalar that started a token, and of the
+        // innermost block collection seen (a key or an entry).
         let mut entry_col: Option<usize> = None;
+        let mut scalar_col: Option<usize> = None;
+        let mut collection_col: Option<usize> = None;
         // In a block scalar: (its parent's indent, its content's indent).
         let mut block_scalar: Option<(usize, Option<usize>)> = None;
         let mut at_line_start = true;
+        // The first token of a line, in block context.
+        let mut line_first = false;
         // In characters, for the error only.
         let col = |i: usize, line_start: usize| {
             source[line_start..i]
                 .bytes()
                 .filter(|c| c & 0xC0 != 0x80)
                 .count()
+        };
+        let skip_line = |i: &mut usize| {
+            while *i < b.len() && b[*i] != b'\n' {
+                *i += 1;
+            }
         };
         while i < b.len() {
             if at_line_start {
@@ -3198,8 +3216,8 @@ mod nesting {
                     j += 1;
                 }
                 let indent = j - i;
+                let empty = matches!(b.get(j), None | Some(b'\n' | b'\r'));
                 if let Some((parent, content)) = block_scalar {
-                    let empty = matches!(b.get(j), None | Some(b'\n' | b'\r'));
                     let inside = match content {
                         _ if empty => true,
                         Some(content) => indent >= content,
@@ -3210,9 +3228,7 @@ mod nesting {
                         None => false,
                     };
                     if inside {
-                        while i < b.len() && b[i] != b'\n' {
-                            i += 1;
-                        }
+                        skip_line(&mut i);
                         at_line_start = true;
                         if i < b.len() {
                             i += 1;
@@ -3223,14 +3239,29 @@ mod nesting {
                     }
                     block_scalar = None;
                 }
-                entry_col = None;
-                if depth == 0 {
-                    node_start = true;
-                }
                 i = j;
+                if depth > 0 || empty {
+                    continue;
+                }
+                entry_col = None;
+                let continues = plain_open && collection_col.is_none_or(|c| indent > c);
+                node_start = !continues;
+                plain_open = continues;
+                line_first = true;
+                let rest = &b[i..];
+                if indent == 0
+                    && (rest.starts_with(b"---") || rest.starts_with(b"..."))
+                    && blank(i + 3)
+                {
+                    i += 3;
+                    node_start = true;
+                    plain_open = false;
+                    collection_col = None;
+                }
                 continue;
             }
             let c = b[i];
+            let first = std::mem::take(&mut line_first);
             let after_blank = i == line_start || matches!(b[i - 1], b' ' | b'\t');
             match c {
                 b'\n' => {
@@ -3239,18 +3270,39 @@ mod nesting {
                     line_start = i;
                     at_line_start = true;
                 }
+                b' ' | b'\t' | b'\r' => {
+                    line_first = first;
+                    i += 1;
+                }
                 b'#' if after_blank => {
-                    while i < b.len() && b[i] != b'\n' {
-                        i += 1;
+                    skip_line(&mut i);
+                    plain_open = false;
+                    if depth > 0 {
+                        node_start = true;
                     }
                 }
-                b'\'' | b'"'
-                    if (depth == 0 && node_start)
-                        || (depth > 0
-                            && (after_blank || matches!(b[i - 1], b'[' | b'{' | b',' | b':'))) =>
-                {
+                b'[' | b'{' if depth > 0 || node_start || first => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((line, col(i, line_start) + 1));
+                    }
+                    node_start = true;
+                    plain_open = false;
+                    i += 1;
+                }
+                b']' | b'}' if depth > 0 => {
+                    depth -= 1;
+                    node_start = true;
+                    i += 1;
+                }
+                b',' if depth > 0 => {
+                    node_start = true;
+                    i += 1;
+                }
+                b'\'' | b'"' if node_start => {
                     if depth == 0 {
                         entry_col = Some(i - line_start);
+                        scalar_col = entry_col;
                     }
                     i += 1;
                     while i < b.len() {
@@ -3273,22 +3325,11 @@ mod nesting {
                         i += 1;
                     }
                     i += 1;
-                    node_start = false;
-                }
-                b'[' | b'{' if depth > 0 || node_start => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Some((line, col(i, line_start) + 1));
-                    }
-                    i += 1;
-                }
-                b']' | b'}' if depth > 0 => {
-                    depth -= 1;
-                    node_start = false;
-                    i += 1;
+                    node_start = true;
+                    plain_open = false;
                 }
                 b'|' | b'>' if depth == 0 && node_start => {
-                    let parent = entry_col.unwrap_or(0);
+                    let parent = entry_col.unwrap_or(i - line_start);
                     block_scalar = Some((parent, None));
                     // An explicit indentation indicator fixes the content's indent.
                     let header_end = source[i..].find('\n').map_or(b.len(), |n| i + n);
@@ -3303,26 +3344,36 @@ mod nesting {
                 }
                 b'-' | b'?' if depth == 0 && node_start && blank(i + 1) => {
                     entry_col = Some(i - line_start);
+                    collection_col = entry_col;
                     i += 1;
                 }
+                b'?' if depth > 0 && node_start && blank(i + 1) => i += 1,
                 b':' if depth == 0 && blank(i + 1) => {
+                    node_start = true;
+                    plain_open = false;
+                    if scalar_col.is_some() {
+                        collection_col = scalar_col;
+                    }
+                    i += 1;
+                }
+                b':' if depth > 0 && (node_start || blank(i + 1) || flow_indicator(i + 1)) => {
                     node_start = true;
                     i += 1;
                 }
-                b'&' | b'!' | b'*' if depth == 0 && node_start => {
-                    while !blank(i) {
+                b'&' | b'!' | b'*' if node_start => {
+                    while !(blank(i) || (depth > 0 && flow_indicator(i))) {
                         i += 1;
                     }
-                    node_start = c != b'*';
                 }
-                b' ' | b'\t' | b'\r' => i += 1,
                 _ => {
                     if depth == 0 {
                         if node_start {
                             entry_col = Some(i - line_start);
+                            scalar_col = entry_col;
                         }
-                        node_start = false;
+                        plain_open = true;
                     }
+                    node_start = false;
                     i += 1;
                 }
             }
@@ -3360,6 +3411,23 @@ mod nesting {
             ] {
                 assert_eq!(too_deep(&source), None, "{source}");
             }
+        }
+
+        #[test]
+        fn what_only_looks_like_a_string_or_a_comment_hides_nothing() {
+            let deep = "[".repeat(200);
+            // After a document marker, a node starts.
+            assert!(too_deep(&format!("--- {deep}\n")).is_some());
+            // In flow context a quote inside a plain scalar is a character.
+            assert!(too_deep(&format!("x: [a \"{deep}\n")).is_some());
+            assert!(too_deep(&format!("x: [a:'{deep}\n")).is_some());
+            // A quote on a line continuing a plain scalar is a character.
+            assert!(too_deep(&format!("key: a\n  \"x\ny: {deep}\n")).is_some());
+            // A line less indented than the plain scalar's collection starts anew.
+            assert!(too_deep(&format!("a:\n  key: x\n- {deep}\n")).is_some());
+            // JSON-style flow mappings still skip their strings.
+            let json = format!("x: {{\"a\":\"{deep}\", \"b\": [\"{deep}\"]}}\n");
+            assert_eq!(too_deep(&json), None);
         }
 
         #[test]
