@@ -3173,6 +3173,11 @@ mod nesting {
     /// guess may refuse a pathological file (128 brackets opened in a
     /// string), never let a deep one through.
     pub(super) fn too_deep(source: &str) -> Option<(usize, usize)> {
+        deeper_than(source, MAX_NESTING)
+    }
+
+    /// [`too_deep`] with another limit.
+    fn deeper_than(source: &str, limit: usize) -> Option<(usize, usize)> {
         let b = source.as_bytes();
         let blank = |i: usize| matches!(b.get(i), None | Some(b' ' | b'\t' | b'\r' | b'\n'));
         let flow_indicator = |i: usize| matches!(b.get(i), Some(b',' | b'[' | b']' | b'{' | b'}'));
@@ -3283,7 +3288,7 @@ mod nesting {
                 }
                 b'[' | b'{' if depth > 0 || node_start || first => {
                     depth += 1;
-                    if depth > MAX_NESTING {
+                    if depth > limit {
                         return Some((line, col(i, line_start) + 1));
                     }
                     node_start = true;
@@ -3428,6 +3433,86 @@ mod nesting {
             // JSON-style flow mappings still skip their strings.
             let json = format!("x: {{\"a\":\"{deep}\", \"b\": [\"{deep}\"]}}\n");
             assert_eq!(too_deep(&json), None);
+        }
+
+        /// How deep the flow collections of a parsed value nest (a
+        /// one-pair mapping in a list counts for nothing: `[a: b]` has it
+        /// without a `{`).
+        fn value_depth(v: &serde_norway::Value) -> usize {
+            match v {
+                serde_norway::Value::Sequence(items) => {
+                    1 + items
+                        .iter()
+                        .map(|item| match item {
+                            serde_norway::Value::Mapping(m) if m.len() == 1 => m
+                                .iter()
+                                .map(|(k, v)| value_depth(k).max(value_depth(v)))
+                                .max()
+                                .unwrap_or(0),
+                            item => value_depth(item),
+                        })
+                        .max()
+                        .unwrap_or(0)
+                }
+                serde_norway::Value::Mapping(m) => {
+                    1 + m
+                        .iter()
+                        .map(|(k, v)| value_depth(k).max(value_depth(v)))
+                        .max()
+                        .unwrap_or(0)
+                }
+                serde_norway::Value::Tagged(t) => value_depth(&t.value),
+                _ => 0,
+            }
+        }
+
+        /// Random YAML-ish text after `x: ` on one line (so that every
+        /// collection is a flow collection): whenever libyaml parses it,
+        /// the scan counts at least as deep as the value nests.
+        #[test]
+        fn the_scan_never_counts_less_than_the_parser_nests() {
+            const ALPHABET: &[&str] = &[
+                "[", "]", "{", "}", "\"", "'", ":", " ", "-", "#", "a", "|", ">", ",", "&a ", "*a",
+                "!t ", "? ", "\\", ": ", "- ", "---", "''",
+            ];
+            let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let mut parsed = 0;
+            for round in 0..300_000 {
+                let len = (next() % 24) as usize;
+                // A third of the texts span lines, inside a flow collection
+                // (where every collection is a flow one).
+                let multi_line = round % 3 == 0;
+                let mut text = String::from(if multi_line { "x: [" } else { "x: " });
+                for _ in 0..len {
+                    let pick = next() % (ALPHABET.len() as u64 + 2);
+                    text.push_str(match pick as usize {
+                        n if n < ALPHABET.len() => ALPHABET[n],
+                        n if multi_line && n == ALPHABET.len() => "\n    ",
+                        _ if multi_line => "\n",
+                        _ => " ",
+                    });
+                }
+                text.push('\n');
+                let Ok(value) = serde_norway::from_str::<serde_norway::Value>(&text) else {
+                    continue;
+                };
+                parsed += 1;
+                // The root mapping is block style: one level is not flow.
+                let depth = value_depth(&value).saturating_sub(1);
+                for limit in 0..depth {
+                    assert!(
+                        deeper_than(&text, limit).is_some(),
+                        "{text:?} nests {depth} deep, scan says not deeper than {limit}"
+                    );
+                }
+            }
+            assert!(parsed > 1000, "{parsed}");
         }
 
         #[test]
