@@ -380,6 +380,7 @@ impl Projects {
         }
         // Parsed without the map's lock: other projects are served meanwhile.
         tracing::debug!(file = %path.display(), bytes = source.len(), "parsing");
+        test_parse_gate(path);
         let parsed = match String::from_utf8(source) {
             Ok(text) => rush_file::parse(path, &text),
             Err(e) => Err(not_utf8(path, e.as_bytes(), e.utf8_error())),
@@ -543,6 +544,21 @@ impl Entry {
             config: self.config.clone(),
             warning: self.problem.as_ref().map(|p| last_valid_warning(&p.error)),
         }
+    }
+}
+
+/// For tests, a parse as slow as a test wants: with
+/// `TASKRUSH_TEST_PARSE_GATE=1`, the parse of a `.rush` file waits (up to
+/// 60 s) while a file named `parse-gate` is beside it.
+fn test_parse_gate(path: &Path) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("TASKRUSH_TEST_PARSE_GATE").is_some()) {
+        return;
+    }
+    let gate = path.with_file_name("parse-gate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -155,8 +155,25 @@ const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 ///
 /// `path` is only used in errors and to derive `root`; pass it absolute.
 pub fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
-    if let Some((line, column)) = nesting::too_deep(source) {
-        return Err(too_deep(path).at(line, column));
+    match nesting::check(source) {
+        Some((nesting::Exceeded::Depth, line, column)) => {
+            return Err(too_deep(path).at(line, column));
+        }
+        Some((nesting::Exceeded::Nodes, line, column)) => {
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "the file holds more than {},{:03} YAML values",
+                    MAX_NODES / 1000,
+                    MAX_NODES % 1000
+                ),
+            )
+            .with_hint(Some(
+                "split the project, or generate fewer tasks".to_owned(),
+            ))
+            .at(line, column));
+        }
+        None => {}
     }
     let ctx = Ctx::new(None);
     let raw = match deserialize(&ctx, source) {
@@ -219,6 +236,12 @@ pub fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
 /// How deep collections may nest in a `.rush` file: serde_norway's own
 /// limit, also applied to flow collections before parsing ([`nesting`]).
 pub const MAX_NESTING: usize = 128;
+
+/// The most values (scalars, lists, mappings, entries) a `.rush` file may
+/// hold: the parser keeps an event for each while it reads the file, about
+/// 200 bytes, so this bounds a parse's memory to about 45 MB (a file of
+/// 10,000 tasks with descriptions holds about 50,000).
+pub const MAX_NODES: usize = 200_000;
 
 fn too_deep(path: &Path) -> ConfigError {
     ConfigError::new(
@@ -3164,7 +3187,7 @@ tasks:
 /// `>`), and in block context counts a `[` or `{` only where a node
 /// starts (not in `cmd: test [ -f x ]`).
 mod nesting {
-    use super::MAX_NESTING;
+    use super::{MAX_NESTING, MAX_NODES};
 
     /// 1-based line and column of the flow collection that opens level
     /// `MAX_NESTING + 1`, if any.
@@ -3172,13 +3195,37 @@ mod nesting {
     /// Where the scan cannot tell what libyaml will do, it counts: a wrong
     /// guess may refuse a pathological file (128 brackets opened in a
     /// string), never let a deep one through.
+    #[cfg(test)]
     pub(super) fn too_deep(source: &str) -> Option<(usize, usize)> {
         deeper_than(source, MAX_NESTING)
     }
 
     /// [`too_deep`] with another limit.
+    #[cfg(test)]
     fn deeper_than(source: &str, limit: usize) -> Option<(usize, usize)> {
+        scan(source, limit, usize::MAX).map(|(_, line, column)| (line, column))
+    }
+
+    /// Which bound a file exceeds.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Exceeded {
+        /// Flow collections nest deeper than [`MAX_NESTING`].
+        Depth,
+        /// More than [`MAX_NODES`] nodes.
+        Nodes,
+    }
+
+    /// The first bound `source` exceeds, with the 1-based line and column
+    /// of the token that exceeds it.
+    pub(super) fn check(source: &str) -> Option<(Exceeded, usize, usize)> {
+        scan(source, MAX_NESTING, MAX_NODES)
+    }
+
+    fn scan(source: &str, limit: usize, max_nodes: usize) -> Option<(Exceeded, usize, usize)> {
         let b = source.as_bytes();
+        // Nodes (scalars, collections, entries) seen: the parser holds an
+        // event for each, all at once.
+        let mut nodes = 0usize;
         let blank = |i: usize| matches!(b.get(i), None | Some(b' ' | b'\t' | b'\r' | b'\n'));
         let flow_indicator = |i: usize| matches!(b.get(i), Some(b',' | b'[' | b']' | b'{' | b'}'));
         let mut depth = 0usize;
@@ -3213,6 +3260,14 @@ mod nesting {
                 *i += 1;
             }
         };
+        macro_rules! node {
+            ($i:expr, $line:expr, $line_start:expr) => {
+                nodes += 1;
+                if nodes > max_nodes {
+                    return Some((Exceeded::Nodes, $line, col($i, $line_start) + 1));
+                }
+            };
+        }
         while i < b.len() {
             if at_line_start {
                 at_line_start = false;
@@ -3289,8 +3344,9 @@ mod nesting {
                 b'[' | b'{' if depth > 0 || node_start || first => {
                     depth += 1;
                     if depth > limit {
-                        return Some((line, col(i, line_start) + 1));
+                        return Some((Exceeded::Depth, line, col(i, line_start) + 1));
                     }
+                    node!(i, line, line_start);
                     node_start = true;
                     plain_open = false;
                     i += 1;
@@ -3305,6 +3361,7 @@ mod nesting {
                     i += 1;
                 }
                 b'\'' | b'"' if node_start => {
+                    node!(i, line, line_start);
                     if depth == 0 {
                         entry_col = Some(i - line_start);
                         scalar_col = entry_col;
@@ -3334,6 +3391,7 @@ mod nesting {
                     plain_open = false;
                 }
                 b'|' | b'>' if depth == 0 && node_start => {
+                    node!(i, line, line_start);
                     let parent = entry_col.unwrap_or(i - line_start);
                     block_scalar = Some((parent, None));
                     // An explicit indentation indicator fixes the content's indent.
@@ -3348,6 +3406,7 @@ mod nesting {
                     i = header_end;
                 }
                 b'-' | b'?' if depth == 0 && node_start && blank(i + 1) => {
+                    node!(i, line, line_start);
                     entry_col = Some(i - line_start);
                     collection_col = entry_col;
                     i += 1;
@@ -3371,6 +3430,9 @@ mod nesting {
                     }
                 }
                 _ => {
+                    if node_start {
+                        node!(i, line, line_start);
+                    }
                     if depth == 0 {
                         if node_start {
                             entry_col = Some(i - line_start);
@@ -3513,6 +3575,17 @@ mod nesting {
                 }
             }
             assert!(parsed > 1000, "{parsed}");
+        }
+
+        #[test]
+        fn more_values_than_the_limit_are_found_and_ten_thousand_tasks_are_far_below() {
+            let list = format!("x: [{}]\n", vec!["1"; MAX_NODES].join(","));
+            let (exceeded, line, _) = check(&list).expect("too many");
+            assert_eq!((exceeded, line), (Exceeded::Nodes, 1));
+            let tasks: String = (0..10_000)
+                .map(|i| format!("  t{i}:\n    cmd: 'true'\n    description: task number {i}\n"))
+                .collect();
+            assert_eq!(check(&format!("tasks:\n{tasks}")), None);
         }
 
         #[test]

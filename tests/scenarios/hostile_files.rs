@@ -95,66 +95,57 @@ fn a_rush_file_nesting_forty_thousand_levels_is_refused_with_a_position() {
     );
 }
 
-/// A `.rush` that takes the parser a while: 4 MiB of flow lists nested
-/// 60 deep (allowed), under a key it rejects once it has parsed it all.
-fn slow_to_parse() -> String {
-    let unit = format!("{}1{}", "[".repeat(60), "]".repeat(60));
-    let head = "tasks:\n  t:\n    cmd: echo slow\nx: [";
-    let n = (4 * 1024 * 1024 - head.len() - 2) / (unit.len() + 2);
-    format!("{head}{}]\n", vec![unit; n].join(", "))
-}
-
 #[test]
-fn while_one_project_parses_a_slow_file_other_clients_are_served() {
-    let rush = slow_to_parse();
-    let slow = Scenario::new()
-        .env("TASKRUSH_LOG_LEVEL", "debug")
-        .rush(&rush);
-    let parsing_line = format!("bytes={}", rush.len());
-    let other = slow.project().join("../other");
-    std::fs::create_dir_all(&other).expect("mkdir");
-    std::fs::write(other.join(".rush"), "tasks:\n  t:\n    cmd: echo other\n").expect("write");
-    slow.start_daemon(&[("TASKRUSH_LOG_LEVEL", "debug")]);
-
-    let mut parsing = slow.command(&["t"]);
-    parsing.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut parsing = parsing.spawn().expect("spawn taskrush");
-    // The daemon logs when it starts parsing: from then on it is busy.
-    let started = wait_until(Duration::from_secs(60), || {
-        std::fs::read_to_string(slow.log())
+fn while_one_project_parses_other_clients_and_projects_are_served() {
+    // The daemon's parse of a `.rush` waits while `parse-gate` is beside
+    // it: as slow as a huge file, for as long as the test needs.
+    let s = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: echo slow\n")
+        .file("parse-gate", "")
+        .file("../other/.rush", "tasks:\n  t:\n    cmd: echo other\n");
+    s.start_daemon(&[
+        ("TASKRUSH_LOG_LEVEL", "debug"),
+        ("TASKRUSH_TEST_PARSE_GATE", "1"),
+    ]);
+    let spawn = |args: &[&str]| {
+        let mut c = s.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().expect("spawn taskrush")
+    };
+    let parses = || {
+        std::fs::read_to_string(s.log())
             .unwrap_or_default()
             .lines()
-            .any(|l| l.contains("parsing") && l.contains(&parsing_line))
-    });
-    assert!(started, "the daemon never started parsing");
-    // A second request for the same project waits for that parse.
-    let mut again = slow.command(&["t"]);
-    again.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut again = again.spawn().expect("spawn taskrush");
-
-    // Another client's status, and a run in another project, are answered
-    // while that parse goes on.
-    let status = slow.daemon_status().expect("status answered");
-    assert!(status.get("pid").is_some(), "{status}");
-    let out = slow.run_with(&["-f", "../other/.rush", "t"], |_| {});
-    out.expect_stdout("other\n").success();
+            .filter(|l| l.contains("parsing file=") && l.contains("/project/.rush"))
+            .count()
+    };
+    let mut parsing = spawn(&["t"]);
+    // The daemon logs when it starts parsing: from then on it is busy.
     assert!(
-        parsing.try_wait().expect("try_wait").is_none(),
-        "the slow parse finished before the other clients were served: the test proves nothing"
+        wait_until(Duration::from_secs(60), || parses() == 1),
+        "the daemon never started parsing"
     );
-    // The slow project is answered too (its file has an unknown key).
-    let status = taskrush_tests::wait_timeout(&mut parsing, Duration::from_secs(120))
-        .expect("the slow project is answered too");
-    assert_eq!(status.code(), Some(1), "{status:?}");
-    let status = taskrush_tests::wait_timeout(&mut again, Duration::from_secs(120))
-        .expect("the second request is answered");
-    assert_eq!(status.code(), Some(1), "{status:?}");
-    let parses = std::fs::read_to_string(slow.log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("parsing") && l.contains(&parsing_line))
-        .count();
-    assert_eq!(parses, 1, "the file was parsed once for both requests");
+    // A second request for the same project waits for that parse.
+    let mut again = spawn(&["t"]);
+
+    // Meanwhile another client's status is answered, and so is a run in
+    // another project (its file parsed while the first parse goes on).
+    let status = s.daemon_status().expect("status answered");
+    assert_eq!(status["running"], true, "{status}");
+    s.run(&["-f", "../other/.rush", "t"])
+        .expect_stdout("other\n")
+        .success();
+    assert!(parsing.try_wait().expect("try_wait").is_none());
+    assert!(again.try_wait().expect("try_wait").is_none());
+
+    std::fs::remove_file(s.project().join("parse-gate")).expect("open the gate");
+    s.finish(parsing, Duration::from_secs(60))
+        .expect_stdout("slow\n")
+        .success();
+    s.finish(again, Duration::from_secs(60))
+        .expect_stdout("slow\n")
+        .success();
+    assert_eq!(parses(), 1, "the file was parsed once for both requests");
 }
 
 #[test]
