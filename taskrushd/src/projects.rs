@@ -33,6 +33,11 @@ const RACY: Duration = Duration::from_secs(2);
 /// request reads and parses its file again).
 pub const MAX_PROJECTS: usize = 256;
 
+/// The most bytes of `.rush` source whose parsed configs stay loaded (a
+/// config takes about 20 times its source's size): loading more forgets
+/// the least recently used projects, never the one being loaded.
+pub const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
+
 /// The environment variable that sets the bound on loaded projects.
 pub const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
 
@@ -77,6 +82,8 @@ struct Entry {
     problem: Option<Problem>,
     /// When it was last used, on [`Projects::clock`].
     used: u64,
+    /// The size of the source of `config`.
+    bytes: usize,
 }
 
 /// The current, unusable state of a file that had a valid config.
@@ -349,6 +356,7 @@ impl Projects {
             .map(|m| Stamp::of(&m))
             .unwrap_or(stamp);
         let digest = blake3::hash(&source);
+        let bytes = source.len();
         {
             let mut loaded = self.lock();
             if !loaded.contains_key(path)
@@ -409,19 +417,29 @@ impl Projects {
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
         self.rejected_lock().remove(path);
         let mut loaded = self.lock();
-        if !loaded.contains_key(path) && loaded.len() >= self.max {
-            let oldest = loaded
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(p, _)| p.clone());
-            if let Some(oldest) = oldest {
-                tracing::info!(file = %oldest.display(), "forgotten: more than {} projects loaded", self.max);
-                loaded.remove(&oldest);
-                self.evicted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(oldest);
+        // Room for this one: forget the least recently used others.
+        loop {
+            let others = loaded.iter().filter(|(p, _)| p.as_path() != path);
+            let (count, total) = others
+                .clone()
+                .fold((0, 0), |(n, b), (_, e)| (n + 1, b + e.bytes));
+            if count < self.max && total + bytes <= MAX_PROJECT_BYTES {
+                break;
             }
+            let Some(oldest) = others.min_by_key(|(_, e)| e.used).map(|(p, _)| p.clone()) else {
+                break;
+            };
+            tracing::info!(
+                file = %oldest.display(),
+                "forgotten: at most {} projects and {} MiB of `.rush` files stay loaded",
+                self.max,
+                MAX_PROJECT_BYTES >> 20
+            );
+            loaded.remove(&oldest);
+            self.evicted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(oldest);
         }
         loaded.insert(
             path.to_path_buf(),
@@ -432,6 +450,7 @@ impl Projects {
                 config: config.clone(),
                 problem: None,
                 used: self.clock.fetch_add(1, Ordering::Relaxed),
+                bytes,
             },
         );
         Ok((
@@ -586,4 +605,77 @@ fn not_utf8(path: &Path, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
 fn canonical_missing(path: &Path) -> Option<PathBuf> {
     let dir = path.parent()?.canonicalize().ok()?;
     Some(dir.join(path.file_name()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "taskrush-projects-test-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A valid `.rush` of about `bytes` bytes (a long comment) in `dir/name`.
+    fn project(dir: &Path, name: &str, bytes: usize) -> PathBuf {
+        let path = dir.join(name).join(".rush");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let comment = "#".repeat(bytes);
+        std::fs::write(
+            &path,
+            format!("{comment}\ntasks:\n  t:\n    cmd: echo {name}\n"),
+        )
+        .expect("write");
+        path
+    }
+
+    #[test]
+    fn loaded_projects_stay_within_their_byte_budget_least_recently_used_first() {
+        let tmp = TempDir::new("bytes");
+        let projects = Projects::new(MAX_PROJECTS);
+        let big = 3 * 1024 * 1024;
+        let paths: Vec<PathBuf> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| project(&tmp.0, n, big))
+            .collect();
+        for p in &paths[..5] {
+            projects.load(p).expect("loads");
+        }
+        // Five of 3 MiB fit in 16 MiB; `a` is used again, so `b` goes first.
+        projects.load(&paths[0]).expect("loads");
+        projects.load(&paths[5]).expect("loads");
+        assert_eq!(projects.take_evicted(), vec![paths[1].clone()]);
+        assert_eq!(projects.lock().len(), 5);
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_parsed_once_per_content() {
+        let tmp = TempDir::new("rejected");
+        let path = tmp.0.join(".rush");
+        std::fs::write(&path, "tasks:\n  t:\n    cmdd: x\n").expect("write");
+        let projects = Projects::default();
+        let first = projects.load(&path).err().expect("an error");
+        assert_eq!(projects.rejected_lock().len(), 1);
+        let again = projects.load(&path).err().expect("an error");
+        assert_eq!(first, again);
+        std::fs::write(&path, "tasks:\n  t:\n    cmd: x\n").expect("write");
+        projects.load(&path).expect("loads");
+        assert!(projects.rejected_lock().is_empty());
+    }
 }
