@@ -39,7 +39,8 @@ use crate::watcher::{Key, Watcher};
 pub struct Daemon {
     started: Instant,
     paths: DaemonPaths,
-    projects: Projects,
+    /// Shared with the blocking threads that read and parse `.rush` files.
+    projects: Arc<Projects>,
     /// File hashes and clean keys, for up-to-date checks.
     up_to_date: Arc<UpToDate>,
     /// Every plugin process, per project.
@@ -93,7 +94,7 @@ impl Daemon {
             last_active: Mutex::new(Instant::now()),
             started: Instant::now(),
             paths,
-            projects: Projects::default(),
+            projects: Arc::new(Projects::from_env()),
             up_to_date,
             plugins,
             runs: Mutex::new(HashMap::new()),
@@ -150,7 +151,7 @@ impl Daemon {
             ));
         }
         let path = self.projects.locate(cwd, file).map_err(config_error)?;
-        let loaded = self.load_path(&path).map_err(config_error)?;
+        let loaded = self.load_path(&path).await.map_err(config_error)?;
         // Watch it from now on (at once, so that a save right after this
         // request is seen by the watcher too).
         let key = Key::Config(path.clone());
@@ -163,8 +164,27 @@ impl Daemon {
     /// Load (or re-check) one `.rush` file and publish what changed: a
     /// request and the watcher both come here, and whichever notices a
     /// change first reports it.
-    pub fn load_path(&self, path: &Path) -> Result<Loaded, crate::config_error::ConfigError> {
-        let (loaded, change) = self.projects.load(path)?;
+    ///
+    /// Reading and parsing happen on a blocking thread, without the
+    /// daemon's locks: a file that takes long to parse stalls only the
+    /// requests for that file.
+    pub async fn load_path(&self, path: &Path) -> Result<Loaded, crate::config_error::ConfigError> {
+        if let Some(loaded) = self.projects.cached(path) {
+            return Ok(loaded);
+        }
+        let projects = self.projects.clone();
+        let owned = path.to_path_buf();
+        let (loaded, change) = tokio::task::spawn_blocking(move || projects.load(&owned))
+            .await
+            .map_err(|e| {
+                crate::config_error::ConfigError::new(path, format!("loading the file failed: {e}"))
+            })??;
+        for gone in self.projects.take_evicted() {
+            self.watcher.forget(&Key::Config(gone.clone()));
+            if let Some(root) = gone.parent() {
+                self.watcher.retain_inputs(root, |_| false);
+            }
+        }
         match change {
             Change::None => {}
             Change::Reloaded(config) => {
@@ -264,7 +284,7 @@ async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceive
         let Some(d) = daemon.upgrade() else { return };
         match key {
             Key::Config(path) => {
-                let _ = d.load_path(&path);
+                let _ = d.load_path(&path).await;
             }
             Key::Plugin(root, name) => {
                 let Some(config) = d.projects.config_of(&root) else {

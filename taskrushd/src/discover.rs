@@ -9,14 +9,19 @@ pub const FILE_NAMES: [&str; 3] = [".rush", ".rush.yml", ".rush.yaml"];
 /// its nearest ancestor, or `None` when there is none up to the root.
 ///
 /// `start` should be absolute (the client's working directory); a relative
-/// path is only searched up to its first component. Directories and other
-/// non-files with those names are skipped.
+/// path is only searched up to its first component. Directories with those
+/// names are skipped; anything else is found, even when it cannot be read
+/// (a FIFO, a dangling symlink, a symlink loop), so that loading it says
+/// what is wrong instead of quietly using a file further up.
 pub fn discover(start: &Path) -> Option<PathBuf> {
     start.ancestors().find_map(|dir| {
         FILE_NAMES
             .iter()
             .map(|name| dir.join(name))
-            .find(|candidate| candidate.is_file())
+            .find(|candidate| {
+                std::fs::symlink_metadata(candidate).is_ok()
+                    && !std::fs::metadata(candidate).is_ok_and(|md| md.is_dir())
+            })
     })
 }
 
@@ -87,6 +92,16 @@ mod tests {
         fs::create_dir_all(tmp.0.join("sub/.rush")).expect("create dirs");
         touch(&tmp.0.join(".rush.yml"));
         assert_eq!(discover(&tmp.0.join("sub")), Some(tmp.0.join(".rush.yml")));
+    }
+
+    #[test]
+    fn a_fifo_or_a_dangling_symlink_is_found_to_be_reported() {
+        let tmp = TempDir::new();
+        touch(&tmp.0.join(".rush"));
+        let sub = tmp.0.join("sub");
+        fs::create_dir_all(&sub).expect("create dirs");
+        std::os::unix::fs::symlink("nowhere", sub.join(".rush.yml")).expect("symlink");
+        assert_eq!(discover(&sub), Some(sub.join(".rush.yml")));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod up_to_date;
 mod watch_run;
 mod watchdog;
 mod watcher;
+mod whole_file;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -135,8 +135,14 @@ pub fn load(
 ) -> Result<Loaded, ManifestError> {
     let file = dir.join(MANIFEST);
     let shown = file.display().to_string();
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| ManifestError::new(format!("cannot read `{shown}`: {e}")))?;
+    let bytes = crate::whole_file::read(&file)
+        .map_err(|e| ManifestError::new(format!("cannot read `{shown}`: it {}", e.what())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ManifestError::new(format!(
+            "invalid plugin manifest `{shown}`: not valid UTF-8 at byte offset {}",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     let manifest: PluginManifest = toml::from_str(&text).map_err(|e| {
         let at = e
             .span()

@@ -6,19 +6,40 @@
 //! stamp means a re-read. Timestamps are coarse (a save within the same
 //! clock tick keeps the mtime), so a file whose mtime was recent when it
 //! was loaded is re-read and compared by content on the next request too.
+//!
+//! Reading and parsing happen without the map's lock (a parse may take a
+//! while: other projects, and `daemon status`, are served meanwhile), one
+//! load per file at a time: a second request for a file being parsed waits
+//! for that parse and uses its result. At most [`MAX_PROJECTS`] projects
+//! are kept; loading one more forgets the least recently used.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config_error::ConfigError;
 use crate::rush_file::{self, RushFile};
+use crate::whole_file;
 
 /// Files modified this recently when loaded are verified by content on the
 /// next request (mtime granularity is a clock tick, not a nanosecond).
 const RACY: Duration = Duration::from_secs(2);
+
+/// The most projects kept loaded by default ($TASKRUSH_MAX_PROJECTS sets
+/// another bound); one more forgets the least recently used (its next
+/// request reads and parses its file again).
+pub const MAX_PROJECTS: usize = 256;
+
+/// The most bytes of `.rush` source whose parsed configs stay loaded (a
+/// config takes about 20 times its source's size): loading more forgets
+/// the least recently used projects, never the one being loaded.
+pub const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The environment variable that sets the bound on loaded projects.
+pub const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -59,6 +80,10 @@ struct Entry {
     /// Why the file's current content is not in use (it does not parse
     /// or validate, or the file is gone): `config` serves meanwhile.
     problem: Option<Problem>,
+    /// When it was last used, on [`Projects::clock`].
+    used: u64,
+    /// The size of the source of `config`.
+    bytes: usize,
 }
 
 /// The current, unusable state of a file that had a valid config.
@@ -101,12 +126,59 @@ pub fn last_valid_warning(e: &ConfigError) -> String {
 }
 
 /// Every project the daemon has loaded, keyed by the path of its file.
-#[derive(Default)]
 pub struct Projects {
+    /// At most this many entries in `loaded`.
+    max: usize,
     loaded: Mutex<HashMap<PathBuf, Entry>>,
+    /// One lock per file being loaded: one read and parse at a time.
+    loading: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Files never loaded successfully: the digest of the content that
+    /// failed, the error, when last used. The same content is not parsed
+    /// again (a request waiting for a parse gets its error).
+    rejected: Mutex<HashMap<PathBuf, (blake3::Hash, ConfigError, u64)>>,
+    /// Counts uses, for least-recently-used eviction.
+    clock: AtomicU64,
+    /// Files forgotten to stay within [`MAX_PROJECTS`], for the daemon to
+    /// stop watching.
+    evicted: Mutex<Vec<PathBuf>>,
+}
+
+impl Default for Projects {
+    fn default() -> Self {
+        Projects::new(MAX_PROJECTS)
+    }
 }
 
 impl Projects {
+    /// Keeping at most `max` projects (at least one).
+    pub fn new(max: usize) -> Projects {
+        Projects {
+            max: max.max(1),
+            loaded: Mutex::default(),
+            loading: Mutex::default(),
+            rejected: Mutex::default(),
+            clock: AtomicU64::new(0),
+            evicted: Mutex::default(),
+        }
+    }
+
+    /// Keeping at most $TASKRUSH_MAX_PROJECTS projects, else [`MAX_PROJECTS`].
+    pub fn from_env() -> Projects {
+        let max = match std::env::var(ENV_MAX_PROJECTS) {
+            Err(_) => MAX_PROJECTS,
+            Ok(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    tracing::warn!(
+                        "`{ENV_MAX_PROJECTS}={text}` is not a positive number: keeping at most {MAX_PROJECTS} projects"
+                    );
+                    MAX_PROJECTS
+                }
+            },
+        };
+        Projects::new(max)
+    }
+
     /// The `.rush` file for a client: `file` (relative to `cwd`) when
     /// given, else the nearest one from `cwd` upwards.
     /// The path is canonical, so one project has one key however it is
@@ -154,12 +226,42 @@ impl Projects {
         match file {
             Some(f) => {
                 let p = cwd.join(f);
-                if p.is_file() {
-                    Ok(p)
-                } else {
-                    let message =
-                        format!("the file `{}` given with `-f` does not exist", p.display());
-                    Err(ConfigError::new(p, message))
+                match std::fs::metadata(&p) {
+                    Ok(md) if md.is_file() => Ok(p),
+                    Ok(md) => {
+                        let kind =
+                            whole_file::kind_of(rustix::fs::FileType::from_raw_mode(md.mode()))
+                                .unwrap_or("not a regular file");
+                        let message = format!(
+                            "`{}` given with `-f` is {kind}, not a regular file",
+                            p.display()
+                        );
+                        let hint = md.is_dir().then(|| {
+                            format!(
+                                "name the file inside it, e.g. `-f {}`",
+                                Path::new(f).join(".rush").display()
+                            )
+                        });
+                        Err(ConfigError::new(&p, message).with_hint(hint))
+                    }
+                    Err(e) => {
+                        let message = match whole_file::ReadError::from_io(e) {
+                            whole_file::ReadError::NotFound
+                                if std::fs::symlink_metadata(&p).is_ok() =>
+                            {
+                                format!(
+                                    "`{}` given with `-f` is a symlink to `{}`, which does not exist",
+                                    p.display(),
+                                    std::fs::read_link(&p).unwrap_or_default().display()
+                                )
+                            }
+                            whole_file::ReadError::NotFound => {
+                                format!("the file `{}` given with `-f` does not exist", p.display())
+                            }
+                            why => format!("`{}` given with `-f` {}", p.display(), why.what()),
+                        };
+                        Err(ConfigError::new(p, message))
+                    }
                 }
             }
             None => crate::discover::discover(cwd).ok_or_else(|| {
@@ -174,42 +276,79 @@ impl Projects {
         }
     }
 
+    /// The config in use for `path` when its file is known not to have
+    /// changed (one `stat`, no read): what most requests need, without
+    /// leaving the runtime. `None`: call [`Projects::load`].
+    pub fn cached(&self, path: &Path) -> Option<Loaded> {
+        let stamp = Stamp::of(&std::fs::metadata(path).ok()?);
+        let mut loaded = self.lock();
+        let e = loaded.get_mut(path)?;
+        let unchanged = match &e.problem {
+            None => e.stamp == stamp && !e.racy,
+            Some(Problem {
+                seen: Some((s, false, _)),
+                ..
+            }) => *s == stamp,
+            Some(_) => false,
+        };
+        if !unchanged {
+            return None;
+        }
+        e.used = self.clock.fetch_add(1, Ordering::Relaxed);
+        Some(e.loaded())
+    }
+
     /// The config to use for `path`, re-read if the file changed since it
     /// was last loaded. A file that had a valid config keeps serving it,
     /// with a warning, while its content is invalid or it is gone; a file
     /// never loaded successfully is an error.
+    ///
+    /// Blocking (it may read and parse the file): call it off the runtime.
     pub fn load(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
-        let io_err = |e: std::io::Error| {
-            let message = if e.kind() == std::io::ErrorKind::NotFound {
-                "the file was deleted".to_owned()
-            } else {
-                format!("cannot read the file: {e}")
+        let gate = self
+            .loading_lock()
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.load_now(path)
+        };
+        let mut loading = self.loading_lock();
+        // Ours and the map's: nobody else waits for this file.
+        if Arc::strong_count(&gate) == 2 {
+            loading.remove(path);
+        }
+        result
+    }
+
+    fn load_now(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
+        let read_err = |e: whole_file::ReadError| {
+            let message = match e {
+                whole_file::ReadError::NotFound => match std::fs::read_link(path) {
+                    Ok(to) => format!(
+                        "the file is a symlink to `{}`, which does not exist",
+                        to.display()
+                    ),
+                    Err(_) => "the file was deleted".to_owned(),
+                },
+                e => format!("the file {}", e.what()),
             };
             ConfigError::new(path, message)
         };
+        if let Some(loaded) = self.cached(path) {
+            return Ok((loaded, Change::None));
+        }
         let md = match std::fs::metadata(path) {
             Ok(md) => md,
-            Err(e) => return self.unusable(path, io_err(e), None),
+            Err(e) => {
+                return self.unusable(path, read_err(whole_file::ReadError::from_io(e)), None);
+            }
         };
         let stamp = Stamp::of(&md);
-        {
-            let loaded = self.lock();
-            if let Some(e) = loaded.get(path) {
-                match &e.problem {
-                    None if e.stamp == stamp && !e.racy => {
-                        return Ok((e.loaded(), Change::None));
-                    }
-                    Some(Problem {
-                        seen: Some((s, false, _)),
-                        ..
-                    }) if *s == stamp => return Ok((e.loaded(), Change::None)),
-                    _ => {}
-                }
-            }
-        }
-        let source = match std::fs::read(path) {
+        let source = match whole_file::read(path) {
             Ok(s) => s,
-            Err(e) => return self.unusable(path, io_err(e), None),
+            Err(e) => return self.unusable(path, read_err(e), None),
         };
         // Stat again after reading: a stamp taken before the read cannot
         // vouch for content written during it.
@@ -217,38 +356,91 @@ impl Projects {
             .map(|m| Stamp::of(&m))
             .unwrap_or(stamp);
         let digest = blake3::hash(&source);
-        let mut loaded = self.lock();
-        if let Some(e) = loaded.get_mut(path) {
-            if e.digest == digest {
-                // Unchanged, or back to the last valid content.
-                e.stamp = stamp;
-                e.racy = stamp.is_recent();
-                let change = match e.problem.take() {
-                    Some(_) => Change::Reloaded(e.config.clone()),
-                    None => Change::None,
-                };
-                return Ok((e.loaded(), change));
-            }
-            if let Some(p) = &mut e.problem
-                && p.seen.is_some_and(|(_, _, d)| d == digest)
+        let bytes = source.len();
+        {
+            let mut loaded = self.lock();
+            if !loaded.contains_key(path)
+                && let Some((d, error, used)) = self.rejected_lock().get_mut(path)
+                && *d == digest
             {
-                p.seen = Some((stamp, stamp.is_recent(), digest));
-                return Ok((e.loaded(), Change::None));
+                *used = self.clock.fetch_add(1, Ordering::Relaxed);
+                return Err(error.clone());
+            }
+            if let Some(e) = loaded.get_mut(path) {
+                e.used = self.clock.fetch_add(1, Ordering::Relaxed);
+                if e.digest == digest {
+                    // Unchanged, or back to the last valid content.
+                    e.stamp = stamp;
+                    e.racy = stamp.is_recent();
+                    let change = match e.problem.take() {
+                        Some(_) => Change::Reloaded(e.config.clone()),
+                        None => Change::None,
+                    };
+                    return Ok((e.loaded(), change));
+                }
+                if let Some(p) = &mut e.problem
+                    && p.seen.is_some_and(|(_, _, d)| d == digest)
+                {
+                    p.seen = Some((stamp, stamp.is_recent(), digest));
+                    return Ok((e.loaded(), Change::None));
+                }
             }
         }
+        // Parsed without the map's lock: other projects are served meanwhile.
+        tracing::debug!(file = %path.display(), bytes = source.len(), "parsing");
+        test_parse_gate(path);
         let parsed = match String::from_utf8(source) {
             Ok(text) => rush_file::parse(path, &text),
-            Err(_) => Err(ConfigError::new(path, "the file is not valid UTF-8")),
+            Err(e) => Err(not_utf8(path, e.as_bytes(), e.utf8_error())),
         };
         let config = match parsed {
             Ok(c) => Arc::new(c),
             Err(error) => {
                 tracing::info!("rejected `{}`: {error}", error.location());
-                drop(loaded);
+                if !self.lock().contains_key(path) {
+                    let mut rejected = self.rejected_lock();
+                    if !rejected.contains_key(path) && rejected.len() >= self.max {
+                        let oldest = rejected
+                            .iter()
+                            .min_by_key(|(_, r)| r.2)
+                            .map(|(p, _)| p.clone());
+                        if let Some(oldest) = oldest {
+                            rejected.remove(&oldest);
+                        }
+                    }
+                    let used = self.clock.fetch_add(1, Ordering::Relaxed);
+                    rejected.insert(path.to_path_buf(), (digest, error.clone(), used));
+                }
                 return self.unusable(path, error, Some((stamp, stamp.is_recent(), digest)));
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
+        self.rejected_lock().remove(path);
+        let mut loaded = self.lock();
+        // Room for this one: forget the least recently used others.
+        loop {
+            let others = loaded.iter().filter(|(p, _)| p.as_path() != path);
+            let (count, total) = others
+                .clone()
+                .fold((0, 0), |(n, b), (_, e)| (n + 1, b + e.bytes));
+            if count < self.max && total + bytes <= MAX_PROJECT_BYTES {
+                break;
+            }
+            let Some(oldest) = others.min_by_key(|(_, e)| e.used).map(|(p, _)| p.clone()) else {
+                break;
+            };
+            tracing::info!(
+                file = %oldest.display(),
+                "forgotten: at most {} projects and {} MiB of `.rush` files stay loaded",
+                self.max,
+                MAX_PROJECT_BYTES >> 20
+            );
+            loaded.remove(&oldest);
+            self.evicted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(oldest);
+        }
         loaded.insert(
             path.to_path_buf(),
             Entry {
@@ -257,6 +449,8 @@ impl Projects {
                 digest,
                 config: config.clone(),
                 problem: None,
+                used: self.clock.fetch_add(1, Ordering::Relaxed),
+                bytes,
             },
         );
         Ok((
@@ -266,6 +460,11 @@ impl Projects {
             },
             Change::Reloaded(config),
         ))
+    }
+
+    /// The files forgotten (to stay within [`MAX_PROJECTS`]) since the last call.
+    pub fn take_evicted(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The file cannot be used: keep serving its last valid config if it
@@ -339,6 +538,18 @@ impl Projects {
         roots
     }
 
+    fn rejected_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (blake3::Hash, ConfigError, u64)>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.rejected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn loading_lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Mutex<()>>>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.loading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (single inserts), so a poisoned lock is still usable.
@@ -355,8 +566,116 @@ impl Entry {
     }
 }
 
+/// For tests, a parse as slow as a test wants: with
+/// `TASKRUSH_TEST_PARSE_GATE=1`, the parse of a `.rush` file waits (up to
+/// 60 s) while a file named `parse-gate` is beside it.
+fn test_parse_gate(path: &Path) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("TASKRUSH_TEST_PARSE_GATE").is_some()) {
+        return;
+    }
+    let gate = path.with_file_name("parse-gate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// "the file is not valid UTF-8" at the first invalid byte of `bytes`.
+fn not_utf8(path: &Path, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
+    let valid = &bytes[..e.valid_up_to()];
+    // The valid prefix is UTF-8: count lines and characters in it.
+    let text = std::str::from_utf8(valid).unwrap_or_default();
+    let line = text.matches('\n').count() + 1;
+    let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..].chars().count() + 1;
+    let byte = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+    ConfigError::new(
+        path,
+        format!(
+            "the file is not valid UTF-8: byte 0x{byte:02x} at offset {}",
+            e.valid_up_to()
+        ),
+    )
+    .at(line, column)
+    .with_hint(Some("save the file as UTF-8".to_owned()))
+}
+
 /// `path` with its directory canonical, for a file that may not exist.
 fn canonical_missing(path: &Path) -> Option<PathBuf> {
     let dir = path.parent()?.canonicalize().ok()?;
     Some(dir.join(path.file_name()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "taskrush-projects-test-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A valid `.rush` of about `bytes` bytes (a long comment) in `dir/name`.
+    fn project(dir: &Path, name: &str, bytes: usize) -> PathBuf {
+        let path = dir.join(name).join(".rush");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let comment = "#".repeat(bytes);
+        std::fs::write(
+            &path,
+            format!("{comment}\ntasks:\n  t:\n    cmd: echo {name}\n"),
+        )
+        .expect("write");
+        path
+    }
+
+    #[test]
+    fn loaded_projects_stay_within_their_byte_budget_least_recently_used_first() {
+        let tmp = TempDir::new("bytes");
+        let projects = Projects::new(MAX_PROJECTS);
+        let big = 3 * 1024 * 1024;
+        let paths: Vec<PathBuf> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| project(&tmp.0, n, big))
+            .collect();
+        for p in &paths[..5] {
+            projects.load(p).expect("loads");
+        }
+        // Five of 3 MiB fit in 16 MiB; `a` is used again, so `b` goes first.
+        projects.load(&paths[0]).expect("loads");
+        projects.load(&paths[5]).expect("loads");
+        assert_eq!(projects.take_evicted(), vec![paths[1].clone()]);
+        assert_eq!(projects.lock().len(), 5);
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_parsed_once_per_content() {
+        let tmp = TempDir::new("rejected");
+        let path = tmp.0.join(".rush");
+        std::fs::write(&path, "tasks:\n  t:\n    cmdd: x\n").expect("write");
+        let projects = Projects::default();
+        let first = projects.load(&path).err().expect("an error");
+        assert_eq!(projects.rejected_lock().len(), 1);
+        let again = projects.load(&path).err().expect("an error");
+        assert_eq!(first, again);
+        std::fs::write(&path, "tasks:\n  t:\n    cmd: x\n").expect("write");
+        projects.load(&path).expect("loads");
+        assert!(projects.rejected_lock().is_empty());
+    }
 }

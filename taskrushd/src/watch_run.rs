@@ -54,10 +54,21 @@ impl WatchFilter {
             .then(|| PathMatcher::new(&patterns).ok())
             .flatten();
         let mut builder = GitignoreBuilder::new(&config.root);
-        if let Some(e) = builder.add(config.root.join(".gitignore"))
-            && config.root.join(".gitignore").exists()
-        {
-            tracing::warn!(root = %config.root.display(), "`.gitignore` partly unreadable: {e}");
+        // Read with the daemon's limits: a `.gitignore` that is a FIFO or
+        // an endless file must not hang or bloat the daemon.
+        match crate::whole_file::read(&config.root.join(".gitignore")) {
+            Ok(bytes) => {
+                let from = Some(config.root.join(".gitignore"));
+                for line in String::from_utf8_lossy(&bytes).lines() {
+                    if let Err(e) = builder.add_line(from.clone(), line) {
+                        tracing::warn!(root = %config.root.display(), "`.gitignore` partly unreadable: {e}");
+                    }
+                }
+            }
+            Err(crate::whole_file::ReadError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(root = %config.root.display(), "`.gitignore` not used: it {}", e.what());
+            }
         }
         let gitignore = builder.build().unwrap_or_else(|_| Gitignore::empty());
         WatchFilter {

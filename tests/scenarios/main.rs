@@ -5,6 +5,7 @@ mod cache;
 mod cancel;
 mod client;
 mod daemon;
+mod hostile_files;
 mod orphans;
 mod plugins;
 mod protocol;
