@@ -20,11 +20,16 @@
 //! after it exited (`pg_ctl start`, `docker compose up -d`) is kept, as it
 //! would be from a shell. A process that left its group (`setsid`,
 //! `setpgid`) escapes the watchdog too.
+//!
+//! The daemon keeps the set of registered groups and a thread that waits
+//! for its watchdog: should the watchdog end while the daemon lives (a
+//! `kill -9` of it), it is reaped, logged, and a new one is started within
+//! [`RESTART_MIN`] and handed every registered group.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,13 +38,32 @@ use rustix::process::{Pid, Signal};
 /// The argument that turns `taskrushd` into a watchdog.
 const FLAG: &str = "--watchdog";
 
-/// The pipe to this daemon's watchdog, once started.
-static PIPE: OnceLock<Mutex<Pipe>> = OnceLock::new();
+/// How long the keeper waits before starting a watchdog again after one
+/// ended or could not be started (doubling up to [`RESTART_MAX`]), so that
+/// a watchdog that cannot live costs nothing.
+const RESTART_MIN: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(60);
 
-enum Pipe {
-    Open(ChildStdin),
-    /// Why there is no watchdog (logged at the first spawn, then `None`).
-    Broken(Option<String>),
+/// What the daemon knows of its watchdog.
+static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+
+struct State {
+    /// The groups registered now: sent again to a new watchdog.
+    groups: BTreeSet<u32>,
+    /// The pipe to the running watchdog; `None` while there is none.
+    pipe: Option<ChildStdin>,
+}
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE
+        .get_or_init(|| {
+            Mutex::new(State {
+                groups: BTreeSet::new(),
+                pipe: None,
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// `taskrushd --watchdog PID`: be the watchdog of daemon PID, and return
@@ -59,71 +83,120 @@ pub fn run_if_asked() -> Option<ExitCode> {
     })
 }
 
-/// Start this daemon's watchdog. Call it from the thread that lives as
-/// long as the daemon (the parent-death signal follows the thread that
-/// forked). Failing to start it is logged at the first spawn and
-/// otherwise harmless: tasks then die with the daemon only as before.
+/// Start this daemon's watchdog, and keep one running: a keeper thread
+/// (living as long as the daemon, which the parent-death signal needs)
+/// starts it, waits for it (so an ended watchdog is reaped, never left a
+/// zombie), and should it end while the daemon lives (a `kill -9` of the
+/// watchdog) starts a new one and registers the current groups with it.
+/// Failing to start one is logged and retried; tasks then die with the
+/// daemon only as before, meanwhile.
 pub fn start() {
+    drop(state());
+    let _ = std::thread::Builder::new()
+        .name("watchdog-keeper".into())
+        .spawn(keep);
+}
+
+fn keep() {
+    let mut backoff = RESTART_MIN;
+    let mut failing = false;
+    loop {
+        match spawn_watchdog() {
+            Ok(mut child) => {
+                if failing {
+                    tracing::info!(pid = child.id(), "watchdog started");
+                    failing = false;
+                }
+                let started = Instant::now();
+                let status = child.wait();
+                state().pipe = None;
+                tracing::warn!(
+                    pid = child.id(),
+                    "the watchdog ended ({}); starting a new one",
+                    match status {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                );
+                if started.elapsed() > RESTART_MAX {
+                    backoff = RESTART_MIN;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(
+                        "no watchdog: cannot start it: {e}; tasks and plugin helpers do not end with a killed daemon until it starts (retrying)"
+                    );
+                    failing = true;
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
+}
+
+/// Start a watchdog and hand it the groups registered now.
+fn spawn_watchdog() -> std::io::Result<Child> {
     // `/proc/self/exe` still works when the binary was replaced on disk
     // since the daemon started (an upgrade).
     let exe = if cfg!(target_os = "linux") {
-        Ok(std::path::PathBuf::from("/proc/self/exe"))
+        std::path::PathBuf::from("/proc/self/exe")
     } else {
-        std::env::current_exe()
+        std::env::current_exe()?
     };
-    let started = exe.and_then(|exe| {
-        Command::new(exe)
-            .arg0("taskrushd")
-            .arg(FLAG)
-            .arg(std::process::id().to_string())
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own group: a Ctrl-C meant for a `--foreground` daemon,
-            // or a cancel of a task group, never reaches it.
-            .process_group(0)
-            .spawn()
-    });
-    // The child is never waited for: it outlives us by design.
-    let pipe = match started.map(|mut child| child.stdin.take()) {
-        Ok(Some(stdin)) => Pipe::Open(stdin),
-        Ok(None) => Pipe::Broken(Some("it has no stdin".into())),
-        Err(e) => Pipe::Broken(Some(format!("cannot start it: {e}"))),
+    // Under the lock: a group registered meanwhile is either in the list
+    // sent here or written to the new pipe after it.
+    let mut st = state();
+    let mut child = Command::new(exe)
+        .arg0("taskrushd")
+        .arg(FLAG)
+        .arg(std::process::id().to_string())
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: a Ctrl-C meant for a `--foreground` daemon,
+        // or a cancel of a task group, never reaches it.
+        .process_group(0)
+        .spawn()?;
+    let Some(mut pipe) = child.stdin.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other("it has no stdin"));
     };
-    let _ = PIPE.set(Mutex::new(pipe));
+    let all: String = st.groups.iter().map(|g| format!("+{g}\n")).collect();
+    if !all.is_empty() && pipe.write_all(all.as_bytes()).is_err() {
+        // It died at once; the keeper sees it end and tries again.
+        return Ok(child);
+    }
+    st.pipe = Some(pipe);
+    Ok(child)
 }
 
 /// Have the watchdog end group `pgid` should the daemon die.
 pub fn register(pgid: u32) {
-    send('+', pgid);
+    let mut st = state();
+    st.groups.insert(pgid);
+    send(&mut st, '+', pgid);
 }
 
 /// The group's leader was reaped: leave what remains of it alone.
 pub fn unregister(pgid: u32) {
-    send('-', pgid);
+    let mut st = state();
+    st.groups.remove(&pgid);
+    send(&mut st, '-', pgid);
 }
 
-fn send(op: char, pgid: u32) {
-    let Some(pipe) = PIPE.get() else { return };
-    let mut pipe = pipe.lock().unwrap_or_else(|e| e.into_inner());
-    let failed = match &mut *pipe {
-        // A few bytes, below PIPE_BUF: one atomic write to a reader that
-        // does nothing else, so this never waits in practice.
-        Pipe::Open(w) => match w.write_all(format!("{op}{pgid}\n").as_bytes()) {
-            Ok(()) => return,
-            Err(e) => format!("it is gone ({e})"),
-        },
-        Pipe::Broken(why) => match why.take() {
-            Some(why) => why,
-            None => return,
-        },
-    };
-    tracing::warn!(
-        "no watchdog: {failed}; tasks and plugin helpers no longer end with a killed daemon"
-    );
-    *pipe = Pipe::Broken(None);
+fn send(st: &mut State, op: char, pgid: u32) {
+    let Some(w) = st.pipe.as_mut() else { return };
+    // A few bytes, below PIPE_BUF: one atomic write to a reader that does
+    // nothing else, so this never waits in practice. A failure means the
+    // watchdog is gone: the keeper starts a new one with every group.
+    if w.write_all(format!("{op}{pgid}\n").as_bytes()).is_err() {
+        st.pipe = None;
+    }
 }
 
 /// The watchdog's life: collect groups until the daemon is gone, then

@@ -132,3 +132,83 @@ fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
     assert_eq!(fields[3], fields[4], "soft limit not raised: {line}");
     assert_ne!(fields[3], "512", "{line}");
 }
+
+/// The watchdog of daemon `daemon` (its command line names the daemon's pid).
+fn watchdogs_of(daemon: u32) -> Vec<u32> {
+    processes_matching(&format!("--watchdog {daemon}"))
+        .into_iter()
+        .filter(|pid| {
+            // A zombie has no command line left; count live ones only.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .collect()
+}
+
+/// Whether `pid` is a zombie (ended, never reaped by its parent).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn a_watchdog_killed_by_sigkill_is_replaced_and_tasks_still_end_with_a_killed_daemon() {
+    let marker = unique_marker();
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  hi:\n    cmd: echo hi\n  long:\n    cmd: sh -c 'sleep {marker} & wait'\n"
+    ));
+    s.run(&["hi"]).success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog: {:?}",
+        watchdogs_of(daemon)
+    );
+    let old = watchdogs_of(daemon)[0];
+    signal(old, Signal::KILL);
+    // The daemon carries on, reaps the old watchdog and starts a new one.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = watchdogs_of(daemon);
+            now.len() == 1 && now[0] != old
+        }),
+        "the watchdog was not replaced: {:?}",
+        watchdogs_of(daemon)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_zombie(old)),
+        "the killed watchdog is left a zombie"
+    );
+    s.run(&["hi"]).expect_stdout("hi\n").success();
+    // An editor's run, then a killed daemon: the new watchdog ends it.
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
+    writeln!(editor, "{req}").expect("send the run");
+    assert!(
+        wait_until(Duration::from_secs(20), || !processes_matching(&marker)
+            .is_empty()),
+        "the task did not start"
+    );
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    reap_leftovers(&marker);
+    drop(editor);
+    assert!(ended, "the task outlived its daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).is_empty()),
+        "a watchdog outlived its daemon"
+    );
+}
