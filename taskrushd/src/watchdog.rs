@@ -83,30 +83,36 @@ pub fn run_if_asked() -> Option<ExitCode> {
     })
 }
 
-/// Start this daemon's watchdog, and keep one running: a keeper thread
-/// (living as long as the daemon, which the parent-death signal needs)
-/// starts it, waits for it (so an ended watchdog is reaped, never left a
+/// Start this daemon's watchdog, and keep one running. Call it from the
+/// thread that lives as long as the daemon (the parent-death signal
+/// follows the thread that forked). A keeper thread (living as long as
+/// the daemon too) waits for it (so an ended watchdog is reaped, never left a
 /// zombie), and should it end while the daemon lives (a `kill -9` of the
 /// watchdog) starts a new one and registers the current groups with it.
 /// Failing to start one is logged and retried; tasks then die with the
 /// daemon only as before, meanwhile.
 pub fn start() {
-    drop(state());
+    // The first one from this thread, before anything else is open: it
+    // inherits nothing the daemon opens later without `O_CLOEXEC`.
+    let first = spawn_watchdog();
     let _ = std::thread::Builder::new()
         .name("watchdog-keeper".into())
-        .spawn(keep);
+        .spawn(move || keep(first));
 }
 
-fn keep() {
+fn keep(first: std::io::Result<Child>) {
+    let mut next = Some(first);
     let mut backoff = RESTART_MIN;
-    let mut failing = false;
+    // Consecutive failures to start one: the first is retried before it
+    // is logged (the log may not be open yet when the daemon starts).
+    let mut failing = 0u32;
     loop {
-        match spawn_watchdog() {
+        match next.take().unwrap_or_else(spawn_watchdog) {
             Ok(mut child) => {
-                if failing {
+                if failing > 1 {
                     tracing::info!(pid = child.id(), "watchdog started");
-                    failing = false;
                 }
+                failing = 0;
                 let started = Instant::now();
                 let status = child.wait();
                 state().pipe = None;
@@ -123,11 +129,11 @@ fn keep() {
                 }
             }
             Err(e) => {
-                if !failing {
+                failing += 1;
+                if failing == 2 {
                     tracing::warn!(
                         "no watchdog: cannot start it: {e}; tasks and plugin helpers do not end with a killed daemon until it starts (retrying)"
                     );
-                    failing = true;
                 }
             }
         }

@@ -135,7 +135,9 @@ fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
 
 /// The watchdog of daemon `daemon` (its command line names the daemon's pid).
 fn watchdogs_of(daemon: u32) -> Vec<u32> {
-    processes_matching(&format!("--watchdog {daemon}"))
+    // Command lines have their NULs as spaces: the trailing one makes
+    // daemon 12 not match the watchdog of daemon 123.
+    processes_matching(&format!("--watchdog {daemon} "))
         .into_iter()
         .filter(|pid| {
             // A zombie has no command line left; count live ones only.
@@ -210,5 +212,17 @@ fn a_watchdog_killed_by_sigkill_is_replaced_and_tasks_still_end_with_a_killed_da
     assert!(
         wait_until(Duration::from_secs(5), || watchdogs_of(daemon).is_empty()),
         "a watchdog outlived its daemon"
+    );
+}
+
+#[test]
+fn a_task_run_with_no_daemon_holds_no_descriptor_of_the_clients_connection() {
+    let s = Scenario::new().rush("tasks:\n  fds:\n    cmd: ls -l /proc/self/fd/\n");
+    let out = s.run(&["--no-daemon", "fds"]);
+    out.success();
+    assert!(
+        !out.stdout().contains("socket:"),
+        "the task inherited a socket:\n{}",
+        out.stdout()
     );
 }
