@@ -50,8 +50,9 @@ static STATE: OnceLock<Mutex<State>> = OnceLock::new();
 struct State {
     /// The groups registered now: sent again to a new watchdog.
     groups: BTreeSet<u32>,
-    /// The pipe to the running watchdog; `None` while there is none.
-    pipe: Option<ChildStdin>,
+    /// The pipe to the running watchdog (non-blocking) and its pid;
+    /// `None` while there is none.
+    pipe: Option<(ChildStdin, u32)>,
 }
 
 fn state() -> std::sync::MutexGuard<'static, State> {
@@ -173,11 +174,15 @@ fn spawn_watchdog() -> std::io::Result<Child> {
         return Err(std::io::Error::other("it has no stdin"));
     };
     let all: String = st.groups.iter().map(|g| format!("+{g}\n")).collect();
-    if !all.is_empty() && pipe.write_all(all.as_bytes()).is_err() {
+    // Blocking for this first write (a fresh watchdog reads it at once),
+    // non-blocking from then on: see [`send`].
+    if !all.is_empty() && pipe.write_all(all.as_bytes()).is_err()
+        || rustix::io::ioctl_fionbio(&pipe, true).is_err()
+    {
         // It died at once; the keeper sees it end and tries again.
         return Ok(child);
     }
-    st.pipe = Some(pipe);
+    st.pipe = Some((pipe, child.id()));
     Ok(child)
 }
 
@@ -196,12 +201,28 @@ pub fn unregister(pgid: u32) {
 }
 
 fn send(st: &mut State, op: char, pgid: u32) {
-    let Some(w) = st.pipe.as_mut() else { return };
-    // A few bytes, below PIPE_BUF: one atomic write to a reader that does
-    // nothing else, so this never waits in practice. A failure means the
-    // watchdog is gone: the keeper starts a new one with every group.
-    if w.write_all(format!("{op}{pgid}\n").as_bytes()).is_err() {
-        st.pipe = None;
+    let Some((w, pid)) = st.pipe.as_mut() else {
+        return;
+    };
+    // A few bytes, below PIPE_BUF: written whole or not at all, and never
+    // waited for (the caller is a runtime worker). Failing means the
+    // watchdog is gone, or does not read (stopped, `kill -STOP`) and its
+    // pipe is full: either way the keeper starts a new one with every
+    // group, after this one is ended.
+    match w.write_all(format!("{op}{pgid}\n").as_bytes()) {
+        Ok(()) => {}
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                tracing::warn!(
+                    pid = *pid,
+                    "the watchdog does not read its pipe: ending it, a new one takes over"
+                );
+                if let Some(pid) = Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                }
+            }
+            st.pipe = None;
+        }
     }
 }
 

@@ -226,3 +226,41 @@ fn a_task_run_with_no_daemon_holds_no_descriptor_of_the_clients_connection() {
         out.stdout()
     );
 }
+
+#[test]
+fn a_stopped_watchdog_does_not_stall_the_daemon_and_is_replaced() {
+    // Enough spawns to fill the watchdog's pipe (64 KiB) many times over
+    // were it not read: two short lines per task.
+    let mut rush = String::from("tasks:\n  hi:\n    cmd: echo hi\n");
+    let names: Vec<String> = (0..6000).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        rush.push_str(&format!("  {n}:\n    cmd: 'true'\n"));
+    }
+    rush.push_str(&format!(
+        "  all:\n    deps: [{}]\n    cmd: 'true'\n",
+        names.join(", ")
+    ));
+    let s = Scenario::new().rush(&rush);
+    s.run(&["hi"]).success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog"
+    );
+    let old = watchdogs_of(daemon)[0];
+    signal(old, Signal::STOP);
+    let out = s.run(&["--jobs", "8", "all"]);
+    let replaced = wait_until(Duration::from_secs(5), || {
+        watchdogs_of(daemon).iter().any(|&w| w != old)
+    });
+    let old_gone = wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{old}")).exists()
+    });
+    if !old_gone {
+        signal(old, Signal::KILL);
+    }
+    out.success();
+    assert!(replaced, "no new watchdog: {:?}", watchdogs_of(daemon));
+    assert!(old_gone, "the stopped watchdog was left behind");
+    s.run(&["hi"]).expect_stdout("hi\n").success();
+}
