@@ -179,7 +179,10 @@ fn spawn_watchdog() -> std::io::Result<Child> {
     if !all.is_empty() && pipe.write_all(all.as_bytes()).is_err()
         || rustix::io::ioctl_fionbio(&pipe, true).is_err()
     {
-        // It died at once; the keeper sees it end and tries again.
+        // It died at once, or cannot be written to safely. Never let it
+        // see end of file while we live (it would end every group): kill
+        // it; the keeper sees it end and tries again.
+        let _ = child.kill();
         return Ok(child);
     }
     st.pipe = Some((pipe, child.id()));

@@ -100,12 +100,16 @@ fn what_a_task_leaves_running_after_it_exits_normally_survives_a_killed_daemon()
         "the background process did not start"
     );
     let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog"
+    );
     signal(daemon, Signal::KILL);
-    assert!(wait_until(Duration::from_secs(5), || s
-        .daemon_pid()
-        .is_none()));
-    // Give a watchdog the time it would take (it ends groups within 1 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    // The watchdog has done all it would do once it exited.
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).is_empty()),
+        "the watchdog outlived its daemon"
+    );
     let kept = !processes_matching(&marker).is_empty();
     reap_leftovers(&marker);
     assert!(
