@@ -120,11 +120,11 @@ fn what_a_task_leaves_running_after_it_exits_normally_survives_a_killed_daemon()
 
 #[test]
 fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
-    let s = Scenario::new().rush("tasks:\n  limit:\n    cmd: ulimit -n\n");
+    let s = Scenario::new().rush("tasks:\n  limit:\n    cmd: ulimit -n; echo $0\n");
     // The scenario lowers the soft limit itself; the daemon started by
     // this `taskrush` inherits it.
     let out = s.sh("ulimit -Sn 512 && taskrush limit");
-    out.expect_stdout("512\n").success();
+    out.expect_stdout("512\n/bin/sh\n").success();
     let daemon = s.daemon_pid().expect("a daemon");
     let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).expect("limits");
     let line = limits
