@@ -55,9 +55,10 @@ pub fn spawn_shell(
     match STARTING_FD_LIMIT.get().and_then(|l| l.current) {
         // The daemon raised its open-file limit: the shell puts the soft
         // limit back and execs the task's own `sh -c` (same pid, same
-        // `$0`; should the reset fail, the task still runs). Not a `pre_exec` hook: that would turn every spawn into a
-        // fork of the whole daemon, about three times slower per task
-        // than the `posix_spawn` used without one.
+        // `$0`; should the reset fail, the task still runs). Not a
+        // `pre_exec` hook: that would turn every spawn into a fork of the
+        // whole daemon, about three times slower per task than the
+        // `posix_spawn` used without one.
         Some(soft) => command
             .arg("-c")
             .arg(format!(
