@@ -268,3 +268,45 @@ fn a_stopped_watchdog_does_not_stall_the_daemon_and_is_replaced() {
     assert!(old_gone, "the stopped watchdog was left behind");
     s.run(&["hi"]).expect_stdout("hi\n").success();
 }
+
+#[test]
+fn every_task_of_a_parallel_editor_run_ends_with_a_daemon_killed_by_sigkill() {
+    let marker = unique_marker();
+    let mut rush = String::from("tasks:\n  hi:\n    cmd: echo hi\n");
+    let names: Vec<String> = (0..16).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        // Each task has a child of its own in its group.
+        rush.push_str(&format!(
+            "  {n}:\n    cmd: sh -c 'sleep {marker} & sleep {marker}; wait'\n"
+        ));
+    }
+    rush.push_str(&format!(
+        "  all:\n    deps: [{}]\n    cmd: 'true'\n",
+        names.join(", ")
+    ));
+    let s = Scenario::new().rush(&rush);
+    s.run(&["hi"]).success();
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["all"], "jobs": 16}}});
+    writeln!(editor, "{req}").expect("send the run");
+    // Per task its shell and two sleeps (dash execs the lone inner `sh`).
+    assert!(
+        wait_until(Duration::from_secs(30), || processes_matching(&format!(
+            "sleep {marker}"
+        ))
+        .len()
+            >= 48),
+        "the tasks did not all start: {}",
+        processes_matching(&format!("sleep {marker}")).len()
+    );
+    let daemon = s.daemon_pid().expect("a daemon");
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    let left = processes_matching(&marker).len();
+    reap_leftovers(&marker);
+    drop(editor);
+    assert!(ended, "{left} processes outlived their daemon");
+}
