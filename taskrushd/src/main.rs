@@ -196,7 +196,9 @@ fn serve_stdio(paths: DaemonPaths, options: daemon::DaemonOptions) -> ExitCode {
     runtime.block_on(async {
         let _ignore_sigint =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-        let stdin = match rustix::io::dup(std::io::stdin()) {
+        // Close-on-exec: tasks, plugins and the watchdog must not hold the
+        // client's connection (a task's background process would keep it).
+        let stdin = match rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 0) {
             Ok(fd) => fd,
             Err(e) => {
                 eprintln!("error: --stdio needs a socket on stdin: {e}");

@@ -52,7 +52,21 @@ pub fn spawn_shell(
     stdio: Option<&ClientStdio>,
 ) -> std::io::Result<TaskProcess> {
     let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(cmd);
+    match STARTING_FD_LIMIT.get().and_then(|l| l.current) {
+        // The daemon raised its open-file limit: the shell puts the soft
+        // limit back and execs the task's own `sh -c` (same pid, same
+        // `$0`; should the reset fail, the task still runs). Not a
+        // `pre_exec` hook: that would turn every spawn into a fork of the
+        // whole daemon, about three times slower per task than the
+        // `posix_spawn` used without one.
+        Some(soft) => command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -S -n {soft} 2>/dev/null; exec /bin/sh -c \"$0\""
+            ))
+            .arg(cmd),
+        None => command.arg("-c").arg(cmd),
+    };
     spawn(command, cwd, env, stdio)
 }
 
@@ -68,7 +82,6 @@ fn spawn(
         .envs(env)
         .process_group(0)
         .kill_on_drop(true);
-    restore_fd_limit(&mut command);
     match stdio.map(ClientStdio::for_child).transpose()? {
         Some(io) => command.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr),
         None => command
@@ -132,9 +145,9 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Give a child the soft `RLIMIT_NOFILE` the daemon started with. Only
-/// when the daemon raised its own: the hook makes the spawn fork instead
-/// of using `posix_spawn`.
+/// Give a plugin the soft `RLIMIT_NOFILE` the daemon started with, when
+/// the daemon raised its own. (Plugins fork anyway, for their parent-death
+/// signal; tasks get it back from their shell, see [`spawn_shell`].)
 fn restore_fd_limit(command: &mut Command) {
     let Some(&limit) = STARTING_FD_LIMIT.get() else {
         return;

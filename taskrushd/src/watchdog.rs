@@ -20,11 +20,16 @@
 //! after it exited (`pg_ctl start`, `docker compose up -d`) is kept, as it
 //! would be from a shell. A process that left its group (`setsid`,
 //! `setpgid`) escapes the watchdog too.
+//!
+//! The daemon keeps the set of registered groups and a thread that waits
+//! for its watchdog: should the watchdog end while the daemon lives (a
+//! `kill -9` of it), it is reaped, logged, and a new one is started within
+//! [`RESTART_MIN`] and handed every registered group.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,13 +38,33 @@ use rustix::process::{Pid, Signal};
 /// The argument that turns `taskrushd` into a watchdog.
 const FLAG: &str = "--watchdog";
 
-/// The pipe to this daemon's watchdog, once started.
-static PIPE: OnceLock<Mutex<Pipe>> = OnceLock::new();
+/// How long the keeper waits before starting a watchdog again after one
+/// ended or could not be started (doubling up to [`RESTART_MAX`]), so that
+/// a watchdog that cannot live costs nothing.
+const RESTART_MIN: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(60);
 
-enum Pipe {
-    Open(ChildStdin),
-    /// Why there is no watchdog (logged at the first spawn, then `None`).
-    Broken(Option<String>),
+/// What the daemon knows of its watchdog.
+static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+
+struct State {
+    /// The groups registered now: sent again to a new watchdog.
+    groups: BTreeSet<u32>,
+    /// The pipe to the running watchdog (non-blocking) and its pid;
+    /// `None` while there is none.
+    pipe: Option<(ChildStdin, u32)>,
+}
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE
+        .get_or_init(|| {
+            Mutex::new(State {
+                groups: BTreeSet::new(),
+                pipe: None,
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// `taskrushd --watchdog PID`: be the watchdog of daemon PID, and return
@@ -59,71 +84,149 @@ pub fn run_if_asked() -> Option<ExitCode> {
     })
 }
 
-/// Start this daemon's watchdog. Call it from the thread that lives as
-/// long as the daemon (the parent-death signal follows the thread that
-/// forked). Failing to start it is logged at the first spawn and
-/// otherwise harmless: tasks then die with the daemon only as before.
+/// Start this daemon's watchdog, and keep one running. Call it from the
+/// thread that lives as long as the daemon (the parent-death signal
+/// follows the thread that forked). A keeper thread (living as long as
+/// the daemon too) waits for it (so an ended watchdog is reaped, never left a
+/// zombie), and should it end while the daemon lives (a `kill -9` of the
+/// watchdog) starts a new one and registers the current groups with it.
+/// Failing to start one is logged and retried; tasks then die with the
+/// daemon only as before, meanwhile.
 pub fn start() {
+    // The first one from this thread, before anything else is open: it
+    // inherits nothing the daemon opens later without `O_CLOEXEC`.
+    let first = spawn_watchdog();
+    let _ = std::thread::Builder::new()
+        .name("watchdog-keeper".into())
+        .spawn(move || keep(first));
+}
+
+fn keep(first: std::io::Result<Child>) {
+    let mut next = Some(first);
+    let mut backoff = RESTART_MIN;
+    // Consecutive failures to start one: the first is retried before it
+    // is logged (the log may not be open yet when the daemon starts).
+    let mut failing = 0u32;
+    loop {
+        match next.take().unwrap_or_else(spawn_watchdog) {
+            Ok(mut child) => {
+                if failing > 1 {
+                    tracing::info!(pid = child.id(), "watchdog started");
+                }
+                failing = 0;
+                let started = Instant::now();
+                let status = child.wait();
+                state().pipe = None;
+                tracing::warn!(
+                    pid = child.id(),
+                    "the watchdog ended ({}); starting a new one",
+                    match status {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                );
+                if started.elapsed() > RESTART_MAX {
+                    backoff = RESTART_MIN;
+                }
+            }
+            Err(e) => {
+                failing += 1;
+                if failing == 2 {
+                    tracing::warn!(
+                        "no watchdog: cannot start it: {e}; tasks and plugin helpers do not end with a killed daemon until it starts (retrying)"
+                    );
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
+}
+
+/// Start a watchdog and hand it the groups registered now.
+fn spawn_watchdog() -> std::io::Result<Child> {
     // `/proc/self/exe` still works when the binary was replaced on disk
     // since the daemon started (an upgrade).
     let exe = if cfg!(target_os = "linux") {
-        Ok(std::path::PathBuf::from("/proc/self/exe"))
+        std::path::PathBuf::from("/proc/self/exe")
     } else {
-        std::env::current_exe()
+        std::env::current_exe()?
     };
-    let started = exe.and_then(|exe| {
-        Command::new(exe)
-            .arg0("taskrushd")
-            .arg(FLAG)
-            .arg(std::process::id().to_string())
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own group: a Ctrl-C meant for a `--foreground` daemon,
-            // or a cancel of a task group, never reaches it.
-            .process_group(0)
-            .spawn()
-    });
-    // The child is never waited for: it outlives us by design.
-    let pipe = match started.map(|mut child| child.stdin.take()) {
-        Ok(Some(stdin)) => Pipe::Open(stdin),
-        Ok(None) => Pipe::Broken(Some("it has no stdin".into())),
-        Err(e) => Pipe::Broken(Some(format!("cannot start it: {e}"))),
+    // Under the lock: a group registered meanwhile is either in the list
+    // sent here or written to the new pipe after it.
+    let mut st = state();
+    let mut child = Command::new(exe)
+        .arg0("taskrushd")
+        .arg(FLAG)
+        .arg(std::process::id().to_string())
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: a Ctrl-C meant for a `--foreground` daemon,
+        // or a cancel of a task group, never reaches it.
+        .process_group(0)
+        .spawn()?;
+    let Some(mut pipe) = child.stdin.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other("it has no stdin"));
     };
-    let _ = PIPE.set(Mutex::new(pipe));
+    let all: String = st.groups.iter().map(|g| format!("+{g}\n")).collect();
+    // Blocking for this first write (a fresh watchdog reads it at once),
+    // non-blocking from then on: see [`send`].
+    if !all.is_empty() && pipe.write_all(all.as_bytes()).is_err()
+        || rustix::io::ioctl_fionbio(&pipe, true).is_err()
+    {
+        // It died at once, or cannot be written to safely. Never let it
+        // see end of file while we live (it would end every group): kill
+        // it; the keeper sees it end and tries again.
+        let _ = child.kill();
+        return Ok(child);
+    }
+    st.pipe = Some((pipe, child.id()));
+    Ok(child)
 }
 
 /// Have the watchdog end group `pgid` should the daemon die.
 pub fn register(pgid: u32) {
-    send('+', pgid);
+    let mut st = state();
+    st.groups.insert(pgid);
+    send(&mut st, '+', pgid);
 }
 
 /// The group's leader was reaped: leave what remains of it alone.
 pub fn unregister(pgid: u32) {
-    send('-', pgid);
+    let mut st = state();
+    st.groups.remove(&pgid);
+    send(&mut st, '-', pgid);
 }
 
-fn send(op: char, pgid: u32) {
-    let Some(pipe) = PIPE.get() else { return };
-    let mut pipe = pipe.lock().unwrap_or_else(|e| e.into_inner());
-    let failed = match &mut *pipe {
-        // A few bytes, below PIPE_BUF: one atomic write to a reader that
-        // does nothing else, so this never waits in practice.
-        Pipe::Open(w) => match w.write_all(format!("{op}{pgid}\n").as_bytes()) {
-            Ok(()) => return,
-            Err(e) => format!("it is gone ({e})"),
-        },
-        Pipe::Broken(why) => match why.take() {
-            Some(why) => why,
-            None => return,
-        },
+fn send(st: &mut State, op: char, pgid: u32) {
+    let Some((w, pid)) = st.pipe.as_mut() else {
+        return;
     };
-    tracing::warn!(
-        "no watchdog: {failed}; tasks and plugin helpers no longer end with a killed daemon"
-    );
-    *pipe = Pipe::Broken(None);
+    // A few bytes, below PIPE_BUF: written whole or not at all, and never
+    // waited for (the caller is a runtime worker). Failing means the
+    // watchdog is gone, or does not read (stopped, `kill -STOP`) and its
+    // pipe is full: either way the keeper starts a new one with every
+    // group, after this one is ended.
+    match w.write_all(format!("{op}{pgid}\n").as_bytes()) {
+        Ok(()) => {}
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                tracing::warn!(
+                    pid = *pid,
+                    "the watchdog does not read its pipe: ending it, a new one takes over"
+                );
+                if let Some(pid) = Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                }
+            }
+            st.pipe = None;
+        }
+    }
 }
 
 /// The watchdog's life: collect groups until the daemon is gone, then

@@ -100,12 +100,16 @@ fn what_a_task_leaves_running_after_it_exits_normally_survives_a_killed_daemon()
         "the background process did not start"
     );
     let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog"
+    );
     signal(daemon, Signal::KILL);
-    assert!(wait_until(Duration::from_secs(5), || s
-        .daemon_pid()
-        .is_none()));
-    // Give a watchdog the time it would take (it ends groups within 1 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    // The watchdog has done all it would do once it exited.
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).is_empty()),
+        "the watchdog outlived its daemon"
+    );
     let kept = !processes_matching(&marker).is_empty();
     reap_leftovers(&marker);
     assert!(
@@ -116,11 +120,11 @@ fn what_a_task_leaves_running_after_it_exits_normally_survives_a_killed_daemon()
 
 #[test]
 fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
-    let s = Scenario::new().rush("tasks:\n  limit:\n    cmd: ulimit -n\n");
+    let s = Scenario::new().rush("tasks:\n  limit:\n    cmd: ulimit -n; echo $0\n");
     // The scenario lowers the soft limit itself; the daemon started by
     // this `taskrush` inherits it.
     let out = s.sh("ulimit -Sn 512 && taskrush limit");
-    out.expect_stdout("512\n").success();
+    out.expect_stdout("512\n/bin/sh\n").success();
     let daemon = s.daemon_pid().expect("a daemon");
     let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).expect("limits");
     let line = limits
@@ -131,4 +135,178 @@ fn the_daemon_raises_its_open_file_limit_and_tasks_see_their_shells() {
     // `Max open files  SOFT  HARD  files`
     assert_eq!(fields[3], fields[4], "soft limit not raised: {line}");
     assert_ne!(fields[3], "512", "{line}");
+}
+
+/// The watchdog of daemon `daemon` (its command line names the daemon's pid).
+fn watchdogs_of(daemon: u32) -> Vec<u32> {
+    // Command lines have their NULs as spaces: the trailing one makes
+    // daemon 12 not match the watchdog of daemon 123.
+    processes_matching(&format!("--watchdog {daemon} "))
+        .into_iter()
+        .filter(|pid| {
+            // A zombie has no command line left; count live ones only.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .collect()
+}
+
+/// Whether `pid` is a zombie (ended, never reaped by its parent).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn a_watchdog_killed_by_sigkill_is_replaced_and_tasks_still_end_with_a_killed_daemon() {
+    let marker = unique_marker();
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  hi:\n    cmd: echo hi\n  long:\n    cmd: sh -c 'sleep {marker} & wait'\n"
+    ));
+    s.run(&["hi"]).success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog: {:?}",
+        watchdogs_of(daemon)
+    );
+    let old = watchdogs_of(daemon)[0];
+    signal(old, Signal::KILL);
+    // The daemon carries on, reaps the old watchdog and starts a new one.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = watchdogs_of(daemon);
+            now.len() == 1 && now[0] != old
+        }),
+        "the watchdog was not replaced: {:?}",
+        watchdogs_of(daemon)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_zombie(old)),
+        "the killed watchdog is left a zombie"
+    );
+    s.run(&["hi"]).expect_stdout("hi\n").success();
+    // An editor's run, then a killed daemon: the new watchdog ends it.
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
+    writeln!(editor, "{req}").expect("send the run");
+    assert!(
+        wait_until(Duration::from_secs(20), || !processes_matching(&marker)
+            .is_empty()),
+        "the task did not start"
+    );
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    reap_leftovers(&marker);
+    drop(editor);
+    assert!(ended, "the task outlived its daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).is_empty()),
+        "a watchdog outlived its daemon"
+    );
+}
+
+#[test]
+fn a_task_run_with_no_daemon_holds_no_descriptor_of_the_clients_connection() {
+    let s = Scenario::new().rush("tasks:\n  fds:\n    cmd: ls -l /proc/self/fd/\n");
+    let out = s.run(&["--no-daemon", "fds"]);
+    out.success();
+    assert!(
+        !out.stdout().contains("socket:"),
+        "the task inherited a socket:\n{}",
+        out.stdout()
+    );
+}
+
+#[test]
+fn a_stopped_watchdog_does_not_stall_the_daemon_and_is_replaced() {
+    // Enough spawns to fill the watchdog's pipe (64 KiB) many times over
+    // were it not read: two short lines per task.
+    let mut rush = String::from("tasks:\n  hi:\n    cmd: echo hi\n");
+    let names: Vec<String> = (0..6000).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        rush.push_str(&format!("  {n}:\n    cmd: 'true'\n"));
+    }
+    rush.push_str(&format!(
+        "  all:\n    deps: [{}]\n    cmd: 'true'\n",
+        names.join(", ")
+    ));
+    let s = Scenario::new().rush(&rush);
+    s.run(&["hi"]).success();
+    let daemon = s.daemon_pid().expect("a daemon");
+    assert!(
+        wait_until(Duration::from_secs(5), || watchdogs_of(daemon).len() == 1),
+        "no watchdog"
+    );
+    let old = watchdogs_of(daemon)[0];
+    signal(old, Signal::STOP);
+    let out = s.run(&["--jobs", "8", "all"]);
+    let replaced = wait_until(Duration::from_secs(5), || {
+        watchdogs_of(daemon).iter().any(|&w| w != old)
+    });
+    let old_gone = wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{old}")).exists()
+    });
+    if !old_gone {
+        signal(old, Signal::KILL);
+    }
+    out.success();
+    assert!(replaced, "no new watchdog: {:?}", watchdogs_of(daemon));
+    assert!(old_gone, "the stopped watchdog was left behind");
+    s.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+#[test]
+fn every_task_of_a_parallel_editor_run_ends_with_a_daemon_killed_by_sigkill() {
+    let marker = unique_marker();
+    let mut rush = String::from("tasks:\n  hi:\n    cmd: echo hi\n");
+    let names: Vec<String> = (0..16).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        // Each task has a child of its own in its group.
+        rush.push_str(&format!(
+            "  {n}:\n    cmd: sh -c 'sleep {marker} & sleep {marker}; wait'\n"
+        ));
+    }
+    rush.push_str(&format!(
+        "  all:\n    deps: [{}]\n    cmd: 'true'\n",
+        names.join(", ")
+    ));
+    let s = Scenario::new().rush(&rush);
+    s.run(&["hi"]).success();
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["all"], "jobs": 16}}});
+    writeln!(editor, "{req}").expect("send the run");
+    // Per task its shell and two sleeps (dash execs the lone inner `sh`).
+    assert!(
+        wait_until(Duration::from_secs(30), || processes_matching(&format!(
+            "sleep {marker}"
+        ))
+        .len()
+            >= 48),
+        "the tasks did not all start: {}",
+        processes_matching(&format!("sleep {marker}")).len()
+    );
+    let daemon = s.daemon_pid().expect("a daemon");
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    });
+    let left = processes_matching(&marker).len();
+    reap_leftovers(&marker);
+    drop(editor);
+    assert!(ended, "{left} processes outlived their daemon");
 }

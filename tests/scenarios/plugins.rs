@@ -813,3 +813,28 @@ fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
         .expect("a call");
     assert_eq!(last["version"], "2.0.0");
 }
+
+#[test]
+fn a_plugin_whose_handshake_gives_another_name_than_its_manifest_is_refused_naming_both() {
+    let s = Scenario::new();
+    let script = fixtures().join("fixture.py");
+    s.write(
+        ".rush-plugins/lint/plugin.toml",
+        format!(
+            "name = \"lint\"\nversion = \"1.0.1\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\", \"1.0.1\", \"linter\"]\n\
+             taskrush_version = \">=0.3\"\n",
+            script.display()
+        ),
+    );
+    let s = s.rush(
+        "plugins:\n  - {name: lint, version: \"^1.0.1\", required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_stdout("").expect_code(1);
+    out.expect_stderr_starting("error: task `t` failed: plugin `lint` failed in `handshake`: its answer to `initialize` does not match `");
+    out.expect_stderr_containing(
+        "plugin.toml`: it calls itself `linter` where its manifest says `lint` (the two must be equal)",
+    );
+    assert_eq!(state_of(&s, "lint")["state"], "failed");
+}
