@@ -28,7 +28,7 @@ use crate::config_error::ConfigError;
 use crate::connection::ClientGone;
 use crate::events::Events;
 use crate::planner::{self, Plan};
-use crate::plugin_host::{PluginFailure, PluginHost, RunPlugins};
+use crate::plugin::{PluginFailure, PluginHost, RunPlugins};
 use crate::projects::{Change, Loaded, Projects};
 use crate::runner::{self, Cancel, RunSpec};
 use crate::up_to_date::UpToDate;
@@ -829,7 +829,7 @@ impl TaskRushApiServer for Api {
         let config = self.load(&cwd, file.as_deref()).await?.config;
         self.plugins
             .info(&config, &name)
-            .ok_or_else(|| plugin_error(crate::plugin_host::not_declared(&config, &name)))
+            .ok_or_else(|| plugin_error(crate::plugin::not_declared(&config, &name)))
     }
 
     async fn plugin_restart(
@@ -874,7 +874,7 @@ impl TaskRushApiServer for Api {
                 None::<()>,
             ));
         }
-        Ok(crate::plugin_conformance::test(dir, &env.unwrap_or_default()).await)
+        Ok(crate::plugin::conformance_test(dir, &env.unwrap_or_default()).await)
     }
 
     async fn events(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {

@@ -47,7 +47,7 @@ pub struct RunSpec {
     pub stdio: Option<Arc<ClientStdio>>,
     /// The project's plugins, when it has any: their hooks run around
     /// each task.
-    pub plugins: Option<crate::plugin_host::RunPlugins>,
+    pub plugins: Option<crate::plugin::RunPlugins>,
 }
 
 /// Read buffer per output stream; also the largest output event.

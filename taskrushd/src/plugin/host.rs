@@ -39,9 +39,9 @@ use taskrush_protocol::run::RunEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::manifest::{self as plugin_manifest, Loaded, ManifestError};
+use super::process::{CallError, PluginProcess, StderrLog, human};
 use crate::events::Events;
-use crate::plugin_manifest::{self, Loaded, ManifestError};
-use crate::plugin_process::{CallError, PluginProcess, StderrLog, human};
 use crate::rush_file::{PluginSpec, RushFile, Task};
 use crate::watcher::{Key, Watcher};
 
@@ -997,7 +997,7 @@ impl PluginHost {
         let slot = self.existing(&config.root, name);
         let (stderr, last_error) = match &slot {
             Some(s) => (
-                s.stderr.last(crate::plugin_process::STDERR_KEEP),
+                s.stderr.last(super::process::STDERR_KEEP),
                 s.st().last_error.clone(),
             ),
             None => (Vec::new(), None),
@@ -1045,7 +1045,7 @@ impl PluginHost {
     }
 
     /// Stop every plugin (daemon shutdown), all at once, bounded by about
-    /// 2 × [`crate::plugin_process::STOP_STEP`].
+    /// 2 × [`super::process::STOP_STEP`].
     pub async fn shutdown_all(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();

@@ -17,7 +17,7 @@
 //! lines are kept for error messages.
 //!
 //! Every call has a deadline. This module never restarts anything: it
-//! reports, and the host ([`crate::plugin_host`]) decides.
+//! reports, and the host ([`super::host`]) decides.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;

@@ -24,7 +24,7 @@ use taskrush_protocol::plugin::{
 use taskrush_protocol::run::TaskStatus;
 use tokio::time::Instant;
 
-use crate::plugin_process::{CallError, PluginProcess, STOP_STEP, StderrLog, human};
+use super::process::{CallError, PluginProcess, STOP_STEP, StderrLog, human};
 
 /// The deadline of each call made by the kit (the host's default).
 const DEADLINE: Duration = crate::rush_file::DEFAULT_PLUGIN_TIMEOUT;
@@ -54,7 +54,7 @@ pub async fn test(dir: &Path, env: &BTreeMap<String, String>) -> PluginTestRepor
 }
 
 async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
-    let loaded = match crate::plugin_manifest::load(dir, None, None) {
+    let loaded = match super::manifest::load(dir, None, None) {
         Ok(l) => {
             r.check(
                 "manifest",
@@ -82,7 +82,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         &m.name,
         &m.entry_point,
         dir,
-        &crate::plugin_host::plugin_env(env, m),
+        &super::host::plugin_env(env, m),
         stderr.clone(),
     ) {
         Ok(p) => p,
