@@ -82,7 +82,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         &m.name,
         &m.entry_point,
         dir,
-        &super::host::plugin_env(env, m),
+        &super::permissions::plugin_env(env, m),
         stderr.clone(),
     ) {
         Ok(p) => p,

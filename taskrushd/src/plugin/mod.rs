@@ -1,9 +1,72 @@
 //! Plugins: external processes that add hooks and commands to a project.
+//! The plugin host keeps every plugin process of every project, started on
+//! first use and kept warm across runs, called with deadlines, restarted
+//! with back-off, given up on when it keeps failing.
+//!
+//! The room, file by file:
+//! - [`host`]: the registry of slots (per project root and name), restart
+//!   by hand, shutdown;
+//! - [`slot`]: one plugin of one project, its state, how a failure of its
+//!   process is recorded;
+//! - [`start`]: locating, spawning and the `initialize` handshake;
+//! - [`swap`]: hot swap of a running plugin whose files or `.rush` entry
+//!   changed;
+//! - [`hooks`]: the task hooks of a run ([`RunPlugins`]);
+//! - [`commands`]: the commands plugins add, their names checked;
+//! - [`permissions`]: granted versus asked permissions, a plugin's
+//!   environment;
+//! - [`failure`]: [`PluginFailure`], its [`Phase`], crash accounting and
+//!   back-off;
+//! - [`status`]: `plugin list` and `plugin info`;
+//! - [`process`]: one plugin process and its JSON-RPC over stdio;
+//! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
+//! - [`conformance`]: the conformance kit behind `plugin_test`.
+//!
+//! The rest of the daemon uses only what this file re-exports.
+//!
+//! Architecture invariants:
+//! - The host never reads a `.rush` file: it is handed the parsed,
+//!   validated [`RushFile`](crate::rush_file::RushFile) of the run or
+//!   request.
+//! - One process per plugin and project root serves every task and every
+//!   run; it is restarted when its `.rush` entry changes.
+//! - A plugin's failure (crash, exit before the handshake, junk, hang)
+//!   reaches only the calls made to that plugin: it fails a task only when
+//!   the plugin is `required: true`, otherwise the task goes on with a
+//!   warning. A deliberate error answered by `before_task` (a veto) always
+//!   stops the task.
+//! - Crashes and timeouts are retried on next use after a back-off
+//!   ([`failure::BACKOFF_START`] doubling to [`failure::BACKOFF_MAX`]);
+//!   three of them within five minutes mark the plugin failed. Failures
+//!   that a restart cannot fix (another protocol major, junk on stdout, a
+//!   command name that is taken, an entry point that cannot be executed)
+//!   mark it failed at once. A failed plugin is left alone until its
+//!   manifest or entry files change, its `.rush` entry changes, or
+//!   `plugin_restart`.
+//! - Hooks run in the order the `.rush` file declares the plugins;
+//!   `after_task` and `on_task_failure` in reverse order.
+//! - A plugin is swapped, never stopped under a call: a new process takes
+//!   new calls once it has shaken hands, the old one finishes its calls.
+//! - The process layer ([`process`]) never restarts anything: it reports,
+//!   and the host decides.
+//! - Plugin processes are started only through [`crate::spawn`].
+//! - Nothing here maps to wire errors: the API turns a [`PluginFailure`]
+//!   into a JSON-RPC error.
 
+mod commands;
 mod conformance;
+mod failure;
+mod hooks;
 mod host;
 mod manifest;
+mod permissions;
 mod process;
+mod slot;
+mod start;
+mod status;
+mod swap;
 
 pub(crate) use conformance::test as conformance_test;
-pub(crate) use host::{PluginFailure, PluginHost, RunPlugins, not_declared};
+pub(crate) use failure::{PluginFailure, not_declared};
+pub(crate) use hooks::RunPlugins;
+pub(crate) use host::PluginHost;

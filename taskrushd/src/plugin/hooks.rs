@@ -1,0 +1,381 @@
+//! Hooks: `before_task`, `after_task` and `on_task_failure` of a run's
+//! plugins, in the order the `.rush` file declares them (the last two in
+//! reverse order), with each task's plugin config.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use taskrush_protocol::plugin::{
+    Hook, HookParams, PluginManifest, TaskContext, TaskError, TaskResult,
+};
+use taskrush_protocol::run::RunEvent;
+use tokio::sync::mpsc;
+
+use super::failure::PluginFailure;
+use super::host::{Ctx, PluginHost};
+use super::process::CallError;
+use super::slot::fail_call;
+use super::start::STDERR_SETTLE;
+use crate::rush_file::{PluginSpec, RushFile, Task};
+
+/// What a hook call came to.
+enum HookOutcome {
+    /// The plugin does not implement the hook.
+    NotDeclared,
+    Done,
+    /// The plugin answered with an error (for `before_task`: a veto).
+    Refused(String),
+    Failed(PluginFailure),
+}
+
+impl PluginHost {
+    /// Call `hook` on one plugin, if it implements it.
+    async fn call_hook(
+        &self,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+        hook: Hook,
+        params: impl FnOnce(&PluginManifest) -> Result<Value, String>,
+    ) -> HookOutcome {
+        let slot = self.slot(&ctx.config.root, &spec.name);
+        let phase = hook.method();
+        let (process, info) = match self.ensure(&slot, spec, ctx).await {
+            Ok(p) => p,
+            Err(f) => return HookOutcome::Failed(f),
+        };
+        if !info.hooks.contains(&hook) {
+            return HookOutcome::NotDeclared;
+        }
+        let manifest = match slot.st().loaded.as_ref() {
+            Some(l) => l.manifest.clone(),
+            None => return HookOutcome::NotDeclared,
+        };
+        let params = match params(&manifest) {
+            Ok(p) => p,
+            Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
+        };
+        match process.call(phase, params, spec.timeout).await {
+            Ok(_) => HookOutcome::Done,
+            Err(CallError::Remote { message, .. }) => HookOutcome::Refused(message),
+            Err(e) => {
+                if matches!(e, CallError::Gone(_)) {
+                    process.stderr_drained(STDERR_SETTLE).await;
+                }
+                HookOutcome::Failed(fail_call(&slot, &process, phase, e))
+            }
+        }
+    }
+}
+
+/// The plugin's config for one task: its global `config` with the task's
+/// `plugins.<name>` keys on top (a shallow merge: a task key replaces the
+/// global value whole), `${VAR}` expanded from the client's environment.
+fn task_config(
+    spec: &PluginSpec,
+    task: &Task,
+    env: &BTreeMap<String, String>,
+) -> Result<Value, String> {
+    let merged = match (spec.config.clone(), task.plugins.get(&spec.name)) {
+        (Value::Object(mut global), Some(Value::Object(local))) => {
+            global.extend(local.clone());
+            Value::Object(global)
+        }
+        (global, None) => global,
+        (_, Some(local)) => local.clone(),
+    };
+    crate::expand::expand_json(&merged, |k| env.get(k).cloned()).map_err(|e| {
+        format!(
+            "in the config of plugin `{}` for task `{}`: {e}",
+            spec.name, task.name
+        )
+    })
+}
+
+/// The plugins of one run: the host, the run's config snapshot and the
+/// client's environment.
+pub(crate) struct RunPlugins {
+    host: Arc<PluginHost>,
+    config: Arc<RushFile>,
+    env: BTreeMap<String, String>,
+    run_id: u64,
+    /// (task, plugin) pairs where the plugin failed: it is not called
+    /// again for that task (no restart in the middle of one task).
+    failed: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Plugins whose refused update this run has reported already.
+    refusals_told: Mutex<std::collections::HashSet<String>>,
+}
+
+impl RunPlugins {
+    pub(crate) fn new(
+        host: Arc<PluginHost>,
+        config: Arc<RushFile>,
+        env: BTreeMap<String, String>,
+        run_id: u64,
+    ) -> RunPlugins {
+        RunPlugins {
+            host,
+            config,
+            env,
+            run_id,
+            failed: Mutex::new(Default::default()),
+            refusals_told: Mutex::new(Default::default()),
+        }
+    }
+
+    fn failed_for(&self, task: &Task, spec: &PluginSpec) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(task.name.clone(), spec.name.clone()))
+    }
+
+    fn mark_failed(&self, task: &Task, spec: &PluginSpec) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((task.name.clone(), spec.name.clone()));
+    }
+
+    /// Say once per run, in its output, that a plugin's update was not
+    /// swapped in for asking more permissions (the log, the event stream
+    /// and `plugin info` say it too, but nobody watches those).
+    async fn tell_refused_swap(
+        &self,
+        spec: &PluginSpec,
+        task: &Task,
+        events: &mpsc::Sender<RunEvent>,
+    ) {
+        let Some(m) = self.host.refused_swap(&self.config.root, &spec.name) else {
+            return;
+        };
+        let first = self
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone());
+        if first {
+            message(events, spec, task, "warn", m).await;
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            env: &self.env,
+        }
+    }
+
+    fn context(
+        &self,
+        spec: &PluginSpec,
+        task: &Task,
+        task_env: &BTreeMap<String, String>,
+        manifest: &PluginManifest,
+    ) -> Result<TaskContext, String> {
+        Ok(TaskContext {
+            task_name: task.name.clone(),
+            command: task.cmd.clone().unwrap_or_default(),
+            working_dir: self.config.root.display().to_string(),
+            env_vars: task_env
+                .iter()
+                .filter(|(k, _)| manifest.permissions.environment.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            config: task_config(spec, task, &self.env)?,
+            run_id: self.run_id,
+        })
+    }
+
+    /// `before_task` of every plugin, in declared order. `Err` is why the
+    /// task must not run: a veto, or a required plugin that failed.
+    pub(crate) async fn before_task(
+        &self,
+        task: &Task,
+        task_env: &BTreeMap<String, String>,
+        events: &mpsc::Sender<RunEvent>,
+    ) -> Result<(), String> {
+        for spec in &self.config.plugins {
+            let outcome = self
+                .host
+                .call_hook(spec, &self.ctx(), Hook::BeforeTask, |m| {
+                    let context = self.context(spec, task, task_env, m)?;
+                    params(HookParams {
+                        context,
+                        result: None,
+                        error: None,
+                    })
+                })
+                .await;
+            self.tell_refused_swap(spec, task, events).await;
+            match outcome {
+                HookOutcome::NotDeclared | HookOutcome::Done => {}
+                HookOutcome::Refused(m) => {
+                    return Err(format!("vetoed by plugin `{}`: {m}", spec.name));
+                }
+                HookOutcome::Failed(f) if spec.required => {
+                    self.mark_failed(task, spec);
+                    return Err(f.render());
+                }
+                HookOutcome::Failed(f) => {
+                    self.mark_failed(task, spec);
+                    skipped(events, spec, task, &f).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `on_task_failure` (when `error` is given) then `after_task`, each in
+    /// reverse declared order. Errors answered by a plugin are reported as
+    /// warnings; `Some` is why the task must count as failed: a required
+    /// plugin that failed.
+    pub(crate) async fn after_task(
+        &self,
+        task: &Task,
+        task_env: &BTreeMap<String, String>,
+        result: TaskResult,
+        error: Option<TaskError>,
+        events: &mpsc::Sender<RunEvent>,
+    ) -> Option<String> {
+        let mut fatal = None;
+        let mut phases = Vec::new();
+        if error.is_some() {
+            phases.push(Hook::OnTaskFailure);
+        }
+        phases.push(Hook::AfterTask);
+        for hook in phases {
+            for spec in self.config.plugins.iter().rev() {
+                if self.failed_for(task, spec) {
+                    continue;
+                }
+                let outcome = self
+                    .host
+                    .call_hook(spec, &self.ctx(), hook, |m| {
+                        let context = self.context(spec, task, task_env, m)?;
+                        let (result, error) = match hook {
+                            Hook::OnTaskFailure => (None, error.clone()),
+                            _ => (Some(result.clone()), None),
+                        };
+                        params(HookParams {
+                            context,
+                            result,
+                            error,
+                        })
+                    })
+                    .await;
+                self.tell_refused_swap(spec, task, events).await;
+                match outcome {
+                    HookOutcome::NotDeclared | HookOutcome::Done => {}
+                    HookOutcome::Refused(m) => {
+                        message(
+                            events,
+                            spec,
+                            task,
+                            "warn",
+                            format!("`{}` failed: {m}", hook.method()),
+                        )
+                        .await;
+                    }
+                    HookOutcome::Failed(f) if spec.required => {
+                        self.mark_failed(task, spec);
+                        fatal.get_or_insert(f.render());
+                    }
+                    HookOutcome::Failed(f) => {
+                        self.mark_failed(task, spec);
+                        skipped(events, spec, task, &f).await;
+                    }
+                }
+            }
+        }
+        fatal
+    }
+}
+
+fn params(p: HookParams) -> Result<Value, String> {
+    serde_json::to_value(p).map_err(|e| format!("cannot encode the hook's params: {e}"))
+}
+
+async fn skipped(
+    events: &mpsc::Sender<RunEvent>,
+    spec: &PluginSpec,
+    task: &Task,
+    f: &PluginFailure,
+) {
+    message(
+        events,
+        spec,
+        task,
+        "warn",
+        f.detail_with("; the task goes on without it (the plugin is not required)"),
+    )
+    .await;
+}
+
+async fn message(
+    events: &mpsc::Sender<RunEvent>,
+    spec: &PluginSpec,
+    task: &Task,
+    level: &str,
+    message: String,
+) {
+    let _ = events
+        .send(RunEvent::PluginMessage {
+            plugin: spec.name.clone(),
+            task: task.name.clone(),
+            level: level.to_owned(),
+            message,
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn spec(config: Value) -> PluginSpec {
+        PluginSpec {
+            name: "p".into(),
+            version: None,
+            kind: crate::rush_file::PluginKind::External,
+            path: None,
+            required: false,
+            config,
+            timeout: Duration::from_secs(1),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn task_config_merges_shallowly_and_expands_from_the_client() {
+        let mut task = Task {
+            name: "t".into(),
+            cmd: None,
+            description: None,
+            depends_on: vec![],
+            cache_files: vec![],
+            env: vec![],
+            before: None,
+            after: None,
+            plugins: BTreeMap::new(),
+            line: 1,
+        };
+        task.plugins.insert(
+            "p".into(),
+            serde_json::json!({"b": {"x": 1}, "c": "${WHO}"}),
+        );
+        let env = BTreeMap::from([("WHO".to_owned(), "me".to_owned())]);
+        let s = spec(serde_json::json!({"a": 1, "b": {"y": 2}}));
+        assert_eq!(
+            task_config(&s, &task, &env).unwrap(),
+            serde_json::json!({"a": 1, "b": {"x": 1}, "c": "me"})
+        );
+        task.plugins.clear();
+        assert_eq!(
+            task_config(&s, &task, &env).unwrap(),
+            serde_json::json!({"a": 1, "b": {"y": 2}})
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! Permissions: what a plugin's manifest asks for, what the user granted,
+//! and the environment a plugin process is given.
+
+use std::collections::BTreeMap;
+
+use taskrush_protocol::plugin::{self as wire, PluginManifest};
+
+/// What `new` asks for beyond `granted`, as "`network` `x`, …".
+pub(super) fn widened(granted: &wire::Permissions, new: &wire::Permissions) -> Option<String> {
+    let mut more = Vec::new();
+    for (kind, old, new) in [
+        ("filesystem", &granted.filesystem, &new.filesystem),
+        ("network", &granted.network, &new.network),
+        ("environment", &granted.environment, &new.environment),
+        ("process", &granted.process, &new.process),
+    ] {
+        for item in new {
+            if !old.contains(item) {
+                more.push(format!("{kind} `{item}`"));
+            }
+        }
+    }
+    (!more.is_empty()).then(|| more.join(", "))
+}
+
+pub(super) fn refused_message(name: &str, more: &str) -> String {
+    format!(
+        "its new version asks for more permissions ({more}) and was not started; the running version keeps serving. To grant them, run `taskrush plugin restart {name}` (the grant step); or revert the manifest's `permissions`"
+    )
+}
+
+/// The environment of a plugin process: what its manifest's environment
+/// permission names, from the client's environment, plus what any program
+/// needs to run (`PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR`) and `TASKRUSH_*`.
+pub(super) fn plugin_env(
+    client: &BTreeMap<String, String>,
+    manifest: &PluginManifest,
+) -> BTreeMap<String, String> {
+    client
+        .iter()
+        .filter(|(k, _)| {
+            matches!(k.as_str(), "PATH" | "HOME" | "LANG" | "TMPDIR")
+                || k.starts_with("LC_")
+                || k.starts_with("TASKRUSH_")
+                || manifest.permissions.environment.contains(k)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_environment_holds_only_granted_and_basic_variables() {
+        let manifest: PluginManifest = toml::from_str(
+            "name = \"p\"\nversion = \"1.0.0\"\nentry_point = [\"x\"]\ntaskrush_version = \"*\"\n[permissions]\nenvironment = [\"TOKEN\"]\n",
+        )
+        .unwrap();
+        let client: BTreeMap<String, String> = [
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "TMPDIR",
+            "TASKRUSH_SOCKET",
+            "TOKEN",
+            "SECRET",
+            "USER",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), "v".to_string()))
+        .collect();
+        let env = plugin_env(&client, &manifest);
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "PATH",
+                "TASKRUSH_SOCKET",
+                "TMPDIR",
+                "TOKEN"
+            ]
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! One plugin of one project: its state (process, handshake, failures,
+//! granted permissions) and how a failure of its process is recorded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use taskrush_protocol::events::DaemonEvent;
+use taskrush_protocol::plugin::{self as wire, InitializeResult};
+use tokio::time::Instant;
+
+use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, PluginFailure, restart_hint};
+use super::manifest::{self, Loaded};
+use super::permissions::widened;
+use super::process::{CallError, PluginProcess, StderrLog, human};
+use crate::events::Events;
+use crate::rush_file::PluginSpec;
+
+/// stderr lines quoted in error messages.
+const STDERR_IN_ERRORS: usize = 5;
+
+pub(super) struct Failed {
+    pub(super) message: String,
+    /// The plugin's files when it failed; it is tried again when they change.
+    pub(super) stamp: Option<manifest::Stamp>,
+}
+
+#[derive(Default)]
+pub(super) struct SlotState {
+    /// The `.rush` entry the process was started for.
+    pub(super) spec: Option<PluginSpec>,
+    pub(super) loaded: Option<Loaded>,
+    pub(super) process: Option<Arc<PluginProcess>>,
+    pub(super) info: Option<InitializeResult>,
+    pub(super) failed: Option<Failed>,
+    pub(super) crashes: Crashes,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) starts: u32,
+    pub(super) last_error: Option<String>,
+    /// The client environment the process was last started with: a
+    /// reload (its files changed) starts the new version with it.
+    pub(super) env: Option<BTreeMap<String, String>>,
+    /// The permissions the user accepted (the first start, or
+    /// `plugin_restart`): a new version asking for more is not started
+    /// until the user restarts it by hand.
+    pub(super) granted: Option<wire::Permissions>,
+    /// Why the last update of the running process was not swapped in (it
+    /// asks for more permissions): said in the output of every run that
+    /// uses the plugin until it is granted or reverted.
+    pub(super) refused_swap: Option<String>,
+}
+
+/// One plugin of one project.
+pub(super) struct Slot {
+    pub(super) name: String,
+    pub(super) root: PathBuf,
+    pub(super) stderr: Arc<StderrLog>,
+    /// Held while starting, so concurrent users wait for one start.
+    pub(super) starting: tokio::sync::Mutex<()>,
+    pub(super) st: Mutex<SlotState>,
+    pub(super) events: Events,
+}
+
+impl Slot {
+    /// What `new` asks beyond the permissions granted so far, if anything.
+    /// (Returns with the lock released: callers lock again.)
+    pub(super) fn widened_by(&self, new: &wire::Permissions) -> Option<String> {
+        let st = self.st();
+        st.granted.as_ref().and_then(|g| widened(g, new))
+    }
+
+    pub(super) fn st(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // Every update is a few assignments; a poisoned state is consistent.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live process and its handshake, if there is one.
+    pub(super) fn live(&self) -> Option<(Arc<PluginProcess>, InitializeResult)> {
+        let st = self.st();
+        let p = st.process.as_ref()?;
+        if p.dead().is_some() {
+            return None;
+        }
+        Some((p.clone(), st.info.clone()?))
+    }
+
+    pub(super) fn failure(
+        &self,
+        phase: &str,
+        message: String,
+        hint: Option<String>,
+    ) -> PluginFailure {
+        PluginFailure {
+            plugin: self.name.clone(),
+            phase: phase.to_owned(),
+            message,
+            hint,
+            stderr: self.stderr.last(STDERR_IN_ERRORS),
+        }
+    }
+
+    /// Record a failure of `process`: stop it, and either schedule a
+    /// restart (`permanent == false`, counted as a crash) or mark the
+    /// plugin failed.
+    pub(super) fn fail(
+        &self,
+        process: Option<&Arc<PluginProcess>>,
+        phase: &str,
+        message: String,
+        permanent: bool,
+    ) -> PluginFailure {
+        if let Some(p) = process {
+            p.kill(&message);
+        }
+        let mut st = self.st();
+        if let (Some(p), Some(cur)) = (process, st.process.as_ref())
+            && Arc::ptr_eq(p, cur)
+        {
+            st.process = None;
+        }
+        let stamp = st.loaded.as_ref().map(|l| l.stamp.clone());
+        let mut hint = None;
+        let full = if permanent {
+            st.failed = Some(Failed {
+                message: message.clone(),
+                stamp,
+            });
+            hint = Some(restart_hint(&self.name));
+            message
+        } else {
+            match st.crashes.record(Instant::now()) {
+                AfterCrash::RetryAt(at) => {
+                    st.retry_at = Some(at);
+                    format!("{message}; it will be restarted on next use")
+                }
+                AfterCrash::GiveUp(n) => {
+                    let m = format!(
+                        "{message}; it failed {n} times within {} minutes and is not restarted again",
+                        CRASH_WINDOW.as_secs() / 60
+                    );
+                    st.failed = Some(Failed {
+                        message: m.clone(),
+                        stamp,
+                    });
+                    hint = Some(restart_hint(&self.name));
+                    m
+                }
+            }
+        };
+        st.last_error = Some(format!("in `{phase}`: {full}"));
+        drop(st);
+        tracing::warn!(target: "plugin", plugin = %self.name, root = %self.root.display(), "failed in `{phase}`: {full}");
+        self.events.send(DaemonEvent::PluginFailed {
+            root: self.root.display().to_string(),
+            plugin: self.name.clone(),
+            message: format!("failed in `{phase}`: {full}"),
+        });
+        self.failure(phase, full, hint)
+    }
+}
+
+/// A new `.rush` entry for a plugin means a new process.
+pub(super) fn sync_spec(slot: &Slot, spec: &PluginSpec) {
+    let mut st = slot.st();
+    let same = st.spec.as_ref().is_some_and(|s| same_entry(s, spec));
+    if same {
+        return;
+    }
+    let had = st.spec.replace(spec.clone()).is_some();
+    if had {
+        tracing::info!(target: "plugin", plugin = %slot.name, "its `.rush` entry changed: restarting it");
+        if let Some(p) = st.process.take() {
+            // Calls in flight (a run that started with the old entry)
+            // finish; then it stops.
+            retire(p, spec.timeout);
+        }
+        st.info = None;
+        st.failed = None;
+        st.crashes.clear();
+        st.retry_at = None;
+    }
+}
+
+/// The same `.rush` entry, wherever it sits in the file.
+pub(super) fn same_entry(a: &PluginSpec, b: &PluginSpec) -> bool {
+    PluginSpec {
+        line: 0,
+        ..a.clone()
+    } == PluginSpec {
+        line: 0,
+        ..b.clone()
+    }
+}
+
+/// Stop `process` once nobody holds it any more (its calls in flight
+/// ended), or after `limit` plus a margin at the latest.
+pub(super) fn retire(process: Arc<PluginProcess>, limit: Duration) {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit + Duration::from_secs(1);
+        // Callers hold the process for the length of a call: when only
+        // this task holds it, no call is in flight and none can start.
+        while Arc::strong_count(&process) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process.shutdown().await;
+    });
+}
+
+/// A call that failed for another reason than the plugin's own error.
+pub(super) fn fail_call(
+    slot: &Slot,
+    process: &Arc<PluginProcess>,
+    phase: &str,
+    e: CallError,
+) -> PluginFailure {
+    let (message, permanent) = match e {
+        CallError::Timeout(d) => (
+            format!("no answer within {} (the plugin was killed)", human(d)),
+            false,
+        ),
+        CallError::Gone(how) => (format!("it exited ({how})"), false),
+        CallError::Protocol(m) => (m, true),
+        CallError::Remote { message, .. } => (message, false),
+    };
+    slot.fail(Some(process), phase, message, permanent)
+}

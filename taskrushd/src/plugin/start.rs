@@ -1,0 +1,311 @@
+//! Starting a plugin: its manifest located and checked, its process
+//! spawned, the `initialize` handshake, and a process that died while idle
+//! counted as a crash.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use taskrush_protocol::events::DaemonEvent;
+use taskrush_protocol::plugin::{
+    self as wire, InitializeParams, InitializeResult, PLUGIN_PROTOCOL_VERSION,
+};
+use tokio::time::Instant;
+
+use super::failure::{PluginFailure, restart_hint};
+use super::host::{Ctx, PluginHost};
+use super::manifest::{self, Loaded, ManifestError};
+use super::permissions::{plugin_env, refused_message};
+use super::process::{CallError, PluginProcess, human};
+use super::slot::{Slot, retire, sync_spec};
+use crate::rush_file::PluginSpec;
+
+/// How long an error waits for the last stderr lines of a dead plugin.
+pub(super) const STDERR_SETTLE: Duration = Duration::from_millis(300);
+
+impl PluginHost {
+    /// The live process of `spec`, started (with its handshake) if needed.
+    pub(super) async fn ensure(
+        &self,
+        slot: &Arc<Slot>,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+    ) -> Result<(Arc<PluginProcess>, InitializeResult), PluginFailure> {
+        manifest::check_kind(spec).map_err(|e| slot.failure("load", e.message, e.hint))?;
+        sync_spec(slot, spec);
+        if let Some(live) = self.live_or_reap(slot) {
+            return Ok(live);
+        }
+        let _starting = slot.starting.lock().await;
+        if let Some(live) = self.live_or_reap(slot) {
+            return Ok(live);
+        }
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(slot.failure("start", "the daemon is stopping".into(), None));
+        }
+        let rush_dir = ctx.config.root.clone();
+        let loaded = manifest::locate(spec, &rush_dir)
+            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
+            .map_err(|e: ManifestError| {
+                slot.st().last_error = Some(e.message.clone());
+                slot.failure("load", e.message, e.hint)
+            })?;
+        // Failed before? Only its files changing (or a restart) lifts it.
+        let wait = {
+            let mut st = slot.st();
+            if let Some(f) = &st.failed {
+                let changed = f.stamp.as_ref() != Some(&loaded.stamp);
+                if !changed {
+                    let m = f.message.clone();
+                    drop(st);
+                    return Err(slot.failure(
+                        "start",
+                        format!("it is marked failed: {m}"),
+                        Some(restart_hint(&slot.name)),
+                    ));
+                }
+                tracing::info!(target: "plugin", plugin = %slot.name, "its files changed: trying it again");
+                st.failed = None;
+                st.crashes.clear();
+                st.retry_at = None;
+            }
+            st.loaded = Some(loaded.clone());
+            st.retry_at
+                .map(|at| at.saturating_duration_since(Instant::now()))
+        };
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            if wait > spec.timeout {
+                return Err(slot.failure(
+                    "start",
+                    format!("it crashed recently and is restarted in {}", human(wait)),
+                    None,
+                ));
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let more = slot.widened_by(&loaded.manifest.permissions);
+        if let Some(more) = more {
+            let m = refused_message(&slot.name, &more);
+            slot.st().last_error = Some(m.clone());
+            return Err(slot.failure("load", m, Some(restart_hint(&slot.name))));
+        }
+        let launched = self.launch(slot, spec, ctx, &loaded).await;
+        if !matches!(launched, Err(Launch::Spawn(_) | Launch::Config(_))) {
+            slot.st().starts += 1;
+        }
+        let (process, info) = match launched {
+            Ok(p) => p,
+            Err(Launch::Config(m)) => return Err(slot.failure("load", m, None)),
+            Err(Launch::Spawn(m)) => return Err(slot.fail(None, "start", m, true)),
+            Err(Launch::Handshake {
+                process,
+                message,
+                permanent,
+            }) => return Err(slot.fail(Some(&process), "handshake", message, permanent)),
+        };
+        {
+            let mut st = slot.st();
+            if let Some(old) = st.process.replace(process.clone()) {
+                retire(old, spec.timeout);
+            }
+            st.info = Some(info.clone());
+            st.retry_at = None;
+            st.env = Some(ctx.env.clone());
+            st.granted
+                .get_or_insert_with(|| loaded.manifest.permissions.clone());
+            st.refused_swap = None;
+        }
+        self.watch_files(slot, &loaded).await;
+        self.events.send(DaemonEvent::PluginStarted {
+            root: slot.root.display().to_string(),
+            plugin: slot.name.clone(),
+            version: info.version.clone(),
+            pid: process.pid(),
+        });
+        Ok((process, info))
+    }
+
+    /// Start the plugin of `loaded` and shake hands with it. Touches no
+    /// state of the slot: the caller decides what the new process replaces.
+    pub(super) async fn launch(
+        &self,
+        slot: &Arc<Slot>,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+        loaded: &Loaded,
+    ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
+        let init_config = crate::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
+            .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
+        let env = plugin_env(ctx.env, &loaded.manifest);
+        let process = PluginProcess::spawn(
+            &slot.name,
+            &loaded.manifest.entry_point,
+            &loaded.dir,
+            &env,
+            slot.stderr.clone(),
+        )
+        .map_err(|e| {
+            Launch::Spawn(format!(
+                "cannot start `{}` in `{}`: {e}",
+                loaded.manifest.entry_point.join(" "),
+                loaded.dir.display()
+            ))
+        })?;
+        tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
+        let params = InitializeParams {
+            protocol_versions: vec![PLUGIN_PROTOCOL_VERSION],
+            taskrush_version: taskrush_protocol::VERSION.to_owned(),
+            name: spec.name.clone(),
+            config: init_config,
+            project_root: ctx.config.root.display().to_string(),
+            permissions: loaded.manifest.permissions.to_list(),
+        };
+        let info = match handshake(&process, &params, spec.timeout).await {
+            Ok(info) => info,
+            Err((message, permanent)) => {
+                process.stderr_drained(STDERR_SETTLE).await;
+                return Err(Launch::Handshake {
+                    process,
+                    message,
+                    permanent,
+                });
+            }
+        };
+        if let Some(m) = manifest_mismatch(&info, loaded) {
+            process.stderr_drained(STDERR_SETTLE).await;
+            return Err(Launch::Handshake {
+                process,
+                message: m,
+                permanent: true,
+            });
+        }
+        if let Some(m) = self.collision(slot, &info, ctx.config) {
+            return Err(Launch::Handshake {
+                process,
+                message: m,
+                permanent: true,
+            });
+        }
+        tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), "ready");
+        Ok((process, info))
+    }
+
+    /// The live process, or `None`; a process that died on its own while
+    /// nobody was calling it is counted as a crash here.
+    fn live_or_reap(&self, slot: &Arc<Slot>) -> Option<(Arc<PluginProcess>, InitializeResult)> {
+        if let Some(live) = slot.live() {
+            return Some(live);
+        }
+        let dead = {
+            let st = slot.st();
+            st.process
+                .clone()
+                .filter(|p| !p.retired() && st.info.is_some())
+        };
+        if let Some(p) = dead {
+            let how = p.dead().map(|d| d.to_string()).unwrap_or_default();
+            slot.fail(
+                Some(&p),
+                "idle",
+                format!("it exited while idle: {how}"),
+                false,
+            );
+        }
+        None
+    }
+}
+
+/// Why [`PluginHost::launch`] failed.
+pub(super) enum Launch {
+    /// Its `config` cannot be expanded.
+    Config(String),
+    /// It could not be started at all.
+    Spawn(String),
+    /// It started but its handshake failed (`permanent`: a restart cannot
+    /// fix it).
+    Handshake {
+        process: Arc<PluginProcess>,
+        message: String,
+        permanent: bool,
+    },
+}
+
+/// `initialize`; on failure the message and whether a restart cannot help.
+async fn handshake(
+    process: &PluginProcess,
+    params: &InitializeParams,
+    limit: Duration,
+) -> Result<InitializeResult, (String, bool)> {
+    let params = serde_json::to_value(params).unwrap_or(Value::Null);
+    match process.call(wire::method::INITIALIZE, params, limit).await {
+        Ok(v) => {
+            let info: InitializeResult = serde_json::from_value(v).map_err(|e| {
+                (
+                    format!("its answer to `initialize` is malformed: {e}"),
+                    true,
+                )
+            })?;
+            if info.protocol != PLUGIN_PROTOCOL_VERSION {
+                return Err((
+                    format!(
+                        "it speaks plugin protocol {}, this host speaks {PLUGIN_PROTOCOL_VERSION}",
+                        info.protocol
+                    ),
+                    true,
+                ));
+            }
+            Ok(info)
+        }
+        Err(CallError::Remote { code, message }) if code == wire::error::UNSUPPORTED_PROTOCOL => {
+            Err((
+                format!(
+                    "it speaks none of the protocol versions this host offers ({PLUGIN_PROTOCOL_VERSION}): {message}"
+                ),
+                true,
+            ))
+        }
+        Err(CallError::Remote { message, .. }) => {
+            Err((format!("it refused to initialize: {message}"), true))
+        }
+        Err(CallError::Gone(how)) => {
+            Err((format!("it exited before the handshake ({how})"), false))
+        }
+        Err(CallError::Timeout(d)) => Err((
+            format!(
+                "no answer to `initialize` within {} (the plugin was killed)",
+                human(d)
+            ),
+            false,
+        )),
+        Err(CallError::Protocol(m)) => Err((m, true)),
+    }
+}
+
+/// Where the answer to `initialize` names another plugin or version than
+/// the manifest (the `.rush` entry's `version` requirement was checked
+/// against the manifest, so the process must be what the manifest says).
+fn manifest_mismatch(info: &InitializeResult, loaded: &Loaded) -> Option<String> {
+    let m = &loaded.manifest;
+    let path = loaded.dir.join("plugin.toml");
+    let mut wrong = Vec::new();
+    if info.name != m.name {
+        wrong.push(format!(
+            "it calls itself `{}` where its manifest says `{}`",
+            info.name, m.name
+        ));
+    }
+    if info.version != m.version {
+        wrong.push(format!(
+            "it says version `{}` where its manifest says `{}`",
+            info.version, m.version
+        ));
+    }
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "its answer to `initialize` does not match `{}`: {} (the two must be equal)",
+            path.display(),
+            wrong.join(", ")
+        )
+    })
+}

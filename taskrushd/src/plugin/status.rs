@@ -1,0 +1,103 @@
+//! Plugin status objects: `plugin list` and `plugin info`, from the
+//! slots' state and the manifests on disk.
+
+use taskrush_protocol::daemon::{PluginDetails, PluginState, PluginStatus};
+use taskrush_protocol::plugin::Hook;
+
+use super::host::PluginHost;
+use super::manifest::{self, Loaded};
+use crate::rush_file::{PluginSpec, RushFile};
+
+impl PluginHost {
+    /// The status of every plugin of the project, in declared order.
+    pub(crate) fn list(&self, config: &RushFile) -> Vec<PluginStatus> {
+        config
+            .plugins
+            .iter()
+            .map(|spec| self.status(config, spec).0)
+            .collect()
+    }
+
+    pub(super) fn status(
+        &self,
+        config: &RushFile,
+        spec: &PluginSpec,
+    ) -> (PluginStatus, Option<Loaded>) {
+        let loaded = manifest::check_kind(spec)
+            .and_then(|_| manifest::locate(spec, &config.root))
+            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()));
+        let slot = self.existing(&config.root, &spec.name);
+        let mut status = PluginStatus {
+            name: spec.name.clone(),
+            version: None,
+            kind: spec.kind.as_str().to_owned(),
+            state: PluginState::NotStarted,
+            restarts: 0,
+            pid: None,
+            hooks: Vec::new(),
+            commands: Vec::new(),
+            error: None,
+        };
+        if let Some(slot) = &slot {
+            let st = slot.st();
+            status.restarts = st.starts.saturating_sub(1);
+            if let Some(info) = &st.info {
+                status.version = Some(info.version.clone());
+                status.hooks = info
+                    .hooks
+                    .iter()
+                    .filter(|h| **h != Hook::Unknown)
+                    .map(|h| h.method().to_owned())
+                    .collect();
+                status.commands = info.commands.iter().map(|c| c.name.clone()).collect();
+            }
+            let live = st.process.as_ref().filter(|p| p.dead().is_none());
+            if let Some(f) = &st.failed {
+                status.state = PluginState::Failed;
+                status.error = Some(f.message.clone());
+            } else if let Some(p) = live {
+                status.state = if p.busy() {
+                    PluginState::Running
+                } else {
+                    PluginState::Idle
+                };
+                status.pid = p.pid();
+            }
+        }
+        match &loaded {
+            Ok(l) => {
+                status
+                    .version
+                    .get_or_insert_with(|| l.manifest.version.clone());
+            }
+            Err(e) => {
+                status.state = PluginState::Failed;
+                status.error = Some(e.message.clone());
+            }
+        }
+        (status, loaded.ok())
+    }
+
+    /// One plugin in detail.
+    pub(crate) fn info(&self, config: &RushFile, name: &str) -> Option<PluginDetails> {
+        let spec = config.plugins.iter().find(|p| p.name == name)?;
+        let (status, loaded) = self.status(config, spec);
+        let slot = self.existing(&config.root, name);
+        let (stderr, last_error) = match &slot {
+            Some(s) => (
+                s.stderr.last(super::process::STDERR_KEEP),
+                s.st().last_error.clone(),
+            ),
+            None => (Vec::new(), None),
+        };
+        Some(PluginDetails {
+            path: loaded.as_ref().map(|l| l.dir.display().to_string()),
+            manifest: loaded.map(|l| l.manifest),
+            required: spec.required,
+            timeout_ms: spec.timeout.as_millis() as u64,
+            stderr,
+            last_error: last_error.or_else(|| status.error.clone()),
+            status,
+        })
+    }
+}
