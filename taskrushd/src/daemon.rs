@@ -28,7 +28,7 @@ use crate::config_error::ConfigError;
 use crate::connection::ClientGone;
 use crate::events::Events;
 use crate::planner::{self, Plan};
-use crate::plugin::{PluginFailure, PluginHost, RunPlugins};
+use crate::plugin::{Phase, PluginFailure, PluginHost, RunPlugins};
 use crate::projects::{Change, Loaded, Projects};
 use crate::runner::{self, Cancel, RunSpec};
 use crate::up_to_date::UpToDate;
@@ -618,7 +618,7 @@ pub fn plugin_error(f: PluginFailure) -> ErrorObjectOwned {
         hint: f.hint.clone(),
         ..Default::default()
     };
-    let message = if f.plugin.is_empty() || f.phase == "lookup" {
+    let message = if f.plugin.is_empty() || f.phase == Phase::Lookup {
         f.message.clone()
     } else {
         f.render()

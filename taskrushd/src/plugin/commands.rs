@@ -7,7 +7,7 @@ use serde_json::Value;
 use taskrush_protocol::daemon::CommandInfo;
 use taskrush_protocol::plugin::{self as wire, CommandParams, CommandResult, InitializeResult};
 
-use super::failure::PluginFailure;
+use super::failure::{Phase, PluginFailure};
 use super::host::{Ctx, PluginHost};
 use super::process::CallError;
 use super::slot::{Slot, fail_call};
@@ -133,7 +133,7 @@ impl PluginHost {
                 .collect();
             return Err(PluginFailure {
                 plugin: String::new(),
-                phase: "command".into(),
+                phase: Phase::Command,
                 message: format!("no plugin adds a command named `{name}`"),
                 hint: Some(if known.is_empty() {
                     "`taskrush plugin list` shows the plugins and their state".into()
@@ -146,7 +146,7 @@ impl PluginHost {
         let Some(spec) = config.plugins.iter().find(|p| p.name == owner) else {
             return Err(PluginFailure {
                 plugin: owner,
-                phase: "command".into(),
+                phase: Phase::Command,
                 message: "the plugin vanished from the `.rush` file".into(),
                 hint: None,
                 stderr: Vec::new(),
@@ -169,14 +169,14 @@ impl PluginHost {
                 fail_call(
                     &slot,
                     &process,
-                    "command",
+                    Phase::Command,
                     CallError::Protocol(format!("its answer to `command` is malformed: {e}")),
                 )
             }),
             Err(CallError::Remote { message, .. }) => {
-                Err(slot.failure("command", format!("it refused: {message}"), None))
+                Err(slot.failure(Phase::Command, format!("it refused: {message}"), None))
             }
-            Err(e) => Err(fail_call(&slot, &process, "command", e)),
+            Err(e) => Err(fail_call(&slot, &process, Phase::Command, e)),
         }
     }
 }

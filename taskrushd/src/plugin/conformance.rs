@@ -44,7 +44,7 @@ impl Report {
 }
 
 /// Test the plugin in `dir` with the client's environment `env`.
-pub async fn test(dir: &Path, env: &BTreeMap<String, String>) -> PluginTestReport {
+pub(crate) async fn test(dir: &Path, env: &BTreeMap<String, String>) -> PluginTestReport {
     let mut r = Report { checks: Vec::new() };
     run(dir, env, &mut r).await;
     PluginTestReport {

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use taskrush_protocol::plugin::Hook;
 use tokio::time::Instant;
 
 use crate::rush_file::RushFile;
@@ -60,13 +61,51 @@ impl Crashes {
     }
 }
 
+/// Where a plugin failed, as messages name it ("failed in `start`").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No plugin of that name is declared.
+    Lookup,
+    /// Its `.rush` entry, manifest or config cannot be used.
+    Load,
+    /// Its process cannot be started (or is not, for now).
+    Start,
+    /// Its answer to `initialize`.
+    Handshake,
+    /// Its process ended while nobody called it.
+    Idle,
+    /// A task hook.
+    Hook(Hook),
+    /// A plugin command.
+    Command,
+}
+
+impl Phase {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Phase::Lookup => "lookup",
+            Phase::Load => "load",
+            Phase::Start => "start",
+            Phase::Handshake => "handshake",
+            Phase::Idle => "idle",
+            Phase::Hook(hook) => hook.method(),
+            Phase::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A plugin's failure, as reported to a task or a client.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginFailure {
     pub(crate) plugin: String,
-    /// `load`, `start`, `handshake`, `before_task`, `after_task`,
-    /// `on_task_failure`, `command`.
-    pub(crate) phase: String,
+    /// Where it failed.
+    pub(crate) phase: Phase,
     pub(crate) message: String,
     pub(crate) hint: Option<String>,
     /// The last lines of its stderr.
@@ -113,7 +152,7 @@ pub(crate) fn not_declared(config: &RushFile, name: &str) -> PluginFailure {
         .collect();
     PluginFailure {
         plugin: name.to_owned(),
-        phase: "lookup".into(),
+        phase: Phase::Lookup,
         message: format!("no plugin named `{name}` in `{}`", config.path.display()),
         hint: Some(if names.is_empty() {
             "declare it under `plugins:` in the `.rush` file".into()

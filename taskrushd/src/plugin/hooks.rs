@@ -12,7 +12,7 @@ use taskrush_protocol::plugin::{
 use taskrush_protocol::run::RunEvent;
 use tokio::sync::mpsc;
 
-use super::failure::PluginFailure;
+use super::failure::{Phase, PluginFailure};
 use super::host::{Ctx, PluginHost};
 use super::process::CallError;
 use super::slot::fail_call;
@@ -39,7 +39,7 @@ impl PluginHost {
         params: impl FnOnce(&PluginManifest) -> Result<Value, String>,
     ) -> HookOutcome {
         let slot = self.slot(&ctx.config.root, &spec.name);
-        let phase = hook.method();
+        let phase = Phase::Hook(hook);
         let (process, info) = match self.ensure(&slot, spec, ctx).await {
             Ok(p) => p,
             Err(f) => return HookOutcome::Failed(f),
@@ -55,7 +55,7 @@ impl PluginHost {
             Ok(p) => p,
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
-        match process.call(phase, params, spec.timeout).await {
+        match process.call(hook.method(), params, spec.timeout).await {
             Ok(_) => HookOutcome::Done,
             Err(CallError::Remote { message, .. }) => HookOutcome::Refused(message),
             Err(e) => {

@@ -15,13 +15,13 @@ use taskrush_protocol::plugin::{PluginManifest, PluginType};
 use crate::rush_file::{PluginKind, PluginSpec};
 
 /// The manifest's file name in a plugin directory.
-pub const MANIFEST: &str = "plugin.toml";
+pub(super) const MANIFEST: &str = "plugin.toml";
 
 /// Why a plugin cannot be used; the message names the plugin and the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestError {
-    pub message: String,
-    pub hint: Option<String>,
+pub(super) struct ManifestError {
+    pub(super) message: String,
+    pub(super) hint: Option<String>,
 }
 
 impl ManifestError {
@@ -40,26 +40,26 @@ impl ManifestError {
 
 /// A plugin directory with its validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
-    pub dir: PathBuf,
-    pub manifest: PluginManifest,
-    pub stamp: Stamp,
+pub(super) struct Loaded {
+    pub(super) dir: PathBuf,
+    pub(super) manifest: PluginManifest,
+    pub(super) stamp: Stamp,
 }
 
 /// Modification times of the manifest and the entry point's files: a
 /// failed plugin is tried again when they change.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Stamp(Vec<(PathBuf, Option<SystemTime>)>);
+pub(super) struct Stamp(Vec<(PathBuf, Option<SystemTime>)>);
 
 impl Stamp {
     /// The files the stamp covers (what the watcher watches).
-    pub fn files(&self) -> Vec<PathBuf> {
+    pub(super) fn files(&self) -> Vec<PathBuf> {
         self.0.iter().map(|(f, _)| f.clone()).collect()
     }
 
     /// The stamp of `dir`'s manifest and of every entry point argument
     /// that names a file in `dir`.
-    pub fn of(dir: &Path, entry_point: &[String]) -> Stamp {
+    pub(super) fn of(dir: &Path, entry_point: &[String]) -> Stamp {
         let mut files = vec![dir.join(MANIFEST)];
         for arg in entry_point {
             let p = dir.join(arg);
@@ -80,7 +80,7 @@ impl Stamp {
 }
 
 /// Refuse the plugin types this host does not run yet.
-pub fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
+pub(super) fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
     match spec.kind {
         PluginKind::External => Ok(()),
         other => Err(ManifestError::new(format!(
@@ -92,7 +92,7 @@ pub fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
 }
 
 /// Where the plugin's directory is, or an error naming every place looked.
-pub fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestError> {
+pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestError> {
     let candidates: Vec<PathBuf> = match &spec.path {
         Some(p) => vec![rush_dir.join(p)],
         None => {
@@ -128,7 +128,7 @@ pub fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestErr
 
 /// Read and validate `dir/plugin.toml`. `expected` is the name the `.rush`
 /// file uses (none for the conformance kit), `version_req` its `version:`.
-pub fn load(
+pub(super) fn load(
     dir: &Path,
     expected: Option<&str>,
     version_req: Option<&str>,

@@ -67,6 +67,6 @@ mod status;
 mod swap;
 
 pub(crate) use conformance::test as conformance_test;
-pub(crate) use failure::{PluginFailure, not_declared};
+pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use hooks::RunPlugins;
 pub(crate) use host::PluginHost;

@@ -34,20 +34,20 @@ use tokio::time::Instant;
 use crate::spawn::{self, ProcessGroup};
 
 /// Longest stdout line (one JSON-RPC message) accepted from a plugin.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+pub(super) const MAX_LINE: usize = 16 * 1024 * 1024;
 /// Longest stderr line kept; the rest of the line is cut.
 const MAX_STDERR_LINE: usize = 4096;
 /// stdout lines that are not JSON-RPC tolerated before the plugin is broken.
-pub const JUNK_LIMIT: u32 = 3;
+pub(super) const JUNK_LIMIT: u32 = 3;
 /// stderr lines logged per second (on average); more are dropped and counted.
 const STDERR_RATE: f64 = 50.0;
 /// stderr lines logged in a burst before the rate applies.
 const STDERR_BURST: f64 = 200.0;
 /// stderr bytes read per second (on average) from one plugin process;
 /// above that its stderr is not read for a while and the plugin blocks.
-pub const STDERR_BYTES_RATE: usize = 8 * 1024;
+pub(super) const STDERR_BYTES_RATE: usize = 8 * 1024;
 /// stderr bytes read in a burst before the byte rate applies.
-pub const STDERR_BYTES_BURST: usize = 64 * 1024;
+pub(super) const STDERR_BYTES_BURST: usize = 64 * 1024;
 /// How much of the byte budget a paused reader waits to regain before it
 /// reads again (one second's worth: the plugin blocks for about a second
 /// at a time).
@@ -55,14 +55,14 @@ const STDERR_RESUME: usize = STDERR_BYTES_RATE;
 /// At most one "paused" counter line per plugin per this long.
 const STDERR_PAUSE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// stderr lines kept for error messages and `plugin info`.
-pub const STDERR_KEEP: usize = 20;
+pub(super) const STDERR_KEEP: usize = 20;
 /// How long an orderly stop waits after `shutdown`/closing stdin, and
 /// again after SIGTERM, before the next step.
-pub const STOP_STEP: Duration = Duration::from_secs(2);
+pub(super) const STOP_STEP: Duration = Duration::from_secs(2);
 
 /// Why a call did not return a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
+pub(super) enum CallError {
     /// No answer within the deadline.
     Timeout(Duration),
     /// The process exited or closed its stdout (with how it ended).
@@ -85,7 +85,7 @@ impl std::fmt::Display for CallError {
 }
 
 /// `5s`, `500ms`, `1.5s`.
-pub fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
@@ -98,7 +98,7 @@ pub fn human(d: Duration) -> String {
 
 /// The plugin's stderr: logged under its name, rate limited, the last
 /// lines kept. Shared by the successive processes of one plugin.
-pub struct StderrLog {
+pub(super) struct StderrLog {
     name: String,
     inner: Mutex<StderrInner>,
 }
@@ -115,7 +115,7 @@ struct StderrInner {
 }
 
 impl StderrLog {
-    pub fn new(name: &str) -> Arc<StderrLog> {
+    pub(super) fn new(name: &str) -> Arc<StderrLog> {
         Arc::new(StderrLog {
             name: name.to_owned(),
             inner: Mutex::new(StderrInner {
@@ -135,7 +135,7 @@ impl StderrLog {
     }
 
     /// Record one line; logs it unless over the rate.
-    pub fn line(&self, line: String) {
+    pub(super) fn line(&self, line: String) {
         let mut g = self.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(g.refilled).as_secs_f64();
@@ -178,7 +178,7 @@ impl StderrLog {
     }
 
     /// The last `n` lines (oldest first).
-    pub fn last(&self, n: usize) -> Vec<String> {
+    pub(super) fn last(&self, n: usize) -> Vec<String> {
         let g = self.lock();
         g.last
             .iter()
@@ -231,7 +231,7 @@ impl Shared {
 }
 
 /// A running plugin process.
-pub struct PluginProcess {
+pub(super) struct PluginProcess {
     shared: Arc<Shared>,
     stdin: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
     next_id: AtomicU64,
@@ -244,7 +244,7 @@ pub struct PluginProcess {
 impl PluginProcess {
     /// Start `argv` in `dir` with exactly `env` (see [`spawn::spawn_plugin`]).
     /// Must be called from a runtime worker thread (see `spawn.rs`).
-    pub fn spawn(
+    pub(super) fn spawn(
         name: &str,
         argv: &[String],
         dir: &Path,
@@ -291,7 +291,7 @@ impl PluginProcess {
     }
 
     /// A plugin over any pipes (the tests use in-memory ones).
-    pub fn from_pipes<R: AsyncRead + Send + Unpin + 'static>(
+    pub(super) fn from_pipes<R: AsyncRead + Send + Unpin + 'static>(
         name: &str,
         stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
         stdout: Option<R>,
@@ -327,18 +327,18 @@ impl PluginProcess {
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(super) fn pid(&self) -> Option<u32> {
         self.pid
     }
 
     /// Whether a call is being answered right now.
-    pub fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     /// Why calls fail, if they do: it exited, broke the protocol, or was
     /// stopped.
-    pub fn dead(&self) -> Option<CallError> {
+    pub(super) fn dead(&self) -> Option<CallError> {
         self.shared
             .dead
             .lock()
@@ -346,22 +346,22 @@ impl PluginProcess {
             .clone()
     }
 
-    pub fn retired(&self) -> bool {
+    pub(super) fn retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
     }
 
     /// Responses whose id matched no waiting call.
-    pub fn unmatched(&self) -> u32 {
+    pub(super) fn unmatched(&self) -> u32 {
         self.shared.unmatched.load(Ordering::Relaxed)
     }
 
     /// Junk lines seen on stdout.
-    pub fn junk(&self) -> u32 {
+    pub(super) fn junk(&self) -> u32 {
         self.shared.junk.load(Ordering::Relaxed)
     }
 
     /// Call `method` and wait at most `limit` for the answer.
-    pub async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
+    pub(super) async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
         if let Some(why) = self.dead() {
             return Err(why);
         }
@@ -417,7 +417,7 @@ impl PluginProcess {
     }
 
     /// How the process ended, waiting at most `limit` for it to end.
-    pub async fn wait_exit(&self, limit: Duration) -> Option<String> {
+    pub(super) async fn wait_exit(&self, limit: Duration) -> Option<String> {
         let mut rx = self.shared.exit.subscribe();
         let ended = tokio::time::timeout(limit, rx.wait_for(|e| e.is_some())).await;
         match ended {
@@ -427,13 +427,13 @@ impl PluginProcess {
     }
 
     /// Whether the process ended (always false for in-memory pipes).
-    pub fn exited(&self) -> Option<String> {
+    pub(super) fn exited(&self) -> Option<String> {
         self.shared.exit.borrow().clone()
     }
 
     /// Stop it now: no more calls, SIGTERM, SIGKILL [`STOP_STEP`] later.
     /// Returns at once; the rest happens in the background.
-    pub fn kill(self: &Arc<Self>, why: &str) {
+    pub(super) fn kill(self: &Arc<Self>, why: &str) {
         self.retired.store(true, Ordering::Relaxed);
         self.shared
             .kill_calls(CallError::Gone(format!("stopped by the host: {why}")));
@@ -446,13 +446,13 @@ impl PluginProcess {
 
     /// Wait (at most `limit`) until everything it wrote to stderr was read,
     /// so that an error message can quote its last words.
-    pub async fn stderr_drained(&self, limit: Duration) {
+    pub(super) async fn stderr_drained(&self, limit: Duration) {
         let mut rx = self.shared.stderr_done.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|d| *d)).await;
     }
 
     /// Close its stdin (the polite "no more requests").
-    pub async fn close_stdin(&self) {
+    pub(super) async fn close_stdin(&self) {
         self.stdin.lock().await.take();
     }
 
@@ -476,7 +476,7 @@ impl PluginProcess {
     /// The orderly stop: `shutdown`, close stdin, wait; SIGTERM after
     /// [`STOP_STEP`], SIGKILL after another. Returns once it is gone (or
     /// after about 2 × STOP_STEP).
-    pub async fn shutdown(&self) {
+    pub(super) async fn shutdown(&self) {
         self.retired.store(true, Ordering::Relaxed);
         let started = Instant::now();
         if self.dead().is_none() {

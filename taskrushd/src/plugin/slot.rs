@@ -10,7 +10,7 @@ use taskrush_protocol::events::DaemonEvent;
 use taskrush_protocol::plugin::{self as wire, InitializeResult};
 use tokio::time::Instant;
 
-use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, PluginFailure, restart_hint};
+use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, Phase, PluginFailure, restart_hint};
 use super::manifest::{self, Loaded};
 use super::permissions::widened;
 use super::process::{CallError, PluginProcess, StderrLog, human};
@@ -87,13 +87,13 @@ impl Slot {
 
     pub(super) fn failure(
         &self,
-        phase: &str,
+        phase: Phase,
         message: String,
         hint: Option<String>,
     ) -> PluginFailure {
         PluginFailure {
             plugin: self.name.clone(),
-            phase: phase.to_owned(),
+            phase,
             message,
             hint,
             stderr: self.stderr.last(STDERR_IN_ERRORS),
@@ -106,7 +106,7 @@ impl Slot {
     pub(super) fn fail(
         &self,
         process: Option<&Arc<PluginProcess>>,
-        phase: &str,
+        phase: Phase,
         message: String,
         permanent: bool,
     ) -> PluginFailure {
@@ -211,7 +211,7 @@ pub(super) fn retire(process: Arc<PluginProcess>, limit: Duration) {
 pub(super) fn fail_call(
     slot: &Slot,
     process: &Arc<PluginProcess>,
-    phase: &str,
+    phase: Phase,
     e: CallError,
 ) -> PluginFailure {
     let (message, permanent) = match e {

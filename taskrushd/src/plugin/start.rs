@@ -13,7 +13,7 @@ use taskrush_protocol::plugin::{
 };
 use tokio::time::Instant;
 
-use super::failure::{PluginFailure, restart_hint};
+use super::failure::{Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Loaded, ManifestError};
 use super::permissions::{plugin_env, refused_message};
@@ -32,7 +32,7 @@ impl PluginHost {
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), PluginFailure> {
-        manifest::check_kind(spec).map_err(|e| slot.failure("load", e.message, e.hint))?;
+        manifest::check_kind(spec).map_err(|e| slot.failure(Phase::Load, e.message, e.hint))?;
         sync_spec(slot, spec);
         if let Some(live) = self.live_or_reap(slot) {
             return Ok(live);
@@ -42,14 +42,14 @@ impl PluginHost {
             return Ok(live);
         }
         if self.stopping.load(Ordering::Relaxed) {
-            return Err(slot.failure("start", "the daemon is stopping".into(), None));
+            return Err(slot.failure(Phase::Start, "the daemon is stopping".into(), None));
         }
         let rush_dir = ctx.config.root.clone();
         let loaded = manifest::locate(spec, &rush_dir)
             .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
             .map_err(|e: ManifestError| {
                 slot.st().last_error = Some(e.message.clone());
-                slot.failure("load", e.message, e.hint)
+                slot.failure(Phase::Load, e.message, e.hint)
             })?;
         // Failed before? Only its files changing (or a restart) lifts it.
         let wait = {
@@ -60,7 +60,7 @@ impl PluginHost {
                     let m = f.message.clone();
                     drop(st);
                     return Err(slot.failure(
-                        "start",
+                        Phase::Start,
                         format!("it is marked failed: {m}"),
                         Some(restart_hint(&slot.name)),
                     ));
@@ -77,7 +77,7 @@ impl PluginHost {
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
             if wait > spec.timeout {
                 return Err(slot.failure(
-                    "start",
+                    Phase::Start,
                     format!("it crashed recently and is restarted in {}", human(wait)),
                     None,
                 ));
@@ -88,7 +88,7 @@ impl PluginHost {
         if let Some(more) = more {
             let m = refused_message(&slot.name, &more);
             slot.st().last_error = Some(m.clone());
-            return Err(slot.failure("load", m, Some(restart_hint(&slot.name))));
+            return Err(slot.failure(Phase::Load, m, Some(restart_hint(&slot.name))));
         }
         let launched = self.launch(slot, spec, ctx, &loaded).await;
         if !matches!(launched, Err(Launch::Spawn(_) | Launch::Config(_))) {
@@ -96,13 +96,13 @@ impl PluginHost {
         }
         let (process, info) = match launched {
             Ok(p) => p,
-            Err(Launch::Config(m)) => return Err(slot.failure("load", m, None)),
-            Err(Launch::Spawn(m)) => return Err(slot.fail(None, "start", m, true)),
+            Err(Launch::Config(m)) => return Err(slot.failure(Phase::Load, m, None)),
+            Err(Launch::Spawn(m)) => return Err(slot.fail(None, Phase::Start, m, true)),
             Err(Launch::Handshake {
                 process,
                 message,
                 permanent,
-            }) => return Err(slot.fail(Some(&process), "handshake", message, permanent)),
+            }) => return Err(slot.fail(Some(&process), Phase::Handshake, message, permanent)),
         };
         {
             let mut st = slot.st();
@@ -207,7 +207,7 @@ impl PluginHost {
             let how = p.dead().map(|d| d.to_string()).unwrap_or_default();
             slot.fail(
                 Some(&p),
-                "idle",
+                Phase::Idle,
                 format!("it exited while idle: {how}"),
                 false,
             );
