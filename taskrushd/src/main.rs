@@ -15,6 +15,7 @@ mod discover;
 mod events;
 mod expand;
 mod file_hashes;
+mod human;
 mod input_files;
 mod listener;
 mod planner;

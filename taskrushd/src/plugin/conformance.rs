@@ -24,7 +24,8 @@ use taskrush_protocol::plugin::{
 use taskrush_protocol::run::TaskStatus;
 use tokio::time::Instant;
 
-use super::process::{CallError, PluginProcess, STOP_STEP, StderrLog, human};
+use super::process::{CallError, PluginProcess, STOP_STEP, StderrLog};
+use crate::human;
 
 /// The deadline of each call made by the kit (the host's default).
 const DEADLINE: Duration = crate::rush_file::DEFAULT_PLUGIN_TIMEOUT;
@@ -375,7 +376,7 @@ async fn shutdown(process: &Arc<PluginProcess>, r: &mut Report) {
                 false,
                 format!(
                     "answered `shutdown` but was still running {} after it and after its stdin was closed (it was killed)",
-                    human(STOP_STEP)
+                    human::duration(STOP_STEP)
                 ),
             );
             process.kill("conformance kit");
@@ -385,7 +386,7 @@ async fn shutdown(process: &Arc<PluginProcess>, r: &mut Report) {
 
 fn describe(call: &str, e: &CallError) -> String {
     match e {
-        CallError::Timeout(d) => format!("no answer to `{call}` within {}", human(*d)),
+        CallError::Timeout(d) => format!("no answer to `{call}` within {}", human::duration(*d)),
         CallError::Gone(how) => format!("it exited instead of answering `{call}` ({how})"),
         CallError::Protocol(m) => m.clone(),
         CallError::Remote { code, message } => {

@@ -31,6 +31,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::human;
 use crate::spawn::{self, ProcessGroup};
 
 /// Longest stdout line (one JSON-RPC message) accepted from a plugin.
@@ -76,23 +77,11 @@ pub(super) enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Timeout(d) => write!(f, "no answer within {}", human(*d)),
+            CallError::Timeout(d) => write!(f, "no answer within {}", human::duration(*d)),
             CallError::Gone(how) => write!(f, "the plugin exited ({how})"),
             CallError::Protocol(why) => f.write_str(why),
             CallError::Remote { message, code } => write!(f, "{message} (error {code})"),
         }
-    }
-}
-
-/// `5s`, `500ms`, `1.5s`.
-pub(super) fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -493,7 +482,7 @@ impl PluginProcess {
         self.stdin.lock().await.take();
         let left = STOP_STEP.saturating_sub(started.elapsed());
         if self.shared.group.is_some() && self.wait_exit(left).await.is_none() {
-            tracing::warn!(target: "plugin", plugin = %self.shared.name, "still running {} after `shutdown`: SIGTERM", human(STOP_STEP));
+            tracing::warn!(target: "plugin", plugin = %self.shared.name, "still running {} after `shutdown`: SIGTERM", human::duration(STOP_STEP));
             self.terminate().await;
         }
     }

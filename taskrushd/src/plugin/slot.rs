@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, Phase, PluginFailure, restart_hint};
 use super::manifest::{self, Loaded};
 use super::permissions::widened;
-use super::process::{CallError, PluginProcess, StderrLog, human};
+use super::process::{CallError, PluginProcess, StderrLog};
 use crate::events::Events;
+use crate::human;
 use crate::rush_file::PluginSpec;
 
 /// stderr lines quoted in error messages.
@@ -216,7 +217,10 @@ pub(super) fn fail_call(
 ) -> PluginFailure {
     let (message, permanent) = match e {
         CallError::Timeout(d) => (
-            format!("no answer within {} (the plugin was killed)", human(d)),
+            format!(
+                "no answer within {} (the plugin was killed)",
+                human::duration(d)
+            ),
             false,
         ),
         CallError::Gone(how) => (format!("it exited ({how})"), false),

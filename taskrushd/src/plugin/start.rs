@@ -17,8 +17,9 @@ use super::failure::{Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Loaded, ManifestError};
 use super::permissions::{plugin_env, refused_message};
-use super::process::{CallError, PluginProcess, human};
+use super::process::{CallError, PluginProcess};
 use super::slot::{Slot, retire, sync_spec};
+use crate::human;
 use crate::rush_file::PluginSpec;
 
 /// How long an error waits for the last stderr lines of a dead plugin.
@@ -78,7 +79,10 @@ impl PluginHost {
             if wait > spec.timeout {
                 return Err(slot.failure(
                     Phase::Start,
-                    format!("it crashed recently and is restarted in {}", human(wait)),
+                    format!(
+                        "it crashed recently and is restarted in {}",
+                        human::duration(wait)
+                    ),
                     None,
                 ));
             }
@@ -274,7 +278,7 @@ async fn handshake(
         Err(CallError::Timeout(d)) => Err((
             format!(
                 "no answer to `initialize` within {} (the plugin was killed)",
-                human(d)
+                human::duration(d)
             ),
             false,
         )),
