@@ -203,4 +203,28 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(c.record(Instant::now()), AfterCrash::GiveUp(3));
     }
+
+    #[test]
+    fn a_failure_reads_with_its_phase_and_its_last_stderr_lines() {
+        let f = PluginFailure {
+            plugin: "slack".into(),
+            phase: Phase::Hook(Hook::BeforeTask),
+            message: "it exited (exit code 3)".into(),
+            hint: None,
+            stderr: vec!["boom".into(), "bye".into()],
+        };
+        assert_eq!(
+            f.render(),
+            "plugin `slack` failed in `before_task`: it exited (exit code 3); its last stderr lines:\n  | boom\n  | bye"
+        );
+        let quiet = PluginFailure {
+            stderr: Vec::new(),
+            phase: Phase::Start,
+            ..f
+        };
+        assert_eq!(
+            quiet.detail_with("; the task goes on"),
+            "failed in `start`: it exited (exit code 3); the task goes on"
+        );
+    }
 }

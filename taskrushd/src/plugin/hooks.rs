@@ -239,57 +239,64 @@ impl RunPlugins {
         events: &mpsc::Sender<RunEvent>,
     ) -> Option<String> {
         let mut fatal = None;
-        let mut phases = Vec::new();
-        if error.is_some() {
-            phases.push(Hook::OnTaskFailure);
-        }
-        phases.push(Hook::AfterTask);
-        for hook in phases {
-            for spec in self.config.plugins.iter().rev() {
-                if self.failed_for(task, spec) {
-                    continue;
-                }
-                let outcome = self
-                    .host
-                    .call_hook(spec, &self.ctx(), hook, |m| {
-                        let context = self.context(spec, task, task_env, m)?;
-                        let (result, error) = match hook {
-                            Hook::OnTaskFailure => (None, error.clone()),
-                            _ => (Some(result.clone()), None),
-                        };
-                        params(HookParams {
-                            context,
-                            result,
-                            error,
-                        })
+        for (hook, spec) in after_calls(&self.config.plugins, error.is_some()) {
+            if self.failed_for(task, spec) {
+                continue;
+            }
+            let outcome = self
+                .host
+                .call_hook(spec, &self.ctx(), hook, |m| {
+                    let context = self.context(spec, task, task_env, m)?;
+                    let (result, error) = match hook {
+                        Hook::OnTaskFailure => (None, error.clone()),
+                        _ => (Some(result.clone()), None),
+                    };
+                    params(HookParams {
+                        context,
+                        result,
+                        error,
                     })
+                })
+                .await;
+            self.tell_refused_swap(spec, task, events).await;
+            match outcome {
+                HookOutcome::NotDeclared | HookOutcome::Done => {}
+                HookOutcome::Refused(m) => {
+                    message(
+                        events,
+                        spec,
+                        task,
+                        "warn",
+                        format!("`{}` failed: {m}", hook.method()),
+                    )
                     .await;
-                self.tell_refused_swap(spec, task, events).await;
-                match outcome {
-                    HookOutcome::NotDeclared | HookOutcome::Done => {}
-                    HookOutcome::Refused(m) => {
-                        message(
-                            events,
-                            spec,
-                            task,
-                            "warn",
-                            format!("`{}` failed: {m}", hook.method()),
-                        )
-                        .await;
-                    }
-                    HookOutcome::Failed(f) if spec.required => {
-                        self.mark_failed(task, spec);
-                        fatal.get_or_insert(f.render());
-                    }
-                    HookOutcome::Failed(f) => {
-                        self.mark_failed(task, spec);
-                        skipped(events, spec, task, &f).await;
-                    }
+                }
+                HookOutcome::Failed(f) if spec.required => {
+                    self.mark_failed(task, spec);
+                    fatal.get_or_insert(f.render());
+                }
+                HookOutcome::Failed(f) => {
+                    self.mark_failed(task, spec);
+                    skipped(events, spec, task, &f).await;
                 }
             }
         }
         fatal
     }
+}
+
+/// The hook calls after a task, in order: `on_task_failure` (when it
+/// failed) then `after_task`, each over the plugins in reverse declared
+/// order.
+fn after_calls(plugins: &[PluginSpec], failed: bool) -> impl Iterator<Item = (Hook, &PluginSpec)> {
+    let hooks: &[Hook] = if failed {
+        &[Hook::OnTaskFailure, Hook::AfterTask]
+    } else {
+        &[Hook::AfterTask]
+    };
+    hooks
+        .iter()
+        .flat_map(move |&hook| plugins.iter().rev().map(move |spec| (hook, spec)))
 }
 
 fn params(p: HookParams) -> Result<Value, String> {
@@ -336,8 +343,12 @@ mod tests {
     use super::*;
 
     fn spec(config: Value) -> PluginSpec {
+        named("p", config)
+    }
+
+    fn named(name: &str, config: Value) -> PluginSpec {
         PluginSpec {
-            name: "p".into(),
+            name: name.into(),
             version: None,
             kind: crate::rush_file::PluginKind::External,
             path: None,
@@ -376,6 +387,34 @@ mod tests {
         assert_eq!(
             task_config(&s, &task, &env).unwrap(),
             serde_json::json!({"a": 1, "b": {"y": 2}})
+        );
+    }
+
+    #[test]
+    fn after_a_failure_every_on_task_failure_runs_before_any_after_task_each_in_reverse_order() {
+        let plugins: Vec<PluginSpec> = ["a", "b", "c"]
+            .iter()
+            .map(|n| named(n, Value::Null))
+            .collect();
+        let calls = |failed| -> Vec<String> {
+            after_calls(&plugins, failed)
+                .map(|(hook, spec)| format!("{} {}", hook.method(), spec.name))
+                .collect()
+        };
+        assert_eq!(
+            calls(true),
+            [
+                "on_task_failure c",
+                "on_task_failure b",
+                "on_task_failure a",
+                "after_task c",
+                "after_task b",
+                "after_task a"
+            ]
+        );
+        assert_eq!(
+            calls(false),
+            ["after_task c", "after_task b", "after_task a"]
         );
     }
 }

@@ -10,8 +10,7 @@ use taskrush_protocol::daemon::PluginStatus;
 
 use super::failure::{PluginFailure, not_declared};
 use super::manifest::Loaded;
-use super::process::StderrLog;
-use super::slot::{Slot, SlotState};
+use super::slot::Slot;
 use crate::events::Events;
 use crate::rush_file::RushFile;
 use crate::watcher::{Key, Watcher};
@@ -63,16 +62,7 @@ impl PluginHost {
     pub(super) fn slot(&self, root: &Path, name: &str) -> Arc<Slot> {
         self.slots()
             .entry((root.to_path_buf(), name.to_owned()))
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    name: name.to_owned(),
-                    root: root.to_path_buf(),
-                    stderr: StderrLog::new(name),
-                    starting: tokio::sync::Mutex::new(()),
-                    st: Mutex::new(SlotState::default()),
-                    events: self.events.clone(),
-                })
-            })
+            .or_insert_with(|| Arc::new(Slot::new(name, root, self.events.clone())))
             .clone()
     }
 

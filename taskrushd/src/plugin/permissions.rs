@@ -87,4 +87,35 @@ mod tests {
             ]
         );
     }
+
+    fn perms(filesystem: &[&str], network: &[&str], environment: &[&str]) -> wire::Permissions {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect();
+        wire::Permissions {
+            filesystem: v(filesystem),
+            network: v(network),
+            environment: v(environment),
+            process: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn asking_for_less_or_the_same_widens_nothing() {
+        let granted = perms(&["read:."], &["hooks.slack.com"], &["TOKEN"]);
+        assert_eq!(widened(&granted, &granted), None);
+        assert_eq!(widened(&granted, &perms(&[], &[], &["TOKEN"])), None);
+    }
+
+    #[test]
+    fn what_is_asked_beyond_the_grant_is_named_kind_by_kind() {
+        let granted = perms(&["read:."], &[], &["TOKEN"]);
+        let new = perms(
+            &["read:.", "write:."],
+            &["example.com"],
+            &["TOKEN", "SECRET"],
+        );
+        assert_eq!(
+            widened(&granted, &new).as_deref(),
+            Some("filesystem `write:.`, network `example.com`, environment `SECRET`")
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! granted permissions) and how a failure of its process is recorded.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +64,17 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    pub(super) fn new(name: &str, root: &Path, events: Events) -> Slot {
+        Slot {
+            name: name.to_owned(),
+            root: root.to_path_buf(),
+            stderr: StderrLog::new(name),
+            starting: tokio::sync::Mutex::new(()),
+            st: Mutex::new(SlotState::default()),
+            events,
+        }
+    }
+
     /// What `new` asks beyond the permissions granted so far, if anything.
     /// (Returns with the lock released: callers lock again.)
     pub(super) fn widened_by(&self, new: &wire::Permissions) -> Option<String> {
@@ -228,4 +239,95 @@ pub(super) fn fail_call(
         CallError::Remote { message, .. } => (message, false),
     };
     slot.fail(Some(process), phase, message, permanent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        Slot::new("p", Path::new("/project"), Events::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_schedules_a_restart_and_the_third_within_five_minutes_marks_the_plugin_failed()
+    {
+        let s = slot();
+        let f = s.fail(None, Phase::Idle, "it exited".into(), false);
+        assert_eq!(f.plugin, "p");
+        assert_eq!(f.phase, Phase::Idle);
+        assert_eq!(f.message, "it exited; it will be restarted on next use");
+        assert_eq!(f.hint, None);
+        assert_eq!(
+            s.st().retry_at,
+            Some(Instant::now() + Duration::from_millis(100))
+        );
+        assert!(s.st().failed.is_none());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        s.fail(None, Phase::Idle, "it exited".into(), false);
+        assert!(s.st().failed.is_none());
+        let f = s.fail(
+            None,
+            Phase::Hook(wire::Hook::BeforeTask),
+            "it hung".into(),
+            false,
+        );
+        assert_eq!(
+            f.message,
+            "it hung; it failed 3 times within 5 minutes and is not restarted again"
+        );
+        assert!(
+            f.hint
+                .is_some_and(|h| h.contains("taskrush plugin restart p"))
+        );
+        assert_eq!(
+            s.st().failed.as_ref().map(|f| f.message.clone()),
+            Some(f.message.clone())
+        );
+        assert_eq!(
+            s.st().last_error.as_deref(),
+            Some(
+                "in `before_task`: it hung; it failed 3 times within 5 minutes and is not restarted again"
+            )
+        );
+    }
+
+    #[test]
+    fn a_failure_a_restart_cannot_fix_marks_the_plugin_failed_at_once() {
+        let s = slot();
+        let f = s.fail(
+            None,
+            Phase::Handshake,
+            "it speaks plugin protocol 2".into(),
+            true,
+        );
+        assert_eq!(f.message, "it speaks plugin protocol 2");
+        assert!(f.hint.is_some());
+        assert!(s.st().failed.is_some());
+        assert!(s.st().retry_at.is_none());
+    }
+
+    #[test]
+    fn the_same_entry_elsewhere_in_the_file_is_the_same_entry() {
+        let a = PluginSpec {
+            name: "p".into(),
+            version: None,
+            kind: crate::rush_file::PluginKind::External,
+            path: None,
+            required: false,
+            config: serde_json::Value::Null,
+            timeout: Duration::from_secs(1),
+            line: 3,
+        };
+        let moved = PluginSpec {
+            line: 9,
+            ..a.clone()
+        };
+        let required = PluginSpec {
+            required: true,
+            ..a.clone()
+        };
+        assert!(same_entry(&a, &moved));
+        assert!(!same_entry(&a, &required));
+    }
 }
