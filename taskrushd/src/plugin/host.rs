@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use taskrush_protocol::daemon::PluginStatus;
 
 use super::failure::{PluginFailure, not_declared};
-use super::manifest::Loaded;
+use super::manifest::Installed;
 use super::slot::Slot;
 use crate::events::Events;
 use crate::rush_file::RushFile;
@@ -48,7 +48,7 @@ impl PluginHost {
 
     /// Watch the files of `loaded` for the plugin of `slot` (in place
     /// when this returns: a change right after a start is seen).
-    pub(super) async fn watch_files(&self, slot: &Slot, loaded: &Loaded) {
+    pub(super) async fn watch_files(&self, slot: &Slot, loaded: &Installed) {
         if let Some(w) = self.watcher.get() {
             let key = Key::Plugin(slot.root.clone(), slot.name.clone());
             w.watch_files(key, loaded.stamp.files()).await;

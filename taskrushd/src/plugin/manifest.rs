@@ -40,18 +40,18 @@ impl ManifestError {
 
 /// A plugin directory with its validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Loaded {
+pub(super) struct Installed {
     pub(super) dir: PathBuf,
     pub(super) manifest: PluginManifest,
-    pub(super) stamp: Stamp,
+    pub(super) stamp: FileTimes,
 }
 
 /// Modification times of the manifest and the entry point's files: a
 /// failed plugin is tried again when they change.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(super) struct Stamp(Vec<(PathBuf, Option<SystemTime>)>);
+pub(super) struct FileTimes(Vec<(PathBuf, Option<SystemTime>)>);
 
-impl Stamp {
+impl FileTimes {
     /// The files the stamp covers (what the watcher watches).
     pub(super) fn files(&self) -> Vec<PathBuf> {
         self.0.iter().map(|(f, _)| f.clone()).collect()
@@ -59,7 +59,7 @@ impl Stamp {
 
     /// The stamp of `dir`'s manifest and of every entry point argument
     /// that names a file in `dir`.
-    pub(super) fn of(dir: &Path, entry_point: &[String]) -> Stamp {
+    pub(super) fn of(dir: &Path, entry_point: &[String]) -> FileTimes {
         let mut files = vec![dir.join(MANIFEST)];
         for arg in entry_point {
             let p = dir.join(arg);
@@ -67,7 +67,7 @@ impl Stamp {
                 files.push(p);
             }
         }
-        Stamp(
+        FileTimes(
             files
                 .into_iter()
                 .map(|f| {
@@ -132,7 +132,7 @@ pub(super) fn load(
     dir: &Path,
     expected: Option<&str>,
     version_req: Option<&str>,
-) -> Result<Loaded, ManifestError> {
+) -> Result<Installed, ManifestError> {
     let file = dir.join(MANIFEST);
     let shown = file.display().to_string();
     let bytes = crate::whole_file::read(&file)
@@ -231,8 +231,8 @@ pub(super) fn load(
             )));
         }
     }
-    let stamp = Stamp::of(dir, &manifest.entry_point);
-    Ok(Loaded {
+    let stamp = FileTimes::of(dir, &manifest.entry_point);
+    Ok(Installed {
         dir: dir.to_path_buf(),
         manifest,
         stamp,

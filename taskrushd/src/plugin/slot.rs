@@ -11,7 +11,7 @@ use taskrush_protocol::plugin::{self as wire, InitializeResult};
 use tokio::time::Instant;
 
 use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, Phase, PluginFailure, restart_hint};
-use super::manifest::{self, Loaded};
+use super::manifest::{self, Installed};
 use super::permissions::widened;
 use super::process::{CallError, PluginProcess, StderrLog};
 use crate::events::Events;
@@ -24,14 +24,14 @@ const STDERR_IN_ERRORS: usize = 5;
 pub(super) struct Failed {
     pub(super) message: String,
     /// The plugin's files when it failed; it is tried again when they change.
-    pub(super) stamp: Option<manifest::Stamp>,
+    pub(super) stamp: Option<manifest::FileTimes>,
 }
 
 #[derive(Default)]
 pub(super) struct SlotState {
     /// The `.rush` entry the process was started for.
     pub(super) spec: Option<PluginSpec>,
-    pub(super) loaded: Option<Loaded>,
+    pub(super) loaded: Option<Installed>,
     pub(super) process: Option<Arc<PluginProcess>>,
     pub(super) info: Option<InitializeResult>,
     pub(super) failed: Option<Failed>,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::failure::{Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
-use super::manifest::{self, Loaded, ManifestError};
+use super::manifest::{self, Installed, ManifestError};
 use super::permissions::{plugin_env, refused_message};
 use super::process::{CallError, PluginProcess};
 use super::slot::{Slot, retire, sync_spec};
@@ -137,7 +137,7 @@ impl PluginHost {
         slot: &Arc<Slot>,
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
-        loaded: &Loaded,
+        loaded: &Installed,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
         let init_config = crate::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
             .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
@@ -289,7 +289,7 @@ async fn handshake(
 /// Where the answer to `initialize` names another plugin or version than
 /// the manifest (the `.rush` entry's `version` requirement was checked
 /// against the manifest, so the process must be what the manifest says).
-fn manifest_mismatch(info: &InitializeResult, loaded: &Loaded) -> Option<String> {
+fn manifest_mismatch(info: &InitializeResult, loaded: &Installed) -> Option<String> {
     let m = &loaded.manifest;
     let path = loaded.dir.join("plugin.toml");
     let mut wrong = Vec::new();

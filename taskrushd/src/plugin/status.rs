@@ -5,7 +5,7 @@ use taskrush_protocol::daemon::{PluginDetails, PluginState, PluginStatus};
 use taskrush_protocol::plugin::Hook;
 
 use super::host::PluginHost;
-use super::manifest::{self, Loaded};
+use super::manifest::{self, Installed};
 use crate::rush_file::{PluginSpec, RushFile};
 
 impl PluginHost {
@@ -22,7 +22,7 @@ impl PluginHost {
         &self,
         config: &RushFile,
         spec: &PluginSpec,
-    ) -> (PluginStatus, Option<Loaded>) {
+    ) -> (PluginStatus, Option<Installed>) {
         let loaded = manifest::check_kind(spec)
             .and_then(|_| manifest::locate(spec, &config.root))
             .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()));
