@@ -44,14 +44,17 @@
 //!   manifest or entry files change, its `.rush` entry changes, or
 //!   `plugin_restart`.
 //! - Hooks run in the order the `.rush` file declares the plugins;
-//!   `after_task` and `on_task_failure` in reverse order.
+//!   `on_task_failure` then `after_task` in reverse order (every
+//!   `on_task_failure` before any `after_task`).
 //! - A plugin is swapped, never stopped under a call: a new process takes
 //!   new calls once it has shaken hands, the old one finishes its calls.
 //! - The process layer ([`process`]) never restarts anything: it reports,
 //!   and the host decides.
 //! - Plugin processes are started only through [`crate::spawn`].
-//! - Nothing here maps to wire errors: the API turns a [`PluginFailure`]
-//!   into a JSON-RPC error.
+//! - Nothing outside this room touches a plugin process or a slot: the API
+//!   goes through [`PluginHost`], a run through [`RunPlugins`].
+//! - This room reports failures as [`PluginFailure`]s (with their
+//!   [`Phase`]); turning one into a JSON-RPC error is the API's job.
 
 mod commands;
 mod conformance;
