@@ -61,6 +61,26 @@ impl Crashes {
     }
 }
 
+/// A failure of a plugin's process, by what a restart can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// A crash, an exit or a hang: restarted on next use after a back-off,
+    /// marked failed after [`CRASH_LIMIT`] within [`CRASH_WINDOW`].
+    Crash(String),
+    /// What a restart cannot fix (another protocol major, junk on stdout,
+    /// a command name that is taken, an entry point that cannot be
+    /// executed): marked failed at once.
+    Broken(String),
+}
+
+impl Fault {
+    pub(super) fn into_message(self) -> String {
+        match self {
+            Fault::Crash(m) | Fault::Broken(m) => m,
+        }
+    }
+}
+
 /// Where a plugin failed, as messages name it ("failed in `start`").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {

@@ -10,7 +10,9 @@ use taskrush_protocol::events::DaemonEvent;
 use taskrush_protocol::plugin::{self as wire, InitializeResult};
 use tokio::time::Instant;
 
-use super::failure::{AfterCrash, CRASH_WINDOW, Crashes, Phase, PluginFailure, restart_hint};
+use super::failure::{
+    AfterCrash, CRASH_WINDOW, Crashes, Fault, Phase, PluginFailure, restart_hint,
+};
 use super::manifest::{self, Installed};
 use super::permissions::widened;
 use super::process::{CallError, PluginProcess, StderrLog};
@@ -113,15 +115,17 @@ impl Slot {
     }
 
     /// Record a failure of `process`: stop it, and either schedule a
-    /// restart (`permanent == false`, counted as a crash) or mark the
-    /// plugin failed.
+    /// restart (a [`Fault::Crash`], counted) or mark the plugin failed.
     pub(super) fn fail(
         &self,
         process: Option<&Arc<PluginProcess>>,
         phase: Phase,
-        message: String,
-        permanent: bool,
+        fault: Fault,
     ) -> PluginFailure {
+        let (message, permanent) = match fault {
+            Fault::Crash(m) => (m, false),
+            Fault::Broken(m) => (m, true),
+        };
         if let Some(p) = process {
             p.kill(&message);
         }
@@ -226,19 +230,16 @@ pub(super) fn fail_call(
     phase: Phase,
     e: CallError,
 ) -> PluginFailure {
-    let (message, permanent) = match e {
-        CallError::Timeout(d) => (
-            format!(
-                "no answer within {} (the plugin was killed)",
-                human::duration(d)
-            ),
-            false,
-        ),
-        CallError::Gone(how) => (format!("it exited ({how})"), false),
-        CallError::Protocol(m) => (m, true),
-        CallError::Remote { message, .. } => (message, false),
+    let fault = match e {
+        CallError::Timeout(d) => Fault::Crash(format!(
+            "no answer within {} (the plugin was killed)",
+            human::duration(d)
+        )),
+        CallError::Gone(how) => Fault::Crash(format!("it exited ({how})")),
+        CallError::Protocol(m) => Fault::Broken(m),
+        CallError::Remote { message, .. } => Fault::Crash(message),
     };
-    slot.fail(Some(process), phase, message, permanent)
+    slot.fail(Some(process), phase, fault)
 }
 
 #[cfg(test)]
@@ -253,7 +254,7 @@ mod tests {
     async fn a_crash_schedules_a_restart_and_the_third_within_five_minutes_marks_the_plugin_failed()
     {
         let s = slot();
-        let f = s.fail(None, Phase::Idle, "it exited".into(), false);
+        let f = s.fail(None, Phase::Idle, Fault::Crash("it exited".into()));
         assert_eq!(f.plugin, "p");
         assert_eq!(f.phase, Phase::Idle);
         assert_eq!(f.message, "it exited; it will be restarted on next use");
@@ -264,13 +265,12 @@ mod tests {
         );
         assert!(s.st().failed.is_none());
         tokio::time::advance(Duration::from_secs(10)).await;
-        s.fail(None, Phase::Idle, "it exited".into(), false);
+        s.fail(None, Phase::Idle, Fault::Crash("it exited".into()));
         assert!(s.st().failed.is_none());
         let f = s.fail(
             None,
             Phase::Hook(wire::Hook::BeforeTask),
-            "it hung".into(),
-            false,
+            Fault::Crash("it hung".into()),
         );
         assert_eq!(
             f.message,
@@ -298,8 +298,7 @@ mod tests {
         let f = s.fail(
             None,
             Phase::Handshake,
-            "it speaks plugin protocol 2".into(),
-            true,
+            Fault::Broken("it speaks plugin protocol 2".into()),
         );
         assert_eq!(f.message, "it speaks plugin protocol 2");
         assert!(f.hint.is_some());

@@ -13,7 +13,7 @@ use taskrush_protocol::plugin::{
 };
 use tokio::time::Instant;
 
-use super::failure::{Phase, PluginFailure, restart_hint};
+use super::failure::{Fault, Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
 use super::permissions::{plugin_env, refused_message};
@@ -101,12 +101,10 @@ impl PluginHost {
         let (process, info) = match launched {
             Ok(p) => p,
             Err(Launch::Config(m)) => return Err(slot.failure(Phase::Load, m, None)),
-            Err(Launch::Spawn(m)) => return Err(slot.fail(None, Phase::Start, m, true)),
-            Err(Launch::Handshake {
-                process,
-                message,
-                permanent,
-            }) => return Err(slot.fail(Some(&process), Phase::Handshake, message, permanent)),
+            Err(Launch::Spawn(m)) => return Err(slot.fail(None, Phase::Start, Fault::Broken(m))),
+            Err(Launch::Handshake { process, fault }) => {
+                return Err(slot.fail(Some(&process), Phase::Handshake, fault));
+            }
         };
         {
             let mut st = slot.st();
@@ -167,28 +165,22 @@ impl PluginHost {
         };
         let info = match handshake(&process, &params, spec.timeout).await {
             Ok(info) => info,
-            Err((message, permanent)) => {
+            Err(fault) => {
                 process.stderr_drained(STDERR_SETTLE).await;
-                return Err(Launch::Handshake {
-                    process,
-                    message,
-                    permanent,
-                });
+                return Err(Launch::Handshake { process, fault });
             }
         };
         if let Some(m) = manifest_mismatch(&info, loaded) {
             process.stderr_drained(STDERR_SETTLE).await;
             return Err(Launch::Handshake {
                 process,
-                message: m,
-                permanent: true,
+                fault: Fault::Broken(m),
             });
         }
         if let Some(m) = self.collision(slot, &info, ctx.config) {
             return Err(Launch::Handshake {
                 process,
-                message: m,
-                permanent: true,
+                fault: Fault::Broken(m),
             });
         }
         tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), "ready");
@@ -212,8 +204,7 @@ impl PluginHost {
             slot.fail(
                 Some(&p),
                 Phase::Idle,
-                format!("it exited while idle: {how}"),
-                false,
+                Fault::Crash(format!("it exited while idle: {how}")),
             );
         }
         None
@@ -226,63 +217,49 @@ pub(super) enum Launch {
     Config(String),
     /// It could not be started at all.
     Spawn(String),
-    /// It started but its handshake failed (`permanent`: a restart cannot
-    /// fix it).
+    /// It started but its handshake failed.
     Handshake {
         process: Arc<PluginProcess>,
-        message: String,
-        permanent: bool,
+        fault: Fault,
     },
 }
 
-/// `initialize`; on failure the message and whether a restart cannot help.
+/// `initialize`, its answer checked.
 async fn handshake(
     process: &PluginProcess,
     params: &InitializeParams,
     limit: Duration,
-) -> Result<InitializeResult, (String, bool)> {
+) -> Result<InitializeResult, Fault> {
     let params = serde_json::to_value(params).unwrap_or(Value::Null);
     match process.call(wire::method::INITIALIZE, params, limit).await {
         Ok(v) => {
             let info: InitializeResult = serde_json::from_value(v).map_err(|e| {
-                (
-                    format!("its answer to `initialize` is malformed: {e}"),
-                    true,
-                )
+                Fault::Broken(format!("its answer to `initialize` is malformed: {e}"))
             })?;
             if info.protocol != PLUGIN_PROTOCOL_VERSION {
-                return Err((
-                    format!(
-                        "it speaks plugin protocol {}, this host speaks {PLUGIN_PROTOCOL_VERSION}",
-                        info.protocol
-                    ),
-                    true,
-                ));
+                return Err(Fault::Broken(format!(
+                    "it speaks plugin protocol {}, this host speaks {PLUGIN_PROTOCOL_VERSION}",
+                    info.protocol
+                )));
             }
             Ok(info)
         }
         Err(CallError::Remote { code, message }) if code == wire::error::UNSUPPORTED_PROTOCOL => {
-            Err((
-                format!(
-                    "it speaks none of the protocol versions this host offers ({PLUGIN_PROTOCOL_VERSION}): {message}"
-                ),
-                true,
-            ))
+            Err(Fault::Broken(format!(
+                "it speaks none of the protocol versions this host offers ({PLUGIN_PROTOCOL_VERSION}): {message}"
+            )))
         }
-        Err(CallError::Remote { message, .. }) => {
-            Err((format!("it refused to initialize: {message}"), true))
-        }
-        Err(CallError::Gone(how)) => {
-            Err((format!("it exited before the handshake ({how})"), false))
-        }
-        Err(CallError::Timeout(d)) => Err((
-            format!(
-                "no answer to `initialize` within {} (the plugin was killed)",
-                human::duration(d)
-            ),
-            false,
-        )),
-        Err(CallError::Protocol(m)) => Err((m, true)),
+        Err(CallError::Remote { message, .. }) => Err(Fault::Broken(format!(
+            "it refused to initialize: {message}"
+        ))),
+        Err(CallError::Gone(how)) => Err(Fault::Crash(format!(
+            "it exited before the handshake ({how})"
+        ))),
+        Err(CallError::Timeout(d)) => Err(Fault::Crash(format!(
+            "no answer to `initialize` within {} (the plugin was killed)",
+            human::duration(d)
+        ))),
+        Err(CallError::Protocol(m)) => Err(Fault::Broken(m)),
     }
 }
 

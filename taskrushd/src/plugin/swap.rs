@@ -114,11 +114,9 @@ impl PluginHost {
             Err(e) => {
                 let m = match e {
                     Launch::Spawn(m) | Launch::Config(m) => m,
-                    Launch::Handshake {
-                        process, message, ..
-                    } => {
+                    Launch::Handshake { process, fault } => {
                         process.kill("its handshake failed");
-                        message
+                        fault.into_message()
                     }
                 };
                 report_failure(format!(
