@@ -24,7 +24,8 @@ use taskrush_protocol::plugin::{
 use taskrush_protocol::run::TaskStatus;
 use tokio::time::Instant;
 
-use super::process::{CallError, PluginProcess, STOP_STEP, StderrLog};
+use super::process::{CallError, PluginProcess, STOP_STEP};
+use super::stderr::StderrLog;
 use crate::human;
 
 /// The deadline of each call made by the kit (the host's default).

@@ -19,6 +19,8 @@
 //!   back-off;
 //! - [`status`]: `plugin list` and `plugin info`;
 //! - [`process`]: one plugin process and its JSON-RPC over stdio;
+//! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
+//!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
 //! - [`conformance`]: the conformance kit behind `plugin_test`.
 //!
@@ -67,6 +69,7 @@ mod process;
 mod slot;
 mod start;
 mod status;
+mod stderr;
 mod swap;
 
 pub(crate) use conformance::test as conformance_test;

@@ -15,7 +15,8 @@ use super::failure::{
 };
 use super::manifest::{self, Installed};
 use super::permissions::widened;
-use super::process::{CallError, PluginProcess, StderrLog};
+use super::process::{CallError, PluginProcess};
+use super::stderr::StderrLog;
 use crate::events::Events;
 use crate::human;
 use crate::rush_file::PluginSpec;

@@ -85,7 +85,7 @@ impl PluginHost {
         let slot = self.existing(&config.root, name);
         let (stderr, last_error) = match &slot {
             Some(s) => (
-                s.stderr.last(super::process::STDERR_KEEP),
+                s.stderr.last(super::stderr::STDERR_KEEP),
                 s.st().last_error.clone(),
             ),
             None => (Vec::new(), None),
