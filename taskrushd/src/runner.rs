@@ -560,8 +560,11 @@ async fn run_step(
                     continue;
                 }
                 stop(&mut proc, level, cancel).await;
-                // Drain what the pipes still hold so nothing is lost.
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
+                // Drain what the pipes still hold so nothing is lost (a
+                // finished `join!` must not be polled again: it panics).
+                if !pumped {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
+                }
                 return Step::Cancelled;
             }
         }
