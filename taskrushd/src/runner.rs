@@ -181,15 +181,13 @@ async fn run_task(
         return fail(
             events,
             &name,
-            Instant::now(),
             format!("task `{name}` vanished from the plan"),
         )
         .await;
     };
-    let started = Instant::now();
     let env = match task_env(task, &spec.env) {
         Ok(env) => env,
-        Err(message) => return fail(events, &name, started, message).await,
+        Err(message) => return fail(events, &name, message).await,
     };
     let root = spec.config.root.clone();
 
@@ -215,9 +213,9 @@ async fn run_task(
                     // Plugins hear of cached tasks too (`after_task` with
                     // `cached: true`); `before_task` is not called, as
                     // nothing runs.
-                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached, started);
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
                     if let Some(message) = hooks.await {
-                        return fail(events, &name, started, message).await;
+                        return fail(events, &name, message).await;
                     }
                     return Outcome {
                         status: TaskStatus::Success,
@@ -232,13 +230,7 @@ async fn run_task(
                 key = Some((store, k));
             }
             Err(e) => {
-                return fail(
-                    events,
-                    &name,
-                    started,
-                    format!("cannot check the cache: {e}"),
-                )
-                .await;
+                return fail(events, &name, format!("cannot check the cache: {e}")).await;
             }
         }
     }
@@ -246,7 +238,7 @@ async fn run_task(
     if let Some(plugins) = &spec.plugins
         && let Err(message) = plugins.before_task(task, &env, events).await
     {
-        return fail_after_hooks(spec, task, &env, events, started, message).await;
+        return fail_after_hooks(spec, task, &env, events, message).await;
     }
 
     let last = match task_script(task) {
@@ -258,7 +250,7 @@ async fn run_task(
                     pgid: None,
                 })
                 .await;
-            (Some(0), None, 0)
+            (Some(0), None, 0, 0)
         }
         Some(script) => {
             let io = TaskIo {
@@ -267,9 +259,9 @@ async fn run_task(
                 events,
             };
             match run_step(&io, &script, &root, &env, &mut cancel).await {
-                Step::Exited(code, signal, shell_code) => (code, signal, shell_code),
-                Step::Cancelled => {
-                    let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled, started);
+                Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
+                Step::Cancelled(ran) => {
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));
                     let _ = hooks.await;
                     let _ = events
                         .send(RunEvent::TaskFinished {
@@ -277,7 +269,7 @@ async fn run_task(
                             status: TaskStatus::Cancelled,
                             exit_code: None,
                             signal: None,
-                            duration_ms: started.elapsed().as_millis() as u64,
+                            duration_ms: ran,
                             message: None,
                         })
                         .await;
@@ -287,19 +279,23 @@ async fn run_task(
                     };
                 }
                 Step::SpawnFailed(message) => {
-                    return fail_after_hooks(spec, task, &env, events, started, message).await;
+                    return fail_after_hooks(spec, task, &env, events, message).await;
                 }
             }
         }
     };
-    let (code, signal, shell_code) = last;
+    let (code, signal, shell_code, ran) = last;
     let mut status = if shell_code == 0 {
         TaskStatus::Success
     } else {
         TaskStatus::Failed
     };
-    let ended = Ended::Ran { code, shell_code };
-    let hooks = after_hooks(spec, task, &env, events, ended, started);
+    let ended = Ended::Ran {
+        code,
+        shell_code,
+        ran,
+    };
+    let hooks = after_hooks(spec, task, &env, events, ended);
     let plugin_failure = hooks.await;
     let mut shell_code = shell_code;
     if plugin_failure.is_some() && status == TaskStatus::Success {
@@ -321,7 +317,7 @@ async fn run_task(
             status,
             exit_code: code,
             signal,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: ran,
             message: plugin_failure,
         })
         .await;
@@ -332,12 +328,14 @@ async fn run_task(
 }
 
 /// How a task ended, for the plugins' `after_task`/`on_task_failure`.
+/// Durations are of the task's command alone (spawn to exit), in ms.
 enum Ended {
     Cached,
-    Cancelled,
+    Cancelled(u64),
     Ran {
         code: Option<i32>,
         shell_code: i32,
+        ran: u64,
     },
     /// Did not get to run, or could not: vetoed, could not start.
     Failed(String),
@@ -351,18 +349,22 @@ async fn after_hooks(
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
     ended: Ended,
-    started: Instant,
 ) -> Option<String> {
     use taskrush_protocol::plugin::{TaskError, TaskResult};
     let plugins = spec.plugins.as_ref()?;
-    let (status, exit_code, cached, failure) = match ended {
-        Ended::Cached => (TaskStatus::Success, Some(0), true, None),
-        Ended::Cancelled => (TaskStatus::Cancelled, None, false, None),
+    let (status, exit_code, cached, failure, duration_ms) = match ended {
+        Ended::Cached => (TaskStatus::Success, Some(0), true, None, 0),
+        Ended::Cancelled(ran) => (TaskStatus::Cancelled, None, false, None, ran),
         Ended::Ran {
             code,
             shell_code: 0,
-        } => (TaskStatus::Success, code, false, None),
-        Ended::Ran { code, shell_code } => (
+            ran,
+        } => (TaskStatus::Success, code, false, None, ran),
+        Ended::Ran {
+            code,
+            shell_code,
+            ran,
+        } => (
             TaskStatus::Failed,
             code,
             false,
@@ -370,13 +372,14 @@ async fn after_hooks(
                 Some(c) => format!("exit code {c}"),
                 None => format!("killed by signal {}", shell_code - 128),
             }),
+            ran,
         ),
-        Ended::Failed(m) => (TaskStatus::Failed, None, false, Some(m)),
+        Ended::Failed(m) => (TaskStatus::Failed, None, false, Some(m), 0),
     };
     let result = TaskResult {
         status,
         exit_code,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms,
         cached,
     };
     let error = failure.map(|message| TaskError { message, exit_code });
@@ -389,37 +392,25 @@ async fn fail_after_hooks(
     task: &Task,
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
-    started: Instant,
     message: String,
 ) -> Outcome {
-    let hooks = after_hooks(
-        spec,
-        task,
-        env,
-        events,
-        Ended::Failed(message.clone()),
-        started,
-    );
+    let hooks = after_hooks(spec, task, env, events, Ended::Failed(message.clone()));
     let message = match hooks.await {
         Some(also) => format!("{message}\n{also}"),
         None => message,
     };
-    fail(events, &task.name, started, message).await
+    fail(events, &task.name, message).await
 }
 
-async fn fail(
-    events: &mpsc::Sender<RunEvent>,
-    task: &str,
-    started: Instant,
-    message: String,
-) -> Outcome {
+/// The task fails without having run: its duration is 0.
+async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, message: String) -> Outcome {
     let _ = events
         .send(RunEvent::TaskFinished {
             task: task.to_owned(),
             status: TaskStatus::Failed,
             exit_code: None,
             signal: None,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: 0,
             message: Some(message),
         })
         .await;
@@ -495,9 +486,10 @@ fn env_pairs(task: &Task, env: &BTreeMap<String, String>) -> Vec<(String, String
 }
 
 enum Step {
-    /// (exit code, signal, shell-style status)
-    Exited(Option<i32>, Option<i32>, i32),
-    Cancelled,
+    /// (exit code, signal, shell-style status, run time in ms)
+    Exited(Option<i32>, Option<i32>, i32, u64),
+    /// Stopped; how long it ran, in ms.
+    Cancelled(u64),
     SpawnFailed(String),
 }
 
@@ -517,7 +509,7 @@ async fn run_step(
     cancel: &mut watch::Receiver<Cancel>,
 ) -> Step {
     if *cancel.borrow() != Cancel::No {
-        return Step::Cancelled;
+        return Step::Cancelled(0);
     }
     let mut proc = match spawn::spawn_shell(cmd, root, env, io.stdio) {
         Ok(p) => p,
@@ -528,6 +520,10 @@ async fn run_step(
             ));
         }
     };
+    // The task's duration: from its spawn to its exit, plugins' hooks and
+    // the cache check excluded.
+    let spawned = Instant::now();
+    let ms = || spawned.elapsed().as_millis() as u64;
     let _ = io
         .events
         .send(RunEvent::TaskStarted {
@@ -550,7 +546,7 @@ async fn run_step(
             _ = &mut pumps, if !pumped => pumped = true,
             status = proc.child.wait(), if pumped => {
                 return match status {
-                    Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code) }
+                    Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code, ms()) }
                     Err(e) => Step::SpawnFailed(format!("cannot wait for the task: {e}")),
                 };
             }
@@ -560,12 +556,13 @@ async fn run_step(
                     continue;
                 }
                 stop(&mut proc, level, cancel).await;
+                let ran = ms();
                 // Drain what the pipes still hold so nothing is lost (a
                 // finished `join!` must not be polled again: it panics).
                 if !pumped {
                     let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
                 }
-                return Step::Cancelled;
+                return Step::Cancelled(ran);
             }
         }
     }

@@ -4,6 +4,7 @@
 mod cache;
 mod cancel;
 mod daemon;
+mod duration;
 mod plugins;
 mod protocol;
 mod reload;
