@@ -197,6 +197,16 @@ pub enum RunEvent {
         level: String,
         message: String,
     },
+    /// Something the user should know about the run that does not change
+    /// its outcome, e.g. that the cache cannot be written (a full disk):
+    /// sent once per run and cause. Clients show it on stderr as
+    /// `warning: MESSAGE`.
+    Warning {
+        /// The task it concerns, when it concerns one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        message: String,
+    },
     /// Always last: the outcome. `exit_code` is what a CLI should exit with:
     /// the failing task's exit status, `128 + signal` for a signal, 130 for
     /// a cancelled run, 0 for success.

@@ -81,6 +81,9 @@ impl Renderer {
             } => {
                 let _ = writeln!(self.stderr, "plugin `{plugin}`: {message}");
             }
+            RunEvent::Warning { message, .. } => {
+                let _ = writeln!(self.stderr, "warning: {message}");
+            }
             RunEvent::Output {
                 task,
                 stream,

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 use taskrush_protocol::run::{Chunk, RunError, RunEvent, RunStatus, Stream, TaskStatus};
@@ -17,10 +18,12 @@ use tokio::task::JoinSet;
 
 use crate::cache::{CacheKey, CacheStore};
 use crate::client_stdio::ClientStdio;
+use crate::file_hashes;
 use crate::planner::Plan;
 use crate::rush_file::{RushFile, Task};
 use crate::spawn::{self, GRACE, TaskProcess};
-use crate::up_to_date::{Recipe, UpToDate};
+use crate::up_to_date::inflight::{self, Claim, Claimed};
+use crate::up_to_date::{CheckError, Recipe, UpToDate};
 
 /// How hard a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,6 +84,8 @@ pub async fn run(
     let mut failed: Option<(String, i32)> = None;
     let mut cancelled = *cancel.borrow() != Cancel::No;
     let jobs = spec.jobs.max(1);
+    // Whether the run said that the cache cannot be written.
+    let warned = Arc::new(AtomicBool::new(false));
 
     loop {
         while failed.is_none() && !cancelled && running.len() < jobs {
@@ -89,8 +94,9 @@ pub async fn run(
             let up_to_date = up_to_date.clone();
             let events = events.clone();
             let cancel = cancel.clone();
+            let warned = warned.clone();
             running.spawn(async move {
-                let outcome = run_task(&spec, i, &up_to_date, &events, cancel).await;
+                let outcome = run_task(&spec, i, &up_to_date, &events, cancel, &warned).await;
                 (i, outcome)
             });
         }
@@ -169,12 +175,99 @@ pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
     }
 }
 
+/// A cached task that is running: what to store when it succeeds.
+struct CachedRun {
+    store: CacheStore,
+    /// Of the inputs, command and environment before the task ran.
+    key: CacheKey,
+    recipe: Recipe,
+    /// Taken before `key` was computed.
+    checked_at: SystemTime,
+    /// Other runs of this task wait while this is held.
+    _claim: Claim,
+}
+
+impl CachedRun {
+    /// Stores the key, unless the inputs changed since it was computed: the
+    /// stored key must be that of the inputs the run saw. Checked again in
+    /// full: same key, and no input changed (mtime or ctime) after the key
+    /// was taken, so an edit undone during the run (A, B, A) is seen too.
+    /// A cache that cannot be written is said once per run (`warned`).
+    async fn store_if_unchanged(
+        self,
+        spec: &RunSpec,
+        name: &str,
+        up_to_date: &Arc<UpToDate>,
+        events: &mpsc::Sender<RunEvent>,
+        warned: &AtomicBool,
+    ) {
+        let after = match up_to_date.fingerprint(self.recipe).await {
+            Ok(after) => after,
+            Err(e) => {
+                tracing::info!(task = %name, "not cached: cannot check the inputs again: {e}");
+                return;
+            }
+        };
+        let since = file_hashes::epoch_parts(self.checked_at);
+        if after.key != self.key || after.last_change >= since {
+            tracing::info!(
+                run = spec.run_id,
+                task = %name,
+                "not cached: its inputs changed while it ran"
+            );
+            return;
+        }
+        if let Err(e) = self.store.store(name, &self.key) {
+            tracing::warn!(task = %name, "cannot write the cache entry: {e}");
+            if !warned.swap(true, Ordering::Relaxed) {
+                let message = format!(
+                    "cannot write the cache in `{}`: {e}; `{name}` will run again next time \
+                     (the cache is off until it can be written)\nhint: free some space or \
+                     fix the permissions of `{}`",
+                    self.store.dir().display(),
+                    self.store.dir().display(),
+                );
+                let _ = events
+                    .send(RunEvent::Warning {
+                        task: Some(name.to_owned()),
+                        message,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Resolves once the run is being cancelled (or its level is gone).
+async fn cancelled(cancel: &mut watch::Receiver<Cancel>) {
+    let _ = cancel.wait_for(|c| *c != Cancel::No).await;
+}
+
+/// The task was cancelled before anything ran.
+async fn cancelled_before_start(events: &mpsc::Sender<RunEvent>, task: &str) -> Outcome {
+    let _ = events
+        .send(RunEvent::TaskFinished {
+            task: task.to_owned(),
+            status: TaskStatus::Cancelled,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            message: None,
+        })
+        .await;
+    Outcome {
+        status: TaskStatus::Cancelled,
+        exit_code: taskrush_protocol::run::EXIT_CANCELLED,
+    }
+}
+
 async fn run_task(
     spec: &RunSpec,
     i: usize,
     up_to_date: &Arc<UpToDate>,
     events: &mpsc::Sender<RunEvent>,
     mut cancel: watch::Receiver<Cancel>,
+    warned: &AtomicBool,
 ) -> Outcome {
     let name = spec.plan.tasks[i].name.clone();
     let Some(task) = spec.config.tasks.get(&name) else {
@@ -191,47 +284,80 @@ async fn run_task(
     };
     let root = spec.config.root.clone();
 
-    // Up to date?
-    let mut key: Option<(CacheStore, CacheKey)> = None;
+    // Up to date? A cached task runs in one instance at a time, daemon-wide
+    // (see `up_to_date::inflight`): the claim is held until the task ends.
+    let mut key: Option<CachedRun> = None;
     if !task.cache_files.is_empty() {
-        let computed = up_to_date
-            .key(Recipe {
-                root: root.clone(),
-                task: task.name.clone(),
-                cmd: task_command_line(task),
-                env: env_pairs(task, &env),
-                patterns: task.cache_files.clone(),
-            })
-            .await;
-        match computed {
-            Ok(k) => {
-                let store = CacheStore::new(&root);
-                if !spec.force && store.load(&name).as_ref() == Some(&k) {
-                    let _ = events
-                        .send(RunEvent::TaskCached { task: name.clone() })
-                        .await;
-                    // Plugins hear of cached tasks too (`after_task` with
-                    // `cached: true`); `before_task` is not called, as
-                    // nothing runs.
-                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
-                    if let Some(message) = hooks.await {
-                        return fail(events, &name, message).await;
+        let recipe = Recipe {
+            root: root.clone(),
+            task: task.name.clone(),
+            cmd: task_command_line(task),
+            env: env_pairs(task, &env),
+            patterns: task.cache_files.clone(),
+        };
+        loop {
+            // Every change after this instant shows in the check after the
+            // run (see `CachedRun::store_if_unchanged`).
+            let checked_at = SystemTime::now();
+            let computed = tokio::select! {
+                k = up_to_date.key(recipe.clone()) => k,
+                () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
+            };
+            let k = match computed {
+                Ok(k) => k,
+                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
+                Err(e) => {
+                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
+                }
+            };
+            let store = CacheStore::new(&root);
+            if !spec.force && store.load(&name).as_ref() == Some(&k) {
+                let _ = events
+                    .send(RunEvent::TaskCached { task: name.clone() })
+                    .await;
+                // Plugins hear of cached tasks too (`after_task` with
+                // `cached: true`); `before_task` is not called, as
+                // nothing runs.
+                let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
+                if let Some(message) = hooks.await {
+                    return fail(events, &name, message).await;
+                }
+                return Outcome {
+                    status: TaskStatus::Success,
+                    exit_code: 0,
+                };
+            }
+            let claim = match up_to_date.inflight.claim(&root, &name) {
+                Claimed::Mine(claim) => claim,
+                Claimed::Running(ended) => {
+                    // Another run is running this task: wait for it, then
+                    // check again (it may have stored this very key).
+                    tracing::info!(
+                        run = spec.run_id,
+                        task = %name,
+                        "waiting for the instance of the task already running"
+                    );
+                    tokio::select! {
+                        () = inflight::wait_ended(ended) => continue,
+                        () = cancelled(&mut cancel) => {
+                            return cancelled_before_start(events, &name).await;
+                        }
                     }
-                    return Outcome {
-                        status: TaskStatus::Success,
-                        exit_code: 0,
-                    };
                 }
-                // A run that fails may clobber the outputs of the last good
-                // one: forget it first, so a failure is never "up to date".
-                if let Err(e) = store.invalidate(&name) {
-                    tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
-                }
-                key = Some((store, k));
+            };
+            // A run that fails may clobber the outputs of the last good
+            // one: forget it first, so a failure is never "up to date".
+            if let Err(e) = store.invalidate(&name) {
+                tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
             }
-            Err(e) => {
-                return fail(events, &name, format!("cannot check the cache: {e}")).await;
-            }
+            key = Some(CachedRun {
+                store,
+                key: k,
+                recipe,
+                checked_at,
+                _claim: claim,
+            });
+            break;
         }
     }
 
@@ -303,12 +429,12 @@ async fn run_task(
         shell_code = taskrush_protocol::run::EXIT_ERROR;
     }
     if status == TaskStatus::Success
-        && let Some((store, key)) = key
+        && let Some(cached) = key
     {
-        // The key is of the inputs as they were before the task ran: an
-        // edit made during the run makes the next run run again.
-        if let Err(e) = store.store(&name, &key) {
-            tracing::warn!(task = %name, "cannot write the cache entry: {e}");
+        tokio::select! {
+            () = cached.store_if_unchanged(spec, &name, up_to_date, events, warned) => {}
+            // Not stored: the next run checks again.
+            () = cancelled(&mut cancel) => {}
         }
     }
     let _ = events
