@@ -755,6 +755,51 @@ mod tests {
     }
 
     #[test]
+    fn the_memo_keeps_at_most_its_bound_and_the_recently_used_files() {
+        let dir = TempDir::new();
+        let paths: Vec<PathBuf> = (0..10).map(|i| dir.0.join(format!("f{i}"))).collect();
+        for (i, p) in paths.iter().enumerate() {
+            write(p, format!("file {i}").as_bytes());
+        }
+        settle();
+        let hashes = FileHashes::bounded(SHORT, 4);
+        for p in &paths {
+            assert!(hashes.hash_file(p).is_ok());
+            assert!(hashes.stats().entries <= 4, "{:?}", hashes.stats());
+        }
+        // The last two are remembered: answered without reading.
+        let read = hashes.stats().hashed;
+        for p in &paths[8..] {
+            assert!(hashes.hash_file(p).is_ok());
+        }
+        assert_eq!(hashes.stats().hashed, read);
+        // A file used again moves to the young generation and stays.
+        for p in paths[8..].iter().chain(&paths[..3]) {
+            assert!(hashes.hash_file(p).is_ok());
+        }
+        assert!(hashes.hash_file(&paths[8]).is_ok());
+        assert!(hashes.stats().entries <= 4);
+    }
+
+    #[test]
+    fn hashing_stops_when_told_to() {
+        let dir = TempDir::new();
+        let path = dir.0.join("big");
+        File::create(&path)
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("sparse file");
+        let guard = HashGuard::new(StopFlag::default(), u64::MAX);
+        guard.stop.stop();
+        let err = FileHashes::new()
+            .hash_until(&path, &guard)
+            .expect_err("stopped");
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        let small = HashGuard::new(StopFlag::default(), 1 << 20);
+        assert!(FileHashes::new().hash_until(&path, &small).is_err());
+        assert!(small.over_budget());
+    }
+
+    #[test]
     fn concurrent_use_from_several_threads_agrees() {
         let dir = TempDir::new();
         let paths: Vec<PathBuf> = (0..20).map(|i| dir.0.join(format!("f{i}"))).collect();

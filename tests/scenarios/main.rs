@@ -5,6 +5,7 @@ mod cache;
 mod cancel;
 mod daemon;
 mod duration;
+mod hashing;
 mod plugins;
 mod protocol;
 mod reload;
