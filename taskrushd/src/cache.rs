@@ -146,8 +146,8 @@ pub struct Fingerprint {
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
     pub watch_dirs: Option<Vec<input_files::WatchDir>>,
-    /// When the most recently changed input last changed (the later of
-    /// its mtime and ctime), (seconds, nanoseconds) since the epoch.
+    /// When the most recently changed input last changed (its ctime),
+    /// (seconds, nanoseconds) since the epoch.
     pub last_change: (i64, i64),
 }
 

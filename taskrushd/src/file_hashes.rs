@@ -195,8 +195,8 @@ pub struct Hashed {
     /// The file has more than one hard link, so it can change without any
     /// event in its own directory.
     pub linked: bool,
-    /// The later of its mtime and ctime, (seconds, nanoseconds) since the
-    /// epoch: when it last changed.
+    /// Its ctime, (seconds, nanoseconds) since the epoch: when it last
+    /// changed (unlike mtime, it cannot be set, to the past or the future).
     pub changed: (i64, i64),
 }
 
@@ -205,7 +205,7 @@ impl Hashed {
         Hashed {
             hash,
             linked: stamp.nlink > 1,
-            changed: stamp.newest(),
+            changed: stamp.ctime,
         }
     }
 }

@@ -190,8 +190,8 @@ struct CachedRun {
 impl CachedRun {
     /// Stores the key, unless the inputs changed since it was computed: the
     /// stored key must be that of the inputs the run saw. Checked again in
-    /// full: same key, and no input changed (mtime or ctime) after the key
-    /// was taken, so an edit undone during the run (A, B, A) is seen too.
+    /// full: same key, and no input changed (its ctime) after the key was
+    /// taken, so an edit undone during the run (A, B, A) is seen too.
     /// A cache that cannot be written is said once per run (`warned`).
     async fn store_if_unchanged(
         self,
