@@ -117,10 +117,28 @@ fn inputs_deeper_than_the_bound_fail_the_task_naming_the_bound() {
     );
 }
 
+/// The daemon the CLI starts runs under a 4 GiB address-space limit (a
+/// failure must not eat the machine): `TASKRUSHD` names a wrapper.
+fn with_address_space_limit(t: Scenario) -> Scenario {
+    let wrapper = t.root().join("taskrushd-limited");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -v 4194304\nexec '{}' \"$@\"\n",
+            taskrush_tests::bin_dir().join("taskrushd").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.display().to_string();
+    t.env("TASKRUSHD", &wrapper)
+}
+
 #[test]
 fn a_symlink_diamond_is_walked_once_per_directory() {
     // l0/{x,y} -> l1, l1/{x,y} -> l2, …: 2^24 paths to l24/leaf.txt.
-    let t = Scenario::new()
+    let t = with_address_space_limit(Scenario::new())
         .rush("tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    cache_files: [\"l0/**\"]\n");
     for level in 0..=24 {
         std::fs::create_dir_all(t.project().join(format!("l{level}"))).unwrap();
@@ -139,6 +157,14 @@ fn a_symlink_diamond_is_walked_once_per_directory() {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     t.finish(c.spawn().unwrap(), Duration::from_secs(30))
         .success();
+    let pid = t.daemon_pid().expect("the daemon runs");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max address space") && l.contains("4294967296")),
+        "the daemon runs under the limit:\n{limits}"
+    );
     t.run(&["gen"])
         .success()
         .expect_stderr("taskrush: `gen` is up to date\n");
