@@ -198,9 +198,9 @@ pub enum RunEvent {
         message: String,
     },
     /// Something the user should know about the run that does not change
-    /// its outcome, e.g. that the cache cannot be written (a full disk):
-    /// sent once per run and cause. Clients show it on stderr as
-    /// `warning: MESSAGE`.
+    /// its outcome: the cache cannot be written (a full disk; once per
+    /// run), a task is not cached because its inputs changed while it ran.
+    /// Clients show it on stderr as `warning: MESSAGE`.
     Warning {
         /// The task it concerns, when it concerns one.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -147,8 +147,10 @@ pub struct Fingerprint {
     /// hard-linked inputs, patterns leaving the root).
     pub watch_dirs: Option<Vec<input_files::WatchDir>>,
     /// When the most recently changed input last changed (its ctime),
-    /// (seconds, nanoseconds) since the epoch.
+    /// (seconds, nanoseconds) since the epoch, and which one it is
+    /// (relative to the root).
     pub last_change: (i64, i64),
+    pub last_changed: Option<PathBuf>,
 }
 
 /// Everything in a task's key except its input files: equal recipes and
@@ -263,6 +265,7 @@ pub fn fingerprint_until(
     }
     let mut linked = false;
     let mut last_change = (i64::MIN, 0);
+    let mut last_changed = None;
     key.count(files.len());
     // An error ends its thread's share early; the entries before it are
     // in line with `files`, so the first error is met before any
@@ -276,7 +279,10 @@ pub fn fingerprint_until(
         match hash {
             Some(hashed) => {
                 linked |= hashed.linked;
-                last_change = last_change.max(hashed.changed);
+                if hashed.changed > last_change {
+                    last_change = hashed.changed;
+                    last_changed = Some(file.rel);
+                }
                 key.0.update(&[1]);
                 key.0.update(&hashed.hash);
             }
@@ -293,6 +299,7 @@ pub fn fingerprint_until(
             .filter(|_| !linked)
             .map(<[input_files::WatchDir]>::to_vec),
         last_change,
+        last_changed: last_changed.map(Path::to_path_buf),
     })
 }
 

@@ -215,6 +215,23 @@ impl CachedRun {
                 task = %name,
                 "not cached: its inputs changed while it ran"
             );
+            // Said every time: a task that writes into its own inputs is
+            // never cached, and should know why.
+            let which = match &after.last_changed {
+                Some(path) if after.last_change >= since => format!(" (`{}`)", path.display()),
+                _ => String::new(),
+            };
+            let message = format!(
+                "the inputs of `{name}` changed while it ran{which}: not cached, it will run \
+                 again next time\nhint: if `{name}` writes into its own `cache_files`, exclude \
+                 those outputs with `!PATTERN`"
+            );
+            let _ = events
+                .send(RunEvent::Warning {
+                    task: Some(name.to_owned()),
+                    message,
+                })
+                .await;
             return;
         }
         if let Err(e) = self.store.store(name, &self.key) {

@@ -474,7 +474,12 @@ fn an_input_changed_and_changed_back_during_the_run_is_not_stored_as_up_to_date(
     // ... and v1 is back before it ends: same content as when it started.
     t.write("in.txt", "v1\n");
     t.write("go2", "");
-    t.finish(run, std::time::Duration::from_secs(30)).success();
+    let first = t.finish(run, std::time::Duration::from_secs(30));
+    first.success().expect_stderr(
+        "warning: the inputs of `gen` changed while it ran (`in.txt`): not cached, it will \
+         run again next time\nhint: if `gen` writes into its own `cache_files`, exclude those \
+         outputs with `!PATTERN`\n",
+    );
     assert_eq!(t.read("out.txt"), "v2\n");
     let again = t.run_with(&["gen"], |c| {
         c.env("WHO", "again");
@@ -482,6 +487,22 @@ fn an_input_changed_and_changed_back_during_the_run_is_not_stored_as_up_to_date(
     again.success();
     assert_eq!(t.read("runs.log"), "first\nagain\n");
     assert_eq!(t.read("out.txt"), "v1\n", "never stale");
+}
+
+#[test]
+fn a_task_that_writes_into_its_own_inputs_is_told_why_it_is_not_cached() {
+    let t = Scenario::new()
+        .rush(
+            "tasks:\n  gen:\n    cmd: echo ran >> runs.log; date +%N > src/stamp.txt\n    \
+             cache_files: [\"src/**\"]\n",
+        )
+        .file("src/a.txt", "a\n");
+    for _ in 0..2 {
+        t.run(&["gen"]).success().expect_stderr_containing(
+            "warning: the inputs of `gen` changed while it ran (`src/stamp.txt`): not cached",
+        );
+    }
+    assert_eq!(t.read("runs.log"), "ran\nran\n");
 }
 
 #[test]
