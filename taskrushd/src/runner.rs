@@ -303,7 +303,7 @@ async fn run_task(
 
     // Up to date? A cached task runs in one instance at a time, daemon-wide
     // (see `up_to_date::inflight`): the claim is held until the task ends.
-    let mut key: Option<CachedRun> = None;
+    let mut cached: Option<CachedRun> = None;
     if !task.cache_files.is_empty() {
         let recipe = Recipe {
             root: root.clone(),
@@ -367,7 +367,7 @@ async fn run_task(
             if let Err(e) = store.invalidate(&name) {
                 tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
             }
-            key = Some(CachedRun {
+            cached = Some(CachedRun {
                 store,
                 key: k,
                 recipe,
@@ -446,10 +446,10 @@ async fn run_task(
         shell_code = taskrush_protocol::run::EXIT_ERROR;
     }
     if status == TaskStatus::Success
-        && let Some(cached) = key
+        && let Some(run) = cached
     {
         tokio::select! {
-            () = cached.store_if_unchanged(spec, &name, up_to_date, events, warned) => {}
+            () = run.store_if_unchanged(spec, &name, up_to_date, events, warned) => {}
             // Not stored: the next run checks again.
             () = cancelled(&mut cancel) => {}
         }
