@@ -171,6 +171,10 @@ pub enum RunEvent {
     },
     /// The task was up to date; its command did not run.
     TaskCached { task: String },
+    /// The task (it has `cache_files`) is running in another run: this run
+    /// waits for that instance to end, then checks the cache again (see
+    /// "The same task in two runs at once" in `docs/rush-file.md`).
+    TaskWaiting { task: String },
     /// A task's command ended.
     TaskFinished {
         task: String,

@@ -96,6 +96,12 @@ impl Renderer {
                     self.write(stream, &bytes)?;
                 }
             }
+            RunEvent::TaskWaiting { task } => {
+                let _ = writeln!(
+                    self.stderr,
+                    "taskrush: `{task}` is running in another run; waiting for it"
+                );
+            }
             RunEvent::TaskCached { task } => {
                 let _ = writeln!(self.stderr, "taskrush: `{task}` is up to date");
             }

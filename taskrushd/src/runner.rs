@@ -354,6 +354,9 @@ async fn run_task(
                         task = %name,
                         "waiting for the instance of the task already running"
                     );
+                    let _ = events
+                        .send(RunEvent::TaskWaiting { task: name.clone() })
+                        .await;
                     tokio::select! {
                         () = inflight::wait_ended(ended) => continue,
                         () = cancelled(&mut cancel) => {

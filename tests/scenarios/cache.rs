@@ -432,7 +432,11 @@ fn eight_overlapping_runs_of_a_cached_task_run_it_once_and_the_others_report_it_
     for other in others {
         let out = t.finish(other, std::time::Duration::from_secs(30));
         out.success();
-        assert_eq!(out.stderr(), "taskrush: `gen` is up to date\n");
+        assert_eq!(
+            out.stderr(),
+            "taskrush: `gen` is running in another run; waiting for it\n\
+             taskrush: `gen` is up to date\n"
+        );
     }
     assert_eq!(t.read("runs.log"), "first\n");
     assert_eq!(t.read("out.txt"), "v1\n");
