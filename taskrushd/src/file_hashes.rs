@@ -42,10 +42,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const RACY_MARGIN: Duration = Duration::from_secs(2);
 
 /// Default bound on the files the memo remembers
-/// (`TASKRUSH_HASH_MEMO_FILES`): about 200 bytes each, so about 100 MB at
-/// most. A task with more inputs than half of it is still checked
-/// correctly, by reading its files again.
-pub const MEMO_FILES: usize = 500_000;
+/// (`TASKRUSH_HASH_MEMO_FILES`): about 350 bytes each with the path and
+/// the map's spare room (measured), so about 70 MB at most. A task with
+/// more inputs than half of it is still checked correctly, by reading its
+/// files again (a check the watcher answers reads nothing anyway).
+pub const MEMO_FILES: usize = 200_000;
 
 /// Thread-safe memo `absolute path -> (stamp, content hash)`.
 ///
