@@ -319,7 +319,7 @@ mod sys {
 }
 
 /// (seconds, nanoseconds) since the epoch, negative seconds before it.
-pub fn epoch_parts(t: SystemTime) -> (i64, i64) {
+fn epoch_parts(t: SystemTime) -> (i64, i64) {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (secs_i64(d), i64::from(d.subsec_nanos())),
         Err(before) => {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use taskrush_protocol::run::{Chunk, RunError, RunEvent, RunStatus, Stream, TaskStatus};
@@ -16,9 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::cache::{CacheKey, CacheStore};
+use crate::cache::{CacheStore, Fingerprint};
 use crate::client_stdio::ClientStdio;
-use crate::file_hashes;
 use crate::planner::Plan;
 use crate::rush_file::{RushFile, Task};
 use crate::spawn::{self, GRACE, TaskProcess};
@@ -178,11 +177,10 @@ pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
 /// A cached task that is running: what to store when it succeeds.
 struct CachedRun {
     store: CacheStore,
-    /// Of the inputs, command and environment before the task ran.
-    key: CacheKey,
+    /// Of the inputs, command and environment just before the task ran,
+    /// computed in full (not from the watcher).
+    before: Fingerprint,
     recipe: Recipe,
-    /// Taken before `key` was computed.
-    checked_at: SystemTime,
     /// Other runs of this task wait while this is held.
     _claim: Claim,
 }
@@ -190,9 +188,10 @@ struct CachedRun {
 impl CachedRun {
     /// Stores the key, unless the inputs changed since it was computed: the
     /// stored key must be that of the inputs the run saw. Checked again in
-    /// full: same key, and no input changed (its ctime) after the key was
-    /// taken, so an edit undone during the run (A, B, A) is seen too.
-    /// A cache that cannot be written is said once per run (`warned`).
+    /// full: same key, and the same latest ctime among the inputs, so an
+    /// edit undone during the run (A, B, A) is seen too (ctime cannot be
+    /// set back, and any write moves it to "now"). A cache that cannot be
+    /// written is said once per run (`warned`).
     async fn store_if_unchanged(
         self,
         spec: &RunSpec,
@@ -208,8 +207,8 @@ impl CachedRun {
                 return;
             }
         };
-        let since = file_hashes::epoch_parts(self.checked_at);
-        if after.key != self.key || after.last_change >= since {
+        let touched = after.last_change != self.before.last_change;
+        if after.key != self.before.key || touched {
             tracing::info!(
                 run = spec.run_id,
                 task = %name,
@@ -218,7 +217,7 @@ impl CachedRun {
             // Said every time: a task that writes into its own inputs is
             // never cached, and should know why.
             let which = match &after.last_changed {
-                Some(path) if after.last_change >= since => format!(" (`{}`)", path.display()),
+                Some(path) if touched => format!(" (`{}`)", path.display()),
                 _ => String::new(),
             };
             let message = format!(
@@ -234,7 +233,7 @@ impl CachedRun {
                 .await;
             return;
         }
-        if let Err(e) = self.store.store(name, &self.key) {
+        if let Err(e) = self.store.store(name, &self.before.key) {
             tracing::warn!(task = %name, "cannot write the cache entry: {e}");
             if !warned.swap(true, Ordering::Relaxed) {
                 let message = format!(
@@ -313,9 +312,6 @@ async fn run_task(
             patterns: task.cache_files.clone(),
         };
         loop {
-            // Every change after this instant shows in the check after the
-            // run (see `CachedRun::store_if_unchanged`).
-            let checked_at = SystemTime::now();
             let computed = tokio::select! {
                 k = up_to_date.key(recipe.clone()) => k,
                 () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
@@ -370,11 +366,24 @@ async fn run_task(
             if let Err(e) = store.invalidate(&name) {
                 tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
             }
+            // The task runs: take the inputs' full fingerprint (`k` may be
+            // the watcher's), to compare with the one after the run. Cheap
+            // beside running the task.
+            let before = tokio::select! {
+                f = up_to_date.fingerprint(recipe.clone()) => f,
+                () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
+            };
+            let before = match before {
+                Ok(f) => f,
+                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
+                Err(e) => {
+                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
+                }
+            };
             cached = Some(CachedRun {
                 store,
-                key: k,
+                before,
                 recipe,
-                checked_at,
                 _claim: claim,
             });
             break;
