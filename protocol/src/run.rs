@@ -171,6 +171,10 @@ pub enum RunEvent {
     },
     /// The task was up to date; its command did not run.
     TaskCached { task: String },
+    /// The task (it has `cache_files`) is running in another run: this run
+    /// waits for that instance to end, then checks the cache again (see
+    /// "The same task in two runs at once" in `docs/rush-file.md`).
+    TaskWaiting { task: String },
     /// A task's command ended.
     TaskFinished {
         task: String,
@@ -195,6 +199,16 @@ pub enum RunEvent {
         task: String,
         /// `error`, `warn` or `info`.
         level: String,
+        message: String,
+    },
+    /// Something the user should know about the run that does not change
+    /// its outcome: the cache cannot be written (a full disk; once per
+    /// run), a task is not cached because its inputs changed while it ran.
+    /// Clients show it on stderr as `warning: MESSAGE`.
+    Warning {
+        /// The task it concerns, when it concerns one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
         message: String,
     },
     /// Always last: the outcome. `exit_code` is what a CLI should exit with:

@@ -81,6 +81,9 @@ impl Renderer {
             } => {
                 let _ = writeln!(self.stderr, "plugin `{plugin}`: {message}");
             }
+            RunEvent::Warning { message, .. } => {
+                let _ = writeln!(self.stderr, "warning: {message}");
+            }
             RunEvent::Output {
                 task,
                 stream,
@@ -92,6 +95,12 @@ impl Renderer {
                 } else {
                     self.write(stream, &bytes)?;
                 }
+            }
+            RunEvent::TaskWaiting { task } => {
+                let _ = writeln!(
+                    self.stderr,
+                    "taskrush: `{task}` is running in another run; waiting for it"
+                );
             }
             RunEvent::TaskCached { task } => {
                 let _ = writeln!(

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file_hashes::{FileHashes, Hashed};
-use crate::input_files::{self, InputError, InputFile};
+use crate::file_hashes::{FileHashes, HashGuard, Hashed, StopFlag};
+use crate::input_files::{self, InputError, InputFile, InputLimits};
 
 /// Name of the cache directory in the project root.
 pub const CACHE_DIR: &str = ".rush-cache";
@@ -94,6 +94,10 @@ pub enum CacheError {
     /// A file or directory could not be read; `path` is relative to the
     /// project root, e.g. `cannot read `src/x.rs`: Permission denied`.
     Io { path: PathBuf, source: io::Error },
+    /// A bound of [`InputLimits`] was reached; says which.
+    Limit(String),
+    /// Told to stop (the run was cancelled, its client left).
+    Stopped,
 }
 
 impl fmt::Display for CacheError {
@@ -105,6 +109,8 @@ impl fmt::Display for CacheError {
             CacheError::Io { path, source } => {
                 write!(f, "cannot read `{}`: {source}", path.display())
             }
+            CacheError::Limit(what) => f.write_str(what),
+            CacheError::Stopped => f.write_str("stopped: the run was cancelled"),
         }
     }
 }
@@ -112,8 +118,8 @@ impl fmt::Display for CacheError {
 impl std::error::Error for CacheError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CacheError::Pattern { .. } => None,
             CacheError::Io { source, .. } => Some(source),
+            _ => None,
         }
     }
 }
@@ -123,6 +129,8 @@ impl From<InputError> for CacheError {
         match err {
             InputError::Pattern { pattern, reason } => CacheError::Pattern { pattern, reason },
             InputError::Io { path, source } => CacheError::Io { path, source },
+            InputError::Limit(what) => CacheError::Limit(what),
+            InputError::Stopped => CacheError::Stopped,
         }
     }
 }
@@ -138,6 +146,11 @@ pub struct Fingerprint {
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
     pub watch_dirs: Option<Vec<input_files::WatchDir>>,
+    /// When the most recently changed input last changed (its ctime),
+    /// (seconds, nanoseconds) since the epoch, and which one it is
+    /// (relative to the root).
+    pub last_change: (i64, i64),
+    pub last_changed: Option<PathBuf>,
 }
 
 /// Everything in a task's key except its input files: equal recipes and
@@ -179,6 +192,7 @@ pub fn cache_key(
 ///
 /// Blocking (file system calls, and a few scoped threads for large input
 /// sets): from async code call it inside `tokio::task::spawn_blocking`.
+#[cfg(test)]
 pub fn fingerprint(
     root: &Path,
     task: &str,
@@ -187,7 +201,41 @@ pub fn fingerprint(
     patterns: &[String],
     hashes: &FileHashes,
 ) -> Result<Fingerprint, CacheError> {
-    let inputs = input_files::expand(root, patterns)?;
+    let recipe = Recipe {
+        task,
+        cmd,
+        env,
+        patterns,
+    };
+    let limits = InputLimits::default();
+    fingerprint_until(root, &recipe, hashes, &limits, &StopFlag::default())
+}
+
+/// What a key covers besides the input files.
+pub struct Recipe<'a> {
+    pub task: &'a str,
+    pub cmd: &'a str,
+    pub env: &'a [(String, String)],
+    pub patterns: &'a [String],
+}
+
+/// [`fingerprint`] within `limits` (an error names the bound passed: the
+/// input list is never cut short), giving up with [`CacheError::Stopped`]
+/// soon after `stop` is set, between files and within large ones.
+pub fn fingerprint_until(
+    root: &Path,
+    recipe: &Recipe<'_>,
+    hashes: &FileHashes,
+    limits: &InputLimits,
+    stop: &StopFlag,
+) -> Result<Fingerprint, CacheError> {
+    let Recipe {
+        task,
+        cmd,
+        env,
+        patterns,
+    } = *recipe;
+    let inputs = input_files::expand_until(root, patterns, limits, stop)?;
     let mut key = KeyWriter(blake3::Hasher::new_derive_key(KEY_CONTEXT));
     key.bytes(task.as_bytes());
     key.bytes(cmd.as_bytes());
@@ -201,9 +249,27 @@ pub fn fingerprint(
     }
 
     let files: Vec<InputFile<'_>> = inputs.iter().collect();
-    let file_hashes = hash_all(&files, hashes);
+    let guard = HashGuard::new(stop.clone(), limits.bytes);
+    let file_hashes = hash_all(&files, hashes, &guard);
+    if stop.is_stopped() {
+        return Err(CacheError::Stopped);
+    }
+    if guard.over_budget() {
+        return Err(CacheError::Limit(format!(
+            "the files `cache_files` match are more than {} bytes ({} GiB) in all, the limit \
+             for one task\nhint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_BYTES in the \
+             daemon's environment",
+            limits.bytes,
+            limits.bytes >> 30
+        )));
+    }
     let mut linked = false;
+    let mut last_change = (i64::MIN, 0);
+    let mut last_changed = None;
     key.count(files.len());
+    // An error ends its thread's share early; the entries before it are
+    // in line with `files`, so the first error is met before any
+    // misalignment.
     for (file, hash) in files.iter().zip(file_hashes) {
         let hash = hash.map_err(|source| CacheError::Io {
             path: file.rel.to_path_buf(),
@@ -213,6 +279,10 @@ pub fn fingerprint(
         match hash {
             Some(hashed) => {
                 linked |= hashed.linked;
+                if hashed.changed > last_change {
+                    last_change = hashed.changed;
+                    last_changed = Some(file.rel);
+                }
                 key.0.update(&[1]);
                 key.0.update(&hashed.hash);
             }
@@ -228,6 +298,8 @@ pub fn fingerprint(
             .watch_dirs()
             .filter(|_| !linked)
             .map(<[input_files::WatchDir]>::to_vec),
+        last_change,
+        last_changed: last_changed.map(Path::to_path_buf),
     })
 }
 
@@ -240,9 +312,25 @@ const MAX_THREADS: usize = 8;
 /// Hashes (or finds in the memo) every file, in order; large input sets are
 /// split over a few scoped threads (the `stat` calls dominate a warm check,
 /// and they run in parallel on separate cores).
-fn hash_all(files: &[InputFile<'_>], hashes: &FileHashes) -> Vec<io::Result<Option<Hashed>>> {
-    let hash_chunk =
-        |chunk: &[InputFile<'_>]| -> Vec<_> { chunk.iter().map(|f| hashes.hash(f.abs)).collect() };
+fn hash_all(
+    files: &[InputFile<'_>],
+    hashes: &FileHashes,
+    guard: &HashGuard,
+) -> Vec<io::Result<Option<Hashed>>> {
+    // Stops at the first error (it fails the key anyway): told to stop,
+    // over budget, unreadable.
+    let hash_chunk = |chunk: &[InputFile<'_>]| -> Vec<_> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let hashed = hashes.hash_until(f.abs, guard);
+            let failed = hashed.is_err();
+            out.push(hashed);
+            if failed {
+                break;
+            }
+        }
+        out
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores
         .min(MAX_THREADS)
@@ -380,6 +468,10 @@ impl CacheStore {
                 )
             }
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("`{CACHE_DIR}` is not a directory"),
+            )),
             Err(err) => Err(err),
         }
     }

@@ -33,26 +33,142 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a file must have been left alone before its memoized hash is
 /// trusted (see the module documentation).
 pub const RACY_MARGIN: Duration = Duration::from_secs(2);
 
+/// Default bound on the files the memo remembers
+/// (`TASKRUSH_HASH_MEMO_FILES`): about 350 bytes each with the path and
+/// the map's spare room (measured), so about 70 MB at most. A task with
+/// more inputs than half of it is still checked correctly, by reading its
+/// files again (a check the watcher answers reads nothing anyway).
+pub const MEMO_FILES: usize = 200_000;
+
 /// Thread-safe memo `absolute path -> (stamp, content hash)`.
 ///
 /// Keyed by the path's bytes (hashing an `OsStr` is cheaper than hashing a
 /// `Path`, which walks its components).
 ///
+/// Bounded: it keeps two generations of at most half the bound each. New
+/// entries go into the young one; a hit in the old one moves the entry to
+/// the young one; when the young one is full, the old one is dropped (its
+/// memory given back) and the young one becomes old. So the files used by
+/// recent checks stay, and what an unusual glob once touched goes.
+///
 /// Share it between runs with an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct FileHashes {
-    memo: Mutex<HashMap<OsString, Memo>>,
+    memo: Mutex<Generations>,
     racy_margin: Duration,
     hits: AtomicU64,
     hashed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    young: HashMap<OsString, Memo>,
+    old: HashMap<OsString, Memo>,
+    /// Most entries per generation.
+    half: usize,
+}
+
+impl Generations {
+    fn get(&mut self, path: &std::ffi::OsStr) -> Option<Memo> {
+        if let Some(memo) = self.young.get(path) {
+            return Some(*memo);
+        }
+        let (key, memo) = self.old.remove_entry(path)?;
+        self.insert(key, memo);
+        Some(memo)
+    }
+
+    fn insert(&mut self, path: OsString, memo: Memo) {
+        if self.young.len() >= self.half && !self.young.contains_key(&path) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(path, memo);
+    }
+
+    fn remove(&mut self, path: &std::ffi::OsStr) {
+        self.young.remove(path);
+        self.old.remove(path);
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+/// Tells a long computation to stop (its run was cancelled, its client
+/// left). Cheap to clone; every clone sees the same flag.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one key computation may still read: a stop flag and a budget of
+/// bytes (the total size of the input files, memoized or not, is charged
+/// before any is read).
+#[derive(Debug)]
+pub struct HashGuard {
+    pub stop: StopFlag,
+    bytes_left: AtomicU64,
+    over: AtomicBool,
+}
+
+impl HashGuard {
+    pub fn new(stop: StopFlag, max_bytes: u64) -> HashGuard {
+        HashGuard {
+            stop,
+            bytes_left: AtomicU64::new(max_bytes),
+            over: AtomicBool::new(false),
+        }
+    }
+
+    /// No stop, no budget (tests, tools).
+    #[cfg(test)]
+    pub fn unlimited() -> HashGuard {
+        HashGuard::new(StopFlag::default(), u64::MAX)
+    }
+
+    /// Charges a file of `len` bytes; an error once the budget is spent.
+    fn charge(&self, len: u64) -> io::Result<()> {
+        let spent = self
+            .bytes_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(len)
+            });
+        if spent.is_err() {
+            self.over.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "over the byte budget",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the inputs were more bytes than the budget.
+    pub fn over_budget(&self) -> bool {
+        self.over.load(Ordering::Relaxed)
+    }
+}
+
+/// The error of a computation that stopped because it was told to.
+pub fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "stopped: the run was cancelled")
 }
 
 /// Counters for logs and metrics.
@@ -80,6 +196,9 @@ pub struct Hashed {
     /// The file has more than one hard link, so it can change without any
     /// event in its own directory.
     pub linked: bool,
+    /// Its ctime, (seconds, nanoseconds) since the epoch: when it last
+    /// changed (unlike mtime, it cannot be set, to the past or the future).
+    pub changed: (i64, i64),
 }
 
 impl Hashed {
@@ -87,6 +206,7 @@ impl Hashed {
         Hashed {
             hash,
             linked: stamp.nlink > 1,
+            changed: stamp.ctime,
         }
     }
 }
@@ -233,8 +353,20 @@ impl FileHashes {
     /// An empty memo trusting files only once they are older than `margin`.
     /// Tests use a short margin; the daemon uses [`FileHashes::new`].
     pub fn with_racy_margin(margin: Duration) -> Self {
+        let bound = std::env::var("TASKRUSH_HASH_MEMO_FILES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MEMO_FILES);
+        Self::bounded(margin, bound)
+    }
+
+    /// An empty memo remembering at most `bound` files (at least 2).
+    pub fn bounded(margin: Duration, bound: usize) -> Self {
         FileHashes {
-            memo: Mutex::new(HashMap::new()),
+            memo: Mutex::new(Generations {
+                half: (bound / 2).max(1),
+                ..Generations::default()
+            }),
             racy_margin: margin,
             hits: AtomicU64::new(0),
             hashed: AtomicU64::new(0),
@@ -250,7 +382,20 @@ impl FileHashes {
     /// opened for reading.
     ///
     /// Also tells whether the file has other hard links.
+    #[cfg(test)]
     pub fn hash(&self, abs_path: &Path) -> io::Result<Option<Hashed>> {
+        self.hash_until(abs_path, &HashGuard::unlimited())
+    }
+
+    /// [`FileHashes::hash`], giving up with [`stopped`] (`Interrupted`)
+    /// soon after the guard's flag is set, also within a large file, and
+    /// with an error before reading anything once the guard's byte budget
+    /// is spent.
+    pub fn hash_until(&self, abs_path: &Path, guard: &HashGuard) -> io::Result<Option<Hashed>> {
+        let stop = &guard.stop;
+        if stop.is_stopped() {
+            return Err(stopped());
+        }
         let (stamp, kind) = match sys::stat_path(abs_path) {
             Ok(found) => found,
             Err(err) if is_absent(&err) => {
@@ -260,7 +405,9 @@ impl FileHashes {
             Err(err) => return Err(err),
         };
         check_regular(kind)?;
-        if let Some(memo) = self.lock().get(abs_path.as_os_str())
+        guard.charge(stamp.len)?;
+        let remembered = self.lock().get(abs_path.as_os_str());
+        if let Some(memo) = remembered
             && memo.stamp == stamp
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +417,7 @@ impl FileHashes {
         // Taken before the content is read: every write we might miss
         // happens after this instant.
         let started = SystemTime::now();
-        let (stamp, hash) = match read_and_hash(abs_path) {
+        let (stamp, hash) = match read_and_hash(abs_path, stop) {
             Ok(found) => found,
             Err(err) => {
                 self.forget(abs_path);
@@ -300,14 +447,18 @@ impl FileHashes {
     /// (e.g. when a project is unloaded).
     #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
     pub fn forget_under(&self, dir: &Path) {
-        self.lock()
+        let mut memo = self.lock();
+        memo.young
             .retain(|path, _| !Path::new(path).starts_with(dir));
+        memo.old.retain(|path, _| !Path::new(path).starts_with(dir));
     }
 
     /// Drops everything.
     #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut memo = self.lock();
+        memo.young = HashMap::new();
+        memo.old = HashMap::new();
     }
 
     /// Counters since creation, and the current number of entries.
@@ -326,7 +477,7 @@ impl FileHashes {
         Ok(self.hash(abs_path)?.map(|h| h.hash))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<OsString, Memo>> {
+    fn lock(&self) -> MutexGuard<'_, Generations> {
         // Every critical section is a single map operation, so the map is
         // consistent even if a holder panicked: recover from poisoning.
         self.memo.lock().unwrap_or_else(PoisonError::into_inner)
@@ -335,14 +486,30 @@ impl FileHashes {
 
 /// Opens, checks and hashes the file; the stamp comes from the open file
 /// (`fstat`), so it describes the file that was actually read.
-fn read_and_hash(abs_path: &Path) -> io::Result<(Stamp, [u8; 32])> {
-    let file = open_for_hashing(abs_path)?;
+fn read_and_hash(abs_path: &Path, stop: &StopFlag) -> io::Result<(Stamp, [u8; 32])> {
+    use std::io::Read;
+    let mut file = open_for_hashing(abs_path)?;
     let (stamp, kind) = sys::stat_open(&file)?;
     check_regular(kind)?;
     let mut hasher = blake3::Hasher::new();
-    // Streams through a 64 KiB stack buffer (blake3's `copy_wide`): memory
-    // stays flat for files of any size.
-    hasher.update_reader(&file)?;
+    // Streams through a 64 KiB buffer (as blake3's `update_reader` does):
+    // memory stays flat for files of any size, and `stop` is looked at
+    // every MiB.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut chunks = 0u32;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        chunks = chunks.wrapping_add(1);
+        if chunks.is_multiple_of(16) && stop.is_stopped() {
+            return Err(stopped());
+        }
+    }
     Ok((stamp, *hasher.finalize().as_bytes()))
 }
 
@@ -586,6 +753,51 @@ mod tests {
         assert_eq!(hash("link"), Some(expected(b"content")));
         assert_eq!(hash("loop1"), Some(None));
         assert_eq!(hash("dangling"), Some(None));
+    }
+
+    #[test]
+    fn the_memo_keeps_at_most_its_bound_and_the_recently_used_files() {
+        let dir = TempDir::new();
+        let paths: Vec<PathBuf> = (0..10).map(|i| dir.0.join(format!("f{i}"))).collect();
+        for (i, p) in paths.iter().enumerate() {
+            write(p, format!("file {i}").as_bytes());
+        }
+        settle();
+        let hashes = FileHashes::bounded(SHORT, 4);
+        for p in &paths {
+            assert!(hashes.hash_file(p).is_ok());
+            assert!(hashes.stats().entries <= 4, "{:?}", hashes.stats());
+        }
+        // The last two are remembered: answered without reading.
+        let read = hashes.stats().hashed;
+        for p in &paths[8..] {
+            assert!(hashes.hash_file(p).is_ok());
+        }
+        assert_eq!(hashes.stats().hashed, read);
+        // A file used again moves to the young generation and stays.
+        for p in paths[8..].iter().chain(&paths[..3]) {
+            assert!(hashes.hash_file(p).is_ok());
+        }
+        assert!(hashes.hash_file(&paths[8]).is_ok());
+        assert!(hashes.stats().entries <= 4);
+    }
+
+    #[test]
+    fn hashing_stops_when_told_to() {
+        let dir = TempDir::new();
+        let path = dir.0.join("big");
+        File::create(&path)
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("sparse file");
+        let guard = HashGuard::new(StopFlag::default(), u64::MAX);
+        guard.stop.stop();
+        let err = FileHashes::new()
+            .hash_until(&path, &guard)
+            .expect_err("stopped");
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        let small = HashGuard::new(StopFlag::default(), 1 << 20);
+        assert!(FileHashes::new().hash_until(&path, &small).is_err());
+        assert!(small.over_budget());
     }
 
     #[test]

@@ -18,8 +18,18 @@
 //! Never inputs: anything under a `.git` or `.rush-cache` directory, and
 //! directories, FIFOs, sockets and devices. Symlinks are followed, to files
 //! and into directories, with loops detected and skipped; a dangling symlink
-//! matched by a glob is an input that is absent.
+//! matched by a glob is an input that is absent. Each directory (device,
+//! inode) is read once per walked prefix: reached again through another
+//! symlink, it is skipped (a "diamond" of symlinks would otherwise be
+//! walked an exponential number of times). Entries are walked in name
+//! order, so the path a directory is read under is always the same: the
+//! first in that order; its files are inputs when they match under it.
+//!
+//! Bounded ([`InputLimits`]): past a bound the expansion fails with an
+//! error naming it; the list is never cut short, which would make the
+//! cache key stale.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -28,7 +38,60 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use walkdir::WalkDir;
 
-use crate::file_hashes::is_absent;
+use crate::file_hashes::{StopFlag, is_absent};
+
+/// How far one task's `cache_files` may reach. Each bound can be changed
+/// with an environment variable of the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Input files (`TASKRUSH_MAX_INPUT_FILES`, default 1,000,000).
+    pub files: usize,
+    /// Total size of the input files (`TASKRUSH_MAX_INPUT_BYTES`, default
+    /// 32 GiB).
+    pub bytes: u64,
+    /// Directory levels below the directory a glob walks
+    /// (`TASKRUSH_MAX_INPUT_DEPTH`, default 128).
+    pub depth: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            files: 1_000_000,
+            bytes: 32 << 30,
+            depth: 128,
+        }
+    }
+}
+
+impl InputLimits {
+    /// The defaults, with the daemon's environment's overrides (read once).
+    pub fn from_env() -> InputLimits {
+        static LIMITS: std::sync::OnceLock<InputLimits> = std::sync::OnceLock::new();
+        *LIMITS.get_or_init(|| {
+            let var = |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let d = InputLimits::default();
+            InputLimits {
+                files: var("TASKRUSH_MAX_INPUT_FILES").map_or(d.files, |v| v as usize),
+                bytes: var("TASKRUSH_MAX_INPUT_BYTES").unwrap_or(d.bytes),
+                depth: var("TASKRUSH_MAX_INPUT_DEPTH").map_or(d.depth, |v| v as usize),
+            }
+        })
+    }
+
+    #[cfg(test)]
+    fn unlimited() -> InputLimits {
+        InputLimits {
+            files: usize::MAX,
+            bytes: u64::MAX,
+            depth: usize::MAX,
+        }
+    }
+}
 
 /// Directory names whose contents are never inputs.
 pub const EXCLUDED_DIRS: [&str; 2] = [".git", ".rush-cache"];
@@ -119,8 +182,18 @@ impl InputFiles {
 /// read while expanding the patterns.
 #[derive(Debug)]
 pub enum InputError {
-    Pattern { pattern: String, reason: String },
-    Io { path: PathBuf, source: io::Error },
+    Pattern {
+        pattern: String,
+        reason: String,
+    },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A bound of [`InputLimits`] was reached; says which.
+    Limit(String),
+    /// Told to stop.
+    Stopped,
 }
 
 impl fmt::Display for InputError {
@@ -132,6 +205,8 @@ impl fmt::Display for InputError {
             InputError::Io { path, source } => {
                 write!(f, "cannot read `{}`: {source}", path.display())
             }
+            InputError::Limit(what) => f.write_str(what),
+            InputError::Stopped => f.write_str("stopped: the run was cancelled"),
         }
     }
 }
@@ -139,8 +214,8 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            InputError::Pattern { .. } => None,
             InputError::Io { source, .. } => Some(source),
+            _ => None,
         }
     }
 }
@@ -315,7 +390,23 @@ impl PathMatcher {
 }
 
 /// Expands `patterns` (relative to `root`) into the task's input files.
+#[cfg(test)]
 pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError> {
+    expand_until(
+        root,
+        patterns,
+        &InputLimits::unlimited(),
+        &StopFlag::default(),
+    )
+}
+
+/// [`expand`] within `limits`, giving up soon after `stop` is set.
+pub fn expand_until(
+    root: &Path,
+    patterns: &[String],
+    limits: &InputLimits,
+    stop: &StopFlag,
+) -> Result<InputFiles, InputError> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut globs = GlobSetBuilder::new();
     let mut excludes = GlobSetBuilder::new();
@@ -382,7 +473,11 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
     };
     let globs = build(globs)?;
     for walk in merge_walks(walks) {
-        walk_one(root, &walk, &globs, &mut files, &mut watch)?;
+        let bounds = Bounds { limits, stop };
+        walk_one(root, &walk, &globs, &mut files, &mut watch, bounds)?;
+    }
+    if files.len() > limits.files {
+        return Err(too_many_files(limits));
     }
 
     files.sort_unstable_by(|a, b| {
@@ -545,23 +640,70 @@ fn merge_walks(mut walks: Vec<Walk<'_>>) -> Vec<Walk<'_>> {
     merged
 }
 
+/// The bounds of one expansion.
+struct Bounds<'a> {
+    limits: &'a InputLimits,
+    stop: &'a StopFlag,
+}
+
+fn too_many_files(limits: &InputLimits) -> InputError {
+    InputError::Limit(format!(
+        "`cache_files` match more than {} files, the limit for one task\n\
+         hint: narrow the patterns (exclude a directory with `!dir`), or raise \
+         TASKRUSH_MAX_INPUT_FILES in the daemon's environment",
+        limits.files
+    ))
+}
+
 fn walk_one(
     root: &Path,
     walk: &Walk<'_>,
     globs: &GlobSet,
     files: &mut Vec<PathBuf>,
     watch: &mut WatchDirs<'_>,
+    bounds: Bounds<'_>,
 ) -> Result<(), InputError> {
+    let Bounds { limits, stop } = bounds;
     let dir = join_all(root, &walk.prefix);
     watch.existing_ancestor(&dir);
-    let mut walker = WalkDir::new(&dir).follow_links(true);
-    if let Some(depth) = walk.depth {
-        walker = walker.max_depth(depth);
-    }
-    let entries = walker
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !names_excluded(e.path()));
+    // (device, inode) of every directory read so far.
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut walker = WalkDir::new(&dir).follow_links(true).sort_by_file_name();
+    // One level past the bound, to see that it is passed.
+    let max_depth = limits.depth.saturating_add(1);
+    walker = walker.max_depth(walk.depth.map_or(max_depth, |d| d.min(max_depth)));
+    let entries = walker.into_iter().filter_entry(|e| {
+        if e.depth() > 0 && names_excluded(e.path()) {
+            return false;
+        }
+        // Each directory once, however many symlinks lead to it.
+        if e.file_type().is_dir() {
+            return match e.metadata() {
+                Ok(meta) => seen.insert(dir_id(&meta)),
+                Err(_) => true, // reported by the walk itself
+            };
+        }
+        true
+    });
     for entry in entries {
+        if stop.is_stopped() {
+            return Err(InputError::Stopped);
+        }
+        if let Ok(e) = &entry
+            && e.depth() > limits.depth
+        {
+            return Err(InputError::Limit(format!(
+                "`cache_files` reach more than {} directories deep below `{}` (at `{}`), \
+                 the limit\nhint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_DEPTH \
+                 in the daemon's environment",
+                limits.depth,
+                relative(root, &dir).display(),
+                relative(root, e.path()).display()
+            )));
+        }
+        if files.len() > limits.files {
+            return Err(too_many_files(limits));
+        }
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {

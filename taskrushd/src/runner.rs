@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -15,12 +16,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::cache::{CacheKey, CacheStore};
+use crate::cache::{CacheStore, Fingerprint};
 use crate::client_stdio::ClientStdio;
 use crate::planner::Plan;
 use crate::rush_file::{RushFile, Task};
 use crate::spawn::{self, GRACE, TaskProcess};
-use crate::up_to_date::{Recipe, UpToDate};
+use crate::up_to_date::inflight::{self, Claim, Claimed};
+use crate::up_to_date::{CheckError, Recipe, UpToDate};
 
 /// How hard a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,6 +83,8 @@ pub async fn run(
     let mut failed: Option<(String, i32)> = None;
     let mut cancelled = *cancel.borrow() != Cancel::No;
     let jobs = spec.jobs.max(1);
+    // Whether the run said that the cache cannot be written.
+    let warned = Arc::new(AtomicBool::new(false));
 
     loop {
         while failed.is_none() && !cancelled && running.len() < jobs {
@@ -89,8 +93,9 @@ pub async fn run(
             let up_to_date = up_to_date.clone();
             let events = events.clone();
             let cancel = cancel.clone();
+            let warned = warned.clone();
             running.spawn(async move {
-                let outcome = run_task(&spec, i, &up_to_date, &events, cancel).await;
+                let outcome = run_task(&spec, i, &up_to_date, &events, cancel, &warned).await;
                 (i, outcome)
             });
         }
@@ -169,84 +174,226 @@ pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
     }
 }
 
+/// A cached task that is running: what to store when it succeeds.
+struct CachedRun {
+    store: CacheStore,
+    /// Of the inputs, command and environment just before the task ran,
+    /// computed in full (not from the watcher).
+    before: Fingerprint,
+    recipe: Recipe,
+    /// Other runs of this task wait while this is held.
+    _claim: Claim,
+}
+
+impl CachedRun {
+    /// Stores the key, unless the inputs changed since it was computed: the
+    /// stored key must be that of the inputs the run saw. Checked again in
+    /// full: same key, and the same latest ctime among the inputs, so an
+    /// edit undone during the run (A, B, A) is seen too (ctime cannot be
+    /// set back, and any write moves it to "now"). A cache that cannot be
+    /// written is said once per run (`warned`).
+    async fn store_if_unchanged(
+        self,
+        spec: &RunSpec,
+        name: &str,
+        up_to_date: &Arc<UpToDate>,
+        events: &mpsc::Sender<RunEvent>,
+        warned: &AtomicBool,
+    ) {
+        let after = match up_to_date.fingerprint(self.recipe).await {
+            Ok(after) => after,
+            Err(e) => {
+                tracing::info!(task = %name, "not cached: cannot check the inputs again: {e}");
+                return;
+            }
+        };
+        let touched = after.last_change != self.before.last_change;
+        if after.key != self.before.key || touched {
+            tracing::info!(
+                run = spec.run_id,
+                task = %name,
+                "not cached: its inputs changed while it ran"
+            );
+            // Said every time: a task that writes into its own inputs is
+            // never cached, and should know why.
+            let which = match &after.last_changed {
+                Some(path) if touched => format!(" (`{}`)", path.display()),
+                _ => String::new(),
+            };
+            let message = format!(
+                "the inputs of `{name}` changed while it ran{which}: not cached, it will run \
+                 again next time\nhint: if `{name}` writes into its own `cache_files`, exclude \
+                 those outputs with `!PATTERN`"
+            );
+            let _ = events
+                .send(RunEvent::Warning {
+                    task: Some(name.to_owned()),
+                    message,
+                })
+                .await;
+            return;
+        }
+        if let Err(e) = self.store.store(name, &self.before.key) {
+            tracing::warn!(task = %name, "cannot write the cache entry: {e}");
+            if !warned.swap(true, Ordering::Relaxed) {
+                let message = format!(
+                    "cannot write the cache in `{}`: {e}; `{name}` will run again next time \
+                     (the cache is off until it can be written)\nhint: free some space or \
+                     fix the permissions of `{}`",
+                    self.store.dir().display(),
+                    self.store.dir().display(),
+                );
+                let _ = events
+                    .send(RunEvent::Warning {
+                        task: Some(name.to_owned()),
+                        message,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Resolves once the run is being cancelled (or its level is gone).
+async fn cancelled(cancel: &mut watch::Receiver<Cancel>) {
+    let _ = cancel.wait_for(|c| *c != Cancel::No).await;
+}
+
+/// The task was cancelled before anything ran.
+async fn cancelled_before_start(events: &mpsc::Sender<RunEvent>, task: &str) -> Outcome {
+    let _ = events
+        .send(RunEvent::TaskFinished {
+            task: task.to_owned(),
+            status: TaskStatus::Cancelled,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            message: None,
+        })
+        .await;
+    Outcome {
+        status: TaskStatus::Cancelled,
+        exit_code: taskrush_protocol::run::EXIT_CANCELLED,
+    }
+}
+
 async fn run_task(
     spec: &RunSpec,
     i: usize,
     up_to_date: &Arc<UpToDate>,
     events: &mpsc::Sender<RunEvent>,
     mut cancel: watch::Receiver<Cancel>,
+    warned: &AtomicBool,
 ) -> Outcome {
     let name = spec.plan.tasks[i].name.clone();
     let Some(task) = spec.config.tasks.get(&name) else {
         return fail(
             events,
             &name,
-            Instant::now(),
             format!("task `{name}` vanished from the plan"),
         )
         .await;
     };
-    let started = Instant::now();
     let env = match task_env(task, &spec.env) {
         Ok(env) => env,
-        Err(message) => return fail(events, &name, started, message).await,
+        Err(message) => return fail(events, &name, message).await,
     };
     let root = spec.config.root.clone();
 
-    // Up to date?
-    let mut key: Option<(CacheStore, CacheKey)> = None;
+    // Up to date? A cached task runs in one instance at a time, daemon-wide
+    // (see `up_to_date::inflight`): the claim is held until the task ends.
+    let mut cached: Option<CachedRun> = None;
     if !task.cache_files.is_empty() {
-        let computed = up_to_date
-            .key(Recipe {
-                root: root.clone(),
-                task: task.name.clone(),
-                cmd: task_command_line(task),
-                env: env_pairs(task, &env),
-                patterns: task.cache_files.clone(),
-            })
-            .await;
-        match computed {
-            Ok(k) => {
-                let store = CacheStore::new(&root);
-                if !spec.force && store.load(&name).as_ref() == Some(&k) {
+        let recipe = Recipe {
+            root: root.clone(),
+            task: task.name.clone(),
+            cmd: task_command_line(task),
+            env: env_pairs(task, &env),
+            patterns: task.cache_files.clone(),
+        };
+        loop {
+            let computed = tokio::select! {
+                k = up_to_date.key(recipe.clone()) => k,
+                () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
+            };
+            let k = match computed {
+                Ok(k) => k,
+                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
+                Err(e) => {
+                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
+                }
+            };
+            let store = CacheStore::new(&root);
+            if !spec.force && store.load(&name).as_ref() == Some(&k) {
+                let _ = events
+                    .send(RunEvent::TaskCached { task: name.clone() })
+                    .await;
+                // Plugins hear of cached tasks too (`after_task` with
+                // `cached: true`); `before_task` is not called, as
+                // nothing runs.
+                let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
+                if let Some(message) = hooks.await {
+                    return fail(events, &name, message).await;
+                }
+                return Outcome {
+                    status: TaskStatus::Success,
+                    exit_code: 0,
+                };
+            }
+            let claim = match up_to_date.inflight.claim(&root, &name) {
+                Claimed::Mine(claim) => claim,
+                Claimed::Running(ended) => {
+                    // Another run is running this task: wait for it, then
+                    // check again (it may have stored this very key).
+                    tracing::info!(
+                        run = spec.run_id,
+                        task = %name,
+                        "waiting for the instance of the task already running"
+                    );
                     let _ = events
-                        .send(RunEvent::TaskCached { task: name.clone() })
+                        .send(RunEvent::TaskWaiting { task: name.clone() })
                         .await;
-                    // Plugins hear of cached tasks too (`after_task` with
-                    // `cached: true`); `before_task` is not called, as
-                    // nothing runs.
-                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached, started);
-                    if let Some(message) = hooks.await {
-                        return fail(events, &name, started, message).await;
+                    tokio::select! {
+                        () = inflight::wait_ended(ended) => continue,
+                        () = cancelled(&mut cancel) => {
+                            return cancelled_before_start(events, &name).await;
+                        }
                     }
-                    return Outcome {
-                        status: TaskStatus::Success,
-                        exit_code: 0,
-                    };
                 }
-                // A run that fails may clobber the outputs of the last good
-                // one: forget it first, so a failure is never "up to date".
-                if let Err(e) = store.invalidate(&name) {
-                    tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
+            };
+            // A run that fails may clobber the outputs of the last good
+            // one: forget it first, so a failure is never "up to date".
+            if let Err(e) = store.invalidate(&name) {
+                tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
+            }
+            // The task runs: take the inputs' full fingerprint (`k` may be
+            // the watcher's), to compare with the one after the run. Cheap
+            // beside running the task.
+            let before = tokio::select! {
+                f = up_to_date.fingerprint(recipe.clone()) => f,
+                () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
+            };
+            let before = match before {
+                Ok(f) => f,
+                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
+                Err(e) => {
+                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
                 }
-                key = Some((store, k));
-            }
-            Err(e) => {
-                return fail(
-                    events,
-                    &name,
-                    started,
-                    format!("cannot check the cache: {e}"),
-                )
-                .await;
-            }
+            };
+            cached = Some(CachedRun {
+                store,
+                before,
+                recipe,
+                _claim: claim,
+            });
+            break;
         }
     }
 
     if let Some(plugins) = &spec.plugins
         && let Err(message) = plugins.before_task(task, &env, events).await
     {
-        return fail_after_hooks(spec, task, &env, events, started, message).await;
+        return fail_after_hooks(spec, task, &env, events, message).await;
     }
 
     let last = match task_script(task) {
@@ -258,7 +405,7 @@ async fn run_task(
                     pgid: None,
                 })
                 .await;
-            (Some(0), None, 0)
+            (Some(0), None, 0, 0)
         }
         Some(script) => {
             let io = TaskIo {
@@ -267,9 +414,9 @@ async fn run_task(
                 events,
             };
             match run_step(&io, &script, &root, &env, &mut cancel).await {
-                Step::Exited(code, signal, shell_code) => (code, signal, shell_code),
-                Step::Cancelled => {
-                    let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled, started);
+                Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
+                Step::Cancelled(ran) => {
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));
                     let _ = hooks.await;
                     let _ = events
                         .send(RunEvent::TaskFinished {
@@ -277,7 +424,7 @@ async fn run_task(
                             status: TaskStatus::Cancelled,
                             exit_code: None,
                             signal: None,
-                            duration_ms: started.elapsed().as_millis() as u64,
+                            duration_ms: ran,
                             message: None,
                         })
                         .await;
@@ -287,19 +434,23 @@ async fn run_task(
                     };
                 }
                 Step::SpawnFailed(message) => {
-                    return fail_after_hooks(spec, task, &env, events, started, message).await;
+                    return fail_after_hooks(spec, task, &env, events, message).await;
                 }
             }
         }
     };
-    let (code, signal, shell_code) = last;
+    let (code, signal, shell_code, ran) = last;
     let mut status = if shell_code == 0 {
         TaskStatus::Success
     } else {
         TaskStatus::Failed
     };
-    let ended = Ended::Ran { code, shell_code };
-    let hooks = after_hooks(spec, task, &env, events, ended, started);
+    let ended = Ended::Ran {
+        code,
+        shell_code,
+        ran,
+    };
+    let hooks = after_hooks(spec, task, &env, events, ended);
     let plugin_failure = hooks.await;
     let mut shell_code = shell_code;
     if plugin_failure.is_some() && status == TaskStatus::Success {
@@ -307,12 +458,12 @@ async fn run_task(
         shell_code = taskrush_protocol::run::EXIT_ERROR;
     }
     if status == TaskStatus::Success
-        && let Some((store, key)) = key
+        && let Some(run) = cached
     {
-        // The key is of the inputs as they were before the task ran: an
-        // edit made during the run makes the next run run again.
-        if let Err(e) = store.store(&name, &key) {
-            tracing::warn!(task = %name, "cannot write the cache entry: {e}");
+        tokio::select! {
+            () = run.store_if_unchanged(spec, &name, up_to_date, events, warned) => {}
+            // Not stored: the next run checks again.
+            () = cancelled(&mut cancel) => {}
         }
     }
     let _ = events
@@ -321,7 +472,7 @@ async fn run_task(
             status,
             exit_code: code,
             signal,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: ran,
             message: plugin_failure,
         })
         .await;
@@ -332,12 +483,14 @@ async fn run_task(
 }
 
 /// How a task ended, for the plugins' `after_task`/`on_task_failure`.
+/// Durations are of the task's command alone (spawn to exit), in ms.
 enum Ended {
     Cached,
-    Cancelled,
+    Cancelled(u64),
     Ran {
         code: Option<i32>,
         shell_code: i32,
+        ran: u64,
     },
     /// Did not get to run, or could not: vetoed, could not start.
     Failed(String),
@@ -351,18 +504,22 @@ async fn after_hooks(
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
     ended: Ended,
-    started: Instant,
 ) -> Option<String> {
     use taskrush_protocol::plugin::{TaskError, TaskResult};
     let plugins = spec.plugins.as_ref()?;
-    let (status, exit_code, cached, failure) = match ended {
-        Ended::Cached => (TaskStatus::Success, Some(0), true, None),
-        Ended::Cancelled => (TaskStatus::Cancelled, None, false, None),
+    let (status, exit_code, cached, failure, duration_ms) = match ended {
+        Ended::Cached => (TaskStatus::Success, Some(0), true, None, 0),
+        Ended::Cancelled(ran) => (TaskStatus::Cancelled, None, false, None, ran),
         Ended::Ran {
             code,
             shell_code: 0,
-        } => (TaskStatus::Success, code, false, None),
-        Ended::Ran { code, shell_code } => (
+            ran,
+        } => (TaskStatus::Success, code, false, None, ran),
+        Ended::Ran {
+            code,
+            shell_code,
+            ran,
+        } => (
             TaskStatus::Failed,
             code,
             false,
@@ -370,13 +527,14 @@ async fn after_hooks(
                 Some(c) => format!("exit code {c}"),
                 None => format!("killed by signal {}", shell_code - 128),
             }),
+            ran,
         ),
-        Ended::Failed(m) => (TaskStatus::Failed, None, false, Some(m)),
+        Ended::Failed(m) => (TaskStatus::Failed, None, false, Some(m), 0),
     };
     let result = TaskResult {
         status,
         exit_code,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms,
         cached,
     };
     let error = failure.map(|message| TaskError { message, exit_code });
@@ -389,37 +547,25 @@ async fn fail_after_hooks(
     task: &Task,
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
-    started: Instant,
     message: String,
 ) -> Outcome {
-    let hooks = after_hooks(
-        spec,
-        task,
-        env,
-        events,
-        Ended::Failed(message.clone()),
-        started,
-    );
+    let hooks = after_hooks(spec, task, env, events, Ended::Failed(message.clone()));
     let message = match hooks.await {
         Some(also) => format!("{message}\n{also}"),
         None => message,
     };
-    fail(events, &task.name, started, message).await
+    fail(events, &task.name, message).await
 }
 
-async fn fail(
-    events: &mpsc::Sender<RunEvent>,
-    task: &str,
-    started: Instant,
-    message: String,
-) -> Outcome {
+/// The task fails without having run: its duration is 0.
+async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, message: String) -> Outcome {
     let _ = events
         .send(RunEvent::TaskFinished {
             task: task.to_owned(),
             status: TaskStatus::Failed,
             exit_code: None,
             signal: None,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: 0,
             message: Some(message),
         })
         .await;
@@ -495,9 +641,10 @@ fn env_pairs(task: &Task, env: &BTreeMap<String, String>) -> Vec<(String, String
 }
 
 enum Step {
-    /// (exit code, signal, shell-style status)
-    Exited(Option<i32>, Option<i32>, i32),
-    Cancelled,
+    /// (exit code, signal, shell-style status, run time in ms)
+    Exited(Option<i32>, Option<i32>, i32, u64),
+    /// Stopped; how long it ran, in ms.
+    Cancelled(u64),
     SpawnFailed(String),
 }
 
@@ -517,7 +664,7 @@ async fn run_step(
     cancel: &mut watch::Receiver<Cancel>,
 ) -> Step {
     if *cancel.borrow() != Cancel::No {
-        return Step::Cancelled;
+        return Step::Cancelled(0);
     }
     let mut proc = match spawn::spawn_shell(cmd, root, env, io.stdio) {
         Ok(p) => p,
@@ -528,6 +675,10 @@ async fn run_step(
             ));
         }
     };
+    // The task's duration: from its spawn to its exit, plugins' hooks and
+    // the cache check excluded.
+    let spawned = Instant::now();
+    let ms = || spawned.elapsed().as_millis() as u64;
     let _ = io
         .events
         .send(RunEvent::TaskStarted {
@@ -550,7 +701,7 @@ async fn run_step(
             _ = &mut pumps, if !pumped => pumped = true,
             status = proc.child.wait(), if pumped => {
                 return match status {
-                    Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code) }
+                    Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code, ms()) }
                     Err(e) => Step::SpawnFailed(format!("cannot wait for the task: {e}")),
                 };
             }
@@ -560,9 +711,13 @@ async fn run_step(
                     continue;
                 }
                 stop(&mut proc, level, cancel).await;
-                // Drain what the pipes still hold so nothing is lost.
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
-                return Step::Cancelled;
+                let ran = ms();
+                // Drain what the pipes still hold so nothing is lost (a
+                // finished `join!` must not be polled again: it panics).
+                if !pumped {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
+                }
+                return Step::Cancelled(ran);
             }
         }
     }

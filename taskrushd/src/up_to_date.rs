@@ -10,23 +10,29 @@
 //! touching the inputs. The rules that keep this exact are in the watcher's
 //! module documentation ("Inputs").
 
+pub mod inflight;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::{self, CacheError, CacheKey};
-use crate::file_hashes::FileHashes;
+use crate::cache::{self, CacheError, CacheKey, Fingerprint};
+use crate::file_hashes::{FileHashes, StopFlag};
+use crate::input_files::InputLimits;
 use crate::watcher::{CleanKey, Key, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
 pub struct UpToDate {
     hashes: FileHashes,
+    /// Cached tasks in progress, daemon-wide (see [`inflight`]).
+    pub inflight: Arc<inflight::Inflight>,
     watcher: Option<Arc<Watcher>>,
     watched: AtomicU64,
     full: AtomicU64,
 }
 
 /// What a task's key is computed from.
+#[derive(Clone)]
 pub struct Recipe {
     pub root: PathBuf,
     pub task: String,
@@ -43,6 +49,7 @@ impl UpToDate {
     pub fn new(watcher: Option<Arc<Watcher>>) -> Arc<UpToDate> {
         Arc::new(UpToDate {
             hashes: FileHashes::new(),
+            inflight: inflight::Inflight::new(),
             watcher,
             watched: AtomicU64::new(0),
             full: AtomicU64::new(0),
@@ -62,7 +69,10 @@ impl UpToDate {
     /// The task's cache key as of now: every change made before this call
     /// is in it. The error says why it cannot be known (e.g. `cannot read
     /// `src/x.rs`: Permission denied`).
-    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, String> {
+    ///
+    /// Dropping the future (the run was cancelled, its client left) stops
+    /// the listing and hashing within a file or so.
+    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CheckError> {
         let signature = cache::recipe(&recipe.task, &recipe.cmd, &recipe.env, &recipe.patterns);
         let inputs = Key::Inputs(recipe.root.clone(), recipe.task.clone());
         let root_id = local_dir_id(&recipe.root);
@@ -77,20 +87,7 @@ impl UpToDate {
         }
         self.full.fetch_add(1, Ordering::Relaxed);
         let ticket = watcher.and_then(|w| w.begin_inputs(&inputs));
-        let me = self.clone();
-        let fingerprint = tokio::task::spawn_blocking(move || {
-            cache::fingerprint(
-                &recipe.root,
-                &recipe.task,
-                &recipe.cmd,
-                &recipe.env,
-                &recipe.patterns,
-                &me.hashes,
-            )
-        })
-        .await
-        .map_err(|e| format!("the check stopped: {e}"))?
-        .map_err(|e: CacheError| e.to_string())?;
+        let fingerprint = self.fingerprint(recipe).await?;
         if let (Some(w), Some(root_id)) = (watcher, root_id) {
             let clean = CleanKey {
                 recipe: signature,
@@ -101,6 +98,64 @@ impl UpToDate {
                 .await;
         }
         Ok(fingerprint.key)
+    }
+
+    /// The task's full fingerprint as of now, always computed from the
+    /// files (not the watcher): for the check after a run. Dropping the
+    /// future stops it, as for [`UpToDate::key`].
+    pub async fn fingerprint(self: &Arc<Self>, recipe: Recipe) -> Result<Fingerprint, CheckError> {
+        let stop = StopOnDrop(StopFlag::default());
+        let flag = stop.0.clone();
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = cache::Recipe {
+                task: &recipe.task,
+                cmd: &recipe.cmd,
+                env: &recipe.env,
+                patterns: &recipe.patterns,
+            };
+            cache::fingerprint_until(
+                &recipe.root,
+                &r,
+                &me.hashes,
+                &InputLimits::from_env(),
+                &flag,
+            )
+        })
+        .await
+        .map_err(|e| CheckError::Failed(format!("the check stopped: {e}")))?
+        .map_err(|e| match e {
+            CacheError::Stopped => CheckError::Stopped,
+            e => CheckError::Failed(e.to_string()),
+        })
+    }
+}
+
+/// Why a key is not known.
+#[derive(Debug)]
+pub enum CheckError {
+    /// Told to stop.
+    Stopped,
+    /// Says why (`cannot read `src/x.rs`: Permission denied`, a bound).
+    Failed(String),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Stopped => f.write_str("stopped: the run was cancelled"),
+            CheckError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Sets its flag when dropped: a computation on another thread stops when
+/// the future waiting for it is dropped.
+struct StopOnDrop(StopFlag);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

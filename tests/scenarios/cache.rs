@@ -361,3 +361,195 @@ fn a_deleted_cookie_directory_costs_speed_not_correctness() {
         "the daemon removes its cookies"
     );
 }
+
+// Overlapping runs of one cached task (the concurrency rule).
+
+/// A cached task that waits for the file `go` before it reads `in.txt`,
+/// and then for `go2` before it exits; `WHO` (from the client) names each
+/// run's marker files.
+const GATED: &str = "
+tasks:
+  gen:
+    cmd: |
+      echo \"$WHO\" >> runs.log
+      touch \"started-$WHO\"
+      until [ -e go ]; do sleep 0.01; done
+      cat in.txt > out.txt
+      touch \"read-$WHO\"
+      until [ -e go2 ]; do sleep 0.01; done
+    cache_files: [in.txt]
+";
+
+/// Start `taskrush gen` as `who`, in the background.
+fn start_gen(t: &Scenario, who: &str) -> std::process::Child {
+    let mut c = t.command(&["gen"]);
+    c.env("WHO", who)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c.spawn().unwrap()
+}
+
+fn wait_for_file(t: &Scenario, rel: &str) {
+    assert!(
+        taskrush_tests::wait_until(std::time::Duration::from_secs(20), || t
+            .project()
+            .join(rel)
+            .exists()),
+        "`{rel}` never appeared"
+    );
+}
+
+/// The readiness signal of a run that found the task running elsewhere.
+fn wait_for_waiters(t: &Scenario, n: usize) {
+    let waiting = || {
+        std::fs::read_to_string(t.log())
+            .unwrap_or_default()
+            .matches("waiting for the instance of the task already running")
+            .count()
+    };
+    assert!(
+        taskrush_tests::wait_until(std::time::Duration::from_secs(20), || waiting() >= n),
+        "{} of {n} runs waited for the running instance; runs: {:?}",
+        waiting(),
+        std::fs::read_to_string(t.project().join("runs.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn eight_overlapping_runs_of_a_cached_task_run_it_once_and_the_others_report_it_cached() {
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    let others: Vec<_> = (0..7)
+        .map(|i| start_gen(&t, &format!("other{i}")))
+        .collect();
+    wait_for_waiters(&t, 7);
+    t.write("go", "");
+    t.write("go2", "");
+    t.finish(first, std::time::Duration::from_secs(30))
+        .success();
+    for other in others {
+        let out = t.finish(other, std::time::Duration::from_secs(30));
+        out.success();
+        assert_eq!(
+            out.stderr(),
+            "taskrush: `gen` is running in another run; waiting for it\n\
+             taskrush: `gen` is up to date\n"
+        );
+    }
+    assert_eq!(t.read("runs.log"), "first\n");
+    assert_eq!(t.read("out.txt"), "v1\n");
+}
+
+#[test]
+fn a_run_with_other_inputs_waits_for_the_running_instance_and_then_runs() {
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    t.write("in.txt", "v2\n");
+    let second = start_gen(&t, "second");
+    wait_for_waiters(&t, 1);
+    assert!(!t.project().join("started-second").exists());
+    t.write("go", "");
+    t.write("go2", "");
+    t.finish(first, std::time::Duration::from_secs(30))
+        .success();
+    t.finish(second, std::time::Duration::from_secs(30))
+        .success();
+    assert_eq!(t.read("runs.log"), "first\nsecond\n");
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    assert_eq!(t.read("out.txt"), "v2\n");
+}
+
+#[test]
+fn an_input_changed_and_changed_back_during_the_run_is_not_stored_as_up_to_date() {
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let run = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    // The task reads v2 ...
+    t.write("in.txt", "v2\n");
+    t.write("go", "");
+    wait_for_file(&t, "read-first");
+    // ... and v1 is back before it ends: same content as when it started.
+    t.write("in.txt", "v1\n");
+    t.write("go2", "");
+    let first = t.finish(run, std::time::Duration::from_secs(30));
+    first.success().expect_stderr(
+        "warning: the inputs of `gen` changed while it ran (`in.txt`): not cached, it will \
+         run again next time\nhint: if `gen` writes into its own `cache_files`, exclude those \
+         outputs with `!PATTERN`\n",
+    );
+    assert_eq!(t.read("out.txt"), "v2\n");
+    let again = t.run_with(&["gen"], |c| {
+        c.env("WHO", "again");
+    });
+    again.success();
+    assert_eq!(t.read("runs.log"), "first\nagain\n");
+    assert_eq!(t.read("out.txt"), "v1\n", "never stale");
+}
+
+#[test]
+fn a_task_that_writes_into_its_own_inputs_is_told_why_it_is_not_cached() {
+    let t = Scenario::new()
+        .rush(
+            "tasks:\n  gen:\n    cmd: echo ran >> runs.log; date +%N > src/stamp.txt\n    \
+             cache_files: [\"src/**\"]\n",
+        )
+        .file("src/a.txt", "a\n");
+    for _ in 0..2 {
+        t.run(&["gen"]).success().expect_stderr_containing(
+            "warning: the inputs of `gen` changed while it ran (`src/stamp.txt`): not cached",
+        );
+    }
+    assert_eq!(t.read("runs.log"), "ran\nran\n");
+}
+
+#[test]
+fn a_task_without_cache_files_runs_as_often_as_asked_even_at_once() {
+    let t = Scenario::new().rush(
+        "tasks:\n  serve:\n    cmd: touch \"started-$WHO\"; until [ -e go ]; do sleep 0.01; done\n",
+    );
+    t.start_daemon(&[]);
+    let a = start_serve(&t, "a");
+    let b = start_serve(&t, "b");
+    wait_for_file(&t, "started-a");
+    wait_for_file(&t, "started-b");
+    t.write("go", "");
+    t.finish(a, std::time::Duration::from_secs(30)).success();
+    t.finish(b, std::time::Duration::from_secs(30)).success();
+}
+
+fn start_serve(t: &Scenario, who: &str) -> std::process::Child {
+    let mut c = t.command(&["serve"]);
+    c.env("WHO", who)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c.spawn().unwrap()
+}
+
+#[test]
+fn a_cache_that_cannot_be_written_is_said_once_per_run_with_its_path() {
+    let t = Scenario::new()
+        .rush(
+            "tasks:\n  a:\n    cmd: 'true'\n    cache_files: [in.txt]\n  \
+             b:\n    cmd: 'true'\n    cache_files: [in.txt]\n  \
+             both:\n    deps: [a, b]\n",
+        )
+        .file("in.txt", "x\n")
+        // In the way of the cache directory, as a full disk would be.
+        .file(".rush-cache", "not a directory\n");
+    let out = t.run(&["both"]);
+    out.success();
+    let warning = "warning: cannot write the cache in `[TMP]/project/.rush-cache`: \
+                   `.rush-cache` is not a directory; `a` will run again next time";
+    assert_eq!(out.stderr().matches(warning).count(), 1, "{}", out.stderr());
+    // Still correct: not cached, so it runs again.
+    let again = t.run(&["both"]);
+    again.success();
+    assert!(!again.stderr().contains("up to date"), "{}", again.stderr());
+}

@@ -5,6 +5,8 @@ mod cache;
 mod cancel;
 mod client;
 mod daemon;
+mod duration;
+mod hashing;
 mod hostile_files;
 mod orphans;
 mod plugins;

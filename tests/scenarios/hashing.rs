@@ -1,0 +1,174 @@
+//! Input hashing is bounded and can be stopped: a symlink diamond, a huge
+//! file, a glob over too many files, a client that leaves.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use taskrush_tests::{Scenario, signal, wait_until};
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 here.
+    field(11) + field(12)
+}
+
+/// Whether the daemon used (almost) no CPU over half a second.
+fn idle(pid: u32) -> bool {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    cpu_ticks(pid) - before < 10
+}
+
+/// A project whose one cached task's input is a sparse file of 512 GiB
+/// (allowed by raising the byte bound): hashing it takes minutes.
+fn huge_input() -> Scenario {
+    let t = Scenario::new().rush("tasks:\n  big:\n    cmd: 'true'\n    cache_files: [big.bin]\n");
+    let file = std::fs::File::create(t.project().join("big.bin")).unwrap();
+    file.set_len(512 << 30).unwrap();
+    t.start_daemon(&[("TASKRUSH_MAX_INPUT_BYTES", &(1u64 << 40).to_string())]);
+    t
+}
+
+/// Start `taskrush big` and wait until the daemon is busy hashing.
+fn hashing(t: &Scenario) -> (std::process::Child, u32) {
+    let pid = t.daemon_pid().expect("the daemon runs");
+    let start = cpu_ticks(pid);
+    let mut c = t.command(&["big"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || cpu_ticks(pid) - start > 30),
+        "the daemon never got busy hashing"
+    );
+    (child, pid)
+}
+
+#[test]
+fn ctrl_c_while_a_huge_input_is_hashed_ends_the_run_and_the_hashing() {
+    let t = huge_input();
+    let (child, pid) = hashing(&t);
+    signal(child.id(), Signal::INT);
+    t.finish(child, Duration::from_secs(10)).expect_code(130);
+    assert!(
+        wait_until(Duration::from_secs(10), || idle(pid)),
+        "the daemon keeps hashing after the run was cancelled"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_a_huge_input_is_hashed_stops_the_hashing() {
+    let t = huge_input();
+    let (mut child, pid) = hashing(&t);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || idle(pid)),
+        "the daemon keeps hashing for a client that left"
+    );
+}
+
+#[test]
+fn inputs_larger_than_the_byte_bound_fail_the_task_naming_the_bound() {
+    let t = Scenario::new().rush("tasks:\n  big:\n    cmd: 'true'\n    cache_files: [big.bin]\n");
+    let file = std::fs::File::create(t.project().join("big.bin")).unwrap();
+    file.set_len(64 << 30).unwrap();
+    let out = t.run(&["big"]);
+    out.expect_code(1).expect_stderr_starting(
+        "error: task `big` failed: cannot check the cache: the files `cache_files` match are \
+         more than 34359738368 bytes (32 GiB) in all, the limit for one task\n\
+         hint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_BYTES",
+    );
+}
+
+#[test]
+fn a_glob_over_more_files_than_the_bound_fails_the_task_naming_the_bound() {
+    let mut t = Scenario::new()
+        .env("TASKRUSH_MAX_INPUT_FILES", "10")
+        .rush("tasks:\n  gen:\n    cmd: 'true'\n    cache_files: [\"src/**\"]\n");
+    for i in 0..11 {
+        t = t.file(&format!("src/f{i}.txt"), "x");
+    }
+    t.run(&["gen"]).expect_code(1).expect_stderr_starting(
+        "error: task `gen` failed: cannot check the cache: `cache_files` match more than 10 \
+         files, the limit for one task\n",
+    );
+}
+
+#[test]
+fn inputs_deeper_than_the_bound_fail_the_task_naming_the_bound() {
+    let t = Scenario::new()
+        .env("TASKRUSH_MAX_INPUT_DEPTH", "3")
+        .rush("tasks:\n  gen:\n    cmd: 'true'\n    cache_files: [\"src/**/*.txt\"]\n")
+        .file("src/a/b/c/d/deep.txt", "x");
+    t.run(&["gen"]).expect_code(1).expect_stderr_starting(
+        "error: task `gen` failed: cannot check the cache: `cache_files` reach more than 3 \
+         directories deep below `src` (at `src/a/b/c/d`), the limit\n",
+    );
+}
+
+/// The daemon the CLI starts runs under a 4 GiB address-space limit (a
+/// failure must not eat the machine): `TASKRUSHD` names a wrapper.
+fn with_address_space_limit(t: Scenario) -> Scenario {
+    let wrapper = t.root().join("taskrushd-limited");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -v 4194304\nexec '{}' \"$@\"\n",
+            taskrush_tests::bin_dir().join("taskrushd").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.display().to_string();
+    t.env("TASKRUSHD", &wrapper)
+}
+
+#[test]
+fn a_symlink_diamond_is_walked_once_per_directory() {
+    // l0/{x,y} -> l1, l1/{x,y} -> l2, …: 2^24 paths to l24/leaf.txt.
+    let t = with_address_space_limit(Scenario::new())
+        .rush("tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    cache_files: [\"l0/**\"]\n");
+    for level in 0..=24 {
+        std::fs::create_dir_all(t.project().join(format!("l{level}"))).unwrap();
+    }
+    for level in 0..24 {
+        for name in ["x", "y"] {
+            std::os::unix::fs::symlink(
+                format!("../l{}", level + 1),
+                t.project().join(format!("l{level}/{name}")),
+            )
+            .unwrap();
+        }
+    }
+    t.write("l24/leaf.txt", "leaf");
+    let mut c = t.command(&["gen"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    t.finish(c.spawn().unwrap(), Duration::from_secs(30))
+        .success();
+    let pid = t.daemon_pid().expect("the daemon runs");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max address space") && l.contains("4294967296")),
+        "the daemon runs under the limit:\n{limits}"
+    );
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    t.write("l24/leaf.txt", "changed");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("runs.log"), "ran\nran\n");
+}
