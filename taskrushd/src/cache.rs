@@ -416,7 +416,18 @@ impl CacheStore {
     /// The key stored for `task`. Missing, unreadable, corrupt, truncated,
     /// foreign or wrong-version entries are all a miss.
     pub fn load(&self, task: &str) -> Option<CacheKey> {
-        let file = File::open(self.entry_path(task)).ok()?;
+        // A `.rush-cache/` can come with a repository: an entry that is a
+        // symlink to a FIFO or a device must neither block nor be read.
+        use std::os::unix::fs::OpenOptionsExt;
+        let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+        let file = File::options()
+            .read(true)
+            .custom_flags(nonblock)
+            .open(self.entry_path(task))
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut text = Vec::new();
         file.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut text).ok()?;
         if text.len() as u64 > MAX_ENTRY_BYTES {
