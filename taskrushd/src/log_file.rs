@@ -29,8 +29,15 @@ pub struct RotatingLog {
 }
 
 impl RotatingLog {
+    /// Open (create) the log; the size limit is [`MAX_LOG_BYTES`], or
+    /// `$TASKRUSH_LOG_MAX_BYTES`.
     pub fn open(path: &Path) -> Result<RotatingLog, BindError> {
-        Self::with_limit(path, MAX_LOG_BYTES)
+        let max = std::env::var("TASKRUSH_LOG_MAX_BYTES")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(MAX_LOG_BYTES);
+        Self::with_limit(path, max)
     }
 
     fn with_limit(path: &Path, max: u64) -> Result<RotatingLog, BindError> {

@@ -9,6 +9,7 @@ mod protocol;
 mod reload;
 mod run;
 mod rush_file;
+mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;
