@@ -3,6 +3,7 @@
 
 mod cache;
 mod cancel;
+mod connection_limits;
 mod daemon;
 mod plugins;
 mod protocol;
