@@ -202,12 +202,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Ok(r) => r.map(Some),
             Err(_) => Err(FrameError::TooSlow),
         };
-        if self.pos == self.buf.len() || self.buf.capacity() > MAX_READ {
-            // Give back what a large message needed.
-            let rest = self.available().to_vec();
-            self.buf = rest;
+        if frame.is_err() {
+            // The connection ends (or, past the size limit, is answered
+            // and closed): keep nothing.
+            self.buf = Vec::new();
             self.pos = 0;
+        } else if self.buf.capacity() > MAX_READ {
+            // Give back what a large message needed.
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.shrink_to(KEEP_CAPACITY);
         }
+        frame
+    }
+
+    /// Take the next `n` available bytes as a frame, and consume them plus
+    /// `skip` more. A frame that starts the buffer takes the buffer itself
+    /// (no copy of a large message); the bytes after it move to a new one.
+    fn take(&mut self, n: usize, skip: usize) -> Vec<u8> {
+        if self.pos > 0 {
+            let frame = self.available()[..n].to_vec();
+            self.consume(n + skip);
+            return frame;
+        }
+        let rest = self.buf.split_off(n + skip);
+        let mut frame = std::mem::replace(&mut self.buf, rest);
+        frame.truncate(n);
         frame
     }
 
@@ -229,9 +249,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if end > max {
                     return Err(FrameError::TooLarge);
                 }
-                let line = avail[..end].to_vec();
-                self.consume(end + 1);
-                return Ok(line);
+                return Ok(self.take(end, 1));
             }
             scanned = avail.len();
             if scanned > max {
@@ -242,9 +260,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if scanned == 0 {
                     return Err(FrameError::Truncated);
                 }
-                let line = self.available().to_vec();
-                self.consume(scanned);
-                return Ok(line);
+                return Ok(self.take(scanned, 0));
             }
         }
     }
@@ -280,9 +296,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(FrameError::Truncated);
             }
         }
-        let body = self.available()[..n].to_vec();
-        self.consume(n);
-        Ok(body)
+        Ok(self.take(n, 0))
     }
 }
 
