@@ -13,7 +13,9 @@ Attacks, one after another, each while a well-behaved client keeps calling
   6. 4 connections each starting 8 runs of a task that prints NUL bytes
      without end, never reading the output;
   7. 2,000 connections that make one `daemon_status` call, then stay idle;
-  8. 1,000 slowloris connections (one byte a second, 8 s).
+  8. 1,000 slowloris connections (one byte a second, 8 s);
+  9. 4 connections each sending 50 batches of 1,000 `daemon_status` calls
+     (within the batch limit) and never reading the answers.
 Reports the daemon's RSS before and after each attack (after: once the
 attackers are gone), the peak during it (VmHWM, reset before each attack),
 and the good client's `daemon_status` round trip (median, p99) during it.
@@ -182,6 +184,28 @@ def attack_unread_batches(path, n=4):
     return f"{n} x {count} requests: answered with {what}"
 
 
+def attack_unread_small_batches(path, n=4, batches=50):
+    one = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "daemon_status"}).encode()
+    batch = b"[" + b",".join([one] * 1000) + b"]\n"
+    socks = []
+    for _ in range(n):
+        s = connect(path)
+        s.setblocking(False)
+        sent = 0
+        for _ in range(batches):
+            try:
+                s.sendall(batch)
+                sent += 1
+            except BlockingIOError:
+                break  # the daemon stopped reading this client
+        socks.append((s, sent))
+    wait_settled(daemon_pid(path))
+    for s, _ in socks:
+        s.close()
+    sent = sum(n for _, n in socks)
+    return f"{n} connections x {batches} batches of 1,000 calls: the daemon took {sent} batches before it stopped reading"
+
+
 def attack_unread_output(path, project, env, conns=4, runs=8):
     socks = []
     for c in range(conns):
@@ -267,7 +291,8 @@ def main():
                ("4 unread 8 MiB batches", lambda: attack_unread_batches(sock)),
                ("unread NUL-heavy run output", lambda: attack_unread_output(sock, project, env)),
                ("2,000 idle connections", lambda: attack_idle_after_call(sock)),
-               ("1,000 slowloris connections", lambda: attack_slowloris_many(sock))]
+               ("1,000 slowloris connections", lambda: attack_slowloris_many(sock)),
+               ("unread batches within the limit", lambda: attack_unread_small_batches(sock))]
     chosen = [int(a) for a in sys.argv[1:]] or range(1, len(attacks) + 1)
     try:
         for i in chosen:

@@ -144,3 +144,35 @@ fn a_thousand_slowloris_connections_cost_little_memory() {
     let grown = peak - before;
     assert!(grown < 16.0, "1,000 slow connections cost {grown:.1} MiB");
 }
+
+#[test]
+fn the_requests_of_a_batch_past_its_answer_limit_are_not_run_and_say_why() {
+    // 100 tasks with 1 KiB descriptions: each `list_tasks` answer is over
+    // 100 KiB, so 1,000 of them pass the 4 MiB limit after about 40.
+    let mut rush = String::from("tasks:\n");
+    let description = "d".repeat(1024);
+    for i in 0..100 {
+        rush.push_str(&format!(
+            "  t{i}:\n    cmd: \"true\"\n    description: {description}\n"
+        ));
+    }
+    let t = Scenario::new().rush(&rush);
+    start_limited_daemon(&t);
+    let mut s = connect(&t);
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "list_tasks",
+        "params": {"cwd": t.project().display().to_string()}})
+    .to_string();
+    let batch = format!("[{}]\n", vec![list.as_str(); 1000].join(","));
+    s.write_all(batch.as_bytes()).unwrap();
+    let answer = read_line(&s);
+    let items = answer.as_array().expect("a batch answer");
+    assert_eq!(items.len(), 1000);
+    let run = items.iter().filter(|i| i["result"].is_object()).count();
+    assert!((30..50).contains(&run), "{run} requests run");
+    let last = &items[999]["error"];
+    assert_eq!(last["code"], -32006);
+    assert_eq!(
+        last["message"],
+        "not run: the answers to this batch passed 4 MiB; send smaller batches"
+    );
+}
