@@ -124,20 +124,18 @@ fn main() -> ExitCode {
         // the user's shell.
         let _ = rustix::process::setsid();
     }
-    let max_connections = match args
-        .max_connections
-        .map(Ok)
-        .or_else(|| {
-            std::env::var("TASKRUSH_MAX_CONNECTIONS")
-                .ok()
-                .map(|n| n.trim().parse::<usize>())
-        })
-        .unwrap_or(Ok(server::DEFAULT_MAX_CONNECTIONS))
-    {
+    let (max_connections, from) = match args.max_connections {
+        Some(n) => (n.to_string(), "--max-connections"),
+        None => match std::env::var("TASKRUSH_MAX_CONNECTIONS") {
+            Ok(n) => (n, "TASKRUSH_MAX_CONNECTIONS"),
+            Err(_) => (server::DEFAULT_MAX_CONNECTIONS.to_string(), "the default"),
+        },
+    };
+    let max_connections = match max_connections.trim().parse::<usize>() {
         Ok(n) if n > 0 => n,
         _ => {
             eprintln!(
-                "error: invalid TASKRUSH_MAX_CONNECTIONS (expected a number of connections above 0)"
+                "error: invalid `{from}` value `{max_connections}`: expected a number of connections above 0"
             );
             return ExitCode::FAILURE;
         }
