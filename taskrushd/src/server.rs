@@ -96,19 +96,30 @@ pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
                 }
                 Err(e) if is_fd_exhaustion(&e) => {
                     // Free the spare descriptor to accept the waiting client
-                    // and tell it why, rather than leaving it hanging; then
-                    // pause (doubling, at most 1 s) and log once per episode.
+                    // and tell it why, rather than leaving it hanging. Only
+                    // when no client could be taken does the loop pause
+                    // (10 ms, doubling, at most 1 s) instead of spinning.
+                    // Logged once per episode.
                     exhausted.failed(&e);
+                    let mut refused = false;
                     if spare.release() {
-                        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
                             && let Ok(stream) = into_unix(stream)
                         {
-                            refuse(stream, "the daemon is out of file descriptors\n\
-                                hint: close idle clients; `taskrush daemon logs` says more", false);
+                            refuse(
+                                stream,
+                                "the daemon is out of file descriptors\n\
+                                 hint: close idle clients; `taskrush daemon logs` says more",
+                                false,
+                            );
+                            refused = true;
                         }
                         spare = Spare::open();
                     }
-                    tokio::time::sleep(exhausted.backoff()).await;
+                    if !refused {
+                        tokio::time::sleep(exhausted.backoff()).await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -261,39 +272,66 @@ impl Spare {
     }
 }
 
-/// An episode of failed accepts: logged when it starts and when it ends
-/// (with how many failed), not at every failure.
+/// Failed accepts, logged when an episode starts and when it ends (with
+/// how many failed), each at most once a minute: a daemon at its limit,
+/// where a closing descriptor lets one accept through now and then, logs
+/// two lines a minute, not one per failure.
 #[derive(Default)]
 struct Exhausted {
+    /// Failures not yet reported, since `since`.
     failures: u64,
     since: Option<std::time::Instant>,
+    in_episode: bool,
+    /// The latest episode's first failure, backing off from it.
+    streak: u32,
+    logged_start: Option<std::time::Instant>,
+    logged_end: Option<std::time::Instant>,
+}
+
+const EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+fn due(last: Option<std::time::Instant>) -> bool {
+    last.is_none_or(|t| t.elapsed() >= EXHAUSTED_LOG_EVERY)
 }
 
 impl Exhausted {
     fn failed(&mut self, e: &std::io::Error) {
-        if self.failures == 0 {
-            tracing::warn!(
-                "accept failed: {e}; refusing new connections until some close (logged once; the count follows when it ends)"
-            );
-            self.since = Some(std::time::Instant::now());
+        if !self.in_episode {
+            self.in_episode = true;
+            self.streak = 0;
+            self.since.get_or_insert_with(std::time::Instant::now);
+            if due(self.logged_start) {
+                tracing::warn!(
+                    "accept failed: {e}; refusing new connections until some close (logged at most once a minute; the count follows)"
+                );
+                self.logged_start = Some(std::time::Instant::now());
+            }
         }
         self.failures += 1;
+        self.streak = self.streak.saturating_add(1);
     }
 
+    /// Pause after a failed accept that took no client.
     fn backoff(&self) -> Duration {
-        let exp = self.failures.saturating_sub(1).min(7) as u32;
+        let exp = self.streak.saturating_sub(1).min(7);
         (Duration::from_millis(10) * 2u32.pow(exp)).min(MAX_ACCEPT_BACKOFF)
     }
 
     fn recovered(&mut self) {
-        if self.failures > 0 {
+        if !self.in_episode {
+            return;
+        }
+        self.in_episode = false;
+        if due(self.logged_end) {
             tracing::warn!(
                 failures = self.failures,
                 "accepting connections again after {} failed accepts over {:?}",
                 self.failures,
                 self.since.map(|s| s.elapsed()).unwrap_or_default()
             );
-            *self = Exhausted::default();
+            self.logged_end = Some(std::time::Instant::now());
+            self.failures = 0;
+            self.since = None;
         }
     }
 }
