@@ -119,7 +119,7 @@ def directory_removed():
         while alive(old) and time.perf_counter() - t1 < GIVE_UP:
             time.sleep(0.005)
     survived = os.path.exists(sock) and (status(sock) or {}).get("pid") == new
-    teardown(tmp, env, [old])
+    teardown(tmp, env, [old] + ([new] if new else []))
     return took, ok, gone, survived, err
 
 
