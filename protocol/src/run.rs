@@ -101,8 +101,26 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// Encode bytes, as text when they are UTF-8.
+    /// Encode bytes, as text when they are UTF-8 and JSON does not blow
+    /// them up: control characters other than `\n`, `\r`, `\t` take six
+    /// bytes each in JSON (`\u0000`), so output made mostly of them (NUL
+    /// padding, binary that happens to be valid UTF-8) goes as base64,
+    /// which takes at most 4/3.
     pub fn from_bytes(bytes: Vec<u8>) -> Chunk {
+        let escaped: usize = bytes
+            .iter()
+            .map(|&b| match b {
+                b'\n' | b'\r' | b'\t' | b'"' | b'\\' => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum();
+        if escaped > bytes.len() / 2 {
+            return Chunk {
+                text: None,
+                base64: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            };
+        }
         match String::from_utf8(bytes) {
             Ok(text) => Chunk {
                 text: Some(text),

@@ -392,19 +392,9 @@ impl Sender {
 }
 
 /// Connect to a running daemon, if one answers.
-/// A daemon that holds the lock but whose socket file is gone (deleted
-/// by someone) binds it again by itself: wait that long for it.
+/// Connect to a running daemon, if one answers.
 pub fn connect_existing(paths: &DaemonPaths) -> Result<Option<Client>, CliError> {
-    let deadline = Instant::now() + REBIND_WAIT;
-    loop {
-        match connect_with(paths, false)? {
-            Some((client, _)) => return Ok(Some(client)),
-            None if lock_held(paths) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            None => return Ok(None),
-        }
-    }
+    Ok(connect_with(paths, false)?.map(|(client, _)| client))
 }
 
 /// Connect, optionally passing our stdin, stdout and stderr to the daemon

@@ -34,23 +34,80 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
     }
 }
 
+/// Exit status of `daemon status` when a daemon holds the lock but does
+/// not answer on the socket (as LSB `status`: unknown).
+const EXIT_NOT_ANSWERING: i32 = 4;
+/// How long a daemon that holds its lock gets to bring its socket back
+/// (it re-binds a deleted socket as soon as it sees it gone).
+const REBIND_WAIT: Duration = Duration::from_secs(2);
+
+/// Connect to the running daemon. `Err(None)` when none runs; `Err(Some(pid))`
+/// when one holds the lock (`pid` as its lock file says, for people) but
+/// does not answer on the socket, even after a moment to re-bind it.
+fn connect_running(
+    paths: &DaemonPaths,
+) -> Result<Result<client::Client, Option<String>>, CliError> {
+    let deadline = std::time::Instant::now() + REBIND_WAIT;
+    loop {
+        if let Some(c) = client::connect_existing(paths)? {
+            return Ok(Ok(c));
+        }
+        if !client::lock_held(paths) {
+            return Ok(Err(None));
+        }
+        if std::time::Instant::now() >= deadline {
+            let pid = std::fs::read_to_string(&paths.lock)
+                .map(|p| p.trim().to_owned())
+                .unwrap_or_default();
+            return Ok(Err(Some(pid)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What to say about a daemon that holds the lock and does not answer:
+/// the message and the hint.
+fn not_answering(paths: &DaemonPaths, pid: &str) -> (String, String) {
+    (
+        format!(
+            "a taskrushd (pid {pid}, per `{}`) holds the lock but does not answer on `{}`",
+            paths.lock.display(),
+            paths.socket.display()
+        ),
+        format!("see `taskrush daemon logs`; if it does not recover, end it with `kill {pid}`"),
+    )
+}
+
 fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
-    let Some(mut c) = client::connect_existing(paths)? else {
-        if client::lock_held(paths) {
-            return Err(unreachable(paths));
+    let mut c = match connect_running(paths)? {
+        Ok(c) => c,
+        Err(Some(pid)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"running": true, "answering": false,
+                        "socket": paths.socket.display().to_string(), "lock_pid": pid})
+                );
+            } else {
+                let (message, hint) = not_answering(paths, &pid);
+                println!("{message}\nhint: {hint}");
+            }
+            return Ok(EXIT_NOT_ANSWERING);
         }
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"running": false, "socket": paths.socket.display().to_string()})
-            );
-        } else {
-            println!(
-                "taskrushd is not running (socket `{}`)",
-                paths.socket.display()
-            );
+        Err(None) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"running": false, "socket": paths.socket.display().to_string()})
+                );
+            } else {
+                println!(
+                    "taskrushd is not running (socket `{}`)",
+                    paths.socket.display()
+                );
+            }
+            return Ok(EXIT_NOT_RUNNING);
         }
-        return Ok(EXIT_NOT_RUNNING);
     };
     let s: DaemonStatus = c.call(method::DAEMON_STATUS, serde_json::json!({}))?;
     if json {
@@ -102,13 +159,6 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn unreachable(paths: &DaemonPaths) -> CliError {
-    CliError::Unreachable {
-        socket: paths.socket.clone(),
-        lock: paths.lock.clone(),
-    }
-}
-
 fn uptime(ms: u64) -> String {
     let s = ms / 1000;
     match s {
@@ -121,11 +171,17 @@ fn uptime(ms: u64) -> String {
 /// Ask the daemon to stop and wait until its socket is gone. False when
 /// none was running.
 fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
-    let Some(mut c) = client::connect_existing(paths)? else {
-        if client::lock_held(paths) {
-            return Err(unreachable(paths));
+    let mut c = match connect_running(paths)? {
+        Ok(c) => c,
+        Err(None) => return Ok(false),
+        Err(Some(pid)) => {
+            let (message, hint) = not_answering(paths, &pid);
+            return Err(CliError::Remote(taskrush_protocol::error::WireError {
+                code: taskrush_protocol::error::BUSY,
+                message,
+                data: Some(serde_json::json!({ "hint": hint })),
+            }));
         }
-        return Ok(false);
     };
     let _: bool = c.call(method::DAEMON_STOP, serde_json::json!({}))?;
     drop(c);

@@ -22,8 +22,6 @@ pub enum CliError {
     TimedOut,
     /// The daemon accepted the connection but did not answer `hello` in time.
     NoAnswer { socket: PathBuf, waited: Duration },
-    /// A daemon holds the lock beside the socket but does not serve it.
-    Unreachable { socket: PathBuf, lock: PathBuf },
     /// The socket belongs to another user: nothing was sent to it.
     ForeignSocket { socket: PathBuf, uid: u32 },
     /// The daemon said something we do not understand.
@@ -97,16 +95,6 @@ impl CliError {
                 ));
                 out.push_str(
                     "hint: `taskrush daemon restart` replaces it; set TASKRUSH_CONNECT_TIMEOUT (seconds) to wait longer\n",
-                );
-            }
-            CliError::Unreachable { socket, lock } => {
-                out.push_str(&format!(
-                    "error: a daemon holds `{}` but does not answer on `{}`\n",
-                    lock.display(),
-                    socket.display()
-                ));
-                out.push_str(
-                    "hint: it binds its socket again or exits by itself; `taskrush daemon logs` says why\n",
                 );
             }
             CliError::ForeignSocket { socket, uid } => {

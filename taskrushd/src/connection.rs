@@ -11,6 +11,14 @@
 //! Every request runs in its own task: a slow run never blocks a status
 //! call on the same connection, and a panic answers that request with an
 //! internal error and harms nothing else.
+//!
+//! Memory per connection is bounded. Outgoing messages wait in a queue of
+//! [`OUT_QUEUE`] messages; a client that does not read blocks its runs
+//! (their tasks block on a full pipe, as under a stopped terminal) and,
+//! once [`REQUEST_BUDGET`] bytes of its requests are waiting to be
+//! answered, the daemon stops reading its requests too. A batch holds at
+//! most [`MAX_BATCH`] requests and [`MAX_BATCH_ANSWER`] bytes of answers,
+//! and a connection works on one batch at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +31,7 @@ use jsonrpsee::core::traits::IdProvider;
 use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Notification, Params, Request};
 use serde_json::value::RawValue;
 use taskrush_protocol::error::{BUSY, TOO_LARGE};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -34,8 +42,17 @@ use crate::transport::{FrameError, FrameReader, Framing};
 const MAX_IN_FLIGHT: usize = 64;
 /// Live subscriptions (runs) per connection.
 const MAX_SUBSCRIPTIONS: u32 = 32;
-/// Outgoing messages buffered per connection before senders wait.
-const OUT_QUEUE: usize = 256;
+/// Outgoing messages buffered per connection before senders wait (a run's
+/// output event is at most 64 KiB of output).
+pub const OUT_QUEUE: usize = 16;
+/// Bytes of received requests being handled per connection; past it the
+/// daemon reads no more requests from that client until it reads answers.
+pub const REQUEST_BUDGET: usize = crate::transport::MAX_FRAME;
+/// Requests in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Bytes of answers to one batch; the requests after that are not run and
+/// are answered with an error (`-32006`).
+pub const MAX_BATCH_ANSWER: usize = 4 * 1024 * 1024;
 /// Largest response the daemon sends.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
@@ -68,8 +85,7 @@ pub async fn serve(stream: UnixStream, methods: Methods) {
         }
     };
     let (read, write) = stream.into_split();
-    let read = std::io::Cursor::new(first).chain(read);
-    let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, read));
+    let mut reader = FrameReader::with_buffered(read, first);
     let (tx, rx) = mpsc::channel::<Box<RawValue>>(OUT_QUEUE);
     let (gone_tx, gone_rx) = watch::channel(false);
     let ctx = Arc::new(Conn {
@@ -80,7 +96,9 @@ pub async fn serve(stream: UnixStream, methods: Methods) {
         out: tx,
         subscriptions: BoundedSubscriptions::new(MAX_SUBSCRIPTIONS),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        batch: Semaphore::new(1),
     });
+    let request_bytes = Arc::new(Semaphore::new(REQUEST_BUDGET));
 
     // The writer starts with the first frame, when the framing is known.
     let mut unstarted = Some((write, rx));
@@ -107,6 +125,12 @@ pub async fn serve(stream: UnixStream, methods: Methods) {
             let _ = ctx.out.send(msg).await;
             break;
         };
+        // Wait while too many request bytes are unanswered: a client that
+        // does not read its answers is not read from either.
+        let weight = frame.len().clamp(1, REQUEST_BUDGET) as u32;
+        let Ok(bytes) = request_bytes.clone().acquire_many_owned(weight).await else {
+            break;
+        };
         let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
             let msg = error_json(
                 Id::Null,
@@ -119,6 +143,7 @@ pub async fn serve(stream: UnixStream, methods: Methods) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _bytes = bytes;
             if let Some(reply) = ctx.handle_frame(frame).await {
                 let _ = ctx.out.send(reply).await;
             }
@@ -176,6 +201,9 @@ struct Conn {
     out: mpsc::Sender<Box<RawValue>>,
     subscriptions: BoundedSubscriptions,
     in_flight: Arc<Semaphore>,
+    /// One batch at a time, from its first request until its answer is
+    /// queued.
+    batch: Semaphore,
 }
 
 impl Conn {
@@ -208,24 +236,59 @@ impl Conn {
                     "empty batch",
                 ));
             }
-            let mut replies = Vec::new();
+            if items.len() > MAX_BATCH {
+                return Some(error_json(
+                    Id::Null,
+                    TOO_LARGE,
+                    &format!(
+                        "batch of {} requests is above the limit of {MAX_BATCH}; send them in smaller batches",
+                        items.len()
+                    ),
+                ));
+            }
+            let Ok(_one_batch) = self.batch.acquire().await else {
+                return None;
+            };
+            // The answers, joined as they come: past the answer limit, the
+            // remaining requests are not run and each gets an error.
+            let mut joined = String::from("[");
+            let mut any = false;
             for item in items {
-                if let Some(r) = self.clone().handle_isolated(item.get().to_owned()).await {
-                    replies.push(r);
+                let reply = if joined.len() > MAX_BATCH_ANSWER {
+                    request_id(item.get()).map(|id| {
+                        error_json(
+                            id,
+                            TOO_LARGE,
+                            &format!(
+                                "not run: the answers to this batch passed {} MiB; send smaller batches",
+                                MAX_BATCH_ANSWER >> 20
+                            ),
+                        )
+                    })
+                } else {
+                    self.clone().handle_isolated(item.get().to_owned()).await
+                };
+                if let Some(r) = reply {
+                    if any {
+                        joined.push(',');
+                    }
+                    joined.push_str(r.get());
+                    any = true;
                 }
             }
-            if replies.is_empty() {
+            if !any {
                 return None;
             }
-            let joined = format!(
-                "[{}]",
-                replies
-                    .iter()
-                    .map(|r| r.get())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
-            return RawValue::from_string(joined).ok();
+            joined.push(']');
+            let answer = RawValue::from_string(joined).ok()?;
+            // Queue a batch answer only into an empty queue, so that a
+            // client that does not read holds at most one.
+            if let Ok(mut slots) = self.out.reserve_many(OUT_QUEUE).await
+                && let Some(slot) = slots.next()
+            {
+                slot.send(answer);
+            }
+            return None;
         }
         self.clone().handle_isolated(text.to_owned()).await
     }
@@ -345,7 +408,9 @@ async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<Cli
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     loop {
         stream.readable().await?;
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small: the first message is the handshake; the rest of a larger
+        // one comes through the frame reader.
+        let mut buf = vec![0u8; 4 * 1024];
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let got = stream.try_io(tokio::io::Interest::READABLE, || {
@@ -362,6 +427,7 @@ async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<Cli
                     }
                 }
                 buf.truncate(msg.bytes);
+                buf.shrink_to_fit();
                 let stdio = if fds.is_empty() {
                     None
                 } else {

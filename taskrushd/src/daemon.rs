@@ -389,7 +389,9 @@ impl Api {
         // client leaving, the daemon stopping) relayed, or a restart.
         let mut session = ctx.cancel.subscribe();
         let (inner_tx, inner_rx) = watch::channel(*session.borrow_and_update());
-        let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(64);
+        // Small: each output event holds up to 64 KiB, and a client that
+        // does not read must cost little per run (its tasks then block).
+        let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(8);
         let up_to_date = self.up_to_date.clone();
         let runner = tokio::spawn(runner::run(spec, up_to_date, events_tx, inner_rx));
 

@@ -5,6 +5,11 @@
 //! daemon's whole life, and only then replace whatever socket file is
 //! there. Holding the lock proves no live daemon serves that socket, so a
 //! stale socket from a `kill -9` is replaced and a live one never is.
+//!
+//! The daemon remembers the (device, inode) of the socket it bound and of
+//! its lock file: it re-binds a socket that was deleted while it still
+//! owns the lock, and never unlinks a socket file that is not the one it
+//! bound (a new daemon's, after the directory was removed and recreated).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
@@ -22,10 +27,114 @@ const MAX_SOCKET_PATH: usize = 107;
 /// A bound socket and the lock that makes it ours.
 pub struct Bound {
     pub listener: Listener,
+    /// The (device, inode) of the socket file this daemon bound.
+    pub socket_id: FileId,
     /// Keep this until the process exits: it is released (by the OS) when
     /// the daemon exits, however it exits, and `taskrush daemon stop`
     /// waits for that.
     pub lock: File,
+}
+
+/// A file's (device, inode): what a path named when it was checked.
+pub type FileId = (u64, u64);
+
+/// The (device, inode) a path names now, without following a symlink.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|md| (md.dev(), md.ino()))
+}
+
+/// Whether the lock file at its path is still the one this daemon holds
+/// (not deleted, not replaced, its directory not removed or recreated).
+pub fn lock_is_ours(paths: &DaemonPaths, lock: &File) -> bool {
+    let Ok(held) = lock.metadata() else {
+        return false;
+    };
+    file_id(&paths.lock) == Some((held.dev(), held.ino()))
+}
+
+/// Remove the socket file only if it is the one this daemon bound and
+/// the lock is still ours: after a logout removed the directory and a
+/// new daemon bound the same path, that socket is the new daemon's.
+pub fn unlink_own_socket(paths: &DaemonPaths, lock: &File, socket_id: FileId) {
+    if lock_is_ours(paths, lock) && file_id(&paths.socket) == Some(socket_id) {
+        let _ = std::fs::remove_file(&paths.socket);
+    }
+}
+
+/// Bind the socket again (it was deleted while we hold the lock). Any
+/// file at the path is stale: we hold the lock.
+pub fn rebind(paths: &DaemonPaths) -> Result<(Listener, FileId), BindError> {
+    match std::fs::remove_file(&paths.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(BindError::Io(paths.socket.clone(), e)),
+    }
+    listen(&paths.socket)
+}
+
+fn listen(socket: &Path) -> Result<(Listener, FileId), BindError> {
+    let name = socket
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| BindError::Io(socket.into(), e))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        // Never unlink by path on drop: `unlink_own_socket` checks first.
+        .reclaim_name(false)
+        .create_tokio()
+        .map_err(|e| BindError::Io(socket.into(), e))?;
+    let id = file_id(socket).ok_or_else(|| {
+        BindError::Io(
+            socket.into(),
+            std::io::Error::other("the socket vanished as it was bound"),
+        )
+    })?;
+    Ok((listener, id))
+}
+
+/// Open a file of the daemon's own (its lock, its log): never through a
+/// symlink, only a regular file owned by this user, mode 0600. In a
+/// shared directory someone else may have planted either.
+pub fn open_private(path: &Path, append: bool) -> Result<File, BindError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .append(append)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                BindError::Unsafe(format!(
+                    "`{}` is a symbolic link\nhint: remove it; taskrushd creates its own file",
+                    path.display()
+                ))
+            } else {
+                BindError::Io(path.into(), e)
+            }
+        })?;
+    let md = file.metadata().map_err(|e| BindError::Io(path.into(), e))?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !md.is_file() {
+        return Err(BindError::Unsafe(format!(
+            "`{}` is not a regular file\nhint: remove it",
+            path.display()
+        )));
+    }
+    if md.uid() != uid {
+        return Err(BindError::Unsafe(format!(
+            "`{}` belongs to uid {}, not to you (uid {uid})\nhint: remove it or set TASKRUSH_SOCKET to a private directory",
+            path.display(),
+            md.uid()
+        )));
+    }
+    if md.mode() & 0o077 != 0 {
+        let _ = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o600));
+    }
+    Ok(file)
 }
 
 #[derive(Debug)]
@@ -59,13 +168,7 @@ pub fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindErr
         return Err(BindError::PathTooLong(paths.socket.clone()));
     }
     prepare_dir(&paths.dir, !explicit_socket)?;
-    let mut lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&paths.lock)
-        .map_err(|e| BindError::Io(paths.lock.clone(), e))?;
+    let mut lock = open_private(&paths.lock, false)?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(BindError::AlreadyRunning),
@@ -81,29 +184,24 @@ pub fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(BindError::Io(paths.socket.clone(), e)),
     }
-    let name = paths
-        .socket
-        .as_path()
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|e| BindError::Io(paths.socket.clone(), e))?;
-    let listener = ListenerOptions::new()
-        .name(name)
-        .mode(0o600)
-        .create_tokio()
-        .map_err(|e| BindError::Io(paths.socket.clone(), e))?;
-    Ok(Bound { listener, lock })
+    let (listener, socket_id) = listen(&paths.socket)?;
+    Ok(Bound {
+        listener,
+        socket_id,
+        lock,
+    })
 }
 
 /// The socket's directory must be a real directory owned by this user.
-/// The default one must also be private (0700); it is created so.
-fn prepare_dir(dir: &Path, must_be_private: bool) -> Result<(), BindError> {
+/// The default one must also be private (0700); a missing one (and its
+/// missing parents) is created so, in every configuration. Called before
+/// the log is opened, which may live in the same directory.
+pub fn prepare_dir(dir: &Path, must_be_private: bool) -> Result<(), BindError> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| BindError::Io(parent.into(), e))?;
-            }
             std::fs::DirBuilder::new()
                 .mode(0o700)
+                .recursive(true)
                 .create(dir)
                 .map_err(|e| BindError::Io(dir.into(), e))?;
             Ok(())

@@ -18,6 +18,7 @@ mod file_hashes;
 mod human;
 mod input_files;
 mod listener;
+mod log_file;
 mod planner;
 mod plugin;
 mod projects;
@@ -63,6 +64,10 @@ struct Args {
     /// process left behind).
     #[arg(long, conflicts_with = "notify_ready")]
     stdio: bool,
+    /// Connections served at once (beyond it a client is refused with an
+    /// error saying so). Default: $TASKRUSH_MAX_CONNECTIONS, else 1024.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 /// Default idle timeout: three hours, as Gradle, Nx and Bazel.
@@ -124,11 +129,34 @@ fn main() -> ExitCode {
         let _ = rustix::process::setsid();
     }
     watchdog::start();
+    let (max_connections, from) = match args.max_connections {
+        Some(n) => (n.to_string(), "--max-connections"),
+        None => match std::env::var("TASKRUSH_MAX_CONNECTIONS") {
+            Ok(n) => (n, "TASKRUSH_MAX_CONNECTIONS"),
+            Err(_) => (server::DEFAULT_MAX_CONNECTIONS.to_string(), "the default"),
+        },
+    };
+    let max_connections = match max_connections.trim().parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            eprintln!(
+                "error: invalid `{from}` value `{max_connections}`: expected a number of connections above 0"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     if args.stdio {
         return serve_stdio(paths, options);
     }
+    let explicit = std::env::var_os(ENV_SOCKET).is_some_and(|s| !s.is_empty());
+    // The socket's directory first (0700 when created), then the log,
+    // which may live in it.
+    if let Err(e) = listener::prepare_dir(&paths.dir, !explicit) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = init_logging(&paths, args.foreground) {
-        eprintln!("error: cannot open the log `{}`: {e}", paths.log.display());
+        eprintln!("error: cannot open the log: {e}");
         return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +174,6 @@ fn main() -> ExitCode {
     // The lock outlives the runtime: `taskrush daemon stop` returns when
     // the lock is free, and by then nothing of this daemon may be running.
     let (code, lock) = runtime.block_on(async {
-        let explicit = std::env::var_os(ENV_SOCKET).is_some_and(|s| !s.is_empty());
         let bound = match listener::bind(&paths, explicit) {
             Ok(b) => b,
             Err(listener::BindError::AlreadyRunning) => {
@@ -162,9 +189,20 @@ fn main() -> ExitCode {
         };
         tracing::info!(pid = std::process::id(), version = taskrush_protocol::VERSION, socket = %paths.socket.display(), "listening");
         ready(args.notify_ready, "ready");
-        let daemon = daemon::Daemon::new(paths, options);
-        let listener::Bound { listener, lock } = bound;
-        server::serve(listener, daemon.clone()).await;
+        let daemon = daemon::Daemon::new(paths.clone(), options);
+        let listener::Bound {
+            listener,
+            socket_id,
+            lock,
+        } = bound;
+        let socket = server::Socket {
+            listener,
+            id: socket_id,
+            lock: &lock,
+            paths,
+            max_connections,
+        };
+        server::serve(socket, daemon.clone()).await;
         daemon.watcher.remove_cookies();
         (ExitCode::SUCCESS, Some(lock))
     });
@@ -238,7 +276,7 @@ fn ready(notify: bool, word: &str) {
     }
 }
 
-fn init_logging(paths: &DaemonPaths, foreground: bool) -> std::io::Result<()> {
+fn init_logging(paths: &DaemonPaths, foreground: bool) -> Result<(), listener::BindError> {
     use tracing_subscriber::filter::LevelFilter;
     let level = match std::env::var("TASKRUSH_LOG_LEVEL").as_deref() {
         Ok("trace") => LevelFilter::TRACE,
@@ -254,13 +292,7 @@ fn init_logging(paths: &DaemonPaths, foreground: bool) -> std::io::Result<()> {
         builder.with_writer(std::io::stderr).init();
         return Ok(());
     }
-    if let Some(dir) = paths.log.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&paths.log)?;
+    let file = log_file::RotatingLog::open(&paths.log)?;
     builder
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))

@@ -3,7 +3,15 @@
 //!
 //! The accept loop never waits on a client, a run or a plugin: every
 //! connection is served by its own task.
+//!
+//! It also keeps the socket reachable: an inotify watch on the socket's
+//! directory (deletions and renames only, so an idle daemon sleeps)
+//! re-binds a deleted socket while the daemon still owns its lock, and
+//! stops the daemon when the lock file or the directory itself is gone
+//! (a logout removed the runtime directory): the next `taskrush` starts a
+//! new daemon, and this one never unlinks that daemon's socket.
 
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,23 +21,53 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use jsonrpsee::Methods;
 use taskrush_protocol::api::TaskRushApiServer;
+use taskrush_protocol::paths::DaemonPaths;
 
 use crate::daemon::Daemon;
+use crate::listener::{self, FileId};
 use crate::runner::Cancel;
 
 /// How long running tasks get to stop when the daemon stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Connections served at once (all are the same user's: others are
+/// refused), unless `--max-connections` / `$TASKRUSH_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Without inotify, how often the socket file is checked.
+const SOCKET_POLL: Duration = Duration::from_secs(60);
+/// Longest pause of the accept loop while out of file descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
+/// The daemon's socket, as the accept loop owns it.
+pub struct Socket<'a> {
+    pub listener: Listener,
+    /// The (device, inode) of the socket file bound.
+    pub id: FileId,
+    pub lock: &'a File,
+    pub paths: DaemonPaths,
+    pub max_connections: usize,
+}
+
+pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
+    let Socket {
+        mut listener,
+        id: mut socket_id,
+        lock,
+        paths,
+        max_connections,
+    } = socket;
     let methods: Methods = crate::daemon::Api(daemon.clone()).into_rpc().into();
     let my_uid = rustix::process::geteuid().as_raw();
     let mut stopping = daemon.stopping.subscribe();
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt());
+    let mut watch = SocketWatch::new(&paths);
+    let mut spare = Spare::open();
+    let mut exhausted = Exhausted::default();
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
                 Ok(stream) => {
+                    exhausted.recovered();
                     if !peer_is(&stream, my_uid) {
                         continue;
                     }
@@ -40,21 +78,76 @@ pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
                             continue;
                         }
                     };
+                    if daemon.clients.load(Ordering::Relaxed) >= max_connections {
+                        refuse(stream, &format!(
+                            "too many connections: the daemon serves at most {max_connections} at once\n\
+                             hint: close idle clients, or raise the limit with TASKRUSH_MAX_CONNECTIONS and `taskrush daemon restart`"
+                        ), true);
+                        continue;
+                    }
+                    daemon.clients.fetch_add(1, Ordering::Relaxed);
                     let methods = methods.clone();
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        daemon.clients.fetch_add(1, Ordering::Relaxed);
                         crate::connection::serve(stream, methods).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
                         daemon.touch();
                     });
                 }
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Free the spare descriptor to accept the waiting client
+                    // and tell it why, rather than leaving it hanging. Only
+                    // when no client could be taken does the loop pause
+                    // (10 ms, doubling, at most 1 s) instead of spinning.
+                    // Logged once per episode.
+                    exhausted.failed(&e);
+                    let mut refused = false;
+                    if spare.release() {
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
+                            && let Ok(stream) = into_unix(stream)
+                        {
+                            refuse(
+                                stream,
+                                "the daemon is out of file descriptors\n\
+                                 hint: close idle clients; `taskrush daemon logs` says more",
+                                false,
+                            );
+                            refused = true;
+                        }
+                        spare = Spare::open();
+                    }
+                    if !refused {
+                        tokio::time::sleep(exhausted.backoff()).await;
+                    }
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            () = watch.changed() => {
+                if !listener::lock_is_ours(&paths, lock) {
+                    tracing::warn!(
+                        "the lock file `{}` was removed or replaced (its directory removed?): stopping; the next `taskrush` starts a new daemon",
+                        paths.lock.display()
+                    );
+                    break;
+                }
+                if listener::file_id(&paths.socket) != Some(socket_id) {
+                    match listener::rebind(&paths) {
+                        Ok((l, id)) => {
+                            tracing::warn!("the socket `{}` was removed or replaced: listening again", paths.socket.display());
+                            listener = l;
+                            socket_id = id;
+                        }
+                        Err(e) => {
+                            tracing::error!("the socket `{}` was removed and cannot be bound again, stopping: {e}", paths.socket.display());
+                            break;
+                        }
+                    }
+                }
+            }
             _ = stopping.wait_for(|s| *s) => break,
             _ = idle_check(&daemon) => {
                 tracing::info!("idle for {:?} with no clients and no runs: stopping", daemon.options.idle_timeout.unwrap_or_default());
@@ -65,7 +158,9 @@ pub async fn serve(listener: Listener, daemon: Arc<Daemon>) {
         }
     }
     daemon.stopping.send_replace(true);
-    drop(listener); // stop accepting; the socket file goes with it
+    // Stop accepting; remove the socket file only if it is still ours.
+    drop(listener);
+    listener::unlink_own_socket(&paths, lock, socket_id);
     daemon.cancel_all(Cancel::Interrupt);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     while daemon.active_runs() > 0 && tokio::time::Instant::now() < deadline {
@@ -110,6 +205,226 @@ fn into_unix(stream: Stream) -> std::io::Result<tokio::net::UnixStream> {
             let std = std::os::unix::net::UnixStream::from(fd);
             std.set_nonblocking(true)?;
             tokio::net::UnixStream::from_std(std)
+        }
+    }
+}
+
+/// Answer a connection that will not be served with one JSON-RPC error
+/// (newline-framed, `id: null`), so its client can say why. With
+/// `linger`, what the client sent is read and dropped for a moment first
+/// (closing with unread data would reset the connection and lose the
+/// answer); without, the descriptor is given back at once.
+fn refuse(stream: tokio::net::UnixStream, message: &str, linger: bool) {
+    let err = jsonrpsee::types::ErrorObject::owned(
+        taskrush_protocol::error::BUSY,
+        message.to_owned(),
+        None::<()>,
+    );
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": err});
+    let line = format!("{body}\n");
+    // The socket buffer of a new connection is empty: this short write
+    // completes at once (the reactor has not seen it writable yet, so
+    // `try_write` would not even try).
+    let _ = rustix::net::send(&stream, line.as_bytes(), rustix::net::SendFlags::NOSIGNAL);
+    if !linger {
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut stream = stream;
+        let _ = rustix::net::shutdown(&stream, rustix::net::Shutdown::Write);
+        let mut sink = [0u8; 1024];
+        let drain = async {
+            let mut total = 0usize;
+            while let Ok(n) = stream.read(&mut sink).await {
+                total += n;
+                if n == 0 || total > 64 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    });
+}
+
+/// EMFILE, ENFILE (and ENOBUFS/ENOMEM): the process or the system is out
+/// of descriptors or memory for sockets.
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let code = e.raw_os_error();
+    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+        .iter()
+        .any(|errno| code == Some(errno.raw_os_error()))
+}
+
+/// One descriptor kept in reserve, released to accept (and refuse) a
+/// client when the process is out of descriptors.
+struct Spare(Option<File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(File::open("/dev/null").ok())
+    }
+
+    /// Close the spare descriptor; false if there was none.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+}
+
+/// Failed accepts, logged when an episode starts and when it ends (with
+/// how many failed), each at most once a minute: a daemon at its limit,
+/// where a closing descriptor lets one accept through now and then, logs
+/// two lines a minute, not one per failure.
+#[derive(Default)]
+struct Exhausted {
+    /// Failures not yet reported, since `since`.
+    failures: u64,
+    since: Option<std::time::Instant>,
+    in_episode: bool,
+    /// The latest episode's first failure, backing off from it.
+    streak: u32,
+    logged_start: Option<std::time::Instant>,
+    logged_end: Option<std::time::Instant>,
+}
+
+const EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+fn due(last: Option<std::time::Instant>) -> bool {
+    last.is_none_or(|t| t.elapsed() >= EXHAUSTED_LOG_EVERY)
+}
+
+impl Exhausted {
+    fn failed(&mut self, e: &std::io::Error) {
+        if !self.in_episode {
+            self.in_episode = true;
+            self.streak = 0;
+            self.since.get_or_insert_with(std::time::Instant::now);
+            if due(self.logged_start) {
+                tracing::warn!(
+                    "accept failed: {e}; refusing new connections until some close (logged at most once a minute; the count follows)"
+                );
+                self.logged_start = Some(std::time::Instant::now());
+            }
+        }
+        self.failures += 1;
+        self.streak = self.streak.saturating_add(1);
+    }
+
+    /// Pause after a failed accept that took no client.
+    fn backoff(&self) -> Duration {
+        let exp = self.streak.saturating_sub(1).min(7);
+        (Duration::from_millis(10) * 2u32.pow(exp)).min(MAX_ACCEPT_BACKOFF)
+    }
+
+    fn recovered(&mut self) {
+        if !self.in_episode {
+            return;
+        }
+        self.in_episode = false;
+        if due(self.logged_end) {
+            tracing::warn!(
+                failures = self.failures,
+                "accepting connections again after {} failed accepts over {:?}",
+                self.failures,
+                self.since.map(|s| s.elapsed()).unwrap_or_default()
+            );
+            self.logged_end = Some(std::time::Instant::now());
+            self.failures = 0;
+            self.since = None;
+        }
+    }
+}
+
+/// Wakes the accept loop when the socket's directory loses or replaces
+/// an entry named like the socket or the lock, or is itself removed or
+/// moved. Creations and writes are not watched, so the log beside an
+/// explicit socket does not wake the daemon. Without inotify, a rare poll.
+struct SocketWatch {
+    fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    names: [std::ffi::OsString; 2],
+}
+
+impl SocketWatch {
+    fn new(paths: &DaemonPaths) -> SocketWatch {
+        use rustix::fs::inotify;
+        let names = [&paths.socket, &paths.lock]
+            .map(|p| p.file_name().map(|n| n.to_owned()).unwrap_or_default());
+        let fd = (|| {
+            let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+            inotify::add_watch(
+                &fd,
+                &paths.dir,
+                inotify::WatchFlags::DELETE
+                    | inotify::WatchFlags::MOVED_FROM
+                    | inotify::WatchFlags::MOVED_TO
+                    | inotify::WatchFlags::DELETE_SELF
+                    | inotify::WatchFlags::MOVE_SELF
+                    | inotify::WatchFlags::ONLYDIR,
+            )?;
+            Ok::<_, rustix::io::Errno>(fd)
+        })();
+        // `AsyncFd::new` is deprecated for descriptors it does not own; this
+        // one is an `OwnedFd` that moves into it, which is the sound case
+        // (`register`, the replacement, is `unsafe`, denied here).
+        #[allow(deprecated)]
+        let registered = fd
+            .map_err(std::io::Error::from)
+            .and_then(tokio::io::unix::AsyncFd::new);
+        let fd = match registered {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch the socket directory `{}` ({e}): checking the socket every {}s",
+                    paths.dir.display(),
+                    SOCKET_POLL.as_secs()
+                );
+                None
+            }
+        };
+        SocketWatch { fd, names }
+    }
+
+    /// Resolves when the socket or the lock may have gone.
+    async fn changed(&mut self) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Some(fd) = &self.fd else {
+            return tokio::time::sleep(SOCKET_POLL).await;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
+                return std::future::pending().await;
+            };
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut reader = rustix::fs::inotify::Reader::new(guard.get_inner(), &mut buf);
+            let mut relevant = false;
+            let broken = loop {
+                match reader.next() {
+                    Ok(ev) => {
+                        relevant |= match ev.file_name() {
+                            Some(name) => {
+                                self.names.iter().any(|n| n.as_bytes() == name.to_bytes())
+                            }
+                            // Events on the directory itself (removed, moved).
+                            None => true,
+                        };
+                    }
+                    Err(rustix::io::Errno::AGAIN) => {
+                        guard.clear_ready();
+                        break false;
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break true,
+                }
+            };
+            if broken {
+                // Unreadable: check now, then fall back to the rare poll.
+                self.fd = None;
+                return;
+            }
+            if relevant {
+                return;
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest accepted message (requests are small; this leaves room for a
 /// client environment of thousands of variables).
@@ -91,15 +91,37 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Reads frames from one connection.
+///
+/// Its buffer grows only as a frame needs it and is given back between
+/// frames: an idle connection holds a few hundred bytes, and one 8 MiB
+/// message does not leave an 8 MiB buffer behind.
 pub struct FrameReader<R> {
     inner: R,
+    /// Bytes read and not yet consumed: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
     framing: Option<Framing>,
 }
 
-impl<R: AsyncBufRead + Unpin> FrameReader<R> {
+/// Read size while waiting for a message to begin (idle connections).
+const IDLE_READ: usize = 512;
+/// Largest single read while a message is arriving.
+const MAX_READ: usize = 64 * 1024;
+/// Buffer capacity kept between messages; more is given back.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    #[cfg(test)]
     pub fn new(inner: R) -> Self {
+        Self::with_buffered(inner, Vec::new())
+    }
+
+    /// A reader whose first bytes were already read (with `recvmsg`).
+    pub fn with_buffered(inner: R, first: Vec<u8>) -> Self {
         FrameReader {
             inner,
+            buf: first,
+            pos: 0,
             framing: None,
         }
     }
@@ -109,21 +131,59 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
         self.framing
     }
 
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            self.buf.clear();
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Read more bytes; false at the end of the connection.
+    async fn fill(&mut self) -> Result<bool, FrameError> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let pending = self.buf.len();
+        let want = if pending == 0 {
+            IDLE_READ
+        } else {
+            pending.clamp(IDLE_READ, MAX_READ)
+        };
+        self.buf.reserve(want);
+        let n = (&mut self.inner)
+            .take(want as u64)
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(FrameError::Io)?;
+        Ok(n > 0)
+    }
+
     /// The next message, `None` at a clean end of the connection. Waiting
     /// for a message to begin has no deadline (editors stay connected).
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         // Skip blank space between frames, and detect the framing.
         let first = loop {
-            let buf = self.inner.fill_buf().await.map_err(FrameError::Io)?;
-            let Some(&b) = buf.first() else {
-                return Ok(None);
-            };
-            if b.is_ascii_whitespace() {
-                let n = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-                self.inner.consume(n);
-                continue;
+            let blank = self
+                .available()
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            self.consume(blank);
+            if let Some(&b) = self.available().first() {
+                break b;
             }
-            break b;
+            if !self.fill().await? {
+                return Ok(None);
+            }
         };
         let framing = *self
             .framing
@@ -138,26 +198,77 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
                 Framing::ContentLength => self.read_content_length().await,
             }
         };
-        match tokio::time::timeout(frame_deadline(), read).await {
+        let frame = match tokio::time::timeout(frame_deadline(), read).await {
             Ok(r) => r.map(Some),
             Err(_) => Err(FrameError::TooSlow),
+        };
+        if frame.is_err() {
+            // The connection ends (or, past the size limit, is answered
+            // and closed): keep nothing.
+            self.buf = Vec::new();
+            self.pos = 0;
+        } else if self.buf.capacity() > MAX_READ {
+            // Give back what a large message needed.
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.shrink_to(KEEP_CAPACITY);
         }
+        frame
+    }
+
+    /// Take the next `n` available bytes as a frame, and consume them plus
+    /// `skip` more. A frame that starts the buffer takes the buffer itself
+    /// (no copy of a large message); the bytes after it move to a new one.
+    fn take(&mut self, n: usize, skip: usize) -> Vec<u8> {
+        if self.pos > 0 {
+            let frame = self.available()[..n].to_vec();
+            self.consume(n + skip);
+            return frame;
+        }
+        let rest = self.buf.split_off(n + skip);
+        let mut frame = std::mem::replace(&mut self.buf, rest);
+        frame.truncate(n);
+        frame
     }
 
     async fn read_line(&mut self) -> Result<Vec<u8>, FrameError> {
-        let mut out = Vec::new();
-        read_until_newline(&mut self.inner, &mut out, MAX_FRAME).await?;
+        let mut out = self.take_line(MAX_FRAME).await?;
         if out.last() == Some(&b'\r') {
             out.pop();
         }
         Ok(out)
     }
 
+    /// The bytes up to the next newline (not included), at most `max`.
+    async fn take_line(&mut self, max: usize) -> Result<Vec<u8>, FrameError> {
+        let mut scanned = 0;
+        loop {
+            let avail = self.available();
+            if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i;
+                if end > max {
+                    return Err(FrameError::TooLarge);
+                }
+                return Ok(self.take(end, 1));
+            }
+            scanned = avail.len();
+            if scanned > max {
+                return Err(FrameError::TooLarge);
+            }
+            if !self.fill().await? {
+                // The end of the connection ends the last line.
+                if scanned == 0 {
+                    return Err(FrameError::Truncated);
+                }
+                return Ok(self.take(scanned, 0));
+            }
+        }
+    }
+
     async fn read_content_length(&mut self) -> Result<Vec<u8>, FrameError> {
         let mut length = None;
         loop {
-            let mut line = Vec::new();
-            read_until_newline(&mut self.inner, &mut line, MAX_HEADER_LINE).await?;
+            let line = self.take_line(MAX_HEADER_LINE).await?;
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches('\r');
             if line.is_empty() {
@@ -180,51 +291,12 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
         let Some(n) = length else {
             return Err(FrameError::BadHeader("no Content-Length header".into()));
         };
-        let mut body = vec![0; n];
-        self.inner
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-                _ => FrameError::Io(e),
-            })?;
-        Ok(body)
-    }
-}
-
-/// `read_until(b'\n')` that gives up past `max` bytes instead of growing.
-async fn read_until_newline<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    out: &mut Vec<u8>,
-    max: usize,
-) -> Result<(), FrameError> {
-    loop {
-        let buf = r.fill_buf().await.map_err(FrameError::Io)?;
-        if buf.is_empty() {
-            return if out.is_empty() {
-                Err(FrameError::Truncated)
-            } else {
-                Ok(())
-            };
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                if out.len() + i > max {
-                    return Err(FrameError::TooLarge);
-                }
-                out.extend_from_slice(&buf[..i]);
-                r.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                if out.len() + n > max {
-                    return Err(FrameError::TooLarge);
-                }
-                out.extend_from_slice(buf);
-                r.consume(n);
+        while self.available().len() < n {
+            if !self.fill().await? {
+                return Err(FrameError::Truncated);
             }
         }
+        Ok(self.take(n, 0))
     }
 }
 
@@ -233,7 +305,7 @@ mod tests {
     use super::*;
 
     async fn frames(input: &[u8]) -> Vec<Result<String, String>> {
-        let mut r = FrameReader::new(tokio::io::BufReader::new(input));
+        let mut r = FrameReader::new(input);
         let mut out = Vec::new();
         loop {
             match r.next().await {

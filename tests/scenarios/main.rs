@@ -4,6 +4,7 @@
 mod cache;
 mod cancel;
 mod client;
+mod connection_limits;
 mod daemon;
 mod duration;
 mod hashing;
@@ -14,6 +15,7 @@ mod protocol;
 mod reload;
 mod run;
 mod rush_file;
+mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;

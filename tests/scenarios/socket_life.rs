@@ -1,0 +1,246 @@
+//! The daemon's socket, lock and log through the faults of real life: a
+//! deleted socket, a runtime directory removed and recreated (logout), a
+//! daemon out of file descriptors or connections, files planted in a
+//! shared socket directory, a log that grows without end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use taskrush_tests::{Scenario, signal, wait_until};
+
+const HI: &str = "tasks:\n  hi:\n    cmd: echo hi\n";
+
+/// Whether the process lives (a zombie does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// One JSON-RPC call on a new raw connection, the connection kept open;
+/// `None` when no answer comes within 5 s or the connection closes.
+fn call_and_keep(socket: &Path, method: &str) -> (UnixStream, Option<serde_json::Value>) {
+    let mut s = UnixStream::connect(socket).expect("connect to the daemon");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = writeln!(s, r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#);
+    let mut line = String::new();
+    let answer = BufReader::new(&s)
+        .read_line(&mut line)
+        .ok()
+        .and_then(|_| serde_json::from_str(&line).ok());
+    (s, answer)
+}
+
+#[test]
+fn a_deleted_socket_is_bound_again_and_the_same_daemon_answers() {
+    let t = Scenario::new().rush(HI);
+    t.run(&["hi"]).success();
+    let pid = t.daemon_pid().unwrap();
+    std::fs::remove_file(t.socket()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || t.socket().exists()),
+        "the daemon did not bind its socket again"
+    );
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    assert_eq!(t.daemon_pid(), Some(pid));
+}
+
+#[test]
+fn an_old_daemon_whose_directory_was_recreated_leaves_the_new_daemons_socket_alone() {
+    let t = Scenario::new().rush(HI);
+    t.run(&["hi"]).success();
+    let old = t.daemon_pid().unwrap();
+    // A logout removes the runtime directory; the next login's first run
+    // starts a new daemon there.
+    std::fs::remove_dir_all(t.socket().parent().unwrap()).unwrap();
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    let new = t.daemon_pid().unwrap();
+    assert_ne!(new, old);
+    // The old daemon ends (by itself; SIGTERM if it has not yet): it must
+    // not take the new daemon's socket with it.
+    if !wait_until(Duration::from_secs(5), || !alive(old)) {
+        signal(old, Signal::TERM);
+    }
+    assert!(wait_until(Duration::from_secs(10), || !alive(old)));
+    assert!(
+        t.socket().exists(),
+        "the old daemon unlinked the new socket"
+    );
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    assert_eq!(t.daemon_pid(), Some(new));
+}
+
+#[test]
+fn daemon_status_names_a_daemon_that_holds_the_lock_but_does_not_answer() {
+    let t = Scenario::new().rush(HI);
+    t.run(&["hi"]).success();
+    let pid = t.daemon_pid().unwrap();
+    // Frozen, it cannot bind its socket again.
+    signal(pid, Signal::STOP);
+    std::fs::remove_file(t.socket()).unwrap();
+    let status = t.run(&["daemon", "status"]);
+    signal(pid, Signal::CONT);
+    status.expect_code(4);
+    assert!(
+        status
+            .stdout()
+            .starts_with(&format!("a taskrushd (pid {pid}, per `")),
+        "{}",
+        status.stdout()
+    );
+    assert!(
+        status
+            .stdout()
+            .contains("holds the lock but does not answer")
+    );
+    // Thawed, it sees its socket gone and binds it again.
+    assert!(wait_until(Duration::from_secs(5), || t.socket().exists()));
+    assert_eq!(t.daemon_pid(), Some(pid));
+}
+
+#[test]
+fn the_connection_limit_refuses_one_more_client_with_an_error_saying_so() {
+    let t = Scenario::new()
+        .rush(HI)
+        .env("TASKRUSH_MAX_CONNECTIONS", "3");
+    t.run(&["hi"]).success();
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, answer) = call_and_keep(&t.socket(), "daemon_status");
+            assert!(answer.unwrap()["result"]["pid"].is_u64());
+            s
+        })
+        .collect();
+    let (_, refused) = call_and_keep(&t.socket(), "daemon_status");
+    let refused = refused.expect("an answer, not a hang or a reset");
+    assert_eq!(refused["error"]["code"], -32007, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("too many connections: the daemon serves at most 3 at once"),
+        "{message}"
+    );
+    assert!(message.contains("TASKRUSH_MAX_CONNECTIONS"), "{message}");
+    drop(held);
+    assert!(wait_until(Duration::from_secs(5), || {
+        call_and_keep(&t.socket(), "daemon_status")
+            .1
+            .is_some_and(|a| a["result"].is_object())
+    }));
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+}
+
+#[test]
+fn a_daemon_out_of_file_descriptors_answers_every_client_logs_once_and_recovers() {
+    let t = Scenario::new().rush(HI);
+    // Soft and hard limit both low, so raising the soft one does not help.
+    let started = t.sh("ulimit -n 48 && taskrushd --notify-ready &");
+    assert!(
+        started.stdout().starts_with("ready"),
+        "{}",
+        started.stdout()
+    );
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let (s, answer) = call_and_keep(&t.socket(), "daemon_status");
+        let answer = answer.expect("an answer, not a hang");
+        if answer["result"].is_object() {
+            served.push(s);
+        } else {
+            assert_eq!(
+                answer["error"]["message"].as_str().unwrap().lines().next(),
+                Some("the daemon is out of file descriptors"),
+                "{answer}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the limit was never reached");
+    drop(served);
+    assert!(wait_until(Duration::from_secs(5), || {
+        call_and_keep(&t.socket(), "daemon_status")
+            .1
+            .is_some_and(|a| a["result"].is_object())
+    }));
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    let log = std::fs::read_to_string(t.log()).unwrap();
+    let failed = log.lines().filter(|l| l.contains("accept failed")).count();
+    assert_eq!(failed, 1, "one line per episode:\n{log}");
+    assert!(log.contains("accepting connections again after"), "{log}");
+}
+
+#[test]
+fn a_symlink_planted_at_the_lock_file_is_refused_and_its_target_untouched() {
+    let t = Scenario::new().rush(HI);
+    let dir = t.socket().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = t.root().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, format!("{}.lock", t.socket().display())).unwrap();
+    let out = t.run(&["hi"]);
+    out.expect_stdout("hi\n").success();
+    out.expect_stderr_containing("is a symbolic link");
+    out.expect_stderr_containing("running without the daemon");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_log_file_of_another_user_receives_nothing() {
+    let t = Scenario::new().rush(HI);
+    let dir = t.socket().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(t.log(), "").unwrap();
+    std::os::unix::fs::chown(t.log(), Some(65534), Some(65534)).unwrap();
+    let out = t.run(&["hi"]);
+    out.expect_stdout("hi\n").success();
+    out.expect_stderr_containing("belongs to uid 65534");
+    assert_eq!(std::fs::read_to_string(t.log()).unwrap(), "");
+}
+
+#[test]
+fn a_new_explicit_socket_directory_and_the_files_in_it_are_private() {
+    let t = Scenario::new().rush(HI);
+    let socket = t.root().join("fresh").join("sub").join("d.sock");
+    let out = t.run_with(&["hi"], |c| {
+        c.env("TASKRUSH_SOCKET", &socket);
+    });
+    out.expect_stdout("hi\n").success();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    let dir = socket.parent().unwrap();
+    assert_eq!(mode(dir), 0o700, "socket directory");
+    assert_eq!(mode(&dir.join("taskrushd.log")), 0o600, "log");
+    assert_eq!(mode(&dir.join("d.sock.lock")), 0o600, "lock");
+    let stop = t.run_with(&["daemon", "stop"], |c| {
+        c.env("TASKRUSH_SOCKET", &socket);
+    });
+    stop.success();
+}
+
+#[test]
+fn the_daemon_log_is_rotated_by_size_keeping_two_old_files() {
+    let t = Scenario::new()
+        .rush(HI)
+        .env("TASKRUSH_LOG_MAX_BYTES", "1500")
+        .env("TASKRUSH_LOG_LEVEL", "debug");
+    for _ in 0..12 {
+        t.run(&["hi"]).expect_stdout("hi\n").success();
+    }
+    let log = t.log();
+    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(rotated(1).exists() && rotated(2).exists(), "no rotation");
+    assert!(!rotated(3).exists(), "more than two old logs kept");
+    for p in [log.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&p).unwrap().len();
+        // One line may straddle the limit.
+        assert!(size < 1500 + 1024, "`{}` is {size} bytes", p.display());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
