@@ -125,6 +125,10 @@ fn the_connection_limit_refuses_one_more_client_with_an_error_saying_so() {
         "{message}"
     );
     assert!(message.contains("TASKRUSH_MAX_CONNECTIONS"), "{message}");
+    // The CLI shows the refusal as it is, instead of a lost connection.
+    t.run(&["hi"])
+        .expect_code(1)
+        .expect_stderr_starting("error: too many connections: the daemon serves at most 3 at once");
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || {
         call_and_keep(&t.socket(), "daemon_status")
