@@ -451,6 +451,7 @@ impl Api {
             serde_json::to_string(&finished).unwrap_or_default()
         );
         self.publish(run_id, &root, &finished);
+        crate::memory::release_soon();
         finished
     }
 

@@ -19,6 +19,7 @@ mod human;
 mod input_files;
 mod listener;
 mod log_file;
+mod memory;
 mod planner;
 mod plugin;
 mod projects;

@@ -92,6 +92,7 @@ pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
                         crate::connection::serve(stream, methods).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
                         daemon.touch();
+                        crate::memory::release_soon();
                     });
                 }
                 Err(e) if is_fd_exhaustion(&e) => {
