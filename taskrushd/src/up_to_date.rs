@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{self, CacheError, CacheKey};
 use crate::file_hashes::FileHashes;
-use crate::watcher::{CleanKey, Key, Watcher};
+use crate::watch::{CleanKey, Key, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
 pub struct UpToDate {
