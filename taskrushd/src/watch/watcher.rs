@@ -81,6 +81,19 @@ impl Watcher {
                 (None, Some(m))
             }
         };
+        let w = Watcher::new(watcher, problem, events, cookie_dir);
+        tokio::spawn(route(w.clone(), raw_rx, out_tx));
+        (w, out_rx)
+    }
+
+    /// The watcher's state around `native` (`None`: no native watching,
+    /// for the reason in `problem`); its router is not started.
+    pub(super) fn new(
+        watcher: Option<notify::RecommendedWatcher>,
+        problem: Option<String>,
+        events: Events,
+        cookie_dir: Option<PathBuf>,
+    ) -> Arc<Watcher> {
         let cookies = cookie_dir.clone().map(|dir| Cookies {
             dir,
             next: std::sync::atomic::AtomicU64::new(1),
@@ -106,8 +119,7 @@ impl Watcher {
             input_budget: input_budget(),
         });
         let _ = w.me.set(Arc::downgrade(&w));
-        tokio::spawn(route(w.clone(), raw_rx, out_tx));
-        (w, out_rx)
+        w
     }
 
     pub(super) fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
