@@ -155,6 +155,8 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::cache::CacheKey;
+    use crate::watch::CleanKey;
 
     fn tree(root: &str) -> Tree {
         Tree {
@@ -201,6 +203,121 @@ mod tests {
         assert_eq!(
             got,
             [("/elsewhere".to_owned(), false), ("/p".to_owned(), true)]
+        );
+    }
+
+    fn desired(r: &Routes) -> Vec<(String, bool)> {
+        r.desired()
+            .into_iter()
+            .map(|(p, rec)| (p.display().to_string(), rec))
+            .collect()
+    }
+
+    fn clean() -> CleanKey {
+        CleanKey {
+            recipe: CacheKey([1; 32]),
+            key: CacheKey([2; 32]),
+            root_id: (1, 2),
+        }
+    }
+
+    /// Routes with the inputs of `task` watched in `dirs`, clean.
+    fn with_inputs(r: &mut Routes, task: &str, dirs: &[&str]) -> Key {
+        let key = Key::Inputs("/p".into(), task.into());
+        let generation = r.next_generation();
+        r.inputs.insert(
+            key.clone(),
+            Inputs {
+                dirs: dirs.iter().map(PathBuf::from).collect(),
+                generation,
+                clean: Some(clean()),
+            },
+        );
+        r.reindex();
+        key
+    }
+
+    #[test]
+    fn a_change_in_an_input_directory_bumps_the_generation_and_drops_the_clean_key() {
+        let mut r = Routes::default();
+        let build = with_inputs(&mut r, "build", &["/p/src", "/p/src/util"]);
+        let docs = with_inputs(&mut r, "docs", &["/p/docs"]);
+        let (b0, d0) = (r.inputs[&build].generation, r.inputs[&docs].generation);
+
+        assert!(!r.input_changed(Path::new("/p/src/util/x.rs")));
+        assert!(r.inputs[&build].generation > b0);
+        assert_eq!(r.inputs[&build].clean, None);
+        assert_eq!(r.inputs[&docs].generation, d0, "another task's inputs");
+        assert_eq!(r.inputs[&docs].clean, Some(clean()));
+
+        // Outside every input directory (a subdirectory not listed, too).
+        let b1 = r.inputs[&build].generation;
+        assert!(!r.input_changed(Path::new("/p/target/out")));
+        assert!(!r.input_changed(Path::new("/p/docs/api/x.md")));
+        assert_eq!(r.inputs[&build].generation, b1);
+        assert_eq!(r.inputs[&docs].generation, d0);
+    }
+
+    #[test]
+    fn an_event_on_an_input_directory_itself_asks_for_it_to_be_watched_again() {
+        let mut r = Routes::default();
+        let build = with_inputs(&mut r, "build", &["/p/src", "/p/src/util"]);
+        let g = r.inputs[&build].generation;
+        assert!(r.input_changed(Path::new("/p/src/util")));
+        assert!(r.inputs[&build].generation > g);
+        assert_eq!(r.inputs[&build].clean, None);
+    }
+
+    #[test]
+    fn generations_only_grow_so_inputs_registered_again_never_match_an_old_ticket() {
+        let mut r = Routes::default();
+        let build = with_inputs(&mut r, "build", &["/p/src"]);
+        let ticket = r.inputs[&build].generation;
+        r.inputs.remove(&build);
+        r.reindex();
+        with_inputs(&mut r, "build", &["/p/src"]);
+        assert!(r.inputs[&build].generation > ticket);
+        let g = r.inputs[&build].generation;
+        r.all_inputs_changed();
+        assert!(r.inputs[&build].generation > g);
+        assert_eq!(r.inputs[&build].clean, None);
+    }
+
+    #[test]
+    fn the_cookie_directory_is_watched_only_while_inputs_are() {
+        let mut r = Routes {
+            cookie_dir: Some("/run/cookies.1".into()),
+            ..Routes::default()
+        };
+        assert_eq!(desired(&r), []);
+        with_inputs(&mut r, "build", &["/p/src"]);
+        assert_eq!(
+            desired(&r),
+            [
+                ("/p/src".to_owned(), false),
+                ("/run/cookies.1".to_owned(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn input_directories_are_counted_for_the_budget_besides_the_task_checked() {
+        let mut r = Routes::default();
+        let build = with_inputs(&mut r, "build", &["/p/src", "/p/src/util"]);
+        let docs = with_inputs(&mut r, "docs", &["/p/docs"]);
+        assert_eq!(r.input_dirs_besides(&build), 1);
+        assert_eq!(r.input_dirs_besides(&docs), 2);
+        assert_eq!(r.input_dirs_besides(&Key::Config("/p/.rush".into())), 3);
+    }
+
+    #[test]
+    fn a_session_tree_covers_the_input_directories_under_it() {
+        let mut r = Routes::default();
+        with_inputs(&mut r, "build", &["/p/src", "/q/src"]);
+        r.trees.insert(1, tree("/p"));
+        assert_eq!(
+            desired(&r),
+            [("/p".to_owned(), true), ("/q/src".to_owned(), false)]
         );
     }
 }
