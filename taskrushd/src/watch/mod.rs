@@ -61,7 +61,7 @@
 //!   them, with the debounce of file keys and the overflow rescan;
 //! - [`inputs`]: cached tasks' inputs, their generations and
 //!   [`CleanKey`]s, the cookies of [`Watcher::sync`];
-//! - [`trees`]: `run --watch` sessions' trees ([`TreeGuard`],
+//! - [`trees`]: `run --watch` sessions' trees ([`trees::TreeGuard`],
 //!   [`PathFilter`]), the polling fallback;
 //! - [`native`]: the adapter to notify's native watcher: applying the
 //!   routes as watches, watching replaced directories again, the watch
