@@ -32,8 +32,8 @@ use crate::plugin::{Phase, PluginFailure, PluginHost, RunPlugins};
 use crate::projects::{Change, Loaded, Projects};
 use crate::runner::{self, Cancel, RunSpec};
 use crate::up_to_date::UpToDate;
+use crate::watch::{Key, Watcher};
 use crate::watch_run::{SharedFilter, WatchFilter};
-use crate::watcher::{Key, Watcher};
 
 /// Shared state of the daemon; one per process.
 pub struct Daemon {

@@ -29,9 +29,9 @@ mod server;
 mod spawn;
 mod transport;
 mod up_to_date;
+mod watch;
 mod watch_run;
 mod watchdog;
-mod watcher;
 mod whole_file;
 
 use std::io::Write as _;

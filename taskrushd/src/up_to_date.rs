@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::cache::{self, CacheError, CacheKey, Fingerprint};
 use crate::file_hashes::{FileHashes, StopFlag};
 use crate::input_files::InputLimits;
-use crate::watcher::{CleanKey, Key, Watcher};
+use crate::watch::{CleanKey, Key, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
 pub struct UpToDate {

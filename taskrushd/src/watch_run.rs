@@ -142,7 +142,7 @@ impl SharedFilter {
     }
 
     /// As the watcher's filter (checked for every changed path).
-    pub fn as_fn(&self) -> crate::watcher::PathFilter {
+    pub fn as_fn(&self) -> crate::watch::PathFilter {
         let me = self.clone();
         Arc::new(move |p: &Path| me.get().matches(p))
     }

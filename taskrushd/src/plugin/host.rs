@@ -13,7 +13,7 @@ use super::manifest::Installed;
 use super::slot::Slot;
 use crate::events::Events;
 use crate::rush_file::RushFile;
-use crate::watcher::{Key, Watcher};
+use crate::watch::{Key, Watcher};
 
 /// Every plugin process of the daemon.
 #[derive(Default)]

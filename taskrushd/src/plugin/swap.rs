@@ -14,7 +14,7 @@ use super::permissions::refused_message;
 use super::slot::{Slot, retire, same_entry};
 use super::start::Launch;
 use crate::rush_file::{PluginSpec, RushFile};
-use crate::watcher::Key;
+use crate::watch::Key;
 
 impl PluginHost {
     /// Swap in a new process of a running plugin whose files, manifest or
