@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
+/// How long a watchdog whose daemon died waits for the rest of its pipe.
+const DRAIN: Duration = Duration::from_secs(1);
+
 /// The argument that turns `taskrushd` into a watchdog.
 const FLAG: &str = "--watchdog";
 
@@ -286,6 +289,17 @@ fn watch(parent: Pid) -> ExitCode {
         && !eof.load(std::sync::atomic::Ordering::SeqCst)
         && rustix::process::getppid() == Some(parent)
     {}
+    // The daemon is gone, but what it wrote just before may still be in
+    // the pipe (the parent-death signal can arrive before the last lines
+    // were read): read to the end of file before ending anything, bounded
+    // in case a leaked descriptor keeps the pipe open.
+    let deadline = Instant::now() + DRAIN;
+    while !eof.load(std::sync::atomic::Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || gone_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     let groups: Vec<Pid> = groups
         .lock()
         .unwrap_or_else(|e| e.into_inner())
