@@ -6,33 +6,22 @@
 //! Exit codes: 0 after a clean stop (or when another daemon already serves
 //! the socket), 1 when it cannot start.
 
+mod api;
 mod cache;
-mod client_stdio;
-mod config_error;
-mod connection;
-mod daemon;
-mod discover;
-mod events;
-mod expand;
-mod file_hashes;
+mod config;
 mod human;
-mod input_files;
-mod listener;
-mod log_file;
 mod memory;
-mod planner;
 mod plugin;
-mod projects;
-mod runner;
-mod rush_file;
+mod process;
+mod run;
 mod server;
-mod spawn;
-mod transport;
-mod up_to_date;
 mod watch;
-mod watch_run;
-mod watchdog;
-mod whole_file;
+
+use api::daemon;
+use process::spawn;
+use process::watchdog;
+use server::listener;
+use server::log_file;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -134,7 +123,10 @@ fn main() -> ExitCode {
         Some(n) => (n.to_string(), "--max-connections"),
         None => match std::env::var("TASKRUSH_MAX_CONNECTIONS") {
             Ok(n) => (n, "TASKRUSH_MAX_CONNECTIONS"),
-            Err(_) => (server::DEFAULT_MAX_CONNECTIONS.to_string(), "the default"),
+            Err(_) => (
+                server::accept::DEFAULT_MAX_CONNECTIONS.to_string(),
+                "the default",
+            ),
         },
     };
     let max_connections = match max_connections.trim().parse::<usize>() {
@@ -196,14 +188,14 @@ fn main() -> ExitCode {
             socket_id,
             lock,
         } = bound;
-        let socket = server::Socket {
+        let socket = server::accept::Socket {
             listener,
             id: socket_id,
             lock: &lock,
             paths,
             max_connections,
         };
-        server::serve(socket, daemon.clone()).await;
+        server::accept::serve(socket, daemon.clone()).await;
         daemon.watcher.remove_cookies();
         (ExitCode::SUCCESS, Some(lock))
     });
@@ -254,7 +246,7 @@ fn serve_stdio(paths: DaemonPaths, options: daemon::DaemonOptions) -> ExitCode {
             }
         };
         let daemon = daemon::Daemon::new(paths, options);
-        server::serve_one(stream, daemon).await;
+        server::accept::serve_one(stream, daemon).await;
         ExitCode::SUCCESS
     })
 }

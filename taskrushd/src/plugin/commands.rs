@@ -11,7 +11,7 @@ use super::failure::{Phase, PluginFailure};
 use super::host::{Ctx, PluginHost};
 use super::process::CallError;
 use super::slot::{Slot, fail_call};
-use crate::rush_file::RushFile;
+use crate::config::rush_file::RushFile;
 
 /// Names a plugin command may not take.
 const BUILTINS: &[&str] = &["run", "daemon", "plugin", "help"];

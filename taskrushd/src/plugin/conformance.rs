@@ -29,7 +29,7 @@ use super::stderr::StderrLog;
 use crate::human;
 
 /// The deadline of each call made by the kit (the host's default).
-const DEADLINE: Duration = crate::rush_file::DEFAULT_PLUGIN_TIMEOUT;
+const DEADLINE: Duration = crate::config::rush_file::DEFAULT_PLUGIN_TIMEOUT;
 
 struct Report {
     checks: Vec<PluginCheck>,

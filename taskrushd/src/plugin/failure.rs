@@ -10,7 +10,7 @@ use std::time::Duration;
 use taskrush_protocol::plugin::Hook;
 use tokio::time::Instant;
 
-use crate::rush_file::RushFile;
+use crate::config::rush_file::RushFile;
 
 /// First wait before restarting a crashed plugin.
 pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);

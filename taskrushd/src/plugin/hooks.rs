@@ -17,7 +17,7 @@ use super::host::{Ctx, PluginHost};
 use super::process::CallError;
 use super::slot::fail_call;
 use super::start::STDERR_SETTLE;
-use crate::rush_file::{PluginSpec, RushFile, Task};
+use crate::config::rush_file::{PluginSpec, RushFile, Task};
 
 /// What a hook call came to.
 enum HookOutcome {
@@ -84,7 +84,7 @@ fn task_config(
         (global, None) => global,
         (_, Some(local)) => local.clone(),
     };
-    crate::expand::expand_json(&merged, |k| env.get(k).cloned()).map_err(|e| {
+    crate::config::expand::expand_json(&merged, |k| env.get(k).cloned()).map_err(|e| {
         format!(
             "in the config of plugin `{}` for task `{}`: {e}",
             spec.name, task.name
@@ -350,7 +350,7 @@ mod tests {
         PluginSpec {
             name: name.into(),
             version: None,
-            kind: crate::rush_file::PluginKind::External,
+            kind: crate::config::rush_file::PluginKind::External,
             path: None,
             required: false,
             config,

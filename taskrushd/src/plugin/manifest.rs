@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use taskrush_protocol::plugin::{PluginManifest, PluginType};
 
-use crate::rush_file::{PluginKind, PluginSpec};
+use crate::config::rush_file::{PluginKind, PluginSpec};
 
 /// The manifest's file name in a plugin directory.
 pub(super) const MANIFEST: &str = "plugin.toml";
@@ -135,7 +135,7 @@ pub(super) fn load(
 ) -> Result<Installed, ManifestError> {
     let file = dir.join(MANIFEST);
     let shown = file.display().to_string();
-    let bytes = crate::whole_file::read(&file)
+    let bytes = crate::config::whole_file::read(&file)
         .map_err(|e| ManifestError::new(format!("cannot read `{shown}`: it {}", e.what())))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         ManifestError::new(format!(
@@ -342,7 +342,7 @@ mod tests {
             path: None,
             required: false,
             config: serde_json::json!({}),
-            timeout: crate::rush_file::DEFAULT_PLUGIN_TIMEOUT,
+            timeout: crate::config::rush_file::DEFAULT_PLUGIN_TIMEOUT,
             line: 1,
         };
         let e = locate(&spec, Path::new("/p")).unwrap_err();

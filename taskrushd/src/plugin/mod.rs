@@ -28,7 +28,7 @@
 //!
 //! Architecture invariants:
 //! - The host never reads a `.rush` file: it is handed the parsed,
-//!   validated [`RushFile`](crate::rush_file::RushFile) of the run or
+//!   validated [`RushFile`](crate::config::rush_file::RushFile) of the run or
 //!   request.
 //! - One process per plugin and project root serves every task and every
 //!   run; it is restarted when its `.rush` entry changes.
@@ -52,7 +52,7 @@
 //!   new calls once it has shaken hands, the old one finishes its calls.
 //! - The process layer ([`process`]) never restarts anything: it reports,
 //!   and the host decides.
-//! - Plugin processes are started only through [`crate::spawn`].
+//! - Plugin processes are started only through [`crate::process::spawn`].
 //! - Nothing outside this room touches a plugin process or a slot: the API
 //!   goes through [`PluginHost`], a run through [`RunPlugins`].
 //! - This room reports failures as [`PluginFailure`]s (with their

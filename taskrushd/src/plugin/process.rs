@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::stderr::{StderrLog, read_stderr};
 use crate::human;
-use crate::spawn::{self, ProcessGroup};
+use crate::process::spawn::{self, ProcessGroup};
 
 /// Longest stdout line (one JSON-RPC message) accepted from a plugin.
 pub(super) const MAX_LINE: usize = 16 * 1024 * 1024;

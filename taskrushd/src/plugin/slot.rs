@@ -17,9 +17,9 @@ use super::manifest::{self, Installed};
 use super::permissions::widened;
 use super::process::{CallError, PluginProcess};
 use super::stderr::StderrLog;
-use crate::events::Events;
+use crate::api::events::Events;
+use crate::config::rush_file::PluginSpec;
 use crate::human;
-use crate::rush_file::PluginSpec;
 
 /// stderr lines quoted in error messages.
 const STDERR_IN_ERRORS: usize = 5;
@@ -312,7 +312,7 @@ mod tests {
         let a = PluginSpec {
             name: "p".into(),
             version: None,
-            kind: crate::rush_file::PluginKind::External,
+            kind: crate::config::rush_file::PluginKind::External,
             path: None,
             required: false,
             config: serde_json::Value::Null,

@@ -19,8 +19,8 @@ use super::manifest::{self, Installed, ManifestError};
 use super::permissions::{plugin_env, refused_message};
 use super::process::{CallError, PluginProcess};
 use super::slot::{Slot, retire, sync_spec};
+use crate::config::rush_file::PluginSpec;
 use crate::human;
-use crate::rush_file::PluginSpec;
 
 /// How long an error waits for the last stderr lines of a dead plugin.
 pub(super) const STDERR_SETTLE: Duration = Duration::from_millis(300);
@@ -137,8 +137,9 @@ impl PluginHost {
         ctx: &Ctx<'_>,
         loaded: &Installed,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
-        let init_config = crate::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
-            .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
+        let init_config =
+            crate::config::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
+                .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
         let env = plugin_env(ctx.env, &loaded.manifest);
         let process = PluginProcess::spawn(
             &slot.name,

@@ -6,7 +6,7 @@ use taskrush_protocol::plugin::Hook;
 
 use super::host::PluginHost;
 use super::manifest::{self, Installed};
-use crate::rush_file::{PluginSpec, RushFile};
+use crate::config::rush_file::{PluginSpec, RushFile};
 
 impl PluginHost {
     /// The status of every plugin of the project, in declared order.

@@ -13,7 +13,7 @@ use super::manifest;
 use super::permissions::refused_message;
 use super::slot::{Slot, retire, same_entry};
 use super::start::Launch;
-use crate::rush_file::{PluginSpec, RushFile};
+use crate::config::rush_file::{PluginSpec, RushFile};
 use crate::watch::Key;
 
 impl PluginHost {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::routes::Key;
 use super::watcher::Watcher;
-use crate::cache::CacheKey;
-use crate::input_files::WatchDir;
+use crate::cache::input_files::WatchDir;
+use crate::cache::store::CacheKey;
 
 /// How long [`Watcher::sync`] waits for its cookie.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher as _};
 use taskrush_protocol::events::DaemonEvent;
 
 use super::watcher::Watcher;
-use crate::input_files::path_id as dir_id;
+use crate::cache::input_files::path_id as dir_id;
 
 /// A directory watched now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -188,7 +188,7 @@ mod tests {
     use notify::event::{AccessKind, AccessMode, DataChange, Flag, ModifyKind};
 
     use super::*;
-    use crate::events::Events;
+    use crate::api::events::Events;
     use crate::watch::inputs::Inputs;
     use crate::watch::trees::Tree;
 
@@ -405,8 +405,8 @@ mod tests {
 
     fn clean() -> crate::watch::CleanKey {
         crate::watch::CleanKey {
-            recipe: crate::cache::CacheKey([1; 32]),
-            key: crate::cache::CacheKey([2; 32]),
+            recipe: crate::cache::store::CacheKey([1; 32]),
+            key: crate::cache::store::CacheKey([2; 32]),
             root_id: (1, 2),
         }
     }

@@ -155,7 +155,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::cache::CacheKey;
+    use crate::cache::store::CacheKey;
     use crate::watch::CleanKey;
 
     fn tree(root: &str) -> Tree {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::listener::{BindError, open_private};
+use crate::server::listener::{BindError, open_private};
 
 /// Size at which the log is rotated.
 pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
@@ -65,7 +65,7 @@ impl RotatingLog {
         // Another process may have rotated (or the user removed) the file:
         // then only reopen the path.
         let ours = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
-        if crate::listener::file_id(&self.path) == ours {
+        if crate::server::listener::file_id(&self.path) == ours {
             let name = |n: usize| {
                 let mut p = self.path.clone().into_os_string();
                 p.push(format!(".{n}"));

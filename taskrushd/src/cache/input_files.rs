@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use walkdir::WalkDir;
 
-use crate::file_hashes::{StopFlag, is_absent};
+use crate::cache::file_hashes::{StopFlag, is_absent};
 
 /// How far one task's `cache_files` may reach. Each bound can be changed
 /// with an environment variable of the daemon.

@@ -12,7 +12,7 @@
 //! an orderly exit, `PR_SET_PDEATHSIG` (Linux) a `kill -9` of the daemon.
 //!
 //! Every group started here is registered with the daemon's
-//! [`watchdog`](crate::watchdog) until its leader is reaped, so that a
+//! [`watchdog`](crate::process::watchdog) until its leader is reaped, so that a
 //! `kill -9` of the daemon ends the tasks and the plugins' helpers too.
 //! Children get back the soft `RLIMIT_NOFILE` the daemon was started with
 //! ([`raise_fd_limit`]): a task sees what its shell would.
@@ -26,7 +26,7 @@ use std::time::Duration;
 use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::process::{Child, Command};
 
-use crate::client_stdio::ClientStdio;
+use crate::server::client_stdio::ClientStdio;
 
 /// How long a cancelled task gets after SIGINT before SIGTERM, and after
 /// SIGTERM before SIGKILL.
@@ -96,7 +96,7 @@ fn spawn(
 fn started(child: Child) -> std::io::Result<TaskProcess> {
     let pgid = child.id().and_then(|id| Pid::from_raw(id as i32));
     if let Some(pgid) = pgid {
-        crate::watchdog::register(pgid.as_raw_nonzero().get() as u32);
+        crate::process::watchdog::register(pgid.as_raw_nonzero().get() as u32);
     }
     Ok(TaskProcess { child, pgid })
 }
@@ -111,7 +111,7 @@ impl Drop for TaskProcess {
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
             let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
         }
-        crate::watchdog::unregister(pgid.as_raw_nonzero().get() as u32);
+        crate::process::watchdog::unregister(pgid.as_raw_nonzero().get() as u32);
     }
 }
 

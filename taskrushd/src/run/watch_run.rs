@@ -16,9 +16,9 @@ use std::time::Duration;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use tokio::sync::mpsc;
 
-use crate::input_files::{EXCLUDED_DIRS, PathMatcher};
-use crate::planner::Plan;
-use crate::rush_file::RushFile;
+use crate::cache::input_files::{EXCLUDED_DIRS, PathMatcher};
+use crate::config::rush_file::RushFile;
+use crate::run::planner::Plan;
 
 /// Quiet time that ends a burst of changes.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -56,7 +56,7 @@ impl WatchFilter {
         let mut builder = GitignoreBuilder::new(&config.root);
         // Read with the daemon's limits: a `.gitignore` that is a FIFO or
         // an endless file must not hang or bloat the daemon.
-        match crate::whole_file::read(&config.root.join(".gitignore")) {
+        match crate::config::whole_file::read(&config.root.join(".gitignore")) {
             Ok(bytes) => {
                 let from = Some(config.root.join(".gitignore"));
                 for line in String::from_utf8_lossy(&bytes).lines() {
@@ -65,7 +65,7 @@ impl WatchFilter {
                     }
                 }
             }
-            Err(crate::whole_file::ReadError::NotFound) => {}
+            Err(crate::config::whole_file::ReadError::NotFound) => {}
             Err(e) => {
                 tracing::warn!(root = %config.root.display(), "`.gitignore` not used: it {}", e.what());
             }

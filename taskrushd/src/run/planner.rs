@@ -1,8 +1,8 @@
 //! From "run these tasks" to an ordered plan: the requested tasks and
 //! everything they depend on, each once, dependencies first.
 
-use crate::config_error::ConfigError;
-use crate::rush_file::RushFile;
+use crate::config::config_error::ConfigError;
+use crate::config::rush_file::RushFile;
 
 /// One task of a plan; `deps` index into [`Plan::tasks`].
 #[derive(Debug, Clone)]

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::config_error::ConfigError;
-use crate::rush_file::{self, RushFile};
-use crate::whole_file;
+use crate::config::config_error::ConfigError;
+use crate::config::rush_file::{self, RushFile};
+use crate::config::whole_file;
 
 /// Files modified this recently when loaded are verified by content on the
 /// next request (mtime granularity is a clock tick, not a nanosecond).
@@ -264,7 +264,7 @@ impl Projects {
                     }
                 }
             }
-            None => crate::discover::discover(cwd).ok_or_else(|| {
+            None => crate::config::discover::discover(cwd).ok_or_else(|| {
                 let message = format!(
                     "no `.rush` file in `{}` or any parent directory",
                     cwd.display()

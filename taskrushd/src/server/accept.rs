@@ -23,9 +23,9 @@ use jsonrpsee::Methods;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::paths::DaemonPaths;
 
-use crate::daemon::Daemon;
-use crate::listener::{self, FileId};
-use crate::runner::Cancel;
+use crate::api::daemon::Daemon;
+use crate::run::runner::Cancel;
+use crate::server::listener::{self, FileId};
 
 /// How long running tasks get to stop when the daemon stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
         paths,
         max_connections,
     } = socket;
-    let methods: Methods = crate::daemon::Api(daemon.clone()).into_rpc().into();
+    let methods: Methods = crate::api::daemon::Api(daemon.clone()).into_rpc().into();
     let my_uid = rustix::process::geteuid().as_raw();
     let mut stopping = daemon.stopping.subscribe();
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
@@ -89,7 +89,7 @@ pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
                     let methods = methods.clone();
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        crate::connection::serve(stream, methods).await;
+                        crate::server::connection::serve(stream, methods).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
                         daemon.touch();
                         crate::memory::release_soon();
@@ -433,9 +433,9 @@ impl SocketWatch {
 /// Serve a single connection (`taskrushd --stdio`), then cancel what is
 /// left and return.
 pub async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
-    let methods: Methods = crate::daemon::Api(daemon.clone()).into_rpc().into();
+    let methods: Methods = crate::api::daemon::Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
-    crate::connection::serve(stream, methods).await;
+    crate::server::connection::serve(stream, methods).await;
     daemon.stopping.send_replace(true);
     daemon.cancel_all(Cancel::Interrupt);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;

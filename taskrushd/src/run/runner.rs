@@ -16,13 +16,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::cache::{CacheStore, Fingerprint};
-use crate::client_stdio::ClientStdio;
-use crate::planner::Plan;
-use crate::rush_file::{RushFile, Task};
-use crate::spawn::{self, GRACE, TaskProcess};
-use crate::up_to_date::inflight::{self, Claim, Claimed};
-use crate::up_to_date::{CheckError, Recipe, UpToDate};
+use crate::cache::store::{CacheStore, Fingerprint};
+use crate::cache::up_to_date::inflight::{self, Claim, Claimed};
+use crate::cache::up_to_date::{CheckError, Recipe, UpToDate};
+use crate::config::rush_file::{RushFile, Task};
+use crate::process::spawn::{self, GRACE, TaskProcess};
+use crate::run::planner::Plan;
+use crate::server::client_stdio::ClientStdio;
 
 /// How hard a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -620,7 +620,7 @@ fn task_env(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut env = client.clone();
     for (k, v) in &task.env {
-        let value = crate::expand::expand(v, |name| env.get(name).cloned())
+        let value = crate::config::expand::expand(v, |name| env.get(name).cloned())
             .map_err(|e| format!("in `env.{k}` of task `{}`: {}", task.name, e.message))?;
         env.insert(k.clone(), value);
     }

@@ -12,7 +12,7 @@
 //! kernel closes the daemon's descriptors when it dies, however it dies)
 //! and `PR_SET_PDEATHSIG` (should a descriptor leak keep the pipe open).
 //! It then sends SIGTERM to every group still registered, waits up to
-//! [`GRACE`](crate::spawn::GRACE), sends SIGKILL to what is left, and
+//! [`GRACE`](crate::process::spawn::GRACE), sends SIGKILL to what is left, and
 //! exits.
 //!
 //! A group is unregistered once its leader was reaped (a normal exit, or
@@ -315,11 +315,11 @@ fn end_groups(groups: &[Pid]) {
     for &g in groups {
         let _ = rustix::process::kill_process_group(g, Signal::TERM);
     }
-    let deadline = Instant::now() + crate::spawn::GRACE;
+    let deadline = Instant::now() + crate::process::spawn::GRACE;
     while Instant::now() < deadline
         && groups
             .iter()
-            .any(|&g| crate::spawn::group_has_live_members(g))
+            .any(|&g| crate::process::spawn::group_has_live_members(g))
     {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -23,17 +23,17 @@ use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::{OnChange, RunEvent, RunRequest};
 use tokio::sync::{mpsc, watch};
 
-use crate::client_stdio::ClientStdio;
-use crate::config_error::ConfigError;
-use crate::connection::ClientGone;
-use crate::events::Events;
-use crate::planner::{self, Plan};
+use crate::api::events::Events;
+use crate::cache::up_to_date::UpToDate;
+use crate::config::config_error::ConfigError;
+use crate::config::projects::{Change, Loaded, Projects};
 use crate::plugin::{Phase, PluginFailure, PluginHost, RunPlugins};
-use crate::projects::{Change, Loaded, Projects};
-use crate::runner::{self, Cancel, RunSpec};
-use crate::up_to_date::UpToDate;
+use crate::run::planner::{self, Plan};
+use crate::run::runner::{self, Cancel, RunSpec};
+use crate::run::watch_run::{SharedFilter, WatchFilter};
+use crate::server::client_stdio::ClientStdio;
+use crate::server::connection::ClientGone;
 use crate::watch::{Key, Watcher};
-use crate::watch_run::{SharedFilter, WatchFilter};
 
 /// Shared state of the daemon; one per process.
 pub struct Daemon {
@@ -168,7 +168,10 @@ impl Daemon {
     /// Reading and parsing happen on a blocking thread, without the
     /// daemon's locks: a file that takes long to parse stalls only the
     /// requests for that file.
-    pub async fn load_path(&self, path: &Path) -> Result<Loaded, crate::config_error::ConfigError> {
+    pub async fn load_path(
+        &self,
+        path: &Path,
+    ) -> Result<Loaded, crate::config::config_error::ConfigError> {
         if let Some(loaded) = self.projects.cached(path) {
             return Ok(loaded);
         }
@@ -177,7 +180,10 @@ impl Daemon {
         let (loaded, change) = tokio::task::spawn_blocking(move || projects.load(&owned))
             .await
             .map_err(|e| {
-                crate::config_error::ConfigError::new(path, format!("loading the file failed: {e}"))
+                crate::config::config_error::ConfigError::new(
+                    path,
+                    format!("loading the file failed: {e}"),
+                )
             })??;
         for gone in self.projects.take_evicted() {
             self.watcher.forget(&Key::Config(gone.clone()));
@@ -515,13 +521,13 @@ impl Api {
             } else {
                 "queue"
             };
-            let pending = crate::watch_run::burst(pending, &mut rx).await;
+            let pending = crate::run::watch_run::burst(pending, &mut rx).await;
             if ctx.cancelled() || !ctx.listening {
                 break;
             }
             ctx.send(&RunEvent::WatchTriggered {
                 run_id,
-                paths: crate::watch_run::shown(&root, &pending),
+                paths: crate::run::watch_run::shown(&root, &pending),
                 action: action.into(),
             })
             .await;
@@ -558,9 +564,9 @@ impl Api {
     /// answered `PLUGIN_COMMAND`: the client sends `plugin_command` instead.
     async fn plugin_command_instead(
         &self,
-        config: Arc<crate::rush_file::RushFile>,
+        config: Arc<crate::config::rush_file::RushFile>,
         request: &RunRequest,
-    ) -> Result<Arc<crate::rush_file::RushFile>, ErrorObjectOwned> {
+    ) -> Result<Arc<crate::config::rush_file::RushFile>, ErrorObjectOwned> {
         let Some(first) = request.tasks.first() else {
             return Ok(config);
         };

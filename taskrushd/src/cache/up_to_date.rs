@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::{self, CacheError, CacheKey, Fingerprint};
-use crate::file_hashes::{FileHashes, StopFlag};
-use crate::input_files::InputLimits;
+use crate::cache::file_hashes::{FileHashes, StopFlag};
+use crate::cache::input_files::InputLimits;
+use crate::cache::store::{self as cache, CacheError, CacheKey, Fingerprint};
 use crate::watch::{CleanKey, Key, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
@@ -185,5 +185,5 @@ fn local_dir_id(dir: &Path) -> Option<(u64, u64)> {
     if !LOCAL.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
         return None;
     }
-    crate::input_files::path_id(dir)
+    crate::cache::input_files::path_id(dir)
 }

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file_hashes::{FileHashes, HashGuard, Hashed, StopFlag};
-use crate::input_files::{self, InputError, InputFile, InputLimits};
+use crate::cache::file_hashes::{FileHashes, HashGuard, Hashed, StopFlag};
+use crate::cache::input_files::{self, InputError, InputFile, InputLimits};
 
 /// Name of the cache directory in the project root.
 pub const CACHE_DIR: &str = ".rush-cache";

@@ -1,7 +1,7 @@
 //! One client connection: frames in, JSON-RPC dispatch, frames out.
 //!
 //! jsonrpsee ships no local-socket transport, so this module is the
-//! server loop: it reads frames ([`crate::transport`]), answers malformed
+//! server loop: it reads frames ([`crate::server::transport`]), answers malformed
 //! input with the JSON-RPC 2.0 error codes, handles batches and
 //! notifications, and calls the method callbacks that the `#[rpc]` trait
 //! generated — with this connection's own id, its own outgoing channel and
@@ -35,8 +35,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::client_stdio::ClientStdio;
-use crate::transport::{FrameError, FrameReader, Framing};
+use crate::server::client_stdio::ClientStdio;
+use crate::server::transport::{FrameError, FrameReader, Framing};
 
 /// Requests in flight per connection (subscriptions count while they last).
 const MAX_IN_FLIGHT: usize = 64;
@@ -47,7 +47,7 @@ const MAX_SUBSCRIPTIONS: u32 = 32;
 pub const OUT_QUEUE: usize = 16;
 /// Bytes of received requests being handled per connection; past it the
 /// daemon reads no more requests from that client until it reads answers.
-pub const REQUEST_BUDGET: usize = crate::transport::MAX_FRAME;
+pub const REQUEST_BUDGET: usize = crate::server::transport::MAX_FRAME;
 /// Requests in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Bytes of answers to one batch; the requests after that are not run and

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::config_error::{ConfigError, did_you_mean};
+use crate::config::config_error::{ConfigError, did_you_mean};
 
 /// A parsed and validated `.rush` file.
 #[derive(Clone, Debug)]
@@ -442,9 +442,11 @@ impl Checker<'_> {
             edges.push(deps);
             for (i, glob) in task.cache_files.iter().enumerate() {
                 // The cache expands globs with these very rules.
-                let reason = match crate::input_files::check_pattern(glob) {
+                let reason = match crate::cache::input_files::check_pattern(glob) {
                     Ok(()) => None,
-                    Err(crate::input_files::InputError::Pattern { reason, .. }) => Some(reason),
+                    Err(crate::cache::input_files::InputError::Pattern { reason, .. }) => {
+                        Some(reason)
+                    }
                     Err(other) => Some(other.to_string()),
                 };
                 if let Some(reason) = reason {

@@ -1,0 +1,17 @@
+//! The cache room: is a task up to date, and what it stored.
+//!
+//! Owns cache keys and the on-disk store `.rush-cache/` (`store`), one
+//! task's up-to-date check and the daemon-wide registry of cached tasks in
+//! progress (`up_to_date`), expanding `cache_files` patterns into input
+//! files (`input_files`) and the in-memory memo of content hashes
+//! (`file_hashes`).
+//!
+//! Architecture invariants:
+//! - Slow, never stale: when in doubt, a full check.
+//! - A key is stored only for inputs the run actually saw.
+//! - Listing and hashing are bounded and stop when their run is cancelled.
+
+pub(crate) mod file_hashes;
+pub(crate) mod input_files;
+pub(crate) mod store;
+pub(crate) mod up_to_date;

@@ -1,0 +1,19 @@
+//! The config room: everything about `.rush` files.
+//!
+//! Owns the data model, the parser and its positioned errors
+//! (`rush_file`, `config_error`), `${VAR}` expansion (`expand`), finding
+//! the file (`discover`), bounded reads of files read whole (`whole_file`)
+//! and the loaded projects kept while their file does not change
+//! (`projects`).
+//!
+//! Architecture invariants:
+//! - Parsing never runs on a runtime worker nor under a shared lock.
+//! - Every error names the file, and a line and column where there is one.
+//! - Nothing here starts a process or touches the cache.
+
+pub(crate) mod config_error;
+pub(crate) mod discover;
+pub(crate) mod expand;
+pub(crate) mod projects;
+pub(crate) mod rush_file;
+pub(crate) mod whole_file;

@@ -1,0 +1,15 @@
+//! The run room: from requested tasks to finished processes.
+//!
+//! Owns the plan (`planner`: the requested tasks and their dependencies,
+//! each once, dependencies first), executing it (`runner`: scheduling,
+//! the cache check, output streaming, cancelling) and which changes re-run
+//! a `--watch` run (`watch_run`).
+//!
+//! Architecture invariants:
+//! - The runner owns no socket: it sends run events into a bounded
+//!   channel and watches a cancel level.
+//! - Processes are started only through `process::spawn`.
+
+pub(crate) mod planner;
+pub(crate) mod runner;
+pub(crate) mod watch_run;
