@@ -187,7 +187,7 @@ fn the_protocol_doc_mentions_every_run_event_kind() {
 
 #[test]
 fn the_rush_file_doc_mentions_every_task_field() {
-    let source = read("taskrushd/src/rush_file.rs");
+    let source = read("taskrushd/src/config/rush_file.rs");
     let start = source
         .find("const TASK_KEYS")
         .expect("rush_file.rs declares `TASK_KEYS`");
@@ -300,4 +300,90 @@ fn the_tidy_helpers_read_declarations_as_written() {
     );
     let source = "pub enum E {\n    /// `{x}` in a doc\n    A { x: u8 },\n    B {\n        y: u8,\n    },\n    C,\n}\n";
     assert_eq!(enum_variants(source, "E"), ["A", "B", "C"]);
+}
+
+/// The daemon's code map in `docs/architecture.md`: the text between its
+/// heading and the next one.
+fn daemon_code_map() -> String {
+    let doc = read("docs/architecture.md");
+    let start = doc
+        .find("### `taskrushd/`")
+        .expect("docs/architecture.md has a `taskrushd/` section");
+    let rest = &doc[start + 4..];
+    let end = rest.find("\n### ").unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+#[test]
+fn the_code_map_names_every_module_of_the_daemon() {
+    let src = root().join("taskrushd/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let map = daemon_code_map();
+    let mut missing = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .expect("under taskrushd/src")
+            .to_string_lossy()
+            .into_owned();
+        // A room's `mod.rs` is named by its folder.
+        let name = match rel.strip_suffix("/mod.rs") {
+            Some(room) => format!("`{room}/`"),
+            None => format!("`{rel}`"),
+        };
+        if rel != "main.rs" && !map.contains(&name) {
+            missing.push(name);
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md's code map does not name: {}",
+        missing.join(", ")
+    );
+}
+
+#[test]
+fn every_daemon_file_the_docs_name_exists() {
+    let mut named: Vec<(String, String)> = Vec::new();
+    for doc in [
+        "README.md",
+        "docs/architecture.md",
+        "docs/reliability.md",
+        "docs/performance.md",
+        "docs/plugins.md",
+        "docs/protocol.md",
+        "docs/rush-file.md",
+    ] {
+        let text = read(doc);
+        for (i, _) in text.match_indices("taskrushd/src/") {
+            let path: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'))
+                .collect();
+            named.push((doc.to_owned(), path.trim_end_matches('.').to_owned()));
+        }
+    }
+    // The code map's first column names files relative to `taskrushd/src/`.
+    let map = daemon_code_map();
+    for row in map.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row[1..].split(" |").next().unwrap_or_default();
+        for part in cell.split('`').skip(1).step_by(2) {
+            named.push((
+                "docs/architecture.md (code map)".into(),
+                format!("taskrushd/src/{part}"),
+            ));
+        }
+    }
+    let missing: Vec<String> = named
+        .into_iter()
+        .filter(|(_, path)| !root().join(path).exists())
+        .map(|(doc, path)| format!("{doc}: {path}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named but missing:\n{}",
+        missing.join("\n")
+    );
 }
