@@ -21,7 +21,7 @@ static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
 /// Give freed memory back to the system shortly (needs a tokio runtime;
 /// without one it does nothing).
-pub fn release_soon() {
+pub(crate) fn release_soon() {
     if SCHEDULED.swap(true, Ordering::AcqRel) {
         return;
     }

@@ -36,7 +36,7 @@ use crate::server::connection::ClientGone;
 use crate::watch::{Key, Watcher};
 
 /// Shared state of the daemon; one per process.
-pub struct Daemon {
+pub(crate) struct Daemon {
     started: Instant,
     paths: DaemonPaths,
     /// Shared with the blocking threads that read and parse `.rush` files.
@@ -44,40 +44,40 @@ pub struct Daemon {
     /// File hashes and clean keys, for up-to-date checks.
     up_to_date: Arc<UpToDate>,
     /// Every plugin process, per project.
-    pub plugins: Arc<PluginHost>,
+    pub(crate) plugins: Arc<PluginHost>,
     runs: Mutex<HashMap<u64, watch::Sender<Cancel>>>,
     next_run: AtomicU64,
     /// Connected clients, maintained by the accept loop.
-    pub clients: AtomicUsize,
+    pub(crate) clients: AtomicUsize,
     /// `true` once the daemon is stopping.
-    pub stopping: watch::Sender<bool>,
-    pub options: DaemonOptions,
+    pub(crate) stopping: watch::Sender<bool>,
+    pub(crate) options: DaemonOptions,
     /// When the last client left or the last run ended.
     last_active: Mutex<Instant>,
     /// The global event stream (`events` subscription).
-    pub events: Events,
+    pub(crate) events: Events,
     /// The one file watcher: `.rush` files, plugin files, `run --watch`.
-    pub watcher: Arc<Watcher>,
+    pub(crate) watcher: Arc<Watcher>,
 }
 
 /// How this daemon was started.
 #[derive(Debug, Clone)]
-pub struct DaemonOptions {
+pub(crate) struct DaemonOptions {
     /// The version announced by `hello` (TaskRush's own, unless a test
     /// pretends to be another version).
-    pub version: String,
+    pub(crate) version: String,
     /// Why it was started, for `daemon status`.
-    pub started_because: String,
+    pub(crate) started_because: String,
     /// Exit after this long without clients and runs.
-    pub idle_timeout: Option<std::time::Duration>,
+    pub(crate) idle_timeout: Option<std::time::Duration>,
     /// Watch cached tasks' inputs so that the next check need not `stat`
     /// them (off for a one-run private daemon, which has no next check).
-    pub watch_inputs: bool,
+    pub(crate) watch_inputs: bool,
 }
 
 impl Daemon {
     /// Must be called within the runtime: it starts the watcher's tasks.
-    pub fn new(paths: DaemonPaths, options: DaemonOptions) -> Arc<Daemon> {
+    pub(crate) fn new(paths: DaemonPaths, options: DaemonOptions) -> Arc<Daemon> {
         let events = Events::default();
         let cookies = options
             .watch_inputs
@@ -107,12 +107,12 @@ impl Daemon {
     }
 
     /// Note that a client left or a run ended (for idle shutdown).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// How long the daemon has had no client and no run, if it has none.
-    pub fn idle_for(&self) -> Option<std::time::Duration> {
+    pub(crate) fn idle_for(&self) -> Option<std::time::Duration> {
         if self.clients.load(Ordering::Relaxed) > 0 || self.active_runs() > 0 {
             return None;
         }
@@ -125,12 +125,12 @@ impl Daemon {
     }
 
     /// Number of runs in progress.
-    pub fn active_runs(&self) -> usize {
+    pub(crate) fn active_runs(&self) -> usize {
         self.runs_lock().len()
     }
 
     /// Cancel every run (daemon shutdown).
-    pub fn cancel_all(&self, level: Cancel) {
+    pub(crate) fn cancel_all(&self, level: Cancel) {
         for tx in self.runs_lock().values() {
             tx.send_if_modified(|c| raise(c, level));
         }
@@ -168,7 +168,7 @@ impl Daemon {
     /// Reading and parsing happen on a blocking thread, without the
     /// daemon's locks: a file that takes long to parse stalls only the
     /// requests for that file.
-    pub async fn load_path(
+    pub(crate) async fn load_path(
         &self,
         path: &Path,
     ) -> Result<Loaded, crate::config::config_error::ConfigError> {
@@ -603,7 +603,7 @@ fn raise(current: &mut Cancel, level: Cancel) -> bool {
 }
 
 /// A config error as it crosses the socket.
-pub fn config_error(e: ConfigError) -> ErrorObjectOwned {
+pub(crate) fn config_error(e: ConfigError) -> ErrorObjectOwned {
     let data = ErrorData {
         path: Some(e.path.display().to_string()),
         line: e.line,
@@ -621,7 +621,7 @@ pub fn config_error(e: ConfigError) -> ErrorObjectOwned {
 }
 
 /// A plugin failure as it crosses the socket.
-pub fn plugin_error(f: PluginFailure) -> ErrorObjectOwned {
+pub(crate) fn plugin_error(f: PluginFailure) -> ErrorObjectOwned {
     let data = ErrorData {
         plugin: (!f.plugin.is_empty()).then(|| f.plugin.clone()),
         hint: f.hint.clone(),
@@ -637,7 +637,7 @@ pub fn plugin_error(f: PluginFailure) -> ErrorObjectOwned {
 
 /// The JSON-RPC face of the daemon (a newtype: the API trait is foreign).
 #[derive(Clone)]
-pub struct Api(pub Arc<Daemon>);
+pub(crate) struct Api(pub Arc<Daemon>);
 
 impl std::ops::Deref for Api {
     type Target = Daemon;

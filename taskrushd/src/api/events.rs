@@ -11,11 +11,11 @@ use taskrush_protocol::events::DaemonEvent;
 use tokio::sync::broadcast;
 
 /// Events kept for a slow subscriber before it lags.
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// The sending side, cheap to clone.
 #[derive(Clone)]
-pub struct Events(broadcast::Sender<DaemonEvent>);
+pub(crate) struct Events(broadcast::Sender<DaemonEvent>);
 
 impl Default for Events {
     fn default() -> Self {
@@ -25,12 +25,12 @@ impl Default for Events {
 
 impl Events {
     /// Publish an event; nobody listening is fine.
-    pub fn send(&self, ev: DaemonEvent) {
+    pub(crate) fn send(&self, ev: DaemonEvent) {
         let _ = self.0.send(ev);
     }
 
     /// Whether anyone listens (to skip building events nobody reads).
-    pub fn has_subscribers(&self) -> bool {
+    pub(crate) fn has_subscribers(&self) -> bool {
         self.0.receiver_count() > 0
     }
 
@@ -38,7 +38,7 @@ impl Events {
     /// daemon stops. The receiver exists before the subscription is
     /// answered, so a client that has its subscription id misses nothing
     /// that happens afterwards.
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         pending: PendingSubscriptionSink,
         mut stopping: tokio::sync::watch::Receiver<bool>,

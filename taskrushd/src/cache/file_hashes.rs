@@ -39,14 +39,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a file must have been left alone before its memoized hash is
 /// trusted (see the module documentation).
-pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const RACY_MARGIN: Duration = Duration::from_secs(2);
 
 /// Default bound on the files the memo remembers
 /// (`TASKRUSH_HASH_MEMO_FILES`): about 350 bytes each with the path and
 /// the map's spare room (measured), so about 70 MB at most. A task with
 /// more inputs than half of it is still checked correctly, by reading its
 /// files again (a check the watcher answers reads nothing anyway).
-pub const MEMO_FILES: usize = 200_000;
+pub(crate) const MEMO_FILES: usize = 200_000;
 
 /// Thread-safe memo `absolute path -> (stamp, content hash)`.
 ///
@@ -61,7 +61,7 @@ pub const MEMO_FILES: usize = 200_000;
 ///
 /// Share it between runs with an `Arc`; every method takes `&self`.
 #[derive(Debug)]
-pub struct FileHashes {
+pub(crate) struct FileHashes {
     memo: Mutex<Generations>,
     racy_margin: Duration,
     hits: AtomicU64,
@@ -106,14 +106,14 @@ impl Generations {
 /// Tells a long computation to stop (its run was cancelled, its client
 /// left). Cheap to clone; every clone sees the same flag.
 #[derive(Clone, Debug, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub(crate) struct StopFlag(Arc<AtomicBool>);
 
 impl StopFlag {
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -122,14 +122,14 @@ impl StopFlag {
 /// bytes (the total size of the input files, memoized or not, is charged
 /// before any is read).
 #[derive(Debug)]
-pub struct HashGuard {
-    pub stop: StopFlag,
+pub(crate) struct HashGuard {
+    pub(crate) stop: StopFlag,
     bytes_left: AtomicU64,
     over: AtomicBool,
 }
 
 impl HashGuard {
-    pub fn new(stop: StopFlag, max_bytes: u64) -> HashGuard {
+    pub(crate) fn new(stop: StopFlag, max_bytes: u64) -> HashGuard {
         HashGuard {
             stop,
             bytes_left: AtomicU64::new(max_bytes),
@@ -139,7 +139,7 @@ impl HashGuard {
 
     /// No stop, no budget (tests, tools).
     #[cfg(test)]
-    pub fn unlimited() -> HashGuard {
+    pub(crate) fn unlimited() -> HashGuard {
         HashGuard::new(StopFlag::default(), u64::MAX)
     }
 
@@ -161,26 +161,26 @@ impl HashGuard {
     }
 
     /// Whether the inputs were more bytes than the budget.
-    pub fn over_budget(&self) -> bool {
+    pub(crate) fn over_budget(&self) -> bool {
         self.over.load(Ordering::Relaxed)
     }
 }
 
 /// The error of a computation that stopped because it was told to.
-pub fn stopped() -> io::Error {
+pub(crate) fn stopped() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "stopped: the run was cancelled")
 }
 
 /// Counters for logs and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
-pub struct FileHashStats {
+pub(crate) struct FileHashStats {
     /// Hashes answered from the memo (one `stat`, no read).
-    pub hits: u64,
+    pub(crate) hits: u64,
     /// Files read and hashed.
-    pub hashed: u64,
+    pub(crate) hashed: u64,
     /// Entries currently remembered.
-    pub entries: usize,
+    pub(crate) entries: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -191,14 +191,14 @@ struct Memo {
 
 /// A file's content hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hashed {
-    pub hash: [u8; 32],
+pub(crate) struct Hashed {
+    pub(crate) hash: [u8; 32],
     /// The file has more than one hard link, so it can change without any
     /// event in its own directory.
-    pub linked: bool,
+    pub(crate) linked: bool,
     /// Its ctime, (seconds, nanoseconds) since the epoch: when it last
     /// changed (unlike mtime, it cannot be set, to the past or the future).
-    pub changed: (i64, i64),
+    pub(crate) changed: (i64, i64),
 }
 
 impl Hashed {
@@ -346,13 +346,13 @@ impl Default for FileHashes {
 
 impl FileHashes {
     /// An empty memo with the default [`RACY_MARGIN`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_racy_margin(RACY_MARGIN)
     }
 
     /// An empty memo trusting files only once they are older than `margin`.
     /// Tests use a short margin; the daemon uses [`FileHashes::new`].
-    pub fn with_racy_margin(margin: Duration) -> Self {
+    pub(crate) fn with_racy_margin(margin: Duration) -> Self {
         let bound = std::env::var("TASKRUSH_HASH_MEMO_FILES")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
@@ -361,7 +361,7 @@ impl FileHashes {
     }
 
     /// An empty memo remembering at most `bound` files (at least 2).
-    pub fn bounded(margin: Duration, bound: usize) -> Self {
+    pub(crate) fn bounded(margin: Duration, bound: usize) -> Self {
         FileHashes {
             memo: Mutex::new(Generations {
                 half: (bound / 2).max(1),
@@ -383,7 +383,7 @@ impl FileHashes {
     ///
     /// Also tells whether the file has other hard links.
     #[cfg(test)]
-    pub fn hash(&self, abs_path: &Path) -> io::Result<Option<Hashed>> {
+    pub(crate) fn hash(&self, abs_path: &Path) -> io::Result<Option<Hashed>> {
         self.hash_until(abs_path, &HashGuard::unlimited())
     }
 
@@ -391,7 +391,11 @@ impl FileHashes {
     /// soon after the guard's flag is set, also within a large file, and
     /// with an error before reading anything once the guard's byte budget
     /// is spent.
-    pub fn hash_until(&self, abs_path: &Path, guard: &HashGuard) -> io::Result<Option<Hashed>> {
+    pub(crate) fn hash_until(
+        &self,
+        abs_path: &Path,
+        guard: &HashGuard,
+    ) -> io::Result<Option<Hashed>> {
         let stop = &guard.stop;
         if stop.is_stopped() {
             return Err(stopped());
@@ -439,14 +443,14 @@ impl FileHashes {
     }
 
     /// Drops what is remembered about `abs_path` (e.g. on a watcher event).
-    pub fn forget(&self, abs_path: &Path) {
+    pub(crate) fn forget(&self, abs_path: &Path) {
         self.lock().remove(abs_path.as_os_str());
     }
 
     /// Drops everything remembered about files under the directory `dir`
     /// (e.g. when a project is unloaded).
     #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
-    pub fn forget_under(&self, dir: &Path) {
+    pub(crate) fn forget_under(&self, dir: &Path) {
         let mut memo = self.lock();
         memo.young
             .retain(|path, _| !Path::new(path).starts_with(dir));
@@ -455,7 +459,7 @@ impl FileHashes {
 
     /// Drops everything.
     #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut memo = self.lock();
         memo.young = HashMap::new();
         memo.old = HashMap::new();
@@ -463,7 +467,7 @@ impl FileHashes {
 
     /// Counters since creation, and the current number of entries.
     #[allow(dead_code, reason = "for the file watcher and status (issues 5, 6)")]
-    pub fn stats(&self) -> FileHashStats {
+    pub(crate) fn stats(&self) -> FileHashStats {
         FileHashStats {
             hits: self.hits.load(Ordering::Relaxed),
             hashed: self.hashed.load(Ordering::Relaxed),
@@ -473,7 +477,7 @@ impl FileHashes {
 
     /// Just the hash of [`FileHashes::hash`].
     #[cfg(test)]
-    pub fn hash_file(&self, abs_path: &Path) -> io::Result<Option<[u8; 32]>> {
+    pub(crate) fn hash_file(&self, abs_path: &Path) -> io::Result<Option<[u8; 32]>> {
         Ok(self.hash(abs_path)?.map(|h| h.hash))
     }
 
@@ -546,7 +550,7 @@ fn check_regular(kind: Kind) -> io::Result<()> {
 }
 
 /// Errors meaning "there is no file at this path".
-pub fn is_absent(err: &io::Error) -> bool {
+pub(crate) fn is_absent(err: &io::Error) -> bool {
     match err.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => true,
         #[cfg(unix)]

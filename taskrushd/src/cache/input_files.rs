@@ -43,15 +43,15 @@ use crate::cache::file_hashes::{StopFlag, is_absent};
 /// How far one task's `cache_files` may reach. Each bound can be changed
 /// with an environment variable of the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InputLimits {
+pub(crate) struct InputLimits {
     /// Input files (`TASKRUSH_MAX_INPUT_FILES`, default 1,000,000).
-    pub files: usize,
+    pub(crate) files: usize,
     /// Total size of the input files (`TASKRUSH_MAX_INPUT_BYTES`, default
     /// 32 GiB).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Directory levels below the directory a glob walks
     /// (`TASKRUSH_MAX_INPUT_DEPTH`, default 128).
-    pub depth: usize,
+    pub(crate) depth: usize,
 }
 
 impl Default for InputLimits {
@@ -66,7 +66,7 @@ impl Default for InputLimits {
 
 impl InputLimits {
     /// The defaults, with the daemon's environment's overrides (read once).
-    pub fn from_env() -> InputLimits {
+    pub(crate) fn from_env() -> InputLimits {
         static LIMITS: std::sync::OnceLock<InputLimits> = std::sync::OnceLock::new();
         *LIMITS.get_or_init(|| {
             let var = |name: &str| {
@@ -94,11 +94,11 @@ impl InputLimits {
 }
 
 /// Directory names whose contents are never inputs.
-pub const EXCLUDED_DIRS: [&str; 2] = [".git", ".rush-cache"];
+pub(crate) const EXCLUDED_DIRS: [&str; 2] = [".git", ".rush-cache"];
 
 /// The input files of a task: sorted by relative path, without duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InputFiles {
+pub(crate) struct InputFiles {
     root: PathBuf,
     /// Absolute (root-joined) paths, sorted by their bytes; since all share
     /// the `root` prefix this is the order of the relative paths.
@@ -111,27 +111,27 @@ pub struct InputFiles {
 
 /// A directory to watch, and which one it was when the inputs were listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchDir {
-    pub path: PathBuf,
+pub(crate) struct WatchDir {
+    pub(crate) path: PathBuf,
     /// (device, inode): a watch follows an inode, so a directory replaced
     /// since it was watched must be watched again.
-    pub id: (u64, u64),
+    pub(crate) id: (u64, u64),
 }
 
 /// One input file, as seen from the project root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InputFile<'a> {
+pub(crate) struct InputFile<'a> {
     /// Relative to the project root, e.g. `src/main.rs` (`/`-separated on
     /// Unix; on Windows the native separator, see [`InputFile::rel_bytes`]).
-    pub rel: &'a Path,
+    pub(crate) rel: &'a Path,
     /// The root joined with `rel`.
-    pub abs: &'a Path,
+    pub(crate) abs: &'a Path,
 }
 
 impl InputFile<'_> {
     /// The relative path as bytes with `/` separators on every platform,
     /// the form that goes into cache keys.
-    pub fn rel_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+    pub(crate) fn rel_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
         let bytes = self.rel.as_os_str().as_encoded_bytes();
         if std::path::MAIN_SEPARATOR == '/' {
             bytes.into()
@@ -146,12 +146,12 @@ impl InputFile<'_> {
 }
 
 impl InputFiles {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.files.len()
     }
 
     #[allow(dead_code, reason = "clippy wants `is_empty` beside `len`")]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
@@ -166,11 +166,11 @@ impl InputFiles {
     /// change elsewhere, and one inode watched under two paths reports
     /// under one), a dangling symlink, a pattern reaching outside the root,
     /// or a directory on another device than the root (a mount).
-    pub fn watch_dirs(&self) -> Option<&[WatchDir]> {
+    pub(crate) fn watch_dirs(&self) -> Option<&[WatchDir]> {
         self.watch.as_deref()
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = InputFile<'_>> {
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = InputFile<'_>> {
         self.files.iter().map(|abs| InputFile {
             rel: relative(&self.root, abs),
             abs,
@@ -181,7 +181,7 @@ impl InputFiles {
 /// A pattern that cannot be used, or a directory or file that could not be
 /// read while expanding the patterns.
 #[derive(Debug)]
-pub enum InputError {
+pub(crate) enum InputError {
     Pattern {
         pattern: String,
         reason: String,
@@ -286,7 +286,7 @@ fn compile(pattern: &str, glob: &str) -> Result<globset::Glob, InputError> {
 
 /// Checks one pattern without touching the file system (for validating a
 /// `.rush` file when it is loaded).
-pub fn check_pattern(pattern: &str) -> Result<(), InputError> {
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), InputError> {
     parse(pattern).map(drop)
 }
 
@@ -347,13 +347,13 @@ struct Walk<'p> {
 /// (relative to the project root) is one of the inputs `patterns` name:
 /// what `run --watch` re-runs on. A literal also covers everything below
 /// it, in case it names a directory.
-pub struct PathMatcher {
+pub(crate) struct PathMatcher {
     include: GlobSet,
     exclude: GlobSet,
 }
 
 impl PathMatcher {
-    pub fn new(patterns: &[String]) -> Result<PathMatcher, InputError> {
+    pub(crate) fn new(patterns: &[String]) -> Result<PathMatcher, InputError> {
         let mut include = GlobSetBuilder::new();
         let mut exclude = GlobSetBuilder::new();
         for pattern in patterns {
@@ -381,7 +381,7 @@ impl PathMatcher {
     }
 
     /// Whether `rel` is an input.
-    pub fn is_match(&self, rel: &Path) -> bool {
+    pub(crate) fn is_match(&self, rel: &Path) -> bool {
         !rel.components()
             .any(|c| c.as_os_str().to_str().is_some_and(is_excluded))
             && self.include.is_match(rel)
@@ -391,7 +391,7 @@ impl PathMatcher {
 
 /// Expands `patterns` (relative to `root`) into the task's input files.
 #[cfg(test)]
-pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError> {
+pub(crate) fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError> {
     expand_until(
         root,
         patterns,
@@ -401,7 +401,7 @@ pub fn expand(root: &Path, patterns: &[String]) -> Result<InputFiles, InputError
 }
 
 /// [`expand`] within `limits`, giving up soon after `stop` is set.
-pub fn expand_until(
+pub(crate) fn expand_until(
     root: &Path,
     patterns: &[String],
     limits: &InputLimits,
@@ -499,7 +499,7 @@ pub fn expand_until(
 
 /// (device, inode) of what `path` names (symlinks followed): which
 /// directory a watch on it follows.
-pub fn path_id(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn path_id(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| dir_id(&m))
 }
 

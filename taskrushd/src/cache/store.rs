@@ -31,7 +31,7 @@ use crate::cache::file_hashes::{FileHashes, HashGuard, Hashed, StopFlag};
 use crate::cache::input_files::{self, InputError, InputFile, InputLimits};
 
 /// Name of the cache directory in the project root.
-pub const CACHE_DIR: &str = ".rush-cache";
+pub(crate) const CACHE_DIR: &str = ".rush-cache";
 
 /// Version of the key derivation and of the entry format. Changing either
 /// turns every existing entry into a miss.
@@ -46,10 +46,10 @@ const MAX_ENTRY_BYTES: u64 = 64 * 1024;
 
 /// A task's cache key: 32 bytes of BLAKE3, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey(pub [u8; 32]);
+pub(crate) struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
-    pub fn to_hex(self) -> String {
+    pub(crate) fn to_hex(self) -> String {
         use fmt::Write as _;
         let mut hex = String::with_capacity(64);
         for b in self.0 {
@@ -60,7 +60,7 @@ impl CacheKey {
     }
 
     /// Parses exactly 64 hex digits (either case).
-    pub fn from_hex(hex: &str) -> Option<CacheKey> {
+    pub(crate) fn from_hex(hex: &str) -> Option<CacheKey> {
         let hex = hex.as_bytes();
         if hex.len() != 64 {
             return None;
@@ -88,7 +88,7 @@ impl fmt::Debug for CacheKey {
 
 /// Why a key could not be computed. The task should then run uncached.
 #[derive(Debug)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// A `cache_files` pattern is invalid.
     Pattern { pattern: String, reason: String },
     /// A file or directory could not be read; `path` is relative to the
@@ -137,25 +137,30 @@ impl From<InputError> for CacheError {
 
 /// A key and what went into it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fingerprint {
-    pub key: CacheKey,
+pub(crate) struct Fingerprint {
+    pub(crate) key: CacheKey,
     /// Number of input files (including named files that are absent).
-    pub input_files: usize,
+    pub(crate) input_files: usize,
     /// The directories whose events would show any change to the inputs
     /// ([`InputFiles::watch_dirs`](input_files::InputFiles::watch_dirs));
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
-    pub watch_dirs: Option<Vec<input_files::WatchDir>>,
+    pub(crate) watch_dirs: Option<Vec<input_files::WatchDir>>,
     /// When the most recently changed input last changed (its ctime),
     /// (seconds, nanoseconds) since the epoch, and which one it is
     /// (relative to the root).
-    pub last_change: (i64, i64),
-    pub last_changed: Option<PathBuf>,
+    pub(crate) last_change: (i64, i64),
+    pub(crate) last_changed: Option<PathBuf>,
 }
 
 /// Everything in a task's key except its input files: equal recipes and
 /// equal input files give equal keys. Cheap (no file system access).
-pub fn recipe(task: &str, cmd: &str, env: &[(String, String)], patterns: &[String]) -> CacheKey {
+pub(crate) fn recipe(
+    task: &str,
+    cmd: &str,
+    env: &[(String, String)],
+    patterns: &[String],
+) -> CacheKey {
     let mut key = KeyWriter(blake3::Hasher::new_derive_key(KEY_CONTEXT));
     key.bytes(task.as_bytes());
     key.bytes(cmd.as_bytes());
@@ -173,7 +178,7 @@ pub fn recipe(task: &str, cmd: &str, env: &[(String, String)], patterns: &[Strin
 
 /// The cache key of a task; see [`fingerprint`] for the input count.
 #[cfg(test)]
-pub fn cache_key(
+pub(crate) fn cache_key(
     root: &Path,
     task: &str,
     cmd: &str,
@@ -193,7 +198,7 @@ pub fn cache_key(
 /// Blocking (file system calls, and a few scoped threads for large input
 /// sets): from async code call it inside `tokio::task::spawn_blocking`.
 #[cfg(test)]
-pub fn fingerprint(
+pub(crate) fn fingerprint(
     root: &Path,
     task: &str,
     cmd: &str,
@@ -212,17 +217,17 @@ pub fn fingerprint(
 }
 
 /// What a key covers besides the input files.
-pub struct Recipe<'a> {
-    pub task: &'a str,
-    pub cmd: &'a str,
-    pub env: &'a [(String, String)],
-    pub patterns: &'a [String],
+pub(crate) struct Recipe<'a> {
+    pub(crate) task: &'a str,
+    pub(crate) cmd: &'a str,
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) patterns: &'a [String],
 }
 
 /// [`fingerprint`] within `limits` (an error names the bound passed: the
 /// input list is never cut short), giving up with [`CacheError::Stopped`]
 /// soon after `stop` is set, between files and within large ones.
-pub fn fingerprint_until(
+pub(crate) fn fingerprint_until(
     root: &Path,
     recipe: &Recipe<'_>,
     hashes: &FileHashes,
@@ -376,7 +381,7 @@ impl KeyWriter {
 /// The key of each task's last successful run, in `<root>/.rush-cache/`:
 /// one small JSON file per task, `{"version":1,"task":"…","key":"<hex>"}`.
 #[derive(Clone, Debug)]
-pub struct CacheStore {
+pub(crate) struct CacheStore {
     root: PathBuf,
 }
 
@@ -397,25 +402,25 @@ struct EntryIn {
 impl CacheStore {
     /// The store of the project at `project_root`. Nothing is created until
     /// the first [`CacheStore::store`].
-    pub fn new(project_root: impl Into<PathBuf>) -> CacheStore {
+    pub(crate) fn new(project_root: impl Into<PathBuf>) -> CacheStore {
         CacheStore {
             root: project_root.into(),
         }
     }
 
     /// `<root>/.rush-cache`.
-    pub fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.root.join(CACHE_DIR)
     }
 
     /// Where the entry of `task` lives.
-    pub fn entry_path(&self, task: &str) -> PathBuf {
+    pub(crate) fn entry_path(&self, task: &str) -> PathBuf {
         self.dir().join(entry_file_name(task))
     }
 
     /// The key stored for `task`. Missing, unreadable, corrupt, truncated,
     /// foreign or wrong-version entries are all a miss.
-    pub fn load(&self, task: &str) -> Option<CacheKey> {
+    pub(crate) fn load(&self, task: &str) -> Option<CacheKey> {
         // A `.rush-cache/` can come with a repository: an entry that is a
         // symlink to a FIFO or a device must neither block nor be read.
         use std::os::unix::fs::OpenOptionsExt;
@@ -444,7 +449,7 @@ impl CacheStore {
     /// reader sees the old entry or the new one, never a mix, and
     /// concurrent writers each write their own temporary file (the last
     /// rename wins).
-    pub fn store(&self, task: &str, key: &CacheKey) -> io::Result<()> {
+    pub(crate) fn store(&self, task: &str, key: &CacheKey) -> io::Result<()> {
         let dir = self.dir();
         self.ensure_dir(&dir)?;
         let name = entry_file_name(task);
@@ -457,7 +462,7 @@ impl CacheStore {
     }
 
     /// Forgets `task`'s entry (absent already is fine).
-    pub fn invalidate(&self, task: &str) -> io::Result<()> {
+    pub(crate) fn invalidate(&self, task: &str) -> io::Result<()> {
         match fs::remove_file(self.entry_path(task)) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),

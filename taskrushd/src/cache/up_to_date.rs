@@ -10,7 +10,7 @@
 //! touching the inputs. The rules that keep this exact are in the watcher's
 //! module documentation ("Inputs").
 
-pub mod inflight;
+pub(crate) mod inflight;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use crate::cache::store::{self as cache, CacheError, CacheKey, Fingerprint};
 use crate::watch::{CleanKey, Key, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
-pub struct UpToDate {
+pub(crate) struct UpToDate {
     hashes: FileHashes,
     /// Cached tasks in progress, daemon-wide (see [`inflight`]).
-    pub inflight: Arc<inflight::Inflight>,
+    pub(crate) inflight: Arc<inflight::Inflight>,
     watcher: Option<Arc<Watcher>>,
     watched: AtomicU64,
     full: AtomicU64,
@@ -33,20 +33,20 @@ pub struct UpToDate {
 
 /// What a task's key is computed from.
 #[derive(Clone)]
-pub struct Recipe {
-    pub root: PathBuf,
-    pub task: String,
+pub(crate) struct Recipe {
+    pub(crate) root: PathBuf,
+    pub(crate) task: String,
     /// Everything the task runs (`before`, `cmd`, `after`).
-    pub cmd: String,
+    pub(crate) cmd: String,
     /// The task's expanded `env`.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Its `cache_files`.
-    pub patterns: Vec<String>,
+    pub(crate) patterns: Vec<String>,
 }
 
 impl UpToDate {
     /// `watcher`: `None` to always compute keys in full.
-    pub fn new(watcher: Option<Arc<Watcher>>) -> Arc<UpToDate> {
+    pub(crate) fn new(watcher: Option<Arc<Watcher>>) -> Arc<UpToDate> {
         Arc::new(UpToDate {
             hashes: FileHashes::new(),
             inflight: inflight::Inflight::new(),
@@ -57,12 +57,12 @@ impl UpToDate {
     }
 
     /// Checks answered by the watcher so far.
-    pub fn watched_checks(&self) -> u64 {
+    pub(crate) fn watched_checks(&self) -> u64 {
         self.watched.load(Ordering::Relaxed)
     }
 
     /// Checks computed in full so far.
-    pub fn full_checks(&self) -> u64 {
+    pub(crate) fn full_checks(&self) -> u64 {
         self.full.load(Ordering::Relaxed)
     }
 
@@ -72,7 +72,7 @@ impl UpToDate {
     ///
     /// Dropping the future (the run was cancelled, its client left) stops
     /// the listing and hashing within a file or so.
-    pub async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CheckError> {
+    pub(crate) async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CheckError> {
         let signature = cache::recipe(&recipe.task, &recipe.cmd, &recipe.env, &recipe.patterns);
         let inputs = Key::Inputs(recipe.root.clone(), recipe.task.clone());
         let root_id = local_dir_id(&recipe.root);
@@ -103,7 +103,10 @@ impl UpToDate {
     /// The task's full fingerprint as of now, always computed from the
     /// files (not the watcher): for the check after a run. Dropping the
     /// future stops it, as for [`UpToDate::key`].
-    pub async fn fingerprint(self: &Arc<Self>, recipe: Recipe) -> Result<Fingerprint, CheckError> {
+    pub(crate) async fn fingerprint(
+        self: &Arc<Self>,
+        recipe: Recipe,
+    ) -> Result<Fingerprint, CheckError> {
         let stop = StopOnDrop(StopFlag::default());
         let flag = stop.0.clone();
         let me = self.clone();
@@ -133,7 +136,7 @@ impl UpToDate {
 
 /// Why a key is not known.
 #[derive(Debug)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     /// Told to stop.
     Stopped,
     /// Says why (`cannot read `src/x.rs`: Permission denied`, a bound).

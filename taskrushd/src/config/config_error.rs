@@ -16,25 +16,25 @@ use std::path::{Path, PathBuf};
 
 /// A problem with a `.rush` file, with the position of the offending token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The file the problem is in.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// 1-based line of the offending token, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// 1-based column (in characters) of the offending token, when known.
-    pub column: Option<usize>,
+    pub(crate) column: Option<usize>,
     /// What is wrong, e.g. "unknown key `dependson` in task `build`".
-    pub message: String,
+    pub(crate) message: String,
     /// What to do about it, e.g. "did you mean `depends_on`?".
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
     /// The error is that a named task does not exist (the daemon answers
     /// those with their own error code).
-    pub unknown_task: bool,
+    pub(crate) unknown_task: bool,
 }
 
 impl ConfigError {
     /// An error about `path` with no position and no hint.
-    pub fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             line: None,
@@ -46,20 +46,20 @@ impl ConfigError {
     }
 
     /// The same error at `line`:`column` (both 1-based).
-    pub fn at(mut self, line: usize, column: usize) -> Self {
+    pub(crate) fn at(mut self, line: usize, column: usize) -> Self {
         self.line = Some(line);
         self.column = Some(column);
         self
     }
 
     /// The same error with a hint; `None` leaves it without one.
-    pub fn with_hint(mut self, hint: Option<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: Option<String>) -> Self {
         self.hint = hint;
         self
     }
 
     /// `path:line:column`, `path:line`, or just `path` when the position is unknown.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         location(&self.path, self.line, self.column)
     }
 }
@@ -84,7 +84,7 @@ impl std::error::Error for ConfigError {}
 
 /// The hint "did you mean `x`?" for the candidate closest to `wrong`, if any
 /// is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(
+pub(crate) fn did_you_mean<'a>(
     wrong: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
@@ -93,7 +93,10 @@ pub fn did_you_mean<'a>(
 
 /// The candidate closest to `wrong` by Jaro-Winkler similarity, if it scores
 /// at least 0.8 (the first one wins a tie, so callers control the order).
-pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     const THRESHOLD: f64 = 0.8;
     let mut best: Option<(f64, &'a str)> = None;
     for candidate in candidates {

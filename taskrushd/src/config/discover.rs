@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// The names a TaskRush file may have, in order of preference.
-pub const FILE_NAMES: [&str; 3] = [".rush", ".rush.yml", ".rush.yaml"];
+pub(crate) const FILE_NAMES: [&str; 3] = [".rush", ".rush.yml", ".rush.yaml"];
 
 /// The first file named one of [`FILE_NAMES`] (in that order) in `start` or
 /// its nearest ancestor, or `None` when there is none up to the root.
@@ -13,7 +13,7 @@ pub const FILE_NAMES: [&str; 3] = [".rush", ".rush.yml", ".rush.yaml"];
 /// names are skipped; anything else is found, even when it cannot be read
 /// (a FIFO, a dangling symlink, a symlink loop), so that loading it says
 /// what is wrong instead of quietly using a file further up.
-pub fn discover(start: &Path) -> Option<PathBuf> {
+pub(crate) fn discover(start: &Path) -> Option<PathBuf> {
     start.ancestors().find_map(|dir| {
         FILE_NAMES
             .iter()

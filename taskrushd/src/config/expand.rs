@@ -17,9 +17,9 @@ const MAX_NESTING: usize = 32;
 
 /// Why a string could not be expanded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExpandError {
+pub(crate) struct ExpandError {
     /// e.g. "unterminated `${` in `${HOME`"
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ExpandError {
@@ -31,7 +31,10 @@ impl fmt::Display for ExpandError {
 impl std::error::Error for ExpandError {}
 
 /// Expands every `${...}` in `input`, looking variables up with `lookup`.
-pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+pub(crate) fn expand(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
     let mut parser = Parser {
         input,
         pos: 0,
@@ -48,7 +51,7 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
     dead_code,
     reason = "plugin configs are expanded by the plugin host (issue 4)"
 )]
-pub fn expand_json(
+pub(crate) fn expand_json(
     value: &serde_json::Value,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<serde_json::Value, ExpandError> {

@@ -31,15 +31,15 @@ const RACY: Duration = Duration::from_secs(2);
 /// The most projects kept loaded by default ($TASKRUSH_MAX_PROJECTS sets
 /// another bound); one more forgets the least recently used (its next
 /// request reads and parses its file again).
-pub const MAX_PROJECTS: usize = 256;
+pub(crate) const MAX_PROJECTS: usize = 256;
 
 /// The most bytes of `.rush` source whose parsed configs stay loaded (a
 /// config takes about 20 times its source's size): loading more forgets
 /// the least recently used projects, never the one being loaded.
-pub const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The environment variable that sets the bound on loaded projects.
-pub const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
+pub(crate) const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -97,15 +97,15 @@ struct Problem {
 /// What a request (or the watcher) gets: the config to use and, when it
 /// is the last valid one, why.
 #[derive(Clone)]
-pub struct Loaded {
-    pub config: Arc<RushFile>,
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<RushFile>,
     /// "using the last valid config; `FILE:L:C`: MESSAGE".
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 /// What [`Projects::load`] noticed, for the event stream. Reported once,
 /// by whoever noticed first (a request or the watcher).
-pub enum Change {
+pub(crate) enum Change {
     None,
     /// New content is in use (also the first load of a project).
     Reloaded(Arc<RushFile>),
@@ -117,7 +117,7 @@ pub enum Change {
 }
 
 /// The warning shown while the last valid config serves.
-pub fn last_valid_warning(e: &ConfigError) -> String {
+pub(crate) fn last_valid_warning(e: &ConfigError) -> String {
     format!(
         "using the last valid config; `{}`: {}",
         e.location(),
@@ -126,7 +126,7 @@ pub fn last_valid_warning(e: &ConfigError) -> String {
 }
 
 /// Every project the daemon has loaded, keyed by the path of its file.
-pub struct Projects {
+pub(crate) struct Projects {
     /// At most this many entries in `loaded`.
     max: usize,
     loaded: Mutex<HashMap<PathBuf, Entry>>,
@@ -151,7 +151,7 @@ impl Default for Projects {
 
 impl Projects {
     /// Keeping at most `max` projects (at least one).
-    pub fn new(max: usize) -> Projects {
+    pub(crate) fn new(max: usize) -> Projects {
         Projects {
             max: max.max(1),
             loaded: Mutex::default(),
@@ -163,7 +163,7 @@ impl Projects {
     }
 
     /// Keeping at most $TASKRUSH_MAX_PROJECTS projects, else [`MAX_PROJECTS`].
-    pub fn from_env() -> Projects {
+    pub(crate) fn from_env() -> Projects {
         let max = match std::env::var(ENV_MAX_PROJECTS) {
             Err(_) => MAX_PROJECTS,
             Ok(text) => match text.trim().parse::<usize>() {
@@ -185,7 +185,7 @@ impl Projects {
     /// reached (`-f ../x/.rush`, a symlinked directory). A loaded file that
     /// was deleted is still found (its last valid config serves, with a
     /// warning), unless discovery finds another file at least as close.
-    pub fn locate(&self, cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
+    pub(crate) fn locate(&self, cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
         match Self::find(cwd, file) {
             Ok(found) => {
                 let found = found.canonicalize().unwrap_or(found);
@@ -279,7 +279,7 @@ impl Projects {
     /// The config in use for `path` when its file is known not to have
     /// changed (one `stat`, no read): what most requests need, without
     /// leaving the runtime. `None`: call [`Projects::load`].
-    pub fn cached(&self, path: &Path) -> Option<Loaded> {
+    pub(crate) fn cached(&self, path: &Path) -> Option<Loaded> {
         let stamp = Stamp::of(&std::fs::metadata(path).ok()?);
         let mut loaded = self.lock();
         let e = loaded.get_mut(path)?;
@@ -304,7 +304,7 @@ impl Projects {
     /// never loaded successfully is an error.
     ///
     /// Blocking (it may read and parse the file): call it off the runtime.
-    pub fn load(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
+    pub(crate) fn load(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
         let gate = self
             .loading_lock()
             .entry(path.to_path_buf())
@@ -463,7 +463,7 @@ impl Projects {
     }
 
     /// The files forgotten (to stay within [`MAX_PROJECTS`]) since the last call.
-    pub fn take_evicted(&self) -> Vec<PathBuf> {
+    pub(crate) fn take_evicted(&self) -> Vec<PathBuf> {
         std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -501,7 +501,7 @@ impl Projects {
 
     /// "`FILE`: using the last valid config; …" for every project whose
     /// file is broken or gone.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .lock()
             .iter()
@@ -519,7 +519,7 @@ impl Projects {
     }
 
     /// The config in use for the project at `root`.
-    pub fn config_of(&self, root: &Path) -> Option<Arc<RushFile>> {
+    pub(crate) fn config_of(&self, root: &Path) -> Option<Arc<RushFile>> {
         self.lock()
             .values()
             .find(|e| e.config.root == root)
@@ -527,7 +527,7 @@ impl Projects {
     }
 
     /// Roots of the loaded projects.
-    pub fn roots(&self) -> Vec<String> {
+    pub(crate) fn roots(&self) -> Vec<String> {
         let mut roots: Vec<String> = self
             .lock()
             .values()

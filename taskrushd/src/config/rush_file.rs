@@ -39,65 +39,65 @@ use crate::config::config_error::{ConfigError, did_you_mean};
 
 /// A parsed and validated `.rush` file.
 #[derive(Clone, Debug)]
-pub struct RushFile {
+pub(crate) struct RushFile {
     /// The file, as given to [`parse`].
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The directory holding the file; tasks run here.
-    pub root: PathBuf,
-    pub tasks: BTreeMap<String, Task>,
+    pub(crate) root: PathBuf,
+    pub(crate) tasks: BTreeMap<String, Task>,
     /// The top-level `plugins:` list, in file order.
-    pub plugins: Vec<PluginSpec>,
+    pub(crate) plugins: Vec<PluginSpec>,
 }
 
 /// One entry of `tasks:`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Task {
-    pub name: String,
+pub(crate) struct Task {
+    pub(crate) name: String,
     /// The shell command; `None` for an aggregate task (only dependencies).
-    pub cmd: Option<String>,
-    pub description: Option<String>,
+    pub(crate) cmd: Option<String>,
+    pub(crate) description: Option<String>,
     /// `depends_on` or `deps`, in file order; every name is a task of the file.
-    pub depends_on: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
     /// `cache_files` or `cache`: globs relative to the root, all valid.
-    pub cache_files: Vec<String>,
+    pub(crate) cache_files: Vec<String>,
     /// Raw (unexpanded) values, in file order, one entry per name.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Shell hook run before `cmd`.
-    pub before: Option<String>,
+    pub(crate) before: Option<String>,
     /// Shell hook run after `cmd` succeeded.
-    pub after: Option<String>,
+    pub(crate) after: Option<String>,
     /// Per-task plugin settings, by plugin name (each declared in
     /// `RushFile::plugins`); an empty setting (`name:` or `name: ~`) is `{}`.
-    pub plugins: BTreeMap<String, serde_json::Value>,
+    pub(crate) plugins: BTreeMap<String, serde_json::Value>,
     /// 1-based line of the task's name (0 when it could not be found).
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// One entry of the top-level `plugins:` list.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PluginSpec {
-    pub name: String,
+pub(crate) struct PluginSpec {
+    pub(crate) name: String,
     /// A semver requirement such as `^1.0`, kept as written.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// `type:`, `external` by default.
-    pub kind: PluginKind,
-    pub path: Option<String>,
-    pub required: bool,
+    pub(crate) kind: PluginKind,
+    pub(crate) path: Option<String>,
+    pub(crate) required: bool,
     /// `config:`, raw (unexpanded); `{}` when absent or null.
-    pub config: serde_json::Value,
+    pub(crate) config: serde_json::Value,
     /// `timeout:`, the deadline of every call to the plugin (handshake,
     /// each hook, each command): `5s`, `500ms`, `2m` or a number of
     /// seconds; [`DEFAULT_PLUGIN_TIMEOUT`] when absent.
-    pub timeout: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
     /// 1-based line of the entry (0 when it could not be found).
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// The deadline of a plugin call when its entry has no `timeout:`.
-pub const DEFAULT_PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DEFAULT_PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PluginKind {
+pub(crate) enum PluginKind {
     #[default]
     External,
     Wasm,
@@ -105,7 +105,7 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PluginKind::External => "external",
             PluginKind::Wasm => "wasm",
@@ -122,7 +122,7 @@ impl fmt::Display for PluginKind {
 
 impl RushFile {
     /// The task called `name`, or an error suggesting the closest name.
-    pub fn task(&self, name: &str) -> Result<&Task, ConfigError> {
+    pub(crate) fn task(&self, name: &str) -> Result<&Task, ConfigError> {
         self.tasks.get(name).ok_or_else(|| {
             let hint = did_you_mean(name, self.tasks.keys().map(String::as_str))
                 .unwrap_or_else(|| "`taskrush --list` shows the tasks".to_owned());
@@ -154,7 +154,7 @@ const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 /// Parses and validates the `.rush` file at `path` whose text is `source`.
 ///
 /// `path` is only used in errors and to derive `root`; pass it absolute.
-pub fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
+pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
     match nesting::check(source) {
         Some((nesting::Exceeded::Depth, line, column)) => {
             return Err(too_deep(path).at(line, column));
@@ -235,13 +235,13 @@ pub fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
 
 /// How deep collections may nest in a `.rush` file: serde_norway's own
 /// limit, also applied to flow collections before parsing ([`nesting`]).
-pub const MAX_NESTING: usize = 128;
+pub(crate) const MAX_NESTING: usize = 128;
 
 /// The most values (scalars, lists, mappings, entries) a `.rush` file may
 /// hold: the parser keeps an event for each while it reads the file, about
 /// 200 bytes, so this bounds a parse's memory to about 45 MB (a file of
 /// 10,000 tasks with descriptions holds about 50,000).
-pub const MAX_NODES: usize = 200_000;
+pub(crate) const MAX_NODES: usize = 200_000;
 
 fn too_deep(path: &Path) -> ConfigError {
     ConfigError::new(
@@ -1835,25 +1835,25 @@ impl<'de> Visitor<'de> for KindSeed<'_> {
 mod outline {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(super) struct Pos {
-        pub offset: usize,
+        pub(crate) offset: usize,
         /// 1-based.
-        pub line: usize,
+        pub(crate) line: usize,
         /// 1-based, in characters.
-        pub column: usize,
+        pub(crate) column: usize,
     }
 
     #[derive(Debug)]
     pub(super) struct Key {
-        pub text: String,
-        pub pos: Pos,
+        pub(crate) text: String,
+        pub(crate) pos: Pos,
     }
 
     #[derive(Debug)]
     pub(super) struct Outline {
         /// The keys of `tasks`, in file order.
-        pub tasks: Vec<Key>,
+        pub(crate) tasks: Vec<Key>,
         /// The items of `plugins`, in file order.
-        pub plugins: Vec<Pos>,
+        pub(crate) plugins: Vec<Pos>,
     }
 
     pub(super) fn scan(source: &str) -> Option<Outline> {

@@ -17,11 +17,11 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 /// The most the daemon reads of a file it reads whole: 4 MiB, five times
 /// a `.rush` file with 10,000 tasks with descriptions.
-pub const MAX_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why a file could not be read whole.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// It does not exist (a dangling symlink included).
     NotFound,
     /// Following its symlinks loops (`ELOOP`).
@@ -37,7 +37,7 @@ pub enum ReadError {
 impl ReadError {
     /// What the file is, as a phrase following its name: "`X` is a
     /// directory, not a regular file".
-    pub fn what(&self) -> String {
+    pub(crate) fn what(&self) -> String {
         match self {
             ReadError::NotFound => "does not exist".to_owned(),
             ReadError::SymlinkLoop => "is a symlink loop (too many levels of symlinks)".to_owned(),
@@ -50,7 +50,7 @@ impl ReadError {
         }
     }
 
-    pub fn from_io(e: std::io::Error) -> ReadError {
+    pub(crate) fn from_io(e: std::io::Error) -> ReadError {
         match e.kind() {
             std::io::ErrorKind::NotFound => ReadError::NotFound,
             _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
@@ -71,7 +71,7 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// The kind of a file that is not a regular file, for messages.
-pub fn kind_of(file_type: FileType) -> Option<&'static str> {
+pub(crate) fn kind_of(file_type: FileType) -> Option<&'static str> {
     match file_type {
         FileType::RegularFile => None,
         FileType::Directory => Some("a directory"),
@@ -86,7 +86,7 @@ pub fn kind_of(file_type: FileType) -> Option<&'static str> {
 
 /// The content of the regular file at `path` (symlinks followed), at most
 /// [`MAX_BYTES`]. Never blocks on a FIFO, never reads past the limit.
-pub fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
     // Not even opened when it is not a regular file (opening some devices
     // has effects); checked again on the open file, which cannot change.
     let stat = rustix::fs::stat(path).map_err(|e| ReadError::from_io(e.into()))?;

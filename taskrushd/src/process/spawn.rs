@@ -30,11 +30,11 @@ use crate::server::client_stdio::ClientStdio;
 
 /// How long a cancelled task gets after SIGINT before SIGTERM, and after
 /// SIGTERM before SIGKILL.
-pub const GRACE: Duration = Duration::from_millis(500);
+pub(crate) const GRACE: Duration = Duration::from_millis(500);
 
 /// A started task process and its process group.
-pub struct TaskProcess {
-    pub child: Child,
+pub(crate) struct TaskProcess {
+    pub(crate) child: Child,
     pgid: Option<Pid>,
 }
 
@@ -45,7 +45,7 @@ pub struct TaskProcess {
 /// (Executing commands without shell syntax directly, as make does, was
 /// measured: no faster here, because dash execs a lone command itself and
 /// process creation dominates. So every task goes through `sh -c`.)
-pub fn spawn_shell(
+pub(crate) fn spawn_shell(
     cmd: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
@@ -122,7 +122,7 @@ static STARTING_FD_LIMIT: OnceLock<Rlimit> = OnceLock::new();
 /// many clients and watches many files, and the usual soft limit (1,024)
 /// runs out first. Children get the original soft limit back. Call once,
 /// early, before any thread is started.
-pub fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let now = rustix::process::getrlimit(Resource::Nofile);
     let hard = now.maximum.or_else(|| {
         // No hard limit: the kernel's ceiling for one process.
@@ -165,21 +165,21 @@ fn restore_fd_limit(command: &mut Command) {
 
 impl TaskProcess {
     /// The process group id (the leader's pid).
-    pub fn pgid(&self) -> Option<u32> {
+    pub(crate) fn pgid(&self) -> Option<u32> {
         self.pgid.map(|p| p.as_raw_nonzero().get() as u32)
     }
 
     /// Send `sig` to the whole process group. Errors (the group is gone)
     /// are ignored: the group id is ours until we reap the leader, and we
     /// stop signalling once the group is empty.
-    pub fn signal_group(&self, sig: Signal) {
+    pub(crate) fn signal_group(&self, sig: Signal) {
         if let Some(pgid) = self.pgid {
             let _ = rustix::process::kill_process_group(pgid, sig);
         }
     }
 
     /// Whether any process of the group is still alive.
-    pub fn group_alive(&self) -> bool {
+    pub(crate) fn group_alive(&self) -> bool {
         match self.pgid {
             Some(pgid) => group_has_live_members(pgid),
             None => false,
@@ -188,7 +188,7 @@ impl TaskProcess {
 
     /// Wait until the group is empty, at most `limit`. True if it emptied.
     /// Reaps the leader on the way, so that it does not count as alive.
-    pub async fn wait_group_empty(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn wait_group_empty(&mut self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let _ = self.child.try_wait();
@@ -207,7 +207,7 @@ impl TaskProcess {
 /// stdin/stdout/stderr piped, in its own process group. A program path with
 /// a `/` is taken relative to `dir`; a bare name is searched on `env`'s
 /// `PATH`.
-pub fn spawn_plugin(
+pub(crate) fn spawn_plugin(
     argv: &[String],
     dir: &Path,
     env: &BTreeMap<String, String>,
@@ -262,23 +262,23 @@ fn die_with_parent(_: &mut Command) {}
 
 impl TaskProcess {
     /// The process id of the leader (also the process group id).
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.pgid.map(|p| p.as_raw_nonzero().get() as u32)
     }
 
     /// A handle that signals the process group, usable after the child was
     /// moved elsewhere (to the task that reaps it).
-    pub fn group(&self) -> ProcessGroup {
+    pub(crate) fn group(&self) -> ProcessGroup {
         ProcessGroup(self.pgid)
     }
 }
 
 /// Signals a process group (see [`TaskProcess::signal_group`]).
 #[derive(Debug, Clone, Copy)]
-pub struct ProcessGroup(Option<Pid>);
+pub(crate) struct ProcessGroup(Option<Pid>);
 
 impl ProcessGroup {
-    pub fn signal(self, sig: Signal) {
+    pub(crate) fn signal(self, sig: Signal) {
         if let Some(pgid) = self.0 {
             let _ = rustix::process::kill_process_group(pgid, sig);
         }
@@ -291,7 +291,7 @@ impl ProcessGroup {
 /// zombies for as long as the system's init does not reap them (some
 /// container inits never do): cancelling would wait out every grace
 /// period. So when the group still "exists", look at its members' states.
-pub fn group_has_live_members(pgid: Pid) -> bool {
+pub(crate) fn group_has_live_members(pgid: Pid) -> bool {
     if rustix::process::test_kill_process_group(pgid).is_err() {
         return false;
     }
@@ -325,7 +325,7 @@ pub fn group_has_live_members(pgid: Pid) -> bool {
 }
 
 /// Exit status as a shell reports it: the code, or 128 + signal.
-pub fn exit_code(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>, i32) {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>, i32) {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => (Some(code), None, code),

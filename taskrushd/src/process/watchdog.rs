@@ -72,7 +72,7 @@ fn state() -> std::sync::MutexGuard<'static, State> {
 
 /// `taskrushd --watchdog PID`: be the watchdog of daemon PID, and return
 /// its exit code. `None` for any other command line.
-pub fn run_if_asked() -> Option<ExitCode> {
+pub(crate) fn run_if_asked() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     if args.next()? != FLAG {
         return None;
@@ -95,7 +95,7 @@ pub fn run_if_asked() -> Option<ExitCode> {
 /// watchdog) starts a new one and registers the current groups with it.
 /// Failing to start one is logged and retried; tasks then die with the
 /// daemon only as before, meanwhile.
-pub fn start() {
+pub(crate) fn start() {
     // The first one from this thread, before anything else is open: it
     // inherits nothing the daemon opens later without `O_CLOEXEC`.
     let first = spawn_watchdog();
@@ -193,14 +193,14 @@ fn spawn_watchdog() -> std::io::Result<Child> {
 }
 
 /// Have the watchdog end group `pgid` should the daemon die.
-pub fn register(pgid: u32) {
+pub(crate) fn register(pgid: u32) {
     let mut st = state();
     st.groups.insert(pgid);
     send(&mut st, '+', pgid);
 }
 
 /// The group's leader was reaped: leave what remains of it alone.
-pub fn unregister(pgid: u32) {
+pub(crate) fn unregister(pgid: u32) {
     let mut st = state();
     st.groups.remove(&pgid);
     send(&mut st, '-', pgid);

@@ -6,19 +6,19 @@ use crate::config::rush_file::RushFile;
 
 /// One task of a plan; `deps` index into [`Plan::tasks`].
 #[derive(Debug, Clone)]
-pub struct PlannedTask {
-    pub name: String,
-    pub deps: Vec<usize>,
+pub(crate) struct PlannedTask {
+    pub(crate) name: String,
+    pub(crate) deps: Vec<usize>,
 }
 
 /// Tasks in a valid execution order (every task after its dependencies).
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub tasks: Vec<PlannedTask>,
+pub(crate) struct Plan {
+    pub(crate) tasks: Vec<PlannedTask>,
 }
 
 impl Plan {
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.tasks.iter().map(|t| t.name.clone()).collect()
     }
 }
@@ -27,7 +27,7 @@ impl Plan {
 /// first, dependencies in declared order. Iterative: a chain of 10,000
 /// tasks does not recurse. Cycles were refused when the file was parsed;
 /// one here is skipped rather than looped on.
-pub fn plan(file: &RushFile, targets: &[String]) -> Result<Plan, ConfigError> {
+pub(crate) fn plan(file: &RushFile, targets: &[String]) -> Result<Plan, ConfigError> {
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut tasks: Vec<PlannedTask> = Vec::new();
     let mut on_stack: std::collections::HashSet<&str> = std::collections::HashSet::new();

@@ -26,7 +26,7 @@ use crate::server::client_stdio::ClientStdio;
 
 /// How hard a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Cancel {
+pub(crate) enum Cancel {
     /// Keep going.
     No,
     /// Stop: SIGINT, then SIGTERM, then SIGKILL, a grace period apart.
@@ -37,19 +37,19 @@ pub enum Cancel {
 
 /// Everything a run needs, fixed when it starts: a run keeps the config it
 /// started with even if the file changes meanwhile.
-pub struct RunSpec {
-    pub run_id: u64,
-    pub config: Arc<RushFile>,
-    pub plan: Plan,
+pub(crate) struct RunSpec {
+    pub(crate) run_id: u64,
+    pub(crate) config: Arc<RushFile>,
+    pub(crate) plan: Plan,
     /// The client's environment.
-    pub env: BTreeMap<String, String>,
-    pub jobs: usize,
-    pub force: bool,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) jobs: usize,
+    pub(crate) force: bool,
     /// The client's descriptors, when tasks write to them directly.
-    pub stdio: Option<Arc<ClientStdio>>,
+    pub(crate) stdio: Option<Arc<ClientStdio>>,
     /// The project's plugins, when it has any: their hooks run around
     /// each task.
-    pub plugins: Option<crate::plugin::RunPlugins>,
+    pub(crate) plugins: Option<crate::plugin::RunPlugins>,
 }
 
 /// Read buffer per output stream; also the largest output event.
@@ -62,7 +62,7 @@ struct Outcome {
 }
 
 /// Run the plan to the end and return the `run_finished` event.
-pub async fn run(
+pub(crate) async fn run(
     spec: RunSpec,
     up_to_date: Arc<UpToDate>,
     events: mpsc::Sender<RunEvent>,
@@ -160,7 +160,7 @@ pub async fn run(
 }
 
 /// A run that could not start its plan, finished with this error.
-pub fn finished_with_error(run_id: u64, message: String) -> RunEvent {
+pub(crate) fn finished_with_error(run_id: u64, message: String) -> RunEvent {
     RunEvent::RunFinished {
         run_id,
         status: RunStatus::Failed,

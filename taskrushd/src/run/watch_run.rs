@@ -21,14 +21,14 @@ use crate::config::rush_file::RushFile;
 use crate::run::planner::Plan;
 
 /// Quiet time that ends a burst of changes.
-pub const SETTLE: Duration = Duration::from_millis(50);
+pub(crate) const SETTLE: Duration = Duration::from_millis(50);
 /// Longest a burst is collected before the re-run starts anyway.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// Changed paths reported per re-run.
-pub const SHOWN: usize = 10;
+pub(crate) const SHOWN: usize = 10;
 
 /// What one watched run reacts to.
-pub struct WatchFilter {
+pub(crate) struct WatchFilter {
     root: PathBuf,
     rush_file: PathBuf,
     /// `None`: any file that is not ignored.
@@ -38,7 +38,7 @@ pub struct WatchFilter {
 }
 
 impl WatchFilter {
-    pub fn new(config: &RushFile, plan: &Plan) -> WatchFilter {
+    pub(crate) fn new(config: &RushFile, plan: &Plan) -> WatchFilter {
         let mut patterns: Vec<String> = Vec::new();
         for t in &plan.tasks {
             if let Some(task) = config.tasks.get(&t.name) {
@@ -81,7 +81,7 @@ impl WatchFilter {
     }
 
     /// Whether a change of `path` re-runs.
-    pub fn matches(&self, path: &Path) -> bool {
+    pub(crate) fn matches(&self, path: &Path) -> bool {
         if path == self.rush_file {
             return true;
         }
@@ -111,7 +111,7 @@ impl WatchFilter {
     }
 
     /// In words, for `watch_waiting`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.patterns.is_empty() {
             format!(
                 "files under `{}` (except ignored ones)",
@@ -126,23 +126,23 @@ impl WatchFilter {
 
 /// The filter of a session, replaced when a re-run plans anew.
 #[derive(Clone)]
-pub struct SharedFilter(Arc<Mutex<Arc<WatchFilter>>>);
+pub(crate) struct SharedFilter(Arc<Mutex<Arc<WatchFilter>>>);
 
 impl SharedFilter {
-    pub fn new(f: WatchFilter) -> SharedFilter {
+    pub(crate) fn new(f: WatchFilter) -> SharedFilter {
         SharedFilter(Arc::new(Mutex::new(Arc::new(f))))
     }
 
-    pub fn set(&self, f: WatchFilter) {
+    pub(crate) fn set(&self, f: WatchFilter) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(f);
     }
 
-    pub fn get(&self) -> Arc<WatchFilter> {
+    pub(crate) fn get(&self) -> Arc<WatchFilter> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// As the watcher's filter (checked for every changed path).
-    pub fn as_fn(&self) -> crate::watch::PathFilter {
+    pub(crate) fn as_fn(&self) -> crate::watch::PathFilter {
         let me = self.clone();
         Arc::new(move |p: &Path| me.get().matches(p))
     }
@@ -150,7 +150,10 @@ impl SharedFilter {
 
 /// Collect the rest of a burst that started with `first`: until nothing
 /// changed for [`SETTLE`], at most [`SETTLE_MAX`].
-pub async fn burst(first: Vec<PathBuf>, rx: &mut mpsc::UnboundedReceiver<PathBuf>) -> Vec<PathBuf> {
+pub(crate) async fn burst(
+    first: Vec<PathBuf>,
+    rx: &mut mpsc::UnboundedReceiver<PathBuf>,
+) -> Vec<PathBuf> {
     let mut paths = first;
     let deadline = tokio::time::Instant::now() + SETTLE_MAX;
     loop {
@@ -168,7 +171,7 @@ pub async fn burst(first: Vec<PathBuf>, rx: &mut mpsc::UnboundedReceiver<PathBuf
 }
 
 /// `paths` relative to `root`, at most [`SHOWN`] of them.
-pub fn shown(root: &Path, paths: &[PathBuf]) -> Vec<String> {
+pub(crate) fn shown(root: &Path, paths: &[PathBuf]) -> Vec<String> {
     paths
         .iter()
         .take(SHOWN)

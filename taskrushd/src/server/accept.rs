@@ -31,23 +31,23 @@ use crate::server::listener::{self, FileId};
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Connections served at once (all are the same user's: others are
 /// refused), unless `--max-connections` / `$TASKRUSH_MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Without inotify, how often the socket file is checked.
 const SOCKET_POLL: Duration = Duration::from_secs(60);
 /// Longest pause of the accept loop while out of file descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The daemon's socket, as the accept loop owns it.
-pub struct Socket<'a> {
-    pub listener: Listener,
+pub(crate) struct Socket<'a> {
+    pub(crate) listener: Listener,
     /// The (device, inode) of the socket file bound.
-    pub id: FileId,
-    pub lock: &'a File,
-    pub paths: DaemonPaths,
-    pub max_connections: usize,
+    pub(crate) id: FileId,
+    pub(crate) lock: &'a File,
+    pub(crate) paths: DaemonPaths,
+    pub(crate) max_connections: usize,
 }
 
-pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
+pub(crate) async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
     let Socket {
         mut listener,
         id: mut socket_id,
@@ -432,7 +432,7 @@ impl SocketWatch {
 
 /// Serve a single connection (`taskrushd --stdio`), then cancel what is
 /// left and return.
-pub async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
+pub(crate) async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
     let methods: Methods = crate::api::daemon::Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
     crate::server::connection::serve(stream, methods).await;

@@ -16,22 +16,22 @@ use std::process::Stdio;
 
 /// The three descriptors a client passed, kept for its connection's life.
 #[derive(Debug)]
-pub struct ClientStdio {
-    pub stdin: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+pub(crate) struct ClientStdio {
+    pub(crate) stdin: OwnedFd,
+    pub(crate) stdout: OwnedFd,
+    pub(crate) stderr: OwnedFd,
 }
 
 /// Descriptors for one child process (duplicates of the client's).
-pub struct ChildStdio {
-    pub stdin: Stdio,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
+pub(crate) struct ChildStdio {
+    pub(crate) stdin: Stdio,
+    pub(crate) stdout: Stdio,
+    pub(crate) stderr: Stdio,
 }
 
 impl ClientStdio {
     /// Take exactly three received descriptors, in order.
-    pub fn from_fds(fds: Vec<OwnedFd>) -> Option<ClientStdio> {
+    pub(crate) fn from_fds(fds: Vec<OwnedFd>) -> Option<ClientStdio> {
         let mut it = fds.into_iter();
         let (stdin, stdout, stderr) = (it.next()?, it.next()?, it.next()?);
         if it.next().is_some() {
@@ -44,7 +44,7 @@ impl ClientStdio {
         })
     }
 
-    pub fn for_child(&self) -> std::io::Result<ChildStdio> {
+    pub(crate) fn for_child(&self) -> std::io::Result<ChildStdio> {
         Ok(ChildStdio {
             stdin: Stdio::from(self.stdin.try_clone()?),
             stdout: Stdio::from(self.stdout.try_clone()?),

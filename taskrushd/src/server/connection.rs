@@ -44,15 +44,15 @@ const MAX_IN_FLIGHT: usize = 64;
 const MAX_SUBSCRIPTIONS: u32 = 32;
 /// Outgoing messages buffered per connection before senders wait (a run's
 /// output event is at most 64 KiB of output).
-pub const OUT_QUEUE: usize = 16;
+pub(crate) const OUT_QUEUE: usize = 16;
 /// Bytes of received requests being handled per connection; past it the
 /// daemon reads no more requests from that client until it reads answers.
-pub const REQUEST_BUDGET: usize = crate::server::transport::MAX_FRAME;
+pub(crate) const REQUEST_BUDGET: usize = crate::server::transport::MAX_FRAME;
 /// Requests in one batch.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 /// Bytes of answers to one batch; the requests after that are not run and
 /// are answered with an error (`-32006`).
-pub const MAX_BATCH_ANSWER: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BATCH_ANSWER: usize = 4 * 1024 * 1024;
 /// Largest response the daemon sends.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
@@ -72,7 +72,7 @@ impl IdProvider for CounterIds {
 }
 
 /// Serve one connection until the peer closes it or breaks the framing.
-pub async fn serve(stream: UnixStream, methods: Methods) {
+pub(crate) async fn serve(stream: UnixStream, methods: Methods) {
     let conn_id = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     // The first read also takes the descriptors a CLI may pass with its
     // first message (see `client_stdio`).
@@ -183,11 +183,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 /// Put in every request's extensions: becomes `true` when the client
 /// closed its side of the connection, which cancels its runs.
 #[derive(Clone, Debug)]
-pub struct ClientGone(pub watch::Receiver<bool>);
+pub(crate) struct ClientGone(pub watch::Receiver<bool>);
 
 impl ClientGone {
     /// Resolves once the client is gone.
-    pub async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         let _ = self.0.wait_for(|gone| *gone).await;
     }
 }

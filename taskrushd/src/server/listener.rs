@@ -25,21 +25,21 @@ use taskrush_protocol::paths::DaemonPaths;
 const MAX_SOCKET_PATH: usize = 107;
 
 /// A bound socket and the lock that makes it ours.
-pub struct Bound {
-    pub listener: Listener,
+pub(crate) struct Bound {
+    pub(crate) listener: Listener,
     /// The (device, inode) of the socket file this daemon bound.
-    pub socket_id: FileId,
+    pub(crate) socket_id: FileId,
     /// Keep this until the process exits: it is released (by the OS) when
     /// the daemon exits, however it exits, and `taskrush daemon stop`
     /// waits for that.
-    pub lock: File,
+    pub(crate) lock: File,
 }
 
 /// A file's (device, inode): what a path named when it was checked.
-pub type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 /// The (device, inode) a path names now, without following a symlink.
-pub fn file_id(path: &Path) -> Option<FileId> {
+pub(crate) fn file_id(path: &Path) -> Option<FileId> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|md| (md.dev(), md.ino()))
@@ -47,7 +47,7 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 
 /// Whether the lock file at its path is still the one this daemon holds
 /// (not deleted, not replaced, its directory not removed or recreated).
-pub fn lock_is_ours(paths: &DaemonPaths, lock: &File) -> bool {
+pub(crate) fn lock_is_ours(paths: &DaemonPaths, lock: &File) -> bool {
     let Ok(held) = lock.metadata() else {
         return false;
     };
@@ -57,7 +57,7 @@ pub fn lock_is_ours(paths: &DaemonPaths, lock: &File) -> bool {
 /// Remove the socket file only if it is the one this daemon bound and
 /// the lock is still ours: after a logout removed the directory and a
 /// new daemon bound the same path, that socket is the new daemon's.
-pub fn unlink_own_socket(paths: &DaemonPaths, lock: &File, socket_id: FileId) {
+pub(crate) fn unlink_own_socket(paths: &DaemonPaths, lock: &File, socket_id: FileId) {
     if lock_is_ours(paths, lock) && file_id(&paths.socket) == Some(socket_id) {
         let _ = std::fs::remove_file(&paths.socket);
     }
@@ -65,7 +65,7 @@ pub fn unlink_own_socket(paths: &DaemonPaths, lock: &File, socket_id: FileId) {
 
 /// Bind the socket again (it was deleted while we hold the lock). Any
 /// file at the path is stale: we hold the lock.
-pub fn rebind(paths: &DaemonPaths) -> Result<(Listener, FileId), BindError> {
+pub(crate) fn rebind(paths: &DaemonPaths) -> Result<(Listener, FileId), BindError> {
     match std::fs::remove_file(&paths.socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -97,7 +97,7 @@ fn listen(socket: &Path) -> Result<(Listener, FileId), BindError> {
 /// Open a file of the daemon's own (its lock, its log): never through a
 /// symlink, only a regular file owned by this user, mode 0600. In a
 /// shared directory someone else may have planted either.
-pub fn open_private(path: &Path, append: bool) -> Result<File, BindError> {
+pub(crate) fn open_private(path: &Path, append: bool) -> Result<File, BindError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -138,7 +138,7 @@ pub fn open_private(path: &Path, append: bool) -> Result<File, BindError> {
 }
 
 #[derive(Debug)]
-pub enum BindError {
+pub(crate) enum BindError {
     /// Another daemon holds the lock and serves this socket.
     AlreadyRunning,
     /// The socket directory is not safe to use; the message says why and how to fix it.
@@ -163,7 +163,7 @@ impl std::fmt::Display for BindError {
 }
 
 /// Prepare the directory, take the lock, bind the socket (mode 0600).
-pub fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindError> {
+pub(crate) fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindError> {
     if paths.socket.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(BindError::PathTooLong(paths.socket.clone()));
     }
@@ -196,7 +196,7 @@ pub fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindErr
 /// The default one must also be private (0700); a missing one (and its
 /// missing parents) is created so, in every configuration. Called before
 /// the log is opened, which may live in the same directory.
-pub fn prepare_dir(dir: &Path, must_be_private: bool) -> Result<(), BindError> {
+pub(crate) fn prepare_dir(dir: &Path, must_be_private: bool) -> Result<(), BindError> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new()

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use crate::server::listener::{BindError, open_private};
 
 /// Size at which the log is rotated.
-pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// Rotated logs kept beside the current one (`.1` is the most recent).
-pub const KEPT_LOGS: usize = 2;
+pub(crate) const KEPT_LOGS: usize = 2;
 
-pub struct RotatingLog {
+pub(crate) struct RotatingLog {
     path: PathBuf,
     file: File,
     /// Bytes in the file, as far as this process knows.
@@ -31,7 +31,7 @@ pub struct RotatingLog {
 impl RotatingLog {
     /// Open (create) the log; the size limit is [`MAX_LOG_BYTES`], or
     /// `$TASKRUSH_LOG_MAX_BYTES`.
-    pub fn open(path: &Path) -> Result<RotatingLog, BindError> {
+    pub(crate) fn open(path: &Path) -> Result<RotatingLog, BindError> {
         let max = std::env::var("TASKRUSH_LOG_MAX_BYTES")
             .ok()
             .and_then(|n| n.trim().parse().ok())

@@ -15,13 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest accepted message (requests are small; this leaves room for a
 /// client environment of thousands of variables).
-pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// Time allowed for the rest of a frame once its first byte arrived.
-pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// [`FRAME_DEADLINE`], or `$TASKRUSH_FRAME_DEADLINE_MS` (for tests of slow
 /// clients, which should not take 10 s).
-pub fn frame_deadline() -> Duration {
+pub(crate) fn frame_deadline() -> Duration {
     static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *DEADLINE.get_or_init(|| {
         std::env::var("TASKRUSH_FRAME_DEADLINE_MS")
@@ -35,7 +35,7 @@ pub fn frame_deadline() -> Duration {
 const MAX_HEADER_LINE: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// One JSON text per line.
     Lines,
     /// `Content-Length: N\r\n\r\n` then N bytes.
@@ -44,7 +44,7 @@ pub enum Framing {
 
 impl Framing {
     /// Frame one outgoing message.
-    pub fn encode(self, msg: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode(self, msg: &[u8]) -> Vec<u8> {
         match self {
             Framing::Lines => {
                 let mut out = Vec::with_capacity(msg.len() + 1);
@@ -64,7 +64,7 @@ impl Framing {
 }
 
 #[derive(Debug)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The peer closed the connection in the middle of a frame.
     Truncated,
     /// A frame above [`MAX_FRAME`] (or a header line above its limit).
@@ -95,7 +95,7 @@ impl std::fmt::Display for FrameError {
 /// Its buffer grows only as a frame needs it and is given back between
 /// frames: an idle connection holds a few hundred bytes, and one 8 MiB
 /// message does not leave an 8 MiB buffer behind.
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     inner: R,
     /// Bytes read and not yet consumed: `buf[pos..]`.
     buf: Vec<u8>,
@@ -112,12 +112,12 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     #[cfg(test)]
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Self::with_buffered(inner, Vec::new())
     }
 
     /// A reader whose first bytes were already read (with `recvmsg`).
-    pub fn with_buffered(inner: R, first: Vec<u8>) -> Self {
+    pub(crate) fn with_buffered(inner: R, first: Vec<u8>) -> Self {
         FrameReader {
             inner,
             buf: first,
@@ -127,7 +127,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The framing detected from the first frame, once there was one.
-    pub fn framing(&self) -> Option<Framing> {
+    pub(crate) fn framing(&self) -> Option<Framing> {
         self.framing
     }
 
@@ -169,7 +169,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next message, `None` at a clean end of the connection. Waiting
     /// for a message to begin has no deadline (editors stay connected).
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         // Skip blank space between frames, and detect the framing.
         let first = loop {
             let blank = self

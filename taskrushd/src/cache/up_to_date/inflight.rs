@@ -24,12 +24,12 @@ type Ended = Arc<watch::Sender<bool>>;
 
 /// The registry of running cached tasks.
 #[derive(Default)]
-pub struct Inflight {
+pub(crate) struct Inflight {
     running: Mutex<HashMap<Slot, Ended>>,
 }
 
 /// What [`Inflight::claim`] found.
-pub enum Claimed {
+pub(crate) enum Claimed {
     /// The task is ours to run until the claim is dropped.
     Mine(Claim),
     /// Another instance runs it: changes to `true` when it ended.
@@ -37,20 +37,20 @@ pub enum Claimed {
 }
 
 /// The right to run a cached task; released (and the waiters woken) on drop.
-pub struct Claim {
+pub(crate) struct Claim {
     inflight: Arc<Inflight>,
     slot: Slot,
     ended: Ended,
 }
 
 impl Inflight {
-    pub fn new() -> Arc<Inflight> {
+    pub(crate) fn new() -> Arc<Inflight> {
         Arc::new(Inflight::default())
     }
 
     /// Claims `task` of the project at `root`, unless another instance of
     /// it is running.
-    pub fn claim(self: &Arc<Self>, root: &Path, task: &str) -> Claimed {
+    pub(crate) fn claim(self: &Arc<Self>, root: &Path, task: &str) -> Claimed {
         let slot = (root.to_path_buf(), task.to_owned());
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ended) = running.get(&slot) {
@@ -94,7 +94,7 @@ impl Drop for Claim {
 }
 
 /// Waits until the instance behind `ended` has ended.
-pub async fn wait_ended(mut ended: watch::Receiver<bool>) {
+pub(crate) async fn wait_ended(mut ended: watch::Receiver<bool>) {
     // An error means the sender is gone: ended too.
     let _ = ended.wait_for(|done| *done).await;
 }
