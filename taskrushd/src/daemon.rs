@@ -172,13 +172,7 @@ impl Daemon {
         if let Some(loaded) = self.projects.cached(path) {
             return Ok(loaded);
         }
-        let projects = self.projects.clone();
-        let owned = path.to_path_buf();
-        let (loaded, change) = tokio::task::spawn_blocking(move || projects.load(&owned))
-            .await
-            .map_err(|e| {
-                crate::config_error::ConfigError::new(path, format!("loading the file failed: {e}"))
-            })??;
+        let (loaded, change) = self.projects.load_async(path).await?;
         for gone in self.projects.take_evicted() {
             self.watcher.forget(&Key::Config(gone.clone()));
             if let Some(root) = gone.parent() {

@@ -10,8 +10,10 @@
 //! Reading and parsing happen without the map's lock (a parse may take a
 //! while: other projects, and `daemon status`, are served meanwhile), one
 //! load per file at a time: a second request for a file being parsed waits
-//! for that parse and uses its result. At most [`MAX_PROJECTS`] projects
-//! are kept; loading one more forgets the least recently used.
+//! for that parse and uses its result. At most [`MAX_PARSES`] files are
+//! read and parsed at once, whatever the number of clients and projects: a
+//! parse may take tens of MB for a moment. At most [`MAX_PROJECTS`]
+//! projects are kept; loading one more forgets the least recently used.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +39,15 @@ pub const MAX_PROJECTS: usize = 256;
 /// config takes about 20 times its source's size): loading more forgets
 /// the least recently used projects, never the one being loaded.
 pub const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most `.rush` files read and parsed at once (a parse of the densest
+/// file allowed peaks at about 75 MB): more requests for other files wait
+/// for a turn without holding a thread.
+pub const MAX_PARSES: usize = 4;
+
+/// The most `.rush` files read at once to tell whether they changed (4 MiB
+/// each at most).
+pub const MAX_READS: usize = 16;
 
 /// The environment variable that sets the bound on loaded projects.
 pub const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
@@ -131,7 +142,12 @@ pub struct Projects {
     max: usize,
     loaded: Mutex<HashMap<PathBuf, Entry>>,
     /// One lock per file being loaded: one read and parse at a time.
-    loading: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    loading: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Turns to read and parse a file: at most [`MAX_PARSES`] at once.
+    parses: Arc<tokio::sync::Semaphore>,
+    /// Turns to read a file (to tell whether it changed): at most
+    /// [`MAX_READS`] at once.
+    reads: Arc<tokio::sync::Semaphore>,
     /// Files never loaded successfully: the digest of the content that
     /// failed, the error, when last used. The same content is not parsed
     /// again (a request waiting for a parse gets its error).
@@ -156,6 +172,8 @@ impl Projects {
             max: max.max(1),
             loaded: Mutex::default(),
             loading: Mutex::default(),
+            parses: Arc::new(tokio::sync::Semaphore::new(MAX_PARSES)),
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
             rejected: Mutex::default(),
             clock: AtomicU64::new(0),
             evicted: Mutex::default(),
@@ -304,25 +322,71 @@ impl Projects {
     /// never loaded successfully is an error.
     ///
     /// Blocking (it may read and parse the file): call it off the runtime.
+    #[cfg(test)]
     pub fn load(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
-        let gate = self
-            .loading_lock()
-            .entry(path.to_path_buf())
-            .or_default()
-            .clone();
-        let result = {
-            let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
-            self.load_now(path)
-        };
-        let mut loading = self.loading_lock();
-        // Ours and the map's: nobody else waits for this file.
-        if Arc::strong_count(&gate) == 2 {
-            loading.remove(path);
-        }
-        result
+        let gate = self.gate(path);
+        let _turn = gate.blocking_lock();
+        self.load_now(path, true).expect("parses allowed")
     }
 
-    fn load_now(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
+    /// [`Projects::load`] for the runtime: waits for the file's turn, then
+    /// reads the file on a blocking thread (at most [`MAX_READS`] at once);
+    /// only when its content must be parsed, waits for one of the
+    /// [`MAX_PARSES`] turns and reads and parses it. Turns are waited for
+    /// without holding a thread, and a loaded file that did not change
+    /// never waits for a parse turn. A request that goes away meanwhile
+    /// (its client left) does not end the read or parse, which keeps its
+    /// turns until it is done.
+    pub async fn load_async(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<(Loaded, Change), ConfigError> {
+        let file_turn = Arc::new(self.gate(path).lock_owned().await);
+        // The load this one waited for may serve it.
+        if let Some(loaded) = self.cached(path) {
+            return Ok((loaded, Change::None));
+        }
+        let failed = |e: tokio::task::JoinError| {
+            ConfigError::new(path, format!("loading the file failed: {e}"))
+        };
+        let read_turn = self.reads.clone().acquire_owned().await;
+        let (me, owned, turn) = (self.clone(), path.to_path_buf(), file_turn.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let result = me.load_now(&owned, false);
+            drop((read_turn, turn));
+            result
+        })
+        .await
+        .map_err(failed)?;
+        if let Some(result) = read {
+            return result;
+        }
+        let parse_turn = self.parses.clone().acquire_owned().await;
+        let (me, owned) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let result = me.load_now(&owned, true);
+            drop((parse_turn, file_turn));
+            result
+        })
+        .await
+        .map_err(failed)?
+        .expect("parses allowed")
+    }
+
+    /// The lock that gives `path` one load at a time. Locks nobody holds or
+    /// waits for any more are dropped on the way.
+    fn gate(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut loading = self.loading_lock();
+        loading.retain(|_, gate| Arc::strong_count(gate) > 1);
+        loading.entry(path.to_path_buf()).or_default().clone()
+    }
+
+    /// `None` when the content must be parsed and `may_parse` is false.
+    fn load_now(
+        &self,
+        path: &Path,
+        may_parse: bool,
+    ) -> Option<Result<(Loaded, Change), ConfigError>> {
         let read_err = |e: whole_file::ReadError| {
             let message = match e {
                 whole_file::ReadError::NotFound => match std::fs::read_link(path) {
@@ -337,18 +401,22 @@ impl Projects {
             ConfigError::new(path, message)
         };
         if let Some(loaded) = self.cached(path) {
-            return Ok((loaded, Change::None));
+            return Some(Ok((loaded, Change::None)));
         }
         let md = match std::fs::metadata(path) {
             Ok(md) => md,
             Err(e) => {
-                return self.unusable(path, read_err(whole_file::ReadError::from_io(e)), None);
+                return Some(self.unusable(
+                    path,
+                    read_err(whole_file::ReadError::from_io(e)),
+                    None,
+                ));
             }
         };
         let stamp = Stamp::of(&md);
         let source = match whole_file::read(path) {
             Ok(s) => s,
-            Err(e) => return self.unusable(path, read_err(e), None),
+            Err(e) => return Some(self.unusable(path, read_err(e), None)),
         };
         // Stat again after reading: a stamp taken before the read cannot
         // vouch for content written during it.
@@ -364,7 +432,7 @@ impl Projects {
                 && *d == digest
             {
                 *used = self.clock.fetch_add(1, Ordering::Relaxed);
-                return Err(error.clone());
+                return Some(Err(error.clone()));
             }
             if let Some(e) = loaded.get_mut(path) {
                 e.used = self.clock.fetch_add(1, Ordering::Relaxed);
@@ -376,15 +444,18 @@ impl Projects {
                         Some(_) => Change::Reloaded(e.config.clone()),
                         None => Change::None,
                     };
-                    return Ok((e.loaded(), change));
+                    return Some(Ok((e.loaded(), change)));
                 }
                 if let Some(p) = &mut e.problem
                     && p.seen.is_some_and(|(_, _, d)| d == digest)
                 {
                     p.seen = Some((stamp, stamp.is_recent(), digest));
-                    return Ok((e.loaded(), Change::None));
+                    return Some(Ok((e.loaded(), Change::None)));
                 }
             }
+        }
+        if !may_parse {
+            return None;
         }
         // Parsed without the map's lock: other projects are served meanwhile.
         tracing::debug!(file = %path.display(), bytes = source.len(), "parsing");
@@ -411,7 +482,7 @@ impl Projects {
                     let used = self.clock.fetch_add(1, Ordering::Relaxed);
                     rejected.insert(path.to_path_buf(), (digest, error.clone(), used));
                 }
-                return self.unusable(path, error, Some((stamp, stamp.is_recent(), digest)));
+                return Some(self.unusable(path, error, Some((stamp, stamp.is_recent(), digest))));
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
@@ -453,13 +524,13 @@ impl Projects {
                 bytes,
             },
         );
-        Ok((
+        Some(Ok((
             Loaded {
                 config: config.clone(),
                 warning: None,
             },
             Change::Reloaded(config),
-        ))
+        )))
     }
 
     /// The files forgotten (to stay within [`MAX_PROJECTS`]) since the last call.
@@ -545,7 +616,9 @@ impl Projects {
         self.rejected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn loading_lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Mutex<()>>>> {
+    fn loading_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>> {
         // Single inserts and removes: a poisoned map is still consistent.
         self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }

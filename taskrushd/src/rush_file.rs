@@ -243,6 +243,17 @@ pub const MAX_NESTING: usize = 128;
 /// 10,000 tasks with descriptions holds about 50,000).
 pub const MAX_NODES: usize = 200_000;
 
+/// The most values a `.rush` file may hold once its aliases (`*name`) are
+/// expanded: an alias repeats what its anchor holds, so 100 KB of aliases
+/// to aliases could stand for billions of values (a "billion laughs").
+pub const MAX_EXPANDED_VALUES: usize = 2 * MAX_NODES;
+
+/// The most bytes of text (strings, keys) a `.rush` file may hold once its
+/// aliases are expanded: twice what the largest file may hold.
+pub const MAX_EXPANDED_TEXT: usize = 2 * crate::whole_file::MAX_BYTES as usize;
+
+const ALIAS_HINT: &str = "each alias (`*name`) repeats everything its anchor (`&name`) holds: repeat less, or split the project";
+
 fn too_deep(path: &Path) -> ConfigError {
     ConfigError::new(
         path,
@@ -268,6 +279,10 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
     let text = err.to_string();
     let (message, hint) = match ctx.pending.borrow_mut().take() {
         Some(pending) => pending,
+        None if text.starts_with("repetition limit exceeded") => (
+            "aliases (`*name`) are expanded too many times".to_owned(),
+            Some(ALIAS_HINT.to_owned()),
+        ),
         None if text.starts_with("recursion limit exceeded") => {
             let e = too_deep(path);
             (e.message, e.hint)
@@ -586,6 +601,11 @@ struct Ctx {
     hit: Cell<bool>,
     /// Message and hint of the error on its way out, when a seed raised it.
     pending: RefCell<Option<(String, Option<String>)>>,
+    /// Values and bytes of text read so far, aliases expanded: an alias
+    /// (`*a`) repeats its anchor's values, so a small file may stand for
+    /// billions of them ([`MAX_EXPANDED_VALUES`], [`MAX_EXPANDED_TEXT`]).
+    values: Cell<usize>,
+    text: Cell<usize>,
 }
 
 impl Ctx {
@@ -594,7 +614,33 @@ impl Ctx {
             target,
             hit: Cell::new(false),
             pending: RefCell::new(None),
+            values: Cell::new(0),
+            text: Cell::new(0),
         }
+    }
+
+    /// Counts one value holding `text` bytes of text; fails past the
+    /// bounds on what a file may expand to.
+    fn count<E: de::Error>(&self, text: usize) -> Result<(), E> {
+        let values = self.values.get() + 1;
+        let text = self.text.get().saturating_add(text);
+        self.values.set(values);
+        self.text.set(text);
+        let over = if values > MAX_EXPANDED_VALUES {
+            format!(
+                "{},{:03} values",
+                MAX_EXPANDED_VALUES / 1000,
+                MAX_EXPANDED_VALUES % 1000
+            )
+        } else if text > MAX_EXPANDED_TEXT {
+            format!("{} MiB of text", MAX_EXPANDED_TEXT >> 20)
+        } else {
+            return Ok(());
+        };
+        Err(self.fail(
+            format!("with its aliases (`*name`) expanded, the file holds more than {over}"),
+            Some(ALIAS_HINT.to_owned()),
+        ))
     }
 
     /// An error to return from a seed; serde_norway adds the position.
@@ -844,6 +890,7 @@ impl<'de> Visitor<'de> for StrSeed<'_> {
         if let Some(me) = self.me {
             self.ctx.reached(me)?;
         }
+        self.ctx.count(v.len())?;
         if !self.nul_ok
             && let Some(at) = v.find('\0')
         {
@@ -933,6 +980,7 @@ impl ListSeed<'_> {
 
     fn one<E: de::Error>(self, v: String) -> Result<Vec<String>, E> {
         self.ctx.reached(self.me(0))?;
+        self.ctx.count(v.len())?;
         Ok(vec![v])
     }
 }
@@ -1045,29 +1093,37 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
         f.write_str("any value")
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         serde_json::Number::from_f64(v)
             .map(serde_json::Value::Number)
             .ok_or_else(|| self.wrong("a NaN or infinite number"))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.ctx.count(v.len())?;
         Ok(v.into())
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(serde_json::Value::Null)
     }
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(serde_json::Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        self.ctx.count(0)?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(JsonSeed {
             ctx: self.ctx,
@@ -1078,6 +1134,7 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
         Ok(serde_json::Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        self.ctx.count(0)?;
         let mut object = serde_json::Map::new();
         let what = || format!("every key in {}", (self.what)());
         while let Some(key) = map.next_key_seed(StrSeed {
@@ -1291,6 +1348,7 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTask, A::Error> {
         let (ctx, name, entry) = (self.ctx, self.name, self.entry);
+        ctx.count(0)?;
         let mut raw = self.empty();
         let mut seen = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed {
@@ -1443,6 +1501,7 @@ impl<'de> Visitor<'de> for EnvNameSeed<'_> {
         f.write_str("a variable name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        self.ctx.count(v.len())?;
         if v.is_empty() || v.contains(['=', '\0']) {
             return Err(self.ctx.fail(
                 format!(
@@ -2414,6 +2473,34 @@ mod tests {
 
     /// `src` fails to parse with "message | location | hint" (`-` for no hint).
     #[track_caller]
+    #[test]
+    fn aliases_that_expand_without_end_are_refused() {
+        // Ten levels of ten aliases each: 10 billion values.
+        let mut src = String::from(
+            "plugins:\n  - name: p\n    config:\n      a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+        );
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            src.push_str(&format!("      a{i}: &a{i} [{refs}]\n"));
+        }
+        src.push_str("tasks:\n  t:\n    cmd: x\n");
+        let hint = "each alias (`*name`) repeats everything its anchor (`&name`) holds: repeat less, or split the project";
+        check_err(
+            &src,
+            &format!("aliases (`*name`) are expanded too many times | .rush | {hint}"),
+        );
+        let src = format!(
+            "tasks:\n  t:\n    cmd: &c '{}'\n    env: {{A: *c, B: *c, C: *c}}\n",
+            "x".repeat(3 << 20)
+        );
+        check_err(
+            &src,
+            &format!(
+                "with its aliases (`*name`) expanded, the file holds more than 8 MiB of text | .rush:3:10 | {hint}"
+            ),
+        );
+    }
+
     fn check_err(src: &str, expected: &str) {
         let actual = match parse(Path::new(".rush"), src) {
             Ok(_) => "parsed without error".to_owned(),

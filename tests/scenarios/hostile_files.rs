@@ -189,3 +189,89 @@ fn the_daemon_keeps_a_bounded_number_of_projects_and_forgets_the_least_recently_
         .success();
     assert_eq!(projects(&s), ["b", "c"]);
 }
+
+#[test]
+fn a_rush_file_whose_aliases_stand_for_billions_of_values_is_refused_without_expanding_them() {
+    // 100 KB: an anchor of 20,000 values, repeated 20,000 times by aliases
+    // in a plugin's `config` (400 million values once expanded).
+    let anchor = vec!["1"; 20_000].join(",");
+    let aliases = vec!["*a"; 20_000].join(",");
+    let s = Scenario::new().rush(&format!(
+        "plugins:\n  - name: p\n    config:\n      a: &a [{anchor}]\n      b: [{aliases}]\ntasks:\n  t:\n    cmd: echo ran\n"
+    ));
+    limited(&s, "t").expect_code(1).expect_stderr_starting(
+        "error: with its aliases (`*name`) expanded, the file holds more than 400,000 values\n  --> [TMP]/project/.rush:4:",
+    );
+    assert!(s.daemon_status().is_some(), "the daemon still answers");
+    // The same with a long string repeated as the command of many tasks.
+    let tasks: String = (0..5_000)
+        .map(|i| format!("  t{i}: {{cmd: *c}}\n"))
+        .collect();
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  t:\n    cmd: &c 'echo {}'\n{tasks}",
+        "x".repeat(1_000_000)
+    ));
+    limited(&s, "t").expect_code(1).expect_stderr_starting(
+        "error: with its aliases (`*name`) expanded, the file holds more than 8 MiB of text\n",
+    );
+    // Aliases as they are meant to be used still work.
+    let s = Scenario::new().rush(
+        "tasks:\n  a:\n    cmd: echo $X\n    env: &e {X: shared}\n  b:\n    cmd: echo $X\n    env: *e\n",
+    );
+    s.run(&["b"]).expect_stdout("shared\n").success();
+}
+
+#[test]
+fn at_most_four_project_files_are_parsed_at_once_and_the_others_wait_their_turn() {
+    // Each parse is held (as a slow file would be) while `parse-gate` is
+    // beside its `.rush`: six projects asked at once, by six clients.
+    let mut s = Scenario::new().rush("tasks:\n  t:\n    cmd: echo loaded\n");
+    for i in 0..6 {
+        s = s
+            .file(
+                &format!("p{i}/.rush"),
+                &format!("tasks:\n  t:\n    cmd: echo p{i}\n"),
+            )
+            .file(&format!("p{i}/parse-gate"), "");
+    }
+    s.start_daemon(&[
+        ("TASKRUSH_LOG_LEVEL", "debug"),
+        ("TASKRUSH_TEST_PARSE_GATE", "1"),
+    ]);
+    // A project loaded before keeps being served.
+    s.run(&["t"]).expect_stdout("loaded\n").success();
+    let parsing = || {
+        std::fs::read_to_string(s.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("parsing file=") && l.contains("/project/p"))
+            .count()
+    };
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let file = format!("p{i}/.rush");
+            let mut c = s.command(&["-f", &file, "t"]);
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.spawn().expect("spawn taskrush")
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || parsing() == 4),
+        "four parses never started: {}",
+        parsing()
+    );
+    // The other two wait for a turn (given a second to prove it), while
+    // `daemon status` and loaded projects are served.
+    assert!(!wait_until(Duration::from_secs(1), || parsing() > 4));
+    assert!(s.daemon_status().is_some(), "status answered");
+    s.run(&["t"]).expect_stdout("loaded\n").success();
+    for i in 0..6 {
+        let _ = std::fs::remove_file(s.project().join(format!("p{i}/parse-gate")));
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        s.finish(client, Duration::from_secs(60))
+            .expect_stdout(&format!("p{i}\n"))
+            .success();
+    }
+    assert_eq!(parsing(), 6);
+}
