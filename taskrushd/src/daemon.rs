@@ -459,6 +459,9 @@ impl Api {
         let root = loaded.config.root.clone();
         let filter = SharedFilter::new(WatchFilter::new(&loaded.config, &plan));
         let (_guard, mut rx) = self.watcher.watch_tree(root.clone(), filter.as_fn()).await;
+        // Held for the whole session: a project in use is never forgotten
+        // by the projects cache, so it keeps its last valid config.
+        let mut _in_use = loaded.config.clone();
         let mut next = Some((loaded, plan));
         let mut iteration = 1u32;
         let mut exit_code = 0;
@@ -528,6 +531,7 @@ impl Api {
             match replanned {
                 Ok((l, p)) => {
                     filter.set(WatchFilter::new(&l.config, &p));
+                    _in_use = l.config.clone();
                     next = Some((l, p));
                 }
                 Err(e) => {

@@ -488,7 +488,10 @@ impl Projects {
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
         self.rejected_lock().remove(path);
         let mut loaded = self.lock();
-        // Room for this one: forget the least recently used others.
+        // Room for this one: forget the least recently used others. Not a
+        // project in use (a run or `run --watch` holds its config: it keeps
+        // its last valid config), and a project whose file is broken (it
+        // would lose its last valid config) only when no other can go.
         loop {
             let others = loaded.iter().filter(|(p, _)| p.as_path() != path);
             let (count, total) = others
@@ -497,7 +500,11 @@ impl Projects {
             if count < self.max && total + bytes <= MAX_PROJECT_BYTES {
                 break;
             }
-            let Some(oldest) = others.min_by_key(|(_, e)| e.used).map(|(p, _)| p.clone()) else {
+            let Some(oldest) = others
+                .filter(|(_, e)| Arc::strong_count(&e.config) == 1)
+                .min_by_key(|(_, e)| (e.problem.is_some(), e.used))
+                .map(|(p, _)| p.clone())
+            else {
                 break;
             };
             tracing::info!(

@@ -314,3 +314,39 @@ fn run_watch_does_not_use_a_gitignore_larger_than_64_kib_and_the_log_says_why() 
     taskrush_tests::signal(child.id(), rustix::process::Signal::INT);
     s.finish(child, Duration::from_secs(10)).expect_code(130);
 }
+
+#[test]
+fn a_project_in_use_by_run_watch_is_not_forgotten_and_keeps_its_last_valid_config() {
+    // One project kept: loading another would forget the watched one.
+    let s = Scenario::new()
+        .env("TASKRUSH_MAX_PROJECTS", "1")
+        .rush("tasks:\n  t:\n    cmd: cat src/in.txt\n    cache_files: [src/**]\n")
+        .file("src/in.txt", "a\n")
+        .file("../other/.rush", "tasks:\n  t:\n    cmd: echo other\n");
+    s.run(&["--list"]).success();
+    let mut ev = s.events();
+    let mut c = s.command(&["run", "--watch", "t"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn taskrush --watch");
+    ev.wait_for("first run", |e| e["event"] == "run_finished");
+    s.run(&["-f", "../other/.rush", "t"])
+        .expect_stdout("other\n")
+        .success();
+    // The watched project is still loaded (over the bound while in use).
+    let status = s.daemon_status().expect("status");
+    assert_eq!(
+        status["projects"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    // A broken save (which triggers a run) keeps the last valid config.
+    s.write(".rush", "tasks:\n  t:\n    cmdd: cat src/in.txt\n");
+    ev.wait_kind("config_rejected");
+    let second = ev.wait_kind("run_finished");
+    assert_eq!(second["status"], "success", "{second}");
+    taskrush_tests::signal(child.id(), rustix::process::Signal::INT);
+    let out = s.finish(child, Duration::from_secs(10));
+    out.expect_code(130);
+    assert_eq!(out.stdout(), "a\n", "{}", out.stderr());
+    out.expect_stderr_containing("warning: using the last valid config; `[TMP]/project/.rush:3:5`: unknown key `cmdd` in task `t`");
+}
