@@ -203,10 +203,18 @@ impl Projects {
     /// reached (`-f ../x/.rush`, a symlinked directory). A loaded file that
     /// was deleted is still found (its last valid config serves, with a
     /// warning), unless discovery finds another file at least as close.
+    /// A file that is (or became) a symlink to something unusable (a
+    /// device, a FIFO, nothing), or that replaced a loaded file, keeps the
+    /// key of its own path: the error names it, and a loaded project keeps
+    /// its last valid config.
     pub fn locate(&self, cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
         match Self::find(cwd, file) {
             Ok(found) => {
-                let found = found.canonicalize().unwrap_or(found);
+                let regular = std::fs::metadata(&found).is_ok_and(|md| md.is_file());
+                let found = match canonical_missing(&found) {
+                    Some(own) if !regular || self.lock().contains_key(&own) => own,
+                    _ => found.canonicalize().unwrap_or(found),
+                };
                 if file.is_none()
                     && let Some(gone) = self.deleted_above(cwd)
                     && gone.parent().map(|p| p.components().count())

@@ -350,3 +350,26 @@ fn a_project_in_use_by_run_watch_is_not_forgotten_and_keeps_its_last_valid_confi
     assert_eq!(out.stdout(), "a\n", "{}", out.stderr());
     out.expect_stderr_containing("warning: using the last valid config; `[TMP]/project/.rush:3:5`: unknown key `cmdd` in task `t`");
 }
+
+#[test]
+fn a_rush_file_replaced_by_a_symlink_to_a_device_or_an_endless_file_keeps_its_last_valid_config() {
+    let s = Scenario::new().rush("tasks:\n  t:\n    cmd: echo good\n");
+    s.run(&["t"]).expect_stdout("good\n").success();
+    for target in ["/dev/zero", "/proc/self/pagemap"] {
+        let link = s.project().join(".rush.new");
+        symlink(target, &link).expect("symlink");
+        std::fs::rename(&link, s.project().join(".rush")).expect("rename");
+        let out = limited(&s, "t");
+        out.expect_stdout("good\n").success();
+        // The warning names the project's file, not where it leads.
+        out.expect_stderr_containing(
+            "warning: using the last valid config; `[TMP]/project/.rush`: the file is ",
+        );
+    }
+    // Never loaded: the error names the `.rush`, not the device.
+    let s = Scenario::new();
+    symlink("/dev/zero", s.project().join(".rush")).expect("symlink");
+    limited(&s, "t").expect_code(1).expect_stderr(
+        "error: the file is a character device, not a regular file\n  --> [TMP]/project/.rush\n",
+    );
+}
