@@ -93,7 +93,8 @@ struct Entry {
     problem: Option<Problem>,
     /// When it was last used, on [`Projects::clock`].
     used: u64,
-    /// The size of the source of `config`.
+    /// The size of the source of `config` (or what its aliases expand
+    /// to, when more: [`RushFile::weight`]).
     bytes: usize,
 }
 
@@ -494,6 +495,8 @@ impl Projects {
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
+        // What aliases expand to counts, not only the file's size.
+        let bytes = bytes.max(config.weight);
         self.rejected_lock().remove(path);
         let mut loaded = self.lock();
         // Room for this one: forget the least recently used others. Not a
@@ -750,6 +753,31 @@ mod tests {
         projects.load(&paths[5]).expect("loads");
         assert_eq!(projects.take_evicted(), vec![paths[1].clone()]);
         assert_eq!(projects.lock().len(), 5);
+    }
+
+    #[test]
+    fn loaded_projects_weigh_what_their_aliases_expand_to() {
+        let tmp = TempDir::new("aliases");
+        let projects = Projects::new(MAX_PROJECTS);
+        // 2 MiB of text, repeated twice more by aliases: 6 MiB each.
+        let paths: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let path = tmp.0.join(name).join(".rush");
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                let text = "x".repeat(2 << 20);
+                std::fs::write(
+                    &path,
+                    format!("tasks:\n  t:\n    cmd: &c '{text}'\n    env: {{A: *c, B: *c}}\n"),
+                )
+                .expect("write");
+                path
+            })
+            .collect();
+        for p in &paths {
+            projects.load(p).expect("loads");
+        }
+        assert_eq!(projects.take_evicted(), vec![paths[0].clone()]);
     }
 
     #[test]

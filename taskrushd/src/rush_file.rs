@@ -47,6 +47,11 @@ pub struct RushFile {
     pub tasks: BTreeMap<String, Task>,
     /// The top-level `plugins:` list, in file order.
     pub plugins: Vec<PluginSpec>,
+    /// About how many bytes of YAML this config stands for: the file's
+    /// size, or more when its aliases (`*name`) repeat what they point to
+    /// (their text, and two bytes per value, as if written out). What the
+    /// daemon's cache of parsed projects counts.
+    pub weight: usize,
 }
 
 /// One entry of `tasks:`.
@@ -230,6 +235,9 @@ pub fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
         root,
         tasks,
         plugins,
+        weight: source
+            .len()
+            .max(ctx.text.get().saturating_add(2 * ctx.values.get())),
     })
 }
 
