@@ -3316,7 +3316,19 @@ mod nesting {
         scan(source, MAX_NESTING, MAX_NODES)
     }
 
+    /// `source` with every line break libyaml knows (`\r\n`, `\r`, NEL,
+    /// LS, PS) made a `\n`: the scan must see the lines libyaml sees, or a
+    /// comment ended by a `\r` would hide what follows it.
+    fn unix_breaks(source: &str) -> std::borrow::Cow<'_, str> {
+        const BREAKS: [char; 4] = ['\r', '\u{85}', '\u{2028}', '\u{2029}'];
+        if !source.contains(BREAKS) {
+            return std::borrow::Cow::Borrowed(source);
+        }
+        std::borrow::Cow::Owned(source.replace("\r\n", "\n").replace(BREAKS, "\n"))
+    }
+
     fn scan(source: &str, limit: usize, max_nodes: usize) -> Option<(Exceeded, usize, usize)> {
+        let source = &*unix_breaks(source);
         let b = source.as_bytes();
         // Nodes (scalars, collections, entries) seen: the parser holds an
         // event for each, all at once.
@@ -3632,6 +3644,8 @@ mod nesting {
                 "[", "]", "{", "}", "\"", "'", ":", " ", "-", "#", "a", "|", ">", ",", "&a ", "*a",
                 "!t ", "? ", "\\", ": ", "- ", "---", "''",
             ];
+            // Every line break libyaml knows, for texts that span lines.
+            const BREAKS: &[&str] = &["\n", "\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"];
             let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
             let mut next = || {
                 state ^= state << 13;
@@ -3651,7 +3665,7 @@ mod nesting {
                     text.push_str(match pick as usize {
                         n if n < ALPHABET.len() => ALPHABET[n],
                         n if multi_line && n == ALPHABET.len() => "\n    ",
-                        _ if multi_line => "\n",
+                        _ if multi_line => BREAKS[(next() % BREAKS.len() as u64) as usize],
                         _ => " ",
                     });
                 }
@@ -3681,6 +3695,22 @@ mod nesting {
                 .map(|i| format!("  t{i}:\n    cmd: 'true'\n    description: task number {i}\n"))
                 .collect();
             assert_eq!(check(&format!("tasks:\n{tasks}")), None);
+        }
+
+        #[test]
+        fn a_line_break_other_than_newline_hides_nothing() {
+            let deep = "[".repeat(200);
+            for br in ["\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"] {
+                for source in [
+                    format!("# c{br}x: {deep}\n"),
+                    format!("y: |{br}  text{br}x: {deep}\n"),
+                    format!("y: 'a{br}'{br}x: {deep}\n"),
+                ] {
+                    let found = too_deep(&source);
+                    assert!(found.is_some(), "{source:?}");
+                }
+            }
+            assert_eq!(too_deep("# c\rx: [[1]]\r"), None);
         }
 
         #[test]
