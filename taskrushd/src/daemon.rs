@@ -278,7 +278,12 @@ async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceive
         let Some(d) = daemon.upgrade() else { return };
         match key {
             Key::Config(path) => {
-                let _ = d.load_path(&path).await;
+                // Not awaited here: a file slow to parse must not hold up
+                // the changes of other projects (one load per file at a
+                // time all the same).
+                tokio::spawn(async move {
+                    let _ = d.load_path(&path).await;
+                });
             }
             Key::Plugin(root, name) => {
                 let Some(config) = d.projects.config_of(&root) else {
