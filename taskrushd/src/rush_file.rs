@@ -285,6 +285,29 @@ fn yaml_error(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Error) -
 
 fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Error) -> ConfigError {
     let text = err.to_string();
+    // libyaml's reader says this at 1:1: say which character, and where.
+    if text.starts_with("control characters are not allowed")
+        && let Some((at, c)) = source.char_indices().find(|(_, c)| !yaml_printable(*c))
+    {
+        let before = &source[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .count()
+            + 1;
+        return ConfigError::new(
+            path,
+            format!(
+                "the file holds a control character (U+{:04X}), which YAML does not allow",
+                u32::from(c)
+            ),
+        )
+        .with_hint(Some(
+            "remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)"
+                .to_owned(),
+        ))
+        .at(line, column);
+    }
     let (message, hint) = match ctx.pending.borrow_mut().take() {
         Some(pending) => pending,
         None if text.starts_with("repetition limit exceeded") => (
@@ -324,6 +347,12 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
             None => error,
         },
     }
+}
+
+/// Whether libyaml's reader accepts `c` (YAML 1.1's printable characters).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+        || c >= '\u{10000}'
 }
 
 /// `text` without libyaml's " at line L column C" / " at position N" parts,
@@ -2481,6 +2510,14 @@ mod tests {
 
     /// `src` fails to parse with "message | location | hint" (`-` for no hint).
     #[track_caller]
+    #[test]
+    fn a_control_character_is_named_at_its_position() {
+        check_err(
+            "tasks:\n  t:\n    cmd: echo \u{1}a\0b\n",
+            "the file holds a control character (U+0001), which YAML does not allow | .rush:3:15 | remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)",
+        );
+    }
+
     #[test]
     fn aliases_that_expand_without_end_are_refused() {
         // Ten levels of ten aliases each: 10 billion values.

@@ -429,3 +429,12 @@ fn a_save_slow_to_parse_does_not_hold_up_the_reload_of_another_project() {
     std::fs::remove_file(s.project().join("parse-gate")).expect("open the gate");
     s.run(&["t"]).expect_stdout("slow again\n").success();
 }
+
+#[test]
+fn a_raw_nul_byte_in_a_rush_file_is_named_at_its_line_and_column() {
+    let s = Scenario::new();
+    s.write(".rush", b"tasks:\n  t:\n    cmd: echo a\x00b\n");
+    s.run(&["t"]).expect_code(1).expect_stderr(
+        "error: the file holds a control character (U+0000), which YAML does not allow\n  --> [TMP]/project/.rush:3:16\nhint: remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)\n",
+    );
+}
