@@ -208,15 +208,16 @@ impl Projects {
     /// was deleted is still found (its last valid config serves, with a
     /// warning), unless discovery finds another file at least as close.
     /// A file that is (or became) a symlink to something unusable (a
-    /// device, a FIFO, nothing), or that replaced a loaded file, keeps the
-    /// key of its own path: the error names it, and a loaded project keeps
-    /// its last valid config.
+    /// device, a FIFO, nothing) keeps the key of its own path: the error
+    /// names it, and a loaded project keeps its last valid config. (A
+    /// symlink to a regular file is keyed by its target, whose directory
+    /// is the root, whatever was loaded before.)
     pub fn locate(&self, cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
         match Self::find(cwd, file) {
             Ok(found) => {
                 let regular = std::fs::metadata(&found).is_ok_and(|md| md.is_file());
                 let found = match canonical_missing(&found) {
-                    Some(own) if !regular || self.lock().contains_key(&own) => own,
+                    Some(own) if !regular => own,
                     _ => found.canonicalize().unwrap_or(found),
                 };
                 if file.is_none()
