@@ -300,7 +300,8 @@ fn run_watch_does_not_use_a_gitignore_larger_than_64_kib_and_the_log_says_why() 
         .rush("tasks:\n  t:\n    cmd: echo ran\n    cache_files: [src/**]\n")
         .file("src/in.txt", "a\n");
     s.write(".gitignore", gitignore);
-    s.run(&["--list"]).success();
+    // The daemon starts under the address-space limit.
+    limited(&s, "--list").success();
     let mut ev = s.events();
     let mut c = s.command(&["run", "--watch", "t"]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
