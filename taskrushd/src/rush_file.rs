@@ -337,6 +337,14 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
                 "inside `{ }` or `[ ]`, quote a value holding `${...}`: `{ token: \"${TOKEN}\" }`"
                     .to_owned()
             });
+            // libyaml's words for a key longer than YAML allows (1024).
+            let long_key = text.contains("mapping values are not allowed")
+                && err.location().is_some_and(|l| l.column() > 1024);
+            let hint = hint.or_else(|| {
+                long_key.then(|| {
+                    "a key is at most 1024 characters long (a YAML rule): shorten it".to_owned()
+                })
+            });
             (format!("invalid YAML: {}", strip_positions(&text)), hint)
         }
     };
@@ -2511,6 +2519,15 @@ mod tests {
 
     /// `src` fails to parse with "message | location | hint" (`-` for no hint).
     #[track_caller]
+    #[test]
+    fn a_key_longer_than_yaml_allows_gets_a_hint() {
+        let key = "K".repeat(2000);
+        check_err(
+            &format!("tasks:\n  t:\n    cmd: x\n    env:\n      {key}: 1\n"),
+            "invalid YAML: mapping values are not allowed in this context | .rush:5:2007 | a key is at most 1024 characters long (a YAML rule): shorten it",
+        );
+    }
+
     #[test]
     fn a_control_character_is_named_at_its_position() {
         check_err(
