@@ -439,3 +439,19 @@ fn a_raw_nul_byte_in_a_rush_file_is_named_at_its_line_and_column() {
         "error: the file holds a control character (U+0000), which YAML does not allow\n  --> [TMP]/project/.rush:3:16\nhint: remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)\n",
     );
 }
+
+#[test]
+fn a_key_of_three_million_characters_is_cut_short_in_the_error_and_the_log() {
+    // The whole key went to the client, into the log and, for every
+    // rejected project, into the daemon's memory.
+    let s = Scenario::new().rush(&format!(
+        "? \"{}\"\n: 1\ntasks:\n  t:\n    cmd: echo ran\n",
+        "K".repeat(3_000_000)
+    ));
+    s.run(&["t"]).expect_code(1).expect_stderr(&format!(
+        "error: unknown top-level key `{}…` (3000000 characters)\n  --> [TMP]/project/.rush:1:3\nhint: the keys allowed here are `tasks`, `plugins`\n",
+        "K".repeat(200)
+    ));
+    let log = std::fs::metadata(s.log()).expect("log").len();
+    assert!(log < 100_000, "the log grew by {log} bytes");
+}
