@@ -274,15 +274,36 @@ impl Daemon {
 /// What the watcher reports, applied: a `.rush` file is re-checked (and
 /// reloaded or rejected), a plugin's new files are swapped in.
 async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceiver<Key>) {
+    // Files being reloaded, and whether they changed again meanwhile: one
+    // reload task per file, however often it is saved.
+    let reloading: Arc<Mutex<HashMap<PathBuf, bool>>> = Arc::default();
     while let Some(key) = changes.recv().await {
         let Some(d) = daemon.upgrade() else { return };
         match key {
             Key::Config(path) => {
+                {
+                    let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(again) = r.get_mut(&path) {
+                        *again = true;
+                        continue;
+                    }
+                    r.insert(path.clone(), false);
+                }
                 // Not awaited here: a file slow to parse must not hold up
-                // the changes of other projects (one load per file at a
-                // time all the same).
+                // the changes of other projects.
+                let reloading = reloading.clone();
                 tokio::spawn(async move {
-                    let _ = d.load_path(&path).await;
+                    loop {
+                        let _ = d.load_path(&path).await;
+                        let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                        match r.get_mut(&path) {
+                            Some(again) if *again => *again = false,
+                            _ => {
+                                r.remove(&path);
+                                return;
+                            }
+                        }
+                    }
                 });
             }
             Key::Plugin(root, name) => {
