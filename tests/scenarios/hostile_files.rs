@@ -59,7 +59,7 @@ fn a_plugin_manifest_linked_to_an_endless_file_is_refused() {
     .expect("symlink");
     let out = limited(&s, "t");
     out.expect_code(1).expect_stderr_containing(
-        "cannot read `[TMP]/project/.rush-plugins/big/plugin.toml`: it is larger than 4 MiB",
+        "cannot read `[TMP]/project/.rush-plugins/big/plugin.toml`: it is larger than 64 KiB",
     );
     assert!(s.daemon_status().is_some(), "the daemon still answers");
 }
@@ -188,4 +188,270 @@ fn the_daemon_keeps_a_bounded_number_of_projects_and_forgets_the_least_recently_
         .expect_stdout("b\n")
         .success();
     assert_eq!(projects(&s), ["b", "c"]);
+}
+
+#[test]
+fn a_rush_file_whose_aliases_stand_for_billions_of_values_is_refused_without_expanding_them() {
+    // 100 KB: an anchor of 20,000 values, repeated 20,000 times by aliases
+    // in a plugin's `config` (400 million values once expanded).
+    let anchor = vec!["1"; 20_000].join(",");
+    let aliases = vec!["*a"; 20_000].join(",");
+    let s = Scenario::new().rush(&format!(
+        "plugins:\n  - name: p\n    config:\n      a: &a [{anchor}]\n      b: [{aliases}]\ntasks:\n  t:\n    cmd: echo ran\n"
+    ));
+    limited(&s, "t").expect_code(1).expect_stderr_starting(
+        "error: with its aliases (`*name`) expanded, the file holds more than 400,000 values\n  --> [TMP]/project/.rush:4:",
+    );
+    assert!(s.daemon_status().is_some(), "the daemon still answers");
+    // The same with a long string repeated as the command of many tasks.
+    let tasks: String = (0..5_000)
+        .map(|i| format!("  t{i}: {{cmd: *c}}\n"))
+        .collect();
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  t:\n    cmd: &c 'echo {}'\n{tasks}",
+        "x".repeat(1_000_000)
+    ));
+    limited(&s, "t").expect_code(1).expect_stderr_starting(
+        "error: with its aliases (`*name`) expanded, the file holds more than 8 MiB of text\n",
+    );
+    // Aliases as they are meant to be used still work.
+    let s = Scenario::new().rush(
+        "tasks:\n  a:\n    cmd: echo $X\n    env: &e {X: shared}\n  b:\n    cmd: echo $X\n    env: *e\n",
+    );
+    s.run(&["b"]).expect_stdout("shared\n").success();
+}
+
+#[test]
+fn at_most_four_project_files_are_parsed_at_once_and_the_others_wait_their_turn() {
+    // Each parse is held (as a slow file would be) while `parse-gate` is
+    // beside its `.rush`: six projects asked at once, by six clients.
+    let mut s = Scenario::new().rush("tasks:\n  t:\n    cmd: echo loaded\n");
+    for i in 0..6 {
+        s = s
+            .file(
+                &format!("p{i}/.rush"),
+                &format!("tasks:\n  t:\n    cmd: echo p{i}\n"),
+            )
+            .file(&format!("p{i}/parse-gate"), "");
+    }
+    s.start_daemon(&[
+        ("TASKRUSH_LOG_LEVEL", "debug"),
+        ("TASKRUSH_TEST_PARSE_GATE", "1"),
+    ]);
+    // A project loaded before keeps being served.
+    s.run(&["t"]).expect_stdout("loaded\n").success();
+    let parsing = || {
+        std::fs::read_to_string(s.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("parsing file=") && l.contains("/project/p"))
+            .count()
+    };
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let file = format!("p{i}/.rush");
+            let mut c = s.command(&["-f", &file, "t"]);
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.spawn().expect("spawn taskrush")
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || parsing() == 4),
+        "four parses never started: {}",
+        parsing()
+    );
+    // The other two wait for a turn (given a second to prove it), while
+    // `daemon status` and loaded projects are served.
+    assert!(!wait_until(Duration::from_secs(1), || parsing() > 4));
+    assert!(s.daemon_status().is_some(), "status answered");
+    s.run(&["t"]).expect_stdout("loaded\n").success();
+    for i in 0..6 {
+        let _ = std::fs::remove_file(s.project().join(format!("p{i}/parse-gate")));
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        s.finish(client, Duration::from_secs(60))
+            .expect_stdout(&format!("p{i}\n"))
+            .success();
+    }
+    assert_eq!(parsing(), 6);
+}
+
+#[test]
+fn a_plugin_manifest_larger_than_64_kib_is_refused_before_it_is_parsed() {
+    // 4 MB of TOML took 480 MB and a second to parse (on a request thread).
+    let s = Scenario::new()
+        .rush("plugins:\n  - {name: big, required: true}\ntasks:\n  t:\n    cmd: echo ran\n");
+    let toml: String = (0..230_000)
+        .map(|i| format!("k{i} = [{{a=1}}]\n"))
+        .collect();
+    s.write(".rush-plugins/big/plugin.toml", toml);
+    limited(&s, "t").expect_code(1).expect_stderr_containing(
+        "cannot read `[TMP]/project/.rush-plugins/big/plugin.toml`: it is larger than 64 KiB, the most TaskRush reads of such a file",
+    );
+}
+
+#[test]
+fn run_watch_does_not_use_a_gitignore_larger_than_64_kib_and_the_log_says_why() {
+    // 180,000 patterns in 3.9 MB took the daemon to 1.7 GB once compiled.
+    let gitignore: String = (0..180_000)
+        .map(|i| format!("d{i}/**/x*y{i}.o\n"))
+        .collect();
+    let s = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: echo ran\n    cache_files: [src/**]\n")
+        .file("src/in.txt", "a\n");
+    s.write(".gitignore", gitignore);
+    // The daemon starts under the address-space limit.
+    limited(&s, "--list").success();
+    let mut ev = s.events();
+    let mut c = s.command(&["run", "--watch", "t"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn taskrush --watch");
+    ev.wait_for("first run", |e| e["event"] == "run_finished");
+    let log = std::fs::read_to_string(s.log()).unwrap_or_default();
+    assert!(
+        log.contains("`.gitignore` not used: it is larger than 64 KiB"),
+        "{log}"
+    );
+    taskrush_tests::signal(child.id(), rustix::process::Signal::INT);
+    s.finish(child, Duration::from_secs(10)).expect_code(130);
+}
+
+#[test]
+fn a_project_in_use_by_run_watch_is_not_forgotten_and_keeps_its_last_valid_config() {
+    // One project kept: loading another would forget the watched one.
+    let s = Scenario::new()
+        .env("TASKRUSH_MAX_PROJECTS", "1")
+        .rush("tasks:\n  t:\n    cmd: cat src/in.txt\n    cache_files: [src/**]\n")
+        .file("src/in.txt", "a\n")
+        .file("../other/.rush", "tasks:\n  t:\n    cmd: echo other\n");
+    s.run(&["--list"]).success();
+    let mut ev = s.events();
+    let mut c = s.command(&["run", "--watch", "t"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn taskrush --watch");
+    ev.wait_for("first run", |e| e["event"] == "run_finished");
+    s.run(&["-f", "../other/.rush", "t"])
+        .expect_stdout("other\n")
+        .success();
+    // The watched project is still loaded (over the bound while in use).
+    let status = s.daemon_status().expect("status");
+    assert_eq!(
+        status["projects"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    // A broken save (which triggers a run) keeps the last valid config.
+    s.write(".rush", "tasks:\n  t:\n    cmdd: cat src/in.txt\n");
+    ev.wait_kind("config_rejected");
+    let second = ev.wait_kind("run_finished");
+    assert_eq!(second["status"], "success", "{second}");
+    taskrush_tests::signal(child.id(), rustix::process::Signal::INT);
+    let out = s.finish(child, Duration::from_secs(10));
+    out.expect_code(130);
+    assert_eq!(out.stdout(), "a\n", "{}", out.stderr());
+    out.expect_stderr_containing("warning: using the last valid config; `[TMP]/project/.rush:3:5`: unknown key `cmdd` in task `t`");
+}
+
+#[test]
+fn a_rush_file_replaced_by_a_symlink_to_a_device_or_to_nothing_keeps_its_last_valid_config() {
+    let s = Scenario::new().rush("tasks:\n  t:\n    cmd: echo good\n");
+    s.run(&["t"]).expect_stdout("good\n").success();
+    for target in ["/dev/zero", "nowhere"] {
+        let link = s.project().join(".rush.new");
+        symlink(target, &link).expect("symlink");
+        std::fs::rename(&link, s.project().join(".rush")).expect("rename");
+        let out = limited(&s, "t");
+        out.expect_stdout("good\n").success();
+        // The warning names the project's file, not where it leads.
+        out.expect_stderr_containing(
+            "warning: using the last valid config; `[TMP]/project/.rush`: the file is ",
+        );
+    }
+    // Never loaded: the error names the `.rush`, not the device.
+    let s = Scenario::new();
+    symlink("/dev/zero", s.project().join(".rush")).expect("symlink");
+    limited(&s, "t").expect_code(1).expect_stderr(
+        "error: the file is a character device, not a regular file\n  --> [TMP]/project/.rush\n",
+    );
+}
+
+#[test]
+fn deep_nesting_hidden_after_a_carriage_return_is_refused_before_parsing() {
+    // libyaml ends a comment (or a block scalar's line) at a `\r`: 40,000
+    // levels after one took 6 s to parse, and 2 MB of them hours.
+    let deep = format!("{}1{}", "[".repeat(40_000), "]".repeat(40_000));
+    let s = Scenario::new().rush(&format!(
+        "tasks:\n  t:\n    cmd: echo ran\n# a comment\rx: {deep}\n"
+    ));
+    s.run(&["t"]).expect_code(1).expect_stderr(
+        "error: lists and mappings nest deeper than 128 levels\n  --> [TMP]/project/.rush:5:132\nhint: a `.rush` file this deep is probably generated by mistake: flatten it\n",
+    );
+}
+
+#[test]
+fn a_save_slow_to_parse_does_not_hold_up_the_reload_of_another_project() {
+    let s = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: echo slow\n")
+        .file("../other/.rush", "tasks:\n  t:\n    cmd: echo other\n");
+    s.start_daemon(&[
+        ("TASKRUSH_LOG_LEVEL", "debug"),
+        ("TASKRUSH_TEST_PARSE_GATE", "1"),
+    ]);
+    s.run(&["t"]).expect_stdout("slow\n").success();
+    s.run(&["-f", "../other/.rush", "t"])
+        .expect_stdout("other\n")
+        .success();
+    let mut ev = s.events();
+    // The project's next parse is held while `parse-gate` is beside it.
+    s.write("parse-gate", "");
+    s.write(".rush", "tasks:\n  t:\n    cmd: echo slow again\n");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            std::fs::read_to_string(s.log())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("parsing file=") && l.contains("/project/.rush"))
+                .count()
+                == 2
+        }),
+        "the save was never parsed"
+    );
+    s.write(
+        "../other/.rush",
+        "tasks:\n  t:\n    cmd: echo other again\n",
+    );
+    let e = ev.wait_kind("config_reloaded");
+    assert!(
+        e["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("/other/.rush")),
+        "{e}"
+    );
+    std::fs::remove_file(s.project().join("parse-gate")).expect("open the gate");
+    s.run(&["t"]).expect_stdout("slow again\n").success();
+}
+
+#[test]
+fn a_raw_nul_byte_in_a_rush_file_is_named_at_its_line_and_column() {
+    let s = Scenario::new();
+    s.write(".rush", b"tasks:\n  t:\n    cmd: echo a\x00b\n");
+    s.run(&["t"]).expect_code(1).expect_stderr(
+        "error: the file holds a control character (U+0000), which YAML does not allow\n  --> [TMP]/project/.rush:3:16\nhint: remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)\n",
+    );
+}
+
+#[test]
+fn a_key_of_three_million_characters_is_cut_short_in_the_error_and_the_log() {
+    // The whole key went to the client, into the log and, for every
+    // rejected project, into the daemon's memory.
+    let s = Scenario::new().rush(&format!(
+        "? \"{}\"\n: 1\ntasks:\n  t:\n    cmd: echo ran\n",
+        "K".repeat(3_000_000)
+    ));
+    s.run(&["t"]).expect_code(1).expect_stderr(&format!(
+        "error: unknown top-level key `{}…` (3000000 characters)\n  --> [TMP]/project/.rush:1:3\nhint: the keys allowed here are `tasks`, `plugins`\n",
+        "K".repeat(200)
+    ));
+    let log = std::fs::metadata(s.log()).expect("log").len();
+    assert!(log < 100_000, "the log grew by {log} bytes");
 }

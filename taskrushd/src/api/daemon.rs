@@ -175,16 +175,7 @@ impl Daemon {
         if let Some(loaded) = self.projects.cached(path) {
             return Ok(loaded);
         }
-        let projects = self.projects.clone();
-        let owned = path.to_path_buf();
-        let (loaded, change) = tokio::task::spawn_blocking(move || projects.load(&owned))
-            .await
-            .map_err(|e| {
-                crate::config::config_error::ConfigError::new(
-                    path,
-                    format!("loading the file failed: {e}"),
-                )
-            })??;
+        let (loaded, change) = self.projects.load_async(path).await?;
         for gone in self.projects.take_evicted() {
             self.watcher.forget(&Key::Config(gone.clone()));
             if let Some(root) = gone.parent() {
@@ -286,11 +277,37 @@ impl Daemon {
 /// What the watcher reports, applied: a `.rush` file is re-checked (and
 /// reloaded or rejected), a plugin's new files are swapped in.
 async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceiver<Key>) {
+    // Files being reloaded, and whether they changed again meanwhile: one
+    // reload task per file, however often it is saved.
+    let reloading: Arc<Mutex<HashMap<PathBuf, bool>>> = Arc::default();
     while let Some(key) = changes.recv().await {
         let Some(d) = daemon.upgrade() else { return };
         match key {
             Key::Config(path) => {
-                let _ = d.load_path(&path).await;
+                {
+                    let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(again) = r.get_mut(&path) {
+                        *again = true;
+                        continue;
+                    }
+                    r.insert(path.clone(), false);
+                }
+                // Not awaited here: a file slow to parse must not hold up
+                // the changes of other projects.
+                let reloading = reloading.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let _ = d.load_path(&path).await;
+                        let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                        match r.get_mut(&path) {
+                            Some(again) if *again => *again = false,
+                            _ => {
+                                r.remove(&path);
+                                return;
+                            }
+                        }
+                    }
+                });
             }
             Key::Plugin(root, name) => {
                 let Some(config) = d.projects.config_of(&root) else {
@@ -474,6 +491,9 @@ impl Api {
         let root = loaded.config.root.clone();
         let filter = SharedFilter::new(WatchFilter::new(&loaded.config, &plan));
         let (_guard, mut rx) = self.watcher.watch_tree(root.clone(), filter.as_fn()).await;
+        // Held for the whole session: a project in use is never forgotten
+        // by the projects cache, so it keeps its last valid config.
+        let mut _in_use = loaded.config.clone();
         let mut next = Some((loaded, plan));
         let mut iteration = 1u32;
         let mut exit_code = 0;
@@ -543,6 +563,7 @@ impl Api {
             match replanned {
                 Ok((l, p)) => {
                     filter.set(WatchFilter::new(&l.config, &p));
+                    _in_use = l.config.clone();
                     next = Some((l, p));
                 }
                 Err(e) => {

@@ -32,6 +32,47 @@ pub(crate) struct ConfigError {
     pub(crate) unknown_task: bool,
 }
 
+/// The most characters shown of a name quoted in a message (`` `…` ``):
+/// a file may hold a key of megabytes, which every request, the log and
+/// the daemon's memory would otherwise carry whole.
+const MAX_QUOTED_CHARS: usize = 200;
+
+/// The most characters of a whole message.
+const MAX_MESSAGE_CHARS: usize = 4_000;
+
+/// `text` with each backtick-quoted part longer than [`MAX_QUOTED_CHARS`]
+/// cut short (`` `KKK…` (3000000 characters) ``), and at most
+/// [`MAX_MESSAGE_CHARS`] long.
+fn shortened(text: String) -> String {
+    if text.len() <= MAX_QUOTED_CHARS {
+        return text;
+    }
+    let mut out = String::new();
+    // The length of the quoted part just cut, said after its closing backtick.
+    let mut cut: Option<usize> = None;
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if let Some(chars) = cut.take() {
+            out.push_str(&format!(" ({chars} characters)"));
+        }
+        let chars = part.chars().count();
+        if i % 2 == 1 && chars > MAX_QUOTED_CHARS {
+            out.extend(part.chars().take(MAX_QUOTED_CHARS));
+            out.push('…');
+            cut = Some(chars);
+        } else {
+            out.push_str(part);
+        }
+    }
+    if out.chars().count() > MAX_MESSAGE_CHARS {
+        out = out.chars().take(MAX_MESSAGE_CHARS).collect();
+        out.push('…');
+    }
+    out
+}
+
 impl ConfigError {
     /// An error about `path` with no position and no hint.
     pub(crate) fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
@@ -39,7 +80,7 @@ impl ConfigError {
             path: path.into(),
             line: None,
             column: None,
-            message: message.into(),
+            message: shortened(message.into()),
             hint: None,
             unknown_task: false,
         }
@@ -54,7 +95,7 @@ impl ConfigError {
 
     /// The same error with a hint; `None` leaves it without one.
     pub(crate) fn with_hint(mut self, hint: Option<String>) -> Self {
-        self.hint = hint;
+        self.hint = hint.map(shortened);
         self
     }
 
@@ -150,5 +191,20 @@ mod tests {
             did_you_mean("tset", ["build", "test"]).as_deref(),
             Some("did you mean `test`?")
         );
+    }
+
+    #[test]
+    fn a_long_name_in_a_message_is_cut_short() {
+        let key = "K".repeat(3_000_000);
+        let e = ConfigError::new(".rush", format!("unknown top-level key `{key}`"));
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown top-level key `{}…` (3000000 characters)",
+                "K".repeat(200)
+            )
+        );
+        let short = ConfigError::new(".rush", "unknown key `cmdd` in task `t`");
+        assert_eq!(short.message, "unknown key `cmdd` in task `t`");
     }
 }

@@ -10,8 +10,10 @@
 //! Reading and parsing happen without the map's lock (a parse may take a
 //! while: other projects, and `daemon status`, are served meanwhile), one
 //! load per file at a time: a second request for a file being parsed waits
-//! for that parse and uses its result. At most [`MAX_PROJECTS`] projects
-//! are kept; loading one more forgets the least recently used.
+//! for that parse and uses its result. At most [`MAX_PARSES`] files are
+//! read and parsed at once, whatever the number of clients and projects: a
+//! parse may take tens of MB for a moment. At most [`MAX_PROJECTS`]
+//! projects are kept; loading one more forgets the least recently used.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +39,15 @@ pub(crate) const MAX_PROJECTS: usize = 256;
 /// config takes about 20 times its source's size): loading more forgets
 /// the least recently used projects, never the one being loaded.
 pub(crate) const MAX_PROJECT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most `.rush` files read and parsed at once (a parse of the densest
+/// file allowed peaks at about 75 MB): more requests for other files wait
+/// for a turn without holding a thread.
+pub(crate) const MAX_PARSES: usize = 4;
+
+/// The most `.rush` files read at once to tell whether they changed (4 MiB
+/// each at most).
+pub(crate) const MAX_READS: usize = 16;
 
 /// The environment variable that sets the bound on loaded projects.
 pub(crate) const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
@@ -82,7 +93,8 @@ struct Entry {
     problem: Option<Problem>,
     /// When it was last used, on [`Projects::clock`].
     used: u64,
-    /// The size of the source of `config`.
+    /// The size of the source of `config` (or what its aliases expand
+    /// to, when more: [`RushFile::weight`]).
     bytes: usize,
 }
 
@@ -131,7 +143,14 @@ pub(crate) struct Projects {
     max: usize,
     loaded: Mutex<HashMap<PathBuf, Entry>>,
     /// One lock per file being loaded: one read and parse at a time.
-    loading: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    loading: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Turns to read and parse a file: at most [`MAX_PARSES`] at once.
+    parses: Arc<tokio::sync::Semaphore>,
+    /// The threads that parse.
+    parsers: Parsers,
+    /// Turns to read a file (to tell whether it changed): at most
+    /// [`MAX_READS`] at once.
+    reads: Arc<tokio::sync::Semaphore>,
     /// Files never loaded successfully: the digest of the content that
     /// failed, the error, when last used. The same content is not parsed
     /// again (a request waiting for a parse gets its error).
@@ -156,6 +175,9 @@ impl Projects {
             max: max.max(1),
             loaded: Mutex::default(),
             loading: Mutex::default(),
+            parses: Arc::new(tokio::sync::Semaphore::new(MAX_PARSES)),
+            parsers: Parsers::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
             rejected: Mutex::default(),
             clock: AtomicU64::new(0),
             evicted: Mutex::default(),
@@ -185,10 +207,19 @@ impl Projects {
     /// reached (`-f ../x/.rush`, a symlinked directory). A loaded file that
     /// was deleted is still found (its last valid config serves, with a
     /// warning), unless discovery finds another file at least as close.
+    /// A file that is (or became) a symlink to something unusable (a
+    /// device, a FIFO, nothing) keeps the key of its own path: the error
+    /// names it, and a loaded project keeps its last valid config. (A
+    /// symlink to a regular file is keyed by its target, whose directory
+    /// is the root, whatever was loaded before.)
     pub(crate) fn locate(&self, cwd: &Path, file: Option<&str>) -> Result<PathBuf, ConfigError> {
         match Self::find(cwd, file) {
             Ok(found) => {
-                let found = found.canonicalize().unwrap_or(found);
+                let regular = std::fs::metadata(&found).is_ok_and(|md| md.is_file());
+                let found = match canonical_missing(&found) {
+                    Some(own) if !regular => own,
+                    _ => found.canonicalize().unwrap_or(found),
+                };
                 if file.is_none()
                     && let Some(gone) = self.deleted_above(cwd)
                     && gone.parent().map(|p| p.components().count())
@@ -304,25 +335,76 @@ impl Projects {
     /// never loaded successfully is an error.
     ///
     /// Blocking (it may read and parse the file): call it off the runtime.
+    #[cfg(test)]
     pub(crate) fn load(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
-        let gate = self
-            .loading_lock()
-            .entry(path.to_path_buf())
-            .or_default()
-            .clone();
-        let result = {
-            let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
-            self.load_now(path)
-        };
-        let mut loading = self.loading_lock();
-        // Ours and the map's: nobody else waits for this file.
-        if Arc::strong_count(&gate) == 2 {
-            loading.remove(path);
-        }
-        result
+        let gate = self.gate(path);
+        let _turn = gate.blocking_lock();
+        self.load_now(path, true).expect("parses allowed")
     }
 
-    fn load_now(&self, path: &Path) -> Result<(Loaded, Change), ConfigError> {
+    /// [`Projects::load`] for the runtime: waits for the file's turn, then
+    /// reads the file on a blocking thread (at most [`MAX_READS`] at once);
+    /// only when its content must be parsed, waits for one of the
+    /// [`MAX_PARSES`] turns and reads and parses it. Turns are waited for
+    /// without holding a thread, and a loaded file that did not change
+    /// never waits for a parse turn. A request that goes away meanwhile
+    /// (its client left) does not end the read or parse, which keeps its
+    /// turns until it is done.
+    pub(crate) async fn load_async(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<(Loaded, Change), ConfigError> {
+        let file_turn = Arc::new(self.gate(path).lock_owned().await);
+        // The load this one waited for may serve it.
+        if let Some(loaded) = self.cached(path) {
+            return Ok((loaded, Change::None));
+        }
+        let failed = |e: tokio::task::JoinError| {
+            ConfigError::new(path, format!("loading the file failed: {e}"))
+        };
+        let read_turn = self.reads.clone().acquire_owned().await;
+        let (me, owned, turn) = (self.clone(), path.to_path_buf(), file_turn.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let result = me.load_now(&owned, false);
+            drop((read_turn, turn));
+            result
+        })
+        .await
+        .map_err(failed)?;
+        if let Some(result) = read {
+            return result;
+        }
+        let parse_turn = self.parses.clone().acquire_owned().await;
+        let (me, owned) = (self.clone(), path.to_path_buf());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.parsers.run(Box::new(move || {
+            let result = me.load_now(&owned, true);
+            drop((parse_turn, file_turn));
+            let _ = tx.send(result);
+        }));
+        match rx.await {
+            Ok(result) => result.expect("parses allowed"),
+            Err(_) => Err(ConfigError::new(
+                path,
+                "loading the file failed: its parse stopped".to_owned(),
+            )),
+        }
+    }
+
+    /// The lock that gives `path` one load at a time. Locks nobody holds or
+    /// waits for any more are dropped on the way.
+    fn gate(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut loading = self.loading_lock();
+        loading.retain(|_, gate| Arc::strong_count(gate) > 1);
+        loading.entry(path.to_path_buf()).or_default().clone()
+    }
+
+    /// `None` when the content must be parsed and `may_parse` is false.
+    fn load_now(
+        &self,
+        path: &Path,
+        may_parse: bool,
+    ) -> Option<Result<(Loaded, Change), ConfigError>> {
         let read_err = |e: whole_file::ReadError| {
             let message = match e {
                 whole_file::ReadError::NotFound => match std::fs::read_link(path) {
@@ -337,18 +419,22 @@ impl Projects {
             ConfigError::new(path, message)
         };
         if let Some(loaded) = self.cached(path) {
-            return Ok((loaded, Change::None));
+            return Some(Ok((loaded, Change::None)));
         }
         let md = match std::fs::metadata(path) {
             Ok(md) => md,
             Err(e) => {
-                return self.unusable(path, read_err(whole_file::ReadError::from_io(e)), None);
+                return Some(self.unusable(
+                    path,
+                    read_err(whole_file::ReadError::from_io(e)),
+                    None,
+                ));
             }
         };
         let stamp = Stamp::of(&md);
         let source = match whole_file::read(path) {
             Ok(s) => s,
-            Err(e) => return self.unusable(path, read_err(e), None),
+            Err(e) => return Some(self.unusable(path, read_err(e), None)),
         };
         // Stat again after reading: a stamp taken before the read cannot
         // vouch for content written during it.
@@ -364,7 +450,7 @@ impl Projects {
                 && *d == digest
             {
                 *used = self.clock.fetch_add(1, Ordering::Relaxed);
-                return Err(error.clone());
+                return Some(Err(error.clone()));
             }
             if let Some(e) = loaded.get_mut(path) {
                 e.used = self.clock.fetch_add(1, Ordering::Relaxed);
@@ -376,15 +462,18 @@ impl Projects {
                         Some(_) => Change::Reloaded(e.config.clone()),
                         None => Change::None,
                     };
-                    return Ok((e.loaded(), change));
+                    return Some(Ok((e.loaded(), change)));
                 }
                 if let Some(p) = &mut e.problem
                     && p.seen.is_some_and(|(_, _, d)| d == digest)
                 {
                     p.seen = Some((stamp, stamp.is_recent(), digest));
-                    return Ok((e.loaded(), Change::None));
+                    return Some(Ok((e.loaded(), Change::None)));
                 }
             }
+        }
+        if !may_parse {
+            return None;
         }
         // Parsed without the map's lock: other projects are served meanwhile.
         tracing::debug!(file = %path.display(), bytes = source.len(), "parsing");
@@ -411,13 +500,18 @@ impl Projects {
                     let used = self.clock.fetch_add(1, Ordering::Relaxed);
                     rejected.insert(path.to_path_buf(), (digest, error.clone(), used));
                 }
-                return self.unusable(path, error, Some((stamp, stamp.is_recent(), digest)));
+                return Some(self.unusable(path, error, Some((stamp, stamp.is_recent(), digest))));
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
+        // What aliases expand to counts, not only the file's size.
+        let bytes = bytes.max(config.weight);
         self.rejected_lock().remove(path);
         let mut loaded = self.lock();
-        // Room for this one: forget the least recently used others.
+        // Room for this one: forget the least recently used others. Not a
+        // project in use (a run or `run --watch` holds its config: it keeps
+        // its last valid config), and a project whose file is broken (it
+        // would lose its last valid config) only when no other can go.
         loop {
             let others = loaded.iter().filter(|(p, _)| p.as_path() != path);
             let (count, total) = others
@@ -426,7 +520,11 @@ impl Projects {
             if count < self.max && total + bytes <= MAX_PROJECT_BYTES {
                 break;
             }
-            let Some(oldest) = others.min_by_key(|(_, e)| e.used).map(|(p, _)| p.clone()) else {
+            let Some(oldest) = others
+                .filter(|(_, e)| Arc::strong_count(&e.config) == 1)
+                .min_by_key(|(_, e)| (e.problem.is_some(), e.used))
+                .map(|(p, _)| p.clone())
+            else {
                 break;
             };
             tracing::info!(
@@ -453,13 +551,13 @@ impl Projects {
                 bytes,
             },
         );
-        Ok((
+        Some(Ok((
             Loaded {
                 config: config.clone(),
                 warning: None,
             },
             Change::Reloaded(config),
-        ))
+        )))
     }
 
     /// The files forgotten (to stay within [`MAX_PROJECTS`]) since the last call.
@@ -545,7 +643,9 @@ impl Projects {
         self.rejected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn loading_lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Mutex<()>>>> {
+    fn loading_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>> {
         // Single inserts and removes: a poisoned map is still consistent.
         self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -562,6 +662,52 @@ impl Entry {
         Loaded {
             config: self.config.clone(),
             warning: self.problem.as_ref().map(|p| last_valid_warning(&p.error)),
+        }
+    }
+}
+
+/// A job for a parse thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The [`MAX_PARSES`] threads that parse `.rush` files, started on first
+/// use and kept. Kept threads keep their malloc arenas: the memory a parse
+/// takes for a moment (tens of MB) is reused by the next parse on the same
+/// thread, instead of staying in the arena of each new blocking thread
+/// (200 parses of distinct files on `spawn_blocking` threads left 450 MB).
+#[derive(Default)]
+struct Parsers {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl Parsers {
+    /// Runs `job` on a parse thread (callers hold a parse turn: one is free).
+    fn run(&self, job: Job) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = jobs.get_or_insert_with(|| {
+            let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+            let receiver = Arc::new(Mutex::new(receiver));
+            for n in 0..MAX_PARSES {
+                let receiver = receiver.clone();
+                let started = std::thread::Builder::new()
+                    .name(format!("parse-{n}"))
+                    .spawn(move || {
+                        loop {
+                            let job = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(job) = job else { return };
+                            // A panicking parse drops its answer (the request
+                            // fails), not the thread.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                    });
+                if let Err(e) = started {
+                    tracing::error!("cannot start a parse thread: {e}");
+                }
+            }
+            sender
+        });
+        if let Err(std::sync::mpsc::SendError(job)) = sender.send(job) {
+            // No parse thread at all: parse on this one.
+            job();
         }
     }
 }
@@ -662,6 +808,31 @@ mod tests {
         projects.load(&paths[5]).expect("loads");
         assert_eq!(projects.take_evicted(), vec![paths[1].clone()]);
         assert_eq!(projects.lock().len(), 5);
+    }
+
+    #[test]
+    fn loaded_projects_weigh_what_their_aliases_expand_to() {
+        let tmp = TempDir::new("aliases");
+        let projects = Projects::new(MAX_PROJECTS);
+        // 2 MiB of text, repeated twice more by aliases: 6 MiB each.
+        let paths: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let path = tmp.0.join(name).join(".rush");
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                let text = "x".repeat(2 << 20);
+                std::fs::write(
+                    &path,
+                    format!("tasks:\n  t:\n    cmd: &c '{text}'\n    env: {{A: *c, B: *c}}\n"),
+                )
+                .expect("write");
+                path
+            })
+            .collect();
+        for p in &paths {
+            projects.load(p).expect("loads");
+        }
+        assert_eq!(projects.take_evicted(), vec![paths[0].clone()]);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub(crate) struct RushFile {
     pub(crate) tasks: BTreeMap<String, Task>,
     /// The top-level `plugins:` list, in file order.
     pub(crate) plugins: Vec<PluginSpec>,
+    /// About how many bytes of YAML this config stands for: the file's
+    /// size, or more when its aliases (`*name`) repeat what they point to
+    /// (their text, and two bytes per value, as if written out). What the
+    /// daemon's cache of parsed projects counts.
+    pub(crate) weight: usize,
 }
 
 /// One entry of `tasks:`.
@@ -192,9 +197,12 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
                 .zip(&raw.tasks)
                 .all(|(key, task)| key.text == task.task.name)
     });
-    // Without the outline each line costs a parse of the whole file: bound that.
+    // Without the outline each line costs a parse of the whole file: bound
+    // that. A pass costs what the file expands to when its aliases make it
+    // more (300 passes over a 10 KB file of aliases took 14 s).
+    let pass_cost = source.len().max(4 * ctx.values.get());
     let locate_lines =
-        outline.is_none() && (raw.tasks.len() + raw.plugins.len()) * source.len() <= 4_000_000;
+        outline.is_none() && (raw.tasks.len() + raw.plugins.len()) * pass_cost <= 4_000_000;
     let line_of = |target: Target, from_outline: Option<usize>| -> usize {
         from_outline
             .or_else(|| {
@@ -230,6 +238,9 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
         root,
         tasks,
         plugins,
+        weight: source
+            .len()
+            .max(ctx.text.get().saturating_add(2 * ctx.values.get())),
     })
 }
 
@@ -239,9 +250,21 @@ pub(crate) const MAX_NESTING: usize = 128;
 
 /// The most values (scalars, lists, mappings, entries) a `.rush` file may
 /// hold: the parser keeps an event for each while it reads the file, about
-/// 200 bytes, so this bounds a parse's memory to about 45 MB (a file of
-/// 10,000 tasks with descriptions holds about 50,000).
+/// 200 bytes, so this bounds a parse's memory to tens of MB (measured: 47 MB
+/// peak for flow lists, 65 MB for 199,000 block lists opened on one line;
+/// a file of 10,000 tasks with descriptions holds about 50,000 values).
 pub(crate) const MAX_NODES: usize = 200_000;
+
+/// The most values a `.rush` file may hold once its aliases (`*name`) are
+/// expanded: an alias repeats what its anchor holds, so 100 KB of aliases
+/// to aliases could stand for billions of values (a "billion laughs").
+pub(crate) const MAX_EXPANDED_VALUES: usize = 2 * MAX_NODES;
+
+/// The most bytes of text (strings, keys) a `.rush` file may hold once its
+/// aliases are expanded: twice what the largest file may hold.
+pub(crate) const MAX_EXPANDED_TEXT: usize = 2 * crate::config::whole_file::MAX_BYTES as usize;
+
+const ALIAS_HINT: &str = "each alias (`*name`) repeats everything its anchor (`&name`) holds: repeat less, or split the project";
 
 fn too_deep(path: &Path) -> ConfigError {
     ConfigError::new(
@@ -266,8 +289,35 @@ fn yaml_error(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Error) -
 
 fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Error) -> ConfigError {
     let text = err.to_string();
+    // libyaml's reader says this at 1:1: say which character, and where.
+    if text.starts_with("control characters are not allowed")
+        && let Some((at, c)) = source.char_indices().find(|(_, c)| !yaml_printable(*c))
+    {
+        let before = &source[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .count()
+            + 1;
+        return ConfigError::new(
+            path,
+            format!(
+                "the file holds a control character (U+{:04X}), which YAML does not allow",
+                u32::from(c)
+            ),
+        )
+        .with_hint(Some(
+            "remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)"
+                .to_owned(),
+        ))
+        .at(line, column);
+    }
     let (message, hint) = match ctx.pending.borrow_mut().take() {
         Some(pending) => pending,
+        None if text.starts_with("repetition limit exceeded") => (
+            "aliases (`*name`) are expanded too many times".to_owned(),
+            Some(ALIAS_HINT.to_owned()),
+        ),
         None if text.starts_with("recursion limit exceeded") => {
             let e = too_deep(path);
             (e.message, e.hint)
@@ -290,6 +340,14 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
                 "inside `{ }` or `[ ]`, quote a value holding `${...}`: `{ token: \"${TOKEN}\" }`"
                     .to_owned()
             });
+            // libyaml's words for a key longer than YAML allows (1024).
+            let long_key = text.contains("mapping values are not allowed")
+                && err.location().is_some_and(|l| l.column() > 1024);
+            let hint = hint.or_else(|| {
+                long_key.then(|| {
+                    "a key is at most 1024 characters long (a YAML rule): shorten it".to_owned()
+                })
+            });
             (format!("invalid YAML: {}", strip_positions(&text)), hint)
         }
     };
@@ -301,6 +359,12 @@ fn yaml_error_from(path: &Path, source: &str, ctx: &Ctx, err: &serde_norway::Err
             None => error,
         },
     }
+}
+
+/// Whether libyaml's reader accepts `c` (YAML 1.1's printable characters).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+        || c >= '\u{10000}'
 }
 
 /// `text` without libyaml's " at line L column C" / " at position N" parts,
@@ -588,6 +652,11 @@ struct Ctx {
     hit: Cell<bool>,
     /// Message and hint of the error on its way out, when a seed raised it.
     pending: RefCell<Option<(String, Option<String>)>>,
+    /// Values and bytes of text read so far, aliases expanded: an alias
+    /// (`*a`) repeats its anchor's values, so a small file may stand for
+    /// billions of them ([`MAX_EXPANDED_VALUES`], [`MAX_EXPANDED_TEXT`]).
+    values: Cell<usize>,
+    text: Cell<usize>,
 }
 
 impl Ctx {
@@ -596,7 +665,33 @@ impl Ctx {
             target,
             hit: Cell::new(false),
             pending: RefCell::new(None),
+            values: Cell::new(0),
+            text: Cell::new(0),
         }
+    }
+
+    /// Counts one value holding `text` bytes of text; fails past the
+    /// bounds on what a file may expand to.
+    fn count<E: de::Error>(&self, text: usize) -> Result<(), E> {
+        let values = self.values.get() + 1;
+        let text = self.text.get().saturating_add(text);
+        self.values.set(values);
+        self.text.set(text);
+        let over = if values > MAX_EXPANDED_VALUES {
+            format!(
+                "{},{:03} values",
+                MAX_EXPANDED_VALUES / 1000,
+                MAX_EXPANDED_VALUES % 1000
+            )
+        } else if text > MAX_EXPANDED_TEXT {
+            format!("{} MiB of text", MAX_EXPANDED_TEXT >> 20)
+        } else {
+            return Ok(());
+        };
+        Err(self.fail(
+            format!("with its aliases (`*name`) expanded, the file holds more than {over}"),
+            Some(ALIAS_HINT.to_owned()),
+        ))
     }
 
     /// An error to return from a seed; serde_norway adds the position.
@@ -846,6 +941,7 @@ impl<'de> Visitor<'de> for StrSeed<'_> {
         if let Some(me) = self.me {
             self.ctx.reached(me)?;
         }
+        self.ctx.count(v.len())?;
         if !self.nul_ok
             && let Some(at) = v.find('\0')
         {
@@ -935,6 +1031,7 @@ impl ListSeed<'_> {
 
     fn one<E: de::Error>(self, v: String) -> Result<Vec<String>, E> {
         self.ctx.reached(self.me(0))?;
+        self.ctx.count(v.len())?;
         Ok(vec![v])
     }
 }
@@ -1047,29 +1144,37 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
         f.write_str("any value")
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(v.into())
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         serde_json::Number::from_f64(v)
             .map(serde_json::Value::Number)
             .ok_or_else(|| self.wrong("a NaN or infinite number"))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.ctx.count(v.len())?;
         Ok(v.into())
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(serde_json::Value::Null)
     }
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.ctx.count(0)?;
         Ok(serde_json::Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        self.ctx.count(0)?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(JsonSeed {
             ctx: self.ctx,
@@ -1080,6 +1185,7 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
         Ok(serde_json::Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        self.ctx.count(0)?;
         let mut object = serde_json::Map::new();
         let what = || format!("every key in {}", (self.what)());
         while let Some(key) = map.next_key_seed(StrSeed {
@@ -1293,6 +1399,7 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTask, A::Error> {
         let (ctx, name, entry) = (self.ctx, self.name, self.entry);
+        ctx.count(0)?;
         let mut raw = self.empty();
         let mut seen = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed {
@@ -1445,6 +1552,7 @@ impl<'de> Visitor<'de> for EnvNameSeed<'_> {
         f.write_str("a variable name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        self.ctx.count(v.len())?;
         if v.is_empty() || v.contains(['=', '\0']) {
             return Err(self.ctx.fail(
                 format!(
@@ -2416,6 +2524,70 @@ mod tests {
 
     /// `src` fails to parse with "message | location | hint" (`-` for no hint).
     #[track_caller]
+    #[test]
+    fn a_key_longer_than_yaml_allows_gets_a_hint() {
+        let key = "K".repeat(2000);
+        check_err(
+            &format!("tasks:\n  t:\n    cmd: x\n    env:\n      {key}: 1\n"),
+            "invalid YAML: mapping values are not allowed in this context | .rush:5:2007 | a key is at most 1024 characters long (a YAML rule): shorten it",
+        );
+    }
+
+    #[test]
+    fn lines_are_not_located_by_passes_that_would_expand_aliases_again() {
+        // Escaped task names defeat the outline: each line would cost a
+        // pass, each pass expanding 400,000 values.
+        let anchor = vec!["1"; 630].join(",");
+        let aliases = vec!["*a"; 630].join(",");
+        let tasks: String = (0..300)
+            .map(|i| format!("  \"t\\x3{}{i}\":\n    cmd: x\n", i % 10))
+            .collect();
+        let src = format!(
+            "plugins:\n  - name: p\n    config:\n      a: &a [{anchor}]\n      b: [{aliases}]\ntasks:\n{tasks}"
+        );
+        let file = parse_ok(&src);
+        assert_eq!(task(&file, "t00").line, 0);
+        // Without aliases, the same file has its lines.
+        let file = parse_ok(&format!("tasks:\n{tasks}"));
+        assert_eq!(task(&file, "t00").line, 2);
+    }
+
+    #[test]
+    fn a_control_character_is_named_at_its_position() {
+        check_err(
+            "tasks:\n  t:\n    cmd: echo \u{1}a\0b\n",
+            "the file holds a control character (U+0001), which YAML does not allow | .rush:3:15 | remove it; in a double-quoted string, write it as an escape (`\\t`, `\\x1b`)",
+        );
+    }
+
+    #[test]
+    fn aliases_that_expand_without_end_are_refused() {
+        // Ten levels of ten aliases each: 10 billion values.
+        let mut src = String::from(
+            "plugins:\n  - name: p\n    config:\n      a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+        );
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            src.push_str(&format!("      a{i}: &a{i} [{refs}]\n"));
+        }
+        src.push_str("tasks:\n  t:\n    cmd: x\n");
+        let hint = "each alias (`*name`) repeats everything its anchor (`&name`) holds: repeat less, or split the project";
+        check_err(
+            &src,
+            &format!("aliases (`*name`) are expanded too many times | .rush | {hint}"),
+        );
+        let src = format!(
+            "tasks:\n  t:\n    cmd: &c '{}'\n    env: {{A: *c, B: *c, C: *c}}\n",
+            "x".repeat(3 << 20)
+        );
+        check_err(
+            &src,
+            &format!(
+                "with its aliases (`*name`) expanded, the file holds more than 8 MiB of text | .rush:3:10 | {hint}"
+            ),
+        );
+    }
+
     fn check_err(src: &str, expected: &str) {
         let actual = match parse(Path::new(".rush"), src) {
             Ok(_) => "parsed without error".to_owned(),
@@ -3223,7 +3395,19 @@ mod nesting {
         scan(source, MAX_NESTING, MAX_NODES)
     }
 
+    /// `source` with every line break libyaml knows (`\r\n`, `\r`, NEL,
+    /// LS, PS) made a `\n`: the scan must see the lines libyaml sees, or a
+    /// comment ended by a `\r` would hide what follows it.
+    fn unix_breaks(source: &str) -> std::borrow::Cow<'_, str> {
+        const BREAKS: [char; 4] = ['\r', '\u{85}', '\u{2028}', '\u{2029}'];
+        if !source.contains(BREAKS) {
+            return std::borrow::Cow::Borrowed(source);
+        }
+        std::borrow::Cow::Owned(source.replace("\r\n", "\n").replace(BREAKS, "\n"))
+    }
+
     fn scan(source: &str, limit: usize, max_nodes: usize) -> Option<(Exceeded, usize, usize)> {
+        let source = &*unix_breaks(source);
         let b = source.as_bytes();
         // Nodes (scalars, collections, entries) seen: the parser holds an
         // event for each, all at once.
@@ -3539,6 +3723,8 @@ mod nesting {
                 "[", "]", "{", "}", "\"", "'", ":", " ", "-", "#", "a", "|", ">", ",", "&a ", "*a",
                 "!t ", "? ", "\\", ": ", "- ", "---", "''",
             ];
+            // Every line break libyaml knows, for texts that span lines.
+            const BREAKS: &[&str] = &["\n", "\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"];
             let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
             let mut next = || {
                 state ^= state << 13;
@@ -3558,7 +3744,7 @@ mod nesting {
                     text.push_str(match pick as usize {
                         n if n < ALPHABET.len() => ALPHABET[n],
                         n if multi_line && n == ALPHABET.len() => "\n    ",
-                        _ if multi_line => "\n",
+                        _ if multi_line => BREAKS[(next() % BREAKS.len() as u64) as usize],
                         _ => " ",
                     });
                 }
@@ -3588,6 +3774,22 @@ mod nesting {
                 .map(|i| format!("  t{i}:\n    cmd: 'true'\n    description: task number {i}\n"))
                 .collect();
             assert_eq!(check(&format!("tasks:\n{tasks}")), None);
+        }
+
+        #[test]
+        fn a_line_break_other_than_newline_hides_nothing() {
+            let deep = "[".repeat(200);
+            for br in ["\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"] {
+                for source in [
+                    format!("# c{br}x: {deep}\n"),
+                    format!("y: |{br}  text{br}x: {deep}\n"),
+                    format!("y: 'a{br}'{br}x: {deep}\n"),
+                ] {
+                    let found = too_deep(&source);
+                    assert!(found.is_some(), "{source:?}");
+                }
+            }
+            assert_eq!(too_deep("# c\rx: [[1]]\r"), None);
         }
 
         #[test]

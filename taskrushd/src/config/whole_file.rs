@@ -28,8 +28,9 @@ pub(crate) enum ReadError {
     SymlinkLoop,
     /// It is not a regular file: "a directory", "a FIFO", …
     NotRegular(&'static str),
-    /// It holds more than [`MAX_BYTES`].
-    TooLarge,
+    /// It holds more than this many bytes ([`MAX_BYTES`], or the limit
+    /// given to [`read_at_most`]).
+    TooLarge(u64),
     /// Any other failure (permission denied, I/O error).
     Io(std::io::Error),
 }
@@ -42,9 +43,9 @@ impl ReadError {
             ReadError::NotFound => "does not exist".to_owned(),
             ReadError::SymlinkLoop => "is a symlink loop (too many levels of symlinks)".to_owned(),
             ReadError::NotRegular(kind) => format!("is {kind}, not a regular file"),
-            ReadError::TooLarge => format!(
-                "is larger than {} MiB, the most TaskRush reads of such a file",
-                MAX_BYTES / (1024 * 1024)
+            ReadError::TooLarge(limit) => format!(
+                "is larger than {}, the most TaskRush reads of such a file",
+                shown_size(*limit)
             ),
             ReadError::Io(e) => format!("cannot be read: {}", io_reason(e)),
         }
@@ -58,6 +59,17 @@ impl ReadError {
             }
             _ => ReadError::Io(e),
         }
+    }
+}
+
+/// "4 MiB", "64 KiB".
+fn shown_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -87,6 +99,11 @@ pub(crate) fn kind_of(file_type: FileType) -> Option<&'static str> {
 /// The content of the regular file at `path` (symlinks followed), at most
 /// [`MAX_BYTES`]. Never blocks on a FIFO, never reads past the limit.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+    read_at_most(path, MAX_BYTES)
+}
+
+/// [`read`] with another limit than [`MAX_BYTES`].
+pub(crate) fn read_at_most(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     // Not even opened when it is not a regular file (opening some devices
     // has effects); checked again on the open file, which cannot change.
     let stat = rustix::fs::stat(path).map_err(|e| ReadError::from_io(e.into()))?;
@@ -103,10 +120,10 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
     if let Some(kind) = kind_of(FileType::from_raw_mode(stat.st_mode)) {
         return Err(ReadError::NotRegular(kind));
     }
-    if stat.st_size as u64 > MAX_BYTES {
-        return Err(ReadError::TooLarge);
+    if stat.st_size as u64 > max {
+        return Err(ReadError::TooLarge(max));
     }
-    let mut bytes = Vec::with_capacity((stat.st_size as u64).min(MAX_BYTES) as usize);
+    let mut bytes = Vec::with_capacity((stat.st_size as u64).min(max) as usize);
     let mut file = std::fs::File::from(fd);
     // Whole 64 KiB reads: some endless files (`/proc/self/pagemap`) refuse
     // reads of sizes that are not a multiple of their record size.
@@ -118,8 +135,8 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ReadError::Io(e)),
         };
-        if (bytes.len() + n) as u64 > MAX_BYTES {
-            return Err(ReadError::TooLarge);
+        if (bytes.len() + n) as u64 > max {
+            return Err(ReadError::TooLarge(max));
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
@@ -139,7 +156,7 @@ mod tests {
         let pagemap = Path::new("/proc/self/pagemap");
         if pagemap.exists() {
             match read(pagemap) {
-                Err(ReadError::TooLarge) => {}
+                Err(ReadError::TooLarge(MAX_BYTES)) => {}
                 other => panic!("unexpected: {:?}", other.map(|b| b.len())),
             }
         }

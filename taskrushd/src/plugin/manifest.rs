@@ -17,6 +17,11 @@ use crate::config::rush_file::{PluginKind, PluginSpec};
 /// The manifest's file name in a plugin directory.
 pub(super) const MANIFEST: &str = "plugin.toml";
 
+/// The most bytes of a `plugin.toml` the daemon reads: a manifest is a few
+/// hundred bytes, and parsing TOML takes about 120 times the size of the
+/// text (480 MB for 4 MiB), so a larger file is refused unread.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+
 /// Why a plugin cannot be used; the message names the plugin and the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ManifestError {
@@ -135,7 +140,7 @@ pub(super) fn load(
 ) -> Result<Installed, ManifestError> {
     let file = dir.join(MANIFEST);
     let shown = file.display().to_string();
-    let bytes = crate::config::whole_file::read(&file)
+    let bytes = crate::config::whole_file::read_at_most(&file, MAX_MANIFEST_BYTES)
         .map_err(|e| ManifestError::new(format!("cannot read `{shown}`: it {}", e.what())))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         ManifestError::new(format!(
