@@ -611,27 +611,6 @@ fn canonical_missing(path: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "taskrush-projects-test-{name}-{}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A valid `.rush` of about `bytes` bytes (a long comment) in `dir/name`.
     fn project(dir: &Path, name: &str, bytes: usize) -> PathBuf {
         let path = dir.join(name).join(".rush");
@@ -647,12 +626,12 @@ mod tests {
 
     #[test]
     fn loaded_projects_stay_within_their_byte_budget_least_recently_used_first() {
-        let tmp = TempDir::new("bytes");
+        let tmp = tempfile::tempdir().expect("create temp dir");
         let projects = Projects::new(MAX_PROJECTS);
         let big = 3 * 1024 * 1024;
         let paths: Vec<PathBuf> = ["a", "b", "c", "d", "e", "f"]
             .iter()
-            .map(|n| project(&tmp.0, n, big))
+            .map(|n| project(tmp.path(), n, big))
             .collect();
         for p in &paths[..5] {
             projects.load(p).expect("loads");
@@ -666,8 +645,8 @@ mod tests {
 
     #[test]
     fn a_file_that_does_not_parse_is_parsed_once_per_content() {
-        let tmp = TempDir::new("rejected");
-        let path = tmp.0.join(".rush");
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
         std::fs::write(&path, "tasks:\n  t:\n    cmdd: x\n").expect("write");
         let projects = Projects::default();
         let first = projects.load(&path).err().expect("an error");
