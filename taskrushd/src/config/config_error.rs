@@ -9,7 +9,7 @@
 //! ```
 //!
 //! so the message is one lower-case line with names in backticks, no
-//! position inside it and no trailing period (style.md, "Errors").
+//! position inside it and no trailing period (`docs/protocol.md`, "Errors").
 
 use std::fmt;
 use std::path::{Path, PathBuf};

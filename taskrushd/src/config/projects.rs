@@ -1,7 +1,7 @@
 //! Loaded projects: each `.rush` file parsed once and kept while it does
 //! not change.
 //!
-//! Consistency rule (design.md): a request issued after a file was saved
+//! Consistency rule: a request issued after a file was saved
 //! sees that save. Every request stats the file (one syscall); a changed
 //! stamp means a re-read. Timestamps are coarse (a save within the same
 //! clock tick keeps the mtime), so a file whose mtime was recent when it
