@@ -8,7 +8,7 @@
 #   benches/run.sh plugins    # only: plugin hook cost (benches/plugin_overhead.py)
 #   benches/run.sh hostile    # only: hostile clients (benches/hostile.py)
 #
-# The peer harness in benches/harness/ is the team's (shared/bench): it
+# The peer harness in benches/harness/ is the team's shared one: it
 # installs the peers (apt: hyperfine make; pip: ninja rust-just go-task-bin;
 # npm: turbo; cargo: taskrush 0.2.6), generates the workloads and times
 # every runner with hyperfine. Env: RUNS (default 10), BENCH_DIR.

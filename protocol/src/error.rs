@@ -82,6 +82,8 @@ impl ErrorData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
     pub code: i32,
+    /// Empty when a peer left it out (plugins are written by others).
+    #[serde(default)]
     pub message: String,
     /// Usually an [`ErrorData`]; any JSON from other servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ pub mod api;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod jsonrpc;
 pub mod method;
 pub mod paths;
 pub mod plugin;

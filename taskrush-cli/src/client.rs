@@ -17,6 +17,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use taskrush_protocol::daemon::{DaemonStatus, Hello};
 use taskrush_protocol::error::WireError;
+use taskrush_protocol::jsonrpc::{Id, Message, Notification, Request};
 use taskrush_protocol::paths::DaemonPaths;
 use taskrush_protocol::{PROTOCOL_VERSION, VERSION, method};
 
@@ -106,9 +107,7 @@ impl Client {
     pub fn send(&mut self, method: &str, params: Value) -> Result<u64, CliError> {
         let id = self.next_id;
         self.next_id += 1;
-        self.sender().send_raw(
-            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
-        )?;
+        self.sender().send_raw(&Request::new(id, method, params))?;
         Ok(id)
     }
 
@@ -122,7 +121,7 @@ impl Client {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         let id = self.next_id;
         self.next_id += 1;
-        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method::HELLO, "params": hello_params()});
+        let msg = Request::new(id, method::HELLO, hello_params());
         let mut line = serde_json::to_vec(&msg).map_err(|e| CliError::Protocol(e.to_string()))?;
         line.push(b'\n');
         let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
@@ -238,7 +237,7 @@ impl Client {
             if text.is_empty() {
                 continue;
             }
-            let msg: RawMessage = serde_json::from_slice(text).map_err(|e| {
+            let msg: Message<Box<RawValue>> = serde_json::from_slice(text).map_err(|e| {
                 CliError::Protocol(format!("unreadable message from the daemon: {e}"))
             })?;
             if let Some(method) = msg.method {
@@ -247,12 +246,8 @@ impl Client {
                     params: msg.params.unwrap_or(Value::Null),
                 });
             }
-            let id = msg.id.as_ref().and_then(Value::as_u64).unwrap_or(0);
-            let result = match (msg.result, msg.error) {
-                (_, Some(err)) => Err(err),
-                (Some(v), None) => Ok(v),
-                (None, None) => Ok(null()),
-            };
+            let id = msg.id.as_ref().and_then(Id::as_u64).unwrap_or(0);
+            let result = msg.outcome().map(|r| r.unwrap_or_else(null));
             return Ok(Incoming::Response { id, result });
         }
     }
@@ -346,20 +341,6 @@ mod streaming {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct RawMessage {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    params: Option<Value>,
-    #[serde(default)]
-    result: Option<Box<RawValue>>,
-    #[serde(default)]
-    error: Option<WireError>,
-}
-
 fn null() -> Box<RawValue> {
     // `null` is valid JSON: this cannot fail.
     RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!())
@@ -372,7 +353,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn send_raw(&self, msg: &Value) -> Result<(), CliError> {
+    pub fn send_raw(&self, msg: &impl serde::Serialize) -> Result<(), CliError> {
         let mut line = serde_json::to_vec(msg).map_err(|e| CliError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.write_bytes(&line)
@@ -387,7 +368,7 @@ impl Sender {
 
     /// A notification (no answer expected).
     pub fn notify(&self, method: &str, params: Value) -> Result<(), CliError> {
-        self.send_raw(&serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params}))
+        self.send_raw(&Notification::new(method, params))
     }
 }
 

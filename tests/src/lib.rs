@@ -4,7 +4,8 @@
 //! private daemon socket, log and home directory: scenarios run in
 //! parallel and never touch a daemon outside their directory. The real
 //! `taskrush` and `taskrushd` binaries are driven (built by `cargo build
-//! --bins`, which `scripts/test` does first); nothing is mocked.
+//! --bins`, which `scripts/test` does first, or by [`bin_dir`] when they
+//! are missing); nothing is mocked.
 //!
 //! ```ignore
 //! Scenario::new()
@@ -20,21 +21,76 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where cargo put the binaries: beside the `deps/` directory holding
-/// this test executable.
+/// this test executable. `CARGO_BIN_EXE_*` is set only for a test's own
+/// package, and the binaries belong to the daemon and CLI packages: when
+/// one is missing (a clean clone running `cargo test` alone), they are
+/// built once per test process with the test's profile. `cargo test`
+/// releases its build lock before it runs the tests, so this does not
+/// wait on itself; parallel test processes queue on cargo's lock and the
+/// later ones find the binaries built.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    match DIR.get_or_init(find_or_build_bins) {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+const BINS: [&str; 2] = ["taskrush", "taskrushd"];
+
+fn find_or_build_bins() -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("the test executable has no path: {e}"))?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    for bin in ["taskrush", "taskrushd"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "`{}` is missing: run `cargo build --bins` first (scripts/test does)",
-            dir.join(bin).display()
-        );
+        .ok_or_else(|| format!("`{}` is not in target/<profile>/deps/", exe.display()))?
+        .to_path_buf();
+    let missing = || BINS.iter().any(|bin| !dir.join(bin).is_file());
+    if !missing() {
+        return Ok(dir);
     }
-    dir.to_path_buf()
+    // target/<profile-dir>/: `debug` is the `dev` profile, `release` and
+    // custom profiles keep their name.
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = [
+        "build",
+        "-p",
+        "taskrush-daemon",
+        "-p",
+        "taskrush-cli",
+        "--bins",
+        "--profile",
+        &profile,
+    ];
+    let shown = format!("cargo {}", args.join(" "));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| {
+            format!("`{shown}` did not start: {e}\nhint: run it by hand, then the tests")
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "`{shown}` failed ({status})\nhint: run it by hand to see why, then the tests"
+        ));
+    }
+    if missing() {
+        return Err(format!(
+            "`{shown}` did not put `taskrush` and `taskrushd` in `{}`\nhint: run it by hand, then the tests",
+            dir.display()
+        ));
+    }
+    Ok(dir)
 }
 
 pub struct Scenario {

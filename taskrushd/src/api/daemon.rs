@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::events::Events;
 use crate::cache::up_to_date::UpToDate;
-use crate::config::config_error::ConfigError;
+use crate::config::config_error::{ConfigError, ConfigErrorKind};
 use crate::config::projects::{Change, Loaded, Projects};
 use crate::plugin::{Phase, PluginFailure, PluginHost, RunPlugins};
 use crate::run::planner::{self, Plan};
@@ -633,10 +633,9 @@ pub(crate) fn config_error(e: ConfigError) -> ErrorObjectOwned {
         hint: e.hint.clone(),
         ..Default::default()
     };
-    let code = if e.unknown_task {
-        error::TASK_NOT_FOUND
-    } else {
-        error::CONFIG_ERROR
+    let code = match e.kind {
+        ConfigErrorKind::UnknownTask => error::TASK_NOT_FOUND,
+        ConfigErrorKind::Invalid => error::CONFIG_ERROR,
     };
     ErrorObjectOwned::owned(code, e.message, Some(data))
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! so the message is one lower-case line with names in backticks, no
-//! position inside it and no trailing period (style.md, "Errors").
+//! position inside it and no trailing period (`docs/protocol.md`, "Errors").
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,19 @@ pub(crate) struct ConfigError {
     pub(crate) message: String,
     /// What to do about it, e.g. "did you mean `depends_on`?".
     pub(crate) hint: Option<String>,
-    /// The error is that a named task does not exist (the daemon answers
-    /// those with their own error code).
-    pub(crate) unknown_task: bool,
+    /// What kind of problem it is (the daemon answers each kind with its
+    /// own error code).
+    pub(crate) kind: ConfigErrorKind,
+}
+
+/// The kinds of [`ConfigError`] that callers tell apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ConfigErrorKind {
+    /// The file cannot be found or read, or is not a valid `.rush`.
+    #[default]
+    Invalid,
+    /// A named task does not exist in a valid file.
+    UnknownTask,
 }
 
 /// The most characters shown of a name quoted in a message (`` `…` ``):
@@ -82,8 +92,14 @@ impl ConfigError {
             column: None,
             message: shortened(message.into()),
             hint: None,
-            unknown_task: false,
+            kind: ConfigErrorKind::Invalid,
         }
+    }
+
+    /// The same error, of `kind`.
+    pub(crate) fn of_kind(mut self, kind: ConfigErrorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// The same error at `line`:`column` (both 1-based).
@@ -161,6 +177,14 @@ mod tests {
         let err = ConfigError::new("/p/.rush", "m").at(3, 7);
         assert_eq!(err.location(), "/p/.rush:3:7");
         assert_eq!(ConfigError::new("/p/.rush", "m").location(), "/p/.rush");
+    }
+
+    #[test]
+    fn errors_are_invalid_files_unless_told_otherwise() {
+        let err = ConfigError::new("/p/.rush", "m");
+        assert_eq!(err.kind, ConfigErrorKind::Invalid);
+        let err = err.of_kind(ConfigErrorKind::UnknownTask);
+        assert_eq!(err.kind, ConfigErrorKind::UnknownTask);
     }
 
     #[test]

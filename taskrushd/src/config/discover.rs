@@ -29,28 +29,6 @@ pub(crate) fn discover(start: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use std::fs;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A fresh, empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("taskrush-discover-test-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn touch(path: &Path) {
         fs::create_dir_all(path.parent().expect("file has a parent")).expect("create dirs");
@@ -59,46 +37,52 @@ mod tests {
 
     #[test]
     fn finds_the_file_in_the_start_directory() {
-        let tmp = TempDir::new();
-        touch(&tmp.0.join(".rush.yml"));
-        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yml")));
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join(".rush.yml"));
+        assert_eq!(discover(tmp.path()), Some(tmp.path().join(".rush.yml")));
     }
 
     #[test]
     fn prefers_dot_rush_then_yml_then_yaml() {
-        let tmp = TempDir::new();
-        touch(&tmp.0.join(".rush.yaml"));
-        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yaml")));
-        touch(&tmp.0.join(".rush.yml"));
-        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush.yml")));
-        touch(&tmp.0.join(".rush"));
-        assert_eq!(discover(&tmp.0), Some(tmp.0.join(".rush")));
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join(".rush.yaml"));
+        assert_eq!(discover(tmp.path()), Some(tmp.path().join(".rush.yaml")));
+        touch(&tmp.path().join(".rush.yml"));
+        assert_eq!(discover(tmp.path()), Some(tmp.path().join(".rush.yml")));
+        touch(&tmp.path().join(".rush"));
+        assert_eq!(discover(tmp.path()), Some(tmp.path().join(".rush")));
     }
 
     #[test]
     fn walks_up_to_the_nearest_ancestor_with_a_file() {
-        let tmp = TempDir::new();
-        touch(&tmp.0.join(".rush"));
-        touch(&tmp.0.join("a/.rush.yaml"));
-        let deep = tmp.0.join("a/b/c");
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join(".rush"));
+        touch(&tmp.path().join("a/.rush.yaml"));
+        let deep = tmp.path().join("a/b/c");
         fs::create_dir_all(&deep).expect("create dirs");
-        assert_eq!(discover(&deep), Some(tmp.0.join("a/.rush.yaml")));
-        assert_eq!(discover(&tmp.0.join("a")), Some(tmp.0.join("a/.rush.yaml")));
+        assert_eq!(discover(&deep), Some(tmp.path().join("a/.rush.yaml")));
+        assert_eq!(
+            discover(&tmp.path().join("a")),
+            Some(tmp.path().join("a/.rush.yaml"))
+        );
     }
 
     #[test]
     fn a_directory_named_dot_rush_is_not_a_rush_file() {
-        let tmp = TempDir::new();
-        fs::create_dir_all(tmp.0.join("sub/.rush")).expect("create dirs");
-        touch(&tmp.0.join(".rush.yml"));
-        assert_eq!(discover(&tmp.0.join("sub")), Some(tmp.0.join(".rush.yml")));
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        fs::create_dir_all(tmp.path().join("sub/.rush")).expect("create dirs");
+        touch(&tmp.path().join(".rush.yml"));
+        assert_eq!(
+            discover(&tmp.path().join("sub")),
+            Some(tmp.path().join(".rush.yml"))
+        );
     }
 
     #[test]
     fn a_fifo_or_a_dangling_symlink_is_found_to_be_reported() {
-        let tmp = TempDir::new();
-        touch(&tmp.0.join(".rush"));
-        let sub = tmp.0.join("sub");
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join(".rush"));
+        let sub = tmp.path().join("sub");
         fs::create_dir_all(&sub).expect("create dirs");
         std::os::unix::fs::symlink("nowhere", sub.join(".rush.yml")).expect("symlink");
         assert_eq!(discover(&sub), Some(sub.join(".rush.yml")));
@@ -106,12 +90,12 @@ mod tests {
 
     #[test]
     fn finds_nothing_when_no_ancestor_has_a_file() {
-        let tmp = TempDir::new();
-        let deep = tmp.0.join("x/y");
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let deep = tmp.path().join("x/y");
         fs::create_dir_all(&deep).expect("create dirs");
         // The temp dir's own ancestors (e.g. /tmp, /) could hold a stray
         // `.rush`; only assert when they do not.
-        let outside = tmp.0.parent().and_then(discover);
+        let outside = tmp.path().parent().and_then(discover);
         assert_eq!(discover(&deep), outside);
     }
 }

@@ -1,7 +1,7 @@
 //! Loaded projects: each `.rush` file parsed once and kept while it does
 //! not change.
 //!
-//! Consistency rule (design.md): a request issued after a file was saved
+//! Consistency rule: a request issued after a file was saved
 //! sees that save. Every request stats the file (one syscall); a changed
 //! stamp means a re-read. Timestamps are coarse (a save within the same
 //! clock tick keeps the mtime), so a file whose mtime was recent when it
@@ -757,27 +757,6 @@ fn canonical_missing(path: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "taskrush-projects-test-{name}-{}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A valid `.rush` of about `bytes` bytes (a long comment) in `dir/name`.
     fn project(dir: &Path, name: &str, bytes: usize) -> PathBuf {
         let path = dir.join(name).join(".rush");
@@ -793,12 +772,12 @@ mod tests {
 
     #[test]
     fn loaded_projects_stay_within_their_byte_budget_least_recently_used_first() {
-        let tmp = TempDir::new("bytes");
+        let tmp = tempfile::tempdir().expect("create temp dir");
         let projects = Projects::new(MAX_PROJECTS);
         let big = 3 * 1024 * 1024;
         let paths: Vec<PathBuf> = ["a", "b", "c", "d", "e", "f"]
             .iter()
-            .map(|n| project(&tmp.0, n, big))
+            .map(|n| project(tmp.path(), n, big))
             .collect();
         for p in &paths[..5] {
             projects.load(p).expect("loads");
@@ -837,8 +816,8 @@ mod tests {
 
     #[test]
     fn a_file_that_does_not_parse_is_parsed_once_per_content() {
-        let tmp = TempDir::new("rejected");
-        let path = tmp.0.join(".rush");
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
         std::fs::write(&path, "tasks:\n  t:\n    cmdd: x\n").expect("write");
         let projects = Projects::default();
         let first = projects.load(&path).err().expect("an error");
@@ -848,5 +827,223 @@ mod tests {
         std::fs::write(&path, "tasks:\n  t:\n    cmd: x\n").expect("write");
         projects.load(&path).expect("loads");
         assert!(projects.rejected_lock().is_empty());
+    }
+
+    const VALID: &str = "tasks:\n  t:\n    cmd: echo t\n";
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// Set the file's mtime an hour back: no longer within the racy window.
+    fn age(path: &Path) {
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(hour_ago))
+            .expect("set mtime");
+    }
+
+    fn task_names(l: &Loaded) -> Vec<String> {
+        l.config.tasks.keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_first_load_is_a_reload_and_an_unchanged_file_is_not_parsed_again() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
+        write(&path, VALID);
+        let projects = Projects::default();
+        let (first, change) = projects.load(&path).expect("loads");
+        assert!(matches!(change, Change::Reloaded(_)));
+        assert_eq!(first.warning, None);
+        let (again, change) = projects.load(&path).expect("loads");
+        assert!(matches!(change, Change::None));
+        assert!(Arc::ptr_eq(&first.config, &again.config));
+    }
+
+    #[test]
+    fn an_old_unchanged_file_is_served_from_one_stat_and_a_recent_one_is_not() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
+        write(&path, VALID);
+        let projects = Projects::default();
+        assert!(projects.cached(&path).is_none(), "never loaded");
+        projects.load(&path).expect("loads");
+        assert!(
+            projects.cached(&path).is_none(),
+            "saved just now: a save in the same clock tick would keep its mtime"
+        );
+        age(&path);
+        projects.load(&path).expect("loads");
+        assert!(projects.cached(&path).is_some());
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
+        write(&path, VALID);
+        let projects = Projects::default();
+        projects.load(&path).expect("loads");
+        write(
+            &path,
+            "tasks:\n  t:\n    cmd: echo t\n  u:\n    cmd: echo u\n",
+        );
+        let (loaded, change) = projects.load(&path).expect("loads");
+        assert!(matches!(change, Change::Reloaded(_)));
+        assert_eq!(task_names(&loaded), ["t", "u"]);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_valid_config_with_a_warning_reported_once() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
+        write(&path, VALID);
+        let projects = Projects::default();
+        projects.load(&path).expect("loads");
+        write(&path, "tasks:\n  t:\n    cmdd: echo t\n");
+        let (loaded, change) = projects.load(&path).expect("the last valid config");
+        assert!(matches!(
+            change,
+            Change::Rejected {
+                using_last_valid: true,
+                ..
+            }
+        ));
+        assert_eq!(task_names(&loaded), ["t"]);
+        let warning = loaded.warning.expect("a warning");
+        assert!(
+            warning.starts_with("using the last valid config; `"),
+            "{warning}"
+        );
+        assert!(warning.contains("unknown key `cmdd`"), "{warning}");
+        let (_, change) = projects.load(&path).expect("the last valid config");
+        assert!(matches!(change, Change::None), "reported once");
+        assert_eq!(projects.warnings().len(), 1);
+        write(&path, VALID);
+        let (loaded, change) = projects.load(&path).expect("loads");
+        assert!(matches!(change, Change::Reloaded(_)), "back to valid");
+        assert_eq!(loaded.warning, None);
+        assert!(projects.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_file_keeps_serving_and_is_still_found_from_its_directory() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let path = root.join(".rush");
+        write(&path, VALID);
+        let projects = Projects::default();
+        assert_eq!(projects.locate(&root, None).expect("found"), path);
+        projects.load(&path).expect("loads");
+        std::fs::remove_file(&path).expect("delete");
+        assert_eq!(
+            projects.locate(&root.join("sub"), None).expect("found"),
+            path
+        );
+        let (loaded, _) = projects.load(&path).expect("the last valid config");
+        assert_eq!(task_names(&loaded), ["t"]);
+        let warning = loaded.warning.expect("a warning");
+        assert!(warning.ends_with(": the file was deleted"), "{warning}");
+    }
+
+    #[test]
+    fn a_file_never_loaded_is_an_error() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let path = tmp.path().join(".rush");
+        let projects = Projects::default();
+        let err = projects.load(&path).err().expect("an error");
+        assert_eq!(err.message, "the file was deleted");
+        std::fs::write(&path, b"tasks:\n  t:\n    cmd: \xff\n").expect("write");
+        let err = projects.load(&path).err().expect("an error");
+        assert_eq!(
+            (err.message.as_str(), err.line, err.column),
+            (
+                "the file is not valid UTF-8: byte 0xff at offset 21",
+                Some(3),
+                Some(10)
+            )
+        );
+    }
+
+    #[test]
+    fn at_most_max_projects_stay_loaded_least_recently_used_first() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let projects = Projects::new(2);
+        let paths: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|n| project(tmp.path(), n, 0))
+            .collect();
+        projects.load(&paths[0]).expect("loads");
+        projects.load(&paths[1]).expect("loads");
+        projects.load(&paths[0]).expect("loads");
+        projects.load(&paths[2]).expect("loads");
+        assert_eq!(projects.take_evicted(), vec![paths[1].clone()]);
+        assert!(projects.take_evicted().is_empty(), "taken once");
+        let mut roots = projects.roots();
+        roots.sort();
+        let expected: Vec<String> = [&paths[0], &paths[2]]
+            .iter()
+            .map(|p| p.parent().expect("root").display().to_string())
+            .collect();
+        assert_eq!(roots, expected);
+        let root_c = paths[2].parent().expect("root");
+        assert!(projects.config_of(root_c).is_some());
+        assert!(
+            projects
+                .config_of(paths[1].parent().expect("root"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn locate_finds_the_nearest_file_or_says_what_is_wrong_with_dash_f() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        write(&root.join(".rush"), VALID);
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        let projects = Projects::default();
+        assert_eq!(
+            projects.locate(&root.join("a/b"), None).expect("found"),
+            root.join(".rush")
+        );
+        let err = projects
+            .locate(&root, Some("nope.rush"))
+            .expect_err("missing");
+        assert_eq!(
+            err.message,
+            format!(
+                "the file `{}` given with `-f` does not exist",
+                root.join("nope.rush").display()
+            )
+        );
+        let err = projects.locate(&root, Some("a")).expect_err("a directory");
+        assert_eq!(
+            err.message,
+            format!(
+                "`{}` given with `-f` is a directory, not a regular file",
+                root.join("a").display()
+            )
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("name the file inside it, e.g. `-f a/.rush`")
+        );
+        let empty = tempfile::tempdir().expect("create temp dir");
+        if crate::config::discover::discover(empty.path()).is_none() {
+            let err = projects.locate(empty.path(), None).expect_err("no file");
+            assert!(
+                err.message.starts_with("no `.rush` file in `"),
+                "{}",
+                err.message
+            );
+            assert_eq!(
+                err.hint.as_deref(),
+                Some("create a `.rush` file, or name one with `-f FILE`")
+            );
+        }
     }
 }

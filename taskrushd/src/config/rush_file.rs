@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::config::config_error::{ConfigError, did_you_mean};
+use crate::config::config_error::{ConfigError, ConfigErrorKind, did_you_mean};
 
 /// A parsed and validated `.rush` file.
 #[derive(Clone, Debug)]
@@ -131,9 +131,9 @@ impl RushFile {
         self.tasks.get(name).ok_or_else(|| {
             let hint = did_you_mean(name, self.tasks.keys().map(String::as_str))
                 .unwrap_or_else(|| "`taskrush --list` shows the tasks".to_owned());
-            let mut e = ConfigError::new(&self.path, format!("unknown task `{name}`"));
-            e.unknown_task = true;
-            e.with_hint(Some(hint))
+            ConfigError::new(&self.path, format!("unknown task `{name}`"))
+                .of_kind(ConfigErrorKind::UnknownTask)
+                .with_hint(Some(hint))
         })
     }
 }
@@ -2938,6 +2938,7 @@ tasks:
             format!("{} | {} | {:?}", err.message, err.location(), err.hint),
             "unknown task `biuld` | /p/.rush | Some(\"did you mean `build`?\")"
         );
+        assert_eq!(err.kind, ConfigErrorKind::UnknownTask);
         let err = file.task("zzz").unwrap_err(); // no such task on purpose
         assert_eq!(
             err.hint.as_deref(),

@@ -248,31 +248,10 @@ pub(super) fn load(
 mod tests {
     use super::*;
 
-    fn dir_with(toml: &str) -> tempdir::Dir {
-        let d = tempdir::Dir::new();
-        std::fs::write(d.0.join(MANIFEST), toml).unwrap();
+    fn dir_with(toml: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(MANIFEST), toml).unwrap();
         d
-    }
-
-    /// A throwaway directory (no tempfile crate in the daemon).
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir()
-                    .join(format!("taskrushd-manifest-{}-{n}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&p);
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     const GOOD: &str = "name = \"x\"\nversion = \"1.2.0\"\nentry_point = [\"python3\", \"main.py\"]\ntaskrush_version = \">=0.3\"\n";
@@ -281,9 +260,9 @@ mod tests {
     #[track_caller]
     fn check(toml: &str, name: Option<&str>, req: Option<&str>, expected: &str) {
         let d = dir_with(toml);
-        let got = match load(&d.0, name, req) {
+        let got = match load(d.path(), name, req) {
             Ok(_) => "ok".to_owned(),
-            Err(e) => e.message.replace(&d.0.display().to_string(), "DIR"),
+            Err(e) => e.message.replace(&d.path().display().to_string(), "DIR"),
         };
         assert_eq!(got, expected);
     }

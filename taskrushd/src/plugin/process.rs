@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use serde_json::Value;
+use taskrush_protocol::jsonrpc::{self, Message, Request};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -237,8 +238,7 @@ impl PluginProcess {
         let (tx, rx) = oneshot::channel();
         self.shared.pending().insert(id, tx);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let msg =
-            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let msg = Request::new(id, method, params);
         let exchange = async {
             let mut line = serde_json::to_vec(&msg)
                 .map_err(|e| CallError::Protocol(format!("cannot encode `{method}`: {e}")))?;
@@ -428,29 +428,6 @@ pub(super) async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Incoming {
-    #[serde(default)]
-    jsonrpc: Option<String>,
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    params: Option<Value>,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error: Option<RpcError>,
-}
-
-#[derive(serde::Deserialize)]
-struct RpcError {
-    code: i32,
-    #[serde(default)]
-    message: String,
-}
-
 async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
     let mut buf = Vec::new();
     loop {
@@ -466,31 +443,30 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
         if text.is_empty() {
             continue;
         }
-        let msg: Incoming = match serde_json::from_slice(text) {
+        let mut msg: Message = match serde_json::from_slice(text) {
             Ok(m) => m,
             Err(_) => {
                 junk(&shared, &String::from_utf8_lossy(text));
                 continue;
             }
         };
-        if msg.jsonrpc.as_deref() != Some("2.0") {
+        if msg.jsonrpc.as_deref() != Some(jsonrpc::VERSION) {
             junk(&shared, &String::from_utf8_lossy(text));
             continue;
         }
-        match (msg.method, msg.id) {
+        match (msg.method.take(), msg.id.take()) {
             (Some(method), None) => notification(&shared, &method, msg.params),
             (Some(method), Some(id)) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
                 let _ = id; // answered by nothing: plugins may not call the host (yet)
             }
             (None, Some(id)) => {
-                let reply = match (msg.result, msg.error) {
-                    (_, Some(e)) => Err(CallError::Remote {
+                let reply = match msg.outcome() {
+                    Err(e) => Err(CallError::Remote {
                         code: e.code,
                         message: e.message,
                     }),
-                    (Some(v), None) => Ok(v),
-                    (None, None) => Ok(Value::Null),
+                    Ok(v) => Ok(v.unwrap_or(Value::Null)),
                 };
                 let waiter = id.as_u64().and_then(|id| shared.pending().remove(&id));
                 match waiter {
@@ -573,6 +549,7 @@ fn notification(shared: &Shared, method: &str, params: Option<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use taskrush_protocol::jsonrpc::Response;
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     /// A plugin over in-memory pipes; the test plays the plugin.
@@ -627,7 +604,11 @@ mod tests {
         let reply = |r: &Value, v: &str| {
             format!(
                 "{}\n",
-                serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "result": r["method"].as_str().unwrap().to_owned() + v})
+                serde_json::to_string(&Response::new(
+                    r["id"].as_u64().unwrap(),
+                    Ok(r["method"].as_str().unwrap().to_owned() + v)
+                ))
+                .unwrap()
             )
         };
         plugin_out

@@ -66,3 +66,111 @@ pub(crate) fn plan(file: &RushFile, targets: &[String]) -> Result<Plan, ConfigEr
     }
     Ok(Plan { tasks })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::config_error::ConfigErrorKind;
+    use crate::config::rush_file::parse;
+
+    /// A parsed file with `tasks`, each `(name, depends_on)`.
+    fn file(tasks: &[(&str, &[&str])]) -> RushFile {
+        let mut src = String::from("tasks:\n");
+        for (name, deps) in tasks {
+            src.push_str(&format!("  {name}:\n    cmd: echo {name}\n"));
+            if !deps.is_empty() {
+                src.push_str(&format!("    depends_on: [{}]\n", deps.join(", ")));
+            }
+        }
+        parse(Path::new("/p/.rush"), &src).expect("a valid file")
+    }
+
+    fn targets(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The plan as `name<-dep,dep` strings, dependencies by name.
+    fn shown(plan: &Plan) -> Vec<String> {
+        plan.tasks
+            .iter()
+            .map(|t| {
+                let deps: Vec<&str> = t
+                    .deps
+                    .iter()
+                    .map(|&i| plan.tasks[i].name.as_str())
+                    .collect();
+                format!("{}<-{}", t.name, deps.join(","))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dependencies_come_first_in_declared_order_depth_first() {
+        let f = file(&[
+            ("build", &["gen", "lint"]),
+            ("gen", &["fetch"]),
+            ("lint", &[]),
+            ("fetch", &[]),
+        ]);
+        let plan = plan(&f, &targets(&["build"])).expect("a plan");
+        assert_eq!(
+            shown(&plan),
+            ["fetch<-", "gen<-fetch", "lint<-", "build<-gen,lint"]
+        );
+    }
+
+    #[test]
+    fn a_shared_dependency_is_planned_once() {
+        let f = file(&[("a", &["c"]), ("b", &["c"]), ("c", &[])]);
+        let plan = plan(&f, &targets(&["a", "b"])).expect("a plan");
+        assert_eq!(shown(&plan), ["c<-", "a<-c", "b<-c"]);
+    }
+
+    #[test]
+    fn targets_keep_their_order_and_each_is_planned_once() {
+        let f = file(&[("a", &[]), ("b", &["a"]), ("c", &[])]);
+        let plan = plan(&f, &targets(&["c", "b", "a", "c"])).expect("a plan");
+        assert_eq!(plan.names(), ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn an_unknown_target_is_an_unknown_task_error() {
+        let f = file(&[("build", &[])]);
+        let err = plan(&f, &targets(&["biuld"])).expect_err("no such task");
+        assert_eq!(err.kind, ConfigErrorKind::UnknownTask);
+        assert_eq!(err.message, "unknown task `biuld`");
+    }
+
+    #[test]
+    fn a_cycle_that_slipped_past_the_checker_is_skipped_not_looped_on() {
+        // The parser refuses cycles; make one behind its back.
+        let mut f = file(&[("a", &["b"]), ("b", &[])]);
+        f.tasks.get_mut("b").expect("b").depends_on.push("a".into());
+        let plan = plan(&f, &targets(&["a"])).expect("a plan");
+        assert_eq!(shown(&plan), ["b<-", "a<-b"]);
+    }
+
+    #[test]
+    fn a_long_chain_is_planned_without_recursion() {
+        let mut f = file(&[("t0", &[])]);
+        let template = f.tasks["t0"].clone();
+        let n = 10_000;
+        for i in 1..n {
+            let mut t = template.clone();
+            t.name = format!("t{i}");
+            t.depends_on = vec![format!("t{}", i - 1)];
+            f.tasks.insert(t.name.clone(), t);
+        }
+        let plan = plan(&f, &targets(&[&format!("t{}", n - 1)])).expect("a plan");
+        assert_eq!(plan.tasks.len(), n);
+        assert!(
+            plan.tasks
+                .iter()
+                .enumerate()
+                .all(|(i, t)| t.name == format!("t{i}")
+                    && t.deps == (i > 0).then(|| i - 1).into_iter().collect::<Vec<_>>())
+        );
+    }
+}

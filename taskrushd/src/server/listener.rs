@@ -1,6 +1,6 @@
 //! Binding the daemon's socket safely.
 //!
-//! The recipe (see `notes/dependencies.md`): make sure the directory is
+//! The recipe: make sure the directory is
 //! ours and private, take an OS lock on a file beside the socket for the
 //! daemon's whole life, and only then replace whatever socket file is
 //! there. Holding the lock proves no live daemon serves that socket, so a

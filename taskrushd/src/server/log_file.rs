@@ -118,8 +118,8 @@ mod tests {
 
     #[test]
     fn a_full_log_is_rotated_and_only_two_old_ones_are_kept() {
-        let dir = std::env::temp_dir().join(format!("tr-log-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        let dir = tmp.path().join("log");
         let path = dir.join("taskrushd.log");
         let mut log = RotatingLog::with_limit(&path, 100).expect("open the log");
         for i in 0..50 {
@@ -134,6 +134,5 @@ mod tests {
         assert!(last.ends_with("line 49 of the log\n"), "{last}");
         let mode = std::fs::metadata(&path).expect("stat").mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
