@@ -791,13 +791,13 @@ mod tests {
 
     #[test]
     fn loaded_projects_weigh_what_their_aliases_expand_to() {
-        let tmp = TempDir::new("aliases");
+        let tmp = tempfile::tempdir().expect("create temp dir");
         let projects = Projects::new(MAX_PROJECTS);
         // 2 MiB of text, repeated twice more by aliases: 6 MiB each.
         let paths: Vec<PathBuf> = ["a", "b", "c"]
             .iter()
             .map(|name| {
-                let path = tmp.0.join(name).join(".rush");
+                let path = tmp.path().join(name).join(".rush");
                 std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
                 let text = "x".repeat(2 << 20);
                 std::fs::write(
