@@ -14,7 +14,7 @@ mod args;
 mod client;
 mod daemon_cmd;
 mod error;
-mod events;
+mod events_cmd;
 mod list;
 mod plugin_cmd;
 mod render;
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             other => other,
         },
         Command::Daemon { action } => daemon_cmd::daemon(action),
-        Command::Events { json } => events::events(json),
+        Command::Events { json } => events_cmd::events(json),
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)

@@ -9,6 +9,7 @@
 mod api;
 mod cache;
 mod config;
+mod event_bus;
 mod human;
 mod memory;
 mod plugin;

@@ -23,10 +23,10 @@ use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::{OnChange, RunEvent, RunRequest};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::events::Events;
 use crate::cache::up_to_date::UpToDate;
 use crate::config::config_error::{ConfigError, ConfigErrorKind};
 use crate::config::projects::{Change, Loaded, Projects};
+use crate::event_bus::Events;
 use crate::plugin::{Phase, PluginFailure, PluginHost, RunPlugins};
 use crate::run::planner::{self, Plan};
 use crate::run::runner::{self, Cancel, RunSpec};

@@ -2,8 +2,8 @@
 //!
 //! Owns the `Daemon` (projects, runs, plugins, watcher, events), the
 //! handlers of every protocol method, run and `--watch` sessions, and the
-//! mapping of internal types to wire types; `events` is the daemon's
-//! global event stream.
+//! mapping of internal types to wire types. The daemon's event stream, which
+//! other rooms publish into, is `crate::event_bus`.
 //!
 //! Architecture invariants:
 //! - This is the only room that builds wire types from internal ones.
@@ -11,4 +11,3 @@
 //!   the daemon.
 
 pub(crate) mod daemon;
-pub(crate) mod events;

@@ -11,8 +11,8 @@ use taskrush_protocol::daemon::PluginStatus;
 use super::failure::{PluginFailure, not_declared};
 use super::manifest::Installed;
 use super::slot::Slot;
-use crate::api::events::Events;
 use crate::config::rush_file::RushFile;
+use crate::event_bus::Events;
 use crate::watch::{Key, Watcher};
 
 /// Every plugin process of the daemon.

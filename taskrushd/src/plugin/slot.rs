@@ -17,8 +17,8 @@ use super::manifest::{self, Installed};
 use super::permissions::widened;
 use super::process::{CallError, PluginProcess};
 use super::stderr::StderrLog;
-use crate::api::events::Events;
 use crate::config::rush_file::PluginSpec;
+use crate::event_bus::Events;
 use crate::human;
 
 /// stderr lines quoted in error messages.

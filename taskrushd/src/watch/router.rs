@@ -188,7 +188,7 @@ mod tests {
     use notify::event::{AccessKind, AccessMode, DataChange, Flag, ModifyKind};
 
     use super::*;
-    use crate::api::events::Events;
+    use crate::event_bus::Events;
     use crate::watch::inputs::Inputs;
     use crate::watch::trees::Tree;
 

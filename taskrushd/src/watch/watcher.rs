@@ -12,7 +12,7 @@ use super::inputs::{Cookies, input_budget};
 use super::native::Applied;
 use super::router::route;
 use super::routes::{Key, Routes};
-use crate::api::events::Events;
+use crate::event_bus::Events;
 
 /// Raw events queued between notify's thread and the router.
 const RAW_QUEUE: usize = 4096;
