@@ -341,6 +341,12 @@ async fn run_task(
                 };
             }
             let claim = match up_to_date.inflight.claim(&root, &name) {
+                // The instance that held the task may have stored this
+                // very key and ended between the load above and the claim:
+                // check again rather than run it twice.
+                Claimed::Mine(_) if !spec.force && store.load(&name).as_ref() == Some(&k) => {
+                    continue;
+                }
                 Claimed::Mine(claim) => claim,
                 Claimed::Running(ended) => {
                     // Another run is running this task: wait for it, then
