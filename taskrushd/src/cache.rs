@@ -291,6 +291,18 @@ pub fn fingerprint_until(
             }
         }
     }
+    // Directories reached again through a link, not walked again: the
+    // files below them are inputs under those paths too. (Absent when
+    // there are none, so other keys are as before.)
+    let aliases = inputs.aliases();
+    if !aliases.is_empty() {
+        key.bytes(b"aliases");
+        key.count(aliases.len());
+        for alias in aliases {
+            key.bytes(alias.path.as_os_str().as_encoded_bytes());
+            key.bytes(alias.first.as_os_str().as_encoded_bytes());
+        }
+    }
     Ok(Fingerprint {
         key: CacheKey(*key.0.finalize().as_bytes()),
         input_files: inputs.len(),
