@@ -553,3 +553,29 @@ fn a_cache_that_cannot_be_written_is_said_once_per_run_with_its_path() {
     again.success();
     assert!(!again.stderr().contains("up to date"), "{}", again.stderr());
 }
+
+#[test]
+fn an_entry_that_cannot_be_cleared_keeps_the_task_from_running_instead_of_going_stale() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Scenario::new()
+        .rush("tasks:\n  gen:\n    cmd: cat in.txt > out.txt\n    cache_files: [in.txt]\n")
+        .file("in.txt", "v1\n");
+    t.run(&["gen"]).success();
+    let cache = t.project().join(".rush-cache");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(cache.join("probe"), "").is_ok() {
+        // Running as root: permissions are not enforced.
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        return;
+    }
+    t.write("in.txt", "v2\n");
+    t.run(&["gen"])
+        .expect_code(1)
+        .expect_stderr_containing("the task did not run")
+        .expect_stderr_containing("hint: fix the permissions of `");
+    // Back to the inputs the entry was stored for: up to date, and true.
+    t.write("in.txt", "v1\n");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("out.txt"), "v1\n", "never stale");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
