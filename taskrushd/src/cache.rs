@@ -255,12 +255,16 @@ pub fn fingerprint_until(
         return Err(CacheError::Stopped);
     }
     if guard.over_budget() {
+        let unit = match limits.bytes {
+            b if b >= 1 << 30 => format!(" ({} GiB)", b >> 30),
+            b if b >= 1 << 20 => format!(" ({} MiB)", b >> 20),
+            _ => String::new(),
+        };
         return Err(CacheError::Limit(format!(
-            "the files `cache_files` match are more than {} bytes ({} GiB) in all, the limit \
+            "the files `cache_files` match are more than {} bytes{unit} in all, the limit \
              for one task\nhint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_BYTES in the \
              daemon's environment",
             limits.bytes,
-            limits.bytes >> 30
         )));
     }
     let mut linked = false;

@@ -253,3 +253,22 @@ fn a_symlink_diamond_under_patterns_that_need_every_path_fails_naming_the_bound(
              patterns further down, read each directory once\n",
         );
 }
+
+#[test]
+fn a_pseudo_file_that_reads_more_than_its_size_counts_against_the_byte_bound() {
+    // `/proc/self/pagemap` says it is empty and reads hundreds of GiB; a
+    // link to it can come with a repository.
+    let t = Scenario::new()
+        .env("TASKRUSH_MAX_INPUT_BYTES", &(64u64 << 20).to_string())
+        .rush("tasks:\n  gen:\n    cmd: echo ran\n    cache_files: [\"data/**\"]\n");
+    std::fs::create_dir(t.project().join("data")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/pagemap", t.project().join("data/pm")).unwrap();
+    let mut c = t.command(&["gen"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    t.finish(c.spawn().unwrap(), Duration::from_secs(30))
+        .expect_code(1)
+        .expect_stderr_starting(
+            "error: task `gen` failed: cannot check the cache: the files `cache_files` match \
+             are more than 67108864 bytes (64 MiB) in all, the limit for one task\n",
+        );
+}
