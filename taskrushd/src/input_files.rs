@@ -18,12 +18,16 @@
 //! Never inputs: anything under a `.git` or `.rush-cache` directory, and
 //! directories, FIFOs, sockets and devices. Symlinks are followed, to files
 //! and into directories, with loops detected and skipped; a dangling symlink
-//! matched by a glob is an input that is absent. Each directory (device,
-//! inode) is read once per walked prefix: reached again through another
-//! symlink, it is skipped (a "diamond" of symlinks would otherwise be
-//! walked an exponential number of times). Entries are walked in name
+//! matched by a glob is an input that is absent. When the patterns match a
+//! file below a directory whatever the path to it (`src/**`, `src/**/*.rs`,
+//! no other pattern starting further down: [`Shape::allows_once`]), each
+//! directory (device, inode) is read once per walked prefix: reached again
+//! through another symlink, it is recorded as an [`Alias`] (part of the
+//! cache key) and not walked again (a "diamond" of symlinks would otherwise
+//! be walked an exponential number of times). Entries are walked in name
 //! order, so the path a directory is read under is always the same: the
-//! first in that order; its files are inputs when they match under it.
+//! first in that order. Other patterns read a directory under every path
+//! to it, at most [`MAX_READ_AGAIN`] times again.
 //!
 //! Bounded ([`InputLimits`]): past a bound the expansion fails with an
 //! error naming it; the list is never cut short, which would make the
@@ -443,10 +447,14 @@ pub fn expand_until(
 
     for pattern in patterns {
         let parsed = parse(pattern)?;
-        shapes.push(Shape {
-            prefix: parsed.prefix.clone(),
-            anywhere: matches_anywhere_below(&parsed),
-        });
+        // A literal naming a file is an input by its path alone; one naming
+        // a directory is added below, once known.
+        if parsed.negated || parsed.depth != Some(0) {
+            shapes.push(Shape {
+                prefix: parsed.prefix.clone(),
+                anywhere: matches_anywhere_below(&parsed),
+            });
+        }
         if parsed.negated {
             excludes.add(compile(pattern, &parsed.normalized)?);
             if parsed.depth == Some(0) {
@@ -464,6 +472,10 @@ pub fn expand_until(
             match fs::metadata(&abs) {
                 Ok(meta) if meta.is_dir() => {
                     // A directory names everything below it.
+                    shapes.push(Shape {
+                        prefix: parsed.prefix.clone(),
+                        anywhere: true,
+                    });
                     let all = format!("{}/**", parsed.normalized);
                     globs.add(compile(pattern, &all)?);
                     walks.push(Walk {
@@ -1048,6 +1060,45 @@ mod tests {
             rels(&dir.0, &["src/**/*.rs"]),
             ["src/b.rs", "src/c.rs", "src/dangling.rs", "src/linked/a.rs",]
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_is_read_once_only_where_its_files_match_under_every_path() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::with(&["src/real/a.rs", "src/real/b.txt", "Cargo.toml"]);
+        symlink("real", dir.0.join("src/zlink")).expect("symlink");
+        let expand = |patterns: &[&str]| {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            expand(&dir.0, &patterns).expect("expand")
+        };
+        let alias = vec![Alias {
+            path: "src/zlink".into(),
+            first: "src/real".into(),
+        }];
+        for once in [
+            &["src/**"][..],
+            &["src/**/*.rs"],
+            &["src"],
+            &["**/*.rs", "Cargo.toml"],
+            &["src/**", "!src/**/*.txt"],
+        ] {
+            assert_eq!(expand(once).aliases(), alias, "{once:?}");
+        }
+        for every_path in [
+            &["*/zlink/*.rs"][..],
+            &["src/**", "!src/real"],
+            &["**/*.rs", "src/real"],
+            &["src/**", "src/zlink/*.txt"],
+        ] {
+            let found = expand(every_path);
+            assert!(found.aliases().is_empty(), "{every_path:?}");
+        }
+        let linked: Vec<String> = expand(&["*/zlink/*.rs"])
+            .iter()
+            .map(|f| f.rel.display().to_string())
+            .collect();
+        assert_eq!(linked, ["src/zlink/a.rs"]);
     }
 
     #[cfg(unix)]
