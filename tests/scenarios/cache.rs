@@ -579,3 +579,66 @@ fn an_entry_that_cannot_be_cleared_keeps_the_task_from_running_instead_of_going_
     assert_eq!(t.read("out.txt"), "v1\n", "never stale");
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn when_the_running_instance_is_cancelled_one_waiter_runs_the_task_and_the_others_report_it_cached()
+{
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    let others: Vec<_> = (0..3)
+        .map(|i| start_gen(&t, &format!("other{i}")))
+        .collect();
+    wait_for_waiters(&t, 3);
+    taskrush_tests::signal(first.id(), rustix::process::Signal::INT);
+    t.finish(first, std::time::Duration::from_secs(30))
+        .expect_code(130);
+    // One waiter takes the task over; the others wait for it in turn.
+    assert!(
+        taskrush_tests::wait_until(std::time::Duration::from_secs(20), || {
+            t.read("runs.log").lines().count() == 2
+        }),
+        "runs: {:?}",
+        t.read("runs.log")
+    );
+    t.write("go", "");
+    t.write("go2", "");
+    let mut cached = 0;
+    for other in others {
+        let out = t.finish(other, std::time::Duration::from_secs(30));
+        out.success();
+        cached += usize::from(out.stderr().contains("`gen` is up to date"));
+    }
+    assert_eq!(cached, 2);
+    assert_eq!(
+        t.read("runs.log").lines().count(),
+        2,
+        "{}",
+        t.read("runs.log")
+    );
+    assert_eq!(t.read("out.txt"), "v1\n");
+}
+
+#[test]
+fn a_waiting_run_whose_client_leaves_holds_nothing_back() {
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    let mut waiter = start_gen(&t, "waiter");
+    wait_for_waiters(&t, 1);
+    waiter.kill().unwrap();
+    waiter.wait().unwrap();
+    t.write("go", "");
+    t.write("go2", "");
+    t.finish(first, std::time::Duration::from_secs(30))
+        .success();
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    t.write("in.txt", "v2\n");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("runs.log"), "first\n\n");
+    assert_eq!(t.read("out.txt"), "v2\n");
+}
