@@ -553,3 +553,92 @@ fn a_cache_that_cannot_be_written_is_said_once_per_run_with_its_path() {
     again.success();
     assert!(!again.stderr().contains("up to date"), "{}", again.stderr());
 }
+
+#[test]
+fn an_entry_that_cannot_be_cleared_keeps_the_task_from_running_instead_of_going_stale() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Scenario::new()
+        .rush("tasks:\n  gen:\n    cmd: cat in.txt > out.txt\n    cache_files: [in.txt]\n")
+        .file("in.txt", "v1\n");
+    t.run(&["gen"]).success();
+    let cache = t.project().join(".rush-cache");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(cache.join("probe"), "").is_ok() {
+        // Running as root: permissions are not enforced.
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        return;
+    }
+    t.write("in.txt", "v2\n");
+    t.run(&["gen"])
+        .expect_code(1)
+        .expect_stderr_containing("the task did not run")
+        .expect_stderr_containing("hint: fix the permissions of `");
+    // Back to the inputs the entry was stored for: up to date, and true.
+    t.write("in.txt", "v1\n");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("out.txt"), "v1\n", "never stale");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn when_the_running_instance_is_cancelled_one_waiter_runs_the_task_and_the_others_report_it_cached()
+{
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    let others: Vec<_> = (0..3)
+        .map(|i| start_gen(&t, &format!("other{i}")))
+        .collect();
+    wait_for_waiters(&t, 3);
+    taskrush_tests::signal(first.id(), rustix::process::Signal::INT);
+    t.finish(first, std::time::Duration::from_secs(30))
+        .expect_code(130);
+    // One waiter takes the task over; the others wait for it in turn.
+    assert!(
+        taskrush_tests::wait_until(std::time::Duration::from_secs(20), || {
+            t.read("runs.log").lines().count() == 2
+        }),
+        "runs: {:?}",
+        t.read("runs.log")
+    );
+    t.write("go", "");
+    t.write("go2", "");
+    let mut cached = 0;
+    for other in others {
+        let out = t.finish(other, std::time::Duration::from_secs(30));
+        out.success();
+        cached += usize::from(out.stderr().contains("`gen` is up to date"));
+    }
+    assert_eq!(cached, 2);
+    assert_eq!(
+        t.read("runs.log").lines().count(),
+        2,
+        "{}",
+        t.read("runs.log")
+    );
+    assert_eq!(t.read("out.txt"), "v1\n");
+}
+
+#[test]
+fn a_waiting_run_whose_client_leaves_holds_nothing_back() {
+    let t = Scenario::new().rush(GATED).file("in.txt", "v1\n");
+    t.start_daemon(&[]);
+    let first = start_gen(&t, "first");
+    wait_for_file(&t, "started-first");
+    let mut waiter = start_gen(&t, "waiter");
+    wait_for_waiters(&t, 1);
+    waiter.kill().unwrap();
+    waiter.wait().unwrap();
+    t.write("go", "");
+    t.write("go2", "");
+    t.finish(first, std::time::Duration::from_secs(30))
+        .success();
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    t.write("in.txt", "v2\n");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("runs.log"), "first\n\n");
+    assert_eq!(t.read("out.txt"), "v2\n");
+}

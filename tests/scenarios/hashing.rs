@@ -172,3 +172,103 @@ fn a_symlink_diamond_is_walked_once_per_directory() {
     t.run(&["gen"]).success();
     assert_eq!(t.read("runs.log"), "ran\nran\n");
 }
+
+#[test]
+fn a_file_matched_only_through_a_second_link_to_its_directory_is_an_input() {
+    // `a/other` is read first (name order) and matches nothing there;
+    // `b/gen` is the same directory, and there `*/gen/*.txt` matches.
+    let t = Scenario::new()
+        .rush(
+            "tasks:\n  gen:\n    cmd: echo ran >> runs.log; cat b/gen/*.txt > out.txt\n    \
+             cache_files: [\"*/gen/*.txt\"]\n",
+        )
+        .file("a/other/x.txt", "v1\n");
+    std::fs::create_dir(t.project().join("b")).unwrap();
+    std::os::unix::fs::symlink("../a/other", t.project().join("b/gen")).unwrap();
+    t.run(&["gen"]).success();
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    t.write("a/other/x.txt", "v2\n");
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("out.txt"), "v2\n", "never stale");
+    assert_eq!(t.read("runs.log"), "ran\nran\n");
+}
+
+#[test]
+fn removing_or_adding_a_second_link_to_an_input_directory_reruns_the_task() {
+    // The task sees `src/real/x.txt` and `src/zlink/x.txt` (read second).
+    let t = Scenario::new()
+        .rush(
+            "tasks:\n  gen:\n    cmd: echo ran >> runs.log; find -L src -name '*.txt' | sort > \
+             list.txt\n    cache_files: [\"src/**\"]\n",
+        )
+        .file("src/real/x.txt", "x\n");
+    let link = t.project().join("src/zlink");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("list.txt"), "src/real/x.txt\nsrc/zlink/x.txt\n");
+    t.run(&["gen"])
+        .success()
+        .expect_stderr("taskrush: `gen` is up to date\n");
+    std::fs::remove_file(&link).unwrap();
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("list.txt"), "src/real/x.txt\n", "never stale");
+    std::os::unix::fs::symlink("real", t.project().join("src/zz")).unwrap();
+    t.run(&["gen"]).success();
+    assert_eq!(t.read("list.txt"), "src/real/x.txt\nsrc/zz/x.txt\n");
+    assert_eq!(t.read("runs.log"), "ran\nran\nran\n");
+}
+
+#[test]
+fn a_symlink_diamond_under_patterns_that_need_every_path_fails_naming_the_bound() {
+    // `!l0/x/y` matches under some paths to a directory only: each path is
+    // walked, and the diamond's 2^24 paths pass the bound.
+    let t = with_address_space_limit(Scenario::new()).rush(
+        "tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    \
+         cache_files: [\"l0/**\", \"!l0/x/y\"]\n",
+    );
+    for level in 0..=24 {
+        std::fs::create_dir_all(t.project().join(format!("l{level}"))).unwrap();
+    }
+    for level in 0..24 {
+        for name in ["x", "y"] {
+            std::os::unix::fs::symlink(
+                format!("../l{}", level + 1),
+                t.project().join(format!("l{level}/{name}")),
+            )
+            .unwrap();
+        }
+    }
+    let mut c = t.command(&["gen"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    t.finish(c.spawn().unwrap(), Duration::from_secs(60))
+        .expect_code(1)
+        .expect_stderr_starting(
+            "error: task `gen` failed: cannot check the cache: `cache_files` read directories \
+             below `l0` more than 10000 times again through other symbolic links (at `l0/",
+        )
+        .expect_stderr_containing(
+            "hint: patterns like `l0/**` or `l0/**/*.ext`, without `!` patterns or other \
+             patterns further down, read each directory once\n",
+        );
+}
+
+#[test]
+fn a_pseudo_file_that_reads_more_than_its_size_counts_against_the_byte_bound() {
+    // `/proc/self/pagemap` says it is empty and reads hundreds of GiB; a
+    // link to it can come with a repository.
+    let t = Scenario::new()
+        .env("TASKRUSH_MAX_INPUT_BYTES", &(64u64 << 20).to_string())
+        .rush("tasks:\n  gen:\n    cmd: echo ran\n    cache_files: [\"data/**\"]\n");
+    std::fs::create_dir(t.project().join("data")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/pagemap", t.project().join("data/pm")).unwrap();
+    let mut c = t.command(&["gen"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    t.finish(c.spawn().unwrap(), Duration::from_secs(30))
+        .expect_code(1)
+        .expect_stderr_starting(
+            "error: task `gen` failed: cannot check the cache: the files `cache_files` match \
+             are more than 67108864 bytes (64 MiB) in all, the limit for one task\n",
+        );
+}

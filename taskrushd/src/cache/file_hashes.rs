@@ -421,7 +421,7 @@ impl FileHashes {
         // Taken before the content is read: every write we might miss
         // happens after this instant.
         let started = SystemTime::now();
-        let (stamp, hash) = match read_and_hash(abs_path, stop) {
+        let (stamp, hash) = match read_and_hash(abs_path, stamp.len, guard) {
             Ok(found) => found,
             Err(err) => {
                 self.forget(abs_path);
@@ -490,11 +490,22 @@ impl FileHashes {
 
 /// Opens, checks and hashes the file; the stamp comes from the open file
 /// (`fstat`), so it describes the file that was actually read.
-fn read_and_hash(abs_path: &Path, stop: &StopFlag) -> io::Result<(Stamp, [u8; 32])> {
+///
+/// `charged` bytes were charged to the guard's budget for it (its size);
+/// what it gives beyond that (a file growing while it is read, a
+/// pseudo-file such as `/proc/self/pagemap` that says it is empty and
+/// reads hundreds of GiB) is charged as it is read.
+fn read_and_hash(
+    abs_path: &Path,
+    charged: u64,
+    guard: &HashGuard,
+) -> io::Result<(Stamp, [u8; 32])> {
     use std::io::Read;
+    let stop = &guard.stop;
     let mut file = open_for_hashing(abs_path)?;
     let (stamp, kind) = sys::stat_open(&file)?;
     check_regular(kind)?;
+    let mut unpaid = charged;
     let mut hasher = blake3::Hasher::new();
     // Streams through a 64 KiB buffer (as blake3's `update_reader` does):
     // memory stays flat for files of any size, and `stop` is looked at
@@ -508,6 +519,11 @@ fn read_and_hash(abs_path: &Path, stop: &StopFlag) -> io::Result<(Stamp, [u8; 32
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        let n64 = n as u64;
+        if n64 > unpaid {
+            guard.charge(n64 - unpaid)?;
+        }
+        unpaid = unpaid.saturating_sub(n64);
         hasher.update(&buf[..n]);
         chunks = chunks.wrapping_add(1);
         if chunks.is_multiple_of(16) && stop.is_stopped() {

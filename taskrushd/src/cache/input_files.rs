@@ -18,18 +18,24 @@
 //! Never inputs: anything under a `.git` or `.rush-cache` directory, and
 //! directories, FIFOs, sockets and devices. Symlinks are followed, to files
 //! and into directories, with loops detected and skipped; a dangling symlink
-//! matched by a glob is an input that is absent. Each directory (device,
-//! inode) is read once per walked prefix: reached again through another
-//! symlink, it is skipped (a "diamond" of symlinks would otherwise be
-//! walked an exponential number of times). Entries are walked in name
+//! matched by a glob is an input that is absent. When the patterns match a
+//! file below a directory whatever the path to it (`src/**`, `src/**/*.rs`,
+//! no other pattern starting further down: [`Shape::allows_once`]), each
+//! directory (device, inode) is read once per walked prefix: reached again
+//! through another symlink, it is recorded as an [`Alias`] (part of the
+//! cache key) and not walked again (a "diamond" of symlinks would otherwise
+//! be walked an exponential number of times). Entries are walked in name
 //! order, so the path a directory is read under is always the same: the
-//! first in that order; its files are inputs when they match under it.
+//! first in that order. Other patterns read a directory under every path
+//! to it, at most [`MAX_READ_AGAIN`] times again.
 //!
 //! Bounded ([`InputLimits`]): past a bound the expansion fails with an
 //! error naming it; the list is never cut short, which would make the
 //! cache key stale.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -107,6 +113,19 @@ pub(crate) struct InputFiles {
     /// this list or to these files' contents; `None` when no set of
     /// watched directories can (see [`InputFiles::watch_dirs`]).
     watch: Option<Vec<WatchDir>>,
+    /// Directories not walked because the walk had read them already
+    /// under another path (see [`InputFiles::aliases`]).
+    aliases: Vec<Alias>,
+}
+
+/// A directory reached again through another path (a symbolic link), and
+/// not walked again: `path` (relative to the root) is the same directory
+/// as `first`, the path it was read under (or, for a link back up the
+/// tree, the ancestor it leads to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Alias {
+    pub(crate) path: PathBuf,
+    pub(crate) first: PathBuf,
 }
 
 /// A directory to watch, and which one it was when the inputs were listed.
@@ -168,6 +187,14 @@ impl InputFiles {
     /// or a directory on another device than the root (a mount).
     pub(crate) fn watch_dirs(&self) -> Option<&[WatchDir]> {
         self.watch.as_deref()
+    }
+
+    /// The directories reached again through another path and not walked
+    /// again, sorted by path: part of the cache key, since the files below
+    /// them are inputs under their paths too (adding, removing or
+    /// retargeting such a link changes what the task sees).
+    pub(crate) fn aliases(&self) -> &[Alias] {
+        &self.aliases
     }
 
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = InputFile<'_>> {
@@ -413,9 +440,21 @@ pub(crate) fn expand_until(
     let mut any_exclude = false;
     let mut walks: Vec<Walk<'_>> = Vec::new();
     let mut watch = WatchDirs::new(root);
+    // Every glob's literal prefix, and whether what follows it matches a
+    // path below that prefix whatever the directories between (`**`,
+    // `**/*.rs`): then a directory's files match under every path to it.
+    let mut shapes: Vec<Shape<'_>> = Vec::new();
 
     for pattern in patterns {
         let parsed = parse(pattern)?;
+        // A literal naming a file is an input by its path alone; one naming
+        // a directory is added below, once known.
+        if parsed.negated || parsed.depth != Some(0) {
+            shapes.push(Shape {
+                prefix: parsed.prefix.clone(),
+                anywhere: matches_anywhere_below(&parsed),
+            });
+        }
         if parsed.negated {
             excludes.add(compile(pattern, &parsed.normalized)?);
             if parsed.depth == Some(0) {
@@ -433,6 +472,10 @@ pub(crate) fn expand_until(
             match fs::metadata(&abs) {
                 Ok(meta) if meta.is_dir() => {
                     // A directory names everything below it.
+                    shapes.push(Shape {
+                        prefix: parsed.prefix.clone(),
+                        anywhere: true,
+                    });
                     let all = format!("{}/**", parsed.normalized);
                     globs.add(compile(pattern, &all)?);
                     walks.push(Walk {
@@ -472,13 +515,27 @@ pub(crate) fn expand_until(
         })
     };
     let globs = build(globs)?;
+    let mut aliases: Vec<Alias> = Vec::new();
     for walk in merge_walks(walks) {
         let bounds = Bounds { limits, stop };
-        walk_one(root, &walk, &globs, &mut files, &mut watch, bounds)?;
+        let found = Found {
+            files: &mut files,
+            aliases: &mut aliases,
+            watch: &mut watch,
+        };
+        let once = walk.depth.is_none() && shapes.iter().all(|s| s.allows_once(&walk.prefix));
+        walk_one(root, &walk, &globs, once, found, bounds)?;
     }
-    if files.len() > limits.files {
+    if files.len() + aliases.len() > limits.files {
         return Err(too_many_files(limits));
     }
+    if !aliases.is_empty() {
+        // Symbolic links to directories: their targets may change
+        // anywhere.
+        watch.possible = false;
+    }
+    aliases.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    aliases.dedup();
 
     files.sort_unstable_by(|a, b| {
         a.as_os_str()
@@ -494,6 +551,7 @@ pub(crate) fn expand_until(
         root: root.to_path_buf(),
         files,
         watch: watch.finish(),
+        aliases,
     })
 }
 
@@ -640,6 +698,58 @@ fn merge_walks(mut walks: Vec<Walk<'_>>) -> Vec<Walk<'_>> {
     merged
 }
 
+/// A glob's literal prefix, and whether the rest matches anything below
+/// it (see [`matches_anywhere_below`]).
+struct Shape<'p> {
+    prefix: Vec<&'p str>,
+    anywhere: bool,
+}
+
+impl Shape<'_> {
+    /// Whether, as far as this pattern is concerned, the walk of the
+    /// directory `walk` may read each directory once: a file below it then
+    /// matches under one path to its directory iff under every other.
+    fn allows_once(&self, walk: &[&str]) -> bool {
+        if walk.starts_with(&self.prefix) {
+            self.anywhere
+        } else {
+            // A pattern starting below the walk's directory matches under
+            // some paths only; one beside it matches nothing in it.
+            !self.prefix.starts_with(walk)
+        }
+    }
+}
+
+/// Whether the pattern, below its literal prefix, matches a path whatever
+/// the directories between: nothing (a literal: the directory and all
+/// below it), `**`, or `**/NAME` with `NAME` one component.
+fn matches_anywhere_below(parsed: &Parsed<'_>) -> bool {
+    let rest: Vec<&str> = parsed
+        .normalized
+        .split('/')
+        .skip(parsed.prefix.len())
+        .collect();
+    match rest.as_slice() {
+        [] | ["**"] => true,
+        ["**", name] => !name.contains("**"),
+        _ => false,
+    }
+}
+
+/// How many times a walk that cannot read each directory once (see
+/// [`Shape::allows_once`]) may read directories again under other paths:
+/// a "diamond" of symbolic links would otherwise be walked an exponential
+/// number of times (about 3 s per 10,000 directories read on a loaded
+/// machine).
+const MAX_READ_AGAIN: usize = 10_000;
+
+/// What a walk adds to.
+struct Found<'a, 'r> {
+    files: &'a mut Vec<PathBuf>,
+    aliases: &'a mut Vec<Alias>,
+    watch: &'a mut WatchDirs<'r>,
+}
+
 /// The bounds of one expansion.
 struct Bounds<'a> {
     limits: &'a InputLimits,
@@ -655,19 +765,32 @@ fn too_many_files(limits: &InputLimits) -> InputError {
     ))
 }
 
+/// Walks one directory. With `once`, each directory (device, inode) is read
+/// once: reached again through another path, it is recorded as an
+/// [`Alias`] and not walked again (its files match under every path to it,
+/// see [`Shape::allows_once`]). Without, it is walked under every path,
+/// each counting towards the bound on files.
 fn walk_one(
     root: &Path,
     walk: &Walk<'_>,
     globs: &GlobSet,
-    files: &mut Vec<PathBuf>,
-    watch: &mut WatchDirs<'_>,
+    once: bool,
+    found: Found<'_, '_>,
     bounds: Bounds<'_>,
 ) -> Result<(), InputError> {
+    let Found {
+        files,
+        aliases,
+        watch,
+    } = found;
     let Bounds { limits, stop } = bounds;
     let dir = join_all(root, &walk.prefix);
     watch.existing_ancestor(&dir);
-    // (device, inode) of every directory read so far.
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    // (device, inode) of every directory read so far, and its first path.
+    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let skipped: RefCell<Vec<Alias>> = RefCell::new(Vec::new());
+    // Directories read again under another path (without `once`).
+    let read_again = std::cell::Cell::new(0usize);
     let mut walker = WalkDir::new(&dir).follow_links(true).sort_by_file_name();
     // One level past the bound, to see that it is passed.
     let max_depth = limits.depth.saturating_add(1);
@@ -679,7 +802,23 @@ fn walk_one(
         // Each directory once, however many symlinks lead to it.
         if e.file_type().is_dir() {
             return match e.metadata() {
-                Ok(meta) => seen.insert(dir_id(&meta)),
+                Ok(meta) => match seen.entry(dir_id(&meta)) {
+                    Entry::Vacant(v) => {
+                        v.insert(e.path().to_path_buf());
+                        true
+                    }
+                    Entry::Occupied(first) if once => {
+                        skipped.borrow_mut().push(Alias {
+                            path: relative(root, e.path()).to_path_buf(),
+                            first: relative(root, first.get()).to_path_buf(),
+                        });
+                        false
+                    }
+                    Entry::Occupied(_) => {
+                        read_again.set(read_again.get() + 1);
+                        true
+                    }
+                },
                 Err(_) => true, // reported by the walk itself
             };
         }
@@ -701,14 +840,37 @@ fn walk_one(
                 relative(root, e.path()).display()
             )));
         }
-        if files.len() > limits.files {
+        if files.len() + skipped.borrow().len() + aliases.len() > limits.files {
             return Err(too_many_files(limits));
+        }
+        if read_again.get() > MAX_READ_AGAIN {
+            let rel = relative(root, &dir).display().to_string();
+            let (below, glob) = if rel.is_empty() {
+                ("the project root".to_owned(), String::new())
+            } else {
+                (format!("`{rel}`"), format!("{rel}/"))
+            };
+            let at = entry
+                .as_ref()
+                .map_or(Path::new(""), |e| relative(root, e.path()));
+            return Err(InputError::Limit(format!(
+                "`cache_files` read directories below {below} more than {MAX_READ_AGAIN} \
+                 times again through other symbolic links (at `{}`), the limit for one task\n\
+                 hint: patterns like `{glob}**` or `{glob}**/*.ext`, without `!` patterns or \
+                 other patterns further down, read each directory once",
+                at.display(),
+            )));
         }
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
-                if err.loop_ancestor().is_some() {
-                    continue; // a symlink back up the tree: already walked
+                if let (Some(ancestor), Some(path)) = (err.loop_ancestor(), err.path()) {
+                    // A symlink back up the tree: already walked.
+                    skipped.borrow_mut().push(Alias {
+                        path: relative(root, path).to_path_buf(),
+                        first: relative(root, ancestor).to_path_buf(),
+                    });
+                    continue;
                 }
                 let absent = err.io_error().is_some_and(is_absent);
                 match err.path() {
@@ -753,6 +915,7 @@ fn walk_one(
             files.push(entry.into_path());
         }
     }
+    aliases.append(&mut skipped.borrow_mut());
     Ok(())
 }
 
@@ -897,6 +1060,45 @@ mod tests {
             rels(&dir.0, &["src/**/*.rs"]),
             ["src/b.rs", "src/c.rs", "src/dangling.rs", "src/linked/a.rs",]
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_is_read_once_only_where_its_files_match_under_every_path() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::with(&["src/real/a.rs", "src/real/b.txt", "Cargo.toml"]);
+        symlink("real", dir.0.join("src/zlink")).expect("symlink");
+        let expand = |patterns: &[&str]| {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            expand(&dir.0, &patterns).expect("expand")
+        };
+        let alias = vec![Alias {
+            path: "src/zlink".into(),
+            first: "src/real".into(),
+        }];
+        for once in [
+            &["src/**"][..],
+            &["src/**/*.rs"],
+            &["src"],
+            &["**/*.rs", "Cargo.toml"],
+            &["src/**", "!src/**/*.txt"],
+        ] {
+            assert_eq!(expand(once).aliases(), alias, "{once:?}");
+        }
+        for every_path in [
+            &["*/zlink/*.rs"][..],
+            &["src/**", "!src/real"],
+            &["**/*.rs", "src/real"],
+            &["src/**", "src/zlink/*.txt"],
+        ] {
+            let found = expand(every_path);
+            assert!(found.aliases().is_empty(), "{every_path:?}");
+        }
+        let linked: Vec<String> = expand(&["*/zlink/*.rs"])
+            .iter()
+            .map(|f| f.rel.display().to_string())
+            .collect();
+        assert_eq!(linked, ["src/zlink/a.rs"]);
     }
 
     #[cfg(unix)]

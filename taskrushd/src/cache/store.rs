@@ -260,12 +260,16 @@ pub(crate) fn fingerprint_until(
         return Err(CacheError::Stopped);
     }
     if guard.over_budget() {
+        let unit = match limits.bytes {
+            b if b >= 1 << 30 => format!(" ({} GiB)", b >> 30),
+            b if b >= 1 << 20 => format!(" ({} MiB)", b >> 20),
+            _ => String::new(),
+        };
         return Err(CacheError::Limit(format!(
-            "the files `cache_files` match are more than {} bytes ({} GiB) in all, the limit \
+            "the files `cache_files` match are more than {} bytes{unit} in all, the limit \
              for one task\nhint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_BYTES in the \
              daemon's environment",
             limits.bytes,
-            limits.bytes >> 30
         )));
     }
     let mut linked = false;
@@ -294,6 +298,18 @@ pub(crate) fn fingerprint_until(
             None => {
                 key.0.update(&[0]);
             }
+        }
+    }
+    // Directories reached again through a link, not walked again: the
+    // files below them are inputs under those paths too. (Absent when
+    // there are none, so other keys are as before.)
+    let aliases = inputs.aliases();
+    if !aliases.is_empty() {
+        key.bytes(b"aliases");
+        key.count(aliases.len());
+        for alias in aliases {
+            key.bytes(alias.path.as_os_str().as_encoded_bytes());
+            key.bytes(alias.first.as_os_str().as_encoded_bytes());
         }
     }
     Ok(Fingerprint {

@@ -341,6 +341,12 @@ async fn run_task(
                 };
             }
             let claim = match up_to_date.inflight.claim(&root, &name) {
+                // The instance that held the task may have stored this
+                // very key and ended between the load above and the claim:
+                // check again rather than run it twice.
+                Claimed::Mine(_) if !spec.force && store.load(&name).as_ref() == Some(&k) => {
+                    continue;
+                }
                 Claimed::Mine(claim) => claim,
                 Claimed::Running(ended) => {
                     // Another run is running this task: wait for it, then
@@ -365,6 +371,24 @@ async fn run_task(
             // one: forget it first, so a failure is never "up to date".
             if let Err(e) = store.invalidate(&name) {
                 tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
+                // An entry left in place would say "up to date" once the
+                // inputs are back to what it was stored for, whatever this
+                // run leaves behind: do not run.
+                if store.load(&name).is_some() {
+                    let path = store.entry_path(&name);
+                    return fail(
+                        events,
+                        &name,
+                        format!(
+                            "cannot clear the cache entry `{}`: {e}; the task did not run, \
+                             as the entry could later say it is up to date when it is not\n\
+                             hint: fix the permissions of `{}`, or delete it",
+                            path.display(),
+                            store.dir().display()
+                        ),
+                    )
+                    .await;
+                }
             }
             // The task runs: take the inputs' full fingerprint (`k` may be
             // the watcher's), to compare with the one after the run. Cheap
