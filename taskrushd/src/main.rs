@@ -18,7 +18,7 @@ mod run;
 mod server;
 mod watch;
 
-use api::daemon;
+use api::{Daemon, DaemonOptions};
 use process::spawn;
 use process::watchdog;
 use server::listener;
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = daemon::DaemonOptions {
+    let options = DaemonOptions {
         // Tests pretend to be another version to exercise replacement.
         version: std::env::var("TASKRUSH_TEST_DAEMON_VERSION")
             .unwrap_or_else(|_| taskrush_protocol::VERSION.to_owned()),
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
         };
         tracing::info!(pid = std::process::id(), version = taskrush_protocol::VERSION, socket = %paths.socket.display(), "listening");
         ready(args.notify_ready, "ready");
-        let daemon = daemon::Daemon::new(paths.clone(), options);
+        let daemon = Daemon::new(paths.clone(), options);
         let listener::Bound {
             listener,
             socket_id,
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
 /// daemon code, without a listening socket. Logs go to the usual log file
 /// when it can be opened. Ctrl-C is the client's business: it cancels
 /// its run through the protocol, so SIGINT is ignored here.
-fn serve_stdio(paths: DaemonPaths, options: daemon::DaemonOptions) -> ExitCode {
+fn serve_stdio(paths: DaemonPaths, options: DaemonOptions) -> ExitCode {
     let _ = init_logging(&paths, false);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -246,7 +246,7 @@ fn serve_stdio(paths: DaemonPaths, options: daemon::DaemonOptions) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let daemon = daemon::Daemon::new(paths, options);
+        let daemon = Daemon::new(paths, options);
         server::accept::serve_one(stream, daemon).await;
         ExitCode::SUCCESS
     })

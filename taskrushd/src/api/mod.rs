@@ -10,4 +10,11 @@
 //! - A request's failure is answered to that request; nothing here stops
 //!   the daemon.
 
-pub(crate) mod daemon;
+mod daemon;
+mod handlers;
+mod reload;
+mod sessions;
+mod to_proto;
+
+pub(crate) use daemon::{Daemon, DaemonOptions};
+pub(crate) use handlers::Api;

@@ -23,7 +23,7 @@ use jsonrpsee::Methods;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::paths::DaemonPaths;
 
-use crate::api::daemon::Daemon;
+use crate::api::{Api, Daemon};
 use crate::run::runner::Cancel;
 use crate::server::listener::{self, FileId};
 
@@ -55,7 +55,7 @@ pub(crate) async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
         paths,
         max_connections,
     } = socket;
-    let methods: Methods = crate::api::daemon::Api(daemon.clone()).into_rpc().into();
+    let methods: Methods = Api(daemon.clone()).into_rpc().into();
     let my_uid = rustix::process::geteuid().as_raw();
     let mut stopping = daemon.stopping.subscribe();
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
@@ -433,7 +433,7 @@ impl SocketWatch {
 /// Serve a single connection (`taskrushd --stdio`), then cancel what is
 /// left and return.
 pub(crate) async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
-    let methods: Methods = crate::api::daemon::Api(daemon.clone()).into_rpc().into();
+    let methods: Methods = Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
     crate::server::connection::serve(stream, methods).await;
     daemon.stopping.send_replace(true);

@@ -1,0 +1,149 @@
+//! The reload reactor: `.rush` files loaded for requests and re-checked
+//! when the watcher reports a change, and what changed published.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use jsonrpsee::types::ErrorObjectOwned;
+use taskrush_protocol::error;
+use taskrush_protocol::events::DaemonEvent;
+use tokio::sync::mpsc;
+
+use crate::config::projects::{Change, Loaded};
+use crate::watch::Key;
+
+use super::daemon::Daemon;
+use super::to_proto::{config_error, display};
+
+impl Daemon {
+    pub(super) async fn load(
+        &self,
+        cwd: &str,
+        file: Option<&str>,
+    ) -> Result<Loaded, ErrorObjectOwned> {
+        let cwd = Path::new(cwd);
+        if !cwd.is_absolute() {
+            return Err(ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                format!("`cwd` must be an absolute path, got `{}`", cwd.display()),
+                None::<()>,
+            ));
+        }
+        let path = self.projects.locate(cwd, file).map_err(config_error)?;
+        let loaded = self.load_path(&path).await.map_err(config_error)?;
+        // Watch it from now on (at once, so that a save right after this
+        // request is seen by the watcher too).
+        let key = Key::Config(path.clone());
+        if !self.watcher.has(&key, std::slice::from_ref(&path)) {
+            self.watcher.watch_files(key, vec![path]).await;
+        }
+        Ok(loaded)
+    }
+
+    /// Load (or re-check) one `.rush` file and publish what changed: a
+    /// request and the watcher both come here, and whichever notices a
+    /// change first reports it.
+    ///
+    /// Reading and parsing happen on a blocking thread, without the
+    /// daemon's locks: a file that takes long to parse stalls only the
+    /// requests for that file.
+    pub(crate) async fn load_path(
+        &self,
+        path: &Path,
+    ) -> Result<Loaded, crate::config::config_error::ConfigError> {
+        if let Some(loaded) = self.projects.cached(path) {
+            return Ok(loaded);
+        }
+        let (loaded, change) = self.projects.load_async(path).await?;
+        for gone in self.projects.take_evicted() {
+            self.watcher.forget(&Key::Config(gone.clone()));
+            if let Some(root) = gone.parent() {
+                self.watcher.retain_inputs(root, |_| false);
+            }
+        }
+        match change {
+            Change::None => {}
+            Change::Reloaded(config) => {
+                // Tasks that are gone (or lost their cache) need no watches.
+                self.watcher.retain_inputs(&config.root, |task| {
+                    config
+                        .tasks
+                        .get(task)
+                        .is_some_and(|t| !t.cache_files.is_empty())
+                });
+                self.events.send(DaemonEvent::ConfigReloaded {
+                    root: display(&config.root),
+                    file: display(&config.path),
+                    tasks: config.tasks.len(),
+                });
+                let host = self.plugins.clone();
+                tokio::spawn(async move { host.config_changed(config).await });
+            }
+            Change::Rejected {
+                error,
+                using_last_valid,
+            } => {
+                self.events.send(DaemonEvent::ConfigRejected {
+                    root: display(path.parent().unwrap_or(path)),
+                    file: display(path),
+                    location: error.location(),
+                    message: error.message.clone(),
+                    line: error.line,
+                    column: error.column,
+                    using_last_valid,
+                });
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+/// What the watcher reports, applied: a `.rush` file is re-checked (and
+/// reloaded or rejected), a plugin's new files are swapped in.
+pub(super) async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::UnboundedReceiver<Key>) {
+    // Files being reloaded, and whether they changed again meanwhile: one
+    // reload task per file, however often it is saved.
+    let reloading: Arc<Mutex<HashMap<PathBuf, bool>>> = Arc::default();
+    while let Some(key) = changes.recv().await {
+        let Some(d) = daemon.upgrade() else { return };
+        match key {
+            Key::Config(path) => {
+                {
+                    let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(again) = r.get_mut(&path) {
+                        *again = true;
+                        continue;
+                    }
+                    r.insert(path.clone(), false);
+                }
+                // Not awaited here: a file slow to parse must not hold up
+                // the changes of other projects.
+                let reloading = reloading.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let _ = d.load_path(&path).await;
+                        let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
+                        match r.get_mut(&path) {
+                            Some(again) if *again => *again = false,
+                            _ => {
+                                r.remove(&path);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            Key::Plugin(root, name) => {
+                let Some(config) = d.projects.config_of(&root) else {
+                    continue;
+                };
+                let host = d.plugins.clone();
+                tokio::spawn(async move { host.files_changed(&config, &name).await });
+            }
+            // Inputs are not reported: their events only clear clean keys.
+            Key::Inputs(..) => {}
+        }
+    }
+}

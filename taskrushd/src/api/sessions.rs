@@ -1,0 +1,431 @@
+//! Run and `run --watch` sessions: one client's run subscription, from the
+//! accepted request to its last event.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonrpsee::SubscriptionSink;
+use jsonrpsee::types::ErrorObjectOwned;
+use taskrush_protocol::error::{self, ErrorData};
+use taskrush_protocol::events::DaemonEvent;
+use taskrush_protocol::run::{OnChange, RunEvent, RunRequest};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::projects::Loaded;
+use crate::plugin::RunPlugins;
+use crate::run::planner::{self, Plan};
+use crate::run::runner::{self, Cancel, RunSpec};
+use crate::run::watch_run::{SharedFilter, WatchFilter};
+use crate::server::client_stdio::ClientStdio;
+use crate::server::connection::ClientGone;
+
+use super::daemon::{Daemon, raise};
+use super::handlers::Api;
+use super::to_proto::{config_error, display};
+
+impl Daemon {
+    /// A run event, as the global stream tells it.
+    fn publish(&self, run_id: u64, root: &Path, ev: &RunEvent) {
+        if !self.events.has_subscribers() {
+            return;
+        }
+        let g = match ev {
+            RunEvent::RunStarted {
+                file,
+                tasks,
+                iteration,
+                ..
+            } => DaemonEvent::RunStarted {
+                run_id,
+                root: display(root),
+                file: file.clone(),
+                tasks: tasks.clone(),
+                iteration: *iteration,
+            },
+            RunEvent::TaskStarted { task, .. } => DaemonEvent::TaskStarted {
+                run_id,
+                task: task.clone(),
+            },
+            RunEvent::TaskCached { task } => DaemonEvent::TaskCached {
+                run_id,
+                task: task.clone(),
+            },
+            RunEvent::TaskFinished {
+                task,
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } => DaemonEvent::TaskFinished {
+                run_id,
+                task: task.clone(),
+                status: *status,
+                exit_code: *exit_code,
+                duration_ms: *duration_ms,
+            },
+            RunEvent::RunFinished {
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } => DaemonEvent::RunFinished {
+                run_id,
+                status: *status,
+                exit_code: *exit_code,
+                duration_ms: *duration_ms,
+            },
+            _ => return,
+        };
+        self.events.send(g);
+    }
+}
+
+/// One client's run subscription, as the run loop sees it.
+pub(super) struct RunCtx {
+    pub(super) sink: SubscriptionSink,
+    pub(super) gone: Option<ClientGone>,
+    /// Whether the client still listens.
+    pub(super) listening: bool,
+    pub(super) run_id: u64,
+    /// The run's cancel level (a watch session's, for `run --watch`).
+    pub(super) cancel: watch::Sender<Cancel>,
+    /// The client's descriptors, when it passed them and wants them used.
+    pub(super) stdio: Option<Arc<ClientStdio>>,
+}
+
+impl RunCtx {
+    /// Send an event; a client that left cancels the run.
+    async fn send(&mut self, ev: &RunEvent) {
+        if self.listening && !send(&self.sink, &self.gone, ev).await {
+            self.left();
+        }
+    }
+
+    fn left(&mut self) {
+        if self.listening {
+            self.listening = false;
+            tracing::info!(run = self.run_id, "client left: cancelling the run");
+        }
+        self.cancel
+            .send_if_modified(|c| raise(c, Cancel::Interrupt));
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow() != Cancel::No
+    }
+}
+
+impl Api {
+    /// Run `plan` once and return its `run_finished` (not sent). With
+    /// `changes` (a watch session), a change during the run is collected
+    /// into its `Vec` and, with [`OnChange::Restart`], cancels the run.
+    pub(super) async fn run_once(
+        &self,
+        ctx: &mut RunCtx,
+        request: &RunRequest,
+        loaded: Loaded,
+        plan: Plan,
+        iteration: Option<u32>,
+        mut changes: Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
+    ) -> RunEvent {
+        let run_id = ctx.run_id;
+        let config = loaded.config;
+        let root = config.root.clone();
+        let jobs = request.jobs.max(1);
+        // Tasks write to the client's own descriptors when it passed them
+        // and they run one at a time; parallel output is prefixed by the
+        // client, so it travels as events.
+        let stdio = ctx
+            .stdio
+            .clone()
+            .filter(|_| jobs == 1 || plan.tasks.len() == 1);
+        let started = RunEvent::RunStarted {
+            run_id,
+            file: config.path.display().to_string(),
+            tasks: plan.names(),
+            jobs,
+            inherit_stdio: stdio.is_some(),
+            warning: loaded.warning,
+            iteration,
+        };
+        let plugins = (!config.plugins.is_empty()).then(|| {
+            RunPlugins::new(
+                self.plugins.clone(),
+                config.clone(),
+                request.env.clone(),
+                run_id,
+            )
+        });
+        let spec = RunSpec {
+            run_id,
+            config,
+            plan,
+            plugins,
+            env: request.env.clone(),
+            jobs,
+            force: request.force,
+            stdio,
+        };
+        // The runner watches its own cancel level: the run's (Ctrl-C, the
+        // client leaving, the daemon stopping) relayed, or a restart.
+        let mut session = ctx.cancel.subscribe();
+        let (inner_tx, inner_rx) = watch::channel(*session.borrow_and_update());
+        // Small: each output event holds up to 64 KiB, and a client that
+        // does not read must cost little per run (its tasks then block).
+        let (events_tx, mut events_rx) = mpsc::channel::<RunEvent>(8);
+        let up_to_date = self.up_to_date.clone();
+        let runner = tokio::spawn(runner::run(spec, up_to_date, events_tx, inner_rx));
+
+        self.publish(run_id, &root, &started);
+        ctx.send(&started).await;
+        let restart = request.on_change == OnChange::Restart;
+        let mut restarting = false;
+        loop {
+            tokio::select! {
+                ev = events_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.publish(run_id, &root, &ev);
+                    ctx.send(&ev).await;
+                }
+                _ = client_left(&ctx.sink, &ctx.gone), if ctx.listening => ctx.left(),
+                r = session.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let level = *session.borrow_and_update();
+                    inner_tx.send_if_modified(|c| raise(c, level));
+                }
+                Some(p) = next_change(&mut changes) => {
+                    if let Some((_, pending)) = changes.as_mut()
+                        && !pending.contains(&p)
+                    {
+                        pending.push(p);
+                    }
+                    if restart && !restarting {
+                        restarting = true;
+                        tracing::info!(run = run_id, "inputs changed: restarting the run");
+                        inner_tx.send_if_modified(|c| raise(c, Cancel::Interrupt));
+                    }
+                }
+            }
+        }
+        // The runner's channel closed: it is ending.
+        while events_rx.recv().await.is_some() {}
+        let finished = match runner.await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::error!(run = run_id, "run failed: {e}");
+                runner::finished_with_error(
+                    run_id,
+                    "internal error in the daemon; see `taskrush daemon logs`".into(),
+                )
+            }
+        };
+        let finished = if *self.stopping.borrow() {
+            with_error(finished, "the daemon was stopped")
+        } else {
+            finished
+        };
+        tracing::info!(
+            run = run_id,
+            "run finished: {}",
+            serde_json::to_string(&finished).unwrap_or_default()
+        );
+        self.publish(run_id, &root, &finished);
+        crate::memory::release_soon();
+        finished
+    }
+
+    /// `run --watch`: run, then run again on every change of the inputs
+    /// until cancelled; returns the closing `watch_ended`.
+    pub(super) async fn watch_session(
+        &self,
+        ctx: &mut RunCtx,
+        request: &RunRequest,
+        loaded: Loaded,
+        plan: Plan,
+    ) -> RunEvent {
+        let run_id = ctx.run_id;
+        let root = loaded.config.root.clone();
+        let filter = SharedFilter::new(WatchFilter::new(&loaded.config, &plan));
+        let (_guard, mut rx) = self.watcher.watch_tree(root.clone(), filter.as_fn()).await;
+        // Held for the whole session: a project in use is never forgotten
+        // by the projects cache, so it keeps its last valid config.
+        let mut _in_use = loaded.config.clone();
+        let mut next = Some((loaded, plan));
+        let mut iteration = 1u32;
+        let mut exit_code = 0;
+        loop {
+            let mut pending = Vec::new();
+            if let Some((loaded, plan)) = next.take() {
+                let finished = self
+                    .run_once(
+                        ctx,
+                        request,
+                        loaded,
+                        plan,
+                        Some(iteration),
+                        Some((&mut rx, &mut pending)),
+                    )
+                    .await;
+                if let RunEvent::RunFinished { exit_code: c, .. } = &finished {
+                    exit_code = *c;
+                }
+                ctx.send(&finished).await;
+            }
+            if ctx.cancelled() || !ctx.listening || *self.stopping.borrow() {
+                break;
+            }
+            let action = if pending.is_empty() {
+                let waiting = RunEvent::WatchWaiting {
+                    run_id,
+                    watching: filter.get().describe(),
+                };
+                ctx.send(&waiting).await;
+                let mut cancel = ctx.cancel.subscribe();
+                let first = tokio::select! {
+                    p = rx.recv() => p,
+                    _ = cancel.wait_for(|c| *c != Cancel::No) => None,
+                    _ = client_left(&ctx.sink, &ctx.gone), if ctx.listening => {
+                        ctx.left();
+                        None
+                    }
+                };
+                let Some(first) = first else { break };
+                pending.push(first);
+                "run"
+            } else if request.on_change == OnChange::Restart {
+                "restart"
+            } else {
+                "queue"
+            };
+            let pending = crate::run::watch_run::burst(pending, &mut rx).await;
+            if ctx.cancelled() || !ctx.listening {
+                break;
+            }
+            ctx.send(&RunEvent::WatchTriggered {
+                run_id,
+                paths: crate::run::watch_run::shown(&root, &pending),
+                action: action.into(),
+            })
+            .await;
+            iteration += 1;
+            // The config as of now: a saved `.rush` applies to the re-run.
+            let replanned = self
+                .load(&request.cwd, request.file.as_deref())
+                .await
+                .and_then(|l| {
+                    let p = planner::plan(&l.config, &request.tasks).map_err(config_error)?;
+                    Ok((l, p))
+                });
+            match replanned {
+                Ok((l, p)) => {
+                    filter.set(WatchFilter::new(&l.config, &p));
+                    _in_use = l.config.clone();
+                    next = Some((l, p));
+                }
+                Err(e) => {
+                    exit_code = taskrush_protocol::run::EXIT_ERROR;
+                    ctx.send(&runner::finished_with_error(run_id, e.message().to_owned()))
+                        .await;
+                }
+            }
+        }
+        let exit_code = if ctx.cancelled() {
+            taskrush_protocol::run::EXIT_CANCELLED
+        } else {
+            exit_code
+        };
+        RunEvent::WatchEnded { run_id, exit_code }
+    }
+
+    /// A `run` whose first target is no task but a plugin's command is
+    /// answered `PLUGIN_COMMAND`: the client sends `plugin_command` instead.
+    pub(super) async fn plugin_command_instead(
+        &self,
+        config: Arc<crate::config::rush_file::RushFile>,
+        request: &RunRequest,
+    ) -> Result<Arc<crate::config::rush_file::RushFile>, ErrorObjectOwned> {
+        let Some(first) = request.tasks.first() else {
+            return Ok(config);
+        };
+        if config.tasks.contains_key(first) || config.plugins.is_empty() {
+            return Ok(config);
+        }
+        match self
+            .plugins
+            .command_owner(&config, first, &request.env)
+            .await
+        {
+            Some(plugin) => Err(ErrorObjectOwned::owned(
+                error::PLUGIN_COMMAND,
+                format!("`{first}` is a command of plugin `{plugin}`, not a task"),
+                Some(ErrorData {
+                    plugin: Some(plugin),
+                    command: Some(first.clone()),
+                    hint: Some("send `plugin_command` to run it".into()),
+                    ..Default::default()
+                }),
+            )),
+            None => Ok(config),
+        }
+    }
+}
+
+fn with_error(ev: RunEvent, message: &str) -> RunEvent {
+    match ev {
+        RunEvent::RunFinished {
+            run_id,
+            status,
+            exit_code,
+            failed_task,
+            duration_ms,
+            error: None,
+        } => RunEvent::RunFinished {
+            run_id,
+            status,
+            exit_code,
+            failed_task,
+            duration_ms,
+            error: Some(taskrush_protocol::run::RunError {
+                message: message.into(),
+                data: Default::default(),
+            }),
+        },
+        other => other,
+    }
+}
+
+/// The next changed path of a watch session; never for a plain run.
+async fn next_change(
+    changes: &mut Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
+) -> Option<PathBuf> {
+    match changes {
+        Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send one event; false when the client is gone.
+pub(super) async fn send(
+    sink: &SubscriptionSink,
+    gone: &Option<ClientGone>,
+    ev: &RunEvent,
+) -> bool {
+    let Ok(msg) = serde_json::value::to_raw_value(ev) else {
+        return true;
+    };
+    tokio::select! {
+        r = sink.send(msg) => r.is_ok(),
+        _ = client_left(sink, gone) => false,
+    }
+}
+
+/// Resolves when the client unsubscribed, disconnected or closed its side.
+async fn client_left(sink: &SubscriptionSink, gone: &Option<ClientGone>) {
+    match gone {
+        Some(g) => tokio::select! { _ = sink.closed() => {}, _ = g.clone().wait() => {} },
+        None => sink.closed().await,
+    }
+}
