@@ -27,15 +27,15 @@ pub(crate) struct Daemon {
     pub(super) up_to_date: Arc<UpToDate>,
     /// Every plugin process, per project.
     pub(crate) plugins: Arc<PluginHost>,
-    pub(super) runs: Mutex<HashMap<u64, watch::Sender<Cancel>>>,
-    pub(super) next_run: AtomicU64,
+    runs: Mutex<HashMap<u64, watch::Sender<Cancel>>>,
+    next_run: AtomicU64,
     /// Connected clients, maintained by the accept loop.
     pub(crate) clients: AtomicUsize,
     /// `true` once the daemon is stopping.
     pub(crate) stopping: watch::Sender<bool>,
     pub(crate) options: DaemonOptions,
     /// When the last client left or the last run ended.
-    pub(super) last_active: Mutex<Instant>,
+    last_active: Mutex<Instant>,
     /// The global event stream (`events` subscription).
     pub(crate) events: Events,
     /// The one file watcher: `.rush` files, plugin files, `run --watch`.
@@ -118,9 +118,33 @@ impl Daemon {
         }
     }
 
-    pub(super) fn runs_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<Cancel>>> {
+    /// Register a new run: its id and its cancel level, in the runs map
+    /// until [`Daemon::end_run`].
+    pub(super) fn start_run(&self) -> (u64, watch::Sender<Cancel>) {
+        let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
+        let (cancel, _) = watch::channel(Cancel::No);
+        self.runs_lock().insert(run_id, cancel.clone());
+        (run_id, cancel)
+    }
+
+    /// A run's session ended: it no longer counts as active.
+    pub(super) fn end_run(&self, run_id: u64) {
+        self.runs_lock().remove(&run_id);
+        self.touch();
+    }
+
+    /// Raise one run's cancel level; false when there is no such run.
+    pub(super) fn cancel_run(&self, run_id: u64, level: Cancel) -> bool {
+        match self.runs_lock().get(&run_id) {
+            Some(tx) => {
+                tx.send_if_modified(|c| raise(c, level));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<Cancel>>> {
         // Single inserts and removes: a poisoned map is still consistent.
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }

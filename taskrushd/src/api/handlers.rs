@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::server::Extensions;
@@ -12,21 +11,18 @@ use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskInfo, TaskList,
+    DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::RunRequest;
-use tokio::sync::watch;
 
-use crate::run::planner;
 use crate::run::runner::Cancel;
 use crate::server::client_stdio::ClientStdio;
 use crate::server::connection::ClientGone;
 
-use super::daemon::{Daemon, raise, rss_bytes};
-use super::sessions::{RunCtx, send};
-use super::to_proto::{config_error, display, plugin_error};
+use super::daemon::Daemon;
+use super::to_proto::{self, plugin_error};
 
 /// The JSON-RPC face of the daemon (a newtype: the API trait is foreign).
 #[derive(Clone)]
@@ -68,75 +64,9 @@ impl TaskRushApiServer for Api {
         ext: &Extensions,
         request: RunRequest,
     ) -> SubscriptionResult {
-        if *self.stopping.borrow() {
-            pending
-                .reject(ErrorObjectOwned::owned(
-                    error::SHUTTING_DOWN,
-                    "the daemon is stopping",
-                    None::<()>,
-                ))
-                .await;
-            return Ok(());
-        }
-        let prepared = self
-            .load(&request.cwd, request.file.as_deref())
-            .await
-            .and_then(|loaded| {
-                if request.tasks.is_empty() {
-                    return Err(ErrorObjectOwned::owned(
-                        error::INVALID_PARAMS,
-                        "no task to run",
-                        None::<()>,
-                    ));
-                }
-                Ok(loaded)
-            });
-        let prepared = match prepared {
-            Ok(loaded) => self
-                .plugin_command_instead(loaded.config.clone(), &request)
-                .await
-                .map(|_| loaded),
-            Err(e) => Err(e),
-        };
-        let prepared = prepared.and_then(|loaded| {
-            let plan = planner::plan(&loaded.config, &request.tasks).map_err(config_error)?;
-            Ok((loaded, plan))
-        });
-        let (loaded, plan) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                pending.reject(e).await;
-                return Ok(());
-            }
-        };
-        let sink = pending.accept().await?;
-        let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
-        let (cancel_tx, _) = watch::channel(Cancel::No);
-        self.runs_lock().insert(run_id, cancel_tx.clone());
-        let mut ctx = RunCtx {
-            sink,
-            gone: ext.get::<ClientGone>().cloned(),
-            listening: true,
-            run_id,
-            cancel: cancel_tx,
-            stdio: ext
-                .get::<Arc<ClientStdio>>()
-                .filter(|_| request.inherit_stdio)
-                .cloned(),
-        };
-        tracing::info!(run = run_id, tasks = ?request.tasks, file = %loaded.config.path.display(), watch = request.watch, "run started");
-        let last = if request.watch {
-            self.watch_session(&mut ctx, &request, loaded, plan).await
-        } else {
-            self.run_once(&mut ctx, &request, loaded, plan, None, None)
-                .await
-        };
-        self.runs_lock().remove(&run_id);
-        self.touch();
-        if ctx.listening {
-            send(&ctx.sink, &ctx.gone, &last).await;
-        }
-        Ok(())
+        let gone = ext.get::<ClientGone>().cloned();
+        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
+        self.0.run_session(pending, gone, stdio, request).await
     }
 
     fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned> {
@@ -145,16 +75,14 @@ impl TaskRushApiServer for Api {
         } else {
             Cancel::Interrupt
         };
-        match self.runs_lock().get(&run_id) {
-            Some(tx) => {
-                tx.send_if_modified(|c| raise(c, level));
-                Ok(true)
-            }
-            None => Err(ErrorObjectOwned::owned(
+        if self.0.cancel_run(run_id, level) {
+            Ok(true)
+        } else {
+            Err(ErrorObjectOwned::owned(
                 error::RUN_NOT_FOUND,
                 format!("no run with id {run_id}"),
                 None::<()>,
-            )),
+            ))
         }
     }
 
@@ -167,50 +95,11 @@ impl TaskRushApiServer for Api {
         let loaded = self.load(&cwd, file.as_deref()).await?;
         let config = loaded.config;
         let commands = self.plugins.commands(&config, env.as_ref()).await;
-        let tasks = config
-            .tasks
-            .values()
-            .map(|t| TaskInfo {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                depends_on: t.depends_on.clone(),
-                cached: !t.cache_files.is_empty(),
-            })
-            .collect();
-        let tasks: Vec<TaskInfo> = tasks;
-        Ok(TaskList {
-            file: config.path.display().to_string(),
-            name_width: tasks
-                .iter()
-                .map(|t| t.name.chars().count())
-                .max()
-                .unwrap_or(0),
-            tasks,
-            commands,
-            warning: loaded.warning,
-        })
+        Ok(to_proto::task_list(&config, commands, loaded.warning))
     }
 
     fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned> {
-        Ok(DaemonStatus {
-            pid: std::process::id(),
-            version: self.options.version.clone(),
-            protocol: PROTOCOL_VERSION,
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            socket: display(&self.paths.socket),
-            log: display(&self.paths.log),
-            projects: self.projects.roots(),
-            runs: self.active_runs(),
-            clients: self.clients.load(Ordering::Relaxed),
-            rss_bytes: rss_bytes(),
-            started_because: self.options.started_because.clone(),
-            idle_timeout_s: self.options.idle_timeout.map(|d| d.as_secs()).unwrap_or(0),
-            config_warnings: self.projects.warnings(),
-            watched_dirs: self.watcher.watched(),
-            watcher_error: self.watcher.problem(),
-            cache_checks_watched: self.up_to_date.watched_checks(),
-            cache_checks_full: self.up_to_date.full_checks(),
-        })
+        Ok(to_proto::daemon_status(&self.0))
     }
 
     async fn plugin_list(

@@ -5,10 +5,35 @@
 //! mapping of internal types to wire types. The daemon's event stream, which
 //! other rooms publish into, is `crate::event_bus`.
 //!
+//! - `daemon.rs`: the `Daemon` state and its life: `DaemonOptions`, the
+//!   runs in progress and their cancel levels, idle time.
+//! - `reload.rs`: the reload reactor: a `.rush` file loaded for a request or
+//!   re-checked when the watcher reports it, what changed published; a
+//!   plugin's changed files handed to the plugin host.
+//! - `sessions.rs`: run and `run --watch` sessions, from the accepted
+//!   subscription to its last event.
+//! - `handlers.rs`: `Api`, the protocol's `#[rpc]` trait implemented for the
+//!   daemon: one thin function per method.
+//! - `to_proto.rs`: internal types as they cross the socket (config errors,
+//!   plugin failures, run and config events for the stream, status objects).
+//!
+//! Only `Daemon`, `DaemonOptions` and `Api` leave the room (for `main.rs`
+//! and `server/`); everything else is private to it.
+//!
 //! Architecture invariants:
-//! - This is the only room that builds wire types from internal ones.
+//! - This is the only room that builds wire types from internal ones, and
+//!   `to_proto.rs` is where it does; the other files build only the answers
+//!   that are theirs (a request's invalid parameters, `run_started`, the
+//!   `--watch` session's events).
 //! - A request's failure is answered to that request; nothing here stops
 //!   the daemon.
+//! - Handlers hold no logic of their own: they read the parameters, call
+//!   the daemon and map the result.
+//! - A `.rush` file is never parsed on a runtime worker nor under the
+//!   daemon's locks (`Projects::load_async`), and a file slow to parse
+//!   never holds up the reloads of other files.
+//! - Every run in progress is in the runs map until its session ends: idle
+//!   shutdown and `cancel_all` rely on it.
 
 mod daemon;
 mod handlers;

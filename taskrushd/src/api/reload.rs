@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::error;
-use taskrush_protocol::events::DaemonEvent;
 use tokio::sync::mpsc;
 
 use crate::config::projects::{Change, Loaded};
 use crate::watch::Key;
 
 use super::daemon::Daemon;
-use super::to_proto::{config_error, display};
+use super::to_proto::{self, config_error};
 
 impl Daemon {
     pub(super) async fn load(
@@ -49,7 +48,7 @@ impl Daemon {
     /// Reading and parsing happen on a blocking thread, without the
     /// daemon's locks: a file that takes long to parse stalls only the
     /// requests for that file.
-    pub(crate) async fn load_path(
+    pub(super) async fn load_path(
         &self,
         path: &Path,
     ) -> Result<Loaded, crate::config::config_error::ConfigError> {
@@ -73,11 +72,7 @@ impl Daemon {
                         .get(task)
                         .is_some_and(|t| !t.cache_files.is_empty())
                 });
-                self.events.send(DaemonEvent::ConfigReloaded {
-                    root: display(&config.root),
-                    file: display(&config.path),
-                    tasks: config.tasks.len(),
-                });
+                self.events.send(to_proto::config_reloaded(&config));
                 let host = self.plugins.clone();
                 tokio::spawn(async move { host.config_changed(config).await });
             }
@@ -85,15 +80,8 @@ impl Daemon {
                 error,
                 using_last_valid,
             } => {
-                self.events.send(DaemonEvent::ConfigRejected {
-                    root: display(path.parent().unwrap_or(path)),
-                    file: display(path),
-                    location: error.location(),
-                    message: error.message.clone(),
-                    line: error.line,
-                    column: error.column,
-                    using_last_valid,
-                });
+                self.events
+                    .send(to_proto::config_rejected(path, &error, using_last_valid));
             }
         }
         Ok(loaded)

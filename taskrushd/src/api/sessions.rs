@@ -5,10 +5,10 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jsonrpsee::SubscriptionSink;
+use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use taskrush_protocol::error::{self, ErrorData};
-use taskrush_protocol::events::DaemonEvent;
 use taskrush_protocol::run::{OnChange, RunEvent, RunRequest};
 use tokio::sync::{mpsc, watch};
 
@@ -21,8 +21,7 @@ use crate::server::client_stdio::ClientStdio;
 use crate::server::connection::ClientGone;
 
 use super::daemon::{Daemon, raise};
-use super::handlers::Api;
-use super::to_proto::{config_error, display};
+use super::to_proto::{self, config_error};
 
 impl Daemon {
     /// A run event, as the global stream tells it.
@@ -30,68 +29,23 @@ impl Daemon {
         if !self.events.has_subscribers() {
             return;
         }
-        let g = match ev {
-            RunEvent::RunStarted {
-                file,
-                tasks,
-                iteration,
-                ..
-            } => DaemonEvent::RunStarted {
-                run_id,
-                root: display(root),
-                file: file.clone(),
-                tasks: tasks.clone(),
-                iteration: *iteration,
-            },
-            RunEvent::TaskStarted { task, .. } => DaemonEvent::TaskStarted {
-                run_id,
-                task: task.clone(),
-            },
-            RunEvent::TaskCached { task } => DaemonEvent::TaskCached {
-                run_id,
-                task: task.clone(),
-            },
-            RunEvent::TaskFinished {
-                task,
-                status,
-                exit_code,
-                duration_ms,
-                ..
-            } => DaemonEvent::TaskFinished {
-                run_id,
-                task: task.clone(),
-                status: *status,
-                exit_code: *exit_code,
-                duration_ms: *duration_ms,
-            },
-            RunEvent::RunFinished {
-                status,
-                exit_code,
-                duration_ms,
-                ..
-            } => DaemonEvent::RunFinished {
-                run_id,
-                status: *status,
-                exit_code: *exit_code,
-                duration_ms: *duration_ms,
-            },
-            _ => return,
-        };
-        self.events.send(g);
+        if let Some(g) = to_proto::daemon_event(run_id, root, ev) {
+            self.events.send(g);
+        }
     }
 }
 
 /// One client's run subscription, as the run loop sees it.
-pub(super) struct RunCtx {
-    pub(super) sink: SubscriptionSink,
-    pub(super) gone: Option<ClientGone>,
+struct RunCtx {
+    sink: SubscriptionSink,
+    gone: Option<ClientGone>,
     /// Whether the client still listens.
-    pub(super) listening: bool,
-    pub(super) run_id: u64,
+    listening: bool,
+    run_id: u64,
     /// The run's cancel level (a watch session's, for `run --watch`).
-    pub(super) cancel: watch::Sender<Cancel>,
+    cancel: watch::Sender<Cancel>,
     /// The client's descriptors, when it passed them and wants them used.
-    pub(super) stdio: Option<Arc<ClientStdio>>,
+    stdio: Option<Arc<ClientStdio>>,
 }
 
 impl RunCtx {
@@ -116,11 +70,86 @@ impl RunCtx {
     }
 }
 
-impl Api {
+impl Daemon {
+    /// A `run` request: checked and planned (a failure rejects the
+    /// subscription), then run once or as a `--watch` session until its
+    /// last event.
+    pub(super) async fn run_session(
+        &self,
+        pending: PendingSubscriptionSink,
+        gone: Option<ClientGone>,
+        stdio: Option<Arc<ClientStdio>>,
+        request: RunRequest,
+    ) -> SubscriptionResult {
+        if *self.stopping.borrow() {
+            pending
+                .reject(ErrorObjectOwned::owned(
+                    error::SHUTTING_DOWN,
+                    "the daemon is stopping",
+                    None::<()>,
+                ))
+                .await;
+            return Ok(());
+        }
+        let prepared = self
+            .load(&request.cwd, request.file.as_deref())
+            .await
+            .and_then(|loaded| {
+                if request.tasks.is_empty() {
+                    return Err(ErrorObjectOwned::owned(
+                        error::INVALID_PARAMS,
+                        "no task to run",
+                        None::<()>,
+                    ));
+                }
+                Ok(loaded)
+            });
+        let prepared = match prepared {
+            Ok(loaded) => self
+                .plugin_command_instead(loaded.config.clone(), &request)
+                .await
+                .map(|_| loaded),
+            Err(e) => Err(e),
+        };
+        let prepared = prepared.and_then(|loaded| {
+            let plan = planner::plan(&loaded.config, &request.tasks).map_err(config_error)?;
+            Ok((loaded, plan))
+        });
+        let (loaded, plan) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let (run_id, cancel_tx) = self.start_run();
+        let mut ctx = RunCtx {
+            sink,
+            gone,
+            listening: true,
+            run_id,
+            cancel: cancel_tx,
+            stdio: stdio.filter(|_| request.inherit_stdio),
+        };
+        tracing::info!(run = run_id, tasks = ?request.tasks, file = %loaded.config.path.display(), watch = request.watch, "run started");
+        let last = if request.watch {
+            self.watch_session(&mut ctx, &request, loaded, plan).await
+        } else {
+            self.run_once(&mut ctx, &request, loaded, plan, None, None)
+                .await
+        };
+        self.end_run(run_id);
+        if ctx.listening {
+            send(&ctx.sink, &ctx.gone, &last).await;
+        }
+        Ok(())
+    }
+
     /// Run `plan` once and return its `run_finished` (not sent). With
     /// `changes` (a watch session), a change during the run is collected
     /// into its `Vec` and, with [`OnChange::Restart`], cancels the run.
-    pub(super) async fn run_once(
+    async fn run_once(
         &self,
         ctx: &mut RunCtx,
         request: &RunRequest,
@@ -223,7 +252,7 @@ impl Api {
             }
         };
         let finished = if *self.stopping.borrow() {
-            with_error(finished, "the daemon was stopped")
+            to_proto::with_error(finished, "the daemon was stopped")
         } else {
             finished
         };
@@ -239,7 +268,7 @@ impl Api {
 
     /// `run --watch`: run, then run again on every change of the inputs
     /// until cancelled; returns the closing `watch_ended`.
-    pub(super) async fn watch_session(
+    async fn watch_session(
         &self,
         ctx: &mut RunCtx,
         request: &RunRequest,
@@ -342,7 +371,7 @@ impl Api {
 
     /// A `run` whose first target is no task but a plugin's command is
     /// answered `PLUGIN_COMMAND`: the client sends `plugin_command` instead.
-    pub(super) async fn plugin_command_instead(
+    async fn plugin_command_instead(
         &self,
         config: Arc<crate::config::rush_file::RushFile>,
         request: &RunRequest,
@@ -373,30 +402,6 @@ impl Api {
     }
 }
 
-fn with_error(ev: RunEvent, message: &str) -> RunEvent {
-    match ev {
-        RunEvent::RunFinished {
-            run_id,
-            status,
-            exit_code,
-            failed_task,
-            duration_ms,
-            error: None,
-        } => RunEvent::RunFinished {
-            run_id,
-            status,
-            exit_code,
-            failed_task,
-            duration_ms,
-            error: Some(taskrush_protocol::run::RunError {
-                message: message.into(),
-                data: Default::default(),
-            }),
-        },
-        other => other,
-    }
-}
-
 /// The next changed path of a watch session; never for a plain run.
 async fn next_change(
     changes: &mut Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
@@ -408,11 +413,7 @@ async fn next_change(
 }
 
 /// Send one event; false when the client is gone.
-pub(super) async fn send(
-    sink: &SubscriptionSink,
-    gone: &Option<ClientGone>,
-    ev: &RunEvent,
-) -> bool {
+async fn send(sink: &SubscriptionSink, gone: &Option<ClientGone>, ev: &RunEvent) -> bool {
     let Ok(msg) = serde_json::value::to_raw_value(ev) else {
         return true;
     };
