@@ -12,7 +12,7 @@ use crate::cache::up_to_date::UpToDate;
 use crate::config::projects::Projects;
 use crate::event_bus::Events;
 use crate::plugin::PluginHost;
-use crate::run::runner::Cancel;
+use crate::run::cancel::{Cancel, raise};
 use crate::watch::Watcher;
 
 use super::reload::apply_changes;
@@ -147,15 +147,6 @@ impl Daemon {
     fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<Cancel>>> {
         // Single inserts and removes: a poisoned map is still consistent.
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-pub(super) fn raise(current: &mut Cancel, level: Cancel) -> bool {
-    if level > *current {
-        *current = level;
-        true
-    } else {
-        false
     }
 }
 

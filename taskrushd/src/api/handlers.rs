@@ -17,7 +17,7 @@ use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::RunRequest;
 
-use crate::run::runner::Cancel;
+use crate::run::cancel::Cancel;
 use crate::server::client_stdio::ClientStdio;
 use crate::server::connection::ClientGone;
 

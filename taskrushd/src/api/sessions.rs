@@ -14,13 +14,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::projects::Loaded;
 use crate::plugin::RunPlugins;
+use crate::run::cancel::{Cancel, raise};
 use crate::run::planner::{self, Plan};
-use crate::run::runner::{self, Cancel, RunSpec};
+use crate::run::runner::{self, RunSpec};
 use crate::run::watch_run::{SharedFilter, WatchFilter};
 use crate::server::client_stdio::ClientStdio;
 use crate::server::connection::ClientGone;
 
-use super::daemon::{Daemon, raise};
+use super::daemon::Daemon;
 use super::to_proto::{self, config_error};
 
 impl Daemon {

@@ -2,14 +2,16 @@
 //!
 //! Owns the plan (`planner`: the requested tasks and their dependencies,
 //! each once, dependencies first), executing it (`runner`: scheduling,
-//! the cache check, output streaming, cancelling) and which changes re-run
-//! a `--watch` run (`watch_run`).
+//! the cache check, output streaming, cancelling), a run's cancel level
+//! (`cancel`: only ever raised) and which changes re-run a `--watch` run
+//! (`watch_run`).
 //!
 //! Architecture invariants:
 //! - The runner owns no socket: it sends run events into a bounded
 //!   channel and watches a cancel level.
 //! - Processes are started only through `process::spawn`.
 
+pub(crate) mod cancel;
 pub(crate) mod planner;
 pub(crate) mod runner;
 pub(crate) mod watch_run;

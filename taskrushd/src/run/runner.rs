@@ -21,19 +21,9 @@ use crate::cache::up_to_date::inflight::{self, Claim, Claimed};
 use crate::cache::up_to_date::{CheckError, Recipe, UpToDate};
 use crate::config::rush_file::{RushFile, Task};
 use crate::process::spawn::{self, GRACE, TaskProcess};
+use crate::run::cancel::{Cancel, cancelled};
 use crate::run::planner::Plan;
 use crate::server::client_stdio::ClientStdio;
-
-/// How hard a run is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Cancel {
-    /// Keep going.
-    No,
-    /// Stop: SIGINT, then SIGTERM, then SIGKILL, a grace period apart.
-    Interrupt,
-    /// Stop now: SIGKILL.
-    Kill,
-}
 
 /// Everything a run needs, fixed when it starts: a run keeps the config it
 /// started with even if the file changes meanwhile.
@@ -252,11 +242,6 @@ impl CachedRun {
             }
         }
     }
-}
-
-/// Resolves once the run is being cancelled (or its level is gone).
-async fn cancelled(cancel: &mut watch::Receiver<Cancel>) {
-    let _ = cancel.wait_for(|c| *c != Cancel::No).await;
 }
 
 /// The task was cancelled before anything ran.

@@ -24,7 +24,7 @@ use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::paths::DaemonPaths;
 
 use crate::api::{Api, Daemon};
-use crate::run::runner::Cancel;
+use crate::run::cancel::Cancel;
 use crate::server::listener::{self, FileId};
 
 /// How long running tasks get to stop when the daemon stops.
