@@ -19,6 +19,29 @@ use super::slot::fail_call;
 use super::start::STDERR_SETTLE;
 use crate::config::rush_file::{PluginSpec, RushFile, Task};
 
+/// Why a task fails because of its plugins' hooks.
+#[derive(Debug, Clone)]
+pub(crate) enum HookFailure {
+    /// A plugin's `before_task` answered with an error: the task must not
+    /// run.
+    Vetoed { plugin: String, message: String },
+    /// A plugin marked `required: true` failed in a hook.
+    Required(PluginFailure),
+}
+
+impl std::fmt::Display for HookFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookFailure::Vetoed { plugin, message } => {
+                write!(f, "vetoed by plugin `{plugin}`: {message}")
+            }
+            HookFailure::Required(failure) => f.write_str(&failure.render()),
+        }
+    }
+}
+
+impl std::error::Error for HookFailure {}
+
 /// What a hook call came to.
 enum HookOutcome {
     /// The plugin does not implement the hook.
@@ -194,7 +217,7 @@ impl RunPlugins {
         task: &Task,
         task_env: &BTreeMap<String, String>,
         events: &mpsc::Sender<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HookFailure> {
         for spec in &self.config.plugins {
             let outcome = self
                 .host
@@ -211,11 +234,14 @@ impl RunPlugins {
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
                 HookOutcome::Refused(m) => {
-                    return Err(format!("vetoed by plugin `{}`: {m}", spec.name));
+                    return Err(HookFailure::Vetoed {
+                        plugin: spec.name.clone(),
+                        message: m,
+                    });
                 }
                 HookOutcome::Failed(f) if spec.required => {
                     self.mark_failed(task, spec);
-                    return Err(f.render());
+                    return Err(HookFailure::Required(f));
                 }
                 HookOutcome::Failed(f) => {
                     self.mark_failed(task, spec);
@@ -237,7 +263,7 @@ impl RunPlugins {
         result: TaskResult,
         error: Option<TaskError>,
         events: &mpsc::Sender<RunEvent>,
-    ) -> Option<String> {
+    ) -> Option<HookFailure> {
         let mut fatal = None;
         for (hook, spec) in after_calls(&self.config.plugins, error.is_some()) {
             if self.failed_for(task, spec) {
@@ -273,7 +299,7 @@ impl RunPlugins {
                 }
                 HookOutcome::Failed(f) if spec.required => {
                     self.mark_failed(task, spec);
-                    fatal.get_or_insert(f.render());
+                    fatal.get_or_insert(HookFailure::Required(f));
                 }
                 HookOutcome::Failed(f) => {
                     self.mark_failed(task, spec);
@@ -387,6 +413,26 @@ mod tests {
         assert_eq!(
             task_config(&s, &task, &env).unwrap(),
             serde_json::json!({"a": 1, "b": {"y": 2}})
+        );
+    }
+
+    #[test]
+    fn a_hook_failure_reads_as_the_veto_or_the_plugin_failure() {
+        let veto = HookFailure::Vetoed {
+            plugin: "guard".into(),
+            message: "not on Fridays".into(),
+        };
+        assert_eq!(veto.to_string(), "vetoed by plugin `guard`: not on Fridays");
+        let failure = PluginFailure {
+            plugin: "lint".into(),
+            phase: Phase::Hook(Hook::BeforeTask),
+            message: "it exited".into(),
+            hint: None,
+            stderr: vec!["boom".into()],
+        };
+        assert_eq!(
+            HookFailure::Required(failure.clone()).to_string(),
+            failure.render()
         );
     }
 

@@ -11,7 +11,8 @@
 //! - [`start`]: locating, spawning and the `initialize` handshake;
 //! - [`swap`]: hot swap of a running plugin whose files or `.rush` entry
 //!   changed;
-//! - [`hooks`]: the task hooks of a run ([`RunPlugins`]);
+//! - [`hooks`]: the task hooks of a run ([`RunPlugins`]), and why they
+//!   fail a task ([`HookFailure`]);
 //! - [`commands`]: the commands plugins add, their names checked;
 //! - [`permissions`]: granted versus asked permissions, a plugin's
 //!   environment;
@@ -74,5 +75,5 @@ mod swap;
 
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
-pub(crate) use hooks::RunPlugins;
+pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;

@@ -20,6 +20,7 @@ use crate::cache::store::{CacheStore, Fingerprint};
 use crate::cache::up_to_date::inflight::{self, Claim, Claimed};
 use crate::cache::up_to_date::{CheckError, Recipe, UpToDate};
 use crate::config::rush_file::{RushFile, Task};
+use crate::plugin::HookFailure;
 use crate::process::spawn::{self, GRACE, TaskProcess};
 use crate::run::cancel::{Cancel, cancelled};
 use crate::run::planner::Plan;
@@ -400,9 +401,9 @@ async fn run_task(
     }
 
     if let Some(plugins) = &spec.plugins
-        && let Err(message) = plugins.before_task(task, &env, events).await
+        && let Err(failure) = plugins.before_task(task, &env, events).await
     {
-        return fail_after_hooks(spec, task, &env, events, message).await;
+        return fail_after_hooks(spec, task, &env, events, failure.to_string()).await;
     }
 
     let last = match task_script(task) {
@@ -547,7 +548,8 @@ async fn after_hooks(
         cached,
     };
     let error = failure.map(|message| TaskError { message, exit_code });
-    plugins.after_task(task, env, result, error, events).await
+    let failure: Option<HookFailure> = plugins.after_task(task, env, result, error, events).await;
+    failure.map(|f| f.to_string())
 }
 
 /// [`fail`], after telling the plugins.
