@@ -3,8 +3,9 @@
 //! Owns the plan (`planner`: the requested tasks and their dependencies,
 //! each once, dependencies first), executing it (`runner`: scheduling,
 //! the cache check, output streaming, cancelling), a run's cancel level
-//! (`cancel`: only ever raised) and which changes re-run a `--watch` run
-//! (`watch_run`).
+//! (`cancel`: only ever raised), why a task failed when it has no exit
+//! status to say it (`failure`: one enum, its messages rendered in one
+//! place) and which changes re-run a `--watch` run (`watch_run`).
 //!
 //! Architecture invariants:
 //! - The runner owns no socket: it sends run events into a bounded
@@ -12,6 +13,7 @@
 //! - Processes are started only through `process::spawn`.
 
 pub(crate) mod cancel;
+pub(crate) mod failure;
 pub(crate) mod planner;
 pub(crate) mod runner;
 pub(crate) mod watch_run;

@@ -23,6 +23,7 @@ use crate::config::rush_file::{RushFile, Task};
 use crate::plugin::HookFailure;
 use crate::process::spawn::{self, GRACE, TaskProcess};
 use crate::run::cancel::{Cancel, cancelled};
+use crate::run::failure::TaskFailure;
 use crate::run::planner::Plan;
 use crate::server::client_stdio::ClientStdio;
 
@@ -273,16 +274,11 @@ async fn run_task(
 ) -> Outcome {
     let name = spec.plan.tasks[i].name.clone();
     let Some(task) = spec.config.tasks.get(&name) else {
-        return fail(
-            events,
-            &name,
-            format!("task `{name}` vanished from the plan"),
-        )
-        .await;
+        return fail(events, &name, TaskFailure::Vanished { task: name.clone() }).await;
     };
     let env = match task_env(task, &spec.env) {
         Ok(env) => env,
-        Err(message) => return fail(events, &name, message).await,
+        Err(failure) => return fail(events, &name, failure).await,
     };
     let root = spec.config.root.clone();
 
@@ -306,7 +302,7 @@ async fn run_task(
                 Ok(k) => k,
                 Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
                 Err(e) => {
-                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
+                    return fail(events, &name, TaskFailure::CacheCheck(e)).await;
                 }
             };
             let store = CacheStore::new(&root);
@@ -318,8 +314,8 @@ async fn run_task(
                 // `cached: true`); `before_task` is not called, as
                 // nothing runs.
                 let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
-                if let Some(message) = hooks.await {
-                    return fail(events, &name, message).await;
+                if let Some(failure) = hooks.await {
+                    return fail(events, &name, TaskFailure::Plugin(failure)).await;
                 }
                 return Outcome {
                     status: TaskStatus::Success,
@@ -361,19 +357,12 @@ async fn run_task(
                 // inputs are back to what it was stored for, whatever this
                 // run leaves behind: do not run.
                 if store.load(&name).is_some() {
-                    let path = store.entry_path(&name);
-                    return fail(
-                        events,
-                        &name,
-                        format!(
-                            "cannot clear the cache entry `{}`: {e}; the task did not run, \
-                             as the entry could later say it is up to date when it is not\n\
-                             hint: fix the permissions of `{}`, or delete it",
-                            path.display(),
-                            store.dir().display()
-                        ),
-                    )
-                    .await;
+                    let failure = TaskFailure::CacheNotCleared {
+                        entry: store.entry_path(&name),
+                        dir: store.dir(),
+                        error: e,
+                    };
+                    return fail(events, &name, failure).await;
                 }
             }
             // The task runs: take the inputs' full fingerprint (`k` may be
@@ -387,7 +376,7 @@ async fn run_task(
                 Ok(f) => f,
                 Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
                 Err(e) => {
-                    return fail(events, &name, format!("cannot check the cache: {e}")).await;
+                    return fail(events, &name, TaskFailure::CacheCheck(e)).await;
                 }
             };
             cached = Some(CachedRun {
@@ -403,7 +392,7 @@ async fn run_task(
     if let Some(plugins) = &spec.plugins
         && let Err(failure) = plugins.before_task(task, &env, events).await
     {
-        return fail_after_hooks(spec, task, &env, events, failure.to_string()).await;
+        return fail_after_hooks(spec, task, &env, events, TaskFailure::Plugin(failure)).await;
     }
 
     let last = match task_script(task) {
@@ -443,8 +432,8 @@ async fn run_task(
                         exit_code: taskrush_protocol::run::EXIT_CANCELLED,
                     };
                 }
-                Step::SpawnFailed(message) => {
-                    return fail_after_hooks(spec, task, &env, events, message).await;
+                Step::SpawnFailed(failure) => {
+                    return fail_after_hooks(spec, task, &env, events, failure).await;
                 }
             }
         }
@@ -461,7 +450,7 @@ async fn run_task(
         ran,
     };
     let hooks = after_hooks(spec, task, &env, events, ended);
-    let plugin_failure = hooks.await;
+    let plugin_failure = hooks.await.map(|f| f.to_string());
     let mut shell_code = shell_code;
     if plugin_failure.is_some() && status == TaskStatus::Success {
         status = TaskStatus::Failed;
@@ -514,7 +503,7 @@ async fn after_hooks(
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
     ended: Ended,
-) -> Option<String> {
+) -> Option<HookFailure> {
     use taskrush_protocol::plugin::{TaskError, TaskResult};
     let plugins = spec.plugins.as_ref()?;
     let (status, exit_code, cached, failure, duration_ms) = match ended {
@@ -548,8 +537,7 @@ async fn after_hooks(
         cached,
     };
     let error = failure.map(|message| TaskError { message, exit_code });
-    let failure: Option<HookFailure> = plugins.after_task(task, env, result, error, events).await;
-    failure.map(|f| f.to_string())
+    plugins.after_task(task, env, result, error, events).await
 }
 
 /// [`fail`], after telling the plugins.
@@ -558,18 +546,18 @@ async fn fail_after_hooks(
     task: &Task,
     env: &BTreeMap<String, String>,
     events: &mpsc::Sender<RunEvent>,
-    message: String,
+    failure: TaskFailure,
 ) -> Outcome {
-    let hooks = after_hooks(spec, task, env, events, Ended::Failed(message.clone()));
-    let message = match hooks.await {
-        Some(also) => format!("{message}\n{also}"),
-        None => message,
+    let hooks = after_hooks(spec, task, env, events, Ended::Failed(failure.to_string()));
+    let failure = match hooks.await {
+        Some(also) => TaskFailure::Also(Box::new(failure), also),
+        None => failure,
     };
-    fail(events, &task.name, message).await
+    fail(events, &task.name, failure).await
 }
 
 /// The task fails without having run: its duration is 0.
-async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, message: String) -> Outcome {
+async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, failure: TaskFailure) -> Outcome {
     let _ = events
         .send(RunEvent::TaskFinished {
             task: task.to_owned(),
@@ -577,7 +565,7 @@ async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, message: String) -> O
             exit_code: None,
             signal: None,
             duration_ms: 0,
-            message: Some(message),
+            message: Some(failure.to_string()),
         })
         .await;
     Outcome {
@@ -628,11 +616,17 @@ fn task_script(task: &Task) -> Option<String> {
 fn task_env(
     task: &Task,
     client: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, TaskFailure> {
     let mut env = client.clone();
     for (k, v) in &task.env {
-        let value = crate::config::expand::expand(v, |name| env.get(name).cloned())
-            .map_err(|e| format!("in `env.{k}` of task `{}`: {}", task.name, e.message))?;
+        let value =
+            crate::config::expand::expand(v, |name| env.get(name).cloned()).map_err(|error| {
+                TaskFailure::Env {
+                    task: task.name.clone(),
+                    key: k.clone(),
+                    error,
+                }
+            })?;
         env.insert(k.clone(), value);
     }
     Ok(env)
@@ -656,7 +650,8 @@ enum Step {
     Exited(Option<i32>, Option<i32>, i32, u64),
     /// Stopped; how long it ran, in ms.
     Cancelled(u64),
-    SpawnFailed(String),
+    /// Could not start, or could not be waited for.
+    SpawnFailed(TaskFailure),
 }
 
 /// Where a task's output goes.
@@ -680,10 +675,10 @@ async fn run_step(
     let mut proc = match spawn::spawn_shell(cmd, root, env, io.stdio) {
         Ok(p) => p,
         Err(e) => {
-            return Step::SpawnFailed(format!(
-                "cannot start the command in `{}`: {e}",
-                root.display()
-            ));
+            return Step::SpawnFailed(TaskFailure::CannotStart {
+                root: root.to_owned(),
+                error: e,
+            });
         }
     };
     // The task's duration: from its spawn to its exit, plugins' hooks and
@@ -713,7 +708,7 @@ async fn run_step(
             status = proc.child.wait(), if pumped => {
                 return match status {
                     Ok(s) => { let (c, sig, code) = spawn::exit_code(s); Step::Exited(c, sig, code, ms()) }
-                    Err(e) => Step::SpawnFailed(format!("cannot wait for the task: {e}")),
+                    Err(e) => Step::SpawnFailed(TaskFailure::CannotWait(e)),
                 };
             }
             changed = cancel.changed() => {

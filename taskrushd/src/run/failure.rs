@@ -1,0 +1,116 @@
+//! Why a task failed without a status of its own: it could not start, or
+//! something before or around it stopped it. Rendered in one place, the
+//! [`Display`](std::fmt::Display) below, into the `message` of its
+//! `task_finished` event.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::cache::up_to_date::CheckError;
+use crate::config::expand::ExpandError;
+use crate::plugin::HookFailure;
+
+/// Why a task failed (its command's own failures are its exit status).
+#[derive(Debug)]
+pub(crate) enum TaskFailure {
+    /// The plan names a task its config does not have.
+    Vanished { task: String },
+    /// An entry of the task's `env` cannot be expanded.
+    Env {
+        task: String,
+        key: String,
+        error: ExpandError,
+    },
+    /// Its inputs could not be read or hashed.
+    CacheCheck(CheckError),
+    /// Its cache entry could not be cleared before it ran: an entry left in
+    /// place could later say it is up to date when it is not.
+    CacheNotCleared {
+        entry: PathBuf,
+        /// The cache directory.
+        dir: PathBuf,
+        error: io::Error,
+    },
+    /// A plugin vetoed it, or a required plugin failed.
+    Plugin(HookFailure),
+    /// Its shell could not be started in the project root.
+    CannotStart { root: PathBuf, error: io::Error },
+    /// Its process could not be waited for.
+    CannotWait(io::Error),
+    /// A failure, and then a required plugin failed in the hooks after it.
+    Also(Box<TaskFailure>, HookFailure),
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskFailure::Vanished { task } => write!(f, "task `{task}` vanished from the plan"),
+            TaskFailure::Env { task, key, error } => {
+                write!(f, "in `env.{key}` of task `{task}`: {}", error.message)
+            }
+            TaskFailure::CacheCheck(e) => write!(f, "cannot check the cache: {e}"),
+            TaskFailure::CacheNotCleared { entry, dir, error } => write!(
+                f,
+                "cannot clear the cache entry `{}`: {error}; the task did not run, as the \
+                 entry could later say it is up to date when it is not\nhint: fix the \
+                 permissions of `{}`, or delete it",
+                entry.display(),
+                dir.display()
+            ),
+            TaskFailure::Plugin(failure) => failure.fmt(f),
+            TaskFailure::CannotStart { root, error } => {
+                write!(
+                    f,
+                    "cannot start the command in `{}`: {error}",
+                    root.display()
+                )
+            }
+            TaskFailure::CannotWait(e) => write!(f, "cannot wait for the task: {e}"),
+            TaskFailure::Also(first, also) => write!(f, "{first}\n{also}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskFailure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_reads_as_the_message_it_replaces() {
+        let env = TaskFailure::Env {
+            task: "build".into(),
+            key: "OUT".into(),
+            error: ExpandError {
+                message: "unterminated `${` in `${HOME`".into(),
+            },
+        };
+        assert_eq!(
+            env.to_string(),
+            "in `env.OUT` of task `build`: unterminated `${` in `${HOME`"
+        );
+        let start = TaskFailure::CannotStart {
+            root: "/p".into(),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            start.to_string(),
+            "cannot start the command in `/p`: entity not found"
+        );
+        let veto = HookFailure::Vetoed {
+            plugin: "guard".into(),
+            message: "no".into(),
+        };
+        let also = TaskFailure::Also(Box::new(start), veto);
+        assert_eq!(
+            also.to_string(),
+            "cannot start the command in `/p`: entity not found\nvetoed by plugin `guard`: no"
+        );
+        assert_eq!(
+            TaskFailure::CacheCheck(CheckError::Failed("cannot read `x`".into())).to_string(),
+            "cannot check the cache: cannot read `x`"
+        );
+    }
+}
