@@ -4,7 +4,7 @@
 //! watches a cancel level. A slow client slows only its own run (the
 //! channel is bounded, so output is never dropped).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,7 @@ use crate::process::spawn::{self, GRACE, TaskProcess};
 use crate::run::cancel::{Cancel, cancelled};
 use crate::run::failure::TaskFailure;
 use crate::run::planner::Plan;
+use crate::run::schedule::Schedule;
 use crate::server::client_stdio::ClientStdio;
 
 /// Everything a run needs, fixed when it starts: a run keeps the config it
@@ -62,25 +63,13 @@ pub(crate) async fn run(
 ) -> RunEvent {
     let started = Instant::now();
     let spec = Arc::new(spec);
-    let n = spec.plan.tasks.len();
-    let mut waiting_on: Vec<usize> = spec.plan.tasks.iter().map(|t| t.deps.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, t) in spec.plan.tasks.iter().enumerate() {
-        for &d in &t.deps {
-            dependents[d].push(i);
-        }
-    }
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut schedule = Schedule::new(&spec.plan, spec.jobs, *cancel.borrow() != Cancel::No);
     let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
-    let mut failed: Option<(String, i32)> = None;
-    let mut cancelled = *cancel.borrow() != Cancel::No;
-    let jobs = spec.jobs.max(1);
     // Whether the run said that the cache cannot be written.
     let warned = Arc::new(AtomicBool::new(false));
 
     loop {
-        while failed.is_none() && !cancelled && running.len() < jobs {
-            let Some(i) = ready.pop_front() else { break };
+        while let Some(i) = schedule.next() {
             let spec = spec.clone();
             let up_to_date = up_to_date.clone();
             let events = events.clone();
@@ -97,50 +86,25 @@ pub(crate) async fn run(
         tokio::select! {
             joined = running.join_next() => {
                 let Some(joined) = joined else { break };
-                let (i, outcome) = match joined {
-                    Ok(r) => r,
+                match joined {
+                    Ok((i, outcome)) => schedule.finished(i, outcome.status, outcome.exit_code),
                     Err(e) => {
                         tracing::error!(run = spec.run_id, "task runner failed: {e}");
-                        failed.get_or_insert(("<internal>".into(), 1));
-                        continue;
+                        schedule.lost();
                     }
-                };
-                match outcome.status {
-                    TaskStatus::Success => {
-                        for &d in &dependents[i] {
-                            waiting_on[d] -= 1;
-                            if waiting_on[d] == 0 {
-                                ready.push_back(d);
-                            }
-                        }
-                    }
-                    TaskStatus::Failed => {
-                        failed.get_or_insert((spec.plan.tasks[i].name.clone(), outcome.exit_code));
-                    }
-                    TaskStatus::Cancelled => cancelled = true,
                 }
             }
-            changed = cancel.changed(), if !cancelled => {
+            changed = cancel.changed(), if !schedule.is_cancelled() => {
                 // Running tasks watch the level themselves.
                 if changed.is_err() || *cancel.borrow() != Cancel::No {
-                    cancelled = true;
+                    schedule.cancel();
                 }
             }
         }
     }
 
     let duration_ms = started.elapsed().as_millis() as u64;
-    let (status, exit_code, failed_task) = if cancelled {
-        (
-            RunStatus::Cancelled,
-            taskrush_protocol::run::EXIT_CANCELLED,
-            None,
-        )
-    } else if let Some((task, code)) = failed {
-        (RunStatus::Failed, code, Some(task))
-    } else {
-        (RunStatus::Success, 0, None)
-    };
+    let (status, exit_code, failed_task) = schedule.end(&spec.plan);
     RunEvent::RunFinished {
         run_id: spec.run_id,
         status,
