@@ -1,7 +1,8 @@
-//! Executing a plan: scheduling, the cache, streaming output, cancelling.
+//! Executing a plan: starting the tasks its [`Schedule`] gives, the cache,
+//! streaming output, cancelling.
 //!
 //! The runner owns no socket: it sends [`RunEvent`]s into a channel and
-//! watches a cancel level. A slow client slows only its own run (the
+//! watches a cancel level ([`Cancel`]). A slow client slows only its own run (the
 //! channel is bounded, so output is never dropped).
 
 use std::collections::BTreeMap;
