@@ -45,6 +45,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use walkdir::WalkDir;
 
 use crate::cache::file_hashes::{StopFlag, is_absent};
+use crate::watch::WatchDir;
 
 /// How far one task's `cache_files` may reach. Each bound can be changed
 /// with an environment variable of the daemon.
@@ -126,15 +127,6 @@ pub(crate) struct InputFiles {
 pub(crate) struct Alias {
     pub(crate) path: PathBuf,
     pub(crate) first: PathBuf,
-}
-
-/// A directory to watch, and which one it was when the inputs were listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WatchDir {
-    pub(crate) path: PathBuf,
-    /// (device, inode): a watch follows an inode, so a directory replaced
-    /// since it was watched must be watched again.
-    pub(crate) id: (u64, u64),
 }
 
 /// One input file, as seen from the project root.
@@ -553,12 +545,6 @@ pub(crate) fn expand_until(
         watch: watch.finish(),
         aliases,
     })
-}
-
-/// (device, inode) of what `path` names (symlinks followed): which
-/// directory a watch on it follows.
-pub(crate) fn path_id(path: &Path) -> Option<(u64, u64)> {
-    fs::metadata(path).ok().map(|m| dir_id(&m))
 }
 
 /// (device, inode) of a directory.

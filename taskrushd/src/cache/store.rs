@@ -145,7 +145,7 @@ pub(crate) struct Fingerprint {
     /// ([`InputFiles::watch_dirs`](input_files::InputFiles::watch_dirs));
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
-    pub(crate) watch_dirs: Option<Vec<input_files::WatchDir>>,
+    pub(crate) watch_dirs: Option<Vec<crate::watch::WatchDir>>,
     /// When the most recently changed input last changed (its ctime),
     /// (seconds, nanoseconds) since the epoch, and which one it is
     /// (relative to the root).
@@ -318,7 +318,7 @@ pub(crate) fn fingerprint_until(
         watch_dirs: inputs
             .watch_dirs()
             .filter(|_| !linked)
-            .map(<[input_files::WatchDir]>::to_vec),
+            .map(<[crate::watch::WatchDir]>::to_vec),
         last_change,
         last_changed: last_changed.map(Path::to_path_buf),
     })
