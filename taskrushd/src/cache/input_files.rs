@@ -197,21 +197,20 @@ impl InputFiles {
     }
 }
 
-/// A pattern that cannot be used, or a directory or file that could not be
-/// read while expanding the patterns.
+/// Why the inputs, and so a task's cache key, could not be determined: a
+/// pattern that cannot be used, a directory or file that could not be read
+/// while expanding the patterns or hashing the files, a bound reached. The
+/// task should then run uncached.
 #[derive(Debug)]
 pub(crate) enum InputError {
-    Pattern {
-        pattern: String,
-        reason: String,
-    },
-    Io {
-        path: PathBuf,
-        source: io::Error,
-    },
+    /// A `cache_files` pattern is invalid.
+    Pattern { pattern: String, reason: String },
+    /// A file or directory could not be read; `path` is relative to the
+    /// project root, e.g. `cannot read `src/x.rs`: Permission denied`.
+    Io { path: PathBuf, source: io::Error },
     /// A bound of [`InputLimits`] was reached; says which.
     Limit(String),
-    /// Told to stop.
+    /// Told to stop (the run was cancelled, its client left).
     Stopped,
 }
 

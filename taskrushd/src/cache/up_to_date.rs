@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::cache::file_hashes::{FileHashes, StopFlag};
+use crate::cache::input_files::InputError;
 use crate::cache::input_files::InputLimits;
-use crate::cache::store::{self as cache, CacheError, CacheKey, Fingerprint};
+use crate::cache::store::{self as cache, CacheKey, Fingerprint};
 use crate::watch::{Key, Ticket, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
@@ -161,7 +162,7 @@ impl UpToDate {
         .await
         .map_err(|e| CheckError::Failed(format!("the check stopped: {e}")))?
         .map_err(|e| match e {
-            CacheError::Stopped => CheckError::Stopped,
+            InputError::Stopped => CheckError::Stopped,
             e => CheckError::Failed(e.to_string()),
         })
     }
