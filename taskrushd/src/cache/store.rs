@@ -5,17 +5,10 @@
 //! its `cmd`, its expanded `env`, the list of its input files (relative
 //! paths) and the content of each (or its absence).
 //!
-//! How a run uses it:
-//!
-//! 1. Compute the key *before* running (`UpToDate::key`, which takes it
-//!    from the watcher when nothing changed, else from [`fingerprint`]), so
-//!    an edit made while the task runs is not folded into the stored key:
-//!    the next check sees it.
-//! 2. If `store.load(task) == Some(key)`: report "cached", do not run.
-//! 3. Otherwise `store.invalidate(task)`, run, and only if the run succeeded
-//!    `store.store(task, &key)`. (Invalidating first means a failed or
-//!    cancelled run, which may have clobbered outputs, is never "up to
-//!    date", even if the inputs go back to their last successful state.)
+//! How a run uses it (the protocol, in `cache/lookup.rs`): compute the key
+//! *before* running; if the store holds it, the task is cached; otherwise
+//! [`CacheStore::invalidate`], run, and only if the run succeeded (and its
+//! inputs did not change meanwhile) [`CacheStore::store`].
 //!
 //! An [`InputError`] while computing the key means "unknown": run the task.
 
