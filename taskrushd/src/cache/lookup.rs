@@ -1,5 +1,6 @@
 //! The cache protocol of one cached task: look it up, and store its key
-//! after a successful run. The runner sees only [`Lookup`] and [`Pending`].
+//! after a successful run. Of the protocol, the runner sees only [`Lookup`]
+//! and [`Pending`].
 //!
 //! 1. Compute the key *before* running ([`UpToDate::key`]), so an edit made
 //!    while the task runs is not folded into the stored key: the next

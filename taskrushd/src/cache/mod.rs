@@ -3,9 +3,10 @@
 //! Owns cache keys and the on-disk store `.rush-cache/` (`store`), one
 //! task's up-to-date check and the daemon-wide registry of cached tasks in
 //! progress (`up_to_date`), the protocol a run follows (look up, claim,
-//! invalidate, store: `lookup`, the only part the runner uses), expanding
-//! `cache_files` patterns into input files (`input_files`) and the
-//! in-memory memo of content hashes (`file_hashes`).
+//! invalidate, store: `lookup`; the runner calls nothing else of the
+//! protocol), expanding `cache_files` patterns into input files
+//! (`input_files`) and the in-memory memo of content hashes
+//! (`file_hashes`). Whether a file changed is `stamp.rs`'s, at the top.
 //!
 //! Architecture invariants:
 //! - Slow, never stale: when in doubt, a full check.
