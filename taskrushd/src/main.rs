@@ -16,6 +16,7 @@ mod plugin;
 mod process;
 mod run;
 mod server;
+mod stamp;
 mod watch;
 
 use api::{Daemon, DaemonOptions};

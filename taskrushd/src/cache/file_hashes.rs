@@ -1,32 +1,19 @@
 //! In-memory memo of file content hashes, kept warm by the long-lived daemon.
 //!
 //! [`FileHashes`] maps an absolute path to the BLAKE3 hash of the file's
-//! content together with the *stamp* of the file when it was hashed: length,
-//! mtime and ctime (both with nanoseconds), inode and device, all from one
-//! `stat`. A remembered hash is reused only when a fresh `stat` gives exactly
-//! the same stamp; anything else re-reads the file.
+//! content together with the *stamp* of the file when it was hashed
+//! (`stamp.rs`: length, mtime and ctime, inode, device, link count, all
+//! from one `stat`). A remembered hash is reused only when a fresh `stat`
+//! gives exactly the same stamp; anything else re-reads the file.
 //!
 //! # Never stale: the "racy git" rule
 //!
-//! A stamp alone is not enough. File systems take timestamps from a coarse
-//! clock (Linux: the kernel tick, a few ms; ext3/HFS+: 1 s; FAT/exFAT: 2 s),
-//! so a file rewritten with the same length shortly after we hashed it can
-//! keep an identical stamp. Like git's index ("racy git"), an entry is
-//! therefore *trusted* only if the file's newest timestamp (the later of
-//! mtime and ctime) is older than the moment the hash began minus
-//! [`RACY_MARGIN`]. Any write after that moment sets ctime to "now", which
-//! then necessarily differs from the remembered ctime. Untrusted files are
-//! simply re-hashed on every call until they have been quiet for the margin.
-//! ctime matters because mtime can be set back by anyone (`touch -d`,
-//! `File::set_modified`, archive extraction) while ctime cannot.
-//!
-//! The margin is 2 s: it covers the coarsest timestamp granularity in common
-//! use (FAT's 2 s) and the lag of the kernel's coarse clock behind the
-//! wall clock, and costs almost nothing (only files touched in the last two
-//! seconds are re-read). It does not protect against the wall clock being
-//! stepped back by more than the margin, nor against a network file server
-//! whose clock lags ours by more than the margin *and* a rewrite that keeps
-//! the length and lands in the same timestamp tick.
+//! A stamp alone is not enough (see `stamp.rs`, where the rule is
+//! explained): an entry is *trusted* only if the file had been left alone
+//! for [`RACY_MARGIN`] before the hash began
+//! ([`Stamp::settled`](crate::stamp::Stamp::settled)). Untrusted files are
+//! simply re-hashed on every call until they have been quiet for the
+//! margin.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -35,11 +22,10 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-/// How long a file must have been left alone before its memoized hash is
-/// trusted (see the module documentation).
-pub(crate) const RACY_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) use crate::stamp::RACY_MARGIN;
+use crate::stamp::{self, Kind, Stamp};
 
 /// Default bound on the files the memo remembers
 /// (`TASKRUSH_HASH_MEMO_FILES`): about 350 bytes each with the path and
@@ -211,133 +197,6 @@ impl Hashed {
     }
 }
 
-/// Everything one `stat` tells us about a file's identity and version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    /// (seconds, nanoseconds) since the Unix epoch; may be negative.
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    dev: u64,
-    /// Number of hard links: a file with more than one can be changed
-    /// through a path in another directory.
-    nlink: u64,
-}
-
-impl Stamp {
-    /// The newest of the file's timestamps.
-    fn newest(&self) -> (i64, i64) {
-        self.mtime.max(self.ctime)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    Other,
-}
-
-/// `stat`/`fstat` through rustix: one syscall, no allocation for paths up to
-/// 255 bytes (std's `metadata` uses the slower `statx` on Linux).
-#[cfg(unix)]
-mod sys {
-    use super::{Kind, Stamp};
-    use std::fs::File;
-    use std::io;
-    use std::path::Path;
-
-    pub(super) fn stat_path(path: &Path) -> io::Result<(Stamp, Kind)> {
-        Ok(from_stat(&rustix::fs::stat(path)?))
-    }
-
-    pub(super) fn stat_open(file: &File) -> io::Result<(Stamp, Kind)> {
-        Ok(from_stat(&rustix::fs::fstat(file)?))
-    }
-
-    // The field types differ between targets; on some the casts are no-ops.
-    #[allow(clippy::unnecessary_cast)]
-    fn from_stat(st: &rustix::fs::Stat) -> (Stamp, Kind) {
-        use rustix::fs::FileType;
-        let kind = match FileType::from_raw_mode(st.st_mode as _) {
-            FileType::RegularFile => Kind::File,
-            FileType::Directory => Kind::Dir,
-            _ => Kind::Other,
-        };
-        let stamp = Stamp {
-            len: st.st_size as u64,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
-            ino: st.st_ino as u64,
-            dev: st.st_dev as u64,
-            nlink: st.st_nlink as u64,
-        };
-        (stamp, kind)
-    }
-}
-
-/// Without inode/ctime the stamp is weaker: mtime and creation time stand in
-/// (creation time changes when a file is replaced by a rename).
-#[cfg(not(unix))]
-mod sys {
-    use super::{Kind, Stamp, epoch_parts};
-    use std::fs::{self, File, Metadata};
-    use std::io;
-    use std::path::Path;
-    use std::time::SystemTime;
-
-    pub(super) fn stat_path(path: &Path) -> io::Result<(Stamp, Kind)> {
-        Ok(from_meta(&fs::metadata(path)?))
-    }
-
-    pub(super) fn stat_open(file: &File) -> io::Result<(Stamp, Kind)> {
-        Ok(from_meta(&file.metadata()?))
-    }
-
-    fn from_meta(meta: &Metadata) -> (Stamp, Kind) {
-        let split = |t: io::Result<SystemTime>| t.ok().map_or((0, 0), epoch_parts);
-        let mtime = split(meta.modified());
-        let kind = if meta.is_file() {
-            Kind::File
-        } else if meta.is_dir() {
-            Kind::Dir
-        } else {
-            Kind::Other
-        };
-        let stamp = Stamp {
-            len: meta.len(),
-            mtime,
-            // Stands in for ctime in the racy check.
-            ctime: mtime.max(split(meta.created())),
-            ino: 0,
-            dev: 0,
-            nlink: 1,
-        };
-        (stamp, kind)
-    }
-}
-
-/// (seconds, nanoseconds) since the epoch, negative seconds before it.
-fn epoch_parts(t: SystemTime) -> (i64, i64) {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (secs_i64(d), i64::from(d.subsec_nanos())),
-        Err(before) => {
-            let d = before.duration();
-            let (s, n) = (secs_i64(d), i64::from(d.subsec_nanos()));
-            if n == 0 {
-                (-s, 0)
-            } else {
-                (-s - 1, 1_000_000_000 - n)
-            }
-        }
-    }
-}
-
-fn secs_i64(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
 impl Default for FileHashes {
     fn default() -> Self {
         Self::new()
@@ -400,7 +259,7 @@ impl FileHashes {
         if stop.is_stopped() {
             return Err(stopped());
         }
-        let (stamp, kind) = match sys::stat_path(abs_path) {
+        let (stamp, kind) = match stamp::stat_path(abs_path) {
             Ok(found) => found,
             Err(err) if is_absent(&err) => {
                 self.forget(abs_path);
@@ -429,9 +288,7 @@ impl FileHashes {
             }
         };
         self.hashed.fetch_add(1, Ordering::Relaxed);
-        let settled = started
-            .checked_sub(self.racy_margin)
-            .is_some_and(|limit| stamp.newest() < epoch_parts(limit));
+        let settled = stamp.settled(started, self.racy_margin);
         let mut memo = self.lock();
         if settled {
             memo.insert(abs_path.as_os_str().to_owned(), Memo { stamp, hash });
@@ -503,7 +360,7 @@ fn read_and_hash(
     use std::io::Read;
     let stop = &guard.stop;
     let mut file = open_for_hashing(abs_path)?;
-    let (stamp, kind) = sys::stat_open(&file)?;
+    let (stamp, kind) = stamp::stat_open(&file)?;
     check_regular(kind)?;
     let mut unpaid = charged;
     let mut hasher = blake3::Hasher::new();

@@ -45,6 +45,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use walkdir::WalkDir;
 
 use crate::cache::file_hashes::{StopFlag, is_absent};
+use crate::watch::WatchDir;
 
 /// How far one task's `cache_files` may reach. Each bound can be changed
 /// with an environment variable of the daemon.
@@ -128,15 +129,6 @@ pub(crate) struct Alias {
     pub(crate) first: PathBuf,
 }
 
-/// A directory to watch, and which one it was when the inputs were listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WatchDir {
-    pub(crate) path: PathBuf,
-    /// (device, inode): a watch follows an inode, so a directory replaced
-    /// since it was watched must be watched again.
-    pub(crate) id: (u64, u64),
-}
-
 /// One input file, as seen from the project root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct InputFile<'a> {
@@ -205,21 +197,20 @@ impl InputFiles {
     }
 }
 
-/// A pattern that cannot be used, or a directory or file that could not be
-/// read while expanding the patterns.
+/// Why the inputs, and so a task's cache key, could not be determined: a
+/// pattern that cannot be used, a directory or file that could not be read
+/// while expanding the patterns or hashing the files, a bound reached. The
+/// task should then run uncached.
 #[derive(Debug)]
 pub(crate) enum InputError {
-    Pattern {
-        pattern: String,
-        reason: String,
-    },
-    Io {
-        path: PathBuf,
-        source: io::Error,
-    },
+    /// A `cache_files` pattern is invalid.
+    Pattern { pattern: String, reason: String },
+    /// A file or directory could not be read; `path` is relative to the
+    /// project root, e.g. `cannot read `src/x.rs`: Permission denied`.
+    Io { path: PathBuf, source: io::Error },
     /// A bound of [`InputLimits`] was reached; says which.
     Limit(String),
-    /// Told to stop.
+    /// Told to stop (the run was cancelled, its client left).
     Stopped,
 }
 
@@ -553,12 +544,6 @@ pub(crate) fn expand_until(
         watch: watch.finish(),
         aliases,
     })
-}
-
-/// (device, inode) of what `path` names (symlinks followed): which
-/// directory a watch on it follows.
-pub(crate) fn path_id(path: &Path) -> Option<(u64, u64)> {
-    fs::metadata(path).ok().map(|m| dir_id(&m))
 }
 
 /// (device, inode) of a directory.

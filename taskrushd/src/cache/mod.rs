@@ -2,9 +2,11 @@
 //!
 //! Owns cache keys and the on-disk store `.rush-cache/` (`store`), one
 //! task's up-to-date check and the daemon-wide registry of cached tasks in
-//! progress (`up_to_date`), expanding `cache_files` patterns into input
-//! files (`input_files`) and the in-memory memo of content hashes
-//! (`file_hashes`).
+//! progress (`up_to_date`), the protocol a run follows (look up, claim,
+//! invalidate, store: `lookup`; the runner calls nothing else of the
+//! protocol), expanding `cache_files` patterns into input files
+//! (`input_files`) and the in-memory memo of content hashes
+//! (`file_hashes`). Whether a file changed is `stamp.rs`'s, at the top.
 //!
 //! Architecture invariants:
 //! - Slow, never stale: when in doubt, a full check.
@@ -13,5 +15,6 @@
 
 pub(crate) mod file_hashes;
 pub(crate) mod input_files;
+pub(crate) mod lookup;
 pub(crate) mod store;
 pub(crate) mod up_to_date;

@@ -5,19 +5,12 @@
 //! its `cmd`, its expanded `env`, the list of its input files (relative
 //! paths) and the content of each (or its absence).
 //!
-//! How a run uses it:
+//! How a run uses it (the protocol, in `cache/lookup.rs`): compute the key
+//! *before* running; if the store holds it, the task is cached; otherwise
+//! [`CacheStore::invalidate`], run, and only if the run succeeded (and its
+//! inputs did not change meanwhile) [`CacheStore::store`].
 //!
-//! 1. Compute the key *before* running (`UpToDate::key`, which takes it
-//!    from the watcher when nothing changed, else from [`fingerprint`]), so
-//!    an edit made while the task runs is not folded into the stored key:
-//!    the next check sees it.
-//! 2. If `store.load(task) == Some(key)`: report "cached", do not run.
-//! 3. Otherwise `store.invalidate(task)`, run, and only if the run succeeded
-//!    `store.store(task, &key)`. (Invalidating first means a failed or
-//!    cancelled run, which may have clobbered outputs, is never "up to
-//!    date", even if the inputs go back to their last successful state.)
-//!
-//! A [`CacheError`] while computing the key means "unknown": run the task.
+//! An [`InputError`] while computing the key means "unknown": run the task.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -86,55 +79,6 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// Why a key could not be computed. The task should then run uncached.
-#[derive(Debug)]
-pub(crate) enum CacheError {
-    /// A `cache_files` pattern is invalid.
-    Pattern { pattern: String, reason: String },
-    /// A file or directory could not be read; `path` is relative to the
-    /// project root, e.g. `cannot read `src/x.rs`: Permission denied`.
-    Io { path: PathBuf, source: io::Error },
-    /// A bound of [`InputLimits`] was reached; says which.
-    Limit(String),
-    /// Told to stop (the run was cancelled, its client left).
-    Stopped,
-}
-
-impl fmt::Display for CacheError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CacheError::Pattern { pattern, reason } => {
-                write!(f, "invalid cache_files pattern `{pattern}`: {reason}")
-            }
-            CacheError::Io { path, source } => {
-                write!(f, "cannot read `{}`: {source}", path.display())
-            }
-            CacheError::Limit(what) => f.write_str(what),
-            CacheError::Stopped => f.write_str("stopped: the run was cancelled"),
-        }
-    }
-}
-
-impl std::error::Error for CacheError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CacheError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-impl From<InputError> for CacheError {
-    fn from(err: InputError) -> Self {
-        match err {
-            InputError::Pattern { pattern, reason } => CacheError::Pattern { pattern, reason },
-            InputError::Io { path, source } => CacheError::Io { path, source },
-            InputError::Limit(what) => CacheError::Limit(what),
-            InputError::Stopped => CacheError::Stopped,
-        }
-    }
-}
-
 /// A key and what went into it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fingerprint {
@@ -145,7 +89,7 @@ pub(crate) struct Fingerprint {
     /// ([`InputFiles::watch_dirs`](input_files::InputFiles::watch_dirs));
     /// `None` when watching cannot see every change (symlinked or
     /// hard-linked inputs, patterns leaving the root).
-    pub(crate) watch_dirs: Option<Vec<input_files::WatchDir>>,
+    pub(crate) watch_dirs: Option<Vec<crate::watch::WatchDir>>,
     /// When the most recently changed input last changed (its ctime),
     /// (seconds, nanoseconds) since the epoch, and which one it is
     /// (relative to the root).
@@ -185,7 +129,7 @@ pub(crate) fn cache_key(
     env: &[(String, String)],
     patterns: &[String],
     hashes: &FileHashes,
-) -> Result<CacheKey, CacheError> {
+) -> Result<CacheKey, InputError> {
     fingerprint(root, task, cmd, env, patterns, hashes).map(|f| f.key)
 }
 
@@ -205,7 +149,7 @@ pub(crate) fn fingerprint(
     env: &[(String, String)],
     patterns: &[String],
     hashes: &FileHashes,
-) -> Result<Fingerprint, CacheError> {
+) -> Result<Fingerprint, InputError> {
     let recipe = Recipe {
         task,
         cmd,
@@ -225,7 +169,7 @@ pub(crate) struct Recipe<'a> {
 }
 
 /// [`fingerprint`] within `limits` (an error names the bound passed: the
-/// input list is never cut short), giving up with [`CacheError::Stopped`]
+/// input list is never cut short), giving up with [`InputError::Stopped`]
 /// soon after `stop` is set, between files and within large ones.
 pub(crate) fn fingerprint_until(
     root: &Path,
@@ -233,7 +177,7 @@ pub(crate) fn fingerprint_until(
     hashes: &FileHashes,
     limits: &InputLimits,
     stop: &StopFlag,
-) -> Result<Fingerprint, CacheError> {
+) -> Result<Fingerprint, InputError> {
     let Recipe {
         task,
         cmd,
@@ -257,7 +201,7 @@ pub(crate) fn fingerprint_until(
     let guard = HashGuard::new(stop.clone(), limits.bytes);
     let file_hashes = hash_all(&files, hashes, &guard);
     if stop.is_stopped() {
-        return Err(CacheError::Stopped);
+        return Err(InputError::Stopped);
     }
     if guard.over_budget() {
         let unit = match limits.bytes {
@@ -265,7 +209,7 @@ pub(crate) fn fingerprint_until(
             b if b >= 1 << 20 => format!(" ({} MiB)", b >> 20),
             _ => String::new(),
         };
-        return Err(CacheError::Limit(format!(
+        return Err(InputError::Limit(format!(
             "the files `cache_files` match are more than {} bytes{unit} in all, the limit \
              for one task\nhint: narrow the patterns, or raise TASKRUSH_MAX_INPUT_BYTES in the \
              daemon's environment",
@@ -280,7 +224,7 @@ pub(crate) fn fingerprint_until(
     // in line with `files`, so the first error is met before any
     // misalignment.
     for (file, hash) in files.iter().zip(file_hashes) {
-        let hash = hash.map_err(|source| CacheError::Io {
+        let hash = hash.map_err(|source| InputError::Io {
             path: file.rel.to_path_buf(),
             source,
         })?;
@@ -318,7 +262,7 @@ pub(crate) fn fingerprint_until(
         watch_dirs: inputs
             .watch_dirs()
             .filter(|_| !linked)
-            .map(<[input_files::WatchDir]>::to_vec),
+            .map(<[crate::watch::WatchDir]>::to_vec),
         last_change,
         last_changed: last_changed.map(Path::to_path_buf),
     })

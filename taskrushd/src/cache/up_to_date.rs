@@ -1,25 +1,31 @@
-//! The up-to-date check of one cached task: the watcher's clean key when it
+//! The up-to-date check of one cached task: a clean key when the watcher
 //! can prove nothing changed, else the full key computation.
 //!
 //! The full computation (`cache::fingerprint`) lists the inputs and
 //! `stat`s every one (hashing the new or changed ones): for 10,000 files
 //! that is 10,000 `stat`s on every check. Once a key has been computed
 //! while the watcher watched every directory that could show a change, and
-//! no event arrived meanwhile, the watcher remembers it as clean; the next
-//! check takes it after a cookie round trip (`Watcher::sync`), without
-//! touching the inputs. The rules that keep this exact are in the watcher's
-//! module documentation ("Inputs").
+//! no event arrived meanwhile (`Watcher::finish_inputs` says the ticket of
+//! `Watcher::begin_inputs` is still good), it is remembered here as clean,
+//! with that ticket; the next check takes it after a cookie round trip
+//! (`Watcher::sync`) if the ticket is still current (`Watcher::is_current`:
+//! the inputs' generation has not moved), without touching the inputs. The
+//! watcher knows generations only; the keys are this file's. The rules
+//! that keep this exact are in the watcher's module documentation
+//! ("Inputs").
 
 pub(crate) mod inflight;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::cache::file_hashes::{FileHashes, StopFlag};
+use crate::cache::input_files::InputError;
 use crate::cache::input_files::InputLimits;
-use crate::cache::store::{self as cache, CacheError, CacheKey, Fingerprint};
-use crate::watch::{CleanKey, Key, Watcher};
+use crate::cache::store::{self as cache, CacheKey, Fingerprint};
+use crate::watch::{Key, Ticket, Watcher};
 
 /// What the daemon keeps between checks: file hashes and the watcher.
 pub(crate) struct UpToDate {
@@ -27,6 +33,7 @@ pub(crate) struct UpToDate {
     /// Cached tasks in progress, daemon-wide (see [`inflight`]).
     pub(crate) inflight: Arc<inflight::Inflight>,
     watcher: Option<Arc<Watcher>>,
+    clean: Mutex<CleanKeys>,
     watched: AtomicU64,
     full: AtomicU64,
 }
@@ -51,6 +58,7 @@ impl UpToDate {
             hashes: FileHashes::new(),
             inflight: inflight::Inflight::new(),
             watcher,
+            clean: Mutex::default(),
             watched: AtomicU64::new(0),
             full: AtomicU64::new(0),
         })
@@ -78,9 +86,9 @@ impl UpToDate {
         let root_id = local_dir_id(&recipe.root);
         let watcher = self.watcher.as_ref().filter(|_| root_id.is_some());
         if let (Some(w), Some(id)) = (watcher, root_id)
-            && w.clean_key(&inputs, &signature, id).is_some()
+            && self.clean_key(w, &inputs, &signature, id).is_some()
             && w.sync().await
-            && let Some(key) = w.clean_key(&inputs, &signature, id)
+            && let Some(key) = self.clean_key(w, &inputs, &signature, id)
         {
             self.watched.fetch_add(1, Ordering::Relaxed);
             return Ok(key);
@@ -94,10 +102,36 @@ impl UpToDate {
                 key: fingerprint.key,
                 root_id,
             };
-            w.finish_inputs(inputs, ticket, fingerprint.watch_dirs, clean)
+            let good = w
+                .finish_inputs(inputs.clone(), ticket, fingerprint.watch_dirs)
                 .await;
+            let mut keys = self.clean_keys();
+            match ticket.filter(|_| good) {
+                Some(ticket) => keys.remember(inputs, ticket, clean, |k, t| w.is_current(k, t)),
+                None => keys.forget(&inputs),
+            }
         }
         Ok(fingerprint.key)
+    }
+
+    /// The clean key of `inputs` for this recipe and root, if its ticket is
+    /// still current.
+    fn clean_key(
+        &self,
+        w: &Watcher,
+        inputs: &Key,
+        recipe: &CacheKey,
+        root_id: (u64, u64),
+    ) -> Option<CacheKey> {
+        self.clean_keys()
+            .get(inputs, recipe, root_id, |k, t| w.is_current(k, t))
+    }
+
+    fn clean_keys(&self) -> std::sync::MutexGuard<'_, CleanKeys> {
+        // A panic while held leaves a map that is still consistent.
+        self.clean
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The task's full fingerprint as of now, always computed from the
@@ -128,9 +162,66 @@ impl UpToDate {
         .await
         .map_err(|e| CheckError::Failed(format!("the check stopped: {e}")))?
         .map_err(|e| match e {
-            CacheError::Stopped => CheckError::Stopped,
+            InputError::Stopped => CheckError::Stopped,
             e => CheckError::Failed(e.to_string()),
         })
+    }
+}
+
+/// A key computed while nothing changed under its watched directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CleanKey {
+    /// What the key was computed for, besides the input files
+    /// (`cache::recipe`).
+    recipe: CacheKey,
+    /// The task's cache key.
+    key: CacheKey,
+    /// (device, inode) of the project root then: a different directory at
+    /// the same path (an ancestor was renamed) is not the same project.
+    root_id: (u64, u64),
+}
+
+/// The clean keys, each with the ticket it is good for: (project root,
+/// task) → (ticket, key). An entry is trusted only while the watcher says
+/// its ticket is current (`is_current`); stale ones are dropped when met
+/// and whenever a key is remembered, so the map holds no more than the
+/// watcher's inputs.
+#[derive(Default)]
+struct CleanKeys(HashMap<Key, (Ticket, CleanKey)>);
+
+impl CleanKeys {
+    /// The key remembered for `inputs`, if its ticket is still current and
+    /// it was computed for the same recipe and root.
+    fn get(
+        &mut self,
+        inputs: &Key,
+        recipe: &CacheKey,
+        root_id: (u64, u64),
+        is_current: impl Fn(&Key, Ticket) -> bool,
+    ) -> Option<CacheKey> {
+        let (ticket, clean) = *self.0.get(inputs)?;
+        if !is_current(inputs, ticket) {
+            self.0.remove(inputs);
+            return None;
+        }
+        (clean.recipe == *recipe && clean.root_id == root_id).then_some(clean.key)
+    }
+
+    /// Remember `clean` for `inputs` while `ticket` is current; drop the
+    /// entries that are not any more.
+    fn remember(
+        &mut self,
+        inputs: Key,
+        ticket: Ticket,
+        clean: CleanKey,
+        is_current: impl Fn(&Key, Ticket) -> bool,
+    ) {
+        self.0.retain(|k, (t, _)| is_current(k, *t));
+        self.0.insert(inputs, (ticket, clean));
+    }
+
+    fn forget(&mut self, inputs: &Key) {
+        self.0.remove(inputs);
     }
 }
 
@@ -188,5 +279,154 @@ fn local_dir_id(dir: &Path) -> Option<(u64, u64)> {
     if !LOCAL.contains(&((fs.f_type as u64) & 0xffff_ffff)) {
         return None;
     }
-    crate::cache::input_files::path_id(dir)
+    crate::watch::path_id(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The watcher's side, without a watcher: the current generation of
+    /// each task's inputs (none: not watched).
+    #[derive(Default)]
+    struct Generations(RefCell<HashMap<Key, u64>>);
+
+    impl Generations {
+        fn set(&self, task: &str, generation: u64) -> Ticket {
+            self.0.borrow_mut().insert(inputs(task), generation);
+            Ticket::for_test(generation)
+        }
+
+        fn forget(&self, task: &str) {
+            self.0.borrow_mut().remove(&inputs(task));
+        }
+
+        fn is_current(&self) -> impl Fn(&Key, Ticket) -> bool + '_ {
+            |k, t| {
+                self.0
+                    .borrow()
+                    .get(k)
+                    .is_some_and(|g| Ticket::for_test(*g) == t)
+            }
+        }
+    }
+
+    fn inputs(task: &str) -> Key {
+        Key::Inputs("/p".into(), task.into())
+    }
+
+    fn clean(recipe: u8, key: u8) -> CleanKey {
+        CleanKey {
+            recipe: CacheKey([recipe; 32]),
+            key: CacheKey([key; 32]),
+            root_id: (1, 2),
+        }
+    }
+
+    #[test]
+    fn a_clean_key_is_taken_while_its_ticket_is_current() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let ticket = g.set("build", 7);
+        keys.remember(inputs("build"), ticket, clean(1, 2), g.is_current());
+        let got = keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current());
+        assert_eq!(got, Some(CacheKey([2; 32])));
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            Some(CacheKey([2; 32])),
+            "taking it does not use it up"
+        );
+    }
+
+    #[test]
+    fn a_moved_generation_falls_back_to_the_full_check_and_drops_the_key() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let ticket = g.set("build", 7);
+        keys.remember(inputs("build"), ticket, clean(1, 2), g.is_current());
+        g.set("build", 8);
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            None
+        );
+        assert!(keys.0.is_empty(), "a stale key is dropped when met");
+        // Generations only grow, so the old ticket can never be good again.
+        g.set("build", 9);
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            None
+        );
+    }
+
+    #[test]
+    fn inputs_the_watcher_forgot_have_no_clean_key() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let ticket = g.set("build", 3);
+        keys.remember(inputs("build"), ticket, clean(1, 2), g.is_current());
+        g.forget("build");
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            None
+        );
+    }
+
+    #[test]
+    fn another_recipe_or_another_root_at_the_same_path_needs_the_full_check() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let ticket = g.set("build", 3);
+        keys.remember(inputs("build"), ticket, clean(1, 2), g.is_current());
+        let other_recipe = keys.get(&inputs("build"), &CacheKey([9; 32]), (1, 2), g.is_current());
+        assert_eq!(other_recipe, None, "the command or env changed");
+        let other_root = keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 3), g.is_current());
+        assert_eq!(other_root, None, "an ancestor was renamed");
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            Some(CacheKey([2; 32])),
+            "still good for the recipe it was computed for"
+        );
+    }
+
+    #[test]
+    fn each_task_has_its_own_key_and_stale_ones_go_when_a_key_is_remembered() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let build = g.set("build", 1);
+        let docs = g.set("docs", 2);
+        keys.remember(inputs("build"), build, clean(1, 2), g.is_current());
+        keys.remember(inputs("docs"), docs, clean(3, 4), g.is_current());
+        assert_eq!(
+            keys.get(&inputs("docs"), &CacheKey([3; 32]), (1, 2), g.is_current()),
+            Some(CacheKey([4; 32]))
+        );
+        g.forget("build");
+        let lint = g.set("lint", 5);
+        keys.remember(inputs("lint"), lint, clean(5, 6), g.is_current());
+        let mut left: Vec<String> = keys.0.keys().map(|k| format!("{k:?}")).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("{:?}", inputs("docs")),
+                format!("{:?}", inputs("lint"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_whose_ticket_was_not_good_is_forgotten() {
+        let g = Generations::default();
+        let mut keys = CleanKeys::default();
+        let ticket = g.set("build", 1);
+        keys.remember(inputs("build"), ticket, clean(1, 2), g.is_current());
+        keys.forget(&inputs("build"));
+        assert_eq!(
+            keys.get(&inputs("build"), &CacheKey([1; 32]), (1, 2), g.is_current()),
+            None
+        );
+    }
 }

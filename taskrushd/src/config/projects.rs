@@ -3,9 +3,10 @@
 //!
 //! Consistency rule: a request issued after a file was saved
 //! sees that save. Every request stats the file (one syscall); a changed
-//! stamp means a re-read. Timestamps are coarse (a save within the same
-//! clock tick keeps the mtime), so a file whose mtime was recent when it
-//! was loaded is re-read and compared by content on the next request too.
+//! stamp (`stamp.rs`) means a re-read. Timestamps are coarse (a save within
+//! the same clock tick keeps the stamp), so a file that was not settled
+//! when it was read (changed within the racy margin before the read) is
+//! re-read and compared by content on the next request too.
 //!
 //! Reading and parsing happen without the map's lock (a parse may take a
 //! while: other projects, and `daemon status`, are served meanwhile), one
@@ -25,10 +26,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::config_error::ConfigError;
 use crate::config::rush_file::{self, RushFile};
 use crate::config::whole_file;
-
-/// Files modified this recently when loaded are verified by content on the
-/// next request (mtime granularity is a clock tick, not a nanosecond).
-const RACY: Duration = Duration::from_secs(2);
+use crate::stamp::{RACY_MARGIN, Stamp};
 
 /// The most projects kept loaded by default ($TASKRUSH_MAX_PROJECTS sets
 /// another bound); one more forgets the least recently used (its next
@@ -52,38 +50,10 @@ pub(crate) const MAX_READS: usize = 16;
 /// The environment variable that sets the bound on loaded projects.
 pub(crate) const ENV_MAX_PROJECTS: &str = "TASKRUSH_MAX_PROJECTS";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    dev: u64,
-}
-
-impl Stamp {
-    fn of(md: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            len: md.len(),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            ctime: (md.ctime(), md.ctime_nsec()),
-            ino: md.ino(),
-            dev: md.dev(),
-        }
-    }
-
-    fn is_recent(&self) -> bool {
-        let mtime =
-            SystemTime::UNIX_EPOCH + Duration::new(self.mtime.0.max(0) as u64, self.mtime.1 as u32);
-        match SystemTime::now().duration_since(mtime) {
-            Ok(age) => age < RACY,
-            Err(_) => true, // mtime in the future: trust nothing
-        }
-    }
-}
-
 struct Entry {
     stamp: Stamp,
+    /// The stamp was not settled when the file was read: it cannot vouch
+    /// for the content.
     racy: bool,
     digest: blake3::Hash,
     /// The last valid config of the file.
@@ -160,6 +130,9 @@ pub(crate) struct Projects {
     /// Files forgotten to stay within [`MAX_PROJECTS`], for the daemon to
     /// stop watching.
     evicted: Mutex<Vec<PathBuf>>,
+    /// A file changed within this long before it was read is read again
+    /// on the next request ([`RACY_MARGIN`]; shorter in tests).
+    racy_margin: Duration,
 }
 
 impl Default for Projects {
@@ -181,7 +154,15 @@ impl Projects {
             rejected: Mutex::default(),
             clock: AtomicU64::new(0),
             evicted: Mutex::default(),
+            racy_margin: RACY_MARGIN,
         }
+    }
+
+    /// With another racy margin (tests: a short one).
+    #[cfg(test)]
+    fn with_racy_margin(mut self, margin: Duration) -> Projects {
+        self.racy_margin = margin;
+        self
     }
 
     /// Keeping at most $TASKRUSH_MAX_PROJECTS projects, else [`MAX_PROJECTS`].
@@ -311,7 +292,7 @@ impl Projects {
     /// changed (one `stat`, no read): what most requests need, without
     /// leaving the runtime. `None`: call [`Projects::load`].
     pub(crate) fn cached(&self, path: &Path) -> Option<Loaded> {
-        let stamp = Stamp::of(&std::fs::metadata(path).ok()?);
+        let stamp = Stamp::of_path(path).ok()?;
         let mut loaded = self.lock();
         let e = loaded.get_mut(path)?;
         let unchanged = match &e.problem {
@@ -421,8 +402,8 @@ impl Projects {
         if let Some(loaded) = self.cached(path) {
             return Some(Ok((loaded, Change::None)));
         }
-        let md = match std::fs::metadata(path) {
-            Ok(md) => md,
+        let stamp = match Stamp::of_path(path) {
+            Ok(stamp) => stamp,
             Err(e) => {
                 return Some(self.unusable(
                     path,
@@ -431,16 +412,18 @@ impl Projects {
                 ));
             }
         };
-        let stamp = Stamp::of(&md);
+        // Taken before the content is read: every write we might miss
+        // happens after this instant.
+        let started = SystemTime::now();
         let source = match whole_file::read(path) {
             Ok(s) => s,
             Err(e) => return Some(self.unusable(path, read_err(e), None)),
         };
         // Stat again after reading: a stamp taken before the read cannot
-        // vouch for content written during it.
-        let stamp = std::fs::metadata(path)
-            .map(|m| Stamp::of(&m))
-            .unwrap_or(stamp);
+        // vouch for content written during it (one taken after can, when
+        // it is settled).
+        let stamp = Stamp::of_path(path).unwrap_or(stamp);
+        let racy = !stamp.settled(started, self.racy_margin);
         let digest = blake3::hash(&source);
         let bytes = source.len();
         {
@@ -457,7 +440,7 @@ impl Projects {
                 if e.digest == digest {
                     // Unchanged, or back to the last valid content.
                     e.stamp = stamp;
-                    e.racy = stamp.is_recent();
+                    e.racy = racy;
                     let change = match e.problem.take() {
                         Some(_) => Change::Reloaded(e.config.clone()),
                         None => Change::None,
@@ -467,7 +450,7 @@ impl Projects {
                 if let Some(p) = &mut e.problem
                     && p.seen.is_some_and(|(_, _, d)| d == digest)
                 {
-                    p.seen = Some((stamp, stamp.is_recent(), digest));
+                    p.seen = Some((stamp, racy, digest));
                     return Some(Ok((e.loaded(), Change::None)));
                 }
             }
@@ -500,7 +483,7 @@ impl Projects {
                     let used = self.clock.fetch_add(1, Ordering::Relaxed);
                     rejected.insert(path.to_path_buf(), (digest, error.clone(), used));
                 }
-                return Some(self.unusable(path, error, Some((stamp, stamp.is_recent(), digest))));
+                return Some(self.unusable(path, error, Some((stamp, racy, digest))));
             }
         };
         tracing::info!(file = %path.display(), tasks = config.tasks.len(), "loaded");
@@ -543,7 +526,7 @@ impl Projects {
             path.to_path_buf(),
             Entry {
                 stamp,
-                racy: stamp.is_recent(),
+                racy,
                 digest,
                 config: config.clone(),
                 problem: None,
@@ -836,14 +819,12 @@ mod tests {
         std::fs::write(path, text).expect("write");
     }
 
-    /// Set the file's mtime an hour back: no longer within the racy window.
-    fn age(path: &Path) {
-        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.set_modified(hour_ago))
-            .expect("set mtime");
+    /// The racy margin of [`quick`] projects.
+    const SHORT: Duration = Duration::from_millis(50);
+
+    /// Projects with a short racy margin, for tests that wait past it.
+    fn quick() -> Projects {
+        Projects::default().with_racy_margin(SHORT)
     }
 
     fn task_names(l: &Loaded) -> Vec<String> {
@@ -869,14 +850,26 @@ mod tests {
         let tmp = tempfile::tempdir().expect("create temp dir");
         let path = tmp.path().join(".rush");
         write(&path, VALID);
-        let projects = Projects::default();
+        let projects = quick();
         assert!(projects.cached(&path).is_none(), "never loaded");
         projects.load(&path).expect("loads");
         assert!(
             projects.cached(&path).is_none(),
-            "saved just now: a save in the same clock tick would keep its mtime"
+            "saved just now: a save in the same clock tick would keep its stamp"
         );
-        age(&path);
+        // Setting the mtime back does not settle it: the change time moved.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+            .expect("set mtime");
+        projects.load(&path).expect("loads");
+        assert!(
+            projects.cached(&path).is_none(),
+            "its ctime is recent, whatever its mtime says"
+        );
+        // Left alone past the margin (the time passing is what is tested).
+        std::thread::sleep(SHORT * 3);
         projects.load(&path).expect("loads");
         assert!(projects.cached(&path).is_some());
     }

@@ -8,11 +8,11 @@
 //! satisfies the `.rush` entry's `version:` requirement.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use taskrush_protocol::plugin::{PluginManifest, PluginType};
 
 use crate::config::rush_file::{PluginKind, PluginSpec};
+use crate::stamp::Stamp;
 
 /// The manifest's file name in a plugin directory.
 pub(super) const MANIFEST: &str = "plugin.toml";
@@ -48,15 +48,19 @@ impl ManifestError {
 pub(super) struct Installed {
     pub(super) dir: PathBuf,
     pub(super) manifest: PluginManifest,
-    pub(super) stamp: FileTimes,
+    pub(super) stamp: FileStamps,
 }
 
-/// Modification times of the manifest and the entry point's files: a
-/// failed plugin is tried again when they change.
+/// The stamps (`stamp.rs`) of the manifest and the entry point's files: a
+/// failed plugin is tried again when they change. The racy margin is not
+/// applied (a plugin that failed is not retried on every request for two
+/// seconds after its files were written), so a rewrite in the clock tick
+/// of the failed start that keeps the length and the inode goes unseen;
+/// restarting the plugin lifts the failure.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(super) struct FileTimes(Vec<(PathBuf, Option<SystemTime>)>);
+pub(super) struct FileStamps(Vec<(PathBuf, Option<Stamp>)>);
 
-impl FileTimes {
+impl FileStamps {
     /// The files the stamp covers (what the watcher watches).
     pub(super) fn files(&self) -> Vec<PathBuf> {
         self.0.iter().map(|(f, _)| f.clone()).collect()
@@ -64,7 +68,7 @@ impl FileTimes {
 
     /// The stamp of `dir`'s manifest and of every entry point argument
     /// that names a file in `dir`.
-    pub(super) fn of(dir: &Path, entry_point: &[String]) -> FileTimes {
+    pub(super) fn of(dir: &Path, entry_point: &[String]) -> FileStamps {
         let mut files = vec![dir.join(MANIFEST)];
         for arg in entry_point {
             let p = dir.join(arg);
@@ -72,12 +76,12 @@ impl FileTimes {
                 files.push(p);
             }
         }
-        FileTimes(
+        FileStamps(
             files
                 .into_iter()
                 .map(|f| {
-                    let t = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
-                    (f, t)
+                    let stamp = Stamp::of_path(&f).ok();
+                    (f, stamp)
                 })
                 .collect(),
         )
@@ -236,7 +240,7 @@ pub(super) fn load(
             )));
         }
     }
-    let stamp = FileTimes::of(dir, &manifest.entry_point);
+    let stamp = FileStamps::of(dir, &manifest.entry_point);
     Ok(Installed {
         dir: dir.to_path_buf(),
         manifest,

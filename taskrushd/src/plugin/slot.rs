@@ -27,7 +27,7 @@ const STDERR_IN_ERRORS: usize = 5;
 pub(super) struct Failed {
     pub(super) message: String,
     /// The plugin's files when it failed; it is tried again when they change.
-    pub(super) stamp: Option<manifest::FileTimes>,
+    pub(super) stamp: Option<manifest::FileStamps>,
 }
 
 #[derive(Default)]

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::cache::up_to_date::CheckError;
+use crate::cache::lookup::LookupError;
 use crate::config::expand::ExpandError;
 use crate::plugin::HookFailure;
 
@@ -22,16 +22,10 @@ pub(crate) enum TaskFailure {
         key: String,
         error: ExpandError,
     },
-    /// Its inputs could not be read or hashed.
-    CacheCheck(CheckError),
-    /// Its cache entry could not be cleared before it ran: an entry left in
-    /// place could later say it is up to date when it is not.
-    CacheNotCleared {
-        entry: PathBuf,
-        /// The cache directory.
-        dir: PathBuf,
-        error: io::Error,
-    },
+    /// Its inputs could not be read or hashed, or its cache entry could not
+    /// be cleared before it ran (an entry left in place could later say it
+    /// is up to date when it is not).
+    Cache(LookupError),
     /// A plugin vetoed it, or a required plugin failed.
     Plugin(HookFailure),
     /// Its shell could not be started in the project root.
@@ -49,15 +43,7 @@ impl fmt::Display for TaskFailure {
             TaskFailure::Env { task, key, error } => {
                 write!(f, "in `env.{key}` of task `{task}`: {}", error.message)
             }
-            TaskFailure::CacheCheck(e) => write!(f, "cannot check the cache: {e}"),
-            TaskFailure::CacheNotCleared { entry, dir, error } => write!(
-                f,
-                "cannot clear the cache entry `{}`: {error}; the task did not run, as the \
-                 entry could later say it is up to date when it is not\nhint: fix the \
-                 permissions of `{}`, or delete it",
-                entry.display(),
-                dir.display()
-            ),
+            TaskFailure::Cache(e) => e.fmt(f),
             TaskFailure::Plugin(failure) => failure.fmt(f),
             TaskFailure::CannotStart { root, error } => {
                 write!(
@@ -109,7 +95,7 @@ mod tests {
             "cannot start the command in `/p`: entity not found\nvetoed by plugin `guard`: no"
         );
         assert_eq!(
-            TaskFailure::CacheCheck(CheckError::Failed("cannot read `x`".into())).to_string(),
+            TaskFailure::Cache(LookupError::Check("cannot read `x`".into())).to_string(),
             "cannot check the cache: cannot read `x`"
         );
     }

@@ -17,9 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::cache::store::{CacheStore, Fingerprint};
-use crate::cache::up_to_date::inflight::{self, Claim, Claimed};
-use crate::cache::up_to_date::{CheckError, Recipe, UpToDate};
+use crate::cache::lookup::{Lookup, LookupError, NotStored, Pending};
+use crate::cache::up_to_date::{Recipe, UpToDate};
 use crate::config::rush_file::{RushFile, Task};
 use crate::plugin::HookFailure;
 use crate::process::spawn::{self, GRACE, TaskProcess};
@@ -131,41 +130,23 @@ pub(crate) fn finished_with_error(run_id: u64, message: String) -> RunEvent {
     }
 }
 
-/// A cached task that is running: what to store when it succeeds.
-struct CachedRun {
-    store: CacheStore,
-    /// Of the inputs, command and environment just before the task ran,
-    /// computed in full (not from the watcher).
-    before: Fingerprint,
-    recipe: Recipe,
-    /// Other runs of this task wait while this is held.
-    _claim: Claim,
-}
-
-impl CachedRun {
-    /// Stores the key, unless the inputs changed since it was computed: the
-    /// stored key must be that of the inputs the run saw. Checked again in
-    /// full: same key, and the same latest ctime among the inputs, so an
-    /// edit undone during the run (A, B, A) is seen too (ctime cannot be
-    /// set back, and any write moves it to "now"). A cache that cannot be
-    /// written is said once per run (`warned`).
-    async fn store_if_unchanged(
-        self,
-        spec: &RunSpec,
-        name: &str,
-        up_to_date: &Arc<UpToDate>,
-        events: &mpsc::Sender<RunEvent>,
-        warned: &AtomicBool,
-    ) {
-        let after = match up_to_date.fingerprint(self.recipe).await {
-            Ok(after) => after,
-            Err(e) => {
-                tracing::info!(task = %name, "not cached: cannot check the inputs again: {e}");
-                return;
-            }
-        };
-        let touched = after.last_change != self.before.last_change;
-        if after.key != self.before.key || touched {
+/// Stores the key of a cached task that succeeded (see
+/// `cache/lookup.rs`), and says why not when it cannot. A cache that cannot
+/// be written is said once per run (`warned`).
+async fn store_if_unchanged(
+    pending: Box<Pending>,
+    spec: &RunSpec,
+    name: &str,
+    up_to_date: &Arc<UpToDate>,
+    events: &mpsc::Sender<RunEvent>,
+    warned: &AtomicBool,
+) {
+    match pending.store_if_unchanged(up_to_date).await {
+        Ok(()) => {}
+        Err(NotStored::Unchecked(e)) => {
+            tracing::info!(task = %name, "not cached: cannot check the inputs again: {e}");
+        }
+        Err(NotStored::InputsChanged { path }) => {
             tracing::info!(
                 run = spec.run_id,
                 task = %name,
@@ -173,9 +154,9 @@ impl CachedRun {
             );
             // Said every time: a task that writes into its own inputs is
             // never cached, and should know why.
-            let which = match &after.last_changed {
-                Some(path) if touched => format!(" (`{}`)", path.display()),
-                _ => String::new(),
+            let which = match &path {
+                Some(path) => format!(" (`{}`)", path.display()),
+                None => String::new(),
             };
             let message = format!(
                 "the inputs of `{name}` changed while it ran{which}: not cached, it will run \
@@ -188,17 +169,16 @@ impl CachedRun {
                     message,
                 })
                 .await;
-            return;
         }
-        if let Err(e) = self.store.store(name, &self.before.key) {
+        Err(NotStored::CannotWrite { dir, source: e }) => {
             tracing::warn!(task = %name, "cannot write the cache entry: {e}");
             if !warned.swap(true, Ordering::Relaxed) {
                 let message = format!(
                     "cannot write the cache in `{}`: {e}; `{name}` will run again next time \
                      (the cache is off until it can be written)\nhint: free some space or \
                      fix the permissions of `{}`",
-                    self.store.dir().display(),
-                    self.store.dir().display(),
+                    dir.display(),
+                    dir.display(),
                 );
                 let _ = events
                     .send(RunEvent::Warning {
@@ -249,7 +229,7 @@ async fn run_task(
 
     // Up to date? A cached task runs in one instance at a time, daemon-wide
     // (see `up_to_date::inflight`): the claim is held until the task ends.
-    let mut cached: Option<CachedRun> = None;
+    let mut cached: Option<Box<Pending>> = None;
     if !task.cache_files.is_empty() {
         let recipe = Recipe {
             root: root.clone(),
@@ -259,43 +239,28 @@ async fn run_task(
             patterns: task.cache_files.clone(),
         };
         loop {
-            let computed = tokio::select! {
-                k = up_to_date.key(recipe.clone()) => k,
+            let lookup = tokio::select! {
+                l = up_to_date.lookup(recipe.clone(), spec.force) => l,
                 () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
             };
-            let k = match computed {
-                Ok(k) => k,
-                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
-                Err(e) => {
-                    return fail(events, &name, TaskFailure::CacheCheck(e)).await;
+            match lookup {
+                Ok(Lookup::Hit) => {
+                    let _ = events
+                        .send(RunEvent::TaskCached { task: name.clone() })
+                        .await;
+                    // Plugins hear of cached tasks too (`after_task` with
+                    // `cached: true`); `before_task` is not called, as
+                    // nothing runs.
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
+                    if let Some(failure) = hooks.await {
+                        return fail(events, &name, TaskFailure::Plugin(failure)).await;
+                    }
+                    return Outcome {
+                        status: TaskStatus::Success,
+                        exit_code: 0,
+                    };
                 }
-            };
-            let store = CacheStore::new(&root);
-            if !spec.force && store.load(&name).as_ref() == Some(&k) {
-                let _ = events
-                    .send(RunEvent::TaskCached { task: name.clone() })
-                    .await;
-                // Plugins hear of cached tasks too (`after_task` with
-                // `cached: true`); `before_task` is not called, as
-                // nothing runs.
-                let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
-                if let Some(failure) = hooks.await {
-                    return fail(events, &name, TaskFailure::Plugin(failure)).await;
-                }
-                return Outcome {
-                    status: TaskStatus::Success,
-                    exit_code: 0,
-                };
-            }
-            let claim = match up_to_date.inflight.claim(&root, &name) {
-                // The instance that held the task may have stored this
-                // very key and ended between the load above and the claim:
-                // check again rather than run it twice.
-                Claimed::Mine(_) if !spec.force && store.load(&name).as_ref() == Some(&k) => {
-                    continue;
-                }
-                Claimed::Mine(claim) => claim,
-                Claimed::Running(ended) => {
+                Ok(Lookup::Busy(busy)) => {
                     // Another run is running this task: wait for it, then
                     // check again (it may have stored this very key).
                     tracing::info!(
@@ -307,50 +272,21 @@ async fn run_task(
                         .send(RunEvent::TaskWaiting { task: name.clone() })
                         .await;
                     tokio::select! {
-                        () = inflight::wait_ended(ended) => continue,
+                        () = busy.ended() => {}
                         () = cancelled(&mut cancel) => {
                             return cancelled_before_start(events, &name).await;
                         }
                     }
                 }
-            };
-            // A run that fails may clobber the outputs of the last good
-            // one: forget it first, so a failure is never "up to date".
-            if let Err(e) = store.invalidate(&name) {
-                tracing::warn!(task = %name, "cannot clear the cache entry: {e}");
-                // An entry left in place would say "up to date" once the
-                // inputs are back to what it was stored for, whatever this
-                // run leaves behind: do not run.
-                if store.load(&name).is_some() {
-                    let failure = TaskFailure::CacheNotCleared {
-                        entry: store.entry_path(&name),
-                        dir: store.dir(),
-                        error: e,
-                    };
-                    return fail(events, &name, failure).await;
+                Ok(Lookup::Miss(pending)) => {
+                    cached = Some(pending);
+                    break;
                 }
+                Err(LookupError::Stopped) => {
+                    return cancelled_before_start(events, &name).await;
+                }
+                Err(e) => return fail(events, &name, TaskFailure::Cache(e)).await,
             }
-            // The task runs: take the inputs' full fingerprint (`k` may be
-            // the watcher's), to compare with the one after the run. Cheap
-            // beside running the task.
-            let before = tokio::select! {
-                f = up_to_date.fingerprint(recipe.clone()) => f,
-                () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
-            };
-            let before = match before {
-                Ok(f) => f,
-                Err(CheckError::Stopped) => return cancelled_before_start(events, &name).await,
-                Err(e) => {
-                    return fail(events, &name, TaskFailure::CacheCheck(e)).await;
-                }
-            };
-            cached = Some(CachedRun {
-                store,
-                before,
-                recipe,
-                _claim: claim,
-            });
-            break;
         }
     }
 
@@ -425,7 +361,7 @@ async fn run_task(
         && let Some(run) = cached
     {
         tokio::select! {
-            () = run.store_if_unchanged(spec, &name, up_to_date, events, warned) => {}
+            () = store_if_unchanged(run, spec, &name, up_to_date, events, warned) => {}
             // Not stored: the next run checks again.
             () = cancelled(&mut cancel) => {}
         }

@@ -1,6 +1,6 @@
-//! Cached tasks' inputs: generations, clean keys, and the cookies that
-//! prove every earlier change has been routed (see "Inputs" in the room's
-//! documentation).
+//! Cached tasks' inputs: their watched directories and generations, and
+//! the cookies that prove every earlier change has been routed (see
+//! "Inputs" in the room's documentation).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,23 +8,39 @@ use std::time::Duration;
 
 use super::routes::Key;
 use super::watcher::Watcher;
-use crate::cache::input_files::WatchDir;
-use crate::cache::store::CacheKey;
 
 /// How long [`Watcher::sync`] waits for its cookie.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A key computed while nothing changed under its watched directories.
+/// A directory to watch, and which one it was when the inputs were listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WatchDir {
+    pub(crate) path: PathBuf,
+    /// (device, inode): a watch follows an inode, so a directory replaced
+    /// since it was watched must be watched again.
+    pub(crate) id: (u64, u64),
+}
+
+/// (device, inode) of what `path` names (symlinks followed): which
+/// directory a watch on it follows.
+pub(crate) fn path_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The generation of a cached task's inputs when a key computation began
+/// ([`Watcher::begin_inputs`]). Generations only grow, so a ticket that is
+/// still current ([`Watcher::is_current`]) proves that nothing changed
+/// under the inputs' watched directories since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CleanKey {
-    /// What the key was computed for, besides the input files
-    /// (`cache::recipe`).
-    pub(crate) recipe: CacheKey,
-    /// The task's cache key.
-    pub(crate) key: CacheKey,
-    /// (device, inode) of the project root then: a different directory at
-    /// the same path (an ancestor was renamed) is not the same project.
-    pub(crate) root_id: (u64, u64),
+pub(crate) struct Ticket(pub(super) u64);
+
+#[cfg(test)]
+impl Ticket {
+    /// A ticket for unit tests outside this room.
+    pub(crate) fn for_test(generation: u64) -> Ticket {
+        Ticket(generation)
+    }
 }
 
 /// A cached task's watched input directories.
@@ -32,7 +48,6 @@ pub(super) struct Inputs {
     pub(super) dirs: Vec<PathBuf>,
     /// Bumped by every event under `dirs`.
     pub(super) generation: u64,
-    pub(super) clean: Option<CleanKey>,
 }
 
 /// The cookie files of [`Watcher::sync`].
@@ -46,23 +61,19 @@ pub(super) struct Cookies {
 }
 
 impl Watcher {
-    /// The remembered key of `inputs` if nothing changed under its watched
-    /// directories since it was computed, for the same recipe and root.
-    /// Only meaningful right after a successful [`Watcher::sync`].
-    pub(crate) fn clean_key(
-        &self,
-        inputs: &Key,
-        recipe: &CacheKey,
-        root_id: (u64, u64),
-    ) -> Option<CacheKey> {
-        let r = self.routes();
-        let clean = r.inputs.get(inputs)?.clean?;
-        (clean.recipe == *recipe && clean.root_id == root_id).then_some(clean.key)
+    /// Whether nothing changed under the watched directories of `inputs`
+    /// since `ticket` was handed out (and they were not forgotten). Only
+    /// meaningful right after a successful [`Watcher::sync`].
+    pub(crate) fn is_current(&self, inputs: &Key, ticket: Ticket) -> bool {
+        self.routes()
+            .inputs
+            .get(inputs)
+            .is_some_and(|i| i.generation == ticket.0)
     }
 
     /// Call before computing a key of `inputs`: a ticket if its directories
     /// are watched now (so every change from here on shows), else `None`.
-    pub(crate) fn begin_inputs(&self, inputs: &Key) -> Option<u64> {
+    pub(crate) fn begin_inputs(&self, inputs: &Key) -> Option<Ticket> {
         let (generation, dirs) = {
             let r = self.routes();
             let i = r.inputs.get(inputs)?;
@@ -74,28 +85,29 @@ impl Watcher {
         let applied = self.applied();
         dirs.iter()
             .all(|d| applied.contains_key(d))
-            .then_some(generation)
+            .then_some(Ticket(generation))
     }
 
     /// Call after computing a key of `inputs` (with the ticket of
-    /// [`Watcher::begin_inputs`]): remembers it as clean if the same
-    /// directories were watched throughout and nothing changed under them;
-    /// otherwise (first check, other directories) watches `dirs` so that
-    /// the next check can be. `None` for `dirs`: inputs that watching
-    /// cannot cover; they are forgotten.
+    /// [`Watcher::begin_inputs`]): true if the ticket is still good — the
+    /// same directories were watched throughout, as the inodes listed, and
+    /// nothing changed under them — so that the key may be trusted while
+    /// [`Watcher::is_current`] says so. Otherwise (first check, other
+    /// directories) watches `dirs` so that the next check can be, and
+    /// returns false. `None` for `dirs`: inputs that watching cannot cover;
+    /// they are forgotten.
     pub(crate) async fn finish_inputs(
         self: &Arc<Self>,
         inputs: Key,
-        ticket: Option<u64>,
+        ticket: Option<Ticket>,
         dirs: Option<Vec<WatchDir>>,
-        clean: CleanKey,
-    ) {
+    ) -> bool {
         let Some(listed) = dirs else {
             self.forget(&inputs);
-            return;
+            return false;
         };
         // A directory replaced since its watch was added: the watch
-        // follows the old inode. Watch it again; not clean this time.
+        // follows the old inode. Watch it again; the ticket is not good.
         let replaced: Vec<PathBuf> = {
             let applied = self.applied();
             listed
@@ -115,14 +127,11 @@ impl Watcher {
         {
             let mut r = self.routes();
             if let Some(i) = r.inputs.get(&inputs)
-                && ticket == Some(i.generation)
+                && ticket == Some(Ticket(i.generation))
                 && i.dirs == dirs
                 && self.watched_as_listed(&listed)
             {
-                if let Some(i) = r.inputs.get_mut(&inputs) {
-                    i.clean = Some(clean);
-                }
-                return;
+                return true;
             }
             if r.input_dirs_besides(&inputs) + dirs.len() > self.input_budget {
                 tracing::debug!(
@@ -132,17 +141,10 @@ impl Watcher {
                 );
                 drop(r);
                 self.forget(&inputs);
-                return;
+                return false;
             }
             let generation = r.next_generation();
-            r.inputs.insert(
-                inputs,
-                Inputs {
-                    dirs,
-                    generation,
-                    clean: None,
-                },
-            );
+            r.inputs.insert(inputs, Inputs { dirs, generation });
             r.reindex();
         }
         if let Some(c) = &self.cookies {
@@ -150,6 +152,7 @@ impl Watcher {
         }
         let me = self.clone();
         let _ = tokio::task::spawn_blocking(move || me.apply()).await;
+        false
     }
 
     /// Whether every listed directory is watched now, as the inode listed,
@@ -174,7 +177,8 @@ impl Watcher {
 
     /// Wait until every change made before this call has been routed (see
     /// "Inputs" in the module documentation). False if that cannot be
-    /// proven within [`SYNC_TIMEOUT`]: the caller must not trust clean keys.
+    /// proven within [`SYNC_TIMEOUT`]: the caller must not trust
+    /// [`Watcher::is_current`].
     pub(crate) async fn sync(self: &Arc<Self>) -> bool {
         let Some(c) = &self.cookies else {
             return false;

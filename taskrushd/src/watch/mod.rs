@@ -33,10 +33,15 @@
 //! After a cached task's key is computed (every input `stat`ed, hashed when
 //! new), the directories that could show a change to its inputs are watched
 //! ([`Key::Inputs`]; which directories: `InputFiles::watch_dirs`). Every
-//! event under them bumps the key's *generation* and drops its remembered
-//! key. A key computed while the directories were already watched and the
-//! generation did not move is remembered as *clean*: the next check of the
-//! same recipe takes it without a single `stat` of the inputs.
+//! event under them bumps the inputs' *generation*. A check that begins
+//! while the directories are already watched gets a [`Ticket`] (the
+//! generation then, [`Watcher::begin_inputs`]); [`Watcher::finish_inputs`]
+//! says whether it is still good when the key is done (same generation,
+//! same directories, watched as the inodes listed). The up-to-date logic
+//! (`cache/up_to_date.rs`) remembers such a key as *clean* with its ticket,
+//! and the next check of the same recipe takes it without a single `stat`
+//! of the inputs while [`Watcher::is_current`] says the ticket is. This
+//! room knows generations only, never cache keys.
 //!
 //! Consistency ("a request issued after a save sees that save") needs one
 //! more thing: the events of every change made *before* the request must
@@ -60,7 +65,7 @@
 //! - [`router`]: the task that reads notify's events in order and routes
 //!   them, with the debounce of file keys and the overflow rescan;
 //! - [`inputs`]: cached tasks' inputs, their generations and
-//!   [`CleanKey`]s, the cookies of [`Watcher::sync`];
+//!   [`Ticket`]s, the cookies of [`Watcher::sync`];
 //! - [`trees`]: `run --watch` sessions' trees ([`trees::TreeGuard`],
 //!   [`PathFilter`]), the polling fallback;
 //! - [`native`]: the adapter to notify's native watcher: applying the
@@ -75,9 +80,11 @@
 //!   proactive and up-to-date checks faster, never staler. Whoever uses it
 //!   must work the same (a little later, or with more `stat`s) when it is
 //!   degraded or missing.
-//! - A clean key is trusted only after a successful [`Watcher::sync`], and
-//!   only for inputs whose directories were watched, as the inodes listed,
-//!   for the whole time since the key was computed.
+//! - A ticket is current only while its inputs' directories stay watched,
+//!   as the inodes listed, with no event under them: whatever could make a
+//!   key computed under it stale (an event, an overflow, a lost or replaced
+//!   watch, the inputs forgotten) moves the generation or drops the inputs.
+//!   It is trusted only after a successful [`Watcher::sync`].
 //! - Generations only grow: a ticket of [`Watcher::begin_inputs`] can never
 //!   match inputs that were forgotten and registered again.
 //! - The router never waits for notify's thread (which may be blocked
@@ -88,10 +95,10 @@
 //!   daemon.
 //! - Nothing polls, except the fallback of a `--watch` session that cannot
 //!   get a native watch.
-//! - This room never reads a `.rush` file, never hashes a file and never
-//!   decides whether a task is up to date: it reports keys, paths and
-//!   generations, and keeps the clean key it is handed (see
-//!   `up_to_date.rs`).
+//! - This room never reads a `.rush` file, never hashes a file, never
+//!   decides whether a task is up to date and never sees a cache key: it
+//!   reports keys, paths and generations (clean keys are
+//!   `cache/up_to_date.rs`'s), and imports nothing from `crate::cache`.
 
 mod inputs;
 mod native;
@@ -100,7 +107,7 @@ mod routes;
 mod trees;
 mod watcher;
 
-pub(crate) use inputs::CleanKey;
+pub(crate) use inputs::{Ticket, WatchDir, path_id};
 pub(crate) use routes::Key;
 pub(crate) use trees::PathFilter;
 pub(crate) use watcher::Watcher;

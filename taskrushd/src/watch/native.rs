@@ -9,8 +9,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use taskrush_protocol::events::DaemonEvent;
 
+use super::inputs::path_id as dir_id;
 use super::watcher::Watcher;
-use crate::cache::input_files::path_id as dir_id;
 
 /// A directory watched now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Watcher {
             (stale, missing)
         };
         if !stale.is_empty() {
-            // Unwatched from here on: clean keys relying on them are not.
+            // Unwatched from here on: tickets relying on them are not current.
             {
                 let mut applied = self.applied();
                 for p in &stale {
@@ -154,7 +154,7 @@ impl Watcher {
     /// those below it, whose paths now lead elsewhere; notify itself drops
     /// the watches below a renamed directory) may follow inodes that are no
     /// longer there, or be gone. Until watched again they count as
-    /// unwatched, and the clean keys relying on them are dropped. (A
+    /// unwatched, and the inputs relying on them get a new generation. (A
     /// recursive `run --watch` tree is left alone: notify follows renames
     /// within it itself.)
     pub(super) fn rewatch(self: &Arc<Self>, dirs: &[PathBuf]) {

@@ -89,8 +89,8 @@ pub(super) async fn route(
                 for k in w.all_keys() {
                     mark(k);
                 }
-                // Drop the watches first, then the clean keys: a check in
-                // between must not get a ticket on the old watches.
+                // Drop the watches first, then bump the generations: a check
+                // in between must not get a ticket on the old watches.
                 w.rewatch_all();
                 w.routes().all_inputs_changed();
                 for t in w.routes().trees.values() {
@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_overflow_reports_every_key_every_tree_root_and_drops_every_clean_key() {
+    async fn an_overflow_reports_every_key_every_tree_root_and_bumps_every_input_generation() {
         let (w, raw, mut out) = router(None);
         let a = Key::Config("/a/.rush".into());
         let b = Key::Config("/b/.rush".into());
@@ -365,7 +365,6 @@ mod tests {
                 Inputs {
                     dirs: vec!["/c/src".into()],
                     generation,
-                    clean: Some(clean()),
                 },
             );
             r.reindex();
@@ -382,7 +381,6 @@ mod tests {
         assert_eq!(paths.recv().await, Some(PathBuf::from("/t")));
         let r = w.routes();
         assert!(r.inputs[&inputs].generation > before);
-        assert_eq!(r.inputs[&inputs].clean, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -401,14 +399,6 @@ mod tests {
         send(&raw, written("/run/cookies.1/junk")).await;
         assert_quiet(&mut out).await;
         assert_eq!(*seen.borrow(), 3, "the highest cookie routed, never lower");
-    }
-
-    fn clean() -> crate::watch::CleanKey {
-        crate::watch::CleanKey {
-            recipe: crate::cache::store::CacheKey([1; 32]),
-            key: crate::cache::store::CacheKey([2; 32]),
-            root_id: (1, 2),
-        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Routes {
         self.generation
     }
 
-    /// The inputs watching `dir` are no longer clean. True if any watch it.
+    /// The inputs watching `dir` get a new generation. True if any watch it.
     pub(super) fn bump_dir(&mut self, dir: &Path) -> bool {
         let Some(keys) = self.by_dir.get(dir) else {
             return false;
@@ -67,14 +67,13 @@ impl Routes {
             if let Some(i) = self.inputs.get_mut(k) {
                 self.generation += 1;
                 i.generation = self.generation;
-                i.clean = None;
             }
         }
         true
     }
 
     /// Something changed at `path`: the inputs watching it or its directory
-    /// are no longer clean. True if `path` is itself a watched input
+    /// get a new generation. True if `path` is itself a watched input
     /// directory (it must be watched again: it may be a new inode).
     pub(super) fn input_changed(&mut self, path: &Path) -> bool {
         if let Some(parent) = path.parent() {
@@ -83,22 +82,21 @@ impl Routes {
         self.bump_dir(path)
     }
 
-    /// The watches of `dirs` are gone or going: no input relying on them is
-    /// clean.
+    /// The watches of `dirs` are gone or going: the inputs relying on them
+    /// get a new generation.
     pub(super) fn inputs_changed(&mut self, dirs: &[PathBuf]) {
         for d in dirs {
             self.bump_dir(d);
         }
     }
 
-    /// Every input is unclean (after an overflow).
+    /// Every input gets a new generation (after an overflow).
     pub(super) fn all_inputs_changed(&mut self) {
         let keys: Vec<Key> = self.inputs.keys().cloned().collect();
         for k in keys {
             let g = self.next_generation();
             if let Some(i) = self.inputs.get_mut(&k) {
                 i.generation = g;
-                i.clean = None;
             }
         }
     }
@@ -155,8 +153,6 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::cache::store::CacheKey;
-    use crate::watch::CleanKey;
 
     fn tree(root: &str) -> Tree {
         Tree {
@@ -213,15 +209,7 @@ mod tests {
             .collect()
     }
 
-    fn clean() -> CleanKey {
-        CleanKey {
-            recipe: CacheKey([1; 32]),
-            key: CacheKey([2; 32]),
-            root_id: (1, 2),
-        }
-    }
-
-    /// Routes with the inputs of `task` watched in `dirs`, clean.
+    /// Routes with the inputs of `task` watched in `dirs`.
     fn with_inputs(r: &mut Routes, task: &str, dirs: &[&str]) -> Key {
         let key = Key::Inputs("/p".into(), task.into());
         let generation = r.next_generation();
@@ -230,7 +218,6 @@ mod tests {
             Inputs {
                 dirs: dirs.iter().map(PathBuf::from).collect(),
                 generation,
-                clean: Some(clean()),
             },
         );
         r.reindex();
@@ -238,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_in_an_input_directory_bumps_the_generation_and_drops_the_clean_key() {
+    fn a_change_in_an_input_directory_bumps_its_generation_and_no_other() {
         let mut r = Routes::default();
         let build = with_inputs(&mut r, "build", &["/p/src", "/p/src/util"]);
         let docs = with_inputs(&mut r, "docs", &["/p/docs"]);
@@ -246,9 +233,7 @@ mod tests {
 
         assert!(!r.input_changed(Path::new("/p/src/util/x.rs")));
         assert!(r.inputs[&build].generation > b0);
-        assert_eq!(r.inputs[&build].clean, None);
         assert_eq!(r.inputs[&docs].generation, d0, "another task's inputs");
-        assert_eq!(r.inputs[&docs].clean, Some(clean()));
 
         // Outside every input directory (a subdirectory not listed, too).
         let b1 = r.inputs[&build].generation;
@@ -265,7 +250,6 @@ mod tests {
         let g = r.inputs[&build].generation;
         assert!(r.input_changed(Path::new("/p/src/util")));
         assert!(r.inputs[&build].generation > g);
-        assert_eq!(r.inputs[&build].clean, None);
     }
 
     #[test]
@@ -280,7 +264,6 @@ mod tests {
         let g = r.inputs[&build].generation;
         r.all_inputs_changed();
         assert!(r.inputs[&build].generation > g);
-        assert_eq!(r.inputs[&build].clean, None);
     }
 
     #[test]
