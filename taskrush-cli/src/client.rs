@@ -428,6 +428,12 @@ fn connect_with(
                 handshake(&mut client)
             })();
             let hello = match hello {
+                // A daemon refusing this connection (out of descriptors, at
+                // its connection limit) may have answered and closed before
+                // our `hello` went out: its answer says why.
+                Err(CliError::Disconnected(e)) => Err(refusal(&mut client)
+                    .map(CliError::Remote)
+                    .unwrap_or(CliError::Disconnected(e))),
                 Err(CliError::TimedOut) => Err(CliError::NoAnswer {
                     socket: paths.socket.clone(),
                     waited,
@@ -557,7 +563,7 @@ pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result
 /// Whether a daemon still holds its lifetime lock (it is still running,
 /// perhaps finishing its shutdown).
 pub fn lock_held(paths: &DaemonPaths) -> bool {
-    let Ok(f) = std::fs::File::open(&paths.lock) else {
+    let Ok(f) = open_regular(&paths.lock) else {
         return false;
     };
     match f.try_lock_shared() {
@@ -568,6 +574,25 @@ pub fn lock_held(paths: &DaemonPaths) -> bool {
         Err(std::fs::TryLockError::WouldBlock) => true,
         Err(std::fs::TryLockError::Error(_)) => false,
     }
+}
+
+/// Open the daemon's lock or log for reading: only a regular file, never
+/// through a symlink, and never waiting (a FIFO planted in a shared
+/// socket directory would block the open until someone writes to it).
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "`{}` is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Wait (bounded) until no daemon holds the lock. True if it was released.
@@ -670,6 +695,18 @@ fn handshake(client: &mut Client) -> Result<Hello, CliError> {
             return serde_json::from_str(value.get())
                 .map_err(|e| CliError::Protocol(format!("unexpected answer to `hello`: {e}")));
         }
+    }
+}
+
+/// An error with a null id already received: a daemon's refusal of the
+/// whole connection, sent as soon as it accepted it.
+fn refusal(client: &mut Client) -> Option<WireError> {
+    match client.read() {
+        Ok(Incoming::Response {
+            id: 0,
+            result: Err(e),
+        }) => Some(e),
+        _ => None,
     }
 }
 

@@ -56,9 +56,11 @@ fn connect_running(
             return Ok(Err(None));
         }
         if std::time::Instant::now() >= deadline {
-            let pid = std::fs::read_to_string(&paths.lock)
-                .map(|p| p.trim().to_owned())
-                .unwrap_or_default();
+            let mut pid = String::new();
+            if let Ok(f) = client::open_regular(&paths.lock) {
+                let _ = f.take(32).read_to_string(&mut pid);
+            }
+            let pid = pid.trim().to_owned();
             return Ok(Err(Some(pid)));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -195,7 +197,7 @@ fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
 }
 
 fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError> {
-    let mut file = match std::fs::File::open(&paths.log) {
+    let mut file = match client::open_regular(&paths.log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => {
             println!("no log yet (`{}`)", paths.log.display());
@@ -226,7 +228,7 @@ fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError
         .map_err(|e| CliError::io("cannot read the log", e))?;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let Ok(mut f) = std::fs::File::open(&paths.log) else {
+        let Ok(mut f) = client::open_regular(&paths.log) else {
             continue;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

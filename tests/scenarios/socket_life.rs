@@ -248,3 +248,98 @@ fn the_daemon_log_is_rotated_by_size_keeping_two_old_files() {
         );
     }
 }
+
+#[test]
+fn a_fifo_planted_at_the_log_or_the_lock_hangs_neither_the_daemon_nor_the_cli() {
+    for planted in ["taskrushd.log", "taskrushd.sock.lock"] {
+        // Given a FIFO (which nobody reads) planted in the socket directory,
+        let t = Scenario::new().rush(HI);
+        let dir = t.socket().parent().unwrap().to_owned();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let fifo = dir.join(planted);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        // when I run a task,
+        let mut c = t.command(&["hi"]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = t.finish(c.spawn().unwrap(), Duration::from_secs(20));
+        // it runs (without the daemon when the lock is the FIFO), and the
+        // FIFO is named as not a regular file.
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr_containing("is not a regular file");
+        assert!(
+            out.elapsed < Duration::from_secs(9),
+            "waited {:?}",
+            out.elapsed
+        );
+    }
+}
+
+#[test]
+fn the_cli_refused_by_a_daemon_out_of_descriptors_says_so_without_starting_another() {
+    let t = Scenario::new().rush(HI);
+    let started = t.sh("ulimit -n 40 && taskrushd --notify-ready &");
+    assert!(
+        started.stdout().starts_with("ready"),
+        "{}",
+        started.stdout()
+    );
+    // Given a daemon whose every descriptor is taken by idle clients,
+    let mut served = Vec::new();
+    for _ in 0..60 {
+        let (s, answer) = call_and_keep(&t.socket(), "daemon_status");
+        if answer.is_some_and(|a| a["result"].is_object()) {
+            served.push(s);
+        } else {
+            break;
+        }
+    }
+    // when I run a task, the CLI shows the daemon's refusal at once,
+    let out = t.run(&["hi"]);
+    out.expect_code(1)
+        .expect_stderr_starting("error: the daemon is out of file descriptors");
+    assert!(
+        out.elapsed < Duration::from_secs(4),
+        "took {:?}",
+        out.elapsed
+    );
+    drop(served);
+    // and never took the refused connection for a dying daemon to replace.
+    let log = std::fs::read_to_string(t.log()).unwrap();
+    assert!(!log.contains("another daemon serves"), "{log}");
+}
+
+#[test]
+fn a_content_length_client_over_the_connection_limit_gets_the_refusal_in_its_framing() {
+    let t = Scenario::new()
+        .rush(HI)
+        .env("TASKRUSH_MAX_CONNECTIONS", "1");
+    t.run(&["hi"]).success();
+    let (_held, answer) = call_and_keep(&t.socket(), "daemon_status");
+    assert!(answer.unwrap()["result"].is_object());
+    // Given the daemon at its limit, when an editor's stock client
+    // (Content-Length framing) connects and asks,
+    let mut s = UnixStream::connect(t.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"daemon_status"}"#;
+    write!(s, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    // it reads a Content-Length framed refusal.
+    let mut reader = BufReader::new(&s);
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    assert!(header.starts_with("Content-Length: "), "{header:?}");
+    let len: usize = header["Content-Length: ".len()..].trim().parse().unwrap();
+    let mut blank = String::new();
+    reader.read_line(&mut blank).unwrap();
+    assert_eq!(blank, "\r\n");
+    let mut msg = vec![0; len];
+    std::io::Read::read_exact(&mut reader, &mut msg).unwrap();
+    let msg: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+    assert_eq!(msg["error"]["code"], -32007, "{msg}");
+}
