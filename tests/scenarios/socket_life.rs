@@ -343,3 +343,64 @@ fn a_content_length_client_over_the_connection_limit_gets_the_refusal_in_its_fra
     let msg: serde_json::Value = serde_json::from_slice(&msg).unwrap();
     assert_eq!(msg["error"]["code"], -32007, "{msg}");
 }
+
+#[test]
+fn a_log_whose_directory_forbids_renaming_stays_within_its_size_limit() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // Given a daemon of another user (uid 65534) whose socket directory
+    // becomes read-only (r-x) once it runs, so its log cannot be renamed,
+    let t = Scenario::new().rush(HI);
+    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = t.root().join("nobody");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = dir.join("d.sock");
+    let mut daemon = t
+        .daemon_command()
+        .arg("--notify-ready")
+        .env("TASKRUSH_SOCKET", &socket)
+        .env("TASKRUSH_LOG_MAX_BYTES", "2000")
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 64];
+    let n = daemon.stdout.take().unwrap().read(&mut ready).unwrap();
+    assert!(ready[..n].starts_with(b"ready"), "{:?}", &ready[..n]);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // when it logs far more than the limit (each of our connections, as
+    // root, is refused with a log line),
+    for _ in 0..200 {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = writeln!(s, r#"{{"jsonrpc":"2.0","id":1,"method":"daemon_status"}}"#);
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    signal(daemon.id(), Signal::TERM);
+    let _ = taskrush_tests::wait_timeout(&mut daemon, Duration::from_secs(10));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // the log stays within its limit and holds the latest lines.
+    let log = std::fs::read_to_string(dir.join("taskrushd.log")).unwrap();
+    assert!(log.len() < 2000 + 1024, "{} bytes", log.len());
+    assert!(log.contains("stopping"), "{log}");
+}
+
+#[test]
+fn an_invalid_log_size_limit_is_named_in_the_log_and_the_default_used() {
+    for value in ["10MB", "0"] {
+        let t = Scenario::new().rush(HI);
+        t.start_daemon(&[("TASKRUSH_LOG_MAX_BYTES", value)]);
+        t.run(&["hi"]).expect_stdout("hi\n").success();
+        let log = std::fs::read_to_string(t.log()).unwrap();
+        assert!(
+            log.contains(&format!(
+                "invalid `TASKRUSH_LOG_MAX_BYTES` value `{value}`: expected a number of bytes above 0; the log is rotated at 10 MiB"
+            )),
+            "{log}"
+        );
+    }
+}
