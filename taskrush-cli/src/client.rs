@@ -636,13 +636,26 @@ fn spawn_private(pass_stdio: bool) -> Result<Client, CliError> {
 
 /// How long the CLI waits for a connected daemon to answer `hello`
 /// (`TASKRUSH_CONNECT_TIMEOUT`, in seconds; default 10).
+/// A value that is not a number of seconds above 0 is said once, and the
+/// default used.
 fn connect_timeout() -> Duration {
-    std::env::var("TASKRUSH_CONNECT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
-        .unwrap_or(HANDSHAKE_TIMEOUT)
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        let Ok(v) = std::env::var("TASKRUSH_CONNECT_TIMEOUT") else {
+            return HANDSHAKE_TIMEOUT;
+        };
+        match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+            _ => {
+                eprintln!(
+                    "taskrush: warning: invalid `TASKRUSH_CONNECT_TIMEOUT` value `{}`: expected seconds above 0; waiting {} s",
+                    v.escape_debug(),
+                    HANDSHAKE_TIMEOUT.as_secs()
+                );
+                HANDSHAKE_TIMEOUT
+            }
+        }
+    })
 }
 
 /// Refuse a listener of another user (SO_PEERCRED gives the uid of the

@@ -102,9 +102,16 @@ impl CliError {
                     "error: the socket `{}` belongs to another user (uid {uid}); nothing was sent to it\n",
                     socket.display()
                 ));
-                out.push_str(
-                    "hint: point TASKRUSH_SOCKET at a path in a directory only you can write, or unset it\n",
-                );
+                if std::env::var_os("TASKRUSH_SOCKET").is_some_and(|s| !s.is_empty()) {
+                    out.push_str(
+                        "hint: point TASKRUSH_SOCKET at a path in a directory only you can write, or unset it\n",
+                    );
+                } else {
+                    // The default path: the runtime directory is shared.
+                    out.push_str(
+                        "hint: XDG_RUNTIME_DIR is not private to you: set it (or TASKRUSH_SOCKET) to a directory only you can write\n",
+                    );
+                }
             }
             CliError::Protocol(why) => {
                 out.push_str(&format!("error: {why}\n"));

@@ -165,3 +165,47 @@ fn task_names_and_descriptions_cannot_drive_the_terminal() {
     );
     assert!(!run.stdout_bytes.contains(&0x1b), "{:?}", run.stdout());
 }
+
+#[test]
+fn the_cli_sends_nothing_to_another_users_socket_at_the_default_path() {
+    // Given a shared XDG_RUNTIME_DIR where another user (uid 65534) made
+    // `taskrush/` and listens at the default socket path,
+    let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
+    let shared = t.root().join("shared-runtime");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = shared.join("taskrush");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let got = t.root().join("got");
+    std::fs::write(&got, "").unwrap();
+    std::os::unix::fs::chown(&got, Some(65534), Some(65534)).unwrap();
+    let listener = impostor(&dir.join("taskrushd.sock"), &got, true, Some(65534));
+    // when I run a task without TASKRUSH_SOCKET,
+    let out = t.run_with(&["hi"], |c| {
+        c.env_remove("TASKRUSH_SOCKET")
+            .env("XDG_RUNTIME_DIR", &shared);
+    });
+    let received = std::fs::read(&got).unwrap_or_default();
+    stop(listener);
+    // the CLI refuses, names the owner and what to change, and sent nothing.
+    out.expect_code(1)
+        .expect_stderr_containing("belongs to another user (uid 65534); nothing was sent to it")
+        .expect_stderr_containing("hint: XDG_RUNTIME_DIR is not private to you");
+    assert!(received.is_empty(), "the impostor received {received:?}");
+}
+
+#[test]
+fn an_invalid_connect_timeout_is_named_and_the_default_used() {
+    for value in ["soon", "0", "-3"] {
+        let t = Scenario::new()
+            .rush("tasks:\n  hi:\n    cmd: echo hi\n")
+            .env("TASKRUSH_CONNECT_TIMEOUT", value);
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr(&format!(
+            "taskrush: warning: invalid `TASKRUSH_CONNECT_TIMEOUT` value `{value}`: expected seconds above 0; waiting 10 s\n"
+        ));
+    }
+}
