@@ -403,7 +403,7 @@ fn connect_with(
     paths: &DaemonPaths,
     pass_stdio: bool,
 ) -> Result<Option<(Client, Hello)>, CliError> {
-    match UnixStream::connect(&paths.socket) {
+    match connect_socket(&paths.socket) {
         Ok(stream) => {
             // Before anything is sent (our environment, our terminal):
             // the listener must be ourselves.
@@ -454,10 +454,46 @@ fn connect_with(
             }
         }
         Err(e) if is_not_there(&e) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(CliError::NoAnswer {
+            socket: paths.socket.clone(),
+            waited: connect_timeout(),
+        }),
         Err(e) => Err(CliError::io(
             &format!("cannot connect to `{}`", paths.socket.display()),
             e,
         )),
+    }
+}
+
+/// Connect to the socket, bounded by the connect timeout: a listener that
+/// does not accept (a frozen daemon whose backlog is full) would block a
+/// plain `connect` forever. Retried every 10 ms while the backlog is full.
+fn connect_socket(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    let deadline = Instant::now() + connect_timeout();
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

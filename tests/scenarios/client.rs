@@ -209,3 +209,60 @@ fn an_invalid_connect_timeout_is_named_and_the_default_used() {
         ));
     }
 }
+
+#[test]
+fn a_daemon_that_never_accepts_does_not_hang_the_cli() {
+    // Given a listener of ours that never accepts, its backlog full (a
+    // frozen daemon that many clients tried),
+    let t = Scenario::new()
+        .rush("tasks:\n  hi:\n    cmd: echo hi\n")
+        .env("TASKRUSH_CONNECT_TIMEOUT", "0.5");
+    let dir = t.socket().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let script = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(0)
+held = []
+while True:
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(sys.argv[1])
+        held.append(c)
+    except BlockingIOError:
+        break
+print("full", flush=True)
+time.sleep(600)
+"#;
+    let mut listener = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(t.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(listener.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "full");
+    // when I run a task or ask for the daemon's status,
+    let run = t.run(&["hi"]);
+    let status = t.run(&["daemon", "status"]);
+    stop(listener);
+    // each gives up after the configured wait with a clear error.
+    for out in [&run, &status] {
+        out.expect_code(1).expect_stderr_containing(
+            "error: the daemon at `[TMP]/run/taskrushd.sock` did not answer within 0.5 s",
+        );
+        assert!(
+            out.elapsed < Duration::from_secs(8),
+            "gave up after {:?}",
+            out.elapsed
+        );
+    }
+}
