@@ -133,6 +133,14 @@ pub fn open_private(path: &Path, append: bool) -> Result<File, BindError> {
             path.display()
         )));
     }
+    if md.nlink() != 1 {
+        // A hard link planted in a shared directory (where the kernel does
+        // not protect hard links) names someone's file under our name.
+        return Err(BindError::Unsafe(format!(
+            "`{}` has other hard links (it is another file's name too)\nhint: remove it; taskrushd creates its own file",
+            path.display()
+        )));
+    }
     // Back to blocking writes for the regular file it is.
     let blocking = if append {
         rustix::fs::OFlags::APPEND

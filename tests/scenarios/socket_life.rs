@@ -404,3 +404,26 @@ fn an_invalid_log_size_limit_is_named_in_the_log_and_the_default_used() {
         );
     }
 }
+
+#[test]
+fn a_hard_link_planted_at_the_lock_or_the_log_is_refused_and_its_target_untouched() {
+    for planted in ["taskrushd.sock.lock", "taskrushd.log"] {
+        // Given a hard link to one of my files planted in the socket
+        // directory (kernels with fs.protected_hardlinks=0 let anyone
+        // make one),
+        let t = Scenario::new().rush(HI);
+        let dir = t.socket().parent().unwrap().to_owned();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = t.root().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::hard_link(&victim, dir.join(planted)).unwrap();
+        // when I run a task, it runs without the daemon, saying why,
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr_containing("has other hard links");
+        // and my file is untouched.
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+}
