@@ -173,7 +173,23 @@ fn uptime(ms: u64) -> String {
 /// Ask the daemon to stop and wait until its socket is gone. False when
 /// none was running.
 fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
-    let mut c = match connect_running(paths)? {
+    let running = match connect_running(paths) {
+        // Refused (at its connection limit, or out of descriptors): it
+        // stops the same way on SIGTERM, sent to the process that holds
+        // its lock.
+        Err(CliError::Remote(e)) if e.code == taskrush_protocol::error::BUSY => {
+            let Some(pid) = lock_holder(paths) else {
+                return Err(CliError::Remote(e));
+            };
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if client::wait_stopped(paths, STOP_TIMEOUT) {
+                return Ok(true);
+            }
+            return Err(CliError::Remote(e));
+        }
+        other => other?,
+    };
+    let mut c = match running {
         Ok(c) => c,
         Err(None) => return Ok(false),
         Err(Some(pid)) => {
@@ -194,6 +210,32 @@ fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
         "the daemon did not stop within {}s; see `taskrush daemon logs`",
         STOP_TIMEOUT.as_secs()
     )))
+}
+
+/// The process holding the daemon's lock, as the kernel says
+/// (`/proc/locks`: `1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`),
+/// not as the lock file's text says.
+fn lock_holder(paths: &DaemonPaths) -> Option<rustix::process::Pid> {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(&paths.lock).ok()?;
+    if !md.is_file() {
+        return None;
+    }
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(md.dev()),
+        rustix::fs::minor(md.dev()),
+        md.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()) {
+            rustix::process::Pid::from_raw(f.get(4)?.parse().ok()?)
+        } else {
+            None
+        }
+    })
 }
 
 fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError> {

@@ -427,3 +427,30 @@ fn a_hard_link_planted_at_the_lock_or_the_log_is_refused_and_its_target_untouche
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
 }
+
+#[test]
+fn a_daemon_at_its_connection_limit_can_still_be_restarted_as_its_refusal_says() {
+    // Given a daemon at its connection limit (TASKRUSH_MAX_CONNECTIONS=2),
+    let t = Scenario::new().rush(HI);
+    t.start_daemon(&[("TASKRUSH_MAX_CONNECTIONS", "2")]);
+    let held: Vec<_> = (0..2)
+        .map(|_| call_and_keep(&t.socket(), "daemon_status").0)
+        .collect();
+    t.run(&["hi"])
+        .expect_code(1)
+        .expect_stderr_containing("`taskrush daemon restart`");
+    // when I follow the hint and restart it, the connections still held,
+    let out = t.run(&["daemon", "restart"]);
+    // a new daemon answers, with the limit of the environment (the default).
+    out.success();
+    assert!(
+        out.stdout()
+            .contains("restarted by `taskrush daemon restart`"),
+        "{}",
+        out.stdout()
+    );
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    drop(held);
+    t.run(&["daemon", "stop"]).success();
+    assert_eq!(t.run(&["daemon", "status"]).code(), 3);
+}
