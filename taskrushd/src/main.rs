@@ -130,6 +130,10 @@ fn main() -> ExitCode {
         let _ = rustix::process::setsid();
     }
     watchdog::start();
+    if args.stdio {
+        return serve_stdio(paths, options);
+    }
+    // Only the shared daemon limits connections (`--stdio` serves one).
     let (max_connections, from) = match args.max_connections {
         Some(n) => (n.to_string(), "--max-connections"),
         None => match std::env::var("TASKRUSH_MAX_CONNECTIONS") {
@@ -146,9 +150,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.stdio {
-        return serve_stdio(paths, options);
-    }
     let explicit = std::env::var_os(ENV_SOCKET).is_some_and(|s| !s.is_empty());
     // The socket's directory first (0700 when created), then the log,
     // which may live in it.

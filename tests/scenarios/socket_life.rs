@@ -454,3 +454,17 @@ fn a_daemon_at_its_connection_limit_can_still_be_restarted_as_its_refusal_says()
     t.run(&["daemon", "stop"]).success();
     assert_eq!(t.run(&["daemon", "status"]).code(), 3);
 }
+
+#[test]
+fn an_invalid_connection_limit_is_named_and_the_run_goes_without_the_daemon() {
+    for value in ["abc", "0"] {
+        let t = Scenario::new()
+            .rush(HI)
+            .env("TASKRUSH_MAX_CONNECTIONS", value);
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr(&format!(
+            "taskrush: warning: the daemon `taskrushd` did not start: invalid `TASKRUSH_MAX_CONNECTIONS` value `{value}`: expected a number of connections above 0; running without the daemon\n"
+        ));
+    }
+}
