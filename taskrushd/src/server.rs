@@ -89,7 +89,7 @@ pub async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
                     let methods = methods.clone();
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        crate::connection::serve(stream, methods).await;
+                        crate::connection::serve(stream, methods, daemon.stopping.subscribe()).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
                         daemon.touch();
                         crate::memory::release_soon();
@@ -453,7 +453,7 @@ impl SocketWatch {
 pub async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
     let methods: Methods = crate::daemon::Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
-    crate::connection::serve(stream, methods).await;
+    crate::connection::serve(stream, methods, daemon.stopping.subscribe()).await;
     daemon.stopping.send_replace(true);
     daemon.cancel_all(Cancel::Interrupt);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
