@@ -384,7 +384,7 @@ fn connect_with(
     paths: &DaemonPaths,
     pass_stdio: bool,
 ) -> Result<Option<(Client, Hello)>, CliError> {
-    match UnixStream::connect(&paths.socket) {
+    match connect_socket(&paths.socket) {
         Ok(stream) => {
             // Before anything is sent (our environment, our terminal):
             // the listener must be ourselves.
@@ -409,6 +409,12 @@ fn connect_with(
                 handshake(&mut client)
             })();
             let hello = match hello {
+                // A daemon refusing this connection (out of descriptors, at
+                // its connection limit) may have answered and closed before
+                // our `hello` went out: its answer says why.
+                Err(CliError::Disconnected(e)) => Err(refusal(&mut client)
+                    .map(CliError::Remote)
+                    .unwrap_or(CliError::Disconnected(e))),
                 Err(CliError::TimedOut) => Err(CliError::NoAnswer {
                     socket: paths.socket.clone(),
                     waited,
@@ -429,10 +435,46 @@ fn connect_with(
             }
         }
         Err(e) if is_not_there(&e) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(CliError::NoAnswer {
+            socket: paths.socket.clone(),
+            waited: connect_timeout(),
+        }),
         Err(e) => Err(CliError::io(
             &format!("cannot connect to `{}`", paths.socket.display()),
             e,
         )),
+    }
+}
+
+/// Connect to the socket, bounded by the connect timeout: a listener that
+/// does not accept (a frozen daemon whose backlog is full) would block a
+/// plain `connect` forever. Retried every 10 ms while the backlog is full.
+fn connect_socket(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    let deadline = Instant::now() + connect_timeout();
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -538,7 +580,7 @@ pub fn connect(paths: &DaemonPaths, pass_stdio: bool, no_daemon: bool) -> Result
 /// Whether a daemon still holds its lifetime lock (it is still running,
 /// perhaps finishing its shutdown).
 pub fn lock_held(paths: &DaemonPaths) -> bool {
-    let Ok(f) = std::fs::File::open(&paths.lock) else {
+    let Ok(f) = open_regular(&paths.lock) else {
         return false;
     };
     match f.try_lock_shared() {
@@ -549,6 +591,25 @@ pub fn lock_held(paths: &DaemonPaths) -> bool {
         Err(std::fs::TryLockError::WouldBlock) => true,
         Err(std::fs::TryLockError::Error(_)) => false,
     }
+}
+
+/// Open the daemon's lock or log for reading: only a regular file, never
+/// through a symlink, and never waiting (a FIFO planted in a shared
+/// socket directory would block the open until someone writes to it).
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "`{}` is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Wait (bounded) until no daemon holds the lock. True if it was released.
@@ -592,13 +653,26 @@ fn spawn_private(pass_stdio: bool) -> Result<Client, CliError> {
 
 /// How long the CLI waits for a connected daemon to answer `hello`
 /// (`TASKRUSH_CONNECT_TIMEOUT`, in seconds; default 10).
+/// A value that is not a number of seconds above 0 is said once, and the
+/// default used.
 fn connect_timeout() -> Duration {
-    std::env::var("TASKRUSH_CONNECT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
-        .unwrap_or(HANDSHAKE_TIMEOUT)
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        let Ok(v) = std::env::var("TASKRUSH_CONNECT_TIMEOUT") else {
+            return HANDSHAKE_TIMEOUT;
+        };
+        match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+            _ => {
+                eprintln!(
+                    "taskrush: warning: invalid `TASKRUSH_CONNECT_TIMEOUT` value `{}`: expected seconds above 0; waiting {} s",
+                    v.escape_debug(),
+                    HANDSHAKE_TIMEOUT.as_secs()
+                );
+                HANDSHAKE_TIMEOUT
+            }
+        }
+    })
 }
 
 /// Refuse a listener of another user (SO_PEERCRED gives the uid of the
@@ -651,6 +725,18 @@ fn handshake(client: &mut Client) -> Result<Hello, CliError> {
             return serde_json::from_str(value.get())
                 .map_err(|e| CliError::Protocol(format!("unexpected answer to `hello`: {e}")));
         }
+    }
+}
+
+/// An error with a null id already received: a daemon's refusal of the
+/// whole connection, sent as soon as it accepted it.
+fn refusal(client: &mut Client) -> Option<WireError> {
+    match client.read() {
+        Ok(Incoming::Response {
+            id: 0,
+            result: Err(e),
+        }) => Some(e),
+        _ => None,
     }
 }
 

@@ -56,9 +56,11 @@ fn connect_running(
             return Ok(Err(None));
         }
         if std::time::Instant::now() >= deadline {
-            let pid = std::fs::read_to_string(&paths.lock)
-                .map(|p| p.trim().to_owned())
-                .unwrap_or_default();
+            let mut pid = String::new();
+            if let Ok(f) = client::open_regular(&paths.lock) {
+                let _ = f.take(32).read_to_string(&mut pid);
+            }
+            let pid = pid.trim().to_owned();
             return Ok(Err(Some(pid)));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -171,7 +173,23 @@ fn uptime(ms: u64) -> String {
 /// Ask the daemon to stop and wait until its socket is gone. False when
 /// none was running.
 fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
-    let mut c = match connect_running(paths)? {
+    let running = match connect_running(paths) {
+        // Refused (at its connection limit, or out of descriptors): it
+        // stops the same way on SIGTERM, sent to the process that holds
+        // its lock.
+        Err(CliError::Remote(e)) if e.code == taskrush_protocol::error::BUSY => {
+            let Some(pid) = lock_holder(paths) else {
+                return Err(CliError::Remote(e));
+            };
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if client::wait_stopped(paths, STOP_TIMEOUT) {
+                return Ok(true);
+            }
+            return Err(CliError::Remote(e));
+        }
+        other => other?,
+    };
+    let mut c = match running {
         Ok(c) => c,
         Err(None) => return Ok(false),
         Err(Some(pid)) => {
@@ -194,8 +212,34 @@ fn stop(paths: &DaemonPaths) -> Result<bool, CliError> {
     )))
 }
 
+/// The process holding the daemon's lock, as the kernel says
+/// (`/proc/locks`: `1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`),
+/// not as the lock file's text says.
+fn lock_holder(paths: &DaemonPaths) -> Option<rustix::process::Pid> {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(&paths.lock).ok()?;
+    if !md.is_file() {
+        return None;
+    }
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(md.dev()),
+        rustix::fs::minor(md.dev()),
+        md.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()) {
+            rustix::process::Pid::from_raw(f.get(4)?.parse().ok()?)
+        } else {
+            None
+        }
+    })
+}
+
 fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError> {
-    let mut file = match std::fs::File::open(&paths.log) {
+    let mut file = match client::open_regular(&paths.log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => {
             println!("no log yet (`{}`)", paths.log.display());
@@ -226,7 +270,7 @@ fn logs(paths: &DaemonPaths, follow: bool, lines: usize) -> Result<i32, CliError
         .map_err(|e| CliError::io("cannot read the log", e))?;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let Ok(mut f) = std::fs::File::open(&paths.log) else {
+        let Ok(mut f) = client::open_regular(&paths.log) else {
             continue;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -102,9 +102,16 @@ impl CliError {
                     "error: the socket `{}` belongs to another user (uid {uid}); nothing was sent to it\n",
                     socket.display()
                 ));
-                out.push_str(
-                    "hint: point TASKRUSH_SOCKET at a path in a directory only you can write, or unset it\n",
-                );
+                if std::env::var_os("TASKRUSH_SOCKET").is_some_and(|s| !s.is_empty()) {
+                    out.push_str(
+                        "hint: point TASKRUSH_SOCKET at a path in a directory only you can write, or unset it\n",
+                    );
+                } else {
+                    // The default path: the runtime directory is shared.
+                    out.push_str(
+                        "hint: XDG_RUNTIME_DIR is not private to you: set it (or TASKRUSH_SOCKET) to a directory only you can write\n",
+                    );
+                }
             }
             CliError::Protocol(why) => {
                 out.push_str(&format!("error: {why}\n"));
@@ -137,7 +144,15 @@ fn seconds(d: Duration) -> String {
 
 /// The last `n` lines of a file, indented, if it can be read.
 pub fn log_tail(path: &std::path::Path, n: usize) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::{Read as _, Seek as _};
+    // The end of the file only: the log may have been replaced by anything.
+    let mut file = crate::client::open_regular(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(std::io::SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     let tail: String = lines[start..].iter().map(|l| format!("  {l}\n")).collect();

@@ -121,6 +121,10 @@ fn main() -> ExitCode {
         let _ = rustix::process::setsid();
     }
     watchdog::start();
+    if args.stdio {
+        return serve_stdio(paths, options);
+    }
+    // Only the shared daemon limits connections (`--stdio` serves one).
     let (max_connections, from) = match args.max_connections {
         Some(n) => (n.to_string(), "--max-connections"),
         None => match std::env::var("TASKRUSH_MAX_CONNECTIONS") {
@@ -140,9 +144,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.stdio {
-        return serve_stdio(paths, options);
-    }
     let explicit = std::env::var_os(ENV_SOCKET).is_some_and(|s| !s.is_empty());
     // The socket's directory first (0700 when created), then the log,
     // which may live in it.
@@ -292,5 +293,11 @@ fn init_logging(paths: &DaemonPaths, foreground: bool) -> Result<(), listener::B
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .init();
+    if let Err(value) = log_file::max_bytes() {
+        tracing::warn!(
+            "invalid `TASKRUSH_LOG_MAX_BYTES` value `{value}`: expected a number of bytes above 0; the log is rotated at {} MiB",
+            log_file::MAX_LOG_BYTES >> 20
+        );
+    }
     Ok(())
 }

@@ -165,3 +165,104 @@ fn task_names_and_descriptions_cannot_drive_the_terminal() {
     );
     assert!(!run.stdout_bytes.contains(&0x1b), "{:?}", run.stdout());
 }
+
+#[test]
+fn the_cli_sends_nothing_to_another_users_socket_at_the_default_path() {
+    // Given a shared XDG_RUNTIME_DIR where another user (uid 65534) made
+    // `taskrush/` and listens at the default socket path,
+    let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
+    let shared = t.root().join("shared-runtime");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = shared.join("taskrush");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let got = t.root().join("got");
+    std::fs::write(&got, "").unwrap();
+    std::os::unix::fs::chown(&got, Some(65534), Some(65534)).unwrap();
+    let listener = impostor(&dir.join("taskrushd.sock"), &got, true, Some(65534));
+    // when I run a task without TASKRUSH_SOCKET,
+    let out = t.run_with(&["hi"], |c| {
+        c.env_remove("TASKRUSH_SOCKET")
+            .env("XDG_RUNTIME_DIR", &shared);
+    });
+    let received = std::fs::read(&got).unwrap_or_default();
+    stop(listener);
+    // the CLI refuses, names the owner and what to change, and sent nothing.
+    out.expect_code(1)
+        .expect_stderr_containing("belongs to another user (uid 65534); nothing was sent to it")
+        .expect_stderr_containing("hint: XDG_RUNTIME_DIR is not private to you");
+    assert!(received.is_empty(), "the impostor received {received:?}");
+}
+
+#[test]
+fn an_invalid_connect_timeout_is_named_and_the_default_used() {
+    for value in ["soon", "0", "-3"] {
+        let t = Scenario::new()
+            .rush("tasks:\n  hi:\n    cmd: echo hi\n")
+            .env("TASKRUSH_CONNECT_TIMEOUT", value);
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr(&format!(
+            "taskrush: warning: invalid `TASKRUSH_CONNECT_TIMEOUT` value `{value}`: expected seconds above 0; waiting 10 s\n"
+        ));
+    }
+}
+
+#[test]
+fn a_daemon_that_never_accepts_does_not_hang_the_cli() {
+    // Given a listener of ours that never accepts, its backlog full (a
+    // frozen daemon that many clients tried),
+    let t = Scenario::new()
+        .rush("tasks:\n  hi:\n    cmd: echo hi\n")
+        .env("TASKRUSH_CONNECT_TIMEOUT", "0.5");
+    let dir = t.socket().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let script = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(0)
+held = []
+while True:
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(sys.argv[1])
+        held.append(c)
+    except BlockingIOError:
+        break
+print("full", flush=True)
+time.sleep(600)
+"#;
+    let mut listener = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(t.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(listener.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "full");
+    // when I run a task or ask for the daemon's status,
+    let run = t.run(&["hi"]);
+    let status = t.run(&["daemon", "status"]);
+    stop(listener);
+    // each gives up after the configured wait with a clear error.
+    for out in [&run, &status] {
+        out.expect_code(1).expect_stderr_containing(
+            "error: the daemon at `[TMP]/run/taskrushd.sock` did not answer within 0.5 s",
+        );
+        assert!(
+            out.elapsed < Duration::from_secs(8),
+            "gave up after {:?}",
+            out.elapsed
+        );
+    }
+}

@@ -176,3 +176,36 @@ fn the_requests_of_a_batch_past_its_answer_limit_are_not_run_and_say_why() {
         "not run: the answers to this batch passed 4 MiB; send smaller batches"
     );
 }
+
+#[test]
+fn clients_that_never_read_their_run_output_do_not_hold_up_daemon_stop() {
+    // Given two clients whose runs write without end and who never read,
+    let t = Scenario::new().rush("tasks:\n  spam:\n    cmd: yes never-read-spam\n");
+    t.start_daemon(&[]);
+    let run = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": t.project().display().to_string(), "tasks": ["spam"], "env": {"PATH": std::env::var("PATH").unwrap()}}}});
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = connect(&t);
+            writeln!(s, "{run}").unwrap();
+            s
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || processes_matching(
+        "yes never-read-spam"
+    )
+    .len()
+        >= 2));
+    // when I stop the daemon, it stops within a short grace for their
+    // last events (it waited 5 s for the runs, then 2 s more, before),
+    let out = t.run(&["daemon", "stop"]);
+    out.success();
+    assert!(
+        out.elapsed < Duration::from_secs(4),
+        "took {:?}",
+        out.elapsed
+    );
+    // and the tasks are gone.
+    assert!(processes_matching("yes never-read-spam").is_empty());
+    drop(held);
+}

@@ -248,3 +248,223 @@ fn the_daemon_log_is_rotated_by_size_keeping_two_old_files() {
         );
     }
 }
+
+#[test]
+fn a_fifo_planted_at_the_log_or_the_lock_hangs_neither_the_daemon_nor_the_cli() {
+    for planted in ["taskrushd.log", "taskrushd.sock.lock"] {
+        // Given a FIFO (which nobody reads) planted in the socket directory,
+        let t = Scenario::new().rush(HI);
+        let dir = t.socket().parent().unwrap().to_owned();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let fifo = dir.join(planted);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        // when I run a task,
+        let mut c = t.command(&["hi"]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = t.finish(c.spawn().unwrap(), Duration::from_secs(20));
+        // it runs (without the daemon when the lock is the FIFO), and the
+        // FIFO is named as not a regular file.
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr_containing("is not a regular file");
+        assert!(
+            out.elapsed < Duration::from_secs(9),
+            "waited {:?}",
+            out.elapsed
+        );
+    }
+}
+
+#[test]
+fn the_cli_refused_by_a_daemon_out_of_descriptors_says_so_without_starting_another() {
+    let t = Scenario::new().rush(HI);
+    let started = t.sh("ulimit -n 40 && taskrushd --notify-ready &");
+    assert!(
+        started.stdout().starts_with("ready"),
+        "{}",
+        started.stdout()
+    );
+    // Given a daemon whose every descriptor is taken by idle clients,
+    let mut served = Vec::new();
+    for _ in 0..60 {
+        let (s, answer) = call_and_keep(&t.socket(), "daemon_status");
+        if answer.is_some_and(|a| a["result"].is_object()) {
+            served.push(s);
+        } else {
+            break;
+        }
+    }
+    // when I run a task, the CLI shows the daemon's refusal at once,
+    let out = t.run(&["hi"]);
+    out.expect_code(1)
+        .expect_stderr_starting("error: the daemon is out of file descriptors");
+    assert!(
+        out.elapsed < Duration::from_secs(4),
+        "took {:?}",
+        out.elapsed
+    );
+    drop(served);
+    // and never took the refused connection for a dying daemon to replace.
+    let log = std::fs::read_to_string(t.log()).unwrap();
+    assert!(!log.contains("another daemon serves"), "{log}");
+}
+
+#[test]
+fn a_content_length_client_over_the_connection_limit_gets_the_refusal_in_its_framing() {
+    let t = Scenario::new()
+        .rush(HI)
+        .env("TASKRUSH_MAX_CONNECTIONS", "1");
+    t.run(&["hi"]).success();
+    let (_held, answer) = call_and_keep(&t.socket(), "daemon_status");
+    assert!(answer.unwrap()["result"].is_object());
+    // Given the daemon at its limit, when an editor's stock client
+    // (Content-Length framing) connects and asks,
+    let mut s = UnixStream::connect(t.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"daemon_status"}"#;
+    write!(s, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    // it reads a Content-Length framed refusal.
+    let mut reader = BufReader::new(&s);
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    assert!(header.starts_with("Content-Length: "), "{header:?}");
+    let len: usize = header["Content-Length: ".len()..].trim().parse().unwrap();
+    let mut blank = String::new();
+    reader.read_line(&mut blank).unwrap();
+    assert_eq!(blank, "\r\n");
+    let mut msg = vec![0; len];
+    std::io::Read::read_exact(&mut reader, &mut msg).unwrap();
+    let msg: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+    assert_eq!(msg["error"]["code"], -32007, "{msg}");
+}
+
+#[test]
+fn a_log_whose_directory_forbids_renaming_stays_within_its_size_limit() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // Given a daemon of another user (uid 65534) whose socket directory
+    // becomes read-only (r-x) once it runs, so its log cannot be renamed,
+    let t = Scenario::new().rush(HI);
+    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = t.root().join("nobody");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = dir.join("d.sock");
+    let mut daemon = t
+        .daemon_command()
+        .arg("--notify-ready")
+        .env("TASKRUSH_SOCKET", &socket)
+        .env("TASKRUSH_LOG_MAX_BYTES", "2000")
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 64];
+    let n = daemon.stdout.take().unwrap().read(&mut ready).unwrap();
+    assert!(ready[..n].starts_with(b"ready"), "{:?}", &ready[..n]);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // when it logs far more than the limit (each of our connections, as
+    // root, is refused with a log line),
+    for _ in 0..200 {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = writeln!(s, r#"{{"jsonrpc":"2.0","id":1,"method":"daemon_status"}}"#);
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    signal(daemon.id(), Signal::TERM);
+    let _ = taskrush_tests::wait_timeout(&mut daemon, Duration::from_secs(10));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // the log stays within its limit and holds the latest lines.
+    let log = std::fs::read_to_string(dir.join("taskrushd.log")).unwrap();
+    assert!(log.len() < 2000 + 1024, "{} bytes", log.len());
+    assert!(log.contains("stopping"), "{log}");
+}
+
+#[test]
+fn an_invalid_log_size_limit_is_named_in_the_log_and_the_default_used() {
+    for value in ["10MB", "0"] {
+        let t = Scenario::new().rush(HI);
+        t.start_daemon(&[("TASKRUSH_LOG_MAX_BYTES", value)]);
+        t.run(&["hi"]).expect_stdout("hi\n").success();
+        let log = std::fs::read_to_string(t.log()).unwrap();
+        assert!(
+            log.contains(&format!(
+                "invalid `TASKRUSH_LOG_MAX_BYTES` value `{value}`: expected a number of bytes above 0; the log is rotated at 10 MiB"
+            )),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn a_hard_link_planted_at_the_lock_or_the_log_is_refused_and_its_target_untouched() {
+    for planted in ["taskrushd.sock.lock", "taskrushd.log"] {
+        // Given a hard link to one of my files planted in the socket
+        // directory (kernels with fs.protected_hardlinks=0 let anyone
+        // make one),
+        let t = Scenario::new().rush(HI);
+        let dir = t.socket().parent().unwrap().to_owned();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = t.root().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::hard_link(&victim, dir.join(planted)).unwrap();
+        // when I run a task, it runs without the daemon, saying why,
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr_containing("has other hard links");
+        // and my file is untouched.
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+}
+
+#[test]
+fn a_daemon_at_its_connection_limit_can_still_be_restarted_as_its_refusal_says() {
+    // Given a daemon at its connection limit (TASKRUSH_MAX_CONNECTIONS=2),
+    let t = Scenario::new().rush(HI);
+    t.start_daemon(&[("TASKRUSH_MAX_CONNECTIONS", "2")]);
+    let held: Vec<_> = (0..2)
+        .map(|_| call_and_keep(&t.socket(), "daemon_status").0)
+        .collect();
+    t.run(&["hi"])
+        .expect_code(1)
+        .expect_stderr_containing("`taskrush daemon restart`");
+    // when I follow the hint and restart it, the connections still held,
+    let out = t.run(&["daemon", "restart"]);
+    // a new daemon answers, with the limit of the environment (the default).
+    out.success();
+    assert!(
+        out.stdout()
+            .contains("restarted by `taskrush daemon restart`"),
+        "{}",
+        out.stdout()
+    );
+    t.run(&["hi"]).expect_stdout("hi\n").success();
+    drop(held);
+    t.run(&["daemon", "stop"]).success();
+    assert_eq!(t.run(&["daemon", "status"]).code(), 3);
+}
+
+#[test]
+fn an_invalid_connection_limit_is_named_and_the_run_goes_without_the_daemon() {
+    for value in ["abc", "0"] {
+        let t = Scenario::new()
+            .rush(HI)
+            .env("TASKRUSH_MAX_CONNECTIONS", value);
+        let out = t.run(&["hi"]);
+        out.expect_stdout("hi\n").success();
+        out.expect_stderr(&format!(
+            "taskrush: warning: the daemon `taskrushd` did not start: invalid `TASKRUSH_MAX_CONNECTIONS` value `{value}`: expected a number of connections above 0; running without the daemon\n"
+        ));
+    }
+}

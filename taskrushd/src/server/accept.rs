@@ -89,7 +89,7 @@ pub(crate) async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
                     let methods = methods.clone();
                     let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        crate::server::connection::serve(stream, methods).await;
+                        crate::server::connection::serve(stream, methods, daemon.stopping.subscribe()).await;
                         daemon.clients.fetch_sub(1, Ordering::Relaxed);
                         daemon.touch();
                         crate::memory::release_soon();
@@ -211,28 +211,35 @@ fn into_unix(stream: Stream) -> std::io::Result<tokio::net::UnixStream> {
 }
 
 /// Answer a connection that will not be served with one JSON-RPC error
-/// (newline-framed, `id: null`), so its client can say why. With
-/// `linger`, what the client sent is read and dropped for a moment first
-/// (closing with unread data would reset the connection and lose the
-/// answer); without, the descriptor is given back at once.
+/// (`id: null`) in the client's framing, so its client can say why. With
+/// `linger`, the client's first bytes are awaited for a moment (they tell
+/// its framing) and what it sent is read and dropped for a moment after
+/// the answer (closing with unread data would reset the connection and
+/// lose the answer); without, the framing is told from what already
+/// arrived and the descriptor is given back at once.
 fn refuse(stream: tokio::net::UnixStream, message: &str, linger: bool) {
     let err = jsonrpsee::types::ErrorObject::owned(
         taskrush_protocol::error::BUSY,
         message.to_owned(),
         None::<()>,
     );
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": err});
-    let line = format!("{body}\n");
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": err}).to_string();
     // The socket buffer of a new connection is empty: this short write
     // completes at once (the reactor has not seen it writable yet, so
     // `try_write` would not even try).
-    let _ = rustix::net::send(&stream, line.as_bytes(), rustix::net::SendFlags::NOSIGNAL);
+    let send = move |stream: &tokio::net::UnixStream| {
+        let framed = peeked_framing(stream).encode(body.as_bytes());
+        let _ = rustix::net::send(stream, &framed, rustix::net::SendFlags::NOSIGNAL);
+    };
     if !linger {
+        send(&stream);
         return;
     }
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt as _;
         let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.readable()).await;
+        send(&stream);
         let _ = rustix::net::shutdown(&stream, rustix::net::Shutdown::Write);
         let mut sink = [0u8; 1024];
         let drain = async {
@@ -246,6 +253,18 @@ fn refuse(stream: tokio::net::UnixStream, message: &str, linger: bool) {
         };
         let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
     });
+}
+
+/// The framing of a client, told from the bytes it already sent (left
+/// unread); newline-delimited when it sent nothing yet.
+fn peeked_framing(stream: &tokio::net::UnixStream) -> crate::server::transport::Framing {
+    use rustix::net::RecvFlags;
+    let mut first = [0u8; 64];
+    let got = rustix::net::recv(stream, &mut first, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+        .map(|(n, _)| n)
+        .unwrap_or(0);
+    crate::server::transport::framing_of(&first[..got])
+        .unwrap_or(crate::server::transport::Framing::Lines)
 }
 
 /// EMFILE, ENFILE (and ENOBUFS/ENOMEM): the process or the system is out
@@ -435,7 +454,7 @@ impl SocketWatch {
 pub(crate) async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
     let methods: Methods = Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
-    crate::server::connection::serve(stream, methods).await;
+    crate::server::connection::serve(stream, methods, daemon.stopping.subscribe()).await;
     daemon.stopping.send_replace(true);
     daemon.cancel_all(Cancel::Interrupt);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;

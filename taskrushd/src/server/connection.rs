@@ -71,8 +71,14 @@ impl IdProvider for CounterIds {
     }
 }
 
+/// Once the daemon is stopping, how long a write to a client may wait for
+/// it to read; past it the client's last events are dropped, so that runs
+/// blocked on a client that does not read end with the daemon.
+const STOP_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serve one connection until the peer closes it or breaks the framing.
-pub(crate) async fn serve(stream: UnixStream, methods: Methods) {
+/// `stopping` becomes true when the daemon stops.
+pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch::Receiver<bool>) {
     let conn_id = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     // The first read also takes the descriptors a CLI may pass with its
     // first message (see `client_stdio`).
@@ -117,7 +123,12 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods) {
         };
         if let Some((write, rx)) = unstarted.take() {
             let framing = reader.framing().unwrap_or(Framing::Lines);
-            writer = Some(tokio::spawn(write_loop(write, rx, framing)));
+            writer = Some(tokio::spawn(write_loop(
+                write,
+                rx,
+                framing,
+                stopping.clone(),
+            )));
         }
         let Some(frame) = frame else {
             // An oversized frame cannot be skipped reliably: answer, close.
@@ -163,10 +174,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
     mut rx: mpsc::Receiver<Box<RawValue>>,
     framing: Framing,
+    mut stopping: watch::Receiver<bool>,
 ) {
     while let Some(msg) = rx.recv().await {
         let bytes = framing.encode(msg.get().as_bytes());
-        if write.write_all(&bytes).await.is_err() {
+        let mut sent = std::pin::pin!(write.write_all(&bytes));
+        let sent = tokio::select! {
+            r = &mut sent => r.is_ok(),
+            () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                // Stopping: a client that does not read within the grace
+                // no longer holds its runs (blocked on this queue) alive.
+                matches!(tokio::time::timeout(STOP_WRITE_GRACE, &mut sent).await, Ok(Ok(())))
+            }
+        };
+        if !sent {
             break;
         }
         // Flush only when nothing else is queued: fewer syscalls under load,

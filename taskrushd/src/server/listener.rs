@@ -104,12 +104,21 @@ pub(crate) fn open_private(path: &Path, append: bool) -> Result<File, BindError>
         .write(true)
         .append(append)
         .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        // NONBLOCK: opening a FIFO planted there for writing would wait
+        // for a reader forever (the daemon, and a CLI waiting for it,
+        // would hang); it is refused below as not a regular file.
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                 BindError::Unsafe(format!(
                     "`{}` is a symbolic link\nhint: remove it; taskrushd creates its own file",
+                    path.display()
+                ))
+            } else if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                // A FIFO with no reader (or a socket): never a file of ours.
+                BindError::Unsafe(format!(
+                    "`{}` is not a regular file\nhint: remove it",
                     path.display()
                 ))
             } else {
@@ -124,6 +133,21 @@ pub(crate) fn open_private(path: &Path, append: bool) -> Result<File, BindError>
             path.display()
         )));
     }
+    if md.nlink() != 1 {
+        // A hard link planted in a shared directory (where the kernel does
+        // not protect hard links) names someone's file under our name.
+        return Err(BindError::Unsafe(format!(
+            "`{}` has other hard links (it is another file's name too)\nhint: remove it; taskrushd creates its own file",
+            path.display()
+        )));
+    }
+    // Back to blocking writes for the regular file it is.
+    let blocking = if append {
+        rustix::fs::OFlags::APPEND
+    } else {
+        rustix::fs::OFlags::empty()
+    };
+    let _ = rustix::fs::fcntl_setfl(&file, blocking);
     if md.uid() != uid {
         return Err(BindError::Unsafe(format!(
             "`{}` belongs to uid {}, not to you (uid {uid})\nhint: remove it or set TASKRUSH_SOCKET to a private directory",

@@ -20,6 +20,15 @@ pub(crate) const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// Rotated logs kept beside the current one (`.1` is the most recent).
 pub(crate) const KEPT_LOGS: usize = 2;
 
+/// The size limit: `$TASKRUSH_LOG_MAX_BYTES`, else [`MAX_LOG_BYTES`];
+/// the value given when it is not a number of bytes above 0.
+pub(crate) fn max_bytes() -> Result<u64, String> {
+    match std::env::var("TASKRUSH_LOG_MAX_BYTES") {
+        Err(_) => Ok(MAX_LOG_BYTES),
+        Ok(v) => v.trim().parse().ok().filter(|&n| n > 0).ok_or(v),
+    }
+}
+
 pub(crate) struct RotatingLog {
     path: PathBuf,
     file: File,
@@ -32,12 +41,7 @@ impl RotatingLog {
     /// Open (create) the log; the size limit is [`MAX_LOG_BYTES`], or
     /// `$TASKRUSH_LOG_MAX_BYTES`.
     pub(crate) fn open(path: &Path) -> Result<RotatingLog, BindError> {
-        let max = std::env::var("TASKRUSH_LOG_MAX_BYTES")
-            .ok()
-            .and_then(|n| n.trim().parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(MAX_LOG_BYTES);
-        Self::with_limit(path, max)
+        Self::with_limit(path, max_bytes().unwrap_or(MAX_LOG_BYTES))
     }
 
     fn with_limit(path: &Path, max: u64) -> Result<RotatingLog, BindError> {
@@ -74,10 +78,17 @@ impl RotatingLog {
             for n in (1..KEPT_LOGS).rev() {
                 let _ = std::fs::rename(name(n), name(n + 1));
             }
-            if KEPT_LOGS == 0 {
-                let _ = std::fs::remove_file(&self.path);
+            let moved = if KEPT_LOGS == 0 {
+                std::fs::remove_file(&self.path)
             } else {
-                let _ = std::fs::rename(&self.path, name(1));
+                std::fs::rename(&self.path, name(1))
+            };
+            if moved.is_err() && self.file.set_len(0).is_ok() {
+                // The directory does not let us rename (read-only, or
+                // its mode changed): start the file over rather than let
+                // it grow past its limit.
+                self.size = 0;
+                return;
             }
         }
         if let Ok(file) = open_private(&self.path, true) {
@@ -100,6 +111,12 @@ impl Write for RotatingLog {
             self.size = self.file.metadata().map(|m| m.len()).unwrap_or(self.size);
             if self.size + buf.len() as u64 > self.max {
                 self.rotate();
+            }
+            if self.size > 0 && self.size + buf.len() as u64 > self.max {
+                // Still full: the path could not be opened again (something
+                // else was put there). Drop the line rather than grow the
+                // old file without bound; the next line tries again.
+                return Ok(());
             }
         }
         self.file.write_all(buf)?;

@@ -63,6 +63,17 @@ impl Framing {
     }
 }
 
+/// The framing a client uses, told from its first bytes (blank space
+/// skipped); `None` before it sent anything else.
+pub fn framing_of(first: &[u8]) -> Option<Framing> {
+    let b = first.iter().find(|b| !b.is_ascii_whitespace())?;
+    Some(if *b == b'C' || *b == b'c' {
+        Framing::ContentLength
+    } else {
+        Framing::Lines
+    })
+}
+
 #[derive(Debug)]
 pub(crate) enum FrameError {
     /// The peer closed the connection in the middle of a frame.
@@ -187,11 +198,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         };
         let framing = *self
             .framing
-            .get_or_insert(if first == b'C' || first == b'c' {
-                Framing::ContentLength
-            } else {
-                Framing::Lines
-            });
+            .get_or_insert(framing_of(&[first]).unwrap_or(Framing::Lines));
         let read = async {
             match framing {
                 Framing::Lines => self.read_line().await,
