@@ -27,7 +27,9 @@ pub(crate) struct Daemon {
     pub(super) up_to_date: Arc<UpToDate>,
     /// Every plugin process, per project.
     pub(crate) plugins: Arc<PluginHost>,
-    runs: Mutex<HashMap<u64, watch::Sender<Cancel>>>,
+    /// Runs in progress, each with its cancel level. A `watch` so that
+    /// shutdown can await the map becoming empty ([`Daemon::runs_ended`]).
+    runs: watch::Sender<HashMap<u64, watch::Sender<Cancel>>>,
     next_run: AtomicU64,
     /// Connected clients, maintained by the accept loop.
     pub(crate) clients: AtomicUsize,
@@ -79,7 +81,7 @@ impl Daemon {
             projects: Arc::new(Projects::from_env()),
             up_to_date,
             plugins,
-            runs: Mutex::new(HashMap::new()),
+            runs: watch::channel(HashMap::new()).0,
             next_run: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             stopping: watch::channel(false).0,
@@ -108,34 +110,44 @@ impl Daemon {
 
     /// Number of runs in progress.
     pub(crate) fn active_runs(&self) -> usize {
-        self.runs_lock().len()
+        self.runs.borrow().len()
+    }
+
+    /// Resolves once no run is in progress: when the last run's session
+    /// ends (at once if there is none).
+    pub(crate) async fn runs_ended(&self) {
+        // The sender lives as long as `self`: this only returns once empty.
+        let _ = self.runs.subscribe().wait_for(HashMap::is_empty).await;
     }
 
     /// Cancel every run (daemon shutdown).
     pub(crate) fn cancel_all(&self, level: Cancel) {
-        for tx in self.runs_lock().values() {
+        for tx in self.runs.borrow().values() {
             tx.send_if_modified(|c| raise(c, level));
         }
     }
 
     /// Register a new run: its id and its cancel level, in the runs map
-    /// until [`Daemon::end_run`].
-    pub(super) fn start_run(&self) -> (u64, watch::Sender<Cancel>) {
+    /// while the returned [`RunEntry`] lives (dropping it, even by a panic
+    /// unwinding the session, ends the run).
+    pub(super) fn start_run(&self) -> (RunEntry<'_>, watch::Sender<Cancel>) {
         let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
         let (cancel, _) = watch::channel(Cancel::No);
-        self.runs_lock().insert(run_id, cancel.clone());
-        (run_id, cancel)
-    }
-
-    /// A run's session ended: it no longer counts as active.
-    pub(super) fn end_run(&self, run_id: u64) {
-        self.runs_lock().remove(&run_id);
-        self.touch();
+        self.runs.send_modify(|runs| {
+            runs.insert(run_id, cancel.clone());
+        });
+        (
+            RunEntry {
+                daemon: self,
+                id: run_id,
+            },
+            cancel,
+        )
     }
 
     /// Raise one run's cancel level; false when there is no such run.
     pub(super) fn cancel_run(&self, run_id: u64, level: Cancel) -> bool {
-        match self.runs_lock().get(&run_id) {
+        match self.runs.borrow().get(&run_id) {
             Some(tx) => {
                 tx.send_if_modified(|c| raise(c, level));
                 true
@@ -143,10 +155,23 @@ impl Daemon {
             None => false,
         }
     }
+}
 
-    fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<Cancel>>> {
-        // Single inserts and removes: a poisoned map is still consistent.
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+/// A run in the runs map, as its session holds it: when the last one is
+/// dropped, [`Daemon::runs_ended`] resolves (shutdown awaits that).
+pub(super) struct RunEntry<'a> {
+    daemon: &'a Daemon,
+    pub(super) id: u64,
+}
+
+impl Drop for RunEntry<'_> {
+    /// The run's session ended: it no longer counts as active.
+    fn drop(&mut self) {
+        let id = self.id;
+        self.daemon
+            .runs
+            .send_if_modified(|runs| runs.remove(&id).is_some());
+        self.daemon.touch();
     }
 }
 

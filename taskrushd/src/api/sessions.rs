@@ -124,7 +124,8 @@ impl Daemon {
             }
         };
         let sink = pending.accept().await?;
-        let (run_id, cancel_tx) = self.start_run();
+        let (run, cancel_tx) = self.start_run();
+        let run_id = run.id;
         let mut ctx = RunCtx {
             sink,
             gone,
@@ -140,7 +141,7 @@ impl Daemon {
             self.run_once(&mut ctx, &request, loaded, plan, None, None)
                 .await
         };
-        self.end_run(run_id);
+        drop(run);
         if ctx.listening {
             send(&ctx.sink, &ctx.gone, &last).await;
         }

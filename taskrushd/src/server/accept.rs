@@ -1,5 +1,5 @@
 //! The accept loop and the daemon's life: serve until asked to stop, then
-//! cancel runs, let them finish (bounded) and remove the socket.
+//! remove the socket and stop the daemon's work (`shutdown`).
 //!
 //! The accept loop never waits on a client, a run or a plugin: every
 //! connection is served by its own task.
@@ -24,11 +24,9 @@ use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::paths::DaemonPaths;
 
 use crate::api::{Api, Daemon};
-use crate::run::cancel::Cancel;
 use crate::server::listener::{self, FileId};
+use crate::server::shutdown::shutdown;
 
-/// How long running tasks get to stop when the daemon stops.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Connections served at once (all are the same user's: others are
 /// refused), unless `--max-connections` / `$TASKRUSH_MAX_CONNECTIONS`.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -162,20 +160,7 @@ pub(crate) async fn serve(socket: Socket<'_>, daemon: Arc<Daemon>) {
     // Stop accepting; remove the socket file only if it is still ours.
     drop(listener);
     listener::unlink_own_socket(&paths, lock, socket_id);
-    daemon.cancel_all(Cancel::Interrupt);
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while daemon.active_runs() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if daemon.active_runs() > 0 {
-        daemon.cancel_all(Cancel::Kill);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while daemon.active_runs() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    // Plugins last: the runs' final hooks may still have called them.
-    daemon.plugins.shutdown_all().await;
+    shutdown(&daemon).await;
     // Give the last events a moment to reach their clients.
     tokio::time::sleep(Duration::from_millis(50)).await;
     tracing::info!("stopped");
@@ -455,13 +440,7 @@ pub(crate) async fn serve_one(stream: tokio::net::UnixStream, daemon: Arc<Daemon
     let methods: Methods = Api(daemon.clone()).into_rpc().into();
     daemon.clients.fetch_add(1, Ordering::Relaxed);
     crate::server::connection::serve(stream, methods, daemon.stopping.subscribe()).await;
-    daemon.stopping.send_replace(true);
-    daemon.cancel_all(Cancel::Interrupt);
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while daemon.active_runs() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    daemon.plugins.shutdown_all().await;
+    shutdown(&daemon).await;
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
