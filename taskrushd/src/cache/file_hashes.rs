@@ -440,27 +440,7 @@ mod tests {
     use std::io::Write;
     use std::path::PathBuf;
     use std::thread::sleep;
-
-    /// A fresh empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("taskrush-file-hashes-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use tempfile::TempDir;
 
     fn write(path: &Path, content: &[u8]) {
         let mut f = File::create(path).expect("create file");
@@ -480,18 +460,18 @@ mod tests {
 
     #[test]
     fn a_missing_file_hashes_to_none() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().expect("create temp dir");
         let hashes = FileHashes::new();
-        assert_eq!(hashes.hash_file(&dir.0.join("nope")).ok(), Some(None));
-        let below_a_file = dir.0.join("file/below");
-        write(&dir.0.join("file"), b"x");
+        assert_eq!(hashes.hash_file(&dir.path().join("nope")).ok(), Some(None));
+        let below_a_file = dir.path().join("file/below");
+        write(&dir.path().join("file"), b"x");
         assert_eq!(hashes.hash_file(&below_a_file).ok(), Some(None));
     }
 
     #[test]
     fn the_hash_is_the_blake3_of_the_content() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         for content in [&b""[..], b"hello", &vec![7u8; 300_000]] {
             write(&path, content);
             let hashes = FileHashes::new();
@@ -501,8 +481,8 @@ mod tests {
 
     #[test]
     fn an_unchanged_settled_file_is_answered_from_the_memo() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         write(&path, b"hello");
         settle();
         let hashes = FileHashes::with_racy_margin(SHORT);
@@ -515,8 +495,8 @@ mod tests {
 
     #[test]
     fn a_freshly_written_file_is_rehashed_every_time() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         write(&path, b"hello");
         let hashes = FileHashes::new(); // 2 s margin: the file is racy
         for _ in 0..3 {
@@ -528,8 +508,8 @@ mod tests {
 
     #[test]
     fn same_size_rewrite_with_mtime_set_back_is_seen_even_when_trusted() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         write(&path, b"hello");
         let old = SystemTime::now() - Duration::from_secs(3600);
         File::options()
@@ -552,13 +532,13 @@ mod tests {
 
     #[test]
     fn a_file_replaced_by_rename_is_rehashed() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         write(&path, b"one");
         settle();
         let hashes = FileHashes::with_racy_margin(SHORT);
         assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"one")));
-        let tmp = dir.0.join("a.tmp");
+        let tmp = dir.path().join("a.tmp");
         write(&tmp, b"two");
         fs::rename(&tmp, &path).expect("rename");
         assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"two")));
@@ -566,8 +546,8 @@ mod tests {
 
     #[test]
     fn a_deleted_file_is_forgotten() {
-        let dir = TempDir::new();
-        let path = dir.0.join("a.txt");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
         write(&path, b"one");
         settle();
         let hashes = FileHashes::with_racy_margin(SHORT);
@@ -579,8 +559,8 @@ mod tests {
 
     #[test]
     fn forget_and_clear_drop_entries() {
-        let dir = TempDir::new();
-        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        let dir = TempDir::new().expect("create temp dir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         write(&a, b"a");
         write(&b, b"b");
         settle();
@@ -593,7 +573,7 @@ mod tests {
         hashes.clear();
         assert_eq!(hashes.stats().entries, 0);
         hashes.hash_file(&a).expect("hash");
-        hashes.forget_under(&dir.0);
+        hashes.forget_under(dir.path());
         assert_eq!(hashes.stats().entries, 0);
     }
 
@@ -601,8 +581,8 @@ mod tests {
     #[test]
     fn a_fifo_is_an_error_and_is_never_opened() {
         use rustix::fs::{CWD, FileType, Mode, mknodat};
-        let dir = TempDir::new();
-        let fifo = dir.0.join("fifo");
+        let dir = TempDir::new().expect("create temp dir");
+        let fifo = dir.path().join("fifo");
         mknodat(CWD, &fifo, FileType::Fifo, Mode::from(0o644), 0).expect("mkfifo");
         let err = FileHashes::new().hash_file(&fifo).expect_err("fifo");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -610,8 +590,8 @@ mod tests {
 
     #[test]
     fn a_directory_is_an_error() {
-        let dir = TempDir::new();
-        let err = FileHashes::new().hash_file(&dir.0).expect_err("dir");
+        let dir = TempDir::new().expect("create temp dir");
+        let err = FileHashes::new().hash_file(dir.path()).expect_err("dir");
         assert_eq!(err.kind(), io::ErrorKind::IsADirectory);
     }
 
@@ -619,14 +599,14 @@ mod tests {
     #[test]
     fn symlinks_are_followed_and_loops_are_absent() {
         use std::os::unix::fs::symlink;
-        let dir = TempDir::new();
-        write(&dir.0.join("target"), b"content");
-        symlink("target", dir.0.join("link")).expect("symlink");
-        symlink("loop2", dir.0.join("loop1")).expect("symlink");
-        symlink("loop1", dir.0.join("loop2")).expect("symlink");
-        symlink("nowhere", dir.0.join("dangling")).expect("symlink");
+        let dir = TempDir::new().expect("create temp dir");
+        write(&dir.path().join("target"), b"content");
+        symlink("target", dir.path().join("link")).expect("symlink");
+        symlink("loop2", dir.path().join("loop1")).expect("symlink");
+        symlink("loop1", dir.path().join("loop2")).expect("symlink");
+        symlink("nowhere", dir.path().join("dangling")).expect("symlink");
         let hashes = FileHashes::new();
-        let hash = |name: &str| hashes.hash_file(&dir.0.join(name)).ok();
+        let hash = |name: &str| hashes.hash_file(&dir.path().join(name)).ok();
         assert_eq!(hash("link"), Some(expected(b"content")));
         assert_eq!(hash("loop1"), Some(None));
         assert_eq!(hash("dangling"), Some(None));
@@ -634,8 +614,8 @@ mod tests {
 
     #[test]
     fn the_memo_keeps_at_most_its_bound_and_the_recently_used_files() {
-        let dir = TempDir::new();
-        let paths: Vec<PathBuf> = (0..10).map(|i| dir.0.join(format!("f{i}"))).collect();
+        let dir = TempDir::new().expect("create temp dir");
+        let paths: Vec<PathBuf> = (0..10).map(|i| dir.path().join(format!("f{i}"))).collect();
         for (i, p) in paths.iter().enumerate() {
             write(p, format!("file {i}").as_bytes());
         }
@@ -661,8 +641,8 @@ mod tests {
 
     #[test]
     fn hashing_stops_when_told_to() {
-        let dir = TempDir::new();
-        let path = dir.0.join("big");
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("big");
         File::create(&path)
             .and_then(|f| f.set_len(1 << 30))
             .expect("sparse file");
@@ -679,8 +659,8 @@ mod tests {
 
     #[test]
     fn concurrent_use_from_several_threads_agrees() {
-        let dir = TempDir::new();
-        let paths: Vec<PathBuf> = (0..20).map(|i| dir.0.join(format!("f{i}"))).collect();
+        let dir = TempDir::new().expect("create temp dir");
+        let paths: Vec<PathBuf> = (0..20).map(|i| dir.path().join(format!("f{i}"))).collect();
         for (i, p) in paths.iter().enumerate() {
             write(p, format!("file {i}").as_bytes());
         }

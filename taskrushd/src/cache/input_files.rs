@@ -907,38 +907,18 @@ fn walk_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use tempfile::TempDir;
 
-    /// A fresh empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("taskrush-input-files-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
+    /// A fresh temp dir with each file (and its directories) created;
+    /// content = its path.
+    fn tree(files: &[&str]) -> TempDir {
+        let dir = TempDir::new().expect("create temp dir");
+        for f in files {
+            let path = dir.path().join(f);
+            fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+            fs::write(&path, f).expect("write");
         }
-
-        /// Creates each file (and its directories); content = its path.
-        fn with(files: &[&str]) -> TempDir {
-            let dir = TempDir::new();
-            for f in files {
-                let path = dir.0.join(f);
-                fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-                fs::write(&path, f).expect("write");
-            }
-            dir
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+        dir
     }
 
     fn rels(root: &Path, patterns: &[&str]) -> Vec<String> {
@@ -970,7 +950,7 @@ mod tests {
 
     #[test]
     fn patterns_expand_to_sorted_relative_paths() {
-        let dir = TempDir::with(TREE);
+        let dir = tree(TREE);
         let cases: &[(&[&str], &[&str])] = &[
             (
                 &["src/*.rs"],
@@ -1002,14 +982,14 @@ mod tests {
             ),
         ];
         for (patterns, want) in cases {
-            assert_eq!(rels(&dir.0, patterns), *want, "patterns {patterns:?}");
+            assert_eq!(rels(dir.path(), patterns), *want, "patterns {patterns:?}");
         }
     }
 
     #[test]
     fn git_and_rush_cache_are_never_inputs() {
-        let dir = TempDir::with(TREE);
-        let all = rels(&dir.0, &["**"]);
+        let dir = tree(TREE);
+        let all = rels(dir.path(), &["**"]);
         assert!(
             all.iter()
                 .all(|p| !p.contains(".git/") && !p.contains(".rush-cache/")),
@@ -1017,7 +997,7 @@ mod tests {
         );
         assert!(all.contains(&"src/main.rs".to_string()));
         assert_eq!(
-            rels(&dir.0, &[".git/config", ".git/**", ".rush-cache/*"]),
+            rels(dir.path(), &[".git/config", ".git/**", ".rush-cache/*"]),
             Vec::<String>::new()
         );
     }
@@ -1035,14 +1015,14 @@ mod tests {
     #[test]
     fn symlinks_are_followed_without_looping() {
         use std::os::unix::fs::symlink;
-        let dir = TempDir::with(&["real/a.rs", "src/b.rs"]);
-        symlink("../real", dir.0.join("src/linked")).expect("symlink");
+        let dir = tree(&["real/a.rs", "src/b.rs"]);
+        symlink("../real", dir.path().join("src/linked")).expect("symlink");
         // A link to an ancestor of the walk would loop: it is skipped.
-        symlink("..", dir.0.join("src/up")).expect("symlink");
-        symlink("../real/a.rs", dir.0.join("src/c.rs")).expect("symlink");
-        symlink("nowhere.rs", dir.0.join("src/dangling.rs")).expect("symlink");
+        symlink("..", dir.path().join("src/up")).expect("symlink");
+        symlink("../real/a.rs", dir.path().join("src/c.rs")).expect("symlink");
+        symlink("nowhere.rs", dir.path().join("src/dangling.rs")).expect("symlink");
         assert_eq!(
-            rels(&dir.0, &["src/**/*.rs"]),
+            rels(dir.path(), &["src/**/*.rs"]),
             ["src/b.rs", "src/c.rs", "src/dangling.rs", "src/linked/a.rs",]
         );
     }
@@ -1051,11 +1031,11 @@ mod tests {
     #[test]
     fn a_directory_is_read_once_only_where_its_files_match_under_every_path() {
         use std::os::unix::fs::symlink;
-        let dir = TempDir::with(&["src/real/a.rs", "src/real/b.txt", "Cargo.toml"]);
-        symlink("real", dir.0.join("src/zlink")).expect("symlink");
+        let dir = tree(&["src/real/a.rs", "src/real/b.txt", "Cargo.toml"]);
+        symlink("real", dir.path().join("src/zlink")).expect("symlink");
         let expand = |patterns: &[&str]| {
             let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-            expand(&dir.0, &patterns).expect("expand")
+            expand(dir.path(), &patterns).expect("expand")
         };
         let alias = vec![Alias {
             path: "src/zlink".into(),
@@ -1090,22 +1070,22 @@ mod tests {
     #[test]
     fn fifos_and_sockets_are_not_inputs() {
         use rustix::fs::{CWD, FileType, Mode, mknodat};
-        let dir = TempDir::with(&["run/a.txt"]);
-        let fifo = dir.0.join("run/fifo");
+        let dir = tree(&["run/a.txt"]);
+        let fifo = dir.path().join("run/fifo");
         mknodat(CWD, &fifo, FileType::Fifo, Mode::from(0o644), 0).expect("mkfifo");
-        let _socket = std::os::unix::net::UnixListener::bind(dir.0.join("run/sock"));
-        assert_eq!(rels(&dir.0, &["run/*", "run/fifo"]), ["run/a.txt"]);
+        let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("run/sock"));
+        assert_eq!(rels(dir.path(), &["run/*", "run/fifo"]), ["run/a.txt"]);
     }
 
     #[cfg(unix)]
     #[test]
     fn an_unreadable_directory_is_an_error_naming_it() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = TempDir::with(&["src/locked/a.rs"]);
-        let locked = dir.0.join("src/locked");
+        let dir = tree(&["src/locked/a.rs"]);
+        let locked = dir.path().join("src/locked");
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
         let readable = fs::read_dir(&locked).is_ok(); // true when run as root
-        let result = expand(&dir.0, &["src/**/*.rs".to_string()]);
+        let result = expand(dir.path(), &["src/**/*.rs".to_string()]);
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
         if !readable {
             let err = result.expect_err("unreadable");
@@ -1131,21 +1111,21 @@ mod tests {
 
     #[test]
     fn a_walk_watches_every_directory_it_reads_and_their_ancestors() {
-        let dir = TempDir::with(&["src/a/x.rs", "src/a/b/y.rs", "docs/z.md", ".git/HEAD"]);
+        let dir = tree(&["src/a/x.rs", "src/a/b/y.rs", "docs/z.md", ".git/HEAD"]);
         assert_eq!(
-            watched(&dir.0, &["src/**/*.rs"]).unwrap(),
+            watched(dir.path(), &["src/**/*.rs"]).unwrap(),
             [".", "src", "src/a", "src/a/b"]
         );
         // `*.md` reads the root only; `docs/*.md` reads `docs`, not below.
-        assert_eq!(watched(&dir.0, &["*.md"]).unwrap(), ["."]);
-        assert_eq!(watched(&dir.0, &["docs/*.md"]).unwrap(), [".", "docs"]);
+        assert_eq!(watched(dir.path(), &["*.md"]).unwrap(), ["."]);
+        assert_eq!(watched(dir.path(), &["docs/*.md"]).unwrap(), [".", "docs"]);
     }
 
     #[test]
     fn a_named_file_is_watched_through_its_nearest_existing_directory() {
-        let dir = TempDir::with(&["gen/keep"]);
+        let dir = tree(&["gen/keep"]);
         assert_eq!(
-            watched(&dir.0, &["gen/out/x.txt", "top.txt"]).unwrap(),
+            watched(dir.path(), &["gen/out/x.txt", "top.txt"]).unwrap(),
             [".", "gen"]
         );
     }
@@ -1153,22 +1133,25 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn symlinked_and_dangling_inputs_cannot_be_covered_by_watching() {
-        let dir = TempDir::with(&["src/a.txt", "elsewhere/t.txt"]);
-        assert!(watched(&dir.0, &["src/*.txt"]).is_some());
-        std::os::unix::fs::symlink(dir.0.join("elsewhere/t.txt"), dir.0.join("src/l.txt"))
+        let dir = tree(&["src/a.txt", "elsewhere/t.txt"]);
+        assert!(watched(dir.path(), &["src/*.txt"]).is_some());
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere/t.txt"),
+            dir.path().join("src/l.txt"),
+        )
+        .expect("symlink");
+        assert_eq!(watched(dir.path(), &["src/*.txt"]), None);
+        assert_eq!(watched(dir.path(), &["src/l.txt"]), None);
+        fs::remove_file(dir.path().join("src/l.txt")).expect("rm");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("src/d.txt"))
             .expect("symlink");
-        assert_eq!(watched(&dir.0, &["src/*.txt"]), None);
-        assert_eq!(watched(&dir.0, &["src/l.txt"]), None);
-        fs::remove_file(dir.0.join("src/l.txt")).expect("rm");
-        std::os::unix::fs::symlink(dir.0.join("nowhere"), dir.0.join("src/d.txt"))
-            .expect("symlink");
-        assert_eq!(watched(&dir.0, &["src/*.txt"]), None);
-        fs::remove_file(dir.0.join("src/d.txt")).expect("rm");
+        assert_eq!(watched(dir.path(), &["src/*.txt"]), None);
+        fs::remove_file(dir.path().join("src/d.txt")).expect("rm");
         // A symlinked directory, walked into or named.
-        std::os::unix::fs::symlink(dir.0.join("elsewhere"), dir.0.join("src/linked"))
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("src/linked"))
             .expect("symlink");
-        assert_eq!(watched(&dir.0, &["src/**"]), None);
-        assert_eq!(watched(&dir.0, &["src/linked/t.txt"]), None);
-        assert!(watched(&dir.0, &["src/a.txt"]).is_some());
+        assert_eq!(watched(dir.path(), &["src/**"]), None);
+        assert_eq!(watched(dir.path(), &["src/linked/t.txt"]), None);
+        assert!(watched(dir.path(), &["src/a.txt"]).is_some());
     }
 }

@@ -512,31 +512,13 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    /// A fresh empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    use tempfile::TempDir;
 
-    impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("taskrush-cache-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-
-        fn write(&self, rel: &str, content: &str) {
-            let path = self.0.join(rel);
-            fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-            fs::write(path, content).expect("write");
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// Write `rel` under `dir`, creating its directories.
+    fn put(dir: &TempDir, rel: &str, content: &str) {
+        let path = dir.path().join(rel);
+        fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+        fs::write(path, content).expect("write");
     }
 
     /// A task as the cache sees it.
@@ -559,7 +541,7 @@ mod tests {
 
     fn key(dir: &TempDir, task: &Task, hashes: &FileHashes) -> CacheKey {
         cache_key(
-            &dir.0,
+            dir.path(),
             task.name,
             task.cmd,
             &task.env,
@@ -570,11 +552,11 @@ mod tests {
     }
 
     fn project() -> TempDir {
-        let dir = TempDir::new();
-        dir.write("Cargo.toml", "[package]");
-        dir.write("src/main.rs", "fn main() {}");
-        dir.write("src/util/mod.rs", "pub fn f() {}");
-        dir.write("README.md", "hi");
+        let dir = TempDir::new().expect("create temp dir");
+        put(&dir, "Cargo.toml", "[package]");
+        put(&dir, "src/main.rs", "fn main() {}");
+        put(&dir, "src/util/mod.rs", "pub fn f() {}");
+        put(&dir, "README.md", "hi");
         dir
     }
 
@@ -592,19 +574,20 @@ mod tests {
         type Change = fn(&TempDir, &mut Task);
         let changes: &[(&str, Change)] = &[
             ("content of an input changes", |d, _| {
-                d.write("src/main.rs", "fn main() {1}")
+                put(d, "src/main.rs", "fn main() {1}")
             }),
             ("a file matching a glob is added", |d, _| {
-                d.write("src/util/new.rs", "")
+                put(d, "src/util/new.rs", "")
             }),
             ("an input is renamed", |d, _| {
-                fs::rename(d.0.join("src/main.rs"), d.0.join("src/main2.rs")).expect("rename")
+                fs::rename(d.path().join("src/main.rs"), d.path().join("src/main2.rs"))
+                    .expect("rename")
             }),
             ("an input is deleted", |d, _| {
-                fs::remove_file(d.0.join("src/util/mod.rs")).expect("rm")
+                fs::remove_file(d.path().join("src/util/mod.rs")).expect("rm")
             }),
             ("a literal input is deleted", |d, _| {
-                fs::remove_file(d.0.join("Cargo.toml")).expect("rm")
+                fs::remove_file(d.path().join("Cargo.toml")).expect("rm")
             }),
             ("the command changes", |_, t| {
                 t.cmd = "cargo build --release"
@@ -631,17 +614,17 @@ mod tests {
         let dir = project();
         let hashes = FileHashes::new();
         let before = key(&dir, &build(), &hashes);
-        dir.write("README.md", "changed");
-        dir.write("src/notes.txt", "not rust");
-        dir.write(".git/src/x.rs", "");
-        fs::create_dir_all(dir.0.join("src/empty_dir.rs")).expect("mkdir");
+        put(&dir, "README.md", "changed");
+        put(&dir, "src/notes.txt", "not rust");
+        put(&dir, ".git/src/x.rs", "");
+        fs::create_dir_all(dir.path().join("src/empty_dir.rs")).expect("mkdir");
         assert_eq!(key(&dir, &build(), &hashes), before);
     }
 
     #[test]
     fn same_size_rewrite_with_mtime_set_back_gives_a_different_key() {
         let dir = project();
-        let path = dir.0.join("src/main.rs");
+        let path = dir.path().join("src/main.rs");
         let old = SystemTime::now() - Duration::from_secs(3600);
         let set_old = || {
             File::options()
@@ -656,12 +639,12 @@ mod tests {
             FileHashes::new(),
             FileHashes::with_racy_margin(Duration::ZERO),
         ] {
-            dir.write("src/main.rs", "fn main() {}");
+            put(&dir, "src/main.rs", "fn main() {}");
             set_old();
             std::thread::sleep(Duration::from_millis(30));
             let before = key(&dir, &build(), &hashes);
             assert_eq!(key(&dir, &build(), &hashes), before);
-            dir.write("src/main.rs", "fn main(){2}"); // same length
+            put(&dir, "src/main.rs", "fn main(){2}"); // same length
             set_old();
             assert_ne!(key(&dir, &build(), &hashes), before);
         }
@@ -682,41 +665,41 @@ mod tests {
 
     #[test]
     fn fields_are_domain_separated() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().expect("create temp dir");
         let hashes = FileHashes::new();
-        let k = |name, cmd| cache_key(&dir.0, name, cmd, &[], &[], &hashes).expect("key");
+        let k = |name, cmd| cache_key(dir.path(), name, cmd, &[], &[], &hashes).expect("key");
         assert_ne!(k("ab", "c"), k("a", "bc"));
         let env = |pairs: &[(&str, &str)]| {
             let env: Vec<(String, String)> = pairs
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
-            cache_key(&dir.0, "t", "c", &env, &[], &hashes).expect("key")
+            cache_key(dir.path(), "t", "c", &env, &[], &hashes).expect("key")
         };
         assert_ne!(env(&[("AB", "C")]), env(&[("A", "BC")]));
     }
 
     #[test]
     fn a_task_matching_no_file_is_cacheable() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().expect("create temp dir");
         let hashes = FileHashes::new();
         let patterns = vec!["gen/**/*.proto".to_string()];
-        let f = fingerprint(&dir.0, "t", "c", &[], &patterns, &hashes).expect("key");
+        let f = fingerprint(dir.path(), "t", "c", &[], &patterns, &hashes).expect("key");
         assert_eq!(f.input_files, 0);
-        let again = fingerprint(&dir.0, "t", "c", &[], &patterns, &hashes).expect("key");
+        let again = fingerprint(dir.path(), "t", "c", &[], &patterns, &hashes).expect("key");
         assert_eq!(again, f);
     }
 
     #[test]
     fn a_literal_file_missing_then_created_changes_the_key() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().expect("create temp dir");
         let hashes = FileHashes::new();
         let patterns = vec!["config.json".to_string()];
-        let f = |h: &FileHashes| fingerprint(&dir.0, "t", "c", &[], &patterns, h).expect("key");
+        let f = |h: &FileHashes| fingerprint(dir.path(), "t", "c", &[], &patterns, h).expect("key");
         let missing = f(&hashes);
         assert_eq!(missing.input_files, 1);
         assert_eq!(f(&hashes), missing);
-        dir.write("config.json", "");
+        put(&dir, "config.json", "");
         assert_ne!(
             f(&hashes).key,
             missing.key,
@@ -729,7 +712,7 @@ mod tests {
         let dir = project();
         let t = build();
         let f = fingerprint(
-            &dir.0,
+            dir.path(),
             t.name,
             t.cmd,
             &t.env,
@@ -745,14 +728,14 @@ mod tests {
     fn an_unreadable_input_is_an_error_naming_it() {
         use std::os::unix::fs::PermissionsExt;
         let dir = project();
-        let path = dir.0.join("src/main.rs");
+        let path = dir.path().join("src/main.rs");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).expect("chmod");
         if File::open(&path).is_ok() {
             return; // running as root: permissions are not enforced
         }
         let t = build();
         let err = cache_key(
-            &dir.0,
+            dir.path(),
             t.name,
             t.cmd,
             &t.env,
@@ -765,8 +748,8 @@ mod tests {
 
     #[test]
     fn store_then_load_round_trips() {
-        let dir = TempDir::new();
-        let store = CacheStore::new(&dir.0);
+        let dir = TempDir::new().expect("create temp dir");
+        let store = CacheStore::new(dir.path());
         let key = CacheKey([7; 32]);
         assert_eq!(store.load("build"), None);
         store.store("build", &key).expect("store");
@@ -781,8 +764,8 @@ mod tests {
 
     #[test]
     fn the_cache_dir_is_created_with_a_gitignore() {
-        let dir = TempDir::new();
-        let store = CacheStore::new(&dir.0);
+        let dir = TempDir::new().expect("create temp dir");
+        let store = CacheStore::new(dir.path());
         assert!(!store.dir().exists(), "created lazily");
         store.store("t", &CacheKey([0; 32])).expect("store");
         let gitignore = fs::read_to_string(store.dir().join(".gitignore")).expect("gitignore");
@@ -797,8 +780,8 @@ mod tests {
 
     #[test]
     fn task_names_with_slashes_colons_and_unicode_have_their_own_entries() {
-        let dir = TempDir::new();
-        let store = CacheStore::new(&dir.0);
+        let dir = TempDir::new().expect("create temp dir");
+        let store = CacheStore::new(dir.path());
         let names = [
             "build",
             "Build",
@@ -828,8 +811,8 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_misses() {
-        let dir = TempDir::new();
-        let store = CacheStore::new(&dir.0);
+        let dir = TempDir::new().expect("create temp dir");
+        let store = CacheStore::new(dir.path());
         let key = CacheKey([1; 32]);
         store.store("t", &key).expect("store");
         let good = fs::read_to_string(store.entry_path("t")).expect("read");
@@ -865,8 +848,8 @@ mod tests {
 
     #[test]
     fn concurrent_writers_leave_a_valid_entry() {
-        let dir = TempDir::new();
-        let store = CacheStore::new(&dir.0);
+        let dir = TempDir::new().expect("create temp dir");
+        let store = CacheStore::new(dir.path());
         std::thread::scope(|s| {
             for i in 0..8u8 {
                 let store = &store;
