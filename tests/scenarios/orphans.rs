@@ -16,6 +16,28 @@ fn unique_marker() -> String {
     format!("2{}{n:03}.25", std::process::id())
 }
 
+/// Wait (bounded) for `n` `task_started` events on an editor's connection.
+/// A task is registered with the watchdog before the daemon says it
+/// started; its processes can run before that, so seeing them is no sign
+/// that the daemon has registered them.
+fn await_started(editor: &UnixStream, n: usize) {
+    let reader = editor.try_clone().expect("clone the connection");
+    reader
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(reader));
+    let mut started = 0;
+    while started < n {
+        let line = lines
+            .next()
+            .expect("the daemon's events until the tasks started")
+            .expect("read an event");
+        if line.contains("\"task_started\"") {
+            started += 1;
+        }
+    }
+}
+
 /// Kill whatever still matches `marker` (cleanup after a failed check).
 fn reap_leftovers(marker: &str) {
     for pid in processes_matching(marker) {
@@ -36,6 +58,7 @@ fn a_daemon_killed_by_sigkill_during_an_editor_run_ends_the_task() {
     let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
         "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
     writeln!(editor, "{req}").expect("send the run");
+    await_started(&editor, 1);
     assert!(
         wait_until(Duration::from_secs(20), || !processes_matching(&marker)
             .is_empty()),
@@ -201,6 +224,7 @@ fn a_watchdog_killed_by_sigkill_is_replaced_and_tasks_still_end_with_a_killed_da
     let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
         "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
     writeln!(editor, "{req}").expect("send the run");
+    await_started(&editor, 1);
     assert!(
         wait_until(Duration::from_secs(20), || !processes_matching(&marker)
             .is_empty()),
@@ -290,6 +314,7 @@ fn every_task_of_a_parallel_editor_run_ends_with_a_daemon_killed_by_sigkill() {
     let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
         "cwd": s.project().display().to_string(), "tasks": ["all"], "jobs": 16}}});
     writeln!(editor, "{req}").expect("send the run");
+    await_started(&editor, names.len());
     // Per task its shell and two sleeps (dash execs the lone inner `sh`).
     assert!(
         wait_until(Duration::from_secs(30), || processes_matching(&format!(
