@@ -214,7 +214,7 @@ mod tests {
             task: "build".into(),
             cmd: cmd.into(),
             env: Vec::new(),
-            patterns: vec!["src/**".into()],
+            patterns: vec!["src/**".to_owned()].into(),
         }
     }
 

@@ -47,8 +47,9 @@ pub(crate) struct Recipe {
     pub(crate) cmd: String,
     /// The task's expanded `env`.
     pub(crate) env: Vec<(String, String)>,
-    /// Its `cache_files`.
-    pub(crate) patterns: Vec<String>,
+    /// Its `cache_files` (shared: a recipe is cloned for each step of a
+    /// check, and a task may list 10,000 files).
+    pub(crate) patterns: Arc<[String]>,
 }
 
 impl UpToDate {

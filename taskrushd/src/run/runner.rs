@@ -236,7 +236,7 @@ async fn run_task(
             task: task.name.clone(),
             cmd: task_command_line(task),
             env: env_pairs(task, &env),
-            patterns: task.cache_files.clone(),
+            patterns: task.cache_files.as_slice().into(),
         };
         loop {
             let lookup = tokio::select! {
