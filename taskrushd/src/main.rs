@@ -293,11 +293,8 @@ fn init_logging(paths: &DaemonPaths, foreground: bool) -> Result<(), listener::B
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .init();
-    if let Err(value) = log_file::max_bytes() {
-        tracing::warn!(
-            "invalid `TASKRUSH_LOG_MAX_BYTES` value `{value}`: expected a number of bytes above 0; the log is rotated at {} MiB",
-            log_file::MAX_LOG_BYTES >> 20
-        );
+    if let Err(invalid) = log_file::max_bytes() {
+        tracing::warn!("{invalid}");
     }
     Ok(())
 }

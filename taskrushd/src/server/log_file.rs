@@ -20,12 +20,33 @@ pub(crate) const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// Rotated logs kept beside the current one (`.1` is the most recent).
 pub(crate) const KEPT_LOGS: usize = 2;
 
-/// The size limit: `$TASKRUSH_LOG_MAX_BYTES`, else [`MAX_LOG_BYTES`];
-/// the value given when it is not a number of bytes above 0.
-pub(crate) fn max_bytes() -> Result<u64, String> {
+/// A `$TASKRUSH_LOG_MAX_BYTES` that is not a number of bytes above 0.
+#[derive(Debug)]
+pub(crate) struct InvalidLimit {
+    pub(crate) value: String,
+}
+
+impl std::fmt::Display for InvalidLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid `TASKRUSH_LOG_MAX_BYTES` value `{}`: expected a number of bytes above 0; the log is rotated at {} MiB",
+            self.value,
+            MAX_LOG_BYTES >> 20
+        )
+    }
+}
+
+/// The size limit: `$TASKRUSH_LOG_MAX_BYTES`, else [`MAX_LOG_BYTES`].
+pub(crate) fn max_bytes() -> Result<u64, InvalidLimit> {
     match std::env::var("TASKRUSH_LOG_MAX_BYTES") {
         Err(_) => Ok(MAX_LOG_BYTES),
-        Ok(v) => v.trim().parse().ok().filter(|&n| n > 0).ok_or(v),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(InvalidLimit { value }),
     }
 }
 
