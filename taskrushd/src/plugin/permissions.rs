@@ -2,6 +2,7 @@
 //! and the environment a plugin process is given.
 
 use std::collections::BTreeMap;
+use taskrush_protocol::paths::ENV_SOCKET;
 
 use taskrush_protocol::plugin::{self as wire, PluginManifest};
 
@@ -31,7 +32,8 @@ pub(super) fn refused_message(name: &str, more: &str) -> String {
 
 /// The environment of a plugin process: what its manifest's environment
 /// permission names, from the client's environment, plus what any program
-/// needs to run (`PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR`) and `TASKRUSH_*`.
+/// needs to run (`PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR`) and `TASKRUSH_*`
+/// but `TASKRUSH_SOCKET` (a plugin never sees the daemon's socket).
 pub(super) fn plugin_env(
     client: &BTreeMap<String, String>,
     manifest: &PluginManifest,
@@ -41,7 +43,9 @@ pub(super) fn plugin_env(
         .filter(|(k, _)| {
             matches!(k.as_str(), "PATH" | "HOME" | "LANG" | "TMPDIR")
                 || k.starts_with("LC_")
-                || k.starts_with("TASKRUSH_")
+                // Never the daemon's socket: a plugin reaches the host
+                // through its own stdio only.
+                || (k.starts_with("TASKRUSH_") && k.as_str() != ENV_SOCKET)
                 || manifest.permissions.environment.contains(k)
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -74,18 +78,7 @@ mod tests {
         .collect();
         let env = plugin_env(&client, &manifest);
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "HOME",
-                "LANG",
-                "LC_ALL",
-                "PATH",
-                "TASKRUSH_SOCKET",
-                "TMPDIR",
-                "TOKEN"
-            ]
-        );
+        assert_eq!(keys, ["HOME", "LANG", "LC_ALL", "PATH", "TMPDIR", "TOKEN"]);
     }
 
     fn perms(filesystem: &[&str], network: &[&str], environment: &[&str]) -> wire::Permissions {
