@@ -15,6 +15,7 @@
 
 #[cfg(any(feature = "server", feature = "client"))]
 pub mod api;
+pub mod audit;
 pub mod daemon;
 pub mod error;
 pub mod events;

@@ -23,6 +23,9 @@ pub struct DaemonPaths {
     pub lock: PathBuf,
     /// The daemon's log file.
     pub log: PathBuf,
+    /// The plugin audit trail (JSON Lines): beside an explicit socket, else
+    /// in the per-user state directory (`$TASKRUSH_LOG` does not move it).
+    pub audit: PathBuf,
 }
 
 impl DaemonPaths {
@@ -62,6 +65,7 @@ impl DaemonPaths {
         let dir = parent_of(&socket);
         let mut lock = socket.clone().into_os_string();
         lock.push(".lock");
+        let audit = default_log_dir.join("audit.jsonl");
         let log = var(ENV_LOG)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
@@ -71,6 +75,7 @@ impl DaemonPaths {
             dir,
             lock: PathBuf::from(lock),
             log,
+            audit,
         }
     }
 }
@@ -105,6 +110,7 @@ mod tests {
         assert_eq!(p.socket, PathBuf::from("/tmp/t1/d.sock"));
         assert_eq!(p.lock, PathBuf::from("/tmp/t1/d.sock.lock"));
         assert_eq!(p.log, PathBuf::from("/tmp/t1/taskrushd.log"));
+        assert_eq!(p.audit, PathBuf::from("/tmp/t1/audit.jsonl"));
     }
 
     #[test]
@@ -121,6 +127,10 @@ mod tests {
         assert_eq!(
             p.log,
             PathBuf::from("/home/u/.local/state/taskrush/taskrushd.log")
+        );
+        assert_eq!(
+            p.audit,
+            PathBuf::from("/home/u/.local/state/taskrush/audit.jsonl")
         );
     }
 }

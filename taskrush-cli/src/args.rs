@@ -60,6 +60,19 @@ pub enum PluginAction {
     },
     /// Restart a plugin, also one marked failed.
     Restart { name: String },
+    /// Show the plugin audit trail (of every project): plugins spawned
+    /// and exited, vetoes and failures of required plugins, plugin
+    /// commands run. Secrets are shown as `***`.
+    Audit {
+        /// Only the records of this plugin.
+        name: Option<String>,
+        /// Only records newer than this (`90s`, `30m`, `3h`, `2d`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// The records as they are stored: one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive the plugin in directory PATH through the whole protocol
     /// (the conformance kit); exits 1 if any check fails.
     Test {

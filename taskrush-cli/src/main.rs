@@ -11,6 +11,7 @@
 //! runs.
 
 mod args;
+mod audit_cmd;
 mod client;
 mod daemon_cmd;
 mod error;
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, PluginAction};
 
 fn main() -> ExitCode {
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -69,6 +70,10 @@ fn main() -> ExitCode {
         },
         Command::Daemon { action } => daemon_cmd::daemon(action),
         Command::Events { json } => events_cmd::events(json),
+        Command::Plugin {
+            action: PluginAction::Audit { name, since, json },
+            ..
+        } => audit_cmd::audit(name.as_deref(), since.as_deref(), json),
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)

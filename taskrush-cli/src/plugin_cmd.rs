@@ -147,6 +147,11 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             }
             Ok(0)
         }
+        // `main.rs` answers it before connecting (read from the file, no
+        // daemon needed); kept here so that this match stays exhaustive.
+        PluginAction::Audit { name, since, json } => {
+            crate::audit_cmd::audit(name.as_deref(), since.as_deref(), json)
+        }
         PluginAction::Restart { name } => {
             let s: PluginStatus = c.call(
                 method::PLUGIN_RESTART,

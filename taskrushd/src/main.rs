@@ -155,6 +155,7 @@ fn main() -> ExitCode {
         eprintln!("error: cannot open the log: {e}");
         return ExitCode::FAILURE;
     }
+    open_audit_trail(&paths);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,6 +206,7 @@ fn main() -> ExitCode {
     // Bounded: a blocking task stuck in a system call must not keep the
     // daemon (and its lock) alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    plugin::flush_audit(std::time::Duration::from_secs(1));
     drop(lock);
     code
 }
@@ -215,6 +217,7 @@ fn main() -> ExitCode {
 /// its run through the protocol, so SIGINT is ignored here.
 fn serve_stdio(paths: DaemonPaths, options: DaemonOptions) -> ExitCode {
     let _ = init_logging(&paths, false);
+    open_audit_trail(&paths);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,7 +228,7 @@ fn serve_stdio(paths: DaemonPaths, options: DaemonOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let _ignore_sigint =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         // Close-on-exec: tasks, plugins and the watchdog must not hold the
@@ -251,7 +254,9 @@ fn serve_stdio(paths: DaemonPaths, options: DaemonOptions) -> ExitCode {
         let daemon = Daemon::new(paths, options);
         server::accept::serve_one(stream, daemon).await;
         ExitCode::SUCCESS
-    })
+    });
+    plugin::flush_audit(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Tell the starting CLI we are serving, then let go of its pipe.
@@ -269,6 +274,17 @@ fn ready(notify: bool, word: &str) {
     {
         let _ = rustix::stdio::dup2_stdout(&null);
         let _ = rustix::stdio::dup2_stderr(&null);
+    }
+}
+
+/// The plugin audit trail; a daemon that cannot open it still serves,
+/// and says so in its log.
+fn open_audit_trail(paths: &DaemonPaths) {
+    if let Err(e) = plugin::open_audit(&paths.audit) {
+        tracing::warn!(
+            "cannot open the plugin audit trail `{}`: {e}",
+            paths.audit.display()
+        );
     }
 }
 

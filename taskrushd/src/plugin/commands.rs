@@ -155,6 +155,12 @@ impl PluginHost {
         let ctx = Ctx { config, env };
         let slot = self.slot(&config.root, &spec.name);
         let (process, _) = self.ensure(&slot, spec, &ctx).await?;
+        super::audit::record(
+            "command",
+            &spec.name,
+            &config.root,
+            serde_json::json!({"command": name, "args": super::redact::args(&args), "cwd": cwd}),
+        );
         let params = CommandParams {
             name: name.to_owned(),
             args,

@@ -86,6 +86,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         dir,
         &super::permissions::plugin_env(env, m),
         stderr.clone(),
+        None,
     ) {
         Ok(p) => p,
         Err(e) => {

@@ -80,7 +80,9 @@ impl PluginHost {
         };
         match process.call(hook.method(), params, spec.timeout).await {
             Ok(_) => HookOutcome::Done,
-            Err(CallError::Remote { message, .. }) => HookOutcome::Refused(message),
+            Err(CallError::Remote { message, .. }) => {
+                HookOutcome::Refused(super::redact::scrub(&message))
+            }
             Err(e) => {
                 if matches!(e, CallError::Gone(_)) {
                     process.stderr_drained(STDERR_SETTLE).await;
@@ -107,7 +109,7 @@ fn task_config(
         (global, None) => global,
         (_, Some(local)) => local.clone(),
     };
-    crate::config::expand::expand_json(&merged, |k| env.get(k).cloned()).map_err(|e| {
+    super::redact::expand_config(&merged, env).map_err(|e| {
         format!(
             "in the config of plugin `{}` for task `{}`: {e}",
             spec.name, task.name
@@ -234,6 +236,12 @@ impl RunPlugins {
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
                 HookOutcome::Refused(m) => {
+                    super::audit::record(
+                        "veto",
+                        &spec.name,
+                        &self.config.root,
+                        serde_json::json!({"task": task.name, "message": m}),
+                    );
                     return Err(HookFailure::Vetoed {
                         plugin: spec.name.clone(),
                         message: m,
@@ -241,6 +249,7 @@ impl RunPlugins {
                 }
                 HookOutcome::Failed(f) if spec.required => {
                     self.mark_failed(task, spec);
+                    required_failed(&self.config.root, task, &f);
                     return Err(HookFailure::Required(f));
                 }
                 HookOutcome::Failed(f) => {
@@ -299,6 +308,7 @@ impl RunPlugins {
                 }
                 HookOutcome::Failed(f) if spec.required => {
                     self.mark_failed(task, spec);
+                    required_failed(&self.config.root, task, &f);
                     fatal.get_or_insert(HookFailure::Required(f));
                 }
                 HookOutcome::Failed(f) => {
@@ -309,6 +319,16 @@ impl RunPlugins {
         }
         fatal
     }
+}
+
+/// The audit record of a required plugin whose failure fails `task`.
+fn required_failed(root: &std::path::Path, task: &Task, f: &PluginFailure) {
+    super::audit::record(
+        "required_failed",
+        &f.plugin,
+        root,
+        serde_json::json!({"task": task.name, "phase": f.phase.to_string(), "message": f.message}),
+    );
 }
 
 /// The hook calls after a task, in order: `on_task_failure` (when it

@@ -23,7 +23,10 @@
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
-//! - [`conformance`]: the conformance kit behind `plugin_test`.
+//! - [`conformance`]: the conformance kit behind `plugin_test`;
+//! - [`audit`]: the audit trail (`audit.jsonl`), written off the hook path;
+//! - [`redact`]: secrets masked as `***` before anything is logged,
+//!   recorded, reported or sent as an event.
 //!
 //! The rest of the daemon uses only what this file re-exports.
 //!
@@ -59,6 +62,7 @@
 //! - This room reports failures as [`PluginFailure`]s (with their
 //!   [`Phase`]); turning one into a JSON-RPC error is the API's job.
 
+mod audit;
 mod commands;
 mod conformance;
 mod failure;
@@ -67,12 +71,14 @@ mod host;
 mod manifest;
 mod permissions;
 mod process;
+mod redact;
 mod slot;
 mod start;
 mod status;
 mod stderr;
 mod swap;
 
+pub(crate) use audit::{flush as flush_audit, open as open_audit};
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use hooks::{HookFailure, RunPlugins};

@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::stderr::{StderrLog, read_stderr};
+use super::{audit, redact};
 use crate::human;
 use crate::process::spawn::{self, ProcessGroup};
 
@@ -78,6 +79,10 @@ struct Shared {
     group: Option<ProcessGroup>,
     /// Set once its stderr reached end of file.
     stderr_done: watch::Sender<bool>,
+    /// CPU time (ms) and peak RSS (KiB) read from `/proc` just before the
+    /// host stopped it (a process that exits on its own is reaped before
+    /// they can be read), for its `exited` audit record.
+    usage: Mutex<(Option<u64>, Option<u64>)>,
 }
 
 impl Shared {
@@ -119,6 +124,7 @@ impl PluginProcess {
         dir: &Path,
         env: &BTreeMap<String, String>,
         stderr_log: Arc<StderrLog>,
+        audit_root: Option<&Path>,
     ) -> std::io::Result<Arc<PluginProcess>> {
         let mut proc = spawn::spawn_plugin(argv, dir, env)?;
         let stdin = proc.child.stdin.take();
@@ -146,8 +152,33 @@ impl PluginProcess {
             }
         }
         let shared = p.shared.clone();
+        let audit_root = audit_root.map(Path::to_owned);
         tokio::spawn(async move {
-            let how = match proc.child.wait().await {
+            let status = proc.child.wait().await;
+            if let Some(root) = &audit_root {
+                let (code, signal) = match &status {
+                    Ok(s) => {
+                        let (code, signal, _) = spawn::exit_code(*s);
+                        (code, signal)
+                    }
+                    Err(_) => (None, None),
+                };
+                let (cpu_ms, peak_rss_kib) =
+                    *shared.usage.lock().unwrap_or_else(|p| p.into_inner());
+                audit::record(
+                    "exited",
+                    &shared.name,
+                    root,
+                    serde_json::json!({
+                        "pid": pid,
+                        "status": code,
+                        "signal": signal,
+                        "cpu_ms": cpu_ms,
+                        "peak_rss_kib": peak_rss_kib,
+                    }),
+                );
+            }
+            let how = match status {
                 Ok(status) => describe(status),
                 Err(e) => format!("cannot wait for it: {e}"),
             };
@@ -176,6 +207,7 @@ impl PluginProcess {
             unmatched: AtomicU32::new(0),
             group,
             stderr_done: watch::channel(false).0,
+            usage: Mutex::new((None, None)),
         });
         match stdout {
             Some(out) => {
@@ -324,8 +356,21 @@ impl PluginProcess {
         self.stdin.lock().await.take();
     }
 
+    /// Read its CPU time and peak RSS while it still lives.
+    fn sample_usage(&self) {
+        if let Some(pid) = self.pid
+            && self.exited().is_none()
+        {
+            let u = audit::usage(pid);
+            if u.0.is_some() || u.1.is_some() {
+                *self.shared.usage.lock().unwrap_or_else(|p| p.into_inner()) = u;
+            }
+        }
+    }
+
     /// SIGTERM, wait, SIGKILL, wait (bounded).
     async fn terminate(&self) {
+        self.sample_usage();
         let Some(group) = self.shared.group else {
             return;
         };
@@ -346,6 +391,7 @@ impl PluginProcess {
     /// after about 2 × STOP_STEP).
     pub(super) async fn shutdown(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        self.sample_usage();
         let started = Instant::now();
         if self.dead().is_none() {
             let _ = self
@@ -518,15 +564,17 @@ fn notification(shared: &Shared, method: &str, params: Option<Value>) {
         m::LOG => match serde_json::from_value::<LogParams>(params) {
             Ok(p) => match p.level.as_str() {
                 "error" => {
-                    tracing::error!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                    tracing::error!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
                 }
                 "warn" | "warning" => {
-                    tracing::warn!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                    tracing::warn!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
                 }
                 "debug" | "trace" => {
-                    tracing::debug!(target: "plugin", plugin = %shared.name, "{}", p.message)
+                    tracing::debug!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
                 }
-                _ => tracing::info!(target: "plugin", plugin = %shared.name, "{}", p.message),
+                _ => {
+                    tracing::info!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                }
             },
             Err(e) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `log`: {e}")
@@ -534,7 +582,7 @@ fn notification(shared: &Shared, method: &str, params: Option<Value>) {
         },
         m::PROGRESS => match serde_json::from_value::<ProgressParams>(params) {
             Ok(p) => {
-                tracing::info!(target: "plugin", plugin = %shared.name, task = ?p.task, percent = ?p.percent, "progress: {}", p.message)
+                tracing::info!(target: "plugin", plugin = %shared.name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
             }
             Err(e) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `progress`: {e}")

@@ -109,8 +109,8 @@ impl Slot {
         PluginFailure {
             plugin: self.name.clone(),
             phase,
-            message,
-            hint,
+            message: super::redact::scrub(&message),
+            hint: hint.map(|h| super::redact::scrub(&h)),
             stderr: self.stderr.last(STDERR_IN_ERRORS),
         }
     }
@@ -124,8 +124,8 @@ impl Slot {
         fault: Fault,
     ) -> PluginFailure {
         let (message, permanent) = match fault {
-            Fault::Crash(m) => (m, false),
-            Fault::Broken(m) => (m, true),
+            Fault::Crash(m) => (super::redact::scrub(&m), false),
+            Fault::Broken(m) => (super::redact::scrub(&m), true),
         };
         if let Some(p) = process {
             p.kill(&message);

@@ -137,9 +137,8 @@ impl PluginHost {
         ctx: &Ctx<'_>,
         loaded: &Installed,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
-        let init_config =
-            crate::config::expand::expand_json(&spec.config, |k| ctx.env.get(k).cloned())
-                .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
+        let init_config = super::redact::expand_config(&spec.config, ctx.env)
+            .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
         let env = plugin_env(ctx.env, &loaded.manifest);
         let process = PluginProcess::spawn(
             &slot.name,
@@ -147,6 +146,7 @@ impl PluginHost {
             &loaded.dir,
             &env,
             slot.stderr.clone(),
+            Some(&slot.root),
         )
         .map_err(|e| {
             Launch::Spawn(format!(
@@ -156,6 +156,27 @@ impl PluginHost {
             ))
         })?;
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
+        let granted = slot
+            .st()
+            .granted
+            .clone()
+            .unwrap_or_else(|| loaded.manifest.permissions.clone());
+        super::audit::record(
+            "spawned",
+            &slot.name,
+            &slot.root,
+            serde_json::json!({
+                "pid": process.pid(),
+                "entry_point": loaded.manifest.entry_point,
+                "dir": loaded.dir.display().to_string(),
+                "entry_sha256": entry_file(loaded).and_then(|f| super::audit::sha256_file(&f)),
+                "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
+                "declared": loaded.manifest.permissions,
+                "granted": granted,
+                // Filled by the sandbox work (issue 12): what could be enforced.
+                "enforcement": null,
+            }),
+        );
         let params = InitializeParams {
             protocol_versions: vec![PLUGIN_PROTOCOL_VERSION],
             taskrush_version: taskrush_protocol::VERSION.to_owned(),
@@ -223,6 +244,26 @@ pub(super) enum Launch {
         process: Arc<PluginProcess>,
         fault: Fault,
     },
+}
+
+/// The file an entry point runs: its first word that names a file in the
+/// plugin's directory (`main.py` of `python3 main.py`), else its program
+/// as found on `PATH`.
+fn entry_file(loaded: &Installed) -> Option<std::path::PathBuf> {
+    let argv = &loaded.manifest.entry_point;
+    if let Some(f) = argv
+        .iter()
+        .map(|a| loaded.dir.join(a))
+        .find(|p| p.is_file())
+    {
+        return Some(f);
+    }
+    let program = argv.first()?;
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 /// `initialize`, its answer checked.

@@ -76,6 +76,7 @@ impl StderrLog {
 
     /// Record one line; logs it unless over the rate.
     pub(super) fn line(&self, line: String) {
+        let line = super::redact::scrub(&line);
         let mut g = self.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(g.refilled).as_secs_f64();

@@ -1,0 +1,170 @@
+//! `taskrush plugin audit [NAME] [--since DURATION] [--json]`.
+//!
+//! The CLI reads the audit trail itself, from the file the daemon writes
+//! (`DaemonPaths::audit` and its rotated copies): the trail is for review
+//! after the fact, so it must be readable when no daemon runs (after a
+//! crash, on a machine where the daemon was stopped), and reading it
+//! needs no daemon work and no new protocol method. The file is the
+//! user's own (0600); it is opened without following a symlink.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use taskrush_protocol::audit;
+use taskrush_protocol::paths::DaemonPaths;
+
+use crate::error::CliError;
+
+pub fn audit(name: Option<&str>, since: Option<&str>, json: bool) -> Result<i32, CliError> {
+    let cutoff = since
+        .map(audit::since)
+        .transpose()
+        .map_err(|message| CliError::Usage {
+            message,
+            hint: None,
+        })?;
+    let path = DaemonPaths::from_env().audit;
+    let mut records = Vec::new();
+    // Oldest first: `.2`, `.1`, then the current file.
+    let mut files: Vec<PathBuf> = (1..=audit::KEPT)
+        .rev()
+        .map(|n| {
+            let mut p = path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        })
+        .collect();
+    files.push(path.clone());
+    for f in &files {
+        read(f, &mut records)?;
+    }
+    let records: Vec<(String, Value)> = records
+        .into_iter()
+        .filter(|(_, r)| name.is_none_or(|n| r["plugin"].as_str() == Some(n)))
+        .filter(|(_, r)| {
+            cutoff
+                .as_deref()
+                .is_none_or(|c| r["time"].as_str().is_some_and(|t| t >= c))
+        })
+        .collect();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if json {
+        for (line, _) in &records {
+            let _ = writeln!(out, "{line}");
+        }
+        return Ok(0);
+    }
+    if records.is_empty() {
+        let _ = writeln!(out, "no audit records in `{}`", path.display());
+        return Ok(0);
+    }
+    let rows: Vec<[String; 5]> = records.iter().map(|(_, r)| row(r)).collect();
+    let head = ["TIME", "PLUGIN", "KIND", "PROJECT", "DETAIL"];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(head));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    Ok(0)
+}
+
+/// The records of one file, each with its line; a missing file has none,
+/// a line that is not a JSON object (one being written) is skipped.
+fn read(path: &Path, into: &mut Vec<(String, Value)>) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(CliError::io(
+                &format!("cannot read the audit trail `{}`", path.display()),
+                e,
+            ));
+        }
+    };
+    for line in std::io::BufReader::new(file).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&line) {
+            into.push((line, v));
+        }
+    }
+    Ok(())
+}
+
+fn row(r: &Value) -> [String; 5] {
+    let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+    let n = |k: &str| match &r[k] {
+        Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    let time = s("time").replace('T', " ");
+    let time = time.split('.').next().unwrap_or_default().to_owned();
+    let detail = match r["kind"].as_str().unwrap_or_default() {
+        "spawned" => format!(
+            "pid {}, `{}`, sha256 {}",
+            n("pid"),
+            r["entry_point"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default(),
+            r["entry_sha256"]
+                .as_str()
+                .map(|h| &h[..h.len().min(12)])
+                .unwrap_or("-")
+        ),
+        "exited" => {
+            let how = match (&r["status"], &r["signal"]) {
+                (Value::Number(c), _) => format!("exit code {c}"),
+                (_, Value::Number(sig)) => format!("killed by signal {sig}"),
+                _ => "ended".to_owned(),
+            };
+            let mut d = format!("pid {}, {how}", n("pid"));
+            if let Some(ms) = r["cpu_ms"].as_u64() {
+                d.push_str(&format!(", cpu {ms} ms"));
+            }
+            if let Some(kib) = r["peak_rss_kib"].as_u64() {
+                d.push_str(&format!(", peak rss {kib} KiB"));
+            }
+            d
+        }
+        "veto" | "required_failed" => format!("task `{}`: {}", s("task"), s("message")),
+        "command" => {
+            let args: Vec<&str> = r["args"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("`{}` {}", s("command"), args.join(" "))
+                .trim_end()
+                .to_owned()
+        }
+        "dropped" => format!("{} records dropped (the writer fell behind)", n("count")),
+        _ => String::new(),
+    };
+    [time, s("plugin"), s("kind"), s("root"), detail]
+}

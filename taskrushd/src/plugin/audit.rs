@@ -1,0 +1,184 @@
+//! The audit trail: what plugins did, one JSON object per line in
+//! `audit.jsonl` in the user's state directory (beside the daemon log;
+//! 0600, never through a symlink, rotated by size like the log).
+//!
+//! Records are handed to a writer thread through a bounded channel:
+//! writing never blocks a hook. When the channel is full the record is
+//! dropped and counted; the next record written is preceded by a
+//! `dropped` record with the count. Every string in a record goes through
+//! [`redact::scrub`](super::redact::scrub) before it is queued.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+
+use serde_json::{Map, Value, json};
+
+use super::redact;
+use crate::server::log_file::RotatingLog;
+
+/// Records waiting for the writer at most.
+pub(crate) const QUEUE: usize = 1024;
+
+enum Msg {
+    Record(Value),
+    /// Answered once every record before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+struct Sink {
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Start writing the audit trail to `path`. Without this (unit tests),
+/// records go nowhere.
+pub(crate) fn open(path: &Path) -> Result<(), crate::server::listener::BindError> {
+    let mut file = RotatingLog::open(path)?;
+    let (tx, rx) = sync_channel::<Msg>(QUEUE);
+    std::thread::Builder::new()
+        .name("audit".into())
+        .spawn(move || {
+            for msg in rx {
+                let record = match msg {
+                    Msg::Record(r) => r,
+                    Msg::Flush(done) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
+                let mut line = record.to_string();
+                line.push('\n');
+                if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+                    tracing::warn!("cannot write the audit trail: {e}");
+                }
+            }
+        })
+        .map_err(|e| crate::server::listener::BindError::Io(path.into(), e))?;
+    let _ = SINK.set(Sink {
+        tx,
+        dropped: AtomicU64::new(0),
+    });
+    Ok(())
+}
+
+/// Queue a record of `kind` for `plugin` of project `root`; `fields` are
+/// added to `time`, `kind`, `plugin` and `root`. Never blocks.
+pub(crate) fn record(kind: &str, plugin: &str, root: &Path, fields: Value) {
+    let Some(sink) = SINK.get() else { return };
+    let mut obj = Map::new();
+    obj.insert("time".into(), taskrush_protocol::audit::now().into());
+    obj.insert("kind".into(), kind.into());
+    obj.insert("plugin".into(), plugin.into());
+    obj.insert("root".into(), root.display().to_string().into());
+    if let Value::Object(more) = fields {
+        obj.extend(more);
+    }
+    let record = scrub_value(Value::Object(obj));
+    let dropped = sink.dropped.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let note =
+            json!({"time": taskrush_protocol::audit::now(), "kind": "dropped", "count": dropped});
+        if sink.tx.try_send(Msg::Record(note)).is_err() {
+            sink.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+    match sink.tx.try_send(Msg::Record(record)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            sink.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// Wait (at most `limit`) until the records queued so far are written:
+/// the daemon calls it last, so that `daemon stop` returns with the
+/// `exited` records of its plugins on disk.
+pub(crate) fn flush(limit: std::time::Duration) {
+    let Some(sink) = SINK.get() else { return };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let deadline = std::time::Instant::now() + limit;
+    let mut msg = Msg::Flush(tx);
+    loop {
+        match sink.tx.try_send(msg) {
+            Ok(()) => break,
+            Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+}
+
+fn scrub_value(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(redact::scrub(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(scrub_value).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, scrub_value(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// The sha256 of a file, in hex, or `None` if it cannot be read.
+pub(crate) fn sha256_file(path: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    Some(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+/// The sha256 of `bytes`, in hex.
+pub(crate) fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// CPU time (ms) and peak resident size (KiB) of a live process, from
+/// `/proc`, where available.
+pub(crate) fn usage(pid: u32) -> (Option<u64>, Option<u64>) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`, which may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            let hz = rustix::param::clock_ticks_per_second().max(1);
+            Some(ticks * 1000 / hz)
+        });
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        });
+    (cpu, rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_is_the_standard_one() {
+        assert_eq!(
+            sha256(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

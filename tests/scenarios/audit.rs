@@ -1,0 +1,280 @@
+//! The plugin audit trail (`audit.jsonl` beside the daemon's log) and
+//! secrets that never leak: a canary token given to plugins through their
+//! `config` and to a task through its `env` must show up in no sink.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use taskrush_tests::{Scenario, wait_until};
+
+const CANARY: &str = "canary-7f3a";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("plugins-external/fixtures/fixture.py")
+}
+
+/// The fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN`.
+fn fixture_plugin(s: &Scenario, name: &str, mode: &str) {
+    s.write(
+        &format!(".rush-plugins/{name}/plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"{mode}\"]\n\
+             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [\"TOKEN\"]\n",
+            fixture().display()
+        ),
+    );
+}
+
+/// A plugin that repeats its `config.token` everywhere it can: on stderr,
+/// in a `log` notification and in the veto it answers to `before_task`.
+fn leaky_plugin(s: &Scenario) {
+    s.write(
+        ".rush-plugins/leaky/plugin.toml",
+        "name = \"leaky\"\nversion = \"1.0.0\"\nentry_point = [\"python3\", \"-I\", \"-u\", \"main.py\"]\n\
+         taskrush_version = \">=0.3\"\n",
+    );
+    s.write(
+        ".rush-plugins/leaky/main.py",
+        r#"import json, sys
+token = ""
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line); mid = m.get("id"); p = m.get("params") or {}
+    if m["method"] == "initialize":
+        token = (p.get("config") or {}).get("token", "")
+        send({"jsonrpc": "2.0", "id": mid, "result": {"name": "leaky", "version": "1.0.0",
+              "protocol": 1, "hooks": ["before_task"], "commands": []}})
+    elif m["method"] == "before_task":
+        sys.stderr.write("leaky: my token is %s\n" % token); sys.stderr.flush()
+        send({"jsonrpc": "2.0", "method": "log", "params": {"level": "warn", "message": "token " + token}})
+        send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32010, "message": "refused, token " + token}})
+    elif m["method"] == "shutdown":
+        send({"jsonrpc": "2.0", "id": mid, "result": None}); break
+    elif mid is not None:
+        send({"jsonrpc": "2.0", "id": mid, "result": None})
+"#,
+    );
+}
+
+fn audit_path(s: &Scenario) -> PathBuf {
+    s.root().join("run").join("audit.jsonl")
+}
+
+fn audit_records(s: &Scenario) -> Vec<Value> {
+    std::fs::read_to_string(audit_path(s))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit record is JSON"))
+        .collect()
+}
+
+fn has(records: &[Value], kind: &str, plugin: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["kind"] == kind && r["plugin"] == plugin)
+}
+
+#[test]
+fn the_canary_secret_appears_in_no_sink_but_reaches_the_plugin_and_the_task() {
+    let s = Scenario::new();
+    fixture_plugin(&s, "rec", "good");
+    fixture_plugin(&s, "early", "exit-early");
+    leaky_plugin(&s);
+    let rec = s.project().join("rec.jsonl").display().to_string();
+    let s = s.env("TOKEN", CANARY).env("REC", &rec).rush(
+        "
+plugins:
+  - name: rec
+    config: {record: '${REC}', token: '${TOKEN}', commands: [greet]}
+  - name: early
+  - name: leaky
+    config: {token: '${TOKEN}'}
+tasks:
+  build:
+    cmd: test \"$API\" = canary-7f3a && echo built
+    env: {API: '${TOKEN}'}
+  guarded:
+    cmd: echo guarded
+",
+    );
+    s.start_daemon(&[]);
+    let mut events = s.events();
+    let mut outputs = Vec::new();
+
+    // `leaky` vetoes every task: its veto is shown with the token masked.
+    let out = s.run(&["build"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr()
+            .contains("vetoed by plugin `leaky`: refused, token ***"),
+        "{}",
+        out.stderr()
+    );
+    outputs.push(out.stderr());
+    outputs.push(out.stdout());
+
+    // Without the vetoer the task sees its secret (`test` passes).
+    s.write(
+        ".rush",
+        s.read(".rush")
+            .replace("  - name: leaky\n    config: {token: '${TOKEN}'}\n", ""),
+    );
+    let out = s.run(&["build"]);
+    out.expect_stdout("built\n").success();
+    outputs.push(out.stderr());
+
+    for args in [
+        &["greet", "--token", CANARY][..],
+        &["greet", &format!("--token={CANARY}")],
+        &["greet", CANARY],
+    ] {
+        let out = s.run(args);
+        out.success();
+        // The plugin's own stdout may repeat what it was given: only what
+        // the host says is checked.
+        outputs.push(out.stderr());
+    }
+    for args in [
+        &["daemon", "status", "--json"][..],
+        &["plugin", "list", "--json"],
+        &["plugin", "info", "rec", "--json"],
+        &["plugin", "info", "early", "--json"],
+    ] {
+        let out = s.run(args);
+        out.success();
+        outputs.push(out.stdout());
+        outputs.push(out.stderr());
+    }
+    // The plugin itself got the token, in its `config`.
+    assert!(s.read("rec.jsonl").contains(CANARY));
+
+    s.run(&["daemon", "stop"]).success();
+    while events.next(Duration::from_millis(500)).is_some() {}
+    assert!(!events.seen.is_empty());
+
+    let audit = std::fs::read_to_string(audit_path(&s)).expect("the audit trail");
+    let log = std::fs::read_to_string(s.log()).expect("the daemon log");
+    assert!(log.contains("my token is ***"), "{log}");
+    for (sink, text) in [
+        ("the audit trail", audit.clone()),
+        ("the daemon log", log),
+        (
+            "the event stream",
+            serde_json::to_string(&events.seen).unwrap_or_default(),
+        ),
+        ("the CLI", outputs.join("\n")),
+    ] {
+        assert!(
+            !text.contains(CANARY),
+            "the canary leaked into {sink}:\n{text}"
+        );
+    }
+    let records = audit_records(&s);
+    let commands: Vec<&Value> = records.iter().filter(|r| r["kind"] == "command").collect();
+    assert_eq!(commands.len(), 3, "{audit}");
+    assert_eq!(commands[0]["args"], serde_json::json!(["--token", "***"]));
+    assert_eq!(commands[1]["args"], serde_json::json!(["--token=***"]));
+    assert_eq!(commands[2]["args"], serde_json::json!(["***"]));
+    let mode = std::fs::metadata(audit_path(&s))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("stat the audit trail");
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn spawns_exits_vetoes_and_required_failures_are_audited_and_listed_by_plugin() {
+    let s = Scenario::new();
+    fixture_plugin(&s, "guard", "good");
+    fixture_plugin(&s, "crashy", "crash");
+    let s = s.rush(
+        "
+plugins:
+  - name: guard
+    config: {veto: [deploy]}
+tasks:
+  deploy:
+    cmd: echo deployed
+  test:
+    cmd: echo tested
+",
+    );
+    s.run(&["deploy"]).expect_code(1);
+    s.run(&["test"]).expect_stdout("tested\n").success();
+    s.write(
+        ".rush",
+        "plugins:\n  - name: crashy\n    required: true\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    s.run(&["t"]).expect_code(1);
+    s.run(&["daemon", "stop"]).success();
+    // The `exited` record is written when the process is reaped.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let r = audit_records(&s);
+        has(&r, "exited", "guard") && has(&r, "exited", "crashy")
+    }));
+    let records = audit_records(&s);
+    let spawned = records
+        .iter()
+        .find(|r| r["kind"] == "spawned" && r["plugin"] == "guard")
+        .expect("a spawned record");
+    let root = s.project().canonicalize().expect("the project root");
+    assert_eq!(spawned["root"], root.display().to_string());
+    assert!(spawned["pid"].as_u64().is_some());
+    assert_eq!(spawned["entry_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(spawned["manifest_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        spawned["granted"]["environment"],
+        serde_json::json!(["TOKEN"])
+    );
+    assert_eq!(spawned["enforcement"], Value::Null);
+    assert!(spawned["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let veto = records
+        .iter()
+        .find(|r| r["kind"] == "veto")
+        .expect("a veto record");
+    assert_eq!(veto["plugin"], "guard");
+    assert_eq!(veto["task"], "deploy");
+    assert_eq!(veto["message"], "task `deploy` is not allowed today");
+    let failed = records
+        .iter()
+        .find(|r| r["kind"] == "required_failed")
+        .expect("a required_failed record");
+    assert_eq!(failed["plugin"], "crashy");
+    assert_eq!(failed["task"], "t");
+    let crashed = records
+        .iter()
+        .find(|r| r["kind"] == "exited" && r["plugin"] == "crashy")
+        .expect("an exited record");
+    assert_eq!(crashed["status"], 1);
+
+    // The CLI reads the file itself: no daemon runs now.
+    let out = s.run(&["plugin", "audit", "guard", "--json"]);
+    out.success();
+    let lines: Vec<Value> = out
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON Lines"))
+        .collect();
+    assert!(!lines.is_empty() && lines.iter().all(|r| r["plugin"] == "guard"));
+    let table = s.run(&["plugin", "audit", "--since", "1h"]);
+    table.success();
+    let text = table.stdout();
+    assert!(text.starts_with("TIME"), "{text}");
+    assert!(
+        text.contains("veto") && text.contains("task `deploy`: task `deploy` is not allowed today"),
+        "{text}"
+    );
+    assert!(
+        text.contains("crashy") && text.contains("exit code 1"),
+        "{text}"
+    );
+    assert!(s.daemon_pid().is_none(), "`plugin audit` started a daemon");
+    s.run(&["plugin", "audit", "--since", "2w"])
+        .expect_code(2)
+        .expect_stderr_containing("invalid duration `2w`");
+}
