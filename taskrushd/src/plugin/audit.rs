@@ -78,21 +78,26 @@ pub(crate) fn record(kind: &str, plugin: &str, root: &Path, fields: Value) {
     if let Value::Object(more) = fields {
         obj.extend(more);
     }
-    let record = scrub_value(Value::Object(obj));
-    let dropped = sink.dropped.swap(0, Ordering::Relaxed);
-    if dropped > 0 {
-        let note =
-            json!({"time": taskrush_protocol::audit::now(), "kind": "dropped", "count": dropped});
-        if sink.tx.try_send(Msg::Record(note)).is_err() {
-            sink.dropped.fetch_add(dropped, Ordering::Relaxed);
+    sink.push(scrub_value(Value::Object(obj)));
+}
+
+impl Sink {
+    /// Queue `record` (after a `dropped` record when some were lost).
+    fn push(&self, record: Value) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = json!({"time": taskrush_protocol::audit::now(), "kind": "dropped", "count": dropped});
+            if self.tx.try_send(Msg::Record(note)).is_err() {
+                self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            }
         }
-    }
-    match sink.tx.try_send(Msg::Record(record)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            sink.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Record(record)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
         }
-        Err(TrySendError::Disconnected(_)) => {}
     }
 }
 
@@ -173,6 +178,34 @@ pub(crate) fn usage(pid: u32) -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_drops_records_and_says_how_many_before_the_next() {
+        let (tx, rx) = sync_channel(1);
+        let sink = Sink {
+            tx,
+            dropped: AtomicU64::new(0),
+        };
+        for n in 0..3 {
+            sink.push(json!({ "n": n }));
+        }
+        let records = |rx: &std::sync::mpsc::Receiver<Msg>| -> Vec<Value> {
+            rx.try_iter()
+                .map(|m| match m {
+                    Msg::Record(r) => r,
+                    Msg::Flush(_) => Value::Null,
+                })
+                .collect()
+        };
+        assert_eq!(records(&rx), [json!({"n": 0})]);
+        sink.push(json!({ "n": 3 }));
+        let got = records(&rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["kind"], "dropped");
+        assert_eq!(got[0]["count"], 2);
+        // The record itself found the queue full again: counted.
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn sha256_is_the_standard_one() {

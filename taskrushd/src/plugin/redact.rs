@@ -20,6 +20,9 @@ pub(crate) const DEFAULT_PATTERNS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "K
 pub(crate) const ENV_PATTERNS: &str = "TASKRUSH_SECRET_NAMES";
 /// Shorter values are not remembered as secrets.
 pub(crate) const MIN_SECRET: usize = 4;
+/// Secrets remembered at most (for the daemon's life); past it new ones
+/// are not masked, and the log says so once.
+pub(crate) const MAX_SECRETS: usize = 4096;
 
 fn patterns() -> &'static Vec<String> {
     static P: OnceLock<Vec<String>> = OnceLock::new();
@@ -52,8 +55,17 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
 
 /// Remember `value` as a secret (from now on [`scrub`] masks it).
 pub(crate) fn remember(value: &str) {
-    if value.len() >= MIN_SECRET {
-        known().insert(value.to_owned());
+    if value.len() < MIN_SECRET {
+        return;
+    }
+    let mut known = known();
+    if known.len() < MAX_SECRETS {
+        known.insert(value.to_owned());
+    } else if !known.contains(value) {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            tracing::warn!("{MAX_SECRETS} secret values remembered: new ones are not masked (`taskrush daemon restart` forgets them)");
+        });
     }
 }
 
