@@ -105,6 +105,15 @@ tasks:
     );
     s.start_daemon(&[]);
     let mut events = s.events();
+    let mut follower = s.command(&["events", "--json"]);
+    follower
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let follower = follower.spawn().expect("start `taskrush events --json`");
+    // Subscribed: the raw stream, the follower and this status call.
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.daemon_status().is_some_and(|st| st["clients"] == 3)
+    }));
     let mut outputs = Vec::new();
 
     // `leaky` vetoes every task: its veto is shown with the token masked.
@@ -118,6 +127,15 @@ tasks:
     );
     outputs.push(out.stderr());
     outputs.push(out.stdout());
+    // Its stderr, kept for `plugin info`, is masked too.
+    let info = s.run(&["plugin", "info", "leaky", "--json"]);
+    info.success();
+    assert!(
+        info.stdout().contains("my token is ***"),
+        "{}",
+        info.stdout()
+    );
+    outputs.push(info.stdout());
 
     // Without the vetoer the task sees its secret (`test` passes).
     s.write(
@@ -157,6 +175,14 @@ tasks:
     s.run(&["daemon", "stop"]).success();
     while events.next(Duration::from_millis(500)).is_some() {}
     assert!(!events.seen.is_empty());
+    let followed = s.finish(follower, Duration::from_secs(20));
+    assert!(
+        followed.stdout().contains("\"plugin_failed\""),
+        "{}",
+        followed.stdout()
+    );
+    outputs.push(followed.stdout());
+    outputs.push(followed.stderr());
 
     let audit = std::fs::read_to_string(audit_path(&s)).expect("the audit trail");
     let log = std::fs::read_to_string(s.log()).expect("the daemon log");
