@@ -15,6 +15,7 @@ mod protocol;
 mod reload;
 mod run;
 mod rush_file;
+mod sandbox;
 mod socket_life;
 mod terminal;
 mod tidy;

@@ -61,6 +61,7 @@
 
 mod commands;
 mod conformance;
+mod enforce;
 mod failure;
 mod hooks;
 mod host;
