@@ -146,8 +146,9 @@ pub(crate) fn raise_fd_limit() {
 }
 
 /// Give a plugin the soft `RLIMIT_NOFILE` the daemon started with, when
-/// the daemon raised its own. (Plugins fork anyway, for their parent-death
-/// signal; tasks get it back from their shell, see [`spawn_shell`].)
+/// the daemon raised its own, when it is started without the sandbox
+/// helper (which puts the limit back itself, as it sets the parent-death
+/// signal); tasks get it back from their shell, see [`spawn_shell`].
 fn restore_fd_limit(command: &mut Command) {
     let Some(&limit) = STARTING_FD_LIMIT.get() else {
         return;
