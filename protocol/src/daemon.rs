@@ -140,6 +140,11 @@ pub struct PluginStatus {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The level achieved per permission kind (`filesystem`, `process`,
+    /// `network`, `environment`, `daemon_socket`): `enforced`,
+    /// `partial: why` or `not enforced: why`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub enforcement: std::collections::BTreeMap<String, String>,
 }
 
 /// The answer to `plugin_info`: the status plus the manifest and recent

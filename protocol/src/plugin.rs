@@ -77,6 +77,14 @@ pub struct InitializeParams {
     /// The permissions granted to the plugin.
     #[serde(default)]
     pub permissions: Vec<Permission>,
+    /// A private directory the plugin may write, kept across runs (Linux
+    /// sandbox); absent when the host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// A private temporary directory the plugin may write (also its
+    /// `TMPDIR`); absent when the host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_dir: Option<String>,
 }
 
 /// `initialize` result (plugin → host).
@@ -315,6 +323,10 @@ pub struct PluginManifest {
     pub entry_point: Vec<String>,
     #[serde(default)]
     pub permissions: Permissions,
+    /// `"required"`: refuse to start the plugin when its permissions
+    /// cannot all be enforced on this system; else best effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<String>,
 }
 
 /// JSON-RPC error codes in the plugin protocol.

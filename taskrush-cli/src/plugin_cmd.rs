@@ -56,7 +56,7 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 );
                 return Ok(0);
             }
-            let rows: Vec<[String; 6]> = list
+            let rows: Vec<[String; 7]> = list
                 .iter()
                 .map(|p| {
                     [
@@ -64,12 +64,15 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                         p.version.clone().unwrap_or_else(|| "-".into()),
                         state(p),
                         p.restarts.to_string(),
+                        sandbox_summary(p),
                         dash(&p.hooks),
                         dash(&p.commands),
                     ]
                 })
                 .collect();
-            let head = ["NAME", "VERSION", "STATE", "RESTARTS", "HOOKS", "COMMANDS"];
+            let head = [
+                "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "HOOKS", "COMMANDS",
+            ];
             let mut width = head.map(str::len);
             for r in &rows {
                 for (w, cell) in width.iter_mut().zip(r) {
@@ -132,7 +135,17 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 kv("license", m.license.clone());
                 kv("entry_point", m.entry_point.join(" "));
                 kv("taskrush", m.taskrush_version.clone());
-                kv("environment", dash(&m.permissions.environment));
+                let p = &m.permissions;
+                kv("filesystem", dash(&p.filesystem));
+                kv("network", dash(&p.network));
+                kv("environment", dash(&p.environment));
+                kv("process", dash(&p.process));
+                if let Some(e) = &m.enforcement {
+                    kv("enforcement", e.clone());
+                }
+            }
+            for (kind, level) in &s.enforcement {
+                kv(&format!("enforced {kind}"), level.clone());
             }
             kv("hooks", dash(&s.hooks));
             kv("commands", dash(&s.commands));
@@ -328,6 +341,24 @@ pub fn help_section() -> Option<String> {
         s.push_str(&format!("  {name:<width$}  {}\n", desc.trim()));
     }
     Some(s.trim_end().to_owned())
+}
+
+/// One word for `plugin list`: `enforced` when every kind is, `partial`
+/// when some kind is not fully, `-` when nothing is reported.
+fn sandbox_summary(p: &PluginStatus) -> String {
+    if p.enforcement.is_empty() {
+        "-".into()
+    } else if p.enforcement.values().all(|v| v == "enforced") {
+        "enforced".into()
+    } else if p
+        .enforcement
+        .values()
+        .any(|v| v == "enforced" || v.starts_with("partial"))
+    {
+        "partial".into()
+    } else {
+        "not enforced".into()
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,10 @@ fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    if let Some(code) = process::sandbox::run_if_asked() {
+        return code;
+    }
     if let Some(code) = watchdog::run_if_asked() {
         return code;
     }

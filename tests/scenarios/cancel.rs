@@ -209,7 +209,7 @@ fn recording_plugin(t: &Scenario) {
         format!(
             "name = \"rec\"\nversion = \"1.0.0\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\"]\n\
-             taskrush_version = \">=0.3\"\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\n",
             script.display()
         ),
     );

@@ -37,7 +37,7 @@ fn a_slow_starting_plugin_is_not_counted_in_the_tasks_duration() {
             ".rush-plugins/slow/plugin.toml",
             "name = \"slow\"\nversion = \"1.0.0\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"plugin.py\"]\n\
-             taskrush_version = \">=0.3\"\n",
+             taskrush_version = \">=0.3\"\n[permissions]\nfilesystem = [\".\"]\n",
         )
         .rush("plugins:\n  - {name: slow, timeout: 30s}\ntasks:\n  quick:\n    cmd: 'true'\n");
     t.start_daemon(&[]);

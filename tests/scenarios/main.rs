@@ -16,6 +16,7 @@ mod protocol;
 mod reload;
 mod run;
 mod rush_file;
+mod sandbox;
 mod socket_life;
 mod terminal;
 mod tidy;

@@ -87,7 +87,7 @@ fn a_plugins_helper_process_ends_with_a_daemon_killed_by_sigkill() {
         format!(
             "name = \"helped\"\nversion = \"1.0.0\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\"]\n\
-             taskrush_version = \">=0.3\"\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nprocess = [\"sleep\"]\n",
             fixture.display()
         ),
     );

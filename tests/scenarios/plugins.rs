@@ -27,7 +27,7 @@ fn plugin(s: &Scenario, name: &str, mode: &str) {
         format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"{mode}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [\"TOKEN\"]\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [\"TOKEN\"]\n",
             script.display()
         ),
     );
@@ -723,7 +723,7 @@ fn plugin_saying(s: &Scenario, name: &str, manifest_version: &str, says_version:
         format!(
             "name = \"{name}\"\nversion = \"{manifest_version}\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\", \"{says_version}\"]\n\
-             taskrush_version = \">=0.3\"\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\n",
             script.display()
         ),
     );
@@ -766,7 +766,7 @@ fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
         format!(
             "name = \"p\"\nversion = \"{version}\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"good\", \"{version}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [{}]\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [{}]\n",
             env.join(", ")
         ),
     );
@@ -823,7 +823,7 @@ fn a_plugin_whose_handshake_gives_another_name_than_its_manifest_is_refused_nami
         format!(
             "name = \"lint\"\nversion = \"1.0.1\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"good\", \"1.0.1\", \"linter\"]\n\
-             taskrush_version = \">=0.3\"\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\n",
             script.display()
         ),
     );

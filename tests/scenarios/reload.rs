@@ -363,7 +363,7 @@ fn fixture_plugin(s: &Scenario, mode: &str, version: &str, env: &[&str]) {
         format!(
             "name = \"p\"\nversion = \"{version}\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"{mode}\", \"{version}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [{}]\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [{}]\n",
             env.join(", ")
         ),
     );

@@ -85,6 +85,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         &m.entry_point,
         dir,
         &super::permissions::plugin_env(env, m),
+        None,
         stderr.clone(),
         None,
     ) {
@@ -116,6 +117,8 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         config: Value::Object(Default::default()),
         project_root: dir.display().to_string(),
         permissions: m.permissions.to_list(),
+        data_dir: None,
+        tmp_dir: None,
     };
     let t0 = Instant::now();
     let answer = process

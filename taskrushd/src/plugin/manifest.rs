@@ -191,6 +191,14 @@ pub(super) fn load(
         )
         .hint("name the command that starts the plugin, e.g. `entry_point = [\"python3\", \"-I\", \"main.py\"]`"));
     }
+    if let Some(e) = manifest
+        .enforcement
+        .as_deref()
+        .filter(|e| !matches!(*e, "required" | "best_effort"))
+    {
+        return Err(bad("enforcement", format!("is `{e}`"))
+            .hint("write `enforcement = \"required\"` or `\"best_effort\"` (the default)"));
+    }
     if manifest.plugin_type != PluginType::External {
         let kind = match manifest.plugin_type {
             PluginType::Wasm => "wasm",
@@ -308,6 +316,12 @@ mod tests {
             "invalid plugin manifest `DIR/plugin.toml`: `entry_point` is empty",
         );
         check(
+            &format!("{GOOD}enforcement = \"strict\"\n"),
+            None,
+            None,
+            "invalid plugin manifest `DIR/plugin.toml`: `enforcement` is `strict`",
+        );
+        check(
             "name = \"x\"\n",
             None,
             None,
@@ -317,7 +331,7 @@ mod tests {
             &format!("{GOOD}colour = 1\n"),
             None,
             None,
-            "invalid plugin manifest `DIR/plugin.toml:5`: unknown field `colour`, expected one of `name`, `version`, `description`, `author`, `license`, `homepage`, `repository`, `taskrush_version`, `type`, `entry_point`, `permissions`",
+            "invalid plugin manifest `DIR/plugin.toml:5`: unknown field `colour`, expected one of `name`, `version`, `description`, `author`, `license`, `homepage`, `repository`, `taskrush_version`, `type`, `entry_point`, `permissions`, `enforcement`",
         );
     }
 

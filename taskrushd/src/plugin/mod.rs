@@ -65,6 +65,7 @@
 mod audit;
 mod commands;
 mod conformance;
+mod enforce;
 mod failure;
 mod hooks;
 mod host;

@@ -123,10 +123,11 @@ impl PluginProcess {
         argv: &[String],
         dir: &Path,
         env: &BTreeMap<String, String>,
+        sandbox: Option<&crate::process::sandbox::Spec>,
         stderr_log: Arc<StderrLog>,
         audit_root: Option<&Path>,
     ) -> std::io::Result<Arc<PluginProcess>> {
-        let mut proc = spawn::spawn_plugin(argv, dir, env)?;
+        let mut proc = spawn::spawn_plugin(argv, dir, env, sandbox)?;
         let stdin = proc.child.stdin.take();
         let stdout = proc.child.stdout.take();
         let stderr = proc.child.stderr.take();

@@ -13,6 +13,7 @@ use taskrush_protocol::plugin::{
 };
 use tokio::time::Instant;
 
+use super::enforce;
 use super::failure::{Fault, Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
@@ -139,12 +140,28 @@ impl PluginHost {
     ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
         let init_config = super::redact::expand_config(&spec.config, ctx.env)
             .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
-        let env = plugin_env(ctx.env, &loaded.manifest);
+        let mut env = plugin_env(ctx.env, &loaded.manifest);
+        // The granted set is the declared set for now (no grant step yet).
+        let granted = &loaded.manifest.permissions;
+        let levels = enforce::levels(granted);
+        if let Some(m) = enforce::refusal(&loaded.manifest, &levels) {
+            return Err(Launch::Config(m));
+        }
+        let plan = enforce::plan(
+            &slot.name,
+            &loaded.manifest,
+            granted,
+            &loaded.dir,
+            &ctx.config.root,
+            &mut env,
+        )
+        .map_err(Launch::Spawn)?;
         let process = PluginProcess::spawn(
             &slot.name,
-            &loaded.manifest.entry_point,
+            &plan.argv,
             &loaded.dir,
             &env,
+            Some(&plan.spec),
             slot.stderr.clone(),
             Some(&slot.root),
         )
@@ -173,8 +190,8 @@ impl PluginHost {
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
                 "granted": granted,
-                // Filled by the sandbox work (issue 12): what could be enforced.
-                "enforcement": null,
+                // What the sandbox achieved, per kind of permission.
+                "enforcement": levels,
             }),
         );
         let params = InitializeParams {
@@ -184,6 +201,8 @@ impl PluginHost {
             config: init_config,
             project_root: ctx.config.root.display().to_string(),
             permissions: loaded.manifest.permissions.to_list(),
+            data_dir: Some(plan.data_dir.display().to_string()),
+            tmp_dir: Some(plan.tmp_dir.display().to_string()),
         };
         let info = match handshake(&process, &params, spec.timeout).await {
             Ok(info) => info,

@@ -37,6 +37,7 @@ impl PluginHost {
             hooks: Vec::new(),
             commands: Vec::new(),
             error: None,
+            enforcement: Default::default(),
         };
         if let Some(slot) = &slot {
             let st = slot.st();
@@ -69,6 +70,9 @@ impl PluginHost {
                 status
                     .version
                     .get_or_insert_with(|| l.manifest.version.clone());
+                if spec.kind.as_str() == "external" {
+                    status.enforcement = super::enforce::levels(&l.manifest.permissions);
+                }
             }
             Err(e) => {
                 status.state = PluginState::Failed;

@@ -146,8 +146,9 @@ pub(crate) fn raise_fd_limit() {
 }
 
 /// Give a plugin the soft `RLIMIT_NOFILE` the daemon started with, when
-/// the daemon raised its own. (Plugins fork anyway, for their parent-death
-/// signal; tasks get it back from their shell, see [`spawn_shell`].)
+/// the daemon raised its own, when it is started without the sandbox
+/// helper (which puts the limit back itself, as it sets the parent-death
+/// signal); tasks get it back from their shell, see [`spawn_shell`].
 fn restore_fd_limit(command: &mut Command) {
     let Some(&limit) = STARTING_FD_LIMIT.get() else {
         return;
@@ -207,10 +208,16 @@ impl TaskProcess {
 /// stdin/stdout/stderr piped, in its own process group. A program path with
 /// a `/` is taken relative to `dir`; a bare name is searched on `env`'s
 /// `PATH`.
+///
+/// With a `sandbox` (Linux), the process is the daemon's own binary in its
+/// [`--sandbox-exec`](crate::process::sandbox) mode, which sets the
+/// parent-death signal and the open-file limit, restricts itself and execs
+/// the plugin: no `pre_exec` hook, so the spawn is a `posix_spawn`.
 pub(crate) fn spawn_plugin(
     argv: &[String],
     dir: &Path,
     env: &BTreeMap<String, String>,
+    sandbox: Option<&crate::process::sandbox::Spec>,
 ) -> std::io::Result<TaskProcess> {
     let Some((program, args)) = argv.split_first() else {
         return Err(std::io::Error::new(
@@ -223,9 +230,46 @@ pub(crate) fn spawn_plugin(
     } else {
         program.into()
     };
-    let mut command = Command::new(program);
+    #[cfg(target_os = "linux")]
+    let mut command = match sandbox {
+        Some(spec) => {
+            let mut spec = spec.clone();
+            spec.fd_limit = STARTING_FD_LIMIT.get().and_then(|l| l.current);
+            let json = serde_json::to_string(&spec).map_err(std::io::Error::other)?;
+            // A bare name is searched on the plugin's PATH, as without a
+            // sandbox.
+            let program = if program.to_string_lossy().contains('/') {
+                program
+            } else {
+                which_on(&program, env.get("PATH")).unwrap_or(program)
+            };
+            let mut command = Command::new("/proc/self/exe");
+            command
+                .arg(crate::process::sandbox::FLAG)
+                .arg(json)
+                .arg("--")
+                .arg(program)
+                .args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(&program);
+            command.args(args);
+            die_with_parent(&mut command);
+            restore_fd_limit(&mut command);
+            command
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let mut command = {
+        let _ = sandbox;
+        let mut command = Command::new(&program);
+        command.args(args);
+        die_with_parent(&mut command);
+        restore_fd_limit(&mut command);
+        command
+    };
     command
-        .args(args)
         .current_dir(dir)
         .env_clear()
         .envs(env)
@@ -234,9 +278,22 @@ pub(crate) fn spawn_plugin(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut command);
-    restore_fd_limit(&mut command);
     started(command.spawn()?)
+}
+
+/// `name` on the `:`-list `path`, the first executable file.
+#[cfg(target_os = "linux")]
+fn which_on(name: &std::ffi::OsStr, path: Option<&String>) -> Option<std::ffi::OsString> {
+    use std::os::unix::fs::PermissionsExt;
+    path?
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(Into::into)
 }
 
 /// Ask the kernel to SIGKILL the child when the daemon dies, even by
