@@ -17,14 +17,15 @@ fn fixture() -> PathBuf {
         .join("plugins-external/fixtures/fixture.py")
 }
 
-/// The fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN`.
+/// The fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN` and
+/// writing into the project (where it records what it was given).
 fn fixture_plugin(s: &Scenario, name: &str, mode: &str) {
     s.write(
         &format!(".rush-plugins/{name}/plugin.toml"),
         format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\n\
              entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"{mode}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nenvironment = [\"TOKEN\"]\n",
+             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [\"TOKEN\"]\n",
             fixture().display()
         ),
     );
@@ -257,7 +258,21 @@ tasks:
         spawned["granted"]["environment"],
         serde_json::json!(["TOKEN"])
     );
-    assert_eq!(spawned["enforcement"], Value::Null);
+    // What the sandbox achieved, per kind (all of it on a Linux kernel with
+    // Landlock; a level says why otherwise).
+    for kind in [
+        "filesystem",
+        "process",
+        "network",
+        "environment",
+        "daemon_socket",
+    ] {
+        assert!(
+            spawned["enforcement"][kind].is_string(),
+            "no level for `{kind}`: {}",
+            spawned["enforcement"]
+        );
+    }
     assert!(spawned["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     let veto = records
         .iter()
