@@ -61,28 +61,11 @@ pub fn audit(name: Option<&str>, since: Option<&str>, json: bool) -> Result<i32,
         return Ok(0);
     }
     let rows: Vec<[String; 5]> = records.iter().map(|(_, r)| row(r)).collect();
-    let head = ["TIME", "PLUGIN", "KIND", "PROJECT", "DETAIL"];
-    let mut width = head.map(str::len);
-    for r in &rows {
-        for (w, cell) in width.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 5]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = width[i]));
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", line(head));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
-    }
+    crate::render::table(
+        &mut out,
+        ["TIME", "PLUGIN", "KIND", "PROJECT", "DETAIL"],
+        &rows,
+    );
     Ok(0)
 }
 

@@ -73,27 +73,7 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             let head = [
                 "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "HOOKS", "COMMANDS",
             ];
-            let mut width = head.map(str::len);
-            for r in &rows {
-                for (w, cell) in width.iter_mut().zip(r) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let line = |cells: Vec<&str>| {
-                let mut s = String::new();
-                for (i, c) in cells.iter().enumerate() {
-                    if i + 1 == cells.len() {
-                        s.push_str(c);
-                    } else {
-                        s.push_str(&format!("{c:<w$}  ", w = width[i]));
-                    }
-                }
-                s.trim_end().to_owned()
-            };
-            let _ = writeln!(out, "{}", line(head.to_vec()));
-            for r in &rows {
-                let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
-            }
+            crate::render::table(&mut out, head, &rows);
             for p in list.iter().filter(|p| p.error.is_some()) {
                 let _ = writeln!(
                     out,

@@ -217,6 +217,33 @@ impl Renderer {
     }
 }
 
+/// Print `rows` under `head` as columns two spaces apart, each as wide as
+/// its widest cell (the last one not padded). Write errors (a closed pipe)
+/// are ignored: the caller is printing a listing.
+pub fn table<const N: usize>(out: &mut impl Write, head: [&str; N], rows: &[[String; N]]) {
+    let mut width = head.map(|h| h.chars().count());
+    for r in rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(head));
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r.each_ref().map(String::as_str)));
+    }
+}
+
 /// `s` with its control characters escaped (`\u{1b}`), for names and
 /// descriptions that come from a `.rush` file: printed raw, an escape
 /// sequence in a task name would drive the user's terminal.
