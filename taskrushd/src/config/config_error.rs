@@ -197,18 +197,10 @@ mod tests {
 
     #[test]
     fn closest_suggests_typos_but_not_unrelated_names() {
-        let keys = [
-            "cmd",
-            "description",
-            "depends_on",
-            "deps",
-            "cache_files",
-            "cache",
-            "env",
-        ];
-        assert_eq!(closest("dependson", keys), Some("depends_on"));
-        assert_eq!(closest("descripton", keys), Some("description"));
-        assert_eq!(closest("cahce", keys), Some("cache"));
+        let keys = crate::config::rush_file::TASK_KEYS.iter().copied();
+        assert_eq!(closest("dependson", keys.clone()), Some("depends_on"));
+        assert_eq!(closest("descripton", keys.clone()), Some("description"));
+        assert_eq!(closest("cahce", keys.clone()), Some("cache"));
         assert_eq!(closest("zzz", keys), None);
         assert_eq!(closest("biuld", ["build", "test", "lint"]), Some("build"));
         assert_eq!(

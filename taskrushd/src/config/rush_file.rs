@@ -139,7 +139,7 @@ impl RushFile {
 }
 
 const TOP_KEYS: &[&str] = &["tasks", "plugins"];
-const TASK_KEYS: &[&str] = &[
+pub(crate) const TASK_KEYS: &[&str] = &[
     "cmd",
     "description",
     "depends_on",
