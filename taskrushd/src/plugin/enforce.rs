@@ -131,11 +131,11 @@ fn which(name: &str, path: Option<&str>) -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
-/// A python's real executable and `sys.prefix`, asked once per program
-/// (outside the sandbox: a pyenv shim is a bash script running others).
 /// A python's real executable and its prefix.
 type Python = (PathBuf, PathBuf);
 
+/// A python's real executable and `sys.prefix`, asked once per program
+/// (outside the sandbox: a pyenv shim is a bash script running others).
 fn python(program: &Path, env: &BTreeMap<String, String>) -> Option<Python> {
     static CACHE: Mutex<Option<HashMap<PathBuf, Option<Python>>>> = Mutex::new(None);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
