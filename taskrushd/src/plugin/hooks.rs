@@ -95,7 +95,8 @@ impl PluginHost {
 
 /// The plugin's config for one task: its global `config` with the task's
 /// `plugins.<name>` keys on top (a shallow merge: a task key replaces the
-/// global value whole), `${VAR}` expanded from the client's environment.
+/// global value whole), `${VAR}` expanded from the client's environment
+/// (whose secrets [`RunPlugins::new`] remembered).
 fn task_config(
     spec: &PluginSpec,
     task: &Task,
@@ -109,7 +110,7 @@ fn task_config(
         (global, None) => global,
         (_, Some(local)) => local.clone(),
     };
-    super::redact::expand_config(&merged, env).map_err(|e| {
+    super::redact::expand_config_in(&merged, env).map_err(|e| {
         format!(
             "in the config of plugin `{}` for task `{}`: {e}",
             spec.name, task.name
@@ -138,6 +139,7 @@ impl RunPlugins {
         env: BTreeMap<String, String>,
         run_id: u64,
     ) -> RunPlugins {
+        super::redact::remember_env(&env);
         RunPlugins {
             host,
             config,

@@ -104,6 +104,16 @@ pub(crate) fn expand_config(
     env: &BTreeMap<String, String>,
 ) -> Result<serde_json::Value, crate::config::expand::ExpandError> {
     remember_env(env);
+    expand_config_in(value, env)
+}
+
+/// [`expand_config`] for an `env` whose secret-looking variables are
+/// remembered already ([`remember_env`], once per run): only the expanded
+/// values and the values under secret-looking keys are remembered.
+pub(crate) fn expand_config_in(
+    value: &serde_json::Value,
+    env: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, crate::config::expand::ExpandError> {
     let expanded = crate::config::expand::expand_json(value, |k| {
         let v = env.get(k).cloned();
         if let Some(v) = &v {
