@@ -2,34 +2,15 @@
 //! secrets that never leak: a canary token given to plugins through their
 //! `config` and to a task through its `env` must show up in no sink.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use taskrush_tests::{Scenario, wait_until};
 
+use super::plugins::plugin;
+
 const CANARY: &str = "canary-7f3a";
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .join("plugins-external/fixtures/fixture.py")
-}
-
-/// The fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN` and
-/// writing into the project (where it records what it was given).
-fn fixture_plugin(s: &Scenario, name: &str, mode: &str) {
-    s.write(
-        &format!(".rush-plugins/{name}/plugin.toml"),
-        format!(
-            "name = \"{name}\"\nversion = \"1.0.0\"\n\
-             entry_point = [\"python3\", \"-I\", \"-u\", \"{}\", \"{mode}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [\"TOKEN\"]\n",
-            fixture().display()
-        ),
-    );
-}
 
 /// A plugin that repeats its `config.token` everywhere it can: on stderr,
 /// in a `log` notification and in the veto it answers to `before_task`.
@@ -84,8 +65,8 @@ fn has(records: &[Value], kind: &str, plugin: &str) -> bool {
 #[test]
 fn the_canary_secret_appears_in_no_sink_but_reaches_the_plugin_and_the_task() {
     let s = Scenario::new();
-    fixture_plugin(&s, "rec", "good");
-    fixture_plugin(&s, "early", "exit-early");
+    plugin(&s, "rec", "good");
+    plugin(&s, "early", "exit-early");
     leaky_plugin(&s);
     let rec = s.project().join("rec.jsonl").display().to_string();
     let s = s.env("TOKEN", CANARY).env("REC", &rec).rush(
@@ -217,8 +198,8 @@ tasks:
 #[test]
 fn spawns_exits_vetoes_and_required_failures_are_audited_and_listed_by_plugin() {
     let s = Scenario::new();
-    fixture_plugin(&s, "guard", "good");
-    fixture_plugin(&s, "crashy", "crash");
+    plugin(&s, "guard", "good");
+    plugin(&s, "crashy", "crash");
     let s = s.rush(
         "
 plugins:

@@ -8,19 +8,22 @@ use std::time::Duration;
 use serde_json::Value;
 use taskrush_tests::{Scenario, signal, wait_until};
 
-fn repo() -> PathBuf {
+/// The workspace.
+pub(super) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace")
         .to_path_buf()
 }
 
-fn fixtures() -> PathBuf {
+/// `plugins-external/fixtures/`.
+pub(super) fn fixtures() -> PathBuf {
     repo().join("plugins-external").join("fixtures")
 }
 
-/// Install the fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN`.
-fn plugin(s: &Scenario, name: &str, mode: &str) {
+/// Install the fixture in `mode` as `.rush-plugins/NAME/`, granted `TOKEN`
+/// and writing into the project (where it records what it was given).
+pub(super) fn plugin(s: &Scenario, name: &str, mode: &str) {
     let script = fixtures().join("fixture.py");
     s.write(
         &format!(".rush-plugins/{name}/plugin.toml"),

@@ -305,9 +305,7 @@ fn the_editor_client_example_lists_runs_and_follows_events() {
     let s = Scenario::new()
         .rush("tasks:\n  build:\n    cmd: echo building\n    description: Build it\n");
     s.run(&["--list"]).success();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
+    let script = super::plugins::repo()
         .join("examples")
         .join("editor-client.py");
     let mut c = std::process::Command::new("python3");
@@ -349,10 +347,7 @@ fn the_editor_client_example_lists_runs_and_follows_events() {
 /// A private copy of the fixture plugin as `.rush-plugins/p/` (its files
 /// are changed by the tests), recording into `rec.jsonl`.
 fn fixture_plugin(s: &Scenario, mode: &str, version: &str, env: &[&str]) {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("plugins-external/fixtures/fixture.py");
+    let fixture = super::plugins::fixtures().join("fixture.py");
     s.write(
         ".rush-plugins/p/main.py",
         std::fs::read(&fixture).expect("fixture.py"),

@@ -4,16 +4,13 @@
 //! reports that Landlock is not enforced.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use taskrush_tests::Scenario;
 
 fn probe_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .join("plugins-external/fixtures/probe.py")
+    super::plugins::fixtures().join("probe.py")
 }
 
 /// A project with the probe plugin (required) trying `attempt` (a JSON
@@ -261,10 +258,7 @@ fn the_slack_notify_example_posts_under_its_declared_permissions() {
             let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
         }
     });
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .join("plugins-external/examples/slack-notify");
+    let dir = super::plugins::repo().join("plugins-external/examples/slack-notify");
     let s = Scenario::new()
         .env("SLACK_WEBHOOK", &format!("http://127.0.0.1:{port}/hook"))
         .rush(&format!(
