@@ -764,6 +764,22 @@ struct RawTask {
     plugin_keys: Vec<String>,
 }
 
+/// Implements `DeserializeSeed` for a seed that is its own visitor of any
+/// YAML value (`deserialize_any`), yielding its `Visitor::Value`.
+macro_rules! seed_via_any {
+    ($seed:ident) => {
+        impl<'de> DeserializeSeed<'de> for $seed<'_> {
+            type Value = <Self as Visitor<'de>>::Value;
+            fn deserialize<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Self::Value, D::Error> {
+                deserializer.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// Implements the visitor methods for kinds of YAML values the visitor does
 /// not accept, as `self.wrong(found)`.
 macro_rules! reject {
@@ -1036,12 +1052,7 @@ impl ListSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
-    type Value = Vec<String>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(ListSeed);
 
 impl<'de> Visitor<'de> for ListSeed<'_> {
     type Value = Vec<String>;
@@ -1100,12 +1111,7 @@ impl BoolSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for BoolSeed<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(BoolSeed);
 
 impl<'de> Visitor<'de> for BoolSeed<'_> {
     type Value = bool;
@@ -1131,12 +1137,7 @@ impl JsonSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for JsonSeed<'_> {
-    type Value = serde_json::Value;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(JsonSeed);
 
 impl<'de> Visitor<'de> for JsonSeed<'_> {
     type Value = serde_json::Value;
@@ -1240,12 +1241,7 @@ impl TopSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
-    type Value = Raw;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Raw, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(TopSeed);
 
 impl<'de> Visitor<'de> for TopSeed<'_> {
     type Value = Raw;
@@ -1299,12 +1295,7 @@ impl TasksSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for TasksSeed<'_> {
-    type Value = Vec<RawTask>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(TasksSeed);
 
 impl<'de> Visitor<'de> for TasksSeed<'_> {
     type Value = Vec<RawTask>;
@@ -1385,12 +1376,7 @@ impl TaskSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for TaskSeed<'_> {
-    type Value = RawTask;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawTask, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(TaskSeed);
 
 impl<'de> Visitor<'de> for TaskSeed<'_> {
     type Value = RawTask;
@@ -1482,12 +1468,7 @@ impl EnvSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for EnvSeed<'_> {
-    type Value = Vec<(String, String)>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(EnvSeed);
 
 impl<'de> Visitor<'de> for EnvSeed<'_> {
     type Value = Vec<(String, String)>;
@@ -1586,12 +1567,7 @@ impl TaskPluginsSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for TaskPluginsSeed<'_> {
-    type Value = (BTreeMap<String, serde_json::Value>, Vec<String>);
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(TaskPluginsSeed);
 
 impl<'de> Visitor<'de> for TaskPluginsSeed<'_> {
     type Value = (BTreeMap<String, serde_json::Value>, Vec<String>);
@@ -1684,12 +1660,7 @@ impl PluginsSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for PluginsSeed<'_> {
-    type Value = Vec<PluginSpec>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(PluginsSeed);
 
 impl<'de> Visitor<'de> for PluginsSeed<'_> {
     type Value = Vec<PluginSpec>;
@@ -1736,12 +1707,7 @@ impl PluginSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for PluginSeed<'_> {
-    type Value = PluginSpec;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PluginSpec, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(PluginSeed);
 
 impl<'de> Visitor<'de> for PluginSeed<'_> {
     type Value = PluginSpec;
@@ -1850,12 +1816,7 @@ impl DurationSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for DurationSeed<'_> {
-    type Value = std::time::Duration;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
+seed_via_any!(DurationSeed);
 
 impl<'de> Visitor<'de> for DurationSeed<'_> {
     type Value = std::time::Duration;
