@@ -70,11 +70,12 @@ impl PluginHost {
         if !info.hooks.contains(&hook) {
             return HookOutcome::NotDeclared;
         }
-        let manifest = match slot.st().loaded.as_ref() {
-            Some(l) => l.manifest.clone(),
+        // Built under the slot's lock, from its manifest in place.
+        let params = match slot.st().loaded.as_ref() {
+            Some(l) => params(&l.manifest),
             None => return HookOutcome::NotDeclared,
         };
-        let params = match params(&manifest) {
+        let params = match params {
             Ok(p) => p,
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
