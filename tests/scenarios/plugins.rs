@@ -756,9 +756,9 @@ fn a_plugin_whose_handshake_contradicts_its_manifest_version_is_refused_naming_b
         .success();
 }
 
-/// A private copy of the fixture as `.rush-plugins/p/` (its files change
-/// during the test), at `version`, granted `env`.
-fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
+/// A private copy of the fixture in `mode` as `.rush-plugins/p/` (its files
+/// change during the test), at `version`, granted `env`.
+pub(super) fn private_plugin(s: &Scenario, mode: &str, version: &str, env: &[&str]) {
     s.write(
         ".rush-plugins/p/main.py",
         std::fs::read(fixtures().join("fixture.py")).expect("fixture.py"),
@@ -768,7 +768,7 @@ fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
         ".rush-plugins/p/plugin.toml",
         format!(
             "name = \"p\"\nversion = \"{version}\"\n\
-             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"good\", \"{version}\"]\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"{mode}\", \"{version}\"]\n\
              taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [{}]\n",
             env.join(", ")
         ),
@@ -778,7 +778,7 @@ fn private_plugin(s: &Scenario, version: &str, env: &[&str]) {
 #[test]
 fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
     let s = Scenario::new();
-    private_plugin(&s, "1.0.0", &["TOKEN"]);
+    private_plugin(&s, "good", "1.0.0", &["TOKEN"]);
     let s = recording(s).rush(
         "plugins:\n  - {name: p, config: {record: '${REC}'}}\ntasks:\n  build:\n    cmd: echo built\n",
     );
@@ -787,7 +787,7 @@ fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
         .expect_stderr("")
         .success();
     let mut events = s.events();
-    private_plugin(&s, "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
+    private_plugin(&s, "good", "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
     events.wait_kind("plugin_reload_refused");
 
     // The next run is served by version 1 and says why, once.

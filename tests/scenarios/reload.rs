@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use taskrush_tests::{Scenario, processes_matching, signal, wait_timeout, wait_until};
 
+use super::plugins::private_plugin;
+
 const ONE: &str = "tasks:\n  hi:\n    cmd: echo one\n";
 
 fn is_reload(e: &serde_json::Value) -> bool {
@@ -344,26 +346,6 @@ fn the_editor_client_example_lists_runs_and_follows_events() {
     }
 }
 
-/// A private copy of the fixture plugin as `.rush-plugins/p/` (its files
-/// are changed by the tests), recording into `rec.jsonl`.
-fn fixture_plugin(s: &Scenario, mode: &str, version: &str, env: &[&str]) {
-    let fixture = super::plugins::fixtures().join("fixture.py");
-    s.write(
-        ".rush-plugins/p/main.py",
-        std::fs::read(&fixture).expect("fixture.py"),
-    );
-    let env: Vec<String> = env.iter().map(|e| format!("\"{e}\"")).collect();
-    s.write(
-        ".rush-plugins/p/plugin.toml",
-        format!(
-            "name = \"p\"\nversion = \"{version}\"\n\
-             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"{mode}\", \"{version}\"]\n\
-             taskrush_version = \">=0.3\"\n\n[permissions]\nfilesystem = [\".\"]\nenvironment = [{}]\n",
-            env.join(", ")
-        ),
-    );
-}
-
 fn plugin_records(s: &Scenario) -> Vec<serde_json::Value> {
     s.read("rec.jsonl")
         .lines()
@@ -374,7 +356,7 @@ fn plugin_records(s: &Scenario) -> Vec<serde_json::Value> {
 fn plugin_project(mode: &str) -> Scenario {
     let s = Scenario::new();
     let rec = s.project().join("rec.jsonl").display().to_string();
-    fixture_plugin(&s, mode, "1.0.0", &["TOKEN"]);
+    private_plugin(&s, mode, "1.0.0", &["TOKEN"]);
     s.env("REC", &rec).rush(
         "plugins:\n  - name: p\n    config: {record: '${REC}'}\ntasks:\n  build:\n    cmd: echo built\n",
     )
@@ -395,7 +377,7 @@ fn a_plugin_update_is_swapped_in_without_dropping_the_call_in_flight() {
         .iter()
         .any(|r| r["hook"] == "after_task")));
     // …when version 2 arrives.
-    fixture_plugin(&s, "slow-after", "2.0.0", &["TOKEN"]);
+    private_plugin(&s, "slow-after", "2.0.0", &["TOKEN"]);
     let e = ev.wait_kind("plugin_restarted");
     assert_eq!(e["version"], "2.0.0", "{e}");
     // The call in flight completed on version 1: no plugin warning.
@@ -430,7 +412,7 @@ fn a_plugin_update_that_fails_its_handshake_leaves_the_old_version_serving() {
     let s = plugin_project("good");
     s.run(&["build"]).success();
     let mut ev = s.events();
-    fixture_plugin(&s, "exit-early", "2.0.0", &["TOKEN"]);
+    private_plugin(&s, "exit-early", "2.0.0", &["TOKEN"]);
     let e = ev.wait_kind("plugin_failed");
     assert!(
         e["message"]
@@ -458,7 +440,7 @@ fn a_plugin_update_asking_for_more_permissions_is_refused_and_explained() {
     let s = plugin_project("good");
     s.run(&["build"]).success();
     let mut ev = s.events();
-    fixture_plugin(&s, "good", "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
+    private_plugin(&s, "good", "2.0.0", &["TOKEN", "AWS_SECRET_ACCESS_KEY"]);
     let e = ev.wait_kind("plugin_reload_refused");
     let m = e["message"].as_str().unwrap();
     assert!(
