@@ -135,11 +135,8 @@ fn with_address_space_limit(t: Scenario) -> Scenario {
     t.env("TASKRUSHD", &wrapper)
 }
 
-#[test]
-fn a_symlink_diamond_is_walked_once_per_directory() {
-    // l0/{x,y} -> l1, l1/{x,y} -> l2, …: 2^24 paths to l24/leaf.txt.
-    let t = with_address_space_limit(Scenario::new())
-        .rush("tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    cache_files: [\"l0/**\"]\n");
+/// l0/{x,y} -> l1, l1/{x,y} -> l2, …, up to l24: 2^24 paths to l24.
+fn symlink_diamond(t: &Scenario) {
     for level in 0..=24 {
         std::fs::create_dir_all(t.project().join(format!("l{level}"))).unwrap();
     }
@@ -152,6 +149,14 @@ fn a_symlink_diamond_is_walked_once_per_directory() {
             .unwrap();
         }
     }
+}
+
+#[test]
+fn a_symlink_diamond_is_walked_once_per_directory() {
+    // l0/{x,y} -> l1, l1/{x,y} -> l2, …: 2^24 paths to l24/leaf.txt.
+    let t = with_address_space_limit(Scenario::new())
+        .rush("tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    cache_files: [\"l0/**\"]\n");
+    symlink_diamond(&t);
     t.write("l24/leaf.txt", "leaf");
     let mut c = t.command(&["gen"]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -228,18 +233,7 @@ fn a_symlink_diamond_under_patterns_that_need_every_path_fails_naming_the_bound(
         "tasks:\n  gen:\n    cmd: echo ran >> runs.log\n    \
          cache_files: [\"l0/**\", \"!l0/x/y\"]\n",
     );
-    for level in 0..=24 {
-        std::fs::create_dir_all(t.project().join(format!("l{level}"))).unwrap();
-    }
-    for level in 0..24 {
-        for name in ["x", "y"] {
-            std::os::unix::fs::symlink(
-                format!("../l{}", level + 1),
-                t.project().join(format!("l{level}/{name}")),
-            )
-            .unwrap();
-        }
-    }
+    symlink_diamond(&t);
     let mut c = t.command(&["gen"]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     t.finish(c.spawn().unwrap(), Duration::from_secs(60))

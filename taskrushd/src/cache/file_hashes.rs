@@ -458,6 +458,16 @@ mod tests {
         sleep(Duration::from_millis(120));
     }
 
+    /// A temp dir holding `a.txt` with `content`, settled, and a memo that
+    /// trusts it.
+    fn settled_file(content: &[u8]) -> (TempDir, PathBuf, FileHashes) {
+        let dir = TempDir::new().expect("create temp dir");
+        let path = dir.path().join("a.txt");
+        write(&path, content);
+        settle();
+        (dir, path, FileHashes::with_racy_margin(SHORT))
+    }
+
     #[test]
     fn a_missing_file_hashes_to_none() {
         let dir = TempDir::new().expect("create temp dir");
@@ -481,11 +491,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_settled_file_is_answered_from_the_memo() {
-        let dir = TempDir::new().expect("create temp dir");
-        let path = dir.path().join("a.txt");
-        write(&path, b"hello");
-        settle();
-        let hashes = FileHashes::with_racy_margin(SHORT);
+        let (_dir, path, hashes) = settled_file(b"hello");
         for _ in 0..3 {
             assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"hello")));
         }
@@ -532,11 +538,7 @@ mod tests {
 
     #[test]
     fn a_file_replaced_by_rename_is_rehashed() {
-        let dir = TempDir::new().expect("create temp dir");
-        let path = dir.path().join("a.txt");
-        write(&path, b"one");
-        settle();
-        let hashes = FileHashes::with_racy_margin(SHORT);
+        let (dir, path, hashes) = settled_file(b"one");
         assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"one")));
         let tmp = dir.path().join("a.tmp");
         write(&tmp, b"two");
@@ -546,11 +548,7 @@ mod tests {
 
     #[test]
     fn a_deleted_file_is_forgotten() {
-        let dir = TempDir::new().expect("create temp dir");
-        let path = dir.path().join("a.txt");
-        write(&path, b"one");
-        settle();
-        let hashes = FileHashes::with_racy_margin(SHORT);
+        let (_dir, path, hashes) = settled_file(b"one");
         assert_eq!(hashes.hash_file(&path).ok(), Some(expected(b"one")));
         fs::remove_file(&path).expect("remove");
         assert_eq!(hashes.hash_file(&path).ok(), Some(None));

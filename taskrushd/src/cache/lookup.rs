@@ -127,18 +127,18 @@ impl UpToDate {
         recipe: Recipe,
         force: bool,
     ) -> Result<Lookup, LookupError> {
-        let task = recipe.task.clone();
         loop {
-            let key = self.key(recipe.clone()).await?;
+            let key = self.key(&recipe).await?;
+            let task = &recipe.task;
             let store = CacheStore::new(&recipe.root);
-            if !force && store.load(&task).as_ref() == Some(&key) {
+            if !force && store.load(task).as_ref() == Some(&key) {
                 return Ok(Lookup::Hit);
             }
-            let claim = match self.inflight.claim(&recipe.root, &task) {
+            let claim = match self.inflight.claim(&recipe.root, task) {
                 // The instance that held the task may have stored this
                 // very key and ended between the load above and the claim:
                 // check again rather than run it twice.
-                Claimed::Mine(_) if !force && store.load(&task).as_ref() == Some(&key) => {
+                Claimed::Mine(_) if !force && store.load(task).as_ref() == Some(&key) => {
                     continue;
                 }
                 Claimed::Mine(claim) => claim,
@@ -146,14 +146,14 @@ impl UpToDate {
             };
             // A run that fails may clobber the outputs of the last good
             // one: forget it first, so a failure is never "up to date".
-            if let Err(source) = store.invalidate(&task) {
+            if let Err(source) = store.invalidate(task) {
                 tracing::warn!(task = %task, "cannot clear the cache entry: {source}");
                 // An entry left in place would say "up to date" once the
                 // inputs are back to what it was stored for, whatever this
                 // run leaves behind: do not run.
-                if store.load(&task).is_some() {
+                if store.load(task).is_some() {
                     return Err(LookupError::CannotClear {
-                        entry: store.entry_path(&task),
+                        entry: store.entry_path(task),
                         dir: store.dir(),
                         source,
                     });

@@ -539,8 +539,12 @@ mod tests {
         }
     }
 
-    fn key(dir: &TempDir, task: &Task, hashes: &FileHashes) -> CacheKey {
-        cache_key(
+    fn fingerprint_of(
+        dir: &TempDir,
+        task: &Task,
+        hashes: &FileHashes,
+    ) -> Result<Fingerprint, InputError> {
+        fingerprint(
             dir.path(),
             task.name,
             task.cmd,
@@ -548,7 +552,10 @@ mod tests {
             &task.patterns,
             hashes,
         )
-        .expect("cache key")
+    }
+
+    fn key(dir: &TempDir, task: &Task, hashes: &FileHashes) -> CacheKey {
+        fingerprint_of(dir, task, hashes).expect("cache key").key
     }
 
     fn project() -> TempDir {
@@ -711,15 +718,7 @@ mod tests {
     fn fingerprint_counts_input_files() {
         let dir = project();
         let t = build();
-        let f = fingerprint(
-            dir.path(),
-            t.name,
-            t.cmd,
-            &t.env,
-            &t.patterns,
-            &FileHashes::new(),
-        )
-        .expect("key");
+        let f = fingerprint_of(&dir, &t, &FileHashes::new()).expect("key");
         assert_eq!(f.input_files, 3);
     }
 
@@ -734,15 +733,7 @@ mod tests {
             return; // running as root: permissions are not enforced
         }
         let t = build();
-        let err = cache_key(
-            dir.path(),
-            t.name,
-            t.cmd,
-            &t.env,
-            &t.patterns,
-            &FileHashes::new(),
-        )
-        .expect_err("unreadable");
+        let err = fingerprint_of(&dir, &t, &FileHashes::new()).expect_err("unreadable");
         assert!(err.to_string().contains("`src/main.rs`"), "{err}");
     }
 

@@ -81,36 +81,40 @@ impl UpToDate {
     ///
     /// Dropping the future (the run was cancelled, its client left) stops
     /// the listing and hashing within a file or so.
-    pub(crate) async fn key(self: &Arc<Self>, recipe: Recipe) -> Result<CacheKey, CheckError> {
+    pub(crate) async fn key(self: &Arc<Self>, recipe: &Recipe) -> Result<CacheKey, CheckError> {
+        // No watcher, or a root it cannot fully see: always in full.
+        let watched = self
+            .watcher
+            .as_ref()
+            .and_then(|w| Some((w, local_dir_id(&recipe.root)?)));
+        let Some((w, root_id)) = watched else {
+            self.full.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.fingerprint(recipe.clone()).await?.key);
+        };
         let signature = cache::recipe(&recipe.task, &recipe.cmd, &recipe.env, &recipe.patterns);
         let inputs = Key::Inputs(recipe.root.clone(), recipe.task.clone());
-        let root_id = local_dir_id(&recipe.root);
-        let watcher = self.watcher.as_ref().filter(|_| root_id.is_some());
-        if let (Some(w), Some(id)) = (watcher, root_id)
-            && self.clean_key(w, &inputs, &signature, id).is_some()
+        if self.clean_key(w, &inputs, &signature, root_id).is_some()
             && w.sync().await
-            && let Some(key) = self.clean_key(w, &inputs, &signature, id)
+            && let Some(key) = self.clean_key(w, &inputs, &signature, root_id)
         {
             self.watched.fetch_add(1, Ordering::Relaxed);
             return Ok(key);
         }
         self.full.fetch_add(1, Ordering::Relaxed);
-        let ticket = watcher.and_then(|w| w.begin_inputs(&inputs));
-        let fingerprint = self.fingerprint(recipe).await?;
-        if let (Some(w), Some(root_id)) = (watcher, root_id) {
-            let clean = CleanKey {
-                recipe: signature,
-                key: fingerprint.key,
-                root_id,
-            };
-            let good = w
-                .finish_inputs(inputs.clone(), ticket, fingerprint.watch_dirs)
-                .await;
-            let mut keys = self.clean_keys();
-            match ticket.filter(|_| good) {
-                Some(ticket) => keys.remember(inputs, ticket, clean, |k, t| w.is_current(k, t)),
-                None => keys.forget(&inputs),
-            }
+        let ticket = w.begin_inputs(&inputs);
+        let fingerprint = self.fingerprint(recipe.clone()).await?;
+        let clean = CleanKey {
+            recipe: signature,
+            key: fingerprint.key,
+            root_id,
+        };
+        let good = w
+            .finish_inputs(inputs.clone(), ticket, fingerprint.watch_dirs)
+            .await;
+        let mut keys = self.clean_keys();
+        match ticket.filter(|_| good) {
+            Some(ticket) => keys.remember(inputs, ticket, clean, |k, t| w.is_current(k, t)),
+            None => keys.forget(&inputs),
         }
         Ok(fingerprint.key)
     }

@@ -193,13 +193,18 @@ async fn store_if_unchanged(
 
 /// The task was cancelled before anything ran.
 async fn cancelled_before_start(events: &mpsc::Sender<RunEvent>, task: &str) -> Outcome {
+    cancelled_after(events, task, 0).await
+}
+
+/// The task was cancelled after its command ran for `ran` ms.
+async fn cancelled_after(events: &mpsc::Sender<RunEvent>, task: &str, ran: u64) -> Outcome {
     let _ = events
         .send(RunEvent::TaskFinished {
             task: task.to_owned(),
             status: TaskStatus::Cancelled,
             exit_code: None,
             signal: None,
-            duration_ms: 0,
+            duration_ms: ran,
             message: None,
         })
         .await;
@@ -318,20 +323,7 @@ async fn run_task(
                 Step::Cancelled(ran) => {
                     let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));
                     let _ = hooks.await;
-                    let _ = events
-                        .send(RunEvent::TaskFinished {
-                            task: name,
-                            status: TaskStatus::Cancelled,
-                            exit_code: None,
-                            signal: None,
-                            duration_ms: ran,
-                            message: None,
-                        })
-                        .await;
-                    return Outcome {
-                        status: TaskStatus::Cancelled,
-                        exit_code: taskrush_protocol::run::EXIT_CANCELLED,
-                    };
+                    return cancelled_after(events, &name, ran).await;
                 }
                 Step::SpawnFailed(failure) => {
                     return fail_after_hooks(spec, task, &env, events, failure).await;

@@ -9,6 +9,7 @@
 //! A task that writes into what it watches re-runs forever: outputs belong
 //! in ignored directories.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,11 +45,13 @@ pub(crate) const MAX_GITIGNORE_BYTES: u64 = 64 * 1024;
 
 impl WatchFilter {
     pub(crate) fn new(config: &RushFile, plan: &Plan) -> WatchFilter {
+        // Each pattern once, in order (a hash set: a task may list 10,000).
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut patterns: Vec<String> = Vec::new();
         for t in &plan.tasks {
             if let Some(task) = config.tasks.get(&t.name) {
                 for p in &task.cache_files {
-                    if !patterns.contains(p) {
+                    if seen.insert(p) {
                         patterns.push(p.clone());
                     }
                 }

@@ -74,18 +74,18 @@ impl Watcher {
     /// Call before computing a key of `inputs`: a ticket if its directories
     /// are watched now (so every change from here on shows), else `None`.
     pub(crate) fn begin_inputs(&self, inputs: &Key) -> Option<Ticket> {
-        let (generation, dirs) = {
-            let r = self.routes();
-            let i = r.inputs.get(inputs)?;
-            (i.generation, i.dirs.clone())
-        };
         if !self.has_native {
             return None;
         }
+        // Lock order: `applied` after `routes`; the directories are
+        // checked in place, not copied.
+        let r = self.routes();
+        let i = r.inputs.get(inputs)?;
         let applied = self.applied();
-        dirs.iter()
+        i.dirs
+            .iter()
             .all(|d| applied.contains_key(d))
-            .then_some(Ticket(generation))
+            .then_some(Ticket(i.generation))
     }
 
     /// Call after computing a key of `inputs` (with the ticket of

@@ -92,12 +92,9 @@ impl Routes {
 
     /// Every input gets a new generation (after an overflow).
     pub(super) fn all_inputs_changed(&mut self) {
-        let keys: Vec<Key> = self.inputs.keys().cloned().collect();
-        for k in keys {
-            let g = self.next_generation();
-            if let Some(i) = self.inputs.get_mut(&k) {
-                i.generation = g;
-            }
+        for i in self.inputs.values_mut() {
+            self.generation += 1;
+            i.generation = self.generation;
         }
     }
 
