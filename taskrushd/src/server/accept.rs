@@ -203,12 +203,14 @@ fn into_unix(stream: Stream) -> std::io::Result<tokio::net::UnixStream> {
 /// lose the answer); without, the framing is told from what already
 /// arrived and the descriptor is given back at once.
 fn refuse(stream: tokio::net::UnixStream, message: &str, linger: bool) {
-    let err = jsonrpsee::types::ErrorObject::owned(
-        taskrush_protocol::error::BUSY,
-        message.to_owned(),
-        None::<()>,
-    );
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": err}).to_string();
+    use taskrush_protocol::jsonrpc::{Id, Response};
+    let err = taskrush_protocol::error::WireError {
+        code: taskrush_protocol::error::BUSY,
+        message: message.to_owned(),
+        data: None,
+    };
+    let body = serde_json::to_string(&Response::<()>::new(Id::Null, Err(err)))
+        .expect("a JSON-RPC error serializes");
     // The socket buffer of a new connection is empty: this short write
     // completes at once (the reactor has not seen it writable yet, so
     // `try_write` would not even try).
