@@ -390,18 +390,16 @@ fn connect_with(
             // the listener must be ourselves.
             check_peer(&stream, &paths.socket)?;
             let waited = connect_timeout();
-            let limit = |t: Option<Duration>| {
+            // Socket options: set through any of the connection's
+            // descriptors, they hold for all of them.
+            let limit = |stream: &UnixStream, t: Option<Duration>| {
                 stream
                     .set_read_timeout(t)
                     .and_then(|()| stream.set_write_timeout(t))
                     .map_err(|e| CliError::io("cannot use the daemon's socket", e))
             };
-            limit(Some(waited))?;
-            let mut client = Client::new(
-                stream
-                    .try_clone()
-                    .map_err(|e| CliError::io("cannot use the daemon's socket", e))?,
-            )?;
+            limit(&stream, Some(waited))?;
+            let mut client = Client::new(stream)?;
             let hello = (|| {
                 if pass_stdio {
                     client.send_hello_with_stdio()?;
@@ -424,7 +422,7 @@ fn connect_with(
             if hello.is_ok() {
                 // The handshake proved a live daemon: from here on a run
                 // may be silent for as long as its tasks are.
-                limit(None)?;
+                limit(client.reader.get_ref(), None)?;
             }
             match hello {
                 Ok(hello) => Ok(Some((client, hello))),
