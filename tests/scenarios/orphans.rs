@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use rustix::process::Signal;
-use taskrush_tests::{Scenario, processes_matching, signal, wait_until};
+use taskrush_tests::{Scenario, process_state, processes_matching, signal, wait_until};
 
 /// A distinct, valid `sleep` duration per test, to find its process.
 fn unique_marker() -> String {
@@ -177,28 +177,13 @@ fn watchdogs_of(daemon: u32) -> Vec<u32> {
     processes_matching(&format!("--watchdog {daemon} "))
         .into_iter()
         // A zombie has no command line left; count live ones only.
-        .filter(|&pid| proc_state(pid).is_some_and(|state| state != 'Z'))
+        .filter(|&pid| process_state(pid).is_some_and(|state| state != 'Z'))
         .collect()
-}
-
-/// The state letter of `pid` in `/proc/PID/stat` (`Z` for a zombie), if
-/// it still exists.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(
-        stat.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next()
-            .unwrap_or(' '),
-    )
 }
 
 /// Whether `pid` is a zombie (ended, never reaped by its parent).
 fn is_zombie(pid: u32) -> bool {
-    proc_state(pid) == Some('Z')
+    process_state(pid) == Some('Z')
 }
 
 #[test]
