@@ -69,12 +69,9 @@ impl Drop for Client {
         };
         // Closing our end tells the private daemon to finish.
         let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let exited = || matches!(child.try_wait(), Ok(Some(_)));
+        if poll_until(Duration::from_secs(5), Duration::from_millis(2), exited) {
+            return;
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -390,18 +387,16 @@ fn connect_with(
             // the listener must be ourselves.
             check_peer(&stream, &paths.socket)?;
             let waited = connect_timeout();
-            let limit = |t: Option<Duration>| {
+            // Socket options: set through any of the connection's
+            // descriptors, they hold for all of them.
+            let limit = |stream: &UnixStream, t: Option<Duration>| {
                 stream
                     .set_read_timeout(t)
                     .and_then(|()| stream.set_write_timeout(t))
                     .map_err(|e| CliError::io("cannot use the daemon's socket", e))
             };
-            limit(Some(waited))?;
-            let mut client = Client::new(
-                stream
-                    .try_clone()
-                    .map_err(|e| CliError::io("cannot use the daemon's socket", e))?,
-            )?;
+            limit(&stream, Some(waited))?;
+            let mut client = Client::new(stream)?;
             let hello = (|| {
                 if pass_stdio {
                     client.send_hello_with_stdio()?;
@@ -424,7 +419,7 @@ fn connect_with(
             if hello.is_ok() {
                 // The handshake proved a live daemon: from here on a run
                 // may be silent for as long as its tasks are.
-                limit(None)?;
+                limit(client.reader.get_ref(), None)?;
             }
             match hello {
                 Ok(hello) => Ok(Some((client, hello))),
@@ -614,12 +609,17 @@ pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Wait (bounded) until no daemon holds the lock. True if it was released.
 pub fn wait_stopped(paths: &DaemonPaths, limit: Duration) -> bool {
+    poll_until(limit, Duration::from_millis(10), || !lock_held(paths))
+}
+
+/// Check `done` every `every` until it holds (true) or `limit` passes.
+fn poll_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    while lock_held(paths) {
+    while !done() {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
     }
     true
 }

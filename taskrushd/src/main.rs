@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     // The lock outlives the runtime: `taskrush daemon stop` returns when
     // the lock is free, and by then nothing of this daemon may be running.
     let (code, lock) = runtime.block_on(async {
-        let bound = match listener::bind(&paths, explicit) {
+        let bound = match listener::bind(&paths) {
             Ok(b) => b,
             Err(listener::BindError::AlreadyRunning) => {
                 tracing::info!("another daemon serves `{}`", paths.socket.display());

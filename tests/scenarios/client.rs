@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -58,6 +58,16 @@ while True:
     child
 }
 
+/// A world-writable sticky directory (like `/tmp`) `name` in the
+/// scenario's root, which other users can reach.
+fn shared_dir(t: &Scenario, name: &str) -> PathBuf {
+    let shared = t.root().join(name);
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    shared
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -68,10 +78,7 @@ fn the_cli_sends_nothing_to_a_socket_another_user_listens_on() {
     // Given TASKRUSH_SOCKET in a shared directory where another user
     // (uid 65534) already listens,
     let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
-    let shared = t.root().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = shared_dir(&t, "shared");
     let socket = shared.join("d.sock");
     let got = shared.join("got");
     let listener = impostor(&socket, &got, true, Some(65534));
@@ -171,10 +178,7 @@ fn the_cli_sends_nothing_to_another_users_socket_at_the_default_path() {
     // Given a shared XDG_RUNTIME_DIR where another user (uid 65534) made
     // `taskrush/` and listens at the default socket path,
     let t = Scenario::new().rush("tasks:\n  hi:\n    cmd: echo hi\n");
-    let shared = t.root().join("shared-runtime");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(t.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = shared_dir(&t, "shared-runtime");
     let dir = shared.join("taskrush");
     std::fs::create_dir(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();

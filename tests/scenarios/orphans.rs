@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use rustix::process::Signal;
-use taskrush_tests::{Scenario, processes_matching, signal, wait_until};
+use taskrush_tests::{Scenario, process_state, processes_matching, signal, wait_until};
 
 /// A distinct, valid `sleep` duration per test, to find its process.
 fn unique_marker() -> String {
@@ -45,6 +45,30 @@ fn reap_leftovers(marker: &str) {
     }
 }
 
+/// An editor's run: a client speaking the protocol itself, with no
+/// terminal and no process group of its own to clean up. `request` holds
+/// the run's fields besides `cwd`; returns once `started` tasks started.
+fn editor_run(s: &Scenario, request: serde_json::Value, started: usize) -> UnixStream {
+    let mut request = request;
+    request["cwd"] = s.project().display().to_string().into();
+    let mut editor = UnixStream::connect(s.socket()).expect("connect");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": request}});
+    writeln!(editor, "{req}").expect("send the run");
+    await_started(&editor, started);
+    editor
+}
+
+/// SIGKILL `daemon`, then wait (bounded) until nothing matches `marker`;
+/// whatever is left is killed. True if all of it ended with the daemon.
+fn kill_and_await_end(daemon: u32, marker: &str) -> bool {
+    signal(daemon, Signal::KILL);
+    let ended = wait_until(Duration::from_secs(5), || {
+        processes_matching(marker).is_empty()
+    });
+    reap_leftovers(marker);
+    ended
+}
+
 #[test]
 fn a_daemon_killed_by_sigkill_during_an_editor_run_ends_the_task() {
     let marker = unique_marker();
@@ -52,24 +76,14 @@ fn a_daemon_killed_by_sigkill_during_an_editor_run_ends_the_task() {
         "tasks:\n  hi:\n    cmd: echo hi\n  long:\n    cmd: sh -c 'sleep {marker} & wait'\n"
     ));
     s.run(&["hi"]).success();
-    // An editor's run: a client speaking the protocol itself, with no
-    // terminal and no process group of its own to clean up.
-    let mut editor = UnixStream::connect(s.socket()).expect("connect");
-    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
-        "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
-    writeln!(editor, "{req}").expect("send the run");
-    await_started(&editor, 1);
+    let editor = editor_run(&s, serde_json::json!({"tasks": ["long"]}), 1);
     assert!(
         wait_until(Duration::from_secs(20), || !processes_matching(&marker)
             .is_empty()),
         "the task did not start"
     );
     let daemon = s.daemon_pid().expect("a daemon");
-    signal(daemon, Signal::KILL);
-    let ended = wait_until(Duration::from_secs(5), || {
-        processes_matching(&marker).is_empty()
-    });
-    reap_leftovers(&marker);
+    let ended = kill_and_await_end(daemon, &marker);
     drop(editor);
     assert!(ended, "the task outlived its daemon");
 }
@@ -101,11 +115,7 @@ fn a_plugins_helper_process_ends_with_a_daemon_killed_by_sigkill() {
         "the plugin's helper did not start"
     );
     let daemon = s.daemon_pid().expect("a daemon");
-    signal(daemon, Signal::KILL);
-    let ended = wait_until(Duration::from_secs(5), || {
-        processes_matching(&marker).is_empty()
-    });
-    reap_leftovers(&marker);
+    let ended = kill_and_await_end(daemon, &marker);
     assert!(ended, "the plugin's helper outlived the daemon");
 }
 
@@ -166,28 +176,14 @@ fn watchdogs_of(daemon: u32) -> Vec<u32> {
     // daemon 12 not match the watchdog of daemon 123.
     processes_matching(&format!("--watchdog {daemon} "))
         .into_iter()
-        .filter(|pid| {
-            // A zombie has no command line left; count live ones only.
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-        })
+        // A zombie has no command line left; count live ones only.
+        .filter(|&pid| process_state(pid).is_some_and(|state| state != 'Z'))
         .collect()
 }
 
 /// Whether `pid` is a zombie (ended, never reaped by its parent).
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
+    process_state(pid) == Some('Z')
 }
 
 #[test]
@@ -220,21 +216,13 @@ fn a_watchdog_killed_by_sigkill_is_replaced_and_tasks_still_end_with_a_killed_da
     );
     s.run(&["hi"]).expect_stdout("hi\n").success();
     // An editor's run, then a killed daemon: the new watchdog ends it.
-    let mut editor = UnixStream::connect(s.socket()).expect("connect");
-    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
-        "cwd": s.project().display().to_string(), "tasks": ["long"]}}});
-    writeln!(editor, "{req}").expect("send the run");
-    await_started(&editor, 1);
+    let editor = editor_run(&s, serde_json::json!({"tasks": ["long"]}), 1);
     assert!(
         wait_until(Duration::from_secs(20), || !processes_matching(&marker)
             .is_empty()),
         "the task did not start"
     );
-    signal(daemon, Signal::KILL);
-    let ended = wait_until(Duration::from_secs(5), || {
-        processes_matching(&marker).is_empty()
-    });
-    reap_leftovers(&marker);
+    let ended = kill_and_await_end(daemon, &marker);
     drop(editor);
     assert!(ended, "the task outlived its daemon");
     assert!(
@@ -310,11 +298,11 @@ fn every_task_of_a_parallel_editor_run_ends_with_a_daemon_killed_by_sigkill() {
     ));
     let s = Scenario::new().rush(&rush);
     s.run(&["hi"]).success();
-    let mut editor = UnixStream::connect(s.socket()).expect("connect");
-    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
-        "cwd": s.project().display().to_string(), "tasks": ["all"], "jobs": 16}}});
-    writeln!(editor, "{req}").expect("send the run");
-    await_started(&editor, names.len());
+    let editor = editor_run(
+        &s,
+        serde_json::json!({"tasks": ["all"], "jobs": 16}),
+        names.len(),
+    );
     // Per task its shell and two sleeps (dash execs the lone inner `sh`).
     assert!(
         wait_until(Duration::from_secs(30), || processes_matching(&format!(

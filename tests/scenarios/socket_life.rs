@@ -16,10 +16,7 @@ const HI: &str = "tasks:\n  hi:\n    cmd: echo hi\n";
 
 /// Whether the process lives (a zombie does not count).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    taskrush_tests::process_state(pid).is_some_and(|state| !matches!(state, 'Z' | 'X'))
 }
 
 /// One JSON-RPC call on a new raw connection, the connection kept open;
@@ -34,6 +31,24 @@ fn call_and_keep(socket: &Path, method: &str) -> (UnixStream, Option<serde_json:
         .ok()
         .and_then(|_| serde_json::from_str(&line).ok());
     (s, answer)
+}
+
+/// Whether the daemon answers a new connection's `daemon_status`.
+fn serves(t: &Scenario) -> bool {
+    call_and_keep(&t.socket(), "daemon_status")
+        .1
+        .is_some_and(|a| a["result"].is_object())
+}
+
+/// Start this scenario's daemon by hand with soft and hard open file
+/// limits of `limit` (so raising the soft one does not help).
+fn start_with_fd_limit(t: &Scenario, limit: u32) {
+    let started = t.sh(&format!("ulimit -n {limit} && taskrushd --notify-ready &"));
+    assert!(
+        started.stdout().starts_with("ready"),
+        "{}",
+        started.stdout()
+    );
 }
 
 #[test]
@@ -130,24 +145,14 @@ fn the_connection_limit_refuses_one_more_client_with_an_error_saying_so() {
         .expect_code(1)
         .expect_stderr_starting("error: too many connections: the daemon serves at most 3 at once");
     drop(held);
-    assert!(wait_until(Duration::from_secs(5), || {
-        call_and_keep(&t.socket(), "daemon_status")
-            .1
-            .is_some_and(|a| a["result"].is_object())
-    }));
+    assert!(wait_until(Duration::from_secs(5), || serves(&t)));
     t.run(&["hi"]).expect_stdout("hi\n").success();
 }
 
 #[test]
 fn a_daemon_out_of_file_descriptors_answers_every_client_logs_once_and_recovers() {
     let t = Scenario::new().rush(HI);
-    // Soft and hard limit both low, so raising the soft one does not help.
-    let started = t.sh("ulimit -n 48 && taskrushd --notify-ready &");
-    assert!(
-        started.stdout().starts_with("ready"),
-        "{}",
-        started.stdout()
-    );
+    start_with_fd_limit(&t, 48);
     let mut served = Vec::new();
     let mut refused = 0;
     for _ in 0..80 {
@@ -166,11 +171,7 @@ fn a_daemon_out_of_file_descriptors_answers_every_client_logs_once_and_recovers(
     }
     assert!(refused > 0, "the limit was never reached");
     drop(served);
-    assert!(wait_until(Duration::from_secs(5), || {
-        call_and_keep(&t.socket(), "daemon_status")
-            .1
-            .is_some_and(|a| a["result"].is_object())
-    }));
+    assert!(wait_until(Duration::from_secs(5), || serves(&t)));
     t.run(&["hi"]).expect_stdout("hi\n").success();
     let log = std::fs::read_to_string(t.log()).unwrap();
     let failed = log.lines().filter(|l| l.contains("accept failed")).count();
@@ -284,12 +285,7 @@ fn a_fifo_planted_at_the_log_or_the_lock_hangs_neither_the_daemon_nor_the_cli() 
 #[test]
 fn the_cli_refused_by_a_daemon_out_of_descriptors_says_so_without_starting_another() {
     let t = Scenario::new().rush(HI);
-    let started = t.sh("ulimit -n 40 && taskrushd --notify-ready &");
-    assert!(
-        started.stdout().starts_with("ready"),
-        "{}",
-        started.stdout()
-    );
+    start_with_fd_limit(&t, 40);
     // Given a daemon whose every descriptor is taken by idle clients,
     let mut served = Vec::new();
     for _ in 0..60 {

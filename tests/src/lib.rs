@@ -439,6 +439,21 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The state letter of `pid` in `/proc/PID/stat` (`Z` for a zombie, `X`
+/// for a dead one), if it still exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next()
+            .unwrap_or(' '),
+    )
+}
+
 /// Every process in `/proc`: its pid and its command line (arguments
 /// joined by spaces; empty for zombies, which run nothing).
 fn processes() -> Vec<(u32, String)> {

@@ -203,17 +203,16 @@ fn into_unix(stream: Stream) -> std::io::Result<tokio::net::UnixStream> {
 /// lose the answer); without, the framing is told from what already
 /// arrived and the descriptor is given back at once.
 fn refuse(stream: tokio::net::UnixStream, message: &str, linger: bool) {
-    let err = jsonrpsee::types::ErrorObject::owned(
+    let body = crate::server::connection::error_json(
+        jsonrpsee::types::Id::Null,
         taskrush_protocol::error::BUSY,
-        message.to_owned(),
-        None::<()>,
+        message,
     );
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": err}).to_string();
     // The socket buffer of a new connection is empty: this short write
     // completes at once (the reactor has not seen it writable yet, so
     // `try_write` would not even try).
     let send = move |stream: &tokio::net::UnixStream| {
-        let framed = peeked_framing(stream).encode(body.as_bytes());
+        let framed = peeked_framing(stream).encode(body.get().as_bytes());
         let _ = rustix::net::send(stream, &framed, rustix::net::SendFlags::NOSIGNAL);
     };
     if !linger {

@@ -475,7 +475,7 @@ fn request_id(text: &str) -> Option<Id<'static>> {
         .map(Id::into_owned)
 }
 
-fn error_json(id: Id<'_>, code: i32, message: &str) -> Box<RawValue> {
+pub(crate) fn error_json(id: Id<'_>, code: i32, message: &str) -> Box<RawValue> {
     let err = ErrorObject::owned(code, message.to_owned(), None::<()>);
     MethodResponse::error(id, err).into_json()
 }

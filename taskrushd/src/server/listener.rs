@@ -186,12 +186,12 @@ impl std::fmt::Display for BindError {
     }
 }
 
-/// Prepare the directory, take the lock, bind the socket (mode 0600).
-pub(crate) fn bind(paths: &DaemonPaths, explicit_socket: bool) -> Result<Bound, BindError> {
+/// Take the lock, bind the socket (mode 0600), in the directory
+/// [`prepare_dir`] has checked.
+pub(crate) fn bind(paths: &DaemonPaths) -> Result<Bound, BindError> {
     if paths.socket.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(BindError::PathTooLong(paths.socket.clone()));
     }
-    prepare_dir(&paths.dir, !explicit_socket)?;
     let mut lock = open_private(&paths.lock, false)?;
     match lock.try_lock() {
         Ok(()) => {}
