@@ -58,8 +58,9 @@ const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(1);
 
-/// Subscription ids: unique, never reused, never guessable across clients
-/// in practice (a counter mixed with the daemon's start time).
+/// Subscription ids: a counter, so unique and never reused in the daemon's
+/// life. Guessing one gains nothing: a subscription is bound to its
+/// connection, and only that connection can unsubscribe it.
 #[derive(Debug)]
 struct CounterIds;
 
