@@ -19,6 +19,7 @@ pub mod audit;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod host;
 pub mod jsonrpc;
 pub mod method;
 pub mod paths;
