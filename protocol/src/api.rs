@@ -8,7 +8,10 @@ use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 
-use crate::daemon::{DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskList};
+use crate::daemon::{
+    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus,
+    PluginTestReport, TaskList,
+};
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
 use crate::run::{RunEvent, RunRequest};
@@ -71,6 +74,40 @@ pub trait TaskRushApi {
         name: String,
         env: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<PluginStatus, ErrorObjectOwned>;
+
+    /// The plugins of the project that ask for permissions the user has
+    /// not granted (first use, or a widening update), in declared order.
+    /// The CLI asks the user about each on a terminal. Starts nothing.
+    #[method(name = "plugin_pending")]
+    async fn plugin_pending(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<Vec<PluginPending>, ErrorObjectOwned>;
+
+    /// Grant plugin `name` what it asks for (its manifest's permissions
+    /// less what the user config denies), `process` commands resolved on
+    /// the `PATH` of `env`; stored in the user's grants file. With
+    /// `refuse: true`, records that the user said no (nothing stored).
+    #[method(name = "plugin_grant")]
+    async fn plugin_grant(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        refuse: Option<bool>,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<PluginGrant, ErrorObjectOwned>;
+
+    /// Withdraw plugin `name`'s grant for this project; its process is
+    /// stopped. Answers whether a grant was stored.
+    #[method(name = "plugin_revoke")]
+    async fn plugin_revoke(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+    ) -> Result<bool, ErrorObjectOwned>;
 
     /// Run a command a plugin adds (`taskrush NAME args…`). `env` is the
     /// client's environment (for `${VAR}` in the plugin's config).

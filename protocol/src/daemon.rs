@@ -170,6 +170,58 @@ pub struct PluginDetails {
     /// The last error, even if it has recovered since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// What the user granted it (the grants file and the user config
+    /// together); `None` when nothing is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<crate::plugin::Permissions>,
+    /// What the user config denies of what it declares, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<crate::plugin::Permissions>,
+    /// What it gets: declared ∩ granted − denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<crate::plugin::Permissions>,
+    /// What it asks for that the user has not granted yet (it is not
+    /// started until `taskrush plugin grant NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::plugin::Permissions>,
+}
+
+/// A plugin of a project that asks for permissions the user has not
+/// granted (the answer to `plugin_pending`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginPending {
+    pub name: String,
+    /// Whether the `.rush` entry says `required: true`.
+    #[serde(default)]
+    pub required: bool,
+    /// What a grant gives it now: what its manifest declares, less what
+    /// the user config denies.
+    pub requested: crate::plugin::Permissions,
+    /// What was granted before (a widening), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<crate::plugin::Permissions>,
+    /// What it asks for beyond the current grant (all of `requested` on
+    /// first use).
+    pub more: crate::plugin::Permissions,
+    /// Whether it may read the project root (files such as `.env`
+    /// included); the user config can turn this off.
+    pub reads_project_root: bool,
+}
+
+/// The answer to `plugin_grant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginGrant {
+    pub name: String,
+    /// The project root the grant is for.
+    pub project: String,
+    /// What was granted (empty when the grant was refused).
+    pub granted: crate::plugin::Permissions,
+    /// `process` commands as resolved on `PATH` when granted.
+    #[serde(default)]
+    pub resolved: std::collections::BTreeMap<String, String>,
+    /// The sha256 of the granted set (with what was resolved).
+    #[serde(default)]
+    pub sha256: String,
 }
 
 /// One check of `plugin_test`.

@@ -20,6 +20,12 @@ pub const PLUGIN_LIST: &str = "plugin_list";
 pub const PLUGIN_INFO: &str = "plugin_info";
 /// Restart a plugin (also clears its failed state).
 pub const PLUGIN_RESTART: &str = "plugin_restart";
+/// The plugins of a project that ask for permissions not granted yet.
+pub const PLUGIN_PENDING: &str = "plugin_pending";
+/// Grant a plugin what it asks for (or record a refusal).
+pub const PLUGIN_GRANT: &str = "plugin_grant";
+/// Withdraw a plugin's grant.
+pub const PLUGIN_REVOKE: &str = "plugin_revoke";
 /// Run a command a plugin adds.
 pub const PLUGIN_COMMAND: &str = "plugin_command";
 /// Drive a plugin directory through the protocol (conformance kit).
@@ -46,6 +52,9 @@ pub const ALL: &[&str] = &[
     PLUGIN_LIST,
     PLUGIN_INFO,
     PLUGIN_RESTART,
+    PLUGIN_PENDING,
+    PLUGIN_GRANT,
+    PLUGIN_REVOKE,
     PLUGIN_COMMAND,
     PLUGIN_TEST,
     EVENTS,

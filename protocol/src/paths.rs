@@ -26,6 +26,8 @@ pub struct DaemonPaths {
     /// The plugin audit trail (JSON Lines): beside an explicit socket, else
     /// in the per-user state directory (`$TASKRUSH_LOG` does not move it).
     pub audit: PathBuf,
+    /// The user's plugin grants (JSON, 0600), beside the audit trail.
+    pub grants: PathBuf,
 }
 
 impl DaemonPaths {
@@ -66,6 +68,7 @@ impl DaemonPaths {
         let mut lock = socket.clone().into_os_string();
         lock.push(".lock");
         let audit = default_log_dir.join("audit.jsonl");
+        let grants = default_log_dir.join("grants.json");
         let log = var(ENV_LOG)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
@@ -76,6 +79,7 @@ impl DaemonPaths {
             lock: PathBuf::from(lock),
             log,
             audit,
+            grants,
         }
     }
 }

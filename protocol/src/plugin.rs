@@ -246,6 +246,24 @@ pub struct Permissions {
 }
 
 impl Permissions {
+    /// Whether it asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.filesystem.is_empty()
+            && self.network.is_empty()
+            && self.environment.is_empty()
+            && self.process.is_empty()
+    }
+
+    /// The kinds with their entries, in documentation order.
+    pub fn kinds(&self) -> [(&'static str, &Vec<String>); 4] {
+        [
+            ("filesystem", &self.filesystem),
+            ("network", &self.network),
+            ("environment", &self.environment),
+            ("process", &self.process),
+        ]
+    }
+
     /// As the list of the RFC's `Permission`s (empty kinds left out).
     pub fn to_list(&self) -> Vec<Permission> {
         let mut out = Vec::new();

@@ -32,7 +32,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// See, restart and test the project's plugins.
+    /// See, grant, restart and test the project's plugins.
     Plugin {
         /// The `.rush` file whose plugins to use (default: found from the
         /// current directory upwards).
@@ -58,8 +58,21 @@ pub enum PluginAction {
         #[arg(long)]
         json: bool,
     },
-    /// Restart a plugin, also one marked failed.
+    /// Restart a plugin, also one marked failed (it grants nothing: see
+    /// `plugin grant`).
     Restart { name: String },
+    /// Grant a plugin the permissions its manifest asks for, for this
+    /// project: shows them (or what an update asks beyond the current
+    /// grant) and asks; without a terminal, `--yes` is required.
+    Grant {
+        name: String,
+        /// Grant without asking (CI, scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Withdraw a plugin's grant for this project; it is stopped and not
+    /// started again until granted.
+    Revoke { name: String },
     /// Show the plugin audit trail (of every project): plugins spawned
     /// and exited, vetoes and failures of required plugins, plugin
     /// commands run. Secrets are shown as `***`.

@@ -13,6 +13,7 @@
 mod args;
 mod audit_cmd;
 mod client;
+mod consent;
 mod daemon_cmd;
 mod error;
 mod events_cmd;

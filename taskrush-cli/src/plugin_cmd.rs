@@ -115,23 +115,16 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 kv("license", m.license.clone());
                 kv("entry_point", m.entry_point.join(" "));
                 kv("taskrush", m.taskrush_version.clone());
-                let p = &m.permissions;
-                kv("filesystem", dash(&p.filesystem));
-                kv("network", dash(&p.network));
-                kv("environment", dash(&p.environment));
-                kv("process", dash(&p.process));
                 if let Some(e) = &m.enforcement {
                     kv("enforcement", e.clone());
                 }
-            }
-            for (kind, level) in &s.enforcement {
-                kv(&format!("enforced {kind}"), level.clone());
             }
             kv("hooks", dash(&s.hooks));
             kv("commands", dash(&s.commands));
             if let Some(e) = &d.last_error {
                 kv("last error", e.clone());
             }
+            permissions_table(&mut out, &d);
             if !d.stderr.is_empty() {
                 let _ = writeln!(out, "last stderr lines:");
                 for l in &d.stderr {
@@ -152,6 +145,16 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             )?;
             let _ = writeln!(out, "restarted `{}`: {}", s.name, state(&s));
             Ok(0)
+        }
+        PluginAction::Grant { name, yes } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::consent::grant_cmd(&mut c, &cwd, file.as_deref(), &name, yes)
+        }
+        PluginAction::Revoke { name } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::consent::revoke_cmd(&mut c, &cwd, file.as_deref(), &name)
         }
         PluginAction::Test { path, json } => {
             let path = std::path::absolute(&path)
@@ -181,6 +184,55 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             }
             Ok(if failed == 0 { 0 } else { 1 })
         }
+    }
+}
+
+/// `plugin info`'s permissions, kind by kind: declared, granted, denied
+/// (when the user config denies any), what it gets, and the level the
+/// sandbox achieves.
+fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
+    let Some(m) = &d.manifest else { return };
+    let _ = writeln!(out, "permissions:");
+    let empty = taskrush_protocol::plugin::Permissions::default();
+    let granted = d.granted.as_ref();
+    let kinds = m.permissions.kinds();
+    for (i, (kind, declared)) in kinds.iter().enumerate() {
+        let pick = |p: &taskrush_protocol::plugin::Permissions| p.kinds()[i].1.clone();
+        let _ = writeln!(out, "  {kind}");
+        let _ = writeln!(out, "    declared   {}", dash(declared));
+        let _ = writeln!(
+            out,
+            "    granted    {}",
+            granted.map(|g| dash(&pick(g))).unwrap_or_else(|| "(no grant)".into())
+        );
+        if let Some(denied) = d.denied.as_ref().map(&pick).filter(|v| !v.is_empty()) {
+            let _ = writeln!(out, "    denied     {}", dash(&denied));
+        }
+        let _ = writeln!(
+            out,
+            "    effective  {}",
+            dash(&pick(d.effective.as_ref().unwrap_or(&empty)))
+        );
+        if let Some(level) = d.status.enforcement.get(*kind) {
+            let _ = writeln!(out, "    enforced   {level}");
+        }
+    }
+    for (kind, level) in d
+        .status
+        .enforcement
+        .iter()
+        .filter(|(k, _)| !kinds.iter().any(|(n, _)| n == k))
+    {
+        let _ = writeln!(out, "  {kind}");
+        let _ = writeln!(out, "    enforced   {level}");
+    }
+    if let Some(p) = &d.pending {
+        let _ = writeln!(
+            out,
+            "not granted yet: {}\nhint: run `taskrush plugin grant {}`",
+            crate::consent::describe(p),
+            d.status.name
+        );
     }
 }
 
@@ -261,6 +313,8 @@ pub fn split(raw: &[OsString]) -> Option<CommandLine> {
 /// code is ours.
 pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
     let mut c = connect(cmd.no_daemon)?;
+    let file = cmd.file.as_ref().map(|f| f.display().to_string());
+    crate::consent::ask_pending(&mut c, &crate::cwd()?, file.as_deref())?;
     let r: CommandResult = c.call(
         method::PLUGIN_COMMAND,
         json!({

@@ -68,6 +68,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     };
 
     let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;
+    crate::consent::ask_pending(&mut client, &request.cwd, request.file.as_deref())?;
     let sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;
     let state = Arc::new(State {
         run_id: AtomicU64::new(0),

@@ -281,9 +281,10 @@ fn ready(notify: bool, word: &str) {
     }
 }
 
-/// The plugin audit trail; a daemon that cannot open it still serves,
-/// and says so in its log.
+/// The plugin audit trail (and the grants file beside it); a daemon that
+/// cannot open the trail still serves, and says so in its log.
 fn open_audit_trail(paths: &DaemonPaths) {
+    plugin::open_grants(&paths.grants);
     if let Err(e) = plugin::open_audit(&paths.audit) {
         tracing::warn!(
             "cannot open the plugin audit trail `{}`: {e}",

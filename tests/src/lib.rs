@@ -175,6 +175,36 @@ impl Scenario {
         self
     }
 
+    /// The user config file the daemon reads (`$XDG_CONFIG_HOME/taskrush/config.toml`).
+    pub fn user_config_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("home")
+            .join("config")
+            .join("taskrush")
+            .join("config.toml")
+    }
+
+    /// Write the user config (TOML).
+    pub fn user_config(self, toml: &str) -> Scenario {
+        let p = self.user_config_path();
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("config dir");
+        std::fs::write(&p, toml).expect("write the user config");
+        self
+    }
+
+    /// Grant plugin `name` whatever its manifest declares, in every
+    /// project, through the user config (as CI would): for scenarios
+    /// whose plugins declare permissions and are not about consent.
+    pub fn grant(self, name: &str) -> Scenario {
+        let p = self.user_config_path();
+        let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+        text.push_str(&format!(
+            "\n[[grants]]\nproject = \"*\"\nplugin = \"{name}\"\nall = true\n"
+        ));
+        self.user_config(&text)
+    }
+
     /// A `taskrush` command with this scenario's private environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("taskrush"));
@@ -201,6 +231,7 @@ impl Scenario {
             .env("XDG_RUNTIME_DIR", home.join("runtime"))
             .env("XDG_STATE_HOME", home.join("state"))
             .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         for (k, v) in &self.env {

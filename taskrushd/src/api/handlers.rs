@@ -11,7 +11,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginStatus, PluginTestReport, TaskList,
+    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus,
+    PluginTestReport, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
@@ -135,6 +136,45 @@ impl TaskRushApiServer for Api {
             .restart(&config, &name, &env.unwrap_or_default())
             .await
             .map_err(plugin_error)
+    }
+
+    async fn plugin_pending(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<Vec<PluginPending>, ErrorObjectOwned> {
+        let config = self.load(&cwd, file.as_deref()).await?.config;
+        Ok(self.plugins.pending(&config))
+    }
+
+    async fn plugin_grant(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        refuse: Option<bool>,
+        env: Option<BTreeMap<String, String>>,
+    ) -> Result<PluginGrant, ErrorObjectOwned> {
+        let config = self.load(&cwd, file.as_deref()).await?.config;
+        self.plugins
+            .grant(
+                &config,
+                &name,
+                refuse.unwrap_or(false),
+                &env.unwrap_or_default(),
+            )
+            .await
+            .map_err(plugin_error)
+    }
+
+    async fn plugin_revoke(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+    ) -> Result<bool, ErrorObjectOwned> {
+        let config = self.load(&cwd, file.as_deref()).await?.config;
+        self.plugins.revoke(&config, &name).map_err(plugin_error)
     }
 
     async fn plugin_command(

@@ -4,7 +4,8 @@
 //! (`rush_file`, `config_error`), `${VAR}` expansion (`expand`), finding
 //! the file (`discover`), bounded reads of files read whole (`whole_file`)
 //! and the loaded projects kept while their file does not change
-//! (`projects`).
+//! (`projects`); and the user's own config file (`user_config`: plugin
+//! grants and denials for CI, stricter enforcement).
 //!
 //! Architecture invariants:
 //! - Parsing never runs on a runtime worker nor under a shared lock.
@@ -16,4 +17,5 @@ pub(crate) mod discover;
 pub(crate) mod expand;
 pub(crate) mod projects;
 pub(crate) mod rush_file;
+pub(crate) mod user_config;
 pub(crate) mod whole_file;

@@ -125,6 +125,25 @@ impl PluginHost {
         env: &BTreeMap<String, String>,
     ) -> Result<CommandResult, PluginFailure> {
         let Some(owner) = self.command_owner(config, name, env).await else {
+            let waiting: Vec<String> = self.pending(config).into_iter().map(|p| p.name).collect();
+            if !waiting.is_empty() {
+                let cmds: Vec<String> = waiting
+                    .iter()
+                    .map(|n| format!("`taskrush plugin grant {n}`"))
+                    .collect();
+                return Err(PluginFailure {
+                    plugin: String::new(),
+                    phase: Phase::Command,
+                    message: format!(
+                        "no running plugin adds a command named `{name}`; {} not started: {} {} for permissions not granted yet",
+                        if waiting.len() == 1 { "one plugin is" } else { "some plugins are" },
+                        waiting.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                        if waiting.len() == 1 { "asks" } else { "ask" },
+                    ),
+                    hint: Some(format!("to grant them, run {}", cmds.join(", "))),
+                    stderr: Vec::new(),
+                });
+            }
             let known: Vec<String> = self
                 .commands(config, None)
                 .await

@@ -84,7 +84,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         &m.name,
         &m.entry_point,
         dir,
-        &super::permissions::plugin_env(env, m),
+        &super::permissions::plugin_env(env, &m.permissions),
         None,
         stderr.clone(),
         None,

@@ -1,8 +1,8 @@
 //! Enforcement of an external plugin's permissions (Linux): the sandbox
 //! spec its process is started under, and the level achieved per kind.
 //!
-//! The granted set is the declared set for now; [`plan`] takes it as a
-//! separate argument so that a grant step can narrow it.
+//! [`plan`] and [`levels`] take the effective set (declared ∩ granted −
+//! denied, from [`super::grants::effective`]).
 //!
 //! - File system: read-only the runtime (`/usr`, `/lib*`, `/usr/local`,
 //!   the essentials of `/etc`), the interpreter's prefix, the plugin's
@@ -295,7 +295,8 @@ pub(super) fn plan(
         }
         // git runs its helpers from its exec path and reads the user's
         // configuration.
-        if cmd == "git" {
+        // (`cmd` may be the absolute path resolved when it was granted.)
+        if cmd == "git" || cmd.ends_with("/git") {
             if let Some(home) = &home {
                 spec.read.push(Path::new(home).join(".gitconfig"));
                 spec.read.push(Path::new(home).join(".config/git"));

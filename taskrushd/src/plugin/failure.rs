@@ -98,6 +98,8 @@ pub(crate) enum Phase {
     Hook(Hook),
     /// A plugin command.
     Command,
+    /// It asks for permissions the user has not granted: not started.
+    Consent,
 }
 
 impl Phase {
@@ -110,6 +112,7 @@ impl Phase {
             Phase::Idle => "idle",
             Phase::Hook(hook) => hook.method(),
             Phase::Command => "command",
+            Phase::Consent => "consent",
         }
     }
 }
@@ -140,6 +143,10 @@ impl PluginFailure {
 
     /// [`detail`](Self::detail) with `note` before the stderr lines.
     pub(crate) fn detail_with(&self, note: &str) -> String {
+        if self.phase == Phase::Consent {
+            // "was not started: it asks for …": one line, the command in it.
+            return format!("{}{note}", self.message);
+        }
         let mut s = format!("failed in `{}`: {}{note}", self.phase, self.message);
         if !self.stderr.is_empty() {
             s.push_str("; its last stderr lines:");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use taskrush_protocol::plugin::{
-    Hook, HookParams, PluginManifest, TaskContext, TaskError, TaskResult,
+    Hook, HookParams, Permissions, TaskContext, TaskError, TaskResult,
 };
 use taskrush_protocol::run::RunEvent;
 use tokio::sync::mpsc;
@@ -59,7 +59,7 @@ impl PluginHost {
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
         hook: Hook,
-        params: impl FnOnce(&PluginManifest) -> Result<Value, String>,
+        params: impl FnOnce(&Permissions) -> Result<Value, String>,
     ) -> HookOutcome {
         let slot = self.slot(&ctx.config.root, &spec.name);
         let phase = Phase::Hook(hook);
@@ -70,9 +70,10 @@ impl PluginHost {
         if !info.hooks.contains(&hook) {
             return HookOutcome::NotDeclared;
         }
-        // Built under the slot's lock, from its manifest in place.
-        let params = match slot.st().loaded.as_ref() {
-            Some(l) => params(&l.manifest),
+        // Built under the slot's lock, from the effective permissions of
+        // the running process.
+        let params = match slot.st().effective.as_ref() {
+            Some(p) => params(p),
             None => return HookOutcome::NotDeclared,
         };
         let params = match params {
@@ -187,6 +188,41 @@ impl RunPlugins {
         }
     }
 
+    /// Say once per run, in its output, that the user config cannot be
+    /// used (the last good one is in force).
+    async fn tell_config_error(&self, events: &mpsc::Sender<RunEvent>) {
+        if self.config.plugins.is_empty() {
+            return;
+        }
+        let Some(e) = crate::config::user_config::current().error else {
+            return;
+        };
+        let first = self
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert("user config".into());
+        if first {
+            let _ = events
+                .send(RunEvent::Warning {
+                    task: None,
+                    message: format!("{e}; the last good user config stays in force"),
+                })
+                .await;
+        }
+    }
+
+    /// Whether to warn about failure `f`: a plugin not started for want
+    /// of consent is told once per run (every other failure each time).
+    fn first_consent_warning(&self, spec: &PluginSpec, f: &PluginFailure) -> bool {
+        f.phase != Phase::Consent
+            || self
+                .refusals_told
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(format!("consent {}", spec.name))
+    }
+
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
             config: &self.config,
@@ -199,7 +235,7 @@ impl RunPlugins {
         spec: &PluginSpec,
         task: &Task,
         task_env: &BTreeMap<String, String>,
-        manifest: &PluginManifest,
+        effective: &Permissions,
     ) -> Result<TaskContext, String> {
         Ok(TaskContext {
             task_name: task.name.clone(),
@@ -207,7 +243,7 @@ impl RunPlugins {
             working_dir: self.config.root.display().to_string(),
             env_vars: task_env
                 .iter()
-                .filter(|(k, _)| manifest.permissions.environment.contains(k))
+                .filter(|(k, _)| effective.environment.contains(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             config: task_config(spec, task, &self.env)?,
@@ -223,6 +259,7 @@ impl RunPlugins {
         task_env: &BTreeMap<String, String>,
         events: &mpsc::Sender<RunEvent>,
     ) -> Result<(), HookFailure> {
+        self.tell_config_error(events).await;
         for spec in &self.config.plugins {
             let outcome = self
                 .host
@@ -257,7 +294,9 @@ impl RunPlugins {
                 }
                 HookOutcome::Failed(f) => {
                     self.mark_failed(task, spec);
-                    skipped(events, spec, task, &f).await;
+                    if self.first_consent_warning(spec, &f) {
+                        skipped(events, spec, task, &f).await;
+                    }
                 }
             }
         }
@@ -316,7 +355,9 @@ impl RunPlugins {
                 }
                 HookOutcome::Failed(f) => {
                     self.mark_failed(task, spec);
-                    skipped(events, spec, task, &f).await;
+                    if self.first_consent_warning(spec, &f) {
+                        skipped(events, spec, task, &f).await;
+                    }
                 }
             }
         }
@@ -358,6 +399,17 @@ async fn skipped(
     task: &Task,
     f: &PluginFailure,
 ) {
+    if f.phase == Phase::Consent {
+        message(
+            events,
+            spec,
+            task,
+            "warn",
+            f.detail_with("; its hooks are skipped (the plugin is not required)"),
+        )
+        .await;
+        return;
+    }
     message(
         events,
         spec,

@@ -98,8 +98,7 @@ impl PluginHost {
             st.crashes.clear();
             st.retry_at = None;
             st.info = None;
-            // Restarting by hand accepts the manifest's permissions.
-            st.granted = None;
+            // Granting is `plugin grant`'s job: a restart only restarts.
             st.refused_swap = None;
             st.process.take()
         };

@@ -14,8 +14,10 @@
 //! - [`hooks`]: the task hooks of a run ([`RunPlugins`]), and why they
 //!   fail a task ([`HookFailure`]);
 //! - [`commands`]: the commands plugins add, their names checked;
-//! - [`permissions`]: granted versus asked permissions, a plugin's
+//! - [`permissions`]: what an update asks beyond the grant, a plugin's
 //!   environment;
+//! - [`grants`]: the user's grants (`grants.json`) and the effective set
+//!   of a plugin (declared ∩ granted − denied), `plugin grant`/`revoke`;
 //! - [`failure`]: [`PluginFailure`], its [`Phase`], crash accounting and
 //!   back-off;
 //! - [`status`]: `plugin list` and `plugin info`;
@@ -67,6 +69,7 @@ mod commands;
 mod conformance;
 mod enforce;
 mod failure;
+mod grants;
 mod hooks;
 mod host;
 mod manifest;
@@ -82,5 +85,6 @@ mod swap;
 pub(crate) use audit::{flush as flush_audit, open as open_audit};
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
+pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;

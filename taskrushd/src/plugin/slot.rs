@@ -1,5 +1,5 @@
 //! One plugin of one project: its state (process, handshake, failures,
-//! granted permissions) and how a failure of its process is recorded.
+//! effective permissions) and how a failure of its process is recorded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,6 @@ use super::failure::{
     AfterCrash, CRASH_WINDOW, Crashes, Fault, Phase, PluginFailure, restart_hint,
 };
 use super::manifest::{self, Installed};
-use super::permissions::widened;
 use super::process::{CallError, PluginProcess};
 use super::stderr::StderrLog;
 use crate::config::rush_file::PluginSpec;
@@ -45,10 +44,9 @@ pub(super) struct SlotState {
     /// The client environment the process was last started with: a
     /// reload (its files changed) starts the new version with it.
     pub(super) env: Option<BTreeMap<String, String>>,
-    /// The permissions the user accepted (the first start, or
-    /// `plugin_restart`): a new version asking for more is not started
-    /// until the user restarts it by hand.
-    pub(super) granted: Option<wire::Permissions>,
+    /// The effective permissions of the running process (declared ∩
+    /// granted − denied when it was started): what its hooks are given.
+    pub(super) effective: Option<wire::Permissions>,
     /// Why the last update of the running process was not swapped in (it
     /// asks for more permissions): said in the output of every run that
     /// uses the plugin until it is granted or reverted.
@@ -76,13 +74,6 @@ impl Slot {
             st: Mutex::new(SlotState::default()),
             events,
         }
-    }
-
-    /// What `new` asks beyond the permissions granted so far, if anything.
-    /// (Returns with the lock released: callers lock again.)
-    pub(super) fn widened_by(&self, new: &wire::Permissions) -> Option<String> {
-        let st = self.st();
-        st.granted.as_ref().and_then(|g| widened(g, new))
     }
 
     pub(super) fn st(&self) -> std::sync::MutexGuard<'_, SlotState> {

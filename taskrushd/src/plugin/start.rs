@@ -17,7 +17,8 @@ use super::enforce;
 use super::failure::{Fault, Phase, PluginFailure, restart_hint};
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
-use super::permissions::{plugin_env, refused_message};
+use super::grants;
+use super::permissions::plugin_env;
 use super::process::{CallError, PluginProcess};
 use super::slot::{Slot, retire, sync_spec};
 use crate::config::rush_file::PluginSpec;
@@ -89,11 +90,13 @@ impl PluginHost {
             }
             tokio::time::sleep(wait).await;
         }
-        let more = slot.widened_by(&loaded.manifest.permissions);
-        if let Some(more) = more {
-            let m = refused_message(&slot.name, &more);
+        // Not started without the user's consent (never asked here: the
+        // CLI asks on a terminal, `plugin grant` otherwise).
+        let eff = grants::effective(&slot.root, &slot.name, &loaded.manifest.permissions);
+        if let Some(more) = eff.pending_text() {
+            let m = grants::not_granted(&slot.name, &more);
             slot.st().last_error = Some(m.clone());
-            return Err(slot.failure(Phase::Load, m, Some(restart_hint(&slot.name))));
+            return Err(slot.failure(Phase::Consent, m, None));
         }
         let launched = self.launch(slot, spec, ctx, &loaded).await;
         if !matches!(launched, Err(Launch::Spawn(_) | Launch::Config(_))) {
@@ -115,8 +118,6 @@ impl PluginHost {
             st.info = Some(info.clone());
             st.retry_at = None;
             st.env = Some(ctx.env.clone());
-            st.granted
-                .get_or_insert_with(|| loaded.manifest.permissions.clone());
             st.refused_swap = None;
         }
         self.watch_files(slot, &loaded).await;
@@ -140,14 +141,16 @@ impl PluginHost {
     ) -> Result<(Arc<PluginProcess>, InitializeResult), Launch> {
         let init_config = super::redact::expand_config(&spec.config, ctx.env)
             .map_err(|e| Launch::Config(format!("in its `config`: {e}")))?;
-        let mut env = plugin_env(ctx.env, &loaded.manifest);
-        // The granted set is the declared set for now (no grant step yet).
-        let granted = &loaded.manifest.permissions;
+        // What it gets: declared ∩ granted − denied (the safe set needs no
+        // grant); `process` commands as resolved when granted.
+        let eff = grants::effective(&slot.root, &slot.name, &loaded.manifest.permissions);
+        let granted = &eff.for_sandbox();
+        let mut env = plugin_env(ctx.env, &eff.effective);
         let levels = enforce::levels(granted);
-        if let Some(m) = enforce::refusal(&loaded.manifest, &levels) {
+        if let Some(m) = refusal(&loaded.manifest, &levels, &eff) {
             return Err(Launch::Config(m));
         }
-        let plan = enforce::plan(
+        let mut plan = enforce::plan(
             &slot.name,
             &loaded.manifest,
             granted,
@@ -156,6 +159,10 @@ impl PluginHost {
             &mut env,
         )
         .map_err(Launch::Spawn)?;
+        if !eff.reads_project {
+            // The user config keeps plugins out of the project root.
+            plan.spec.read.retain(|p| p != &ctx.config.root);
+        }
         let process = PluginProcess::spawn(
             &slot.name,
             &plan.argv,
@@ -173,11 +180,7 @@ impl PluginHost {
             ))
         })?;
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
-        let granted = slot
-            .st()
-            .granted
-            .clone()
-            .unwrap_or_else(|| loaded.manifest.permissions.clone());
+        slot.st().effective = Some(eff.effective.clone());
         super::audit::record(
             "spawned",
             &slot.name,
@@ -189,7 +192,9 @@ impl PluginHost {
                 "entry_sha256": entry_file(loaded).and_then(|f| super::audit::sha256_file(&f)),
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
-                "granted": granted,
+                "granted": eff.granted,
+                "denied": eff.denied,
+                "effective": eff.effective,
                 // What the sandbox achieved, per kind of permission.
                 "enforcement": levels,
             }),
@@ -200,7 +205,7 @@ impl PluginHost {
             name: spec.name.clone(),
             config: init_config,
             project_root: ctx.config.root.display().to_string(),
-            permissions: loaded.manifest.permissions.to_list(),
+            permissions: eff.effective.to_list(),
             data_dir: Some(plan.data_dir.display().to_string()),
             tmp_dir: Some(plan.tmp_dir.display().to_string()),
         };
@@ -250,6 +255,37 @@ impl PluginHost {
         }
         None
     }
+}
+
+/// With `enforcement = "required"` in the manifest or the user config:
+/// why the plugin must not start.
+fn refusal(
+    manifest: &wire::PluginManifest,
+    levels: &std::collections::BTreeMap<String, String>,
+    eff: &grants::Effective,
+) -> Option<String> {
+    if let Some(m) = enforce::refusal(manifest, levels) {
+        return Some(m);
+    }
+    if !eff.enforcement_required {
+        return None;
+    }
+    let required = wire::PluginManifest {
+        enforcement: Some("required".into()),
+        ..manifest.clone()
+    };
+    let file = eff
+        .config_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    enforce::refusal(&required, levels).map(|m| {
+        m.replacen(
+            "its manifest says",
+            &format!("the user config `{file}` says"),
+            1,
+        )
+    })
 }
 
 /// Why [`PluginHost::launch`] failed.

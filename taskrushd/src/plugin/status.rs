@@ -71,7 +71,12 @@ impl PluginHost {
                     .version
                     .get_or_insert_with(|| l.manifest.version.clone());
                 if spec.kind.as_str() == "external" {
-                    status.enforcement = super::enforce::levels(&l.manifest.permissions);
+                    let eff = super::grants::effective(
+                        &config.root,
+                        &spec.name,
+                        &l.manifest.permissions,
+                    );
+                    status.enforcement = super::enforce::levels(&eff.for_sandbox());
                 }
             }
             Err(e) => {
@@ -86,6 +91,9 @@ impl PluginHost {
     pub(crate) fn info(&self, config: &RushFile, name: &str) -> Option<PluginDetails> {
         let spec = config.plugins.iter().find(|p| p.name == name)?;
         let (status, loaded) = self.status(config, spec);
+        let eff = loaded
+            .as_ref()
+            .map(|l| super::grants::effective(&config.root, name, &l.manifest.permissions));
         let slot = self.existing(&config.root, name);
         let (stderr, last_error) = match &slot {
             Some(s) => (
@@ -102,6 +110,13 @@ impl PluginHost {
             stderr,
             last_error: last_error.or_else(|| status.error.clone()),
             status,
+            granted: eff.as_ref().and_then(|e| e.granted.clone()),
+            denied: eff
+                .as_ref()
+                .map(|e| e.denied.clone())
+                .filter(|d| !d.is_empty()),
+            pending: eff.as_ref().and_then(|e| e.pending.clone()),
+            effective: eff.map(|e| e.effective),
         })
     }
 }

@@ -69,7 +69,8 @@ impl PluginHost {
         if old_loaded.as_ref() == Some(&loaded) && same_spec {
             return; // touched, not changed
         }
-        let more = slot.widened_by(&loaded.manifest.permissions);
+        let more = super::grants::effective(&slot.root, &slot.name, &loaded.manifest.permissions)
+            .pending_text();
         if let Some(more) = more {
             let m = refused_message(&slot.name, &more);
             tracing::warn!(target: "plugin", plugin = %slot.name, "{m}");

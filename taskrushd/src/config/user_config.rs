@@ -1,0 +1,305 @@
+//! The user's own configuration: `$XDG_CONFIG_HOME/taskrush/config.toml`
+//! (else `~/.config/taskrush/config.toml`), read by the daemon (it runs
+//! as the user). It holds what a terminal prompt cannot give in CI:
+//! plugin grants, permissions denied to every plugin, and stricter
+//! enforcement.
+//!
+//! ```toml
+//! enforcement = "required"      # refuse plugins whose grants cannot all be enforced
+//! plugins_read_project = false  # plugins do not get read access to the project root
+//!
+//! [[grants]]
+//! project = "/home/me/src/app"  # or "*": every project
+//! plugin = "slack-notify"       # or "*": every plugin
+//! environment = ["SLACK_WEBHOOK"]
+//! network = ["hooks.slack.com"]
+//!
+//! [[grants]]
+//! project = "*"
+//! plugin = "git-hook"
+//! all = true                    # whatever its manifest declares
+//!
+//! [deny]                        # for every plugin; deny beats any grant
+//! environment = ["AWS_SECRET_ACCESS_KEY"]
+//! filesystem = ["~/.ssh"]
+//! ```
+//!
+//! The file is checked (cheaply: one `stat`) at each plugin start and
+//! re-read when it changed. A file that cannot be used is reported with
+//! its path and line, and the last good one stays in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use taskrush_protocol::plugin::Permissions;
+
+use super::whole_file;
+
+/// The most read of the file.
+const MAX_BYTES: u64 = 1024 * 1024;
+
+/// One `[[grants]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantEntry {
+    /// An absolute project root, or `*`.
+    pub(crate) project: String,
+    /// A plugin name, or `*`.
+    pub(crate) plugin: String,
+    /// Grant whatever the manifest declares.
+    #[serde(default)]
+    pub(crate) all: bool,
+    #[serde(default)]
+    pub(crate) filesystem: Vec<String>,
+    #[serde(default)]
+    pub(crate) network: Vec<String>,
+    #[serde(default)]
+    pub(crate) environment: Vec<String>,
+    #[serde(default)]
+    pub(crate) process: Vec<String>,
+}
+
+impl GrantEntry {
+    fn applies(&self, root: &Path, plugin: &str) -> bool {
+        (self.project == "*" || Path::new(&self.project) == root)
+            && (self.plugin == "*" || self.plugin == plugin)
+    }
+}
+
+/// The user config, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserConfig {
+    /// `"required"`: like a manifest's `enforcement = "required"`, for
+    /// every plugin.
+    #[serde(default)]
+    pub(crate) enforcement: Option<String>,
+    /// Whether plugins may read the project root (default: yes).
+    #[serde(default = "yes")]
+    pub(crate) plugins_read_project: bool,
+    #[serde(default)]
+    pub(crate) grants: Vec<GrantEntry>,
+    /// Denied to every plugin, whatever is granted.
+    #[serde(default)]
+    pub(crate) deny: Permissions,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UserConfig {
+    fn default() -> Self {
+        UserConfig {
+            enforcement: None,
+            plugins_read_project: true,
+            grants: Vec::new(),
+            deny: Permissions::default(),
+        }
+    }
+}
+
+impl UserConfig {
+    /// What the config grants plugin `plugin` of project `root` whose
+    /// manifest declares `declared`; `None` when no entry applies.
+    pub(crate) fn granted(
+        &self,
+        root: &Path,
+        plugin: &str,
+        declared: &Permissions,
+    ) -> Option<Permissions> {
+        let mut out: Option<Permissions> = None;
+        for g in self.grants.iter().filter(|g| g.applies(root, plugin)) {
+            let add = if g.all {
+                declared.clone()
+            } else {
+                Permissions {
+                    filesystem: g.filesystem.clone(),
+                    network: g.network.clone(),
+                    environment: g.environment.clone(),
+                    process: g.process.clone(),
+                }
+            };
+            let acc = out.get_or_insert_with(Permissions::default);
+            for (to, from) in [
+                (&mut acc.filesystem, add.filesystem),
+                (&mut acc.network, add.network),
+                (&mut acc.environment, add.environment),
+                (&mut acc.process, add.process),
+            ] {
+                for item in from {
+                    if !to.contains(&item) {
+                        to.push(item);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether it says `enforcement = "required"`.
+    pub(crate) fn requires_enforcement(&self) -> bool {
+        self.enforcement.as_deref() == Some("required")
+    }
+}
+
+/// The user config file's path, from the daemon's environment.
+pub(crate) fn path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|s| !s.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("taskrush").join("config.toml"))
+}
+
+/// The config in force, and why the file on disk is not (when it cannot
+/// be used: the last good one is in force).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Loaded {
+    pub(crate) config: UserConfig,
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// What the file was when last read: path, modification time, size.
+    stamp: Option<(PathBuf, Option<SystemTime>, u64)>,
+    loaded: Loaded,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The user config in force, re-read when its file changed.
+pub(crate) fn current() -> Loaded {
+    let Some(path) = path() else {
+        return Loaded::default();
+    };
+    let meta = std::fs::metadata(&path).ok();
+    let stamp = meta
+        .as_ref()
+        .map(|m| (path.clone(), m.modified().ok(), m.len()));
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(Cache::default);
+    if cache.stamp == stamp && (stamp.is_some() || cache.loaded.error.is_none()) {
+        return cache.loaded.clone();
+    }
+    cache.stamp = stamp.clone();
+    if stamp.is_none() {
+        // No file (any more): nothing configured.
+        cache.loaded = Loaded::default();
+        return cache.loaded.clone();
+    }
+    match read(&path) {
+        Ok(config) => {
+            cache.loaded = Loaded {
+                config,
+                error: None,
+            };
+        }
+        Err(e) => {
+            tracing::warn!("{e}; the last good user config stays in force");
+            cache.loaded.error = Some(e);
+        }
+    }
+    cache.loaded.clone()
+}
+
+/// Read and parse the file at `path`.
+pub(crate) fn read(path: &Path) -> Result<UserConfig, String> {
+    let bytes = whole_file::read_at_most(path, MAX_BYTES)
+        .map_err(|e| format!("the user config `{}` {}", path.display(), e.what()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("the user config `{}` is not UTF-8", path.display()))?;
+    parse(&text).map_err(|(line, m)| match line {
+        Some(line) => format!("in the user config `{}`, line {line}: {m}", path.display()),
+        None => format!("in the user config `{}`: {m}", path.display()),
+    })
+}
+
+/// Parse the text of a user config; an error carries its line.
+fn parse(text: &str) -> Result<UserConfig, (Option<usize>, String)> {
+    let config: UserConfig = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        (line, e.message().trim_end_matches('.').to_owned())
+    })?;
+    if let Some(e) = config.enforcement.as_deref().filter(|e| *e != "required") {
+        return Err((
+            line_of(text, "enforcement"),
+            format!("`enforcement` must be \"required\" (or left out), not `{e}`"),
+        ));
+    }
+    for g in &config.grants {
+        if g.project != "*" && !Path::new(&g.project).is_absolute() {
+            return Err((
+                line_of(text, &g.project),
+                format!(
+                    "a grant's `project` must be an absolute path or \"*\", not `{}`",
+                    g.project
+                ),
+            ));
+        }
+    }
+    Ok(config)
+}
+
+/// The first line holding `needle`.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|n| n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn perms(env: &[&str]) -> Permissions {
+        Permissions {
+            environment: env.iter().map(|s| s.to_string()).collect(),
+            ..Permissions::default()
+        }
+    }
+
+    #[test]
+    fn grants_apply_by_project_and_plugin_and_all_grants_the_declared_set() {
+        let c = parse(
+            "[[grants]]\nproject = \"/p\"\nplugin = \"a\"\nenvironment = [\"X\"]\n\
+             [[grants]]\nproject = \"*\"\nplugin = \"b\"\nall = true\n",
+        )
+        .unwrap();
+        let declared = perms(&["Y", "Z"]);
+        assert_eq!(
+            c.granted(Path::new("/p"), "a", &declared),
+            Some(perms(&["X"]))
+        );
+        assert_eq!(c.granted(Path::new("/q"), "a", &declared), None);
+        assert_eq!(
+            c.granted(Path::new("/q"), "b", &declared),
+            Some(declared.clone())
+        );
+        assert!(c.plugins_read_project);
+    }
+
+    #[test]
+    fn a_bad_file_is_reported_with_its_line() {
+        let (line, m) = parse("[deny]\nenvironment = [\"A\"]\nnetwork = 3\n").unwrap_err();
+        assert_eq!(line, Some(3));
+        assert!(m.contains("invalid type"), "{m}");
+        let (line, m) = parse("enforcement = \"maybe\"\n").unwrap_err();
+        assert_eq!(line, Some(1));
+        assert!(m.contains("\"required\""), "{m}");
+        let (line, _) = parse("x = 1\n[[grants]]\nproject = \"rel\"\nplugin = \"a\"\n").unwrap_err();
+        assert_eq!(line, Some(1));
+        let (line, m) = parse("[[grants]]\nproject = \"rel\"\nplugin = \"a\"\n").unwrap_err();
+        assert_eq!(line, Some(2));
+        assert!(m.contains("absolute"), "{m}");
+    }
+}
