@@ -147,7 +147,28 @@ fn row(r: &Value) -> [String; 5] {
                 .to_owned()
         }
         "dropped" => format!("{} records dropped (the writer fell behind)", n("count")),
+        "grant_given" => format!("granted {}", perms(&r["granted"])),
+        "grant_revoked" => format!("revoked {}", perms(&r["revoked"])),
+        "grant_refused" => format!("refused {}", perms(&r["more"])),
         _ => String::new(),
     };
     [time, s("plugin"), s("kind"), s("root"), detail]
 }
+
+/// "environment `X`, network `y`" of a permissions object, or `-`.
+fn perms(v: &Value) -> String {
+    let mut out = Vec::new();
+    for kind in ["filesystem", "network", "environment", "process"] {
+        for item in v[kind].as_array().into_iter().flatten() {
+            if let Some(i) = item.as_str() {
+                out.push(format!("{kind} `{i}`"));
+            }
+        }
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(", ")
+    }
+}
+

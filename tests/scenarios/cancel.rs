@@ -213,6 +213,7 @@ fn recording_plugin(t: &Scenario) {
             script.display()
         ),
     );
+    t.grant_in_config("rec");
 }
 
 /// The `result.status` of each `after_task` the plugin recorded for `task`.

@@ -39,6 +39,7 @@ fn a_slow_starting_plugin_is_not_counted_in_the_tasks_duration() {
              entry_point = [\"python3\", \"-I\", \"-u\", \"plugin.py\"]\n\
              taskrush_version = \">=0.3\"\n[permissions]\nfilesystem = [\".\"]\n",
         )
+        .grant("slow")
         .rush("plugins:\n  - {name: slow, timeout: 30s}\ntasks:\n  quick:\n    cmd: 'true'\n");
     t.start_daemon(&[]);
     let mut events = t.events();

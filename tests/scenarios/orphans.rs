@@ -105,7 +105,7 @@ fn a_plugins_helper_process_ends_with_a_daemon_killed_by_sigkill() {
             fixture.display()
         ),
     );
-    let s = s.rush(&format!(
+    let s = s.grant("helped").rush(&format!(
         "plugins:\n  - {{name: helped, config: {{helper: '{marker}'}}}}\ntasks:\n  t:\n    cmd: 'true'\n"
     ));
     s.run(&["t"]).success();

@@ -34,6 +34,7 @@ pub(super) fn plugin(s: &Scenario, name: &str, mode: &str) {
             script.display()
         ),
     );
+    s.grant_in_config(name);
 }
 
 /// The records the fixture appended to `rec.jsonl`.
@@ -654,6 +655,7 @@ tasks:
 ",
         dir.display()
     ));
+    grant_yes(&s, "security-scanner");
     s.run(&["safe"]).expect_stdout("safe\n").success();
     let out = s.run(&["risky"]);
     out.expect_stdout("").expect_code(1);
@@ -701,6 +703,7 @@ tasks:
 ",
         dir.display()
     ));
+    grant_yes(&s, "git-hook");
     s.run(&["free"]).expect_stdout("free\n").success();
     let out = s.run(&["guarded"]);
     out.expect_stdout("").expect_code(1);
@@ -730,6 +733,7 @@ fn plugin_saying(s: &Scenario, name: &str, manifest_version: &str, says_version:
             script.display()
         ),
     );
+    s.grant_in_config(name);
 }
 
 #[test]
@@ -757,7 +761,8 @@ fn a_plugin_whose_handshake_contradicts_its_manifest_version_is_refused_naming_b
 }
 
 /// A private copy of the fixture in `mode` as `.rush-plugins/p/` (its files
-/// change during the test), at `version`, granted `env`.
+/// change during the test), at `version`, asking for `env`: not granted
+/// (see [`grant_yes`]), so that an update asking for more is held back.
 pub(super) fn private_plugin(s: &Scenario, mode: &str, version: &str, env: &[&str]) {
     s.write(
         ".rush-plugins/p/main.py",
@@ -775,6 +780,11 @@ pub(super) fn private_plugin(s: &Scenario, mode: &str, version: &str, env: &[&st
     );
 }
 
+/// `taskrush plugin grant NAME --yes`, which must succeed.
+pub(super) fn grant_yes(s: &Scenario, name: &str) {
+    s.run(&["plugin", "grant", name, "--yes"]).success();
+}
+
 #[test]
 fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
     let s = Scenario::new();
@@ -782,6 +792,7 @@ fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
     let s = recording(s).rush(
         "plugins:\n  - {name: p, config: {record: '${REC}'}}\ntasks:\n  build:\n    cmd: echo built\n",
     );
+    grant_yes(&s, "p");
     s.run(&["build"])
         .expect_stdout("built\n")
         .expect_stderr("")
@@ -796,7 +807,7 @@ fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
     out.expect_stderr(
         "plugin `p`: its new version asks for more permissions (environment `AWS_SECRET_ACCESS_KEY`) \
          and was not started; the running version keeps serving. To grant them, run \
-         `taskrush plugin restart p` (the grant step); or revert the manifest's `permissions`\n",
+         `taskrush plugin grant p`; or revert the manifest's `permissions`\n",
     );
     let last = records(&s)
         .into_iter()
@@ -805,7 +816,7 @@ fn a_hot_swap_refused_for_more_permissions_is_said_in_the_next_runs_output() {
     assert_eq!(last["version"], "1.0.0");
 
     // Granting it swaps version 2 in, and runs are quiet again.
-    s.run(&["plugin", "restart", "p"]).success();
+    grant_yes(&s, "p");
     s.run(&["build"])
         .expect_stdout("built\n")
         .expect_stderr("")
@@ -830,7 +841,7 @@ fn a_plugin_whose_handshake_gives_another_name_than_its_manifest_is_refused_nami
             script.display()
         ),
     );
-    let s = s.rush(
+    let s = s.grant("lint").rush(
         "plugins:\n  - {name: lint, version: \"^1.0.1\", required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
     );
     let out = s.run(&["t"]);

@@ -357,9 +357,11 @@ fn plugin_project(mode: &str) -> Scenario {
     let s = Scenario::new();
     let rec = s.project().join("rec.jsonl").display().to_string();
     private_plugin(&s, mode, "1.0.0", &["TOKEN"]);
-    s.env("REC", &rec).rush(
+    let s = s.env("REC", &rec).rush(
         "plugins:\n  - name: p\n    config: {record: '${REC}'}\ntasks:\n  build:\n    cmd: echo built\n",
-    )
+    );
+    super::plugins::grant_yes(&s, "p");
+    s
 }
 
 #[test]
@@ -445,7 +447,7 @@ fn a_plugin_update_asking_for_more_permissions_is_refused_and_explained() {
     let m = e["message"].as_str().unwrap();
     assert!(
         m.contains("environment `AWS_SECRET_ACCESS_KEY`")
-            && m.contains("`taskrush plugin restart p` (the grant step)"),
+            && m.contains("`taskrush plugin grant p`"),
         "{m}"
     );
     s.run(&["build"]).success();
@@ -456,7 +458,7 @@ fn a_plugin_update_asking_for_more_permissions_is_refused_and_explained() {
     assert_eq!(last["version"], "1.0.0");
     let info = s.run(&["plugin", "info", "p", "--json"]);
     assert!(
-        info.stdout().contains("the grant step"),
+        info.stdout().contains("taskrush plugin grant p"),
         "{}",
         info.stdout()
     );

@@ -17,6 +17,7 @@ fn probe_script() -> PathBuf {
 /// object) before task `t`, its manifest's `[permissions]` being `perms`.
 fn probe(attempt: &str, perms: &str) -> Scenario {
     Scenario::new()
+        .grant("probe")
         .file(
             ".rush-plugins/probe/plugin.toml",
             &format!(
@@ -195,7 +196,9 @@ fn plugin_info_and_list_show_the_enforcement_achieved_per_kind() {
     let text = s.run(&["plugin", "info", "probe"]);
     text.success();
     assert!(
-        text.stdout().contains("enforced filesystem"),
+        text.stdout()
+            .contains("permissions:\n  filesystem\n    declared   -\n")
+            && text.stdout().contains("\n    enforced   "),
         "{}",
         text.stdout()
     );
@@ -266,6 +269,7 @@ fn the_slack_notify_example_posts_under_its_declared_permissions() {
              tasks:\n  build:\n    cmd: echo built\n",
             dir.display()
         ));
+    super::plugins::grant_yes(&s, "slack-notify");
     s.run(&["build"]).success().expect_stdout("built\n");
     let request = rx
         .recv_timeout(std::time::Duration::from_secs(20))

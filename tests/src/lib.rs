@@ -197,12 +197,22 @@ impl Scenario {
     /// project, through the user config (as CI would): for scenarios
     /// whose plugins declare permissions and are not about consent.
     pub fn grant(self, name: &str) -> Scenario {
+        self.grant_in_config(name);
+        self
+    }
+
+    /// [`grant`](Self::grant), for helpers that hold a `&Scenario`.
+    pub fn grant_in_config(&self, name: &str) {
         let p = self.user_config_path();
         let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+        if text.contains(&format!("plugin = \"{name}\"\nall = true")) {
+            return;
+        }
         text.push_str(&format!(
             "\n[[grants]]\nproject = \"*\"\nplugin = \"{name}\"\nall = true\n"
         ));
-        self.user_config(&text)
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("config dir");
+        std::fs::write(&p, text).expect("write the user config");
     }
 
     /// A `taskrush` command with this scenario's private environment.

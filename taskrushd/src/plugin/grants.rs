@@ -475,9 +475,17 @@ impl PluginHost {
         );
         tracing::info!(target: "plugin", plugin = %name, root = %config.root.display(), "granted: {}", describe(&permissions));
         // An update held back for want of this grant: swap it in now.
-        let held = self
-            .existing(&config.root, name)
-            .is_some_and(|s| s.st().refused_swap.is_some());
+        let held = self.existing(&config.root, name).is_some_and(|s| {
+            let mut st = s.st();
+            if st
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("was not started: it asks for permissions"))
+            {
+                st.last_error = None;
+            }
+            st.refused_swap.is_some()
+        });
         if held {
             self.reload(config, spec, "its permissions were granted")
                 .await;
