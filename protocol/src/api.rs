@@ -9,8 +9,8 @@ use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus,
-    PluginTestReport, TaskList,
+    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus, PluginTestReport,
+    TaskList,
 };
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`

@@ -171,4 +171,3 @@ fn perms(v: &Value) -> String {
         out.join(", ")
     }
 }
-

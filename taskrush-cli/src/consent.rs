@@ -29,10 +29,9 @@ pub fn ask_pending(c: &mut Client, cwd: &str, file: Option<&str>) -> Result<(), 
     if !on_terminal() {
         return Ok(());
     }
-    let Ok(pending) = c.call::<Vec<PluginPending>>(
-        method::PLUGIN_PENDING,
-        json!({"cwd": cwd, "file": file}),
-    ) else {
+    let Ok(pending) =
+        c.call::<Vec<PluginPending>>(method::PLUGIN_PENDING, json!({"cwd": cwd, "file": file}))
+    else {
         return Ok(());
     };
     for p in pending {
@@ -85,9 +84,7 @@ fn ask(
         text.push_str(&lines(g, ""));
     }
     if reads_project {
-        text.push_str(
-            "it can also read the project's files, files such as `.env` included\n",
-        );
+        text.push_str("it can also read the project's files, files such as `.env` included\n");
     }
     text.push_str(&format!("grant them to `{name}` for this project? [y/N] "));
     let _ = err.write_all(text.as_bytes());

@@ -203,7 +203,9 @@ fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
         let _ = writeln!(
             out,
             "    granted    {}",
-            granted.map(|g| dash(&pick(g))).unwrap_or_else(|| "(no grant)".into())
+            granted
+                .map(|g| dash(&pick(g)))
+                .unwrap_or_else(|| "(no grant)".into())
         );
         if let Some(denied) = d.denied.as_ref().map(&pick).filter(|v| !v.is_empty()) {
             let _ = writeln!(out, "    denied     {}", dash(&denied));

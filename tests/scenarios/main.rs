@@ -8,6 +8,7 @@ mod client;
 mod connection_limits;
 mod daemon;
 mod duration;
+mod grants;
 mod hashing;
 mod hostile_files;
 mod orphans;

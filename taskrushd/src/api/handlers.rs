@@ -11,8 +11,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus,
-    PluginTestReport, TaskList,
+    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus, PluginTestReport,
+    TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;

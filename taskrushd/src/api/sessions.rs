@@ -399,7 +399,10 @@ impl Daemon {
                     ..Default::default()
                 }),
             )),
-            None => Ok(config),
+            None => match self.plugins.ungranted_command(&config, first) {
+                Some(f) => Err(super::to_proto::plugin_error(f)),
+                None => Ok(config),
+            },
         }
     }
 }

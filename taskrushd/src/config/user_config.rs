@@ -252,9 +252,7 @@ fn parse(text: &str) -> Result<UserConfig, (Option<usize>, String)> {
 
 /// The first line holding `needle`.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|n| n + 1)
+    text.lines().position(|l| l.contains(needle)).map(|n| n + 1)
 }
 
 #[cfg(test)]
@@ -296,7 +294,8 @@ mod tests {
         let (line, m) = parse("enforcement = \"maybe\"\n").unwrap_err();
         assert_eq!(line, Some(1));
         assert!(m.contains("\"required\""), "{m}");
-        let (line, _) = parse("x = 1\n[[grants]]\nproject = \"rel\"\nplugin = \"a\"\n").unwrap_err();
+        let (line, _) =
+            parse("x = 1\n[[grants]]\nproject = \"rel\"\nplugin = \"a\"\n").unwrap_err();
         assert_eq!(line, Some(1));
         let (line, m) = parse("[[grants]]\nproject = \"rel\"\nplugin = \"a\"\n").unwrap_err();
         assert_eq!(line, Some(2));

@@ -115,6 +115,37 @@ impl PluginHost {
             .map(|c| c.plugin)
     }
 
+    /// Why no plugin adds command `name` when some plugins are not
+    /// started for want of a grant (their commands are unknown until they
+    /// shake hands): the error names them and the grant command.
+    pub(crate) fn ungranted_command(&self, config: &RushFile, name: &str) -> Option<PluginFailure> {
+        let waiting: Vec<String> = self.pending(config).into_iter().map(|p| p.name).collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        let cmds: Vec<String> = waiting
+            .iter()
+            .map(|n| format!("`taskrush plugin grant {n}`"))
+            .collect();
+        let names: Vec<String> = waiting.iter().map(|n| format!("`{n}`")).collect();
+        Some(PluginFailure {
+            plugin: String::new(),
+            phase: Phase::Command,
+            message: format!(
+                "`{name}` is no task, and no running plugin adds a command named `{name}`; {} not started: {} {} for permissions not granted yet",
+                if waiting.len() == 1 {
+                    "a plugin is"
+                } else {
+                    "some plugins are"
+                },
+                names.join(", "),
+                if waiting.len() == 1 { "asks" } else { "ask" },
+            ),
+            hint: Some(format!("to grant them, run {}", cmds.join(", "))),
+            stderr: Vec::new(),
+        })
+    }
+
     /// Run plugin command `name`.
     pub(crate) async fn command(
         &self,
@@ -125,24 +156,8 @@ impl PluginHost {
         env: &BTreeMap<String, String>,
     ) -> Result<CommandResult, PluginFailure> {
         let Some(owner) = self.command_owner(config, name, env).await else {
-            let waiting: Vec<String> = self.pending(config).into_iter().map(|p| p.name).collect();
-            if !waiting.is_empty() {
-                let cmds: Vec<String> = waiting
-                    .iter()
-                    .map(|n| format!("`taskrush plugin grant {n}`"))
-                    .collect();
-                return Err(PluginFailure {
-                    plugin: String::new(),
-                    phase: Phase::Command,
-                    message: format!(
-                        "no running plugin adds a command named `{name}`; {} not started: {} {} for permissions not granted yet",
-                        if waiting.len() == 1 { "one plugin is" } else { "some plugins are" },
-                        waiting.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-                        if waiting.len() == 1 { "asks" } else { "ask" },
-                    ),
-                    hint: Some(format!("to grant them, run {}", cmds.join(", "))),
-                    stderr: Vec::new(),
-                });
+            if let Some(f) = self.ungranted_command(config, name) {
+                return Err(f);
             }
             let known: Vec<String> = self
                 .commands(config, None)

@@ -162,7 +162,8 @@ fn update(root: &Path, plugin: &str, new: Option<Record>) -> Result<Option<Recor
     };
     let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let project = root.display().to_string();
-    let mut records = load(path).map_err(|e| format!("{e}\nhint: remove it (grants are lost) and grant again"))?;
+    let mut records = load(path)
+        .map_err(|e| format!("{e}\nhint: remove it (grants are lost) and grant again"))?;
     let old = records
         .iter()
         .position(|r| r.project == project && r.plugin == plugin)
@@ -305,13 +306,18 @@ pub(crate) fn effective(root: &Path, name: &str, declared: &Permissions) -> Effe
             .iter()
             .any(|d| denies(kind, d, item))
     });
-    let requested = filter(declared, |kind, item| !items(&denied, kind).iter().any(|d| d == item));
+    let requested = filter(declared, |kind, item| {
+        !items(&denied, kind).iter().any(|d| d == item)
+    });
     let record = stored(root, name);
     let from_config = config.granted(root, name, declared);
     let granted = match (&record, from_config) {
         (None, None) => None,
         (r, c) => {
-            let mut g = r.as_ref().map(|r| r.permissions.clone()).unwrap_or_default();
+            let mut g = r
+                .as_ref()
+                .map(|r| r.permissions.clone())
+                .unwrap_or_default();
             for (kind, add) in c.unwrap_or_default().kinds() {
                 let to = match kind {
                     "filesystem" => &mut g.filesystem,
@@ -574,11 +580,12 @@ mod tests {
         let declared = p(&["read:.", "out"], &["h"], &["PATH", "TOKEN"], &["git"]);
         let eff = effective(Path::new("/nonexistent-project"), "x", &declared);
         assert_eq!(eff.effective, p(&["read:."], &[], &["PATH"], &[]));
-        assert_eq!(
-            eff.pending,
-            Some(p(&["out"], &["h"], &["TOKEN"], &["git"]))
+        assert_eq!(eff.pending, Some(p(&["out"], &["h"], &["TOKEN"], &["git"])));
+        let nothing = effective(
+            Path::new("/nonexistent-project"),
+            "x",
+            &p(&[], &[], &["HOME"], &[]),
         );
-        let nothing = effective(Path::new("/nonexistent-project"), "x", &p(&[], &[], &["HOME"], &[]));
         assert_eq!(nothing.pending, None);
     }
 

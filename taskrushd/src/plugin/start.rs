@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use super::enforce;
 use super::failure::{Fault, Phase, PluginFailure, restart_hint};
+use super::grants;
 use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
-use super::grants;
 use super::permissions::plugin_env;
 use super::process::{CallError, PluginProcess};
 use super::slot::{Slot, retire, sync_spec};

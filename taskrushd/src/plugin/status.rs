@@ -71,11 +71,8 @@ impl PluginHost {
                     .version
                     .get_or_insert_with(|| l.manifest.version.clone());
                 if spec.kind.as_str() == "external" {
-                    let eff = super::grants::effective(
-                        &config.root,
-                        &spec.name,
-                        &l.manifest.permissions,
-                    );
+                    let eff =
+                        super::grants::effective(&config.root, &spec.name, &l.manifest.permissions);
                     status.enforcement = super::enforce::levels(&eff.for_sandbox());
                 }
             }
