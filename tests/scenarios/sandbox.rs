@@ -276,3 +276,27 @@ fn the_slack_notify_example_posts_under_its_declared_permissions() {
         .expect("the webhook was called");
     assert!(request.contains("build"), "{request}");
 }
+
+#[test]
+fn with_plugins_read_project_off_in_the_user_config_a_plugin_cannot_read_the_projects_env_file() {
+    let s = probe("{}", "");
+    let dotenv = s.project().join(".env");
+    s.write(".env", "SECRET=1\n");
+    s.write(
+        ".rush",
+        format!(
+            "plugins:\n  - name: probe\n    required: true\n    config: {{try: {{read: '{}'}}}}\n\
+             tasks:\n  t:\n    cmd: echo ran\n",
+            dotenv.display()
+        ),
+    );
+    if !landlock_here(&s) {
+        return;
+    }
+    // Reading the project root is in the safe set by default.
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    // The switch applies from the plugin's next start.
+    let s = s.user_config("plugins_read_project = false\n").grant("probe");
+    s.run(&["plugin", "restart", "probe"]).success();
+    expect_denied(&s);
+}
