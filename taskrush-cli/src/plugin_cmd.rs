@@ -335,17 +335,22 @@ pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
 }
 
 /// The project's plugin commands (starting its plugins), or nothing when
-/// there is no daemon, no project or no plugin command.
-fn commands(no_daemon: bool) -> Vec<(String, String)> {
+/// there is no daemon, no project or no plugin command. With `ask`, on a
+/// terminal, plugins waiting for consent are asked about first (their
+/// commands are unknown until they start).
+fn commands(no_daemon: bool, ask: bool, file: Option<&str>) -> Vec<(String, String)> {
     let Ok(cwd) = crate::cwd() else {
         return Vec::new();
     };
     let Ok(mut c) = connect(no_daemon) else {
         return Vec::new();
     };
+    if ask && crate::consent::ask_pending(&mut c, &cwd, file).is_err() {
+        return Vec::new();
+    }
     let list: Result<TaskList, _> = c.call(
         method::LIST_TASKS,
-        json!({"cwd": cwd, "env": crate::client_env()}),
+        json!({"cwd": cwd, "file": file, "env": crate::client_env()}),
     );
     list.map(|l| {
         l.commands
@@ -358,12 +363,15 @@ fn commands(no_daemon: bool) -> Vec<(String, String)> {
 
 /// Whether a plugin adds command `name` in this project.
 pub fn is_command(cmd: &CommandLine) -> bool {
-    commands(cmd.no_daemon).iter().any(|(n, _)| *n == cmd.name)
+    let file = cmd.file.as_ref().map(|f| f.display().to_string());
+    commands(cmd.no_daemon, true, file.as_deref())
+        .iter()
+        .any(|(n, _)| *n == cmd.name)
 }
 
 /// The "Plugin commands:" section of `taskrush --help`, if there are any.
 pub fn help_section() -> Option<String> {
-    let cmds = commands(false);
+    let cmds = commands(false, false, None);
     if cmds.is_empty() {
         return None;
     }
