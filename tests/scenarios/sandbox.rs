@@ -296,7 +296,9 @@ fn with_plugins_read_project_off_in_the_user_config_a_plugin_cannot_read_the_pro
     // Reading the project root is in the safe set by default.
     s.run(&["t"]).success().expect_stdout("ran\n");
     // The switch applies from the plugin's next start.
-    let s = s.user_config("plugins_read_project = false\n").grant("probe");
+    let s = s
+        .user_config("plugins_read_project = false\n")
+        .grant("probe");
     s.run(&["plugin", "restart", "probe"]).success();
     expect_denied(&s);
 }

@@ -162,8 +162,8 @@ fn update(root: &Path, plugin: &str, new: Option<Record>) -> Result<Option<Recor
     };
     let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let project = root.display().to_string();
-    let mut records = load(path)
-        .map_err(|e| format!("{e} (remove it to start afresh: its grants are lost)"))?;
+    let mut records =
+        load(path).map_err(|e| format!("{e} (remove it to start afresh: its grants are lost)"))?;
     let old = records
         .iter()
         .position(|r| r.project == project && r.plugin == plugin)
