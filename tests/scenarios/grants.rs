@@ -64,14 +64,20 @@ fn info(s: &Scenario) -> Value {
     serde_json::from_str(&out.stdout()).expect("plugin info JSON")
 }
 
-fn audit_kinds(s: &Scenario) -> Vec<String> {
-    let out = s.run(&["plugin", "audit", "--json"]);
-    out.success();
-    out.stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|r| r["kind"].as_str().map(str::to_owned))
-        .collect()
+/// The kinds of the audit records, once one of kind `want` is written
+/// (the daemon writes them on a thread of their own: waited for, bounded).
+fn audit_kinds(s: &Scenario, want: &str) -> Vec<String> {
+    let read = || -> Vec<String> {
+        let out = s.run(&["plugin", "audit", "--json"]);
+        out.success();
+        out.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|r| r["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), || read().iter().any(|k| k == want));
+    read()
 }
 
 #[test]
@@ -131,7 +137,7 @@ fn plugin_grant_needs_yes_without_a_terminal_and_then_the_plugin_runs() {
     s.run(&["plugin", "grant", "p"])
         .expect_stdout("plugin `p` has what it asks for: nothing to grant\n")
         .success();
-    let kinds = audit_kinds(&s);
+    let kinds = audit_kinds(&s, "grant_given");
     assert!(kinds.contains(&"grant_given".to_owned()), "{kinds:?}");
 }
 
@@ -194,7 +200,7 @@ fn revoking_a_grant_stops_the_plugin_and_it_is_not_started_again() {
     out.expect_stdout("built\n").success();
     out.expect_stderr_containing("run `taskrush plugin grant p`");
     assert_eq!(calls(&s), 1);
-    let kinds = audit_kinds(&s);
+    let kinds = audit_kinds(&s, "grant_revoked");
     assert!(kinds.contains(&"grant_revoked".to_owned()), "{kinds:?}");
 }
 
@@ -445,7 +451,7 @@ fn on_a_terminal_no_records_a_refusal_and_the_run_goes_on_without_the_plugin() {
     );
     assert!(shown.contains("built\n"), "{shown}");
     assert_eq!(calls(&s), 0);
-    let kinds = audit_kinds(&s);
+    let kinds = audit_kinds(&s, "grant_refused");
     assert!(kinds.contains(&"grant_refused".to_owned()), "{kinds:?}");
 }
 
@@ -456,4 +462,35 @@ fn a_plugin_command_of_an_ungranted_plugin_says_how_to_grant_it() {
     out.expect_code(1);
     out.expect_stderr_containing("`p` asks for permissions not granted yet");
     out.expect_stderr_containing("`taskrush plugin grant p`");
+}
+
+#[test]
+fn a_granted_command_is_stored_as_the_program_it_resolved_to_on_the_path() {
+    let s = project(false);
+    s.write(
+        ".rush-plugins/p/plugin.toml",
+        "name = \"p\"\nversion = \"1.0.0\"\n\
+         entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\", \"good\", \"1.0.0\"]\n\
+         taskrush_version = \">=0.3\"\n\n[permissions]\nprocess = [\"sh\"]\n",
+    );
+    s.run(&["plugin", "grant", "p", "--yes"]).success();
+    let file = s.root().join("run").join("grants.json");
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read grants")).expect("JSON");
+    let sh = stored["grants"][0]["resolved"]["sh"]
+        .as_str()
+        .expect("`sh` resolved")
+        .to_owned();
+    assert!(
+        std::path::Path::new(&sh).is_absolute() && std::path::Path::new(&sh).is_file(),
+        "{sh}"
+    );
+    assert_eq!(info(&s)["effective"]["process"], serde_json::json!(["sh"]));
+    audit_kinds(&s, "grant_given");
+    let audit = s.run(&["plugin", "audit", "p"]);
+    assert!(
+        audit.stdout().contains("granted process `sh`"),
+        "{}",
+        audit.stdout()
+    );
 }
