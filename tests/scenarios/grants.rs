@@ -312,8 +312,15 @@ fn a_widening_edit_keeps_the_old_version_serving_until_plugin_grant_shows_and_ac
             .map(|r| r["version"].clone())
     };
     assert_eq!(version(&s), Some("1.0.0".into()));
-    // `plugin restart` grants nothing.
-    s.run(&["plugin", "restart", "p"]);
+    // `plugin restart` grants nothing, and keeps version 1 serving.
+    let out = s.run(&["plugin", "restart", "p"]);
+    out.expect_code(1);
+    out.expect_stderr_starting(
+        "error: plugin `p` was not started: it asks for permissions not granted yet \
+         (environment `AWS_SECRET_ACCESS_KEY`); to grant them, run `taskrush plugin grant p`; it was not restarted\n",
+    );
+    s.run(&["build"]).expect_stdout("built\n").success();
+    assert_eq!(version(&s), Some("1.0.0".into()));
     let i = info(&s);
     assert_eq!(
         i["pending"]["environment"],

@@ -80,7 +80,9 @@ impl PluginHost {
         st.refused_swap.clone()
     }
 
-    /// Stop the plugin, forget its failures, start it again.
+    /// Stop the plugin, forget its failures, start it again. It grants
+    /// nothing: a plugin whose files ask for what is not granted is left
+    /// as it is (running or not) and the error says how to grant it.
     pub(crate) async fn restart(
         &self,
         config: &RushFile,
@@ -91,6 +93,23 @@ impl PluginHost {
             return Err(not_declared(config, name));
         };
         let slot = self.slot(&config.root, name);
+        // A version waiting for consent would not start: the running one
+        // is kept rather than stopped for nothing.
+        if let Ok(loaded) = super::manifest::locate(spec, &config.root)
+            .and_then(|dir| super::manifest::load(&dir, Some(name), spec.version.as_deref()))
+            && let Some(more) =
+                super::grants::effective(&config.root, name, &loaded.manifest.permissions)
+                    .pending_text()
+        {
+            return Err(slot.failure(
+                super::failure::Phase::Consent,
+                format!(
+                    "{}; it was not restarted",
+                    super::grants::not_granted(name, &more)
+                ),
+                None,
+            ));
+        }
         let old = {
             let _starting = slot.starting.lock().await;
             let mut st = slot.st();
