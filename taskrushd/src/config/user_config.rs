@@ -44,7 +44,7 @@ const MAX_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantEntry {
-    /// An absolute project root, or `*`.
+    /// An absolute project root (symlinks resolved when compared), or `*`.
     pub(crate) project: String,
     /// A plugin name, or `*`.
     pub(crate) plugin: String,
@@ -63,7 +63,10 @@ pub(crate) struct GrantEntry {
 
 impl GrantEntry {
     fn applies(&self, root: &Path, plugin: &str) -> bool {
-        (self.project == "*" || Path::new(&self.project) == root)
+        (self.project == "*"
+            || Path::new(&self.project) == root
+            // Written through a symlink: project roots are canonical.
+            || Path::new(&self.project).canonicalize().is_ok_and(|p| p == root))
             && (self.plugin == "*" || self.plugin == plugin)
     }
 }
