@@ -166,7 +166,14 @@ pub fn grant_cmd(
         );
         Ok(0)
     } else {
-        let _ = writeln!(out, "not granted: `{name}` is not started");
+        if d.granted.as_ref().is_some_and(|g| !g.is_empty()) {
+            let _ = writeln!(
+                out,
+                "not granted: the new version of `{name}` is not started (a running version keeps serving)"
+            );
+        } else {
+            let _ = writeln!(out, "not granted: `{name}` is not started");
+        }
         Ok(1)
     }
 }
