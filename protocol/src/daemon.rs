@@ -145,6 +145,11 @@ pub struct PluginStatus {
     /// `partial: why` or `not enforced: why`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub enforcement: std::collections::BTreeMap<String, String>,
+    /// It asks for permissions the user has not granted: it is not
+    /// started (a new version of a running one is not swapped in) until
+    /// `taskrush plugin grant NAME`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_grant: bool,
 }
 
 /// The answer to `plugin_info`: the status plus the manifest and recent

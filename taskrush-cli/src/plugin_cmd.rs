@@ -74,6 +74,13 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "HOOKS", "COMMANDS",
             ];
             crate::render::table(&mut out, head, &rows);
+            for p in list.iter().filter(|p| p.needs_grant) {
+                let _ = writeln!(
+                    out,
+                    "\n`{}` asks for permissions not granted yet: run `taskrush plugin grant {}`",
+                    p.name, p.name
+                );
+            }
             for p in list.iter().filter(|p| p.error.is_some()) {
                 let _ = writeln!(
                     out,
@@ -239,6 +246,9 @@ fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
 }
 
 fn state(p: &PluginStatus) -> String {
+    if p.needs_grant && p.state == PluginState::NotStarted {
+        return "needs a grant".into();
+    }
     match (p.state, p.pid) {
         (PluginState::Running, Some(pid)) => format!("running (pid {pid})"),
         (PluginState::Idle, Some(pid)) => format!("idle (pid {pid})"),

@@ -92,7 +92,18 @@ fn without_a_terminal_an_ungranted_optional_plugin_is_skipped_with_the_grant_com
          its hooks are skipped (the plugin is not required)\n",
     );
     assert_eq!(calls(&s), 0, "the plugin was started");
-    assert_eq!(info(&s)["state"], "not_started");
+    let i = info(&s);
+    assert_eq!(i["state"], "not_started");
+    assert_eq!(i["needs_grant"], true);
+    let list = s.run(&["plugin", "list"]);
+    assert!(
+        list.stdout().contains("needs a grant")
+            && list.stdout().contains(
+                "`p` asks for permissions not granted yet: run `taskrush plugin grant p`"
+            ),
+        "{}",
+        list.stdout()
+    );
 }
 
 #[test]

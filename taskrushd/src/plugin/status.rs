@@ -38,6 +38,7 @@ impl PluginHost {
             commands: Vec::new(),
             error: None,
             enforcement: Default::default(),
+            needs_grant: false,
         };
         if let Some(slot) = &slot {
             let st = slot.st();
@@ -70,11 +71,12 @@ impl PluginHost {
                 status
                     .version
                     .get_or_insert_with(|| l.manifest.version.clone());
+                let eff =
+                    super::grants::effective(&config.root, &spec.name, &l.manifest.permissions);
                 if spec.kind.as_str() == "external" {
-                    let eff =
-                        super::grants::effective(&config.root, &spec.name, &l.manifest.permissions);
                     status.enforcement = super::enforce::levels(&eff.for_sandbox());
                 }
+                status.needs_grant = eff.pending.is_some();
             }
             Err(e) => {
                 status.state = PluginState::Failed;
