@@ -49,7 +49,9 @@ pub(super) fn levels(granted: &Permissions) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// With `enforcement = "required"`: why the plugin must not start.
+/// With `enforcement = "required"`: why the plugin must not start. Only
+/// the permission kinds count, never the resource limits
+/// ([`super::limits`]), which most hosts cannot all enforce.
 pub(super) fn refusal(
     manifest: &PluginManifest,
     levels: &BTreeMap<String, String>,

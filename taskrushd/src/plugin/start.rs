@@ -145,9 +145,15 @@ impl PluginHost {
         let granted = &loaded.manifest.permissions;
         let levels = enforce::levels(granted);
         if let Some(m) = enforce::refusal(&loaded.manifest, &levels) {
+            super::audit::record(
+                "start_refused",
+                &slot.name,
+                &slot.root,
+                serde_json::json!({"why": m, "enforcement": levels}),
+            );
             return Err(Launch::Config(m));
         }
-        let plan = enforce::plan(
+        let mut plan = enforce::plan(
             &slot.name,
             &loaded.manifest,
             granted,
@@ -156,6 +162,7 @@ impl PluginHost {
             &mut env,
         )
         .map_err(Launch::Spawn)?;
+        let limits = super::limits::apply(&slot.name, &spec.limits, &mut plan.spec);
         let process = PluginProcess::spawn(
             &slot.name,
             &plan.argv,
@@ -166,12 +173,16 @@ impl PluginHost {
             Some(&slot.root),
         )
         .map_err(|e| {
+            if let Some(dir) = &plan.spec.cgroup {
+                let _ = std::fs::remove_dir(dir);
+            }
             Launch::Spawn(format!(
                 "cannot start `{}` in `{}`: {e}",
                 loaded.manifest.entry_point.join(" "),
                 loaded.dir.display()
             ))
         })?;
+        process.set_achieved((levels.clone(), limits.clone()));
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         let granted = slot
             .st()
@@ -192,6 +203,8 @@ impl PluginHost {
                 "granted": granted,
                 // What the sandbox achieved, per kind of permission.
                 "enforcement": levels,
+                // Resource limits: value and level achieved.
+                "limits": limits,
             }),
         );
         let params = InitializeParams {

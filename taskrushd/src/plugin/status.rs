@@ -1,7 +1,7 @@
 //! Plugin status objects: `plugin list` and `plugin info`, from the
 //! slots' state and the manifests on disk.
 
-use taskrush_protocol::daemon::{PluginDetails, PluginState, PluginStatus};
+use taskrush_protocol::daemon::{LivePlugin, PluginDetails, PluginState, PluginStatus};
 use taskrush_protocol::plugin::Hook;
 
 use super::host::PluginHost;
@@ -38,6 +38,7 @@ impl PluginHost {
             commands: Vec::new(),
             error: None,
             enforcement: Default::default(),
+            limits: Default::default(),
         };
         if let Some(slot) = &slot {
             let st = slot.st();
@@ -72,6 +73,7 @@ impl PluginHost {
                     .get_or_insert_with(|| l.manifest.version.clone());
                 if spec.kind.as_str() == "external" {
                     status.enforcement = super::enforce::levels(&l.manifest.permissions);
+                    status.limits = super::limits::levels(&spec.limits);
                 }
             }
             Err(e) => {
@@ -103,5 +105,32 @@ impl PluginHost {
             last_error: last_error.or_else(|| status.error.clone()),
             status,
         })
+    }
+}
+
+impl PluginHost {
+    /// Every live plugin process (external), with what its sandbox and
+    /// limits achieved when it was started, for `daemon status`.
+    pub(crate) fn live(&self) -> Vec<LivePlugin> {
+        let slots: Vec<_> = self.slots().values().cloned().collect();
+        let mut out: Vec<LivePlugin> = slots
+            .iter()
+            .filter_map(|slot| {
+                let p = slot.st().process.clone()?;
+                if p.dead().is_some() {
+                    return None;
+                }
+                let (enforcement, limits) = p.achieved();
+                Some(LivePlugin {
+                    root: slot.root.display().to_string(),
+                    name: slot.name.clone(),
+                    pid: p.pid(),
+                    enforcement,
+                    limits,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.root, &a.name).cmp(&(&b.root, &b.name)));
+        out
     }
 }
