@@ -78,6 +78,10 @@ fn io_uring_and_x32_system_calls_are_refused() {
     // io_uring_setup(1, NULL): EFAULT if it were allowed.
     let s = probe("{syscall: [425, 1, 0]}", "");
     refused(&s, "Errno 13");
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("SKIPPED: x32 system calls exist on x86_64 only");
+        return;
+    }
     // x32 `socket(AF_INET, SOCK_STREAM, 0)`: ENOSYS without x32 support.
     retry(&s, "{syscall: [1073741865, 2, 1, 0]}", "");
     refused(&s, "Errno 13");
@@ -93,6 +97,18 @@ fn a_plugin_cannot_signal_or_look_into_the_daemon() {
     }
     retry(&s, &format!("{{kill: {daemon}}}"), "");
     refused(&s, "Errno 1");
+    if cfg!(target_arch = "x86_64") {
+        // ptrace(PTRACE_SEIZE, daemon): does not stop the daemon even if
+        // it were allowed.
+        retry(
+            &s,
+            &format!("{{syscall: [101, 16902, {daemon}, 0, 0]}}"),
+            "",
+        );
+        refused(&s, "Errno 1");
+    } else {
+        eprintln!("(ptrace attempt skipped: its syscall number is x86_64's)");
+    }
     for file in ["environ", "root/etc/hostname"] {
         retry(&s, &format!("{{read: '/proc/{daemon}/{file}'}}"), "");
         refused(&s, "Errno 13");

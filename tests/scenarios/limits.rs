@@ -139,3 +139,20 @@ fn a_wrong_limit_is_named_with_its_entry() {
         .expect_stderr_containing(".rush:2:5")
         .expect_stderr_containing("hint: write it like `512M`");
 }
+
+#[test]
+fn the_benchmark_switch_turns_the_sandbox_off_and_says_so() {
+    let s = limited("{exec: ['/bin/sh', '-c', 'true']}", "{open_files: 64}");
+    s.start_daemon(&[("TASKRUSH_SANDBOX_OFF", "1")]);
+    // Unsandboxed, the probe runs the shell it was not granted.
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    let i = info(&s);
+    for kind in ["filesystem", "process", "network", "daemon_socket"] {
+        assert_eq!(
+            i["enforcement"][kind],
+            "not enforced: sandbox switched off (`TASKRUSH_SANDBOX_OFF=1`)"
+        );
+    }
+    assert_eq!(i["enforcement"]["environment"], "enforced");
+    assert!(level(&i["limits"]["open_files"]).contains("sandbox switched off"));
+}
