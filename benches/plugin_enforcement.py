@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("--parts", default="AB")
     a = ap.parse_args()
+    a.bin = os.path.abspath(a.bin)
     print(f"date: {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}; {os.cpu_count()} cores; "
           f"load {os.getloadavg()[0]:.1f}; binaries: {a.bin}\n")
     if "A" in a.parts:
