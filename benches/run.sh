@@ -6,6 +6,7 @@
 #   benches/run.sh peers      # only: peers (make, ninja, just, Task, turbo, TaskRush 0.2) + taskrush, W1..W6
 #   benches/run.sh extras     # only: cold start, --no-daemon, memory
 #   benches/run.sh plugins    # only: plugin hook cost (benches/plugin_overhead.py)
+#   benches/run.sh enforcement  # only: the sandbox's cost on plugin start and warm hooks (benches/plugin_enforcement.py)
 #   benches/run.sh hostile    # only: hostile clients (benches/hostile.py)
 #
 # The peer harness in benches/harness/ is the team's shared one: it
@@ -85,6 +86,10 @@ plugins() {
   python3 "$HERE/plugin_overhead.py" --pairs 2000 --tasks 300 --runs 5 --taskrush "$T"
 }
 
+enforcement() {
+  python3 "$HERE/plugin_enforcement.py" --pairs 2000 --starts 20 --tasks 200 --runs 7 --bin "$BIN"
+}
+
 hostile() {
   TASKRUSH=$T python3 "$HERE/hostile.py"
 }
@@ -92,7 +97,7 @@ hostile() {
 machine
 for s in "${steps[@]}"; do
   case $s in
-    peers|extras|plugins|hostile) echo; echo "# $s"; "$s" ;;
-    *) echo "unknown step $s (peers, extras, plugins, hostile)" >&2; exit 2 ;;
+    peers|extras|plugins|enforcement|hostile) echo; echo "# $s"; "$s" ;;
+    *) echo "unknown step $s (peers, extras, plugins, enforcement, hostile)" >&2; exit 2 ;;
   esac
 done

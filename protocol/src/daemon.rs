@@ -56,6 +56,9 @@ pub struct DaemonStatus {
     /// Up-to-date checks that listed and `stat`ed every input.
     #[serde(default)]
     pub cache_checks_full: u64,
+    /// Live plugin processes (external), by project root and name.
+    #[serde(default)]
+    pub plugins: Vec<LivePlugin>,
 }
 
 /// One task, as `list_tasks` returns it.
@@ -150,6 +153,38 @@ pub struct PluginStatus {
     /// `taskrush plugin grant NAME`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_grant: bool,
+    /// The resource limits per kind (`memory`, `processes`, `open_files`):
+    /// the value and the level achieved. Not considered by
+    /// `enforcement = "required"`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub limits: std::collections::BTreeMap<String, LimitStatus>,
+}
+
+/// One resource limit of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStatus {
+    /// Bytes (`memory`) or a count; absent when `unlimited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<u64>,
+    /// `enforced`, `partial: why` or `not enforced: why`.
+    pub level: String,
+}
+
+/// A live plugin process, as `daemon_status` lists it: what its sandbox
+/// and limits achieved when it was started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivePlugin {
+    /// The project root.
+    pub root: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The level achieved per permission kind (as [`PluginStatus::enforcement`]).
+    #[serde(default)]
+    pub enforcement: std::collections::BTreeMap<String, String>,
+    /// The resource limits (as [`PluginStatus::limits`]).
+    #[serde(default)]
+    pub limits: std::collections::BTreeMap<String, LimitStatus>,
 }
 
 /// The answer to `plugin_info`: the status plus the manifest and recent

@@ -149,6 +149,20 @@ fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
             s.cache_checks_watched, s.cache_checks_full
         );
     }
+    if !s.plugins.is_empty() {
+        let all =
+            |m: &std::collections::BTreeMap<String, String>| m.values().all(|v| v == "enforced");
+        let sandboxed = s.plugins.iter().filter(|p| all(&p.enforcement)).count();
+        let limited = s
+            .plugins
+            .iter()
+            .filter(|p| p.limits.values().all(|l| l.level == "enforced"))
+            .count();
+        println!(
+            "plugins:  {} running; sandbox fully enforced for {sandboxed}, limits fully enforced for {limited} (`--json` for each kind)",
+            s.plugins.len()
+        );
+    }
     for w in &s.config_warnings {
         println!("warning:  {w}");
     }

@@ -56,7 +56,7 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 );
                 return Ok(0);
             }
-            let rows: Vec<[String; 7]> = list
+            let rows: Vec<[String; 8]> = list
                 .iter()
                 .map(|p| {
                     [
@@ -65,13 +65,14 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                         state(p),
                         p.restarts.to_string(),
                         sandbox_summary(p),
+                        limits_summary(p),
                         dash(&p.hooks),
                         dash(&p.commands),
                     ]
                 })
                 .collect();
             let head = [
-                "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "HOOKS", "COMMANDS",
+                "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "LIMITS", "HOOKS", "COMMANDS",
             ];
             crate::render::table(&mut out, head, &rows);
             for p in list.iter().filter(|p| p.needs_grant) {
@@ -125,6 +126,9 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 if let Some(e) = &m.enforcement {
                     kv("enforcement", e.clone());
                 }
+            }
+            for (kind, l) in &s.limits {
+                kv(&format!("limit {kind}"), limit_text(kind, l));
             }
             kv("hooks", dash(&s.hooks));
             kv("commands", dash(&s.commands));
@@ -413,6 +417,31 @@ fn sandbox_summary(p: &PluginStatus) -> String {
     } else {
         "not enforced".into()
     }
+}
+
+/// One word for the `LIMITS` column of `plugin list`, as for `SANDBOX`.
+fn limits_summary(p: &PluginStatus) -> String {
+    if p.limits.is_empty() {
+        "-".into()
+    } else if p.limits.values().all(|l| l.level == "enforced") {
+        "enforced".into()
+    } else if p.limits.values().any(|l| l.level == "enforced") {
+        "partial".into()
+    } else {
+        "not enforced".into()
+    }
+}
+
+/// `1 GiB: enforced`, `1024: not enforced: why`, `unlimited`.
+fn limit_text(kind: &str, l: &taskrush_protocol::daemon::LimitStatus) -> String {
+    let value = match (l.value, kind) {
+        (None, _) => "unlimited".to_owned(),
+        (Some(b), "memory") if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        (Some(b), "memory") if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        (Some(b), "memory") => format!("{b} bytes"),
+        (Some(n), _) => n.to_string(),
+    };
+    format!("{value}: {}", l.level)
 }
 
 #[cfg(test)]

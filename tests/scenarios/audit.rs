@@ -300,3 +300,132 @@ tasks:
         .expect_code(2)
         .expect_stderr_containing("invalid duration `2w`");
 }
+
+/// A plugin (`main.py` in `.rush-plugins/NAME/`) that runs `on_hook`
+/// (Python statements) in `before_task`, after answering it.
+fn scripted_plugin(s: &Scenario, name: &str, on_hook: &str) {
+    s.write(
+        &format!(".rush-plugins/{name}/plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\nentry_point = [\"python3\", \"-I\", \"-u\", \"main.py\"]\n\
+             taskrush_version = \">=0.3\"\n"
+        ),
+    );
+    s.write(
+        &format!(".rush-plugins/{name}/main.py"),
+        format!(
+            r#"import json, os, sys, time
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line); mid = m.get("id")
+    if m["method"] == "initialize":
+        send({{"jsonrpc": "2.0", "id": mid, "result": {{"name": "{name}", "version": "1.0.0",
+              "protocol": 1, "hooks": ["before_task"], "commands": []}}}})
+    elif m["method"] == "before_task":
+        send({{"jsonrpc": "2.0", "id": mid, "result": None}})
+{on_hook}
+    elif mid is not None:
+        send({{"jsonrpc": "2.0", "id": mid, "result": None}})
+"#
+        ),
+    );
+}
+
+fn record<'a>(records: &'a [Value], kind: &str, plugin: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["kind"] == kind && r["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("no `{kind}` record of `{plugin}`: {records:?}"))
+}
+
+#[test]
+fn plugins_that_exit_by_themselves_or_crash_are_audited_with_status_signal_and_cpu_time() {
+    let s = Scenario::new();
+    // Each burns about 0.3 s of CPU, then ends on its own.
+    let burn =
+        "        t = time.process_time()\n        while time.process_time() - t < 0.3: pass\n";
+    scripted_plugin(&s, "quitter", &format!("{burn}        sys.exit(3)"));
+    scripted_plugin(
+        &s,
+        "crasher",
+        &format!("{burn}        os.kill(os.getpid(), 11)"),
+    );
+    plugin(&s, "steady", "good");
+    let s = s.rush(
+        "plugins:\n  - name: quitter\n  - name: crasher\n  - name: steady\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let r = audit_records(&s);
+        has(&r, "exited", "quitter") && has(&r, "exited", "crasher")
+    }));
+    s.run(&["daemon", "stop"]).success();
+    let records = audit_records(&s);
+    let quitter = record(&records, "exited", "quitter");
+    assert_eq!(quitter["status"], 3, "{quitter}");
+    let crasher = record(&records, "exited", "crasher");
+    assert_eq!(crasher["signal"], 11, "{crasher}");
+    for r in [quitter, crasher] {
+        // Read from its zombie, before it was reaped (no timing claim:
+        // only that the CPU it burnt shows).
+        assert!(r["cpu_ms"].as_u64().is_some_and(|ms| ms >= 100), "{r}");
+        assert!(r["children_cpu_ms"].as_u64().is_some(), "{r}");
+    }
+    // Stopped by the host: its peak RSS was read before the stop.
+    let steady = record(&records, "exited", "steady");
+    assert!(
+        steady["peak_rss_kib"].as_u64().is_some_and(|k| k > 0),
+        "{steady}"
+    );
+    assert!(steady["cpu_ms"].as_u64().is_some(), "{steady}");
+    let spawned = record(&records, "spawned", "steady");
+    assert_eq!(
+        spawned["limits"]["open_files"]["level"], "enforced",
+        "{spawned}"
+    );
+}
+
+#[test]
+fn a_request_to_the_host_and_a_refused_start_are_audited() {
+    let s = Scenario::new();
+    scripted_plugin(
+        &s,
+        "asker",
+        "        send({\"jsonrpc\": \"2.0\", \"id\": \"h1\", \"method\": \"env_get\", \"params\": {\"name\": \"HOME\"}})",
+    );
+    let s = s.rush("plugins:\n  - name: asker\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    assert!(wait_until(Duration::from_secs(10), || has(
+        &audit_records(&s),
+        "denied",
+        "asker"
+    )));
+    let records = audit_records(&s);
+    let denied = record(&records, "denied", "asker");
+    assert_eq!(denied["method"], "env_get");
+    assert!(
+        denied["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("permission"))
+    );
+
+    // `enforcement = "required"` where Landlock is switched off.
+    s.run(&["daemon", "stop"]).success();
+    s.write(
+        ".rush-plugins/asker/plugin.toml",
+        s.read(".rush-plugins/asker/plugin.toml") + "enforcement = \"required\"\n",
+    );
+    s.start_daemon(&[("TASKRUSH_SANDBOX_NO_LANDLOCK", "1")]);
+    let out = s.run(&["t"]);
+    out.expect_stdout("ran\n");
+    s.run(&["daemon", "stop"]).success();
+    let records = audit_records(&s);
+    let refused = record(&records, "start_refused", "asker");
+    assert!(
+        refused["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("filesystem: not enforced")),
+        "{refused}"
+    );
+}

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use serde_json::Value;
 use taskrush_tests::Scenario;
 
-fn probe_script() -> PathBuf {
+pub(super) fn probe_script() -> PathBuf {
     super::plugins::fixtures().join("probe.py")
 }
 
 /// A project with the probe plugin (required) trying `attempt` (a JSON
 /// object) before task `t`, its manifest's `[permissions]` being `perms`.
-fn probe(attempt: &str, perms: &str) -> Scenario {
+pub(super) fn probe(attempt: &str, perms: &str) -> Scenario {
     Scenario::new()
         .grant("probe")
         .file(
@@ -33,14 +33,14 @@ fn probe(attempt: &str, perms: &str) -> Scenario {
         ))
 }
 
-fn info(s: &Scenario) -> Value {
+pub(super) fn info(s: &Scenario) -> Value {
     let out = s.run(&["plugin", "info", "probe", "--json"]);
     out.success();
     serde_json::from_str(&out.stdout()).expect("plugin info JSON")
 }
 
 /// Whether the kernel enforces Landlock here (else say why and skip).
-fn landlock_here(s: &Scenario) -> bool {
+pub(super) fn landlock_here(s: &Scenario) -> bool {
     let level = info(s)["enforcement"]["filesystem"]
         .as_str()
         .unwrap_or_default()

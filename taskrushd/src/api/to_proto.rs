@@ -204,5 +204,6 @@ pub(super) fn daemon_status(d: &Daemon) -> DaemonStatus {
         watcher_error: d.watcher.problem(),
         cache_checks_watched: d.up_to_date.watched_checks(),
         cache_checks_full: d.up_to_date.full_checks(),
+        plugins: d.plugins.live(),
     }
 }

@@ -1,7 +1,8 @@
 //! The config room: everything about `.rush` files.
 //!
 //! Owns the data model, the parser and its positioned errors
-//! (`rush_file`, `config_error`), `${VAR}` expansion (`expand`), finding
+//! (`rush_file`, `config_error`, a plugin entry's `limits:` in `limits`),
+//! `${VAR}` expansion (`expand`), finding
 //! the file (`discover`), bounded reads of files read whole (`whole_file`)
 //! and the loaded projects kept while their file does not change
 //! (`projects`); and the user's own config file (`user_config`: plugin
@@ -15,6 +16,7 @@
 pub(crate) mod config_error;
 pub(crate) mod discover;
 pub(crate) mod expand;
+pub(crate) mod limits;
 pub(crate) mod projects;
 pub(crate) mod rush_file;
 pub(crate) mod user_config;

@@ -94,6 +94,8 @@ pub(crate) struct PluginSpec {
     /// each hook, each command): `5s`, `500ms`, `2m` or a number of
     /// seconds; [`DEFAULT_PLUGIN_TIMEOUT`] when absent.
     pub(crate) timeout: std::time::Duration,
+    /// `limits:`, the resources its process may use (defaults when absent).
+    pub(crate) limits: super::limits::PluginLimits,
     /// 1-based line of the entry (0 when it could not be found).
     pub(crate) line: usize,
 }
@@ -152,7 +154,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "plugins",
 ];
 const PLUGIN_KEYS: &[&str] = &[
-    "name", "version", "type", "path", "required", "config", "timeout",
+    "name", "version", "type", "path", "required", "config", "timeout", "limits",
 ];
 const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 
@@ -1726,6 +1728,7 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
             required: false,
             config: serde_json::Value::Object(serde_json::Map::new()),
             timeout: DEFAULT_PLUGIN_TIMEOUT,
+            limits: Default::default(),
             line: 0,
         };
         let mut seen = Vec::new();
@@ -1769,6 +1772,12 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
                     spec.config = object_if_null(map.next_value_seed(JsonSeed { ctx, what })?)
                 }
                 "timeout" => spec.timeout = map.next_value_seed(DurationSeed { ctx, what })?,
+                "limits" => {
+                    let v = map.next_value_seed(JsonSeed { ctx, what })?;
+                    let plugin = name.as_deref().unwrap_or("?");
+                    spec.limits = super::limits::PluginLimits::from_json(&v, plugin)
+                        .map_err(|(m, hint)| ctx.fail(m, hint))?;
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -2858,6 +2867,7 @@ tasks:
                         "retries": 3
                     }),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    limits: Default::default(),
                     line: 3,
                 },
                 PluginSpec {
@@ -2868,6 +2878,7 @@ tasks:
                     required: true,
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    limits: Default::default(),
                     line: 9,
                 },
                 PluginSpec {
@@ -2878,6 +2889,7 @@ tasks:
                     required: false,
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    limits: Default::default(),
                     line: 13,
                 },
             ]

@@ -156,16 +156,7 @@ fn hex(bytes: &[u8]) -> String {
 /// CPU time (ms) and peak resident size (KiB) of a live process, from
 /// `/proc`, where available.
 pub(crate) fn usage(pid: u32) -> (Option<u64>, Option<u64>) {
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the `(comm)`, which may hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            let hz = rustix::param::clock_ticks_per_second().max(1);
-            Some(ticks * 1000 / hz)
-        });
+    let cpu = cpu(pid).map(|c| c.0);
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -173,6 +164,51 @@ pub(crate) fn usage(pid: u32) -> (Option<u64>, Option<u64>) {
             line.split_whitespace().nth(1)?.parse().ok()
         });
     (cpu, rss)
+}
+
+/// Wait until process `pid` (a child of the daemon, not yet reaped) has
+/// ended, without reaping it: `waitid(WNOWAIT)` checked at each SIGCHLD
+/// (no polling). False when it cannot be waited for this way.
+pub(crate) async fn wait_ended(pid: u32) -> bool {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    // Listening first: a SIGCHLD after the check below is not missed.
+    let Ok(mut sigchld) = signal(SignalKind::child()) else {
+        return false;
+    };
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+    loop {
+        match waitid(WaitId::Pid(p), opts) {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        if sigchld.recv().await.is_none() {
+            return false;
+        }
+    }
+}
+
+/// CPU time (user + system, ms) of process `pid` and of the children it
+/// reaped, from `/proc/PID/stat`; still there while it is a zombie.
+pub(crate) fn cpu(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`, which may hold spaces.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    let [ut, st, cut, cst] = f[..] else {
+        return None;
+    };
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some(((ut + st) * 1000 / hz, (cut + cst) * 1000 / hz))
 }
 
 #[cfg(test)]

@@ -25,8 +25,33 @@ use crate::process::sandbox::{self, Spec};
 
 pub(super) const ENFORCED: &str = "enforced";
 
+/// Benchmark switch: with `TASKRUSH_SANDBOX_OFF=1` in the daemon's
+/// environment, plugins start without the sandbox helper (no Landlock,
+/// seccomp, capability drop or limits), and every kind says so. For
+/// measuring what enforcement costs (`benches/plugin_sandbox.py`); never
+/// for use.
+pub(super) const ENV_OFF: &str = "TASKRUSH_SANDBOX_OFF";
+
+/// Whether [`ENV_OFF`] is set to `1`.
+pub(super) fn off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os(ENV_OFF).is_some_and(|v| v == "1"))
+}
+
+/// The level of a kind with the sandbox switched off.
+pub(super) fn off_level() -> String {
+    format!("not enforced: sandbox switched off (`{ENV_OFF}=1`)")
+}
+
 /// The level achieved per kind, e.g. `filesystem` → `enforced`.
 pub(super) fn levels(granted: &Permissions) -> BTreeMap<String, String> {
+    if off() {
+        return ["filesystem", "process", "network", "daemon_socket"]
+            .into_iter()
+            .map(|k| (k.to_owned(), off_level()))
+            .chain([("environment".to_owned(), ENFORCED.to_owned())])
+            .collect();
+    }
     let landlock = match sandbox::landlock_level() {
         Ok(true) => ENFORCED.to_owned(),
         Ok(false) => "partial: older Landlock ABI (some rights not governed)".to_owned(),
@@ -49,7 +74,9 @@ pub(super) fn levels(granted: &Permissions) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// With `enforcement = "required"`: why the plugin must not start.
+/// With `enforcement = "required"`: why the plugin must not start. Only
+/// the permission kinds count, never the resource limits
+/// ([`super::limits`]), which most hosts cannot all enforce.
 pub(super) fn refusal(
     manifest: &PluginManifest,
     levels: &BTreeMap<String, String>,

@@ -456,6 +456,7 @@ mod tests {
             required: false,
             config,
             timeout: Duration::from_secs(1),
+            limits: Default::default(),
             line: 1,
         }
     }

@@ -345,6 +345,7 @@ mod tests {
             required: false,
             config: serde_json::json!({}),
             timeout: crate::config::rush_file::DEFAULT_PLUGIN_TIMEOUT,
+            limits: Default::default(),
             line: 1,
         };
         let e = locate(&spec, Path::new("/p")).unwrap_err();

@@ -20,7 +20,9 @@
 //!   of a plugin (declared ∩ granted − denied), `plugin grant`/`revoke`;
 //! - [`failure`]: [`PluginFailure`], its [`Phase`], crash accounting and
 //!   back-off;
-//! - [`status`]: `plugin list` and `plugin info`;
+//! - [`status`]: `plugin list` and `plugin info`, and the live plugins
+//!   of `daemon status`;
+//! - [`limits`]: a plugin's resource limits (`limits:`), their levels;
 //! - [`process`]: one plugin process and its JSON-RPC over stdio;
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
@@ -72,6 +74,7 @@ mod failure;
 mod grants;
 mod hooks;
 mod host;
+mod limits;
 mod manifest;
 mod permissions;
 mod process;

@@ -80,10 +80,17 @@ struct Shared {
     /// Set once its stderr reached end of file.
     stderr_done: watch::Sender<bool>,
     /// CPU time (ms) and peak RSS (KiB) read from `/proc` just before the
-    /// host stopped it (a process that exits on its own is reaped before
-    /// they can be read), for its `exited` audit record.
+    /// host stopped it (once a process has ended, the kernel has freed its
+    /// memory map and its peak RSS with it), for its `exited` audit record.
     usage: Mutex<(Option<u64>, Option<u64>)>,
+    /// The project root its audit records go under (spawned processes).
+    audit_root: std::sync::OnceLock<std::path::PathBuf>,
+    /// Requests it sent to the host (each refused; the first few audited).
+    requests: AtomicU32,
 }
+
+/// Requests from one plugin process audited as `denied` at most.
+const DENIED_AUDITED: u32 = 10;
 
 impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
@@ -113,7 +120,15 @@ pub(super) struct PluginProcess {
     /// Stopped on purpose by the host (not a crash).
     retired: AtomicBool,
     pid: Option<u32>,
+    /// What its sandbox and limits achieved at its start.
+    achieved: std::sync::OnceLock<Achieved>,
 }
+
+/// The level per permission kind and the resource limits of a process.
+pub(super) type Achieved = (
+    BTreeMap<String, String>,
+    BTreeMap<String, taskrush_protocol::daemon::LimitStatus>,
+);
 
 impl PluginProcess {
     /// Start `argv` in `dir` with exactly `env` (see [`spawn::spawn_plugin`]).
@@ -154,8 +169,31 @@ impl PluginProcess {
         }
         let shared = p.shared.clone();
         let audit_root = audit_root.map(Path::to_owned);
+        if let Some(root) = &audit_root {
+            let _ = shared.audit_root.set(root.clone());
+        }
+        let cgroup = sandbox.and_then(|s| s.cgroup.clone());
         tokio::spawn(async move {
+            // Before it is reaped, a process that ended (on its own, by a
+            // crash or stopped by the host) still shows its CPU time.
+            let cpu = match pid {
+                Some(pid) if audit_root.is_some() && audit::wait_ended(pid).await => {
+                    audit::cpu(pid)
+                }
+                _ => None,
+            };
             let status = proc.child.wait().await;
+            let how = match &status {
+                Ok(status) => describe(*status),
+                Err(e) => format!("cannot wait for it: {e}"),
+            };
+            tracing::debug!(target: "plugin", plugin = %shared.name, "process ended: {how}");
+            // Whatever it left behind in its group goes with it.
+            group.signal(Signal::KILL);
+            let cgroup_peak = match &cgroup {
+                Some(dir) => crate::process::cgroup::remove(dir).await,
+                None => None,
+            };
             if let Some(root) = &audit_root {
                 let (code, signal) = match &status {
                     Ok(s) => {
@@ -164,7 +202,7 @@ impl PluginProcess {
                     }
                     Err(_) => (None, None),
                 };
-                let (cpu_ms, peak_rss_kib) =
+                let (sampled_cpu, peak_rss_kib) =
                     *shared.usage.lock().unwrap_or_else(|p| p.into_inner());
                 audit::record(
                     "exited",
@@ -174,18 +212,13 @@ impl PluginProcess {
                         "pid": pid,
                         "status": code,
                         "signal": signal,
-                        "cpu_ms": cpu_ms,
+                        "cpu_ms": cpu.map(|c| c.0).or(sampled_cpu),
+                        "children_cpu_ms": cpu.map(|c| c.1),
                         "peak_rss_kib": peak_rss_kib,
+                        "cgroup_memory_peak_kib": cgroup_peak,
                     }),
                 );
             }
-            let how = match status {
-                Ok(status) => describe(status),
-                Err(e) => format!("cannot wait for it: {e}"),
-            };
-            tracing::debug!(target: "plugin", plugin = %shared.name, "process ended: {how}");
-            // Whatever it left behind in its group goes with it.
-            group.signal(Signal::KILL);
             shared.exit.send_replace(Some(how));
         });
         Ok(p)
@@ -209,6 +242,8 @@ impl PluginProcess {
             group,
             stderr_done: watch::channel(false).0,
             usage: Mutex::new((None, None)),
+            audit_root: std::sync::OnceLock::new(),
+            requests: AtomicU32::new(0),
         });
         match stdout {
             Some(out) => {
@@ -226,11 +261,22 @@ impl PluginProcess {
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             pid,
+            achieved: std::sync::OnceLock::new(),
         })
     }
 
     pub(super) fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// Record what its sandbox and limits achieved (once, at its start).
+    pub(super) fn set_achieved(&self, achieved: Achieved) {
+        let _ = self.achieved.set(achieved);
+    }
+
+    /// What its sandbox and limits achieved (empty when unsandboxed).
+    pub(super) fn achieved(&self) -> Achieved {
+        self.achieved.get().cloned().unwrap_or_default()
     }
 
     /// Whether a call is being answered right now.
@@ -506,6 +552,20 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
             (Some(method), Some(id)) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
                 let _ = id; // answered by nothing: plugins may not call the host (yet)
+                let n = shared.requests.fetch_add(1, Ordering::Relaxed);
+                if n < DENIED_AUDITED
+                    && let Some(root) = shared.audit_root.get()
+                {
+                    audit::record(
+                        "denied",
+                        &shared.name,
+                        root,
+                        serde_json::json!({
+                            "method": method,
+                            "why": "an external plugin has no permission to call the host",
+                        }),
+                    );
+                }
             }
             (None, Some(id)) => {
                 let reply = match msg.outcome() {

@@ -308,6 +308,7 @@ mod tests {
             required: false,
             config: serde_json::Value::Null,
             timeout: Duration::from_secs(1),
+            limits: Default::default(),
             line: 3,
         };
         let moved = PluginSpec {

@@ -148,8 +148,16 @@ impl PluginHost {
         let mut env = plugin_env(ctx.env, &eff.effective);
         let levels = enforce::levels(granted);
         if let Some(m) = refusal(&loaded.manifest, &levels, &eff) {
+            super::audit::record(
+                "start_refused",
+                &slot.name,
+                &slot.root,
+                serde_json::json!({"why": m, "enforcement": levels}),
+            );
             return Err(Launch::Config(m));
         }
+        // Spawn to handshake done, logged with `ready` (benches read it).
+        let started = std::time::Instant::now();
         let mut plan = enforce::plan(
             &slot.name,
             &loaded.manifest,
@@ -163,22 +171,27 @@ impl PluginHost {
             // The user config keeps plugins out of the project root.
             plan.spec.read.retain(|p| p != &ctx.config.root);
         }
+        let limits = super::limits::apply(&slot.name, &spec.limits, &mut plan.spec);
         let process = PluginProcess::spawn(
             &slot.name,
             &plan.argv,
             &loaded.dir,
             &env,
-            Some(&plan.spec),
+            (!enforce::off()).then_some(&plan.spec),
             slot.stderr.clone(),
             Some(&slot.root),
         )
         .map_err(|e| {
+            if let Some(dir) = &plan.spec.cgroup {
+                let _ = std::fs::remove_dir(dir);
+            }
             Launch::Spawn(format!(
                 "cannot start `{}` in `{}`: {e}",
                 loaded.manifest.entry_point.join(" "),
                 loaded.dir.display()
             ))
         })?;
+        process.set_achieved((levels.clone(), limits.clone()));
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         slot.st().effective = Some(eff.effective.clone());
         super::audit::record(
@@ -197,6 +210,8 @@ impl PluginHost {
                 "effective": eff.effective,
                 // What the sandbox achieved, per kind of permission.
                 "enforcement": levels,
+                // Resource limits: value and level achieved.
+                "limits": limits,
             }),
         );
         let params = InitializeParams {
@@ -229,7 +244,8 @@ impl PluginHost {
                 fault: Fault::Broken(m),
             });
         }
-        tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), "ready");
+        let start_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), start_ms, "ready");
         Ok((process, info))
     }
 

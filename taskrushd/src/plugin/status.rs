@@ -1,7 +1,7 @@
 //! Plugin status objects: `plugin list` and `plugin info`, from the
 //! slots' state and the manifests on disk.
 
-use taskrush_protocol::daemon::{PluginDetails, PluginState, PluginStatus};
+use taskrush_protocol::daemon::{LivePlugin, PluginDetails, PluginState, PluginStatus};
 use taskrush_protocol::plugin::Hook;
 
 use super::host::PluginHost;
@@ -39,6 +39,7 @@ impl PluginHost {
             error: None,
             enforcement: Default::default(),
             needs_grant: false,
+            limits: Default::default(),
         };
         if let Some(slot) = &slot {
             let st = slot.st();
@@ -75,6 +76,7 @@ impl PluginHost {
                     super::grants::effective(&config.root, &spec.name, &l.manifest.permissions);
                 if spec.kind.as_str() == "external" {
                     status.enforcement = super::enforce::levels(&eff.for_sandbox());
+                    status.limits = super::limits::levels(&spec.limits);
                 }
                 status.needs_grant = eff.pending.is_some();
             }
@@ -117,5 +119,32 @@ impl PluginHost {
             pending: eff.as_ref().and_then(|e| e.pending.clone()),
             effective: eff.map(|e| e.effective),
         })
+    }
+}
+
+impl PluginHost {
+    /// Every live plugin process (external), with what its sandbox and
+    /// limits achieved when it was started, for `daemon status`.
+    pub(crate) fn live(&self) -> Vec<LivePlugin> {
+        let slots: Vec<_> = self.slots().values().cloned().collect();
+        let mut out: Vec<LivePlugin> = slots
+            .iter()
+            .filter_map(|slot| {
+                let p = slot.st().process.clone()?;
+                if p.dead().is_some() {
+                    return None;
+                }
+                let (enforcement, limits) = p.achieved();
+                Some(LivePlugin {
+                    root: slot.root.display().to_string(),
+                    name: slot.name.clone(),
+                    pid: p.pid(),
+                    enforcement,
+                    limits,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.root, &a.name).cmp(&(&b.root, &b.name)));
+        out
     }
 }

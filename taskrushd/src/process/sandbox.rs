@@ -6,7 +6,8 @@
 //! exec: plugins are started with `posix_spawn` of `/proc/self/exe` in
 //! this mode, which runs single-threaded before tokio or tracing start
 //! and, in safe Rust: sets the parent-death signal (and checks the parent
-//! is still the daemon), puts back the soft open-file limit, drops every
+//! is still the daemon), joins the plugin's cgroup when it has one, sets
+//! the open-file limit (soft and hard), drops every
 //! capability when root, applies a Landlock ruleset (file system rights,
 //! TCP bind/connect, scopes) and a seccomp filter on `socket()`, then
 //! execs the plugin with the environment the daemon gave it.
@@ -53,6 +54,12 @@ pub(crate) struct Spec {
     pub(crate) parent: u32,
     /// The soft `RLIMIT_NOFILE` to put back.
     pub(crate) fd_limit: Option<u64>,
+    /// `RLIMIT_NOFILE`, soft and hard (in place of `fd_limit`).
+    #[serde(default)]
+    pub(crate) open_files: Option<u64>,
+    /// The cgroup (v2) to join before exec.
+    #[serde(default)]
+    pub(crate) cgroup: Option<PathBuf>,
 }
 
 /// Run the helper mode when the arguments ask for it; the exit code then.
@@ -85,7 +92,22 @@ fn exec(spec: &Spec, argv: &[std::ffi::OsString]) -> String {
     {
         return "the daemon is gone".into();
     }
-    if let Some(soft) = spec.fd_limit {
+    if let Some(dir) = &spec.cgroup
+        && let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0")
+    {
+        return format!("cannot join the cgroup `{}`: {e}", dir.display());
+    }
+    if let Some(n) = spec.open_files {
+        let now = rustix::process::getrlimit(Resource::Nofile);
+        let n = now.maximum.map_or(n, |hard| n.min(hard));
+        let limit = Rlimit {
+            current: Some(n),
+            maximum: Some(n),
+        };
+        if let Err(e) = rustix::process::setrlimit(Resource::Nofile, limit) {
+            return format!("cannot set the open-file limit to {n}: {e}");
+        }
+    } else if let Some(soft) = spec.fd_limit {
         let now = rustix::process::getrlimit(Resource::Nofile);
         let _ = rustix::process::setrlimit(
             Resource::Nofile,
