@@ -13,6 +13,7 @@ mod hostile_files;
 mod orphans;
 mod plugins;
 mod protocol;
+mod proxy;
 mod reload;
 mod run;
 mod rush_file;

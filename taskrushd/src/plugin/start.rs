@@ -19,6 +19,7 @@ use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
 use super::permissions::{plugin_env, refused_message};
 use super::process::{CallError, PluginProcess};
+use super::proxy::Proxy;
 use super::slot::{Slot, retire, sync_spec};
 use crate::config::rush_file::PluginSpec;
 use crate::human;
@@ -147,7 +148,7 @@ impl PluginHost {
         if let Some(m) = enforce::refusal(&loaded.manifest, &levels) {
             return Err(Launch::Config(m));
         }
-        let plan = enforce::plan(
+        let mut plan = enforce::plan(
             &slot.name,
             &loaded.manifest,
             granted,
@@ -156,6 +157,17 @@ impl PluginHost {
             &mut env,
         )
         .map_err(Launch::Spawn)?;
+        // A host list: the plugin's own proxy, its only way out.
+        let proxy = if granted.network.is_empty() {
+            None
+        } else {
+            let proxy = Proxy::start(&slot.name, &slot.root, &granted.network)
+                .await
+                .map_err(Launch::Config)?;
+            plan.spec.proxy_port = Some(proxy.port());
+            proxy.set_env(&mut env);
+            Some(proxy)
+        };
         let process = PluginProcess::spawn(
             &slot.name,
             &plan.argv,
@@ -173,6 +185,14 @@ impl PluginHost {
             ))
         })?;
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
+        if let Some(proxy) = proxy {
+            // Closed, with its connections, when the process ends.
+            let mut exit = process.exit_watch();
+            tokio::spawn(async move {
+                let _ = exit.wait_for(|e| e.is_some()).await;
+                drop(proxy);
+            });
+        }
         let granted = slot
             .st()
             .granted

@@ -1,0 +1,284 @@
+//! The network proxy (Linux): a plugin whose manifest grants `network`
+//! hosts reaches them through the daemon's proxy, and nothing else. The
+//! allowed host, `receiver.test`, is a made-up name only the proxy
+//! resolves (`TASKRUSH_PROXY_RESOLVE` in the daemon's environment), so a
+//! client that skipped the proxy could not even find it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use serde_json::Value;
+use taskrush_tests::{Scenario, wait_until};
+
+/// A local HTTP server: each request (head and `Content-Length` body) is
+/// answered `200 received` and sent on the channel.
+fn receiver() -> (u16, Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("port").port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut r = BufReader::new(&conn);
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = r.read_exact(&mut body);
+                let _ = (&conn).write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nreceived",
+                );
+                let _ = tx.send(format!("{head}{}", String::from_utf8_lossy(&body)));
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn sdk(lang: &str) -> PathBuf {
+    super::plugins::repo().join("plugins-external").join(lang)
+}
+
+/// A project whose required plugin `poster` (Python, the SDK's
+/// `http_request`) posts to `url` before task `t`, with `network` = `hosts`.
+fn python_poster(url: &str, hosts: &str) -> Scenario {
+    Scenario::new()
+        .file(
+            ".rush-plugins/poster/plugin.toml",
+            &format!(
+                "name = \"poster\"\nversion = \"1.0.0\"\n\
+                 entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\"]\n\
+                 taskrush_version = \">=0.3\"\n\n[permissions]\n\
+                 network = {hosts}\nfilesystem = [\"read:{}\"]\n",
+                sdk("python").display()
+            ),
+        )
+        .file(
+            ".rush-plugins/poster/main.py",
+            &format!(
+                "import sys\nsys.path.insert(0, {:?})\n\
+                 from taskrush_plugin import Plugin, RpcError, http_request\n\
+                 plugin = Plugin(\"poster\", \"1.0.0\")\n\
+                 @plugin.before_task\n\
+                 def post(ctx):\n    \
+                     r = http_request(\"POST\", ctx.config.url, body={{\"task\": ctx.task_name}})\n    \
+                     if r.status != 200:\n        \
+                         raise RpcError(f\"HTTP {{r.status}}: {{r.text().strip()}}\")\n\
+                 sys.exit(plugin.run())\n",
+                sdk("python").display().to_string()
+            ),
+        )
+        .rush(&format!(
+            "plugins:\n  - name: poster\n    required: true\n    config: {{url: '{url}'}}\n\
+             tasks:\n  t:\n    cmd: echo ran\n"
+        ))
+}
+
+/// Start the daemon with `receiver.test` resolved to the receiver.
+fn start(s: &Scenario, port: u16) {
+    s.start_daemon(&[(
+        "TASKRUSH_PROXY_RESOLVE",
+        &format!("receiver.test=127.0.0.1:{port}"),
+    )]);
+}
+
+fn network_level(s: &Scenario, plugin: &str) -> String {
+    let out = s.run(&["plugin", "info", plugin, "--json"]);
+    out.success();
+    let info: Value = serde_json::from_str(&out.stdout()).expect("plugin info JSON");
+    info["enforcement"]["network"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn audit_records(s: &Scenario) -> Vec<Value> {
+    std::fs::read_to_string(s.root().join("run").join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_python_plugin_posts_through_the_proxy_to_a_granted_host_only_the_proxy_resolves() {
+    let (port, got) = receiver();
+    let s = python_poster("http://receiver.test/hook", "[\"receiver.test\"]");
+    start(&s, port);
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    let request = got
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the receiver got the request");
+    assert!(
+        request.starts_with("POST /hook HTTP/1.1\r\n"),
+        "origin form: {request}"
+    );
+    assert!(request.contains("Host: receiver.test"), "{request}");
+    assert!(request.ends_with("{\"task\": \"t\"}"), "{request}");
+    let level = network_level(&s, "poster");
+    assert!(
+        level == "enforced" || level.starts_with("partial: proxy-aware clients only"),
+        "{level}"
+    );
+}
+
+#[test]
+fn a_request_to_a_host_outside_the_grant_is_refused_with_403_and_audited() {
+    let (port, got) = receiver();
+    let s = python_poster("http://other.test/hook", "[\"receiver.test\"]");
+    start(&s, port);
+    let out = s.run(&["t"]);
+    assert_ne!(out.code(), 0, "the task ran: {}", out.stdout());
+    let err = out.stderr();
+    assert!(
+        err.contains("plugin `poster`")
+            && err.contains("HTTP 403")
+            && err.contains("`other.test:80`")
+            && err.contains("not in its `network` permission"),
+        "the task says which plugin was refused which host: {err}"
+    );
+    assert!(got.try_recv().is_err(), "nothing reached the receiver");
+    let denied = |s: &Scenario| {
+        audit_records(s)
+            .into_iter()
+            .find(|r| r["kind"] == "denied" && r["plugin"] == "poster" && r["host"] == "other.test")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || denied(&s).is_some()),
+        "a `denied` audit record names the plugin and the host: {:?}",
+        audit_records(&s)
+    );
+    let record = denied(&s).expect("record");
+    assert_eq!(record["permission"], "network");
+    assert_eq!(record["port"], 80);
+    let log = std::fs::read_to_string(s.log()).unwrap_or_default();
+    assert!(
+        log.contains("network proxy refused `other.test:80`"),
+        "the daemon log says so too"
+    );
+}
+
+#[test]
+fn a_granted_name_that_resolves_to_a_private_address_is_refused() {
+    // `localhost` is granted by name, but resolves to loopback.
+    let (port, _got) = receiver();
+    let s = python_poster(&format!("http://localhost:{port}/hook"), "[\"localhost\"]");
+    start(&s, port);
+    let out = s.run(&["t"]);
+    assert_ne!(out.code(), 0, "the task ran: {}", out.stdout());
+    assert!(
+        out.stderr().contains("HTTP 403") && out.stderr().contains("not public"),
+        "{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn a_plugin_with_a_host_grant_cannot_connect_around_the_proxy() {
+    // Even the address itself granted: a direct connect is refused by the
+    // kernel, only the proxy's port is open to the plugin.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("port").port();
+    let s = super::sandbox::probe(
+        &format!("{{connect: ['127.0.0.1', {port}]}}"),
+        "network = [\"127.0.0.1\"]\n",
+    );
+    let level = network_level(&s, "probe");
+    if level != "enforced" {
+        eprintln!("SKIPPED: the daemon reports network `{level}` on this kernel");
+        return;
+    }
+    let out = s.run(&["t"]);
+    assert_ne!(out.code(), 0, "it connected: {}", out.stdout());
+    let err = out.stderr();
+    assert!(
+        err.contains("plugin `probe`")
+            && err.contains("denied: PermissionError")
+            && (err.contains("Errno 13") || err.contains("Errno 1]")),
+        "EACCES/EPERM: {err}"
+    );
+}
+
+fn have(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_node_plugin_posts_through_the_proxy_with_the_sdk_helper() {
+    if !have("node") {
+        eprintln!("SKIPPED: `node` is not installed");
+        return;
+    }
+    let (port, got) = receiver();
+    let s = Scenario::new()
+        .file(
+            ".rush-plugins/poster/plugin.toml",
+            &format!(
+                "name = \"poster\"\nversion = \"1.0.0\"\n\
+                 entry_point = [\"node\", \"main.cjs\"]\n\
+                 taskrush_version = \">=0.3\"\n\n[permissions]\n\
+                 network = [\"receiver.test\"]\nfilesystem = [\"read:{}\"]\n",
+                sdk("node").display()
+            ),
+        )
+        .file(
+            ".rush-plugins/poster/main.cjs",
+            &format!(
+                "const {{ Plugin, RpcError, httpRequest }} = require({:?});\n\
+                 const plugin = new Plugin('poster', '1.0.0');\n\
+                 plugin.beforeTask(async (ctx) => {{\n  \
+                   const r = await httpRequest('POST', ctx.config.url, {{ body: {{ task: ctx.task_name }} }});\n  \
+                   if (r.status !== 200) throw new RpcError(`HTTP ${{r.status}}: ${{r.text().trim()}}`);\n\
+                 }});\n\
+                 plugin.run();\n",
+                sdk("node").join("index.cjs").display().to_string()
+            ),
+        )
+        .rush(
+            "plugins:\n  - name: poster\n    required: true\n    config: {url: 'http://receiver.test/node'}\n\
+             tasks:\n  t:\n    cmd: echo ran\n",
+        );
+    start(&s, port);
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    let request = got
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the receiver got the request");
+    assert!(request.starts_with("POST /node HTTP/1.1\r\n"), "{request}");
+    assert!(request.ends_with("{\"task\":\"t\"}"), "{request}");
+    // Another host: the proxy's refusal comes back as the hook's error.
+    s.write(
+        ".rush",
+        "plugins:\n  - name: poster\n    required: true\n    config: {url: 'https://other.test/x'}\n\
+         tasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    assert_ne!(out.code(), 0, "the task ran: {}", out.stdout());
+    assert!(
+        out.stderr().contains("403") && out.stderr().contains("other.test"),
+        "{}",
+        out.stderr()
+    );
+}
