@@ -169,6 +169,13 @@ fn a_request_to_a_host_outside_the_grant_is_refused_with_403_and_audited() {
     let record = denied(&s).expect("record");
     assert_eq!(record["permission"], "network");
     assert_eq!(record["port"], 80);
+    let shown = s.run(&["plugin", "audit", "poster"]);
+    shown.success();
+    assert!(
+        shown.stdout().contains("denied") && shown.stdout().contains("network `other.test:80`"),
+        "{}",
+        shown.stdout()
+    );
     let log = std::fs::read_to_string(s.log()).unwrap_or_default();
     assert!(
         log.contains("network proxy refused `other.test:80`"),

@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -278,6 +278,28 @@ struct Grant {
     plugin: String,
     root: PathBuf,
     rules: Vec<Rule>,
+    /// Refusals logged in the current second (the second, the count): at
+    /// most [`DENIALS_LOGGED`] a second reach the daemon log.
+    logged: std::sync::Mutex<(u64, u32)>,
+}
+
+/// Refusals per second and plugin written to the daemon log (the audit
+/// trail bounds its own queue).
+const DENIALS_LOGGED: u32 = 10;
+
+impl Grant {
+    /// Whether one more refusal may be logged now.
+    fn may_log(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut l = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if l.0 != now {
+            *l = (now, 0);
+        }
+        l.1 += 1;
+        l.1 <= DENIALS_LOGGED
+    }
 }
 
 /// A running proxy; closed (with every connection through it) on drop.
@@ -319,6 +341,7 @@ impl Proxy {
             plugin: plugin.to_owned(),
             root: root.to_owned(),
             rules,
+            logged: std::sync::Mutex::new((0, 0)),
         });
         let task = tokio::spawn(serve(listener, grant));
         tracing::debug!(target: "plugin", plugin, port, "network proxy listening");
@@ -344,17 +367,14 @@ impl Proxy {
 
 async fn serve(listener: TcpListener, grant: Arc<Grant>) {
     let mut conns = JoinSet::new();
+    let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     if conns.len() >= MAX_CONNECTIONS {
-                        // Best effort, never waiting: a fresh socket's
-                        // send buffer is empty.
-                        let _ = stream.try_write(
-                            reply(503, &format!("too many connections through the proxy (at most {MAX_CONNECTIONS} at a time)")).as_bytes(),
-                        );
+                        refuse_busy(stream, &refusing);
                         tracing::warn!(target: "plugin", plugin = %grant.plugin, "network proxy: {MAX_CONNECTIONS} connections open, one more refused");
                         continue;
                     }
@@ -368,6 +388,32 @@ async fn serve(listener: TcpListener, grant: Arc<Grant>) {
             }
         }
     }
+}
+
+/// Answer `503` to a connection past [`MAX_CONNECTIONS`]: written, then
+/// what the client sent drained (closing with unread data would reset the
+/// connection before the client reads the answer), for at most a second,
+/// by at most [`MAX_CONNECTIONS`] such tasks at a time (beyond, closed at
+/// once).
+fn refuse_busy(mut stream: TcpStream, refusing: &Arc<AtomicUsize>) {
+    if refusing.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        refusing.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let refusing = refusing.clone();
+    tokio::spawn(async move {
+        let why =
+            format!("too many connections through the proxy (at most {MAX_CONNECTIONS} at a time)");
+        let _ = timeout(Duration::from_secs(1), async {
+            stream.write_all(reply(503, &why).as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        })
+        .await;
+        refusing.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// A complete response with a plain-text reason, closing the connection.
@@ -541,8 +587,17 @@ async fn handle(mut client: TcpStream, grant: Arc<Grant>) {
     let (mut up, req, buf, end) = match upstream {
         Ok(x) => x,
         Err(Refusal(code, why)) => {
-            let _ = timeout(IDLE_TIMEOUT, client.write_all(reply(code, &why).as_bytes())).await;
-            let _ = client.shutdown().await;
+            // Then drain what the client still sends (a body), briefly:
+            // closing with unread data would reset the connection before
+            // the client reads the answer.
+            let _ = timeout(Duration::from_secs(1), async {
+                client.write_all(reply(code, &why).as_bytes()).await?;
+                client.shutdown().await?;
+                let mut sink = [0u8; 1024];
+                while client.read(&mut sink).await? > 0 {}
+                std::io::Result::Ok(())
+            })
+            .await;
             return;
         }
     };
@@ -580,7 +635,9 @@ async fn open(grant: &Grant, req: &Request) -> Result<TcpStream, Refusal> {
     };
     let port = req.port;
     let deny = |why: String| -> Refusal {
-        tracing::warn!(target: "plugin", plugin = %grant.plugin, "network proxy refused `{target}:{port}`: {why}");
+        if grant.may_log() {
+            tracing::warn!(target: "plugin", plugin = %grant.plugin, "network proxy refused `{target}:{port}`: {why}");
+        }
         audit::record(
             "denied",
             &grant.plugin,
@@ -936,5 +993,28 @@ mod tests {
         )
         .await;
         assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_cap_a_plugin_gets_503_at_once() {
+        let proxy = Proxy::start("p", Path::new("/r"), &["x.test".to_owned()])
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port()))
+                .await
+                .unwrap();
+            // Half a head: the connection stays open, waiting.
+            s.write_all(b"CONNECT x.test:443 HTTP/1.1\r\n")
+                .await
+                .unwrap();
+            held.push(s);
+        }
+        // Let the proxy accept them all.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = ask(proxy.port(), "CONNECT x.test:443 HTTP/1.1\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        drop(held);
     }
 }
