@@ -289,3 +289,118 @@ fn a_node_plugin_posts_through_the_proxy_with_the_sdk_helper() {
         out.stderr()
     );
 }
+
+#[test]
+fn a_go_plugin_reaches_a_made_up_host_and_a_granted_loopback_address_through_the_proxy() {
+    // Go's own `http.ProxyFromEnvironment` skips loopback hosts; with
+    // Landlock the direct connection would be refused, so the second URL
+    // succeeds only through the proxy.
+    if !have_go() {
+        eprintln!("SKIPPED: `go` is not installed");
+        return;
+    }
+    let (port, got) = receiver();
+    let s = Scenario::new();
+    let src = s.root().join("poster-src");
+    std::fs::create_dir_all(&src).expect("src dir");
+    std::fs::write(
+        src.join("go.mod"),
+        format!(
+            "module poster\n\ngo 1.19\n\nrequire taskrush.dev/plugin v0.0.0\n\nreplace taskrush.dev/plugin => {}\n",
+            sdk("go").display()
+        ),
+    )
+    .expect("go.mod");
+    std::fs::write(
+        src.join("main.go"),
+        r#"package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"taskrush.dev/plugin"
+)
+
+func main() {
+	p := plugin.New("poster", "1.0.0")
+	p.BeforeTask(func(ctx plugin.TaskContext) error {
+		client := plugin.HTTPClient(10 * time.Second)
+		for _, u := range ctx.Config.Strings("urls") {
+			resp, err := client.Post(u, "application/json", strings.NewReader(`{"task":"`+ctx.TaskName+`"}`))
+			if err != nil {
+				return err
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+			}
+		}
+		return nil
+	})
+	if err := p.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+"#,
+    )
+    .expect("main.go");
+    let dir = s.project().join(".rush-plugins/poster");
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(dir.join("poster"))
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(
+        built.status.success(),
+        "go build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let s = s
+        .file(
+            ".rush-plugins/poster/plugin.toml",
+            &format!(
+                "name = \"poster\"\nversion = \"1.0.0\"\nentry_point = [\"./poster\"]\n\
+                 taskrush_version = \">=0.3\"\n\n[permissions]\n\
+                 network = [\"receiver.test\", \"127.0.0.1:{port}\"]\n"
+            ),
+        )
+        .rush(&format!(
+            "plugins:\n  - name: poster\n    required: true\n    \
+             config: {{urls: ['http://receiver.test/go', 'http://127.0.0.1:{port}/loopback']}}\n\
+             tasks:\n  t:\n    cmd: echo ran\n"
+        ));
+    start(&s, port);
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    let first = got
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first request");
+    let second = got
+        .recv_timeout(Duration::from_secs(20))
+        .expect("second request");
+    assert!(first.starts_with("POST /go HTTP/1.1\r\n"), "{first}");
+    assert!(
+        second.starts_with("POST /loopback HTTP/1.1\r\n"),
+        "{second}"
+    );
+}
+
+fn have_go() -> bool {
+    std::process::Command::new("go")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
