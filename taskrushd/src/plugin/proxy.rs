@@ -730,14 +730,15 @@ async fn open(grant: &Grant, req: &Request) -> Result<TcpStream, Refusal> {
     ))
 }
 
-/// Copy both ways until both sides are done, or nothing moved in either
-/// direction for [`IDLE_TIMEOUT`].
+/// Copy both ways until both sides are done (an end of file is passed
+/// on as a half close), an error on either side, or nothing moved in
+/// either direction for [`IDLE_TIMEOUT`].
 async fn relay(mut a: TcpStream, mut b: TcpStream) {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
-    let _ = tokio::join!(pipe(ar, bw, &last, start), pipe(br, aw, &last, start));
+    let _ = tokio::try_join!(pipe(ar, bw, &last, start), pipe(br, aw, &last, start));
 }
 
 async fn pipe<R, W>(mut r: R, mut w: W, last: &AtomicU64, start: Instant) -> std::io::Result<()>
