@@ -404,3 +404,25 @@ fn have_go() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+#[test]
+fn without_landlock_a_host_list_is_reported_partial_and_the_proxy_still_filters() {
+    let (port, got) = receiver();
+    let s = python_poster("http://receiver.test/hook", "[\"receiver.test\"]");
+    s.start_daemon(&[
+        (
+            "TASKRUSH_PROXY_RESOLVE",
+            &format!("receiver.test=127.0.0.1:{port}"),
+        ),
+        ("TASKRUSH_SANDBOX_NO_LANDLOCK", "1"),
+    ]);
+    let level = network_level(&s, "poster");
+    assert!(
+        level.starts_with("partial: proxy-aware clients only (Landlock switched off")
+            && level.ends_with("a client that ignores the proxy can connect to any TCP host"),
+        "{level}"
+    );
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    got.recv_timeout(Duration::from_secs(20))
+        .expect("the receiver got the request");
+}
