@@ -375,7 +375,9 @@ async fn serve(listener: TcpListener, grant: Arc<Grant>) {
                 Ok((stream, _)) => {
                     if conns.len() >= MAX_CONNECTIONS {
                         refuse_busy(stream, &refusing);
-                        tracing::warn!(target: "plugin", plugin = %grant.plugin, "network proxy: {MAX_CONNECTIONS} connections open, one more refused");
+                        if grant.may_log() {
+                            tracing::warn!(target: "plugin", plugin = %grant.plugin, "network proxy: {MAX_CONNECTIONS} connections open, one more refused");
+                        }
                         continue;
                     }
                     conns.spawn(handle(stream, grant.clone()));
