@@ -426,3 +426,143 @@ fn without_landlock_a_host_list_is_reported_partial_and_the_proxy_still_filters(
     got.recv_timeout(Duration::from_secs(20))
         .expect("the receiver got the request");
 }
+
+/// A TLS server (a Python child) for `receiver.test`, with a self-signed
+/// certificate made by `openssl`: its port, the certificate's path, the
+/// request lines it got, and the child (killed on drop).
+struct TlsReceiver {
+    port: u16,
+    cert: PathBuf,
+    lines: Receiver<String>,
+    child: std::process::Child,
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_SERVER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv = socket.create_server(("127.0.0.1", 0))
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+        f = s.makefile("rb")
+        first = f.readline().decode().strip()
+        length = 0
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        f.read(length)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        print(first, flush=True)
+        s.close()
+    except Exception as e:
+        print("error: %s" % e, flush=True)
+"#;
+
+fn tls_receiver(dir: &std::path::Path) -> Option<TlsReceiver> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=receiver.test",
+            "-addext",
+            "subjectAltName=DNS:receiver.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        return None;
+    }
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(TLS_SERVER)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let out = child.stdout.take()?;
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = TlsReceiver {
+        port: 0,
+        cert,
+        lines,
+        child,
+    };
+    r.port = r
+        .lines
+        .recv_timeout(Duration::from_secs(20))
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(r)
+}
+
+#[test]
+fn https_goes_through_a_connect_tunnel_with_tls_end_to_end() {
+    let s = python_poster("https://receiver.test/tls", "[\"receiver.test\"]");
+    let Some(tls) = tls_receiver(s.root()) else {
+        eprintln!("SKIPPED: cannot make a certificate with `openssl` or start the TLS server");
+        return;
+    };
+    // The plugin trusts the test certificate: granted the variable that
+    // names it and read access to it.
+    s.write(
+        ".rush-plugins/poster/plugin.toml",
+        format!(
+            "name = \"poster\"\nversion = \"1.0.0\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\"]\n\
+             taskrush_version = \">=0.3\"\n\n[permissions]\n\
+             network = [\"receiver.test:443\"]\nenvironment = [\"SSL_CERT_FILE\"]\n\
+             filesystem = [\"read:{}\", \"read:{}\"]\n",
+            sdk("python").display(),
+            tls.cert.display()
+        ),
+    );
+    let s = s.env("SSL_CERT_FILE", &tls.cert.display().to_string());
+    // `receiver.test:443` is what the plugin asks for; the proxy connects
+    // to the TLS server's port.
+    start(&s, tls.port);
+    s.run(&["t"]).success().expect_stdout("ran\n");
+    let line = tls
+        .lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the TLS server got the request");
+    assert_eq!(line, "POST /tls HTTP/1.1");
+}
