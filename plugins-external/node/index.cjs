@@ -458,8 +458,145 @@ class Plugin {
   }
 }
 
+// --------------------------------------------------------------------------
+// HTTP through the host's proxy
+
+/** An HTTP answer: `status`, `reason`, `headers` (lower-case names), `body` (a Buffer). */
+class HttpResponse {
+  constructor(status, reason, headers, body) {
+    this.status = status;
+    this.reason = reason;
+    this.headers = headers;
+    this.body = body;
+  }
+  get ok() {
+    return this.status >= 200 && this.status < 300;
+  }
+  text() {
+    return this.body.toString('utf8');
+  }
+  json() {
+    return JSON.parse(this.text());
+  }
+}
+
+/** The host's proxy for `protocol` (`http:`/`https:`) from the environment, or null. */
+function proxyFor(protocol) {
+  const scheme = protocol.replace(':', '');
+  const value = process.env[`${scheme}_proxy`] || process.env[`${scheme.toUpperCase()}_PROXY`];
+  return value ? new URL(value) : null;
+}
+
+function collect(stream) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
+
+/**
+ * Send an HTTP(S) request through the daemon's network proxy.
+ *
+ * A plugin whose manifest grants `network` hosts gets `HTTP_PROXY` and
+ * `HTTPS_PROXY` pointing at a proxy of the daemon that allows only those
+ * hosts; in the sandbox it cannot connect anywhere else. Node's built-in
+ * `fetch` ignores these variables: use this. Plain http goes to the proxy as
+ * an absolute-URI request, https through a `CONNECT` tunnel (TLS end to end).
+ * `NO_PROXY` is not honoured. `body` may be a Buffer, a string, or an object
+ * sent as JSON. Resolves with every HTTP status (a host the grant does not
+ * allow is the proxy's `403`, its reason in the body, for http and https);
+ * rejects on network errors and after `timeout` ms.
+ */
+function httpRequest(method, url, { body, headers = {}, timeout = 10000 } = {}) {
+  const http = require('node:http');
+  const https = require('node:https');
+  const tls = require('node:tls');
+  return new Promise((resolve, reject) => {
+    let target;
+    try {
+      target = new URL(url);
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      reject(new Error(`not an http(s) URL: ${url}`));
+      return;
+    }
+    const hdrs = { ...headers };
+    let data = null;
+    if (Buffer.isBuffer(body)) data = body;
+    else if (typeof body === 'string') data = Buffer.from(body);
+    else if (body !== undefined && body !== null) {
+      data = Buffer.from(JSON.stringify(body));
+      if (!Object.keys(hdrs).some((k) => k.toLowerCase() === 'content-type')) hdrs['Content-Type'] = 'application/json';
+    }
+    if (data) hdrs['Content-Length'] = String(data.length);
+    const secure = target.protocol === 'https:';
+    const port = Number(target.port) || (secure ? 443 : 80);
+    const proxy = proxyFor(target.protocol);
+    const requests = [];
+    const timer = setTimeout(() => {
+      for (const r of requests) r.destroy(new Error(`no answer from ${target.host} within ${timeout} ms`));
+    }, timeout);
+    const done = (fn) => (v) => {
+      clearTimeout(timer);
+      fn(v);
+    };
+    const ok = done(resolve);
+    const fail = done(reject);
+    const answer = (res) => {
+      collect(res).then(
+        (buf) => ok(new HttpResponse(res.statusCode, res.statusMessage || '', res.headers, buf)),
+        fail,
+      );
+    };
+    const send = (options, mod) => {
+      const req = mod.request({ method: method.toUpperCase(), headers: hdrs, agent: false, ...options }, answer);
+      requests.push(req);
+      req.on('error', fail);
+      req.end(data || undefined);
+    };
+    const path = target.pathname + target.search;
+    if (!proxy) {
+      send({ host: target.hostname, port, path, servername: target.hostname }, secure ? https : http);
+    } else if (!secure) {
+      send({ host: proxy.hostname, port: Number(proxy.port) || 80, path: target.href, setHost: false, headers: { Host: target.host, ...hdrs } }, http);
+    } else {
+      const authority = `${target.hostname.includes(':') ? `[${target.hostname}]` : target.hostname}:${port}`;
+      const connect = http.request({
+        host: proxy.hostname,
+        port: Number(proxy.port) || 80,
+        method: 'CONNECT',
+        path: authority,
+        headers: { Host: authority },
+        agent: false,
+      });
+      requests.push(connect);
+      connect.on('error', fail);
+      connect.on('connect', (res, socket, head) => {
+        if (res.statusCode !== 200) {
+          // The proxy's refusal, with its reason, as the answer.
+          collect(socket).then(
+            (rest) => ok(new HttpResponse(res.statusCode, res.statusMessage || '', res.headers, Buffer.concat([head, rest]))),
+            fail,
+          );
+          return;
+        }
+        const tlsSocket = tls.connect({ socket, servername: target.hostname.replace(/^\[|\]$/g, '') });
+        send({ host: target.hostname, port, path, createConnection: () => tlsSocket }, https);
+      });
+      connect.end();
+    }
+  });
+}
+
 module.exports = {
   Plugin,
+  httpRequest,
+  HttpResponse,
   Veto,
   RpcError,
   CommandResult,

@@ -123,8 +123,32 @@ export declare class Plugin {
   run(options?: { input?: NodeJS.ReadableStream; output?: NodeJS.WritableStream; exit?: boolean }): Promise<number>;
 }
 
+/** An HTTP answer (see `httpRequest`). */
+export declare class HttpResponse {
+  readonly status: number;
+  readonly reason: string;
+  readonly headers: { [name: string]: string | string[] | undefined };
+  readonly body: Buffer;
+  readonly ok: boolean;
+  text(): string;
+  json(): any;
+}
+
+/**
+ * An HTTP(S) request through the daemon's network proxy (`HTTP_PROXY`/`HTTPS_PROXY`;
+ * `NO_PROXY` is not honoured). Resolves with every status; the proxy refuses a host
+ * outside the plugin's `network` permission with `403` and its reason in the body.
+ */
+export declare function httpRequest(
+  method: string,
+  url: string,
+  options?: { body?: Buffer | string | Json; headers?: { [name: string]: string }; timeout?: number },
+): Promise<HttpResponse>;
+
 declare const sdk: {
   Plugin: typeof Plugin;
+  httpRequest: typeof httpRequest;
+  HttpResponse: typeof HttpResponse;
   Veto: typeof Veto;
   RpcError: typeof RpcError;
   CommandResult: typeof CommandResult;

@@ -146,6 +146,9 @@ fn row(r: &Value) -> [String; 5] {
                 .trim_end()
                 .to_owned()
         }
+        "denied" if r["permission"] == "network" => {
+            format!("network `{}:{}`: {}", s("host"), n("port"), s("why"))
+        }
         "dropped" => format!("{} records dropped (the writer fell behind)", n("count")),
         "grant_given" => format!("granted {}", perms(&r["granted"])),
         "grant_revoked" => format!("revoked {}", perms(&r["revoked"])),

@@ -16,6 +16,7 @@ mod limits;
 mod orphans;
 mod plugins;
 mod protocol;
+mod proxy;
 mod reload;
 mod run;
 mod rush_file;

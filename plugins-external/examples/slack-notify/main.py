@@ -12,19 +12,16 @@ Network errors are logged (without the URL, which is a secret), never raised:
 a notification must not fail a task.
 """
 
-import json
 import os
 import re
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The SDK: a copy next to this file when installed, else the repository's.
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "python")]
 
-from taskrush_plugin import Plugin  # noqa: E402
+from taskrush_plugin import Plugin, http_request  # noqa: E402
 
 plugin = Plugin("slack-notify", "1.0.0")
 
@@ -82,23 +79,22 @@ def post(url, payload, timeout):
     if parts.scheme not in ("http", "https"):
         plugin.log("error", "`webhook_url` must be an http(s) URL; nothing posted")
         return
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode("utf-8"),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    # Through the daemon's proxy (the only way out of the sandbox), which
+    # lets through the hosts of this plugin's `network` permission.
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as e:
-        plugin.log("warn", f"{where} answered HTTP {e.code} {e.reason}; the message was not posted")
-    except urllib.error.URLError as e:
-        plugin.log("warn", f"could not reach {where}: {e.reason}")
-    except (OSError, ValueError) as e:
+        response = http_request("POST", url, body=payload, timeout=timeout)
+    except OSError as e:
+        plugin.log("warn", f"could not reach {where}: {getattr(e, 'reason', e)}")
+        return
+    except ValueError as e:
         plugin.log("warn", f"could not post to {where}: {e}")
-    else:
+        return
+    if response.ok:
         plugin.log("debug", f"posted to {where}")
+    elif response.headers.get("x-taskrush-proxy") == "denied":
+        plugin.log("warn", f"the message was not posted: {response.text().strip()}")
+    else:
+        plugin.log("warn", f"{where} answered HTTP {response.status} {response.reason}; the message was not posted")
 
 
 if __name__ == "__main__":

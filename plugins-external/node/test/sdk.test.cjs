@@ -372,3 +372,38 @@ test('command without commands is an unknown method', async () => {
   const out = await serve(plugin, [{ jsonrpc: '2.0', id: 1, method: 'command', params: { name: 'x', cwd: '/' } }]);
   assert.equal(out[0].error.code, -32601);
 });
+
+// httpRequest: through a stand-in for the daemon's proxy, even for a made-up host.
+test('httpRequest goes through HTTP_PROXY and HTTPS_PROXY, NO_PROXY ignored', async (t) => {
+  const http = require('node:http');
+  const { httpRequest } = require('../index.cjs');
+  const seen = [];
+  const proxy = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      seen.push([req.method, req.url, req.headers.host, Buffer.concat(chunks).toString()]);
+      res.end('{"ok":true}');
+    });
+  });
+  proxy.on('connect', (req, socket) => {
+    seen.push(['CONNECT', req.url]);
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 23\r\nConnection: close\r\n\r\ntaskrush proxy: denied\n');
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  t.after(() => proxy.close());
+  const url = `http://127.0.0.1:${proxy.address().port}`;
+  const saved = { ...process.env };
+  t.after(() => {
+    process.env = saved;
+  });
+  Object.assign(process.env, { HTTP_PROXY: url, HTTPS_PROXY: url, NO_PROXY: '*' });
+  const r = await httpRequest('POST', 'http://receiver.test/hook?x=1', { body: { text: 'hi' } });
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json(), { ok: true });
+  assert.deepEqual(seen[0], ['POST', 'http://receiver.test/hook?x=1', 'receiver.test', '{"text":"hi"}']);
+  const refused = await httpRequest('GET', 'https://other.test/x');
+  assert.deepEqual(seen[1], ['CONNECT', 'other.test:443']);
+  assert.equal(refused.status, 403);
+  assert.match(refused.text(), /denied/);
+});

@@ -40,11 +40,16 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 __all__ = [
     "Plugin",
     "Veto",
+    "http_request",
+    "HttpResponse",
     "RpcError",
     "CommandResult",
     "Record",
@@ -602,3 +607,83 @@ class Plugin:
                 out.flush()
             except (OSError, ValueError):
                 self._out = None  # the host is gone; EOF on stdin follows
+
+
+# --------------------------------------------------------------------------
+# HTTP through the host's proxy
+
+
+class HttpResponse:
+    """An HTTP answer: ``status``, ``reason``, ``headers`` (names lower
+    case) and ``body`` (bytes); ``text()`` and ``json()`` decode it."""
+
+    def __init__(self, status: int, reason: str, headers: Dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"HttpResponse({self.status} {self.reason}, {len(self.body)} bytes)"
+
+
+def _proxies() -> Dict[str, str]:
+    """The host's proxy from ``http_proxy``/``https_proxy`` (either case).
+    ``NO_PROXY`` is not honoured: in the sandbox the proxy is the only way out."""
+    proxies = {}
+    for scheme in ("http", "https"):
+        url = os.environ.get(scheme + "_proxy") or os.environ.get(scheme.upper() + "_PROXY")
+        if url:
+            proxies[scheme] = url
+    return proxies
+
+
+def http_request(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: Optional[Dict[str, str]] = None,
+    timeout: float = 10.0,
+) -> HttpResponse:
+    """Send an HTTP(S) request through the daemon's network proxy.
+
+    A plugin whose manifest grants ``network`` hosts gets ``HTTP_PROXY`` and
+    ``HTTPS_PROXY`` pointing at a proxy of the daemon that allows only those
+    hosts (https through ``CONNECT``); in the sandbox it cannot connect
+    anywhere else. ``body`` may be bytes, a string, or a dict/list sent as
+    JSON. Every HTTP status is returned (a host the grant does not allow is
+    ``403`` from the proxy, with the reason in the body, or an ``OSError``
+    naming ``403`` for https); errors before an answer raise ``OSError``.
+    """
+    data = None
+    headers = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        data = json.dumps(body).encode("utf-8")
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+    elif body is not None:
+        data = bytes(body)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method.upper())
+    proxy = _proxies().get(request.type)
+    if proxy:
+        # Set by hand: urllib's ProxyHandler would honour NO_PROXY.
+        request.set_proxy(urllib.parse.urlsplit(proxy).netloc, "http")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as r:
+            return HttpResponse(r.status, r.reason, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            found = {k.lower(): v for k, v in (e.headers or {}).items()}
+            return HttpResponse(e.code, str(e.reason), found, e.read())

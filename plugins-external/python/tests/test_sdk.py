@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import unittest
+import unittest.mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -330,6 +331,63 @@ class InMemoryTests(unittest.TestCase):
         plugin = sdk.Plugin("mem", "1.0.0")
         out = self.serve(plugin, [{"jsonrpc": "2.0", "id": 1, "method": "command", "params": {"name": "x", "cwd": "/"}}])
         self.assertEqual(out[0]["error"]["code"], -32601)
+
+
+class FakeProxy:
+    """An HTTP server standing in for the daemon's proxy: it records the
+    request line's target (absolute for a proxy) and answers ``status``."""
+
+    def __init__(self, status=200):
+        import http.server
+
+        self.targets = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.targets.append((self.command, self.path, self.rfile.read(length)))
+                body = b"taskrush proxy: denied\n" if status == 403 else b'{"ok": true}'
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpRequestTests(unittest.TestCase):
+    def with_proxy(self, status):
+        proxy = FakeProxy(status)
+        self.addCleanup(proxy.stop)
+        env = {"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url, "NO_PROXY": "*"}
+        patcher = unittest.mock.patch.dict(os.environ, env)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return proxy
+
+    def test_a_request_goes_through_the_proxy_even_for_a_made_up_host(self):
+        proxy = self.with_proxy(200)
+        r = sdk.http_request("POST", "http://receiver.test/hook", body={"text": "hi"})
+        self.assertEqual((r.status, r.ok, r.json()), (200, True, {"ok": True}))
+        self.assertEqual(proxy.targets, [("POST", "http://receiver.test/hook", b'{"text": "hi"}')])
+
+    def test_a_refusal_of_the_proxy_is_returned_with_its_reason(self):
+        self.with_proxy(403)
+        r = sdk.http_request("GET", "http://other.test/")
+        self.assertEqual(r.status, 403)
+        self.assertIn("denied", r.text())
 
 
 if __name__ == "__main__":

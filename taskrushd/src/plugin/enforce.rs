@@ -13,7 +13,9 @@
 //!   interpreter behind a shim), the ELF loader and granted `process`
 //!   commands resolved on `PATH`.
 //! - Network: `socket(AF_UNIX)` always refused (the daemon's socket),
-//!   internet sockets refused without a `network` grant.
+//!   internet sockets refused without a `network` grant; with a host list,
+//!   TCP only, and with Landlock TCP rules only to the plugin's proxy
+//!   ([`super::proxy`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,7 +62,13 @@ pub(super) fn levels(granted: &Permissions) -> BTreeMap<String, String> {
     let network = if granted.network.is_empty() {
         ENFORCED.to_owned()
     } else {
-        "partial: host list not enforced yet (no proxy): TCP to any host is allowed, other sockets are refused".to_owned()
+        match sandbox::landlock_tcp() {
+            // A client that ignores the proxy cannot connect anywhere else.
+            Ok(()) => ENFORCED.to_owned(),
+            Err(why) => format!(
+                "partial: proxy-aware clients only ({why}): a client that ignores the proxy can connect to any TCP host"
+            ),
+        }
     };
     [
         ("filesystem", landlock.clone()),

@@ -28,6 +28,8 @@
 //!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
 //! - [`conformance`]: the conformance kit behind `plugin_test`;
+//! - [`proxy`]: the HTTP(S) proxy that lets a plugin with a `network`
+//!   host list reach those hosts only;
 //! - [`audit`]: the audit trail (`audit.jsonl`), written off the hook path;
 //! - [`redact`]: secrets masked as `***` before anything is logged,
 //!   recorded, reported or sent as an event.
@@ -78,6 +80,7 @@ mod limits;
 mod manifest;
 mod permissions;
 mod process;
+mod proxy;
 mod redact;
 mod slot;
 mod start;

@@ -373,6 +373,11 @@ impl PluginProcess {
         }
     }
 
+    /// Changes to `Some(how)` when the process ends.
+    pub(super) fn exit_watch(&self) -> watch::Receiver<Option<String>> {
+        self.shared.exit.subscribe()
+    }
+
     /// Whether the process ended (always false for in-memory pipes).
     pub(super) fn exited(&self) -> Option<String> {
         self.shared.exit.borrow().clone()

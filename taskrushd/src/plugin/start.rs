@@ -20,6 +20,7 @@ use super::host::{Ctx, PluginHost};
 use super::manifest::{self, Installed, ManifestError};
 use super::permissions::plugin_env;
 use super::process::{CallError, PluginProcess};
+use super::proxy::Proxy;
 use super::slot::{Slot, retire, sync_spec};
 use crate::config::rush_file::PluginSpec;
 use crate::human;
@@ -172,6 +173,17 @@ impl PluginHost {
             plan.spec.read.retain(|p| p != &ctx.config.root);
         }
         let limits = super::limits::apply(&slot.name, &spec.limits, &mut plan.spec);
+        // A host list: the plugin's own proxy, its only way out.
+        let proxy = if granted.network.is_empty() {
+            None
+        } else {
+            let proxy = Proxy::start(&slot.name, &slot.root, &granted.network)
+                .await
+                .map_err(Launch::Config)?;
+            plan.spec.proxy_port = Some(proxy.port());
+            proxy.set_env(&mut env);
+            Some(proxy)
+        };
         let process = PluginProcess::spawn(
             &slot.name,
             &plan.argv,
@@ -194,6 +206,14 @@ impl PluginHost {
         process.set_achieved((levels.clone(), limits.clone()));
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         slot.st().effective = Some(eff.effective.clone());
+        if let Some(proxy) = proxy {
+            // Closed, with its connections, when the process ends.
+            let mut exit = process.exit_watch();
+            tokio::spawn(async move {
+                let _ = exit.wait_for(|e| e.is_some()).await;
+                drop(proxy);
+            });
+        }
         super::audit::record(
             "spawned",
             &slot.name,

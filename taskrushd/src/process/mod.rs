@@ -24,6 +24,7 @@ pub(crate) mod sandbox {
         pub(crate) write: Vec<std::path::PathBuf>,
         pub(crate) exec: Vec<std::path::PathBuf>,
         pub(crate) network: bool,
+        pub(crate) proxy_port: Option<u16>,
         pub(crate) landlock: bool,
         pub(crate) parent: u32,
         pub(crate) fd_limit: Option<u64>,
@@ -32,6 +33,9 @@ pub(crate) mod sandbox {
     }
     pub(crate) fn landlock_level() -> Result<bool, String> {
         Err("no sandbox on this operating system (Linux only)".to_owned())
+    }
+    pub(crate) fn landlock_tcp() -> Result<(), String> {
+        landlock_level().map(|_| ())
     }
 }
 pub(crate) mod spawn;

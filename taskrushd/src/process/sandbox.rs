@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
     RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,10 @@ pub(crate) struct Spec {
     pub(crate) exec: Vec<PathBuf>,
     /// Internet TCP allowed (else `socket(AF_INET*)` is refused).
     pub(crate) network: bool,
+    /// The plugin's network proxy (127.0.0.1): with Landlock, the only
+    /// port TCP may connect to.
+    #[serde(default)]
+    pub(crate) proxy_port: Option<u16>,
     /// Apply Landlock (false when it is unavailable or switched off).
     pub(crate) landlock: bool,
     /// The daemon's pid: the helper dies with it.
@@ -152,17 +156,18 @@ fn drop_capabilities() -> std::io::Result<()> {
 }
 
 /// The ruleset: every file system right handled, scopes (abstract Unix
-/// sockets, signals outside the sandbox), and TCP bind/connect unless
-/// network is granted (then the seccomp filter allows TCP only).
-fn ruleset(network: bool) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
+/// sockets, signals outside the sandbox), and TCP bind/connect when `tcp`
+/// (no network grant, or only the proxy's port; an unrestricted network
+/// grant leaves TCP to the seccomp filter, which allows TCP only).
+fn ruleset(tcp: bool) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
     let abi = ABI::V7;
     let r = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))?;
-    let r = if network {
-        r
-    } else {
+    let r = if tcp {
         r.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?
+    } else {
+        r
     };
     r.scope(Scope::from_all(abi))?.create()
 }
@@ -172,7 +177,10 @@ fn landlock(spec: &Spec) -> Result<(), Box<dyn std::error::Error>> {
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
     let exec = read | AccessFs::Execute;
-    let mut rules = ruleset(spec.network)?;
+    let mut rules = ruleset(!spec.network || spec.proxy_port.is_some())?;
+    if let Some(port) = spec.proxy_port {
+        rules = rules.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
+    }
     for (paths, rights) in [(&spec.read, read), (&spec.write, write), (&spec.exec, exec)] {
         for path in paths {
             // A path that does not exist grants nothing.
@@ -270,7 +278,7 @@ pub(crate) fn landlock_level() -> Result<bool, String> {
             if std::env::var_os(ENV_NO_LANDLOCK).is_some_and(|v| v == "1") {
                 return Err(format!("Landlock switched off (`{ENV_NO_LANDLOCK}=1`)"));
             }
-            std::thread::spawn(|| match ruleset(false).and_then(|r| r.restrict_self()) {
+            std::thread::spawn(|| match ruleset(true).and_then(|r| r.restrict_self()) {
                 Ok(s) => match s.ruleset {
                     RulesetStatus::FullyEnforced => Ok(true),
                     RulesetStatus::PartiallyEnforced => Ok(false),
@@ -284,4 +292,29 @@ pub(crate) fn landlock_level() -> Result<bool, String> {
             .unwrap_or_else(|_| Err("the Landlock probe panicked".to_owned()))
         })
         .clone()
+}
+
+/// Whether Landlock governs TCP connect here (ABI ≥ 4), so that a plugin
+/// with a host list can reach its proxy's port only; else why not. Probed
+/// once, like [`landlock_level`].
+pub(crate) fn landlock_tcp() -> Result<(), String> {
+    static TCP: OnceLock<Result<(), String>> = OnceLock::new();
+    landlock_level()?;
+    TCP.get_or_init(|| {
+        std::thread::spawn(|| {
+            let status = Ruleset::default()
+                .set_compatibility(CompatLevel::BestEffort)
+                .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+                .and_then(|r| r.create())
+                .and_then(|r| r.restrict_self());
+            match status {
+                Ok(s) if s.ruleset == RulesetStatus::FullyEnforced => Ok(()),
+                Ok(_) => Err("Landlock here has no TCP rules (ABI < 4)".to_owned()),
+                Err(e) => Err(format!("Landlock TCP rules: {e}")),
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the Landlock probe panicked".to_owned()))
+    })
+    .clone()
 }
