@@ -94,6 +94,8 @@ fn python_poster(url: &str, hosts: &str) -> Scenario {
 
 /// Start the daemon with `receiver.test` resolved to the receiver.
 fn start(s: &Scenario, port: u16) {
+    // Not a scenario about consent: the user config grants the plugin.
+    s.grant_in_config("poster");
     s.start_daemon(&[(
         "TASKRUSH_PROXY_RESOLVE",
         &format!("receiver.test=127.0.0.1:{port}"),
@@ -409,6 +411,7 @@ fn have_go() -> bool {
 fn without_landlock_a_host_list_is_reported_partial_and_the_proxy_still_filters() {
     let (port, got) = receiver();
     let s = python_poster("http://receiver.test/hook", "[\"receiver.test\"]");
+    s.grant_in_config("poster");
     s.start_daemon(&[
         (
             "TASKRUSH_PROXY_RESOLVE",
