@@ -161,7 +161,9 @@ pub trait TaskRushPlugin {
 /// `taskrush_free`, `taskrush_handle`), the `taskrush_version` custom
 /// section (the plugin crate's `CARGO_PKG_VERSION`), and binds [`Host`] to
 /// the `taskrush.host_call` import. On other targets it emits nothing.
-/// Use it once per crate, at the top level; the crate is a `cdylib`.
+/// Use it once per crate, at the top level; the crate is a `cdylib`. The
+/// expansion allows `unsafe_code` for its two unsafe attributes, which a
+/// crate-level `deny(unsafe_code)` permits (`forbid` does not).
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
