@@ -9,7 +9,7 @@ use taskrush_protocol::host::{
     EnvGetParams, EnvGetResult, HttpRequestParams, HttpRequestResult, ReadFileParams,
     ReadFileResult, RunCommandParams, RunCommandResult, WriteFileParams, WriteFileResult, method,
 };
-use taskrush_protocol::jsonrpc::{Message, Notification, Request};
+use taskrush_protocol::jsonrpc::{Id, Message, Notification, Request};
 use taskrush_protocol::plugin::{self, LogParams, ProgressParams};
 
 use crate::error::HostError;
@@ -224,6 +224,11 @@ impl Host {
         };
         let message: Message = serde_json::from_slice(&answer)
             .map_err(|e| HostError::failed(format!("the host's answer to `{method}`: {e}")))?;
+        if message.id.as_ref().and_then(Id::as_u64) != Some(id) {
+            return Err(HostError::failed(format!(
+                "the host's answer to `{method}` has another id (expected {id})"
+            )));
+        }
         match message.outcome() {
             Err(e) => Err(HostError::from_wire(e.code, e.message, e.data)),
             Ok(result) => serde_json::from_value(result.unwrap_or(Value::Null))

@@ -363,3 +363,14 @@ fn without_a_host_calls_fail_and_log_lines_are_dropped() {
         Err(HostError::Failed { code: -32021, .. })
     ));
 }
+
+#[test]
+fn an_answer_to_another_request_is_a_failure() {
+    let mut host =
+        Host::new(|_: &[u8]| Some(br#"{"jsonrpc":"2.0","id":99,"result":{"value":"x"}}"#.to_vec()));
+    let e = host.env_get("HOME").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the host's answer to `env_get` has another id (expected 1)"
+    );
+}
