@@ -44,6 +44,12 @@ pub struct RunRequest {
     /// With `watch`: what a change during a run does.
     #[serde(default)]
     pub on_change: OnChange,
+    /// Arguments for the last task of `tasks` (`taskrush TASK -- ARGS…`):
+    /// its command sees them as `"$@"` and, shell-quoted, as the
+    /// environment variable `TASKRUSH_ARGS`; they are part of its cache
+    /// key. Never interpolated into the command text. Absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// What a change during a watched run does.

@@ -100,6 +100,12 @@ pub enum PluginAction {
 pub struct RunArgs {
     /// Tasks to run, in order; each task's dependencies run first.
     pub tasks: Vec<String>,
+    /// Arguments for the last task named, after `--` (`taskrush test --
+    /// --nocapture`): its command sees them as `"$@"` and as
+    /// `$TASKRUSH_ARGS` (shell-quoted, for `eval set -- "$TASKRUSH_ARGS"`).
+    /// They are part of its cache key.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
     /// The `.rush` file to use, instead of searching `.rush`, `.rush.yml`
     /// and `.rush.yaml` from the current directory upwards.
     #[arg(short = 'f', long, value_name = "FILE")]
@@ -226,6 +232,8 @@ mod tests {
         assert_eq!(norm(&["--list"]), ["run", "--list"]);
         assert_eq!(norm(&["-f", "run", "x"]), ["run", "-f", "run", "x"]);
         assert_eq!(norm(&[]), ["run"]);
+        assert_eq!(norm(&["t", "--", "-x"]), ["run", "t", "--", "-x"]);
+        assert_eq!(norm(&["--", "a"]), ["run", "--", "a"]);
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         } else {
             OnChange::Restart
         },
+        args: args.args.clone(),
     };
 
     let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;

@@ -1,6 +1,7 @@
 //! End-to-end scenarios: given a `.rush` and files, a private `taskrushd`
 //! on a temp socket, the real `taskrush`; expect this output and status.
 
+mod arguments;
 mod audit;
 mod cache;
 mod cancel;

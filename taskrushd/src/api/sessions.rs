@@ -197,6 +197,11 @@ impl Daemon {
             jobs,
             force: request.force,
             stdio,
+            args: request
+                .tasks
+                .last()
+                .filter(|_| !request.args.is_empty())
+                .map(|task| (task.clone(), request.args.clone())),
         };
         // The runner watches its own cancel level: the run's (Ctrl-C, the
         // client leaving, the daemon stopping) relayed, or a restart.

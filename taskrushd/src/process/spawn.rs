@@ -47,6 +47,7 @@ pub(crate) struct TaskProcess {
 /// process creation dominates. So every task goes through `sh -c`.)
 pub(crate) fn spawn_shell(
     cmd: &str,
+    args: &[String],
     cwd: &Path,
     env: &BTreeMap<String, String>,
     stdio: Option<&ClientStdio>,
@@ -62,10 +63,19 @@ pub(crate) fn spawn_shell(
         Some(soft) => command
             .arg("-c")
             .arg(format!(
-                "ulimit -S -n {soft} 2>/dev/null; exec /bin/sh -c \"$0\""
+                "ulimit -S -n {soft} 2>/dev/null; exec /bin/sh -c \"$0\"{}",
+                if args.is_empty() {
+                    ""
+                } else {
+                    " /bin/sh \"$@\""
+                }
             ))
-            .arg(cmd),
-        None => command.arg("-c").arg(cmd),
+            .arg(cmd)
+            .args(args),
+        // The task's arguments are its positional parameters (`"$@"`),
+        // never part of the command text; `$0` stays `/bin/sh`.
+        None if args.is_empty() => command.arg("-c").arg(cmd),
+        None => command.arg("-c").arg(cmd).arg("/bin/sh").args(args),
     };
     spawn(command, cwd, env, stdio)
 }

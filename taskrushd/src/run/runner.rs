@@ -43,6 +43,9 @@ pub(crate) struct RunSpec {
     /// The project's plugins, when it has any: their hooks run around
     /// each task.
     pub(crate) plugins: Option<crate::plugin::RunPlugins>,
+    /// `taskrush TASK -- ARGS…`: the task that gets the arguments (the
+    /// last one named) and the arguments, when there are any.
+    pub(crate) args: Option<(String, Vec<String>)>,
 }
 
 /// Read buffer per output stream; also the largest output event.
@@ -226,10 +229,17 @@ async fn run_task(
     let Some(task) = spec.config.tasks.get(&name) else {
         return fail(events, &name, TaskFailure::Vanished { task: name.clone() }).await;
     };
-    let env = match task_env(task, &spec.env) {
+    let args: &[String] = match &spec.args {
+        Some((to, args)) if *to == name => args,
+        _ => &[],
+    };
+    let mut env = match task_env(task, &spec.env) {
         Ok(env) => env,
         Err(failure) => return fail(events, &name, failure).await,
     };
+    if !args.is_empty() {
+        env.insert(ARGS_VAR.to_owned(), shell_quote(args));
+    }
     let root = spec.config.root.clone();
 
     // Up to date? A cached task runs in one instance at a time, daemon-wide
@@ -239,7 +249,7 @@ async fn run_task(
         let recipe = Recipe {
             root: root.clone(),
             task: task.name.clone(),
-            cmd: task_command_line(task),
+            cmd: task_command_line(task, args),
             env: env_pairs(task, &env),
             patterns: task.cache_files.as_slice().into(),
         };
@@ -318,7 +328,7 @@ async fn run_task(
                 stdio: spec.stdio.as_deref(),
                 events,
             };
-            match run_step(&io, &script, &root, &env, &mut cancel).await {
+            match run_step(&io, &script, args, &root, &env, &mut cancel).await {
                 Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
                 Step::Cancelled(ran) => {
                     let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));
@@ -467,14 +477,37 @@ async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, failure: TaskFailure)
     }
 }
 
-/// What the cache key covers as "the command": hooks included.
-fn task_command_line(task: &Task) -> String {
-    format!(
+/// What the cache key covers as "the command": hooks included, and the
+/// arguments of `taskrush TASK -- ARGS…` when there are any (without any,
+/// the key is what it was before arguments existed).
+fn task_command_line(task: &Task, args: &[String]) -> String {
+    let mut line = format!(
         "{}\0{}\0{}",
         task.before.as_deref().unwrap_or(""),
         task.cmd.as_deref().unwrap_or(""),
         task.after.as_deref().unwrap_or("")
-    )
+    );
+    if !args.is_empty() {
+        line.push_str("\0args");
+        for arg in args {
+            // Length-prefixed: `["a b"]` and `["a", "b"]` differ.
+            line.push_str(&format!("\0{}:{arg}", arg.len()));
+        }
+    }
+    line
+}
+
+/// The environment variable holding a task's arguments, shell-quoted.
+pub(crate) const ARGS_VAR: &str = "TASKRUSH_ARGS";
+
+/// `args` as one line of POSIX shell words: each in single quotes (a `'`
+/// inside becomes `'\''`), separated by spaces, so that
+/// `eval set -- "$TASKRUSH_ARGS"` gives back exactly `args`.
+pub(crate) fn shell_quote(args: &[String]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The shell script of a task: its `cmd`, wrapped by its `before` and
@@ -558,6 +591,7 @@ struct TaskIo<'a> {
 async fn run_step(
     io: &TaskIo<'_>,
     cmd: &str,
+    args: &[String],
     root: &Path,
     env: &BTreeMap<String, String>,
     cancel: &mut watch::Receiver<Cancel>,
@@ -565,7 +599,7 @@ async fn run_step(
     if *cancel.borrow() != Cancel::No {
         return Step::Cancelled(0);
     }
-    let mut proc = match spawn::spawn_shell(cmd, root, env, io.stdio) {
+    let mut proc = match spawn::spawn_shell(cmd, args, root, env, io.stdio) {
         Ok(p) => p,
         Err(e) => {
             return Step::SpawnFailed(TaskFailure::CannotStart {
