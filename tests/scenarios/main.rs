@@ -26,3 +26,4 @@ mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;
+mod working_dir;

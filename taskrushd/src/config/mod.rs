@@ -19,5 +19,6 @@ pub(crate) mod expand;
 pub(crate) mod limits;
 pub(crate) mod projects;
 pub(crate) mod rush_file;
+pub(crate) mod task_dir;
 pub(crate) mod user_config;
 pub(crate) mod whole_file;

@@ -67,6 +67,9 @@ pub(crate) struct Task {
     pub(crate) cache_files: Vec<String>,
     /// Raw (unexpanded) values, in file order, one entry per name.
     pub(crate) env: Vec<(String, String)>,
+    /// `dir`: where the task runs, relative to the root (or absolute), as
+    /// written; `None` for the root. See [`super::task_dir`].
+    pub(crate) dir: Option<String>,
     /// Shell hook run before `cmd`.
     pub(crate) before: Option<String>,
     /// Shell hook run after `cmd` succeeded.
@@ -149,6 +152,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "cache_files",
     "cache",
     "env",
+    "dir",
     "before",
     "after",
     "plugins",
@@ -525,6 +529,18 @@ impl Checker<'_> {
                         None,
                     ));
                 }
+            }
+            if !task.cache_files.is_empty() && task.dir.is_some() && task.dir_in_root().is_none() {
+                return Err(self.error(
+                    Target::TaskKey(entry),
+                    format!(
+                        "task `{}` has `{}` but its `dir` `{}` is outside the project",
+                        task.name,
+                        raw_task.cache_key,
+                        task.dir.as_deref().unwrap_or_default()
+                    ),
+                    Some("cached tasks run inside the project: use a `dir` below the `.rush` file's directory".to_owned()),
+                ));
             }
             for (i, plugin) in raw_task.plugin_keys.iter().enumerate() {
                 if !plugin_names.contains_key(plugin.as_str()) {
@@ -1359,6 +1375,7 @@ impl TaskSeed<'_> {
                 depends_on: Vec::new(),
                 cache_files: Vec::new(),
                 env: Vec::new(),
+                dir: None,
                 before: None,
                 after: None,
                 plugins: BTreeMap::new(),
@@ -1406,6 +1423,7 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
                 }
                 "before" => task.before = map.next_value_seed(OptStrSeed { ctx, what })?,
                 "after" => task.after = map.next_value_seed(OptStrSeed { ctx, what })?,
+                "dir" => task.dir = map.next_value_seed(OptStrSeed { ctx, what })?,
                 "depends_on" | "deps" => {
                     let list = ListOf::Deps;
                     task.depends_on = map.next_value_seed(ListSeed {
@@ -2605,6 +2623,7 @@ mod tests {
                     ("RUST_LOG".into(), "${LOG:-info}".into()),
                     ("B".into(), "x".into())
                 ],
+                dir: None,
                 before: Some("./scripts/pre.sh".into()),
                 after: Some("./scripts/post.sh".into()),
                 plugins: BTreeMap::new(),
@@ -2951,7 +2970,7 @@ tasks:
         );
         check_err(
             "tasks:\n  build:\n    cmd: b\n    \"zzz\": 1\n",
-            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `before`, `after`, `plugins`",
+            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `dir`, `before`, `after`, `plugins`",
         );
         check_err(
             "taks:\n  a: {cmd: a}\n",

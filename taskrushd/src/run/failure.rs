@@ -30,6 +30,13 @@ pub(crate) enum TaskFailure {
     Plugin(HookFailure),
     /// Its shell could not be started in the project root.
     CannotStart { root: PathBuf, error: io::Error },
+    /// Its `dir:` is not a directory (checked when it starts).
+    NoDir {
+        task: String,
+        dir: String,
+        file: PathBuf,
+        line: usize,
+    },
     /// Its process could not be waited for.
     CannotWait(io::Error),
     /// A failure, and then a required plugin failed in the hooks after it.
@@ -50,6 +57,23 @@ impl fmt::Display for TaskFailure {
                     f,
                     "cannot start the command in `{}`: {error}",
                     root.display()
+                )
+            }
+            TaskFailure::NoDir {
+                task,
+                dir,
+                file,
+                line,
+            } => {
+                write!(f, "`dir` `{dir}` of task `{task}` ")?;
+                if *line > 0 {
+                    write!(f, "({}:{line}) ", file.display())?;
+                } else {
+                    write!(f, "(in `{}`) ", file.display())?;
+                }
+                write!(
+                    f,
+                    "is not a directory\nhint: `dir` is relative to the `.rush` file's directory; create it, or have a dependency create it"
                 )
             }
             TaskFailure::CannotWait(e) => write!(f, "cannot wait for the task: {e}"),

@@ -241,17 +241,31 @@ async fn run_task(
         env.insert(ARGS_VAR.to_owned(), shell_quote(args));
     }
     let root = spec.config.root.clone();
+    // `dir:` is checked when the task starts, not when the file is loaded:
+    // a dependency may create it.
+    let workdir = task.working_dir(&root);
+    if task.dir.is_some() && !workdir.is_dir() {
+        let failure = TaskFailure::NoDir {
+            task: name.clone(),
+            dir: task.dir.clone().unwrap_or_default(),
+            file: spec.config.path.clone(),
+            line: task.line,
+        };
+        return fail(events, &name, failure).await;
+    }
 
     // Up to date? A cached task runs in one instance at a time, daemon-wide
     // (see `up_to_date::inflight`): the claim is held until the task ends.
     let mut cached: Option<Box<Pending>> = None;
     if !task.cache_files.is_empty() {
+        // Globs are relative to `dir`; the key's paths to the root.
+        let (cache_root, patterns) = task.cache_root_and_patterns(&root, &task.cache_files);
         let recipe = Recipe {
-            root: root.clone(),
+            root: cache_root,
             task: task.name.clone(),
             cmd: task_command_line(task, args),
             env: env_pairs(task, &env),
-            patterns: task.cache_files.as_slice().into(),
+            patterns: patterns.into(),
         };
         loop {
             let lookup = tokio::select! {
@@ -328,7 +342,7 @@ async fn run_task(
                 stdio: spec.stdio.as_deref(),
                 events,
             };
-            match run_step(&io, &script, args, &root, &env, &mut cancel).await {
+            match run_step(&io, &script, args, &workdir, &env, &mut cancel).await {
                 Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
                 Step::Cancelled(ran) => {
                     let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));

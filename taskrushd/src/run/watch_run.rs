@@ -46,13 +46,18 @@ pub(crate) const MAX_GITIGNORE_BYTES: u64 = 64 * 1024;
 impl WatchFilter {
     pub(crate) fn new(config: &RushFile, plan: &Plan) -> WatchFilter {
         // Each pattern once, in order (a hash set: a task may list 10,000).
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut patterns: Vec<String> = Vec::new();
         for t in &plan.tasks {
             if let Some(task) = config.tasks.get(&t.name) {
-                for p in &task.cache_files {
-                    if seen.insert(p) {
-                        patterns.push(p.clone());
+                // Relative to the task's `dir`; a `dir` outside the project
+                // is not watched for them.
+                let Some(prefix) = task.dir_in_root() else {
+                    continue;
+                };
+                for p in crate::config::task_dir::in_dir(&prefix, &task.cache_files) {
+                    if seen.insert(p.clone()) {
+                        patterns.push(p);
                     }
                 }
             }
