@@ -120,6 +120,10 @@ pub struct RunArgs {
     /// Run tasks even when their `cache_files` say they are up to date.
     #[arg(long)]
     pub force: bool,
+    /// Print less: no run summary (otherwise shown on a terminal after a
+    /// run of several tasks) and no "is up to date" notes.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// List the tasks with their descriptions and dependencies.
     #[arg(short = 'l', long)]
     pub list: bool,

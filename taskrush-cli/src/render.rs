@@ -15,6 +15,9 @@ pub struct StdoutClosed;
 pub struct Renderer {
     prefix: bool,
     color: bool,
+    /// The run summary: shown when stderr is a terminal, unless `--quiet`.
+    summary: Option<Summary>,
+    quiet: bool,
     /// Partial last lines per (task, stream), in prefix mode.
     partial: HashMap<(String, Stream), Vec<u8>>,
     colors: HashMap<String, usize>,
@@ -25,12 +28,17 @@ pub struct Renderer {
 const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
 impl Renderer {
-    pub fn new() -> Renderer {
+    /// `quiet`: no run summary and no "is up to date" notes.
+    pub fn new(quiet: bool) -> Renderer {
         use std::io::IsTerminal;
-        let color = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = use_color(io::stdout().is_terminal());
+        let summary = (!quiet && io::stderr().is_terminal())
+            .then(|| Summary::new(use_color(io::stderr().is_terminal())));
         Renderer {
             prefix: false,
             color,
+            summary,
+            quiet,
             partial: HashMap::new(),
             colors: HashMap::new(),
             stdout: io::stdout(),
@@ -40,6 +48,9 @@ impl Renderer {
 
     /// Handle one event. Errors only for a closed stdout.
     pub fn event(&mut self, ev: RunEvent) -> Result<(), StdoutClosed> {
+        if let Some(summary) = &mut self.summary {
+            summary.event(&ev);
+        }
         match ev {
             RunEvent::RunStarted {
                 tasks,
@@ -102,6 +113,7 @@ impl Renderer {
                     "taskrush: `{task}` is running in another run; waiting for it"
                 );
             }
+            RunEvent::TaskCached { .. } if self.quiet => {}
             RunEvent::TaskCached { task } => {
                 let _ = writeln!(
                     self.stderr,
@@ -148,6 +160,9 @@ impl Renderer {
                     if let Some(hint) = err.data.hint {
                         let _ = writeln!(self.stderr, "hint: {hint}");
                     }
+                }
+                if let Some(summary) = &mut self.summary {
+                    let _ = self.stderr.write_all(summary.render().as_bytes());
                 }
             }
         }
@@ -217,6 +232,136 @@ impl Renderer {
     }
 }
 
+/// Whether to colour a stream that is (`terminal`) or is not a terminal:
+/// never with `NO_COLOR` set (not empty), always with `CLICOLOR_FORCE` set
+/// (not empty nor `0`), else on a terminal. See <https://no-color.org> and
+/// <https://bixense.com/clicolors/>.
+fn use_color(terminal: bool) -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    set("CLICOLOR_FORCE") || terminal
+}
+
+/// How one task of a run ended, for the summary.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ended {
+    Ran,
+    UpToDate,
+    Failed,
+    Cancelled,
+    /// Never started: a task before it failed, or the run was cancelled.
+    NotRun,
+}
+
+impl Ended {
+    fn word(self) -> &'static str {
+        match self {
+            Ended::Ran => "ran",
+            Ended::UpToDate => "up to date",
+            Ended::Failed => "failed",
+            Ended::Cancelled => "cancelled",
+            Ended::NotRun => "not run",
+        }
+    }
+
+    /// SGR colour: green, dim, red, yellow.
+    fn color(self) -> &'static str {
+        match self {
+            Ended::Ran => "32",
+            Ended::UpToDate | Ended::NotRun => "2",
+            Ended::Failed => "31",
+            Ended::Cancelled => "33",
+        }
+    }
+}
+
+/// The run summary: after a run of several tasks, one line per task of its
+/// plan, in plan order: how it ended and how long its command took.
+struct Summary {
+    color: bool,
+    tasks: Vec<String>,
+    ended: HashMap<String, (Ended, Option<u64>)>,
+}
+
+impl Summary {
+    fn new(color: bool) -> Summary {
+        Summary {
+            color,
+            tasks: Vec::new(),
+            ended: HashMap::new(),
+        }
+    }
+
+    fn event(&mut self, ev: &RunEvent) {
+        match ev {
+            RunEvent::RunStarted { tasks, .. } => {
+                self.tasks = tasks.clone();
+                self.ended.clear();
+            }
+            RunEvent::TaskCached { task } => {
+                self.ended.insert(task.clone(), (Ended::UpToDate, None));
+            }
+            RunEvent::TaskFinished {
+                task,
+                status,
+                duration_ms,
+                ..
+            } => {
+                let ended = match status {
+                    TaskStatus::Success => Ended::Ran,
+                    TaskStatus::Failed => Ended::Failed,
+                    TaskStatus::Cancelled => Ended::Cancelled,
+                };
+                self.ended.insert(task.clone(), (ended, Some(*duration_ms)));
+            }
+            _ => {}
+        }
+    }
+
+    /// The summary's lines; nothing for a run of fewer than two tasks.
+    fn render(&self) -> String {
+        if self.tasks.len() < 2 {
+            return String::new();
+        }
+        let name_width = self
+            .tasks
+            .iter()
+            .map(|t| printable(t).chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for task in &self.tasks {
+            let (ended, ms) = self
+                .ended
+                .get(task)
+                .copied()
+                .unwrap_or((Ended::NotRun, None));
+            let word = format!("{:<10}", ended.word());
+            let word = if self.color {
+                format!("\x1b[{}m{word}\x1b[0m", ended.color())
+            } else {
+                word
+            };
+            let time = ms.map(duration).unwrap_or_default();
+            let line = format!("  {word}  {:<name_width$}  {time}", printable(task));
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `850ms`, `1.2s`, `2m05s`.
+fn duration(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 /// Print `rows` under `head` as columns two spaces apart, each as wide as
 /// its widest cell (the last one not padded). Write errors (a closed pipe)
 /// are ignored: the caller is printing a listing.
@@ -276,6 +421,35 @@ fn escape_controls(s: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_lists_every_task_of_the_plan_in_order() {
+        let mut s = Summary::new(false);
+        s.event(&RunEvent::RunStarted {
+            run_id: 1,
+            file: ".rush".into(),
+            tasks: vec!["gen".into(), "build".into(), "test".into()],
+            jobs: 1,
+            inherit_stdio: true,
+            warning: None,
+            iteration: None,
+        });
+        s.event(&RunEvent::TaskCached { task: "gen".into() });
+        s.event(&RunEvent::TaskFinished {
+            task: "build".into(),
+            status: TaskStatus::Failed,
+            exit_code: Some(1),
+            signal: None,
+            duration_ms: 1234,
+            message: None,
+        });
+        assert_eq!(
+            s.render(),
+            "  up to date  gen\n  failed      build  1.2s\n  not run     test\n"
+        );
+        assert_eq!(duration(5), "5ms");
+        assert_eq!(duration(125_000), "2m05s");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

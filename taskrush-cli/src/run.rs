@@ -77,7 +77,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     });
     watch_signals(state.clone(), client.sender());
 
-    let mut renderer = Renderer::new();
+    let mut renderer = Renderer::new(args.quiet);
     let mut groups: Vec<u32> = Vec::new();
     loop {
         let incoming = match client.read() {

@@ -20,6 +20,7 @@ mod protocol;
 mod proxy;
 mod reload;
 mod run;
+mod run_summary;
 mod rush_file;
 mod sandbox;
 mod socket_life;
