@@ -8,6 +8,7 @@ mod cancel;
 mod client;
 mod connection_limits;
 mod daemon;
+mod dotenv;
 mod duration;
 mod escapes;
 mod grants;

@@ -15,6 +15,7 @@
 
 pub(crate) mod config_error;
 pub(crate) mod discover;
+pub(crate) mod dotenv;
 pub(crate) mod expand;
 pub(crate) mod limits;
 pub(crate) mod projects;

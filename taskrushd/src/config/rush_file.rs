@@ -47,6 +47,8 @@ pub(crate) struct RushFile {
     pub(crate) tasks: BTreeMap<String, Task>,
     /// The top-level `plugins:` list, in file order.
     pub(crate) plugins: Vec<PluginSpec>,
+    /// The top-level `dotenv:` files, as written (see [`super::dotenv`]).
+    pub(crate) dotenv: Vec<String>,
     /// About how many bytes of YAML this config stands for: the file's
     /// size, or more when its aliases (`*name`) repeat what they point to
     /// (their text, and two bytes per value, as if written out). What the
@@ -67,6 +69,8 @@ pub(crate) struct Task {
     pub(crate) cache_files: Vec<String>,
     /// Raw (unexpanded) values, in file order, one entry per name.
     pub(crate) env: Vec<(String, String)>,
+    /// `dotenv:` files, as written, read after the top-level ones.
+    pub(crate) dotenv: Vec<String>,
     /// `dir`: where the task runs, relative to the root (or absolute), as
     /// written; `None` for the root. See [`super::task_dir`].
     pub(crate) dir: Option<String>,
@@ -143,7 +147,7 @@ impl RushFile {
     }
 }
 
-const TOP_KEYS: &[&str] = &["tasks", "plugins"];
+const TOP_KEYS: &[&str] = &["tasks", "plugins", "dotenv"];
 pub(crate) const TASK_KEYS: &[&str] = &[
     "cmd",
     "description",
@@ -152,6 +156,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "cache_files",
     "cache",
     "env",
+    "dotenv",
     "dir",
     "before",
     "after",
@@ -244,6 +249,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
         root,
         tasks,
         plugins,
+        dotenv: raw.dotenv,
         weight: source
             .len()
             .max(ctx.text.get().saturating_add(2 * ctx.values.get())),
@@ -659,6 +665,9 @@ enum Target {
     TaskPluginKey(usize, usize),
     /// The n-th entry of the top-level `plugins`.
     PluginItem(usize),
+    /// Item i of `dotenv` of the n-th entry of `tasks` (`usize::MAX`: the
+    /// top-level `dotenv`). Never looked for: it keeps the items apart.
+    DotenvItem(usize, usize),
     /// The `name` value of the n-th entry of the top-level `plugins`.
     PluginName(usize),
 }
@@ -768,6 +777,7 @@ struct Raw {
     /// Every entry of `tasks`, in file order, duplicates included.
     tasks: Vec<RawTask>,
     plugins: Vec<PluginSpec>,
+    dotenv: Vec<String>,
 }
 
 struct RawTask {
@@ -1034,6 +1044,7 @@ impl<'de> Visitor<'de> for OptStrSeed<'_> {
 enum ListOf {
     Deps,
     Cache,
+    Dotenv,
 }
 
 /// `depends_on` / `cache_files`: a list of strings, or one string.
@@ -1049,6 +1060,7 @@ impl ListSeed<'_> {
         match self.list {
             ListOf::Deps => Target::DepItem(self.entry, i),
             ListOf::Cache => Target::CacheItem(self.entry, i),
+            ListOf::Dotenv => Target::DotenvItem(self.entry, i),
         }
     }
 
@@ -1056,6 +1068,7 @@ impl ListSeed<'_> {
         let expected = match self.list {
             ListOf::Deps => "a task name or a list of task names",
             ListOf::Cache => "a glob or a list of globs",
+            ListOf::Dotenv => "a file or a list of files",
         };
         self.ctx.fail(
             format!("{} must be {expected}, found {found}", (self.what)()),
@@ -1271,6 +1284,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         let mut seen = Vec::new();
         let mut tasks = None;
         let mut plugins = Vec::new();
+        let mut dotenv = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed {
             ctx,
             keys: TOP_KEYS,
@@ -1280,13 +1294,26 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
             match key {
                 "tasks" => tasks = Some(map.next_value_seed(TasksSeed { ctx })?),
                 "plugins" => plugins = map.next_value_seed(PluginsSeed { ctx })?,
+                "dotenv" => {
+                    let what = || "top-level `dotenv`".to_owned();
+                    dotenv = map.next_value_seed(ListSeed {
+                        ctx,
+                        what: &what,
+                        list: ListOf::Dotenv,
+                        entry: usize::MAX,
+                    })?;
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
             }
         }
         match tasks {
-            Some(tasks) => Ok(Raw { tasks, plugins }),
+            Some(tasks) => Ok(Raw {
+                tasks,
+                plugins,
+                dotenv,
+            }),
             None => Err(self.missing_tasks()),
         }
     }
@@ -1375,6 +1402,7 @@ impl TaskSeed<'_> {
                 depends_on: Vec::new(),
                 cache_files: Vec::new(),
                 env: Vec::new(),
+                dotenv: Vec::new(),
                 dir: None,
                 before: None,
                 after: None,
@@ -1444,6 +1472,15 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
                     })?;
                 }
                 "env" => task.env = map.next_value_seed(EnvSeed { ctx, task: name })?,
+                "dotenv" => {
+                    let list = ListOf::Dotenv;
+                    task.dotenv = map.next_value_seed(ListSeed {
+                        ctx,
+                        what,
+                        list,
+                        entry,
+                    })?;
+                }
                 "plugins" => {
                     let (plugins, keys) = map.next_value_seed(TaskPluginsSeed {
                         ctx,
@@ -2623,6 +2660,7 @@ mod tests {
                     ("RUST_LOG".into(), "${LOG:-info}".into()),
                     ("B".into(), "x".into())
                 ],
+                dotenv: vec![],
                 dir: None,
                 before: Some("./scripts/pre.sh".into()),
                 after: Some("./scripts/post.sh".into()),
@@ -2970,7 +3008,7 @@ tasks:
         );
         check_err(
             "tasks:\n  build:\n    cmd: b\n    \"zzz\": 1\n",
-            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `dir`, `before`, `after`, `plugins`",
+            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `dotenv`, `dir`, `before`, `after`, `plugins`",
         );
         check_err(
             "taks:\n  a: {cmd: a}\n",
@@ -2986,7 +3024,7 @@ tasks:
         );
         check_err(
             "x: &d {cmd: a}\ntasks:\n  a:\n    <<: *d\n",
-            "unknown top-level key `x` | .rush:1:1 | the keys allowed here are `tasks`, `plugins`",
+            "unknown top-level key `x` | .rush:1:1 | the keys allowed here are `tasks`, `plugins`, `dotenv`",
         );
         check_err(
             "tasks:\n  a:\n    <<: {cmd: a}\n",

@@ -470,6 +470,7 @@ mod tests {
             depends_on: vec![],
             cache_files: vec![],
             env: vec![],
+            dotenv: vec![],
             dir: None,
             before: None,
             after: None,

@@ -37,6 +37,9 @@ pub(crate) enum TaskFailure {
         file: PathBuf,
         line: usize,
     },
+    /// A `dotenv:` file is missing (and not optional), unreadable or
+    /// malformed: the whole message, naming the file (never a value).
+    Dotenv(String),
     /// Its process could not be waited for.
     CannotWait(io::Error),
     /// A failure, and then a required plugin failed in the hooks after it.
@@ -76,6 +79,7 @@ impl fmt::Display for TaskFailure {
                     "is not a directory\nhint: `dir` is relative to the `.rush` file's directory; create it, or have a dependency create it"
                 )
             }
+            TaskFailure::Dotenv(message) => f.write_str(message),
             TaskFailure::CannotWait(e) => write!(f, "cannot wait for the task: {e}"),
             TaskFailure::Also(first, also) => write!(f, "{first}\n{also}"),
         }

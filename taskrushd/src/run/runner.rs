@@ -233,7 +233,11 @@ async fn run_task(
         Some((to, args)) if *to == name => args,
         _ => &[],
     };
-    let mut env = match task_env(task, &spec.env) {
+    let dotenv = match read_dotenv(spec, task).await {
+        Ok(loaded) => loaded,
+        Err(failure) => return fail(events, &name, failure).await,
+    };
+    let mut env = match task_env(task, &spec.env, &dotenv.vars) {
         Ok(env) => env,
         Err(failure) => return fail(events, &name, failure).await,
     };
@@ -264,7 +268,7 @@ async fn run_task(
             root: cache_root,
             task: task.name.clone(),
             cmd: task_command_line(task, args),
-            env: env_pairs(task, &env),
+            env: env_pairs(task, &env, dotenv.key),
             patterns: patterns.into(),
         };
         loop {
@@ -550,14 +554,42 @@ fn task_script(task: &Task) -> Option<String> {
     }
 }
 
-/// The task process's environment: the client's, plus the task's `env`
-/// with `${VAR}` expanded from the client's environment and from the
-/// task's earlier entries.
+/// The variables of the `dotenv:` files (top-level, then the task's),
+/// read on a blocking thread, and their part of the cache key.
+async fn read_dotenv(
+    spec: &RunSpec,
+    task: &Task,
+) -> Result<crate::config::dotenv::Loaded, TaskFailure> {
+    if spec.config.dotenv.is_empty() && task.dotenv.is_empty() {
+        return Ok(Default::default());
+    }
+    let root = spec.config.root.clone();
+    let top = spec.config.dotenv.clone();
+    let own = task.dotenv.clone();
+    let owner = format!("`dotenv` of task `{}`", task.name);
+    let read = tokio::task::spawn_blocking(move || {
+        crate::config::dotenv::load(&root, &[("the top-level `dotenv`", &top), (&owner, &own)])
+    })
+    .await;
+    match read {
+        Ok(Ok(loaded)) => Ok(loaded),
+        Ok(Err(message)) => Err(TaskFailure::Dotenv(message)),
+        Err(e) => Err(TaskFailure::Dotenv(format!(
+            "cannot read the dotenv files: {e}"
+        ))),
+    }
+}
+
+/// The task process's environment: the `dotenv` files' variables, then
+/// the client's (which win over them), plus the task's `env` with `${VAR}`
+/// expanded from those and from the task's earlier entries.
 fn task_env(
     task: &Task,
     client: &BTreeMap<String, String>,
+    dotenv: &[(String, String)],
 ) -> Result<BTreeMap<String, String>, TaskFailure> {
-    let mut env = client.clone();
+    let mut env: BTreeMap<String, String> = dotenv.iter().cloned().collect();
+    env.extend(client.iter().map(|(k, v)| (k.clone(), v.clone())));
     for (k, v) in &task.env {
         let value =
             crate::config::expand::expand(v, |name| env.get(name).cloned()).map_err(|error| {
@@ -573,13 +605,20 @@ fn task_env(
 }
 
 /// The task's own `env` entries, expanded: what the cache key covers
-/// (not the whole client environment, which changes all the time).
-fn env_pairs(task: &Task, env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+/// (not the whole client environment, which changes all the time), and
+/// `dotenv`: each `dotenv` file's content hash.
+fn env_pairs(
+    task: &Task,
+    env: &BTreeMap<String, String>,
+    dotenv: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = task
         .env
         .iter()
         .map(|(k, _)| (k.clone(), env.get(k).cloned().unwrap_or_default()))
         .collect();
+    // `dotenv PATH` cannot be a variable name: no clash with `env`.
+    pairs.extend(dotenv);
     pairs.sort();
     pairs.dedup();
     pairs

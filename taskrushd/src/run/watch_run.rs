@@ -32,6 +32,9 @@ pub(crate) const SHOWN: usize = 10;
 pub(crate) struct WatchFilter {
     root: PathBuf,
     rush_file: PathBuf,
+    /// The `dotenv:` files of the run's tasks: a change re-runs, ignored
+    /// or not (`.env` files usually are).
+    dotenv: HashSet<PathBuf>,
     /// `None`: any file that is not ignored.
     inputs: Option<PathMatcher>,
     patterns: Vec<String>,
@@ -48,8 +51,11 @@ impl WatchFilter {
         // Each pattern once, in order (a hash set: a task may list 10,000).
         let mut seen: HashSet<String> = HashSet::new();
         let mut patterns: Vec<String> = Vec::new();
+        let dotenv_path = |raw: &String| config.root.join(crate::config::dotenv::entry(raw).path);
+        let mut dotenv: HashSet<PathBuf> = config.dotenv.iter().map(dotenv_path).collect();
         for t in &plan.tasks {
             if let Some(task) = config.tasks.get(&t.name) {
+                dotenv.extend(task.dotenv.iter().map(dotenv_path));
                 // Relative to the task's `dir`; a `dir` outside the project
                 // is not watched for them.
                 let Some(prefix) = task.dir_in_root() else {
@@ -99,6 +105,7 @@ impl WatchFilter {
         WatchFilter {
             root: config.root.clone(),
             rush_file: config.path.clone(),
+            dotenv,
             inputs,
             patterns,
             gitignore,
@@ -107,7 +114,7 @@ impl WatchFilter {
 
     /// Whether a change of `path` re-runs.
     pub(crate) fn matches(&self, path: &Path) -> bool {
-        if path == self.rush_file {
+        if path == self.rush_file || self.dotenv.contains(path) {
             return true;
         }
         let Ok(rel) = path.strip_prefix(&self.root) else {
