@@ -140,3 +140,20 @@ tasks:
         [s.project().join("packages/web").display().to_string()]
     );
 }
+
+#[test]
+fn moving_a_cached_task_to_another_dir_runs_it_again() {
+    let t = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: 'true'\n    dir: a\n    cache_files: ['!x']\n")
+        .file("a/f", "")
+        .file("b/f", "");
+    t.run(&["t"]).success();
+    t.run(&["t"])
+        .expect_stderr("taskrush: `t` is up to date\n")
+        .success();
+    t.write(
+        ".rush",
+        "tasks:\n  t:\n    cmd: 'true'\n    dir: ./b/\n    cache_files: ['!x']\n",
+    );
+    t.run(&["t"]).expect_stderr("").success();
+}

@@ -495,9 +495,10 @@ async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, failure: TaskFailure)
     }
 }
 
-/// What the cache key covers as "the command": hooks included, and the
-/// arguments of `taskrush TASK -- ARGS…` when there are any (without any,
-/// the key is what it was before arguments existed).
+/// What the cache key covers as "the command": hooks included, the
+/// task's `dir` when it has one, and the arguments of `taskrush TASK --
+/// ARGS…` when there are any (without either, the key is what it was
+/// before they existed).
 fn task_command_line(task: &Task, args: &[String]) -> String {
     let mut line = format!(
         "{}\0{}\0{}",
@@ -505,6 +506,12 @@ fn task_command_line(task: &Task, args: &[String]) -> String {
         task.cmd.as_deref().unwrap_or(""),
         task.after.as_deref().unwrap_or("")
     );
+    // Where it runs (without a `dir`, the key is what it was before `dir`).
+    if task.dir.is_some() {
+        let dir = task.dir_in_root();
+        line.push_str("\0dir\0");
+        line.push_str(dir.as_deref().or(task.dir.as_deref()).unwrap_or(""));
+    }
     if !args.is_empty() {
         line.push_str("\0args");
         for arg in args {
