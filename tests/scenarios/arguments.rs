@@ -126,3 +126,32 @@ tasks:
     t.run(&["t", "--", "a"]).success();
     assert_eq!(runs(&t), "a\na b\na b\n\na\n");
 }
+
+#[test]
+fn an_editor_passes_arguments_with_the_args_field_of_the_run_request() {
+    use std::io::{BufRead, BufReader, Write};
+    let t = Scenario::new().rush(SHOW);
+    t.run(&["--list"]).success();
+    let mut s = std::os::unix::net::UnixStream::connect(t.socket()).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"request": {
+        "cwd": t.project().display().to_string(), "tasks": ["show"], "args": NASTY}}});
+    writeln!(s, "{req}").expect("send");
+    let mut r = BufReader::new(s);
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).expect("read") > 0, "closed early");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        let ev = &v["params"]["result"];
+        if ev["event"] == "output" {
+            out.push_str(ev["text"].as_str().unwrap_or_default());
+        }
+        if ev["event"] == "run_finished" {
+            assert_eq!(ev["exit_code"], 0, "{ev}");
+            break;
+        }
+    }
+    assert_eq!(out, expected());
+}
