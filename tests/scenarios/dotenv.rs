@@ -136,3 +136,21 @@ fn run_watch_reruns_when_an_ignored_dotenv_file_changes() {
     assert_eq!(out.stdout(), "one\ntwo\n", "{}", out.stderr());
     out.expect_stderr_containing("taskrush: `.env` changed");
 }
+
+#[test]
+fn a_dotenv_file_written_by_a_dependency_is_read_when_the_task_starts() {
+    let rush = "
+tasks:
+  gen:
+    cmd: echo 'TOKEN_NAME=generated' > gen.env
+  use:
+    dotenv: [gen.env]
+    cmd: echo \"$TOKEN_NAME\"
+    depends_on: [gen]
+";
+    Scenario::new()
+        .rush(rush)
+        .run(&["use"])
+        .expect_stdout("generated\n")
+        .success();
+}
