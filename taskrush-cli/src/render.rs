@@ -102,10 +102,15 @@ impl Renderer {
                     "taskrush: `{task}` is running in another run; waiting for it"
                 );
             }
-            RunEvent::TaskCached { task } => {
+            RunEvent::TaskCached { task, restored } => {
+                let restored = match restored {
+                    0 => String::new(),
+                    1 => " (1 output restored)".to_owned(),
+                    n => format!(" ({n} outputs restored)"),
+                };
                 let _ = writeln!(
                     self.stderr,
-                    "taskrush: `{}` is up to date",
+                    "taskrush: `{}` is up to date{restored}",
                     printable(&task)
                 );
             }

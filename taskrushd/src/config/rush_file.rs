@@ -65,6 +65,10 @@ pub(crate) struct Task {
     pub(crate) depends_on: Vec<String>,
     /// `cache_files` or `cache`: globs relative to the root, all valid.
     pub(crate) cache_files: Vec<String>,
+    /// `outputs`: globs of the files the task writes, relative to the
+    /// root; stored after a successful run and restored on a cache hit
+    /// (`cache/outputs.rs`). Non-empty: its output is captured for replay.
+    pub(crate) outputs: Vec<String>,
     /// Raw (unexpanded) values, in file order, one entry per name.
     pub(crate) env: Vec<(String, String)>,
     /// Shell hook run before `cmd`.
@@ -148,6 +152,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "deps",
     "cache_files",
     "cache",
+    "outputs",
     "env",
     "before",
     "after",
@@ -526,6 +531,18 @@ impl Checker<'_> {
                     ));
                 }
             }
+            for (i, glob) in task.outputs.iter().enumerate() {
+                if let Err(reason) = crate::cache::outputs::check_output_pattern(glob) {
+                    return Err(self.error(
+                        Target::OutputItem(entry, i),
+                        format!(
+                            "invalid glob `{glob}` in `outputs` of task `{}`: {reason}",
+                            task.name
+                        ),
+                        None,
+                    ));
+                }
+            }
             for (i, plugin) in raw_task.plugin_keys.iter().enumerate() {
                 if !plugin_names.contains_key(plugin.as_str()) {
                     let hint = did_you_mean(plugin, raw.plugins.iter().map(|p| p.name.as_str()))
@@ -639,6 +656,8 @@ enum Target {
     DepItem(usize, usize),
     /// Item i of `cache_files` of the n-th entry of `tasks`.
     CacheItem(usize, usize),
+    /// Item i of `outputs` of the n-th entry of `tasks`.
+    OutputItem(usize, usize),
     /// Key i of `plugins` of the n-th entry of `tasks`.
     TaskPluginKey(usize, usize),
     /// The n-th entry of the top-level `plugins`.
@@ -1018,6 +1037,7 @@ impl<'de> Visitor<'de> for OptStrSeed<'_> {
 enum ListOf {
     Deps,
     Cache,
+    Outputs,
 }
 
 /// `depends_on` / `cache_files`: a list of strings, or one string.
@@ -1033,13 +1053,14 @@ impl ListSeed<'_> {
         match self.list {
             ListOf::Deps => Target::DepItem(self.entry, i),
             ListOf::Cache => Target::CacheItem(self.entry, i),
+            ListOf::Outputs => Target::OutputItem(self.entry, i),
         }
     }
 
     fn wrong<E: de::Error>(&self, found: &str) -> E {
         let expected = match self.list {
             ListOf::Deps => "a task name or a list of task names",
-            ListOf::Cache => "a glob or a list of globs",
+            ListOf::Cache | ListOf::Outputs => "a glob or a list of globs",
         };
         self.ctx.fail(
             format!("{} must be {expected}, found {found}", (self.what)()),
@@ -1358,6 +1379,7 @@ impl TaskSeed<'_> {
                 description: None,
                 depends_on: Vec::new(),
                 cache_files: Vec::new(),
+                outputs: Vec::new(),
                 env: Vec::new(),
                 before: None,
                 after: None,
@@ -1419,6 +1441,15 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
                     raw.cache_key = key;
                     let list = ListOf::Cache;
                     task.cache_files = map.next_value_seed(ListSeed {
+                        ctx,
+                        what,
+                        list,
+                        entry,
+                    })?;
+                }
+                "outputs" => {
+                    let list = ListOf::Outputs;
+                    task.outputs = map.next_value_seed(ListSeed {
                         ctx,
                         what,
                         list,
@@ -2601,6 +2632,7 @@ mod tests {
                 description: Some("Build it".into()),
                 depends_on: vec!["lint".into()],
                 cache_files: vec!["src/**/*.rs".into(), "Cargo.toml".into()],
+                outputs: vec![],
                 env: vec![
                     ("RUST_LOG".into(), "${LOG:-info}".into()),
                     ("B".into(), "x".into())
@@ -2951,7 +2983,7 @@ tasks:
         );
         check_err(
             "tasks:\n  build:\n    cmd: b\n    \"zzz\": 1\n",
-            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `before`, `after`, `plugins`",
+            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `outputs`, `env`, `before`, `after`, `plugins`",
         );
         check_err(
             "taks:\n  a: {cmd: a}\n",
