@@ -515,7 +515,10 @@ pub(crate) fn collect(base: &Path, patterns: &[String]) -> Result<Vec<String>, O
         if through_link {
             continue;
         }
-        for entry in WalkDir::new(&start).follow_links(false) {
+        for entry in WalkDir::new(&start)
+            .follow_links(false)
+            .follow_root_links(false)
+        {
             let Ok(entry) = entry else { continue };
             let kind = entry.file_type();
             if !(kind.is_file() || kind.is_symlink()) {
