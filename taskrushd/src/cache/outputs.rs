@@ -108,6 +108,10 @@ pub(crate) trait OutputBackend: Send + Sync {
     fn get_bytes(&self, digest: &Digest) -> io::Result<Vec<u8>>;
     /// Records `manifest` as the outputs of `key`.
     fn put_manifest(&self, key: &CacheKey, manifest: &Manifest) -> io::Result<()>;
+    /// The blobs put for a manifest are kept (never evicted) from their
+    /// put until this call, made once the manifest is written or given up
+    /// (once per put).
+    fn release(&self, digests: &[Digest]);
     /// The manifest of `key`, if stored (and marks it used).
     fn get_manifest(&self, key: &CacheKey) -> Option<Manifest>;
 }
@@ -129,8 +133,10 @@ pub(crate) fn check_output_pattern(pattern: &str) -> Result<(), String> {
 pub(crate) struct LocalStore {
     dir: PathBuf,
     limit: u64,
-    /// Puts and evictions one at a time (this daemon is the one writer).
-    write: Mutex<()>,
+    /// Puts and evictions one at a time (this daemon is the one writer),
+    /// and the blobs put for manifests not written yet (with a count):
+    /// eviction leaves them alone.
+    write: Mutex<HashMap<String, usize>>,
     hits: AtomicU64,
     restored_files: AtomicU64,
 }
@@ -167,7 +173,7 @@ impl LocalStore {
         LocalStore {
             dir,
             limit,
-            write: Mutex::new(()),
+            write: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             restored_files: AtomicU64::new(0),
         }
@@ -204,7 +210,7 @@ impl LocalStore {
             .join(format!("{}.json", key.to_hex()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -213,6 +219,8 @@ impl LocalStore {
     /// Moves a temporary file into place as blob `sha256` (or drops it
     /// when the blob is already there, marking that one used).
     fn adopt(&self, tmp: &Path, sha256: &str) -> io::Result<()> {
+        let mut pins = self.lock();
+        *pins.entry(sha256.to_owned()).or_default() += 1;
         let path = self.blob_path(sha256);
         if path.exists() {
             let _ = fs::remove_file(tmp);
@@ -279,11 +287,11 @@ impl LocalStore {
     /// manifest, until the blobs take at most `limit` bytes. Returns the
     /// manifests and bytes removed.
     pub(crate) fn evict_to(&self, limit: u64) -> (u64, u64) {
-        let _held = self.lock();
-        self.evict_locked(limit)
+        let pins = self.lock();
+        self.evict_locked(limit, &pins)
     }
 
-    fn evict_locked(&self, limit: u64) -> (u64, u64) {
+    fn evict_locked(&self, limit: u64, pinned: &HashMap<String, usize>) -> (u64, u64) {
         let sizes: HashMap<String, u64> = self.blobs().into_iter().collect();
         let total: u64 = sizes.values().sum();
         // Manifests, oldest use first, with the blobs each refers to.
@@ -313,7 +321,10 @@ impl LocalStore {
         // Blobs no manifest refers to (a put cut short, an earlier
         // eviction interrupted) go first.
         for (sha, size) in &sizes {
-            if !refs.contains_key(sha.as_str()) && fs::remove_file(self.blob_path(sha)).is_ok() {
+            if !refs.contains_key(sha.as_str())
+                && !pinned.contains_key(sha)
+                && fs::remove_file(self.blob_path(sha)).is_ok()
+            {
                 live -= size;
                 removed.1 += size;
             }
@@ -330,6 +341,7 @@ impl LocalStore {
                 let n = refs.entry(b.as_str()).or_default();
                 *n = n.saturating_sub(1);
                 if *n == 0
+                    && !pinned.contains_key(b)
                     && let Some(size) = sizes.get(b)
                     && fs::remove_file(self.blob_path(b)).is_ok()
                 {
@@ -447,8 +459,20 @@ impl OutputBackend for LocalStore {
         Ok(bytes)
     }
 
+    fn release(&self, digests: &[Digest]) {
+        let mut pins = self.lock();
+        for d in digests {
+            if let Some(n) = pins.get_mut(&d.sha256) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&d.sha256);
+                }
+            }
+        }
+    }
+
     fn put_manifest(&self, key: &CacheKey, manifest: &Manifest) -> io::Result<()> {
-        let _held = self.lock();
+        let pins = self.lock();
         let path = self.manifest_path(key);
         let dir = self.dir.join("manifests");
         fs::create_dir_all(&dir)?;
@@ -457,7 +481,7 @@ impl OutputBackend for LocalStore {
         fs::rename(&tmp, &path).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
-        let (entries, bytes) = self.evict_locked(self.limit);
+        let (entries, bytes) = self.evict_locked(self.limit, &pins);
         if entries > 0 {
             tracing::info!(entries, bytes, "output store over its limit: evicted");
         }
@@ -557,6 +581,21 @@ pub(crate) fn store_outputs(
     patterns: &[String],
     log: Option<&[u8]>,
 ) -> Result<Manifest, OutputError> {
+    let mut put = Vec::new();
+    let stored = store_all(backend, key, task, base, patterns, log, &mut put);
+    backend.release(&put);
+    stored
+}
+
+fn store_all(
+    backend: &dyn OutputBackend,
+    key: &CacheKey,
+    task: &str,
+    base: &Path,
+    patterns: &[String],
+    log: Option<&[u8]>,
+    put: &mut Vec<Digest>,
+) -> Result<Manifest, OutputError> {
     let mut outputs = Vec::new();
     for rel in collect(base, patterns)? {
         let abs = base.join(&rel);
@@ -574,6 +613,7 @@ pub(crate) fn store_outputs(
             });
         } else {
             let digest = backend.put_file(&abs).map_err(|e| io_error(&rel, &e))?;
+            put.push(digest.clone());
             outputs.push(Output::File {
                 path: rel,
                 mode: meta.mode() & 0o7777,
@@ -582,11 +622,13 @@ pub(crate) fn store_outputs(
         }
     }
     let log = match log.filter(|l| !l.is_empty()) {
-        Some(bytes) => Some(
-            backend
+        Some(bytes) => {
+            let digest = backend
                 .put_bytes(bytes)
-                .map_err(|e| OutputError(format!("the task's output: {e}")))?,
-        ),
+                .map_err(|e| OutputError(format!("the task's output: {e}")))?;
+            put.push(digest.clone());
+            Some(digest)
+        }
         None => None,
     };
     let manifest = Manifest {
