@@ -223,3 +223,25 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     );
     assert_eq!(runs(&t), 1, "no task and no hook ran");
 }
+
+#[test]
+fn a_task_with_outputs_is_captured_for_replay_while_one_without_keeps_the_terminal() {
+    let t = Scenario::new().rush(
+        "tasks:\n  plain:\n    cmd: if test -t 1; then echo plain-on-a-tty; else echo plain-not-a-tty; fi\n    cache_files: [in.txt]\n  captured:\n    cmd: if test -t 1; then echo captured-on-a-tty; else echo captured-not-a-tty; fi; mkdir -p out; echo x > out/x\n    cache_files: [in.txt]\n    outputs: [out]\n",
+    );
+    t.write("in.txt", "x");
+    let (screen, code) = taskrush_tests::run_in_terminal(&t, &["plain"], None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("plain-on-a-tty"), "{screen}");
+    let (screen, code) = taskrush_tests::run_in_terminal(&t, &["captured"], None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("captured-not-a-tty"),
+        "shown live: {screen}"
+    );
+    // On a hit, only the task with outputs has something to replay.
+    let (screen, _) = taskrush_tests::run_in_terminal(&t, &["plain"], None);
+    assert!(!screen.contains("plain-"), "{screen}");
+    let (screen, _) = taskrush_tests::run_in_terminal(&t, &["captured"], None);
+    assert!(screen.contains("captured-not-a-tty"), "replayed: {screen}");
+}

@@ -317,7 +317,8 @@ async fn run_task(
     // Up to date? A cached task runs in one instance at a time, daemon-wide
     // (see `up_to_date::inflight`): the claim is held until the task ends.
     let mut cached: Option<Box<Pending>> = None;
-    let has_outputs = !task.outputs.is_empty();
+    // Outputs matter only to a cached task: only it can have a hit.
+    let has_outputs = !task.outputs.is_empty() && !task.cache_files.is_empty();
     // A restore that failed: run the task instead.
     let mut force = spec.force;
     if !task.cache_files.is_empty() {
