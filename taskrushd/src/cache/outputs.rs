@@ -129,7 +129,8 @@ pub(crate) fn check_output_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// The per-user store: `<dir>/blobs/<2 hex>/<sha256>`,
-/// `<dir>/manifests/<cache key>.json`. A manifest's mtime is its last use.
+/// `<dir>/manifests/<cache key>.json`. A manifest's mtime is its last use
+/// (blobs go with the manifests that use them: their times do not matter).
 pub(crate) struct LocalStore {
     dir: PathBuf,
     limit: u64,
@@ -224,7 +225,6 @@ impl LocalStore {
         let path = self.blob_path(sha256);
         if path.exists() {
             let _ = fs::remove_file(tmp);
-            touch(&path);
             return Ok(());
         }
         if let Some(parent) = path.parent() {
@@ -448,15 +448,12 @@ impl OutputBackend for LocalStore {
         // `fs::copy` uses `copy_file_range` (a reflink where the file
         // system can) and copies the permission bits, set after.
         fs::copy(&path, dest)?;
-        touch(&path);
         Ok(())
     }
 
     fn get_bytes(&self, digest: &Digest) -> io::Result<Vec<u8>> {
         let path = self.blob_path(&digest.sha256);
-        let bytes = fs::read(&path)?;
-        touch(&path);
-        Ok(bytes)
+        fs::read(&path)
     }
 
     fn release(&self, digests: &[Digest]) {
@@ -719,45 +716,91 @@ pub(crate) fn stale_outputs<'m>(base: &Path, manifest: &'m Manifest) -> Vec<&'m 
         .collect()
 }
 
+/// Below this many outputs to write, a restore stays on one thread.
+const RESTORES_PER_THREAD: usize = 64;
+
 /// Writes back the outputs of `manifest` that are missing or changed
 /// under `base`; returns how many were written. Each is written to a
-/// temporary file beside it, then renamed over it.
+/// temporary file beside it, then renamed over it. Directories are
+/// checked (and made) first, once each; the files are then written by a
+/// few threads.
 pub(crate) fn restore(
     backend: &dyn OutputBackend,
     base: &Path,
     manifest: &Manifest,
 ) -> Result<u64, OutputError> {
-    let mut written = 0;
-    for output in stale_outputs(base, manifest) {
+    let stale = stale_outputs(base, manifest);
+    let mut made = std::collections::HashSet::new();
+    let mut todo = Vec::with_capacity(stale.len());
+    for output in stale {
         let rel = output.path();
         let Some(relp) = safe_rel(rel) else {
             return Err(OutputError(format!(
                 "`{rel}`: not a relative path inside the project"
             )));
         };
-        make_parents(base, &relp)?;
-        let abs = base.join(&relp);
-        let dir = abs.parent().unwrap_or(base);
-        let tmp = unique_name(dir, "restore");
-        let made = match output {
-            Output::File { mode, digest, .. } => backend
-                .get_to(digest, &tmp)
-                .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))),
-            Output::Symlink { target, .. } => std::os::unix::fs::symlink(target, &tmp),
-        };
-        let made = made.and_then(|()| {
-            if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
-                return Err(io::Error::other("a directory is in the way"));
-            }
-            fs::rename(&tmp, &abs)
-        });
-        if let Err(e) = made {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error(rel, &e));
+        if let Some(parent) = relp.parent()
+            && made.insert(parent.to_path_buf())
+        {
+            make_parents(base, &relp)?;
         }
-        written += 1;
+        todo.push((output, base.join(&relp)));
     }
-    Ok(written)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(8).min(todo.len() / RESTORES_PER_THREAD).max(1);
+    let chunk_len = todo.len().div_ceil(threads).max(1);
+    let results: Vec<Result<(), OutputError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
+            .chunks(chunk_len)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    for (output, abs) in chunk {
+                        write_one(backend, base, output, abs)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(OutputError("a restore thread panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(todo.len() as u64)
+}
+
+/// Writes one output: a temporary file beside it, then a rename.
+fn write_one(
+    backend: &dyn OutputBackend,
+    base: &Path,
+    output: &Output,
+    abs: &Path,
+) -> Result<(), OutputError> {
+    let dir = abs.parent().unwrap_or(base);
+    let tmp = unique_name(dir, "restore");
+    let made = match output {
+        Output::File { mode, digest, .. } => backend
+            .get_to(digest, &tmp)
+            .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))),
+        Output::Symlink { target, .. } => std::os::unix::fs::symlink(target, &tmp),
+    };
+    let made = made.and_then(|()| {
+        if fs::symlink_metadata(abs).is_ok_and(|m| m.is_dir()) {
+            return Err(io::Error::other("a directory is in the way"));
+        }
+        fs::rename(&tmp, abs)
+    });
+    if let Err(e) = made {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(output.path(), &e));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
