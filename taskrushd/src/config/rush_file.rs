@@ -3230,6 +3230,20 @@ tasks:
     }
 
     #[test]
+    fn outputs_are_globs_that_stay_in_the_project() {
+        let file = parse_ok("tasks:\n  a:\n    cmd: a\n    cache_files: [x]\n    outputs: dist\n");
+        assert_eq!(task(&file, "a").outputs, ["dist"]);
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    outputs: [dist/**, \"../elsewhere/**\"]\n",
+            "invalid glob `../elsewhere/**` in `outputs` of task `a`: outputs must stay inside the project: no `..` and no absolute path | .rush:4:24 | -",
+        );
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    outputs: [\"out/[x\"]\n",
+            "invalid glob `out/[x` in `outputs` of task `a`: unclosed character class; missing ']' | .rush:4:15 | -",
+        );
+    }
+
+    #[test]
     fn a_task_that_does_nothing_is_an_error() {
         let hint = "give it a `cmd:` to run, or `depends_on:` to group other tasks";
         check_err(
