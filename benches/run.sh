@@ -8,6 +8,7 @@
 #   benches/run.sh plugins    # only: plugin hook cost (benches/plugin_overhead.py)
 #   benches/run.sh enforcement  # only: the sandbox's cost on plugin start and warm hooks (benches/plugin_enforcement.py)
 #   benches/run.sh hostile    # only: hostile clients (benches/hostile.py)
+#   benches/run.sh outputs    # only: restoring outputs beside re-running, turbo, nx (benches/outputs_restore.py)
 #
 # The peer harness in benches/harness/ is the team's shared one: it
 # installs the peers (apt: hyperfine make; pip: ninja rust-just go-task-bin;
@@ -94,10 +95,20 @@ hostile() {
   TASKRUSH=$T python3 "$HERE/hostile.py"
 }
 
+# Restoring 1,000 outputs (100 MB) beside re-running the task, turbo and nx
+# (installed with npm into $BENCH_DIR/js-peers; skipped when npm cannot).
+outputs() {
+  local peers=$BENCH_DIR/js-peers
+  if [ ! -x "$peers/node_modules/.bin/nx" ] && command -v npm >/dev/null; then
+    mkdir -p "$peers" && (cd "$peers" && timeout 300 npm i --no-audit --no-fund turbo@2 nx@24.0.6 >/dev/null 2>&1) || true
+  fi
+  python3 "$HERE/outputs_restore.py" --runs 5 --bin "$BIN" --peers "$peers"
+}
+
 machine
 for s in "${steps[@]}"; do
   case $s in
-    peers|extras|plugins|enforcement|hostile) echo; echo "# $s"; "$s" ;;
-    *) echo "unknown step $s (peers, extras, plugins, enforcement, hostile)" >&2; exit 2 ;;
+    peers|extras|plugins|enforcement|hostile|outputs) echo; echo "# $s"; "$s" ;;
+    *) echo "unknown step $s (peers, extras, plugins, enforcement, hostile, outputs)" >&2; exit 2 ;;
   esac
 done

@@ -9,8 +9,8 @@ use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus, PluginTestReport,
-    TaskList,
+    CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
+    PluginStatus, PluginTestReport, RunExplained, TaskList,
 };
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
@@ -143,4 +143,19 @@ pub trait TaskRushApi {
     /// error, the socket is removed.
     #[method(name = "daemon_stop")]
     fn daemon_stop(&self) -> Result<bool, ErrorObjectOwned>;
+
+    /// The per-user output store: size, limit, entries, hits and restores.
+    #[method(name = "cache_status")]
+    async fn cache_status(&self) -> Result<CacheStatus, ErrorObjectOwned>;
+
+    /// Removes least recently used entries of the output store until its
+    /// blobs take at most `max_bytes` (0, the default: empty it).
+    #[method(name = "cache_prune")]
+    async fn cache_prune(&self, max_bytes: Option<u64>) -> Result<CachePruned, ErrorObjectOwned>;
+
+    /// What `run` would do for the plan of `request` (its `tasks`, `file`,
+    /// `cwd`, `env`, `force`): per task, in run order, whether it would run
+    /// and why. Runs nothing: no task, no hook, no plugin started.
+    #[method(name = "explain_run")]
+    async fn explain_run(&self, request: RunRequest) -> Result<RunExplained, ErrorObjectOwned>;
 }

@@ -281,3 +281,53 @@ pub struct PluginTestReport {
     pub path: String,
     pub checks: Vec<PluginCheck>,
 }
+
+/// The answer to `cache_status`: the per-user store of task outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStatus {
+    /// The store's directory.
+    pub dir: String,
+    /// Bytes of stored blobs (file contents and captured output).
+    pub bytes: u64,
+    /// The bound: past it, least recently used entries are evicted
+    /// (`TASKRUSH_CACHE_MAX_BYTES` in the daemon's environment).
+    pub limit_bytes: u64,
+    /// Manifests: one per cache key of a task with `outputs`.
+    pub entries: u64,
+    pub blobs: u64,
+    /// Cache hits of tasks with `outputs` since the daemon started.
+    pub hits: u64,
+    /// Output files written back by those hits.
+    pub restored_files: u64,
+}
+
+/// The answer to `cache_prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePruned {
+    /// Manifests removed.
+    pub entries: u64,
+    /// Bytes of blobs removed.
+    pub bytes: u64,
+}
+
+/// One task of a plan, as `explain_run` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExplained {
+    pub task: String,
+    /// Whether `run` would run its command now.
+    pub would_run: bool,
+    /// Why, one short sentence each: "no `cache_files`: not cached",
+    /// "forced (--force)", "input `src/a.c` changed", "the command changed",
+    /// "environment variable `MODE` changed" (names only, never values),
+    /// "2 outputs missing or changed: restored from the cache", "up to
+    /// date". A task whose dependency would run may still be up to date
+    /// now and be found otherwise after that dependency ran.
+    pub reasons: Vec<String>,
+}
+
+/// The answer to `explain_run`: the plan in run order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunExplained {
+    pub file: String,
+    pub tasks: Vec<TaskExplained>,
+}

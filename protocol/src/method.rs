@@ -41,6 +41,12 @@ pub const EVENTS_UNSUBSCRIBE: &str = "events_unsubscribe";
 pub const DAEMON_STATUS: &str = "daemon_status";
 /// Ask the daemon to stop.
 pub const DAEMON_STOP: &str = "daemon_stop";
+/// The output store: size, entries, hits and restores.
+pub const CACHE_STATUS: &str = "cache_status";
+/// Empty the output store (or shrink it to a size).
+pub const CACHE_PRUNE: &str = "cache_prune";
+/// Per task of a plan: would it run, and why (`run --explain`, `--dry-run`).
+pub const EXPLAIN_RUN: &str = "explain_run";
 
 /// Every method the daemon serves, in documentation order.
 pub const ALL: &[&str] = &[
@@ -61,4 +67,7 @@ pub const ALL: &[&str] = &[
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
     DAEMON_STOP,
+    CACHE_STATUS,
+    CACHE_PRUNE,
+    EXPLAIN_RUN,
 ];

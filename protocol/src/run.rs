@@ -193,8 +193,15 @@ pub enum RunEvent {
         #[serde(flatten)]
         chunk: Chunk,
     },
-    /// The task was up to date; its command did not run.
-    TaskCached { task: String },
+    /// The task was up to date; its command did not run. For a task with
+    /// `outputs`, `restored` outputs were missing or changed and were
+    /// written back from the output store, and its captured output is
+    /// replayed as `output` events after this one.
+    TaskCached {
+        task: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        restored: u64,
+    },
     /// The task (it has `cache_files`) is running in another run: this run
     /// waits for that instance to end, then checks the cache again (see
     /// "The same task in two runs at once" in `docs/rush-file.md`).
@@ -283,6 +290,10 @@ pub struct RunError {
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code of a run cancelled by Ctrl-C.
 pub const EXIT_CANCELLED: i32 = 130;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 #[cfg(test)]
 mod tests {

@@ -124,6 +124,15 @@ pub struct RunArgs {
     /// run of several tasks) and no "is up to date" notes.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Say, per task of the plan, whether it would run and why (which
+    /// input file changed, command or environment changed, outputs
+    /// missing, no cache, forced); runs nothing.
+    #[arg(long, conflicts_with_all = ["watch", "dry_run"])]
+    pub explain: bool,
+    /// Print the plan (order, what would run, what is up to date) and run
+    /// nothing: no task, no hook, no plugin.
+    #[arg(long, conflicts_with = "watch")]
+    pub dry_run: bool,
     /// List the tasks with their descriptions and dependencies.
     #[arg(short = 'l', long)]
     pub list: bool,
@@ -168,6 +177,29 @@ pub enum DaemonAction {
         /// How many lines from the end to start with.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+    },
+    /// The per-user store of task outputs (`outputs:` in `.rush`).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Show the store's directory, size, limit, entries, and the hits and
+    /// restores since the daemon started.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove least recently used entries: all of them, or until the store
+    /// takes at most `--max-size` bytes.
+    Prune {
+        /// Keep this many bytes of the most recently used entries.
+        #[arg(long, value_name = "BYTES")]
+        max_size: Option<u64>,
     },
 }
 

@@ -1,13 +1,13 @@
-//! `taskrush daemon status|stop|restart|logs`.
+//! `taskrush daemon status|stop|restart|logs|cache`.
 
 use std::io::{Read, Seek, Write};
 use std::time::Duration;
 
-use taskrush_protocol::daemon::DaemonStatus;
+use taskrush_protocol::daemon::{CachePruned, CacheStatus, DaemonStatus};
 use taskrush_protocol::method;
 use taskrush_protocol::paths::DaemonPaths;
 
-use crate::args::DaemonAction;
+use crate::args::{CacheAction, DaemonAction};
 use crate::client;
 use crate::error::CliError;
 
@@ -31,7 +31,59 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
             status(&paths, false)
         }
         DaemonAction::Logs { follow, lines } => logs(&paths, follow, lines),
+        DaemonAction::Cache { action } => cache(&paths, action),
     }
+}
+
+/// `daemon cache status|prune`: the per-user output store, through the
+/// daemon (started if needed: it owns the store and its counters).
+fn cache(paths: &DaemonPaths, action: CacheAction) -> Result<i32, CliError> {
+    let mut c = client::connect(paths, false, false)?;
+    match action {
+        CacheAction::Status { json } => {
+            let s: CacheStatus = c.call(method::CACHE_STATUS, serde_json::json!({}))?;
+            if json {
+                let v = serde_json::to_value(&s).map_err(|e| CliError::Protocol(e.to_string()))?;
+                println!("{v}");
+                return Ok(0);
+            }
+            println!("store:     {}", s.dir);
+            println!(
+                "size:      {} of {} ({} blobs)",
+                size(s.bytes),
+                size(s.limit_bytes),
+                s.blobs
+            );
+            println!("entries:   {}", s.entries);
+            println!(
+                "hits:      {} since the daemon started ({} files restored)",
+                s.hits, s.restored_files
+            );
+        }
+        CacheAction::Prune { max_size } => {
+            let p: CachePruned = c.call(
+                method::CACHE_PRUNE,
+                serde_json::json!({ "max_bytes": max_size }),
+            )?;
+            println!("pruned {} entries, {} freed", p.entries, size(p.bytes));
+        }
+    }
+    Ok(0)
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `300 B`.
+fn size(bytes: u64) -> String {
+    const UNITS: &[&str] = &["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// Exit status of `daemon status` when a daemon holds the lock but does

@@ -114,10 +114,15 @@ impl Renderer {
                 );
             }
             RunEvent::TaskCached { .. } if self.quiet => {}
-            RunEvent::TaskCached { task } => {
+            RunEvent::TaskCached { task, restored } => {
+                let restored = match restored {
+                    0 => String::new(),
+                    1 => " (1 output restored)".to_owned(),
+                    n => format!(" ({n} outputs restored)"),
+                };
                 let _ = writeln!(
                     self.stderr,
-                    "taskrush: `{}` is up to date",
+                    "taskrush: `{}` is up to date{restored}",
                     printable(&task)
                 );
             }
@@ -249,6 +254,8 @@ fn use_color(terminal: bool) -> bool {
 enum Ended {
     Ran,
     UpToDate,
+    /// Up to date, with outputs put back from the store.
+    Restored,
     Failed,
     Cancelled,
     /// Never started: a task before it failed, or the run was cancelled.
@@ -260,17 +267,19 @@ impl Ended {
         match self {
             Ended::Ran => "ran",
             Ended::UpToDate => "up to date",
+            Ended::Restored => "restored",
             Ended::Failed => "failed",
             Ended::Cancelled => "cancelled",
             Ended::NotRun => "not run",
         }
     }
 
-    /// SGR colour: green, dim, red, yellow.
+    /// SGR colour: green, dim, cyan, red, yellow.
     fn color(self) -> &'static str {
         match self {
             Ended::Ran => "32",
             Ended::UpToDate | Ended::NotRun => "2",
+            Ended::Restored => "36",
             Ended::Failed => "31",
             Ended::Cancelled => "33",
         }
@@ -300,8 +309,13 @@ impl Summary {
                 self.tasks = tasks.clone();
                 self.ended.clear();
             }
-            RunEvent::TaskCached { task } => {
-                self.ended.insert(task.clone(), (Ended::UpToDate, None));
+            RunEvent::TaskCached { task, restored } => {
+                let ended = if *restored > 0 {
+                    Ended::Restored
+                } else {
+                    Ended::UpToDate
+                };
+                self.ended.insert(task.clone(), (ended, None));
             }
             RunEvent::TaskFinished {
                 task,
@@ -434,7 +448,10 @@ mod tests {
             warning: None,
             iteration: None,
         });
-        s.event(&RunEvent::TaskCached { task: "gen".into() });
+        s.event(&RunEvent::TaskCached {
+            task: "gen".into(),
+            restored: 0,
+        });
         s.event(&RunEvent::TaskFinished {
             task: "build".into(),
             status: TaskStatus::Failed,

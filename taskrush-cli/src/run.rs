@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use taskrush_protocol::daemon::RunExplained;
 use taskrush_protocol::method;
 use taskrush_protocol::paths::DaemonPaths;
 use taskrush_protocol::run::{EXIT_CANCELLED, OnChange, RunEvent, RunRequest};
@@ -21,6 +22,59 @@ use crate::render::Renderer;
 const CANCEL_DEADLINE: Duration = Duration::from_millis(1900);
 /// Exit status when our stdout was closed by the reader (`| head`).
 const EXIT_PIPE: i32 = 141;
+
+/// `run --explain` / `run --dry-run`: one `explain_run` request; nothing
+/// runs (no task, no hook, no plugin started). Printed on stdout.
+fn explain(request: &RunRequest, no_daemon: bool, dry_run: bool) -> Result<i32, CliError> {
+    use std::io::Write as _;
+    let mut client = client::connect(&DaemonPaths::from_env(), false, no_daemon)?;
+    let answer: RunExplained = client.call(
+        method::EXPLAIN_RUN,
+        serde_json::json!({ "request": request }),
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let width = answer
+        .tasks
+        .iter()
+        .map(|t| t.task.chars().count())
+        .max()
+        .unwrap_or(0);
+    if dry_run {
+        let to_run = answer.tasks.iter().filter(|t| t.would_run).count();
+        let _ = writeln!(
+            out,
+            "plan: {} task{}, {to_run} would run (dry run: nothing was run)",
+            answer.tasks.len(),
+            if answer.tasks.len() == 1 { "" } else { "s" }
+        );
+        for (i, t) in answer.tasks.iter().enumerate() {
+            let what = match (t.would_run, t.reasons.first()) {
+                (true, _) => "would run",
+                (false, Some(r)) if r.contains("restored") => "would restore its outputs",
+                (false, Some(r)) if r.starts_with("no command") => "no command",
+                (false, _) => "up to date",
+            };
+            let _ = writeln!(out, "{:>3}. {:<width$}  {what}", i + 1, t.task);
+        }
+    } else {
+        for t in &answer.tasks {
+            let verdict = if t.would_run {
+                "would run"
+            } else {
+                "would not run"
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {verdict}: {}",
+                t.task,
+                t.reasons.join("; ")
+            );
+        }
+    }
+    let _ = out.flush();
+    Ok(0)
+}
 
 pub fn run(args: RunArgs) -> Result<i32, CliError> {
     let mut tasks = args.tasks.clone();
@@ -68,6 +122,9 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         args: args.args.clone(),
     };
 
+    if args.explain || args.dry_run {
+        return explain(&request, args.no_daemon, args.dry_run);
+    }
     let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;
     crate::consent::ask_pending(&mut client, &request.cwd, request.file.as_deref())?;
     let sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;

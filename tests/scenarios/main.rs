@@ -16,6 +16,7 @@ mod hashing;
 mod hostile_files;
 mod limits;
 mod orphans;
+mod outputs;
 mod plugins;
 mod protocol;
 mod proxy;

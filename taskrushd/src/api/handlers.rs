@@ -11,8 +11,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
-    DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending, PluginStatus, PluginTestReport,
-    TaskList,
+    CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
+    PluginStatus, PluginTestReport, RunExplained, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
@@ -220,6 +220,68 @@ impl TaskRushApiServer for Api {
         tracing::info!("stop requested by a client");
         self.stopping.send_replace(true);
         Ok(true)
+    }
+
+    async fn cache_status(&self) -> Result<CacheStatus, ErrorObjectOwned> {
+        let store = self.up_to_date.outputs.clone();
+        let status = tokio::task::spawn_blocking(move || store.status())
+            .await
+            .unwrap_or_default();
+        let store = &self.up_to_date.outputs;
+        let (hits, restored_files) = store.counters();
+        Ok(CacheStatus {
+            dir: store.dir().display().to_string(),
+            bytes: status.bytes,
+            limit_bytes: store.limit(),
+            entries: status.entries,
+            blobs: status.blobs,
+            hits,
+            restored_files,
+        })
+    }
+
+    async fn cache_prune(&self, max_bytes: Option<u64>) -> Result<CachePruned, ErrorObjectOwned> {
+        let store = self.up_to_date.outputs.clone();
+        let limit = max_bytes.unwrap_or(0);
+        let (entries, bytes) = tokio::task::spawn_blocking(move || store.evict_to(limit))
+            .await
+            .unwrap_or_default();
+        tracing::info!(entries, bytes, "output store pruned by a client");
+        Ok(CachePruned { entries, bytes })
+    }
+
+    async fn explain_run(&self, request: RunRequest) -> Result<RunExplained, ErrorObjectOwned> {
+        if request.tasks.is_empty() {
+            return Err(ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                "no task to explain",
+                None::<()>,
+            ));
+        }
+        let config = self
+            .load(&request.cwd, request.file.as_deref())
+            .await?
+            .config;
+        let plan =
+            crate::run::planner::plan(&config, &request.tasks).map_err(to_proto::config_error)?;
+        let tasks = crate::run::explain::explain(
+            &config,
+            &plan,
+            &request.env,
+            request.force,
+            request
+                .tasks
+                .last()
+                .filter(|_| !request.args.is_empty())
+                .map(|task| (task.clone(), request.args.clone()))
+                .as_ref(),
+            &self.up_to_date,
+        )
+        .await;
+        Ok(RunExplained {
+            file: config.path.display().to_string(),
+            tasks,
+        })
     }
 }
 

@@ -71,7 +71,7 @@ pub(super) fn daemon_event(run_id: u64, root: &Path, ev: &RunEvent) -> Option<Da
             run_id,
             task: task.clone(),
         },
-        RunEvent::TaskCached { task } => DaemonEvent::TaskCached {
+        RunEvent::TaskCached { task, .. } => DaemonEvent::TaskCached {
             run_id,
             task: task.clone(),
         },

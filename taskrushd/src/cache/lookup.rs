@@ -34,6 +34,10 @@ use crate::cache::up_to_date::{CheckError, Recipe, UpToDate};
 pub(crate) enum Lookup {
     /// Up to date: its stored key is that of its inputs now.
     Hit,
+    /// Up to date, for a task with `outputs`: the output store holds a
+    /// manifest for its key (from this checkout or another); restore the
+    /// outputs it lists.
+    Restore(Box<crate::cache::outputs::Manifest>),
     /// Another instance of the task is running: wait for it
     /// ([`Busy::ended`]), then look up again.
     Busy(Busy),
@@ -121,24 +125,39 @@ pub(crate) enum NotStored {
 
 impl UpToDate {
     /// Looks up the task of `recipe` (steps 1 to 4 of the module
-    /// documentation). `force`: never a hit.
+    /// documentation). `force`: never a hit. `outputs`: the task has
+    /// `outputs`, and is a hit only when the output store has its key's
+    /// manifest ([`Lookup::Restore`]), whatever `.rush-cache/` says.
     pub(crate) async fn lookup(
         self: &Arc<Self>,
         recipe: Recipe,
         force: bool,
+        outputs: bool,
     ) -> Result<Lookup, LookupError> {
+        use crate::cache::outputs::OutputBackend as _;
         loop {
             let key = self.key(&recipe).await?;
             let task = &recipe.task;
             let store = CacheStore::new(&recipe.root);
-            if !force && store.load(task).as_ref() == Some(&key) {
+            if !force && outputs {
+                let store = self.outputs.clone();
+                let found = tokio::task::spawn_blocking(move || store.get_manifest(&key))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(manifest) = found {
+                    return Ok(Lookup::Restore(Box::new(manifest)));
+                }
+            } else if !force && store.load(task).as_ref() == Some(&key) {
                 return Ok(Lookup::Hit);
             }
             let claim = match self.inflight.claim(&recipe.root, task) {
                 // The instance that held the task may have stored this
                 // very key and ended between the load above and the claim:
                 // check again rather than run it twice.
-                Claimed::Mine(_) if !force && store.load(task).as_ref() == Some(&key) => {
+                Claimed::Mine(_)
+                    if !force && !outputs && store.load(task).as_ref() == Some(&key) =>
+                {
                     continue;
                 }
                 Claimed::Mine(claim) => claim,
@@ -174,6 +193,11 @@ impl UpToDate {
 }
 
 impl Pending {
+    /// The key the task is run for (its inputs just before it ran).
+    pub(crate) fn key(&self) -> crate::cache::store::CacheKey {
+        self.before.key
+    }
+
     /// Stores the key, unless the inputs changed since it was computed: the
     /// stored key must be that of the inputs the run saw. Checked again in
     /// full: same key, and the same latest ctime among the inputs, so an
@@ -185,6 +209,7 @@ impl Pending {
         up_to_date: &Arc<UpToDate>,
     ) -> Result<(), NotStored> {
         let task = self.recipe.task.clone();
+        let recipe = self.recipe.clone();
         let after = match up_to_date.fingerprint(self.recipe).await {
             Ok(after) => after,
             Err(e) => return Err(NotStored::Unchecked(e)),
@@ -200,7 +225,18 @@ impl Pending {
             .map_err(|source| NotStored::CannotWrite {
                 dir: self.store.dir(),
                 source,
-            })
+            })?;
+        // What this run saw, file by file, for `run --explain` (the hashes
+        // are in the memo by now: `stat`s only).
+        match up_to_date.inputs_record(recipe).await {
+            Ok(record) => {
+                if let Err(e) = self.store.store_inputs(&task, &record) {
+                    tracing::info!(task = %task, "cannot record the inputs: {e}");
+                }
+            }
+            Err(e) => tracing::info!(task = %task, "cannot record the inputs: {e}"),
+        }
+        Ok(())
     }
 }
 
@@ -226,9 +262,9 @@ mod tests {
     }
 
     async fn miss(u: &Arc<UpToDate>, r: Recipe) -> Box<Pending> {
-        match u.lookup(r, false).await {
+        match u.lookup(r, false, false).await {
             Ok(Lookup::Miss(p)) => p,
-            Ok(Lookup::Hit) => panic!("a hit"),
+            Ok(Lookup::Hit | Lookup::Restore(_)) => panic!("a hit"),
             Ok(Lookup::Busy(_)) => panic!("busy"),
             Err(e) => panic!("{e}"),
         }
@@ -241,12 +277,12 @@ mod tests {
         let pending = miss(&u, recipe(dir.path(), "make")).await;
         pending.store_if_unchanged(&u).await.expect("stored");
         assert!(matches!(
-            u.lookup(recipe(dir.path(), "make"), false).await,
+            u.lookup(recipe(dir.path(), "make"), false, false).await,
             Ok(Lookup::Hit)
         ));
         assert!(
             matches!(
-                u.lookup(recipe(dir.path(), "make"), true).await,
+                u.lookup(recipe(dir.path(), "make"), true, false).await,
                 Ok(Lookup::Miss(_))
             ),
             "--force"
@@ -270,14 +306,15 @@ mod tests {
         let dir = project();
         let u = UpToDate::new(None);
         let first = miss(&u, recipe(dir.path(), "make")).await;
-        let Ok(Lookup::Busy(busy)) = u.lookup(recipe(dir.path(), "make"), false).await else {
+        let Ok(Lookup::Busy(busy)) = u.lookup(recipe(dir.path(), "make"), false, false).await
+        else {
             panic!("the first holds the task");
         };
         first.store_if_unchanged(&u).await.expect("stored");
         busy.ended().await;
         assert!(
             matches!(
-                u.lookup(recipe(dir.path(), "make"), false).await,
+                u.lookup(recipe(dir.path(), "make"), false, false).await,
                 Ok(Lookup::Hit)
             ),
             "the waiter finds the key the first one stored"
@@ -298,7 +335,7 @@ mod tests {
             "{got:?}"
         );
         assert!(matches!(
-            u.lookup(recipe(dir.path(), "make"), false).await,
+            u.lookup(recipe(dir.path(), "make"), false, false).await,
             Ok(Lookup::Miss(_))
         ));
     }

@@ -6,7 +6,8 @@
 //! invalidate, store: `lookup`; the runner calls nothing else of the
 //! protocol), expanding `cache_files` patterns into input files
 //! (`input_files`) and the in-memory memo of content hashes
-//! (`file_hashes`). Whether a file changed is `stamp.rs`'s, at the top.
+//! (`file_hashes`), and the per-user store of task outputs that a hit
+//! restores (`outputs`). Whether a file changed is `stamp.rs`'s, at the top.
 //!
 //! Architecture invariants:
 //! - Slow, never stale: when in doubt, a full check.
@@ -16,5 +17,6 @@
 pub(crate) mod file_hashes;
 pub(crate) mod input_files;
 pub(crate) mod lookup;
+pub(crate) mod outputs;
 pub(crate) mod store;
 pub(crate) mod up_to_date;

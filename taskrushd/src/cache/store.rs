@@ -268,6 +268,54 @@ pub(crate) fn fingerprint_until(
     })
 }
 
+/// What a task's last successful run saw, for `run --explain`: hashes of
+/// its command and of each `env` value (by name), its patterns, and each
+/// input file's content hash (`None`: absent). Stored beside its entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InputsRecord {
+    pub(crate) cmd: String,
+    pub(crate) env: std::collections::BTreeMap<String, String>,
+    pub(crate) patterns: Vec<String>,
+    pub(crate) files: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// The [`InputsRecord`] of a recipe as of now (blocking, as
+/// [`fingerprint_until`]).
+pub(crate) fn inputs_record(
+    root: &Path,
+    recipe: &Recipe<'_>,
+    hashes: &FileHashes,
+    limits: &InputLimits,
+    stop: &StopFlag,
+) -> Result<InputsRecord, InputError> {
+    let short = |bytes: &[u8]| CacheKey(*blake3::hash(bytes).as_bytes()).to_hex()[..32].to_owned();
+    let inputs = input_files::expand_until(root, recipe.patterns, limits, stop)?;
+    let files: Vec<InputFile<'_>> = inputs.iter().collect();
+    let guard = HashGuard::new(stop.clone(), limits.bytes);
+    let mut record = InputsRecord {
+        cmd: short(recipe.cmd.as_bytes()),
+        env: recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), short(v.as_bytes())))
+            .collect(),
+        patterns: recipe.patterns.to_vec(),
+        files: Default::default(),
+    };
+    for (file, hash) in files.iter().zip(hash_all(&files, hashes, &guard)) {
+        let hash = hash.map_err(|source| InputError::Io {
+            path: file.rel.to_path_buf(),
+            source,
+        })?;
+        let rel = String::from_utf8_lossy(&file.rel_bytes()).into_owned();
+        record.files.insert(
+            rel,
+            hash.map(|h| CacheKey(h.hash).to_hex()[..32].to_owned()),
+        );
+    }
+    Ok(record)
+}
+
 /// Below this many files per thread, hashing stays on the calling thread.
 const FILES_PER_THREAD: usize = 1024;
 
@@ -419,6 +467,24 @@ impl CacheStore {
             key: key.to_hex(),
         })?;
         write_atomically(&dir, &name, &json)
+    }
+
+    /// Records what `task`'s last successful run saw (`run --explain`).
+    pub(crate) fn store_inputs(&self, task: &str, record: &InputsRecord) -> io::Result<()> {
+        let dir = self.dir();
+        self.ensure_dir(&dir)?;
+        let name = entry_file_name(task).replacen("t-", "x-", 1);
+        write_atomically(&dir, &name, &serde_json::to_vec(record)?)
+    }
+
+    /// What `task`'s last successful run saw, if recorded.
+    pub(crate) fn load_inputs(&self, task: &str) -> Option<InputsRecord> {
+        let name = entry_file_name(task).replacen("t-", "x-", 1);
+        let path = self.dir().join(name);
+        if !fs::symlink_metadata(&path).ok()?.is_file() {
+            return None;
+        }
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
     }
 
     /// Forgets `task`'s entry (absent already is fine).

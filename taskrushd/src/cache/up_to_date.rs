@@ -32,6 +32,8 @@ pub(crate) struct UpToDate {
     hashes: FileHashes,
     /// Cached tasks in progress, daemon-wide (see [`inflight`]).
     pub(crate) inflight: Arc<inflight::Inflight>,
+    /// The per-user store of task outputs (`cache/outputs.rs`).
+    pub(crate) outputs: Arc<crate::cache::outputs::LocalStore>,
     watcher: Option<Arc<Watcher>>,
     clean: Mutex<CleanKeys>,
     watched: AtomicU64,
@@ -58,6 +60,7 @@ impl UpToDate {
         Arc::new(UpToDate {
             hashes: FileHashes::new(),
             inflight: inflight::Inflight::new(),
+            outputs: Arc::new(crate::cache::outputs::LocalStore::from_env()),
             watcher,
             clean: Mutex::default(),
             watched: AtomicU64::new(0),
@@ -137,6 +140,37 @@ impl UpToDate {
         self.clean
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the task's inputs are as of now, file by file (`run --explain`).
+    pub(crate) async fn inputs_record(
+        self: &Arc<Self>,
+        recipe: Recipe,
+    ) -> Result<cache::InputsRecord, CheckError> {
+        let stop = StopOnDrop(StopFlag::default());
+        let flag = stop.0.clone();
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = cache::Recipe {
+                task: &recipe.task,
+                cmd: &recipe.cmd,
+                env: &recipe.env,
+                patterns: &recipe.patterns,
+            };
+            cache::inputs_record(
+                &recipe.root,
+                &r,
+                &me.hashes,
+                &InputLimits::from_env(),
+                &flag,
+            )
+        })
+        .await
+        .map_err(|e| CheckError::Failed(format!("the check stopped: {e}")))?
+        .map_err(|e| match e {
+            InputError::Stopped => CheckError::Stopped,
+            e => CheckError::Failed(e.to_string()),
+        })
     }
 
     /// The task's full fingerprint as of now, always computed from the

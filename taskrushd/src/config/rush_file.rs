@@ -67,6 +67,10 @@ pub(crate) struct Task {
     pub(crate) depends_on: Vec<String>,
     /// `cache_files` or `cache`: globs relative to the root, all valid.
     pub(crate) cache_files: Vec<String>,
+    /// `outputs`: globs of the files the task writes, relative to the
+    /// root; stored after a successful run and restored on a cache hit
+    /// (`cache/outputs.rs`). Non-empty: its output is captured for replay.
+    pub(crate) outputs: Vec<String>,
     /// Raw (unexpanded) values, in file order, one entry per name.
     pub(crate) env: Vec<(String, String)>,
     /// `dotenv:` files, as written, read after the top-level ones.
@@ -155,6 +159,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "deps",
     "cache_files",
     "cache",
+    "outputs",
     "env",
     "dotenv",
     "dir",
@@ -548,6 +553,18 @@ impl Checker<'_> {
                     Some("cached tasks run inside the project: use a `dir` below the `.rush` file's directory".to_owned()),
                 ));
             }
+            for (i, glob) in task.outputs.iter().enumerate() {
+                if let Err(reason) = crate::cache::outputs::check_output_pattern(glob) {
+                    return Err(self.error(
+                        Target::OutputItem(entry, i),
+                        format!(
+                            "invalid glob `{glob}` in `outputs` of task `{}`: {reason}",
+                            task.name
+                        ),
+                        None,
+                    ));
+                }
+            }
             for (i, plugin) in raw_task.plugin_keys.iter().enumerate() {
                 if !plugin_names.contains_key(plugin.as_str()) {
                     let hint = did_you_mean(plugin, raw.plugins.iter().map(|p| p.name.as_str()))
@@ -661,6 +678,8 @@ enum Target {
     DepItem(usize, usize),
     /// Item i of `cache_files` of the n-th entry of `tasks`.
     CacheItem(usize, usize),
+    /// Item i of `outputs` of the n-th entry of `tasks`.
+    OutputItem(usize, usize),
     /// Key i of `plugins` of the n-th entry of `tasks`.
     TaskPluginKey(usize, usize),
     /// The n-th entry of the top-level `plugins`.
@@ -1045,6 +1064,7 @@ enum ListOf {
     Deps,
     Cache,
     Dotenv,
+    Outputs,
 }
 
 /// `depends_on` / `cache_files`: a list of strings, or one string.
@@ -1061,13 +1081,14 @@ impl ListSeed<'_> {
             ListOf::Deps => Target::DepItem(self.entry, i),
             ListOf::Cache => Target::CacheItem(self.entry, i),
             ListOf::Dotenv => Target::DotenvItem(self.entry, i),
+            ListOf::Outputs => Target::OutputItem(self.entry, i),
         }
     }
 
     fn wrong<E: de::Error>(&self, found: &str) -> E {
         let expected = match self.list {
             ListOf::Deps => "a task name or a list of task names",
-            ListOf::Cache => "a glob or a list of globs",
+            ListOf::Cache | ListOf::Outputs => "a glob or a list of globs",
             ListOf::Dotenv => "a file or a list of files",
         };
         self.ctx.fail(
@@ -1401,6 +1422,7 @@ impl TaskSeed<'_> {
                 description: None,
                 depends_on: Vec::new(),
                 cache_files: Vec::new(),
+                outputs: Vec::new(),
                 env: Vec::new(),
                 dotenv: Vec::new(),
                 dir: None,
@@ -1465,6 +1487,15 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
                     raw.cache_key = key;
                     let list = ListOf::Cache;
                     task.cache_files = map.next_value_seed(ListSeed {
+                        ctx,
+                        what,
+                        list,
+                        entry,
+                    })?;
+                }
+                "outputs" => {
+                    let list = ListOf::Outputs;
+                    task.outputs = map.next_value_seed(ListSeed {
                         ctx,
                         what,
                         list,
@@ -2656,6 +2687,7 @@ mod tests {
                 description: Some("Build it".into()),
                 depends_on: vec!["lint".into()],
                 cache_files: vec!["src/**/*.rs".into(), "Cargo.toml".into()],
+                outputs: vec![],
                 env: vec![
                     ("RUST_LOG".into(), "${LOG:-info}".into()),
                     ("B".into(), "x".into())
@@ -3008,7 +3040,7 @@ tasks:
         );
         check_err(
             "tasks:\n  build:\n    cmd: b\n    \"zzz\": 1\n",
-            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `env`, `dotenv`, `dir`, `before`, `after`, `plugins`",
+            "unknown key `zzz` in task `build` | .rush:4:5 | the keys allowed here are `cmd`, `description`, `depends_on`, `deps`, `cache_files`, `cache`, `outputs`, `env`, `dotenv`, `dir`, `before`, `after`, `plugins`",
         );
         check_err(
             "taks:\n  a: {cmd: a}\n",
@@ -3251,6 +3283,20 @@ tasks:
         check_err(
             "tasks:\n  a:\n    cmd: a\n    cache:\n      - '{a,b'\n",
             "invalid glob `{a,b` in `cache` of task `a`: unclosed alternate group; missing '}' (maybe escape '{' with '[{]'?) | .rush:5:9 | -",
+        );
+    }
+
+    #[test]
+    fn outputs_are_globs_that_stay_in_the_project() {
+        let file = parse_ok("tasks:\n  a:\n    cmd: a\n    cache_files: [x]\n    outputs: dist\n");
+        assert_eq!(task(&file, "a").outputs, ["dist"]);
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    outputs: [dist/**, \"../elsewhere/**\"]\n",
+            "invalid glob `../elsewhere/**` in `outputs` of task `a`: outputs must stay inside the project: no `..` and no absolute path | .rush:4:24 | -",
+        );
+        check_err(
+            "tasks:\n  a:\n    cmd: a\n    outputs: [\"out/[x\"]\n",
+            "invalid glob `out/[x` in `outputs` of task `a`: unclosed character class; missing ']' | .rush:4:15 | -",
         );
     }
 

@@ -469,6 +469,7 @@ mod tests {
             description: None,
             depends_on: vec![],
             cache_files: vec![],
+            outputs: vec![],
             env: vec![],
             dotenv: vec![],
             dir: None,

@@ -17,6 +17,7 @@
 //!   runner tells it how each task ended.
 
 pub(crate) mod cancel;
+pub(crate) mod explain;
 pub(crate) mod failure;
 pub(crate) mod planner;
 pub(crate) mod runner;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cache::lookup::{Lookup, LookupError, NotStored, Pending};
+use crate::cache::outputs::{self, Capture, OutputBackend as _};
 use crate::cache::up_to_date::{Recipe, UpToDate};
 use crate::config::rush_file::{RushFile, Task};
 use crate::plugin::HookFailure;
@@ -143,9 +144,9 @@ async fn store_if_unchanged(
     up_to_date: &Arc<UpToDate>,
     events: &mpsc::Sender<RunEvent>,
     warned: &AtomicBool,
-) {
+) -> bool {
     match pending.store_if_unchanged(up_to_date).await {
-        Ok(()) => {}
+        Ok(()) => return true,
         Err(NotStored::Unchecked(e)) => {
             tracing::info!(task = %name, "not cached: cannot check the inputs again: {e}");
         }
@@ -192,6 +193,87 @@ async fn store_if_unchanged(
             }
         }
     }
+    false
+}
+
+/// Restores the outputs `manifest` lists (relative to the task's base
+/// directory) and reads its captured output: (outputs written, log).
+async fn restore_outputs(
+    up_to_date: &Arc<UpToDate>,
+    root: &Path,
+    task: &Task,
+    manifest: Box<outputs::Manifest>,
+) -> Result<(u64, Vec<u8>), String> {
+    let store = up_to_date.outputs.clone();
+    let base = output_base(root, task);
+    tokio::task::spawn_blocking(move || {
+        let count = outputs::restore(&*store, &base, &manifest).map_err(|e| e.to_string())?;
+        let log = match &manifest.log {
+            Some(digest) => store
+                .get_bytes(digest)
+                .map_err(|e| format!("its captured output: {e}"))?,
+            None => Vec::new(),
+        };
+        store.count_hit(count);
+        Ok((count, log))
+    })
+    .await
+    .map_err(|e| format!("the restore stopped: {e}"))?
+}
+
+/// Stores a successful run's outputs and captured output under `key`; the
+/// error is a warning's text.
+async fn save_outputs(
+    up_to_date: &Arc<UpToDate>,
+    root: &Path,
+    task: &Task,
+    key: crate::cache::store::CacheKey,
+    capture: Capture,
+) -> Result<(), String> {
+    let store = up_to_date.outputs.clone();
+    let base = output_base(root, task);
+    let name = task.name.clone();
+    let patterns = task.outputs.clone();
+    let truncated = capture.truncated;
+    tokio::task::spawn_blocking(move || {
+        let log = (!truncated).then_some(capture.bytes.as_slice());
+        outputs::store_outputs(&*store, &key, &name, &base, &patterns, log)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "cannot store the outputs of `{name}`: {e}; it will run again next time\n\
+                     hint: see `taskrush daemon cache status`"
+                )
+            })
+    })
+    .await
+    .map_err(|e| format!("storing the outputs stopped: {e}"))?
+}
+
+/// The directory a task's `outputs` globs are relative to: the project
+/// root (the task's `dir`, once tasks have one).
+pub(crate) fn output_base(root: &Path, task: &Task) -> std::path::PathBuf {
+    task.working_dir(root)
+}
+
+/// Sends a task's captured output again, as it was written.
+async fn replay(events: &mpsc::Sender<RunEvent>, task: &str, log: Vec<u8>) {
+    for (stderr, bytes) in outputs::decode_log(&log) {
+        for chunk in bytes.chunks(CHUNK) {
+            let ev = RunEvent::Output {
+                task: task.to_owned(),
+                stream: if stderr {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                },
+                chunk: Chunk::from_bytes(chunk.to_vec()),
+            };
+            if events.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The task was cancelled before anything ran.
@@ -233,7 +315,7 @@ async fn run_task(
         Some((to, args)) if *to == name => args,
         _ => &[],
     };
-    let dotenv = match read_dotenv(spec, task).await {
+    let dotenv = match read_dotenv(&spec.config, task).await {
         Ok(loaded) => loaded,
         Err(failure) => return fail(events, &name, failure).await,
     };
@@ -261,6 +343,10 @@ async fn run_task(
     // Up to date? A cached task runs in one instance at a time, daemon-wide
     // (see `up_to_date::inflight`): the claim is held until the task ends.
     let mut cached: Option<Box<Pending>> = None;
+    // Outputs matter only to a cached task: only it can have a hit.
+    let has_outputs = !task.outputs.is_empty() && !task.cache_files.is_empty();
+    // A restore that failed: run the task instead.
+    let mut force = spec.force;
     if !task.cache_files.is_empty() {
         // Globs are relative to `dir`; the key's paths to the root.
         let (cache_root, patterns) = task.cache_root_and_patterns(&root, &task.cache_files);
@@ -273,17 +359,57 @@ async fn run_task(
         };
         loop {
             let lookup = tokio::select! {
-                l = up_to_date.lookup(recipe.clone(), spec.force) => l,
+                l = up_to_date.lookup(recipe.clone(), force, has_outputs) => l,
                 () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
             };
             match lookup {
                 Ok(Lookup::Hit) => {
                     let _ = events
-                        .send(RunEvent::TaskCached { task: name.clone() })
+                        .send(RunEvent::TaskCached {
+                            task: name.clone(),
+                            restored: 0,
+                        })
                         .await;
                     // Plugins hear of cached tasks too (`after_task` with
                     // `cached: true`); `before_task` is not called, as
                     // nothing runs.
+                    let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
+                    if let Some(failure) = hooks.await {
+                        return fail(events, &name, TaskFailure::Plugin(failure)).await;
+                    }
+                    return Outcome {
+                        status: TaskStatus::Success,
+                        exit_code: 0,
+                    };
+                }
+                Ok(Lookup::Restore(manifest)) => {
+                    let restored = tokio::select! {
+                        r = restore_outputs(up_to_date, &root, task, manifest) => r,
+                        () = cancelled(&mut cancel) => return cancelled_before_start(events, &name).await,
+                    };
+                    let (count, log) = match restored {
+                        Ok(done) => done,
+                        Err(e) => {
+                            let message = format!(
+                                "cannot restore the outputs of `{name}`: {e}; running it instead"
+                            );
+                            let _ = events
+                                .send(RunEvent::Warning {
+                                    task: Some(name.clone()),
+                                    message,
+                                })
+                                .await;
+                            force = true;
+                            continue;
+                        }
+                    };
+                    let _ = events
+                        .send(RunEvent::TaskCached {
+                            task: name.clone(),
+                            restored: count,
+                        })
+                        .await;
+                    replay(events, &name, log).await;
                     let hooks = after_hooks(spec, task, &env, events, Ended::Cached);
                     if let Some(failure) = hooks.await {
                         return fail(events, &name, TaskFailure::Plugin(failure)).await;
@@ -329,6 +455,7 @@ async fn run_task(
         return fail_after_hooks(spec, task, &env, events, TaskFailure::Plugin(failure)).await;
     }
 
+    let capture = std::sync::Mutex::new(Capture::default());
     let last = match task_script(task) {
         None => {
             // An aggregate task: nothing to run but its dependencies.
@@ -341,10 +468,14 @@ async fn run_task(
             (Some(0), None, 0, 0)
         }
         Some(script) => {
+            // A task with `outputs` runs with its output captured (and
+            // streamed as events, shown live) so that a hit can replay it;
+            // others keep the client's terminal when they have it.
             let io = TaskIo {
                 task: &name,
-                stdio: spec.stdio.as_deref(),
+                stdio: spec.stdio.as_deref().filter(|_| !has_outputs),
                 events,
+                capture: has_outputs.then_some(&capture),
             };
             match run_step(&io, &script, args, &workdir, &env, &mut cancel).await {
                 Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
@@ -380,10 +511,24 @@ async fn run_task(
     if status == TaskStatus::Success
         && let Some(run) = cached
     {
-        tokio::select! {
-            () = store_if_unchanged(run, spec, &name, up_to_date, events, warned) => {}
+        let key = run.key();
+        let stored = tokio::select! {
+            s = store_if_unchanged(run, spec, &name, up_to_date, events, warned) => s,
             // Not stored: the next run checks again.
-            () = cancelled(&mut cancel) => {}
+            () = cancelled(&mut cancel) => false,
+        };
+        if stored && has_outputs {
+            let capture = capture
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(message) = save_outputs(up_to_date, &root, task, key, capture).await {
+                let _ = events
+                    .send(RunEvent::Warning {
+                        task: Some(name.clone()),
+                        message,
+                    })
+                    .await;
+            }
         }
     }
     let _ = events
@@ -499,7 +644,7 @@ async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, failure: TaskFailure)
 /// task's `dir` when it has one, and the arguments of `taskrush TASK --
 /// ARGS…` when there are any (without either, the key is what it was
 /// before they existed).
-fn task_command_line(task: &Task, args: &[String]) -> String {
+pub(crate) fn task_command_line(task: &Task, args: &[String]) -> String {
     let mut line = format!(
         "{}\0{}\0{}",
         task.before.as_deref().unwrap_or(""),
@@ -563,15 +708,15 @@ fn task_script(task: &Task) -> Option<String> {
 
 /// The variables of the `dotenv:` files (top-level, then the task's),
 /// read on a blocking thread, and their part of the cache key.
-async fn read_dotenv(
-    spec: &RunSpec,
+pub(crate) async fn read_dotenv(
+    config: &RushFile,
     task: &Task,
 ) -> Result<crate::config::dotenv::Loaded, TaskFailure> {
-    if spec.config.dotenv.is_empty() && task.dotenv.is_empty() {
+    if config.dotenv.is_empty() && task.dotenv.is_empty() {
         return Ok(Default::default());
     }
-    let root = spec.config.root.clone();
-    let top = spec.config.dotenv.clone();
+    let root = config.root.clone();
+    let top = config.dotenv.clone();
     let own = task.dotenv.clone();
     let owner = format!("`dotenv` of task `{}`", task.name);
     let read = tokio::task::spawn_blocking(move || {
@@ -590,7 +735,7 @@ async fn read_dotenv(
 /// The task process's environment: the `dotenv` files' variables, then
 /// the client's (which win over them), plus the task's `env` with `${VAR}`
 /// expanded from those and from the task's earlier entries.
-fn task_env(
+pub(crate) fn task_env(
     task: &Task,
     client: &BTreeMap<String, String>,
     dotenv: &[(String, String)],
@@ -614,7 +759,7 @@ fn task_env(
 /// The task's own `env` entries, expanded: what the cache key covers
 /// (not the whole client environment, which changes all the time), and
 /// `dotenv`: each `dotenv` file's content hash.
-fn env_pairs(
+pub(crate) fn env_pairs(
     task: &Task,
     env: &BTreeMap<String, String>,
     dotenv: Vec<(String, String)>,
@@ -646,6 +791,8 @@ struct TaskIo<'a> {
     /// The client's own descriptors, when the run inherits them.
     stdio: Option<&'a ClientStdio>,
     events: &'a mpsc::Sender<RunEvent>,
+    /// Where its output is also kept for replay (tasks with `outputs`).
+    capture: Option<&'a std::sync::Mutex<Capture>>,
 }
 
 async fn run_step(
@@ -683,8 +830,8 @@ async fn run_step(
     let stderr = proc.child.stderr.take();
     let pumps = async {
         tokio::join!(
-            pump(stdout, io.task, Stream::Stdout, io.events),
-            pump(stderr, io.task, Stream::Stderr, io.events)
+            pump(stdout, io.task, Stream::Stdout, io.events, io.capture),
+            pump(stderr, io.task, Stream::Stderr, io.events, io.capture)
         )
     };
     tokio::pin!(pumps);
@@ -751,8 +898,16 @@ async fn pump<R: AsyncRead + Unpin>(
     task: &str,
     stream: Stream,
     events: &mpsc::Sender<RunEvent>,
+    capture: Option<&std::sync::Mutex<Capture>>,
 ) {
     let Some(mut reader) = reader else { return };
+    let keep = |bytes: &[u8]| {
+        if let Some(c) = capture {
+            c.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(stream == Stream::Stderr, bytes);
+        }
+    };
     let mut carry: Vec<u8> = Vec::new();
     // Capacity, not zeroed memory: `read_buf` fills the spare capacity.
     // (A zeroed 64 KiB buffer per stream per task was a third of the
@@ -773,6 +928,7 @@ async fn pump<R: AsyncRead + Unpin>(
         {
             carry = bytes.split_off(e.valid_up_to());
         }
+        keep(&bytes);
         let ev = RunEvent::Output {
             task: task.to_owned(),
             stream,
@@ -783,6 +939,7 @@ async fn pump<R: AsyncRead + Unpin>(
         }
     }
     if !carry.is_empty() {
+        keep(&carry);
         let ev = RunEvent::Output {
             task: task.to_owned(),
             stream,
