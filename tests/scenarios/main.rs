@@ -13,6 +13,7 @@ mod grants;
 mod hashing;
 mod hostile_files;
 mod limits;
+mod listing;
 mod orphans;
 mod plugins;
 mod protocol;

@@ -76,6 +76,8 @@ pub(crate) struct Task {
     pub(crate) plugins: BTreeMap<String, serde_json::Value>,
     /// 1-based line of the task's name (0 when it could not be found).
     pub(crate) line: usize,
+    /// 1-based column of the task's name, in characters (0 when unknown).
+    pub(crate) column: usize,
 }
 
 /// One entry of the top-level `plugins:` list.
@@ -205,14 +207,13 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
     let pass_cost = source.len().max(4 * ctx.values.get());
     let locate_lines =
         outline.is_none() && (raw.tasks.len() + raw.plugins.len()) * pass_cost <= 4_000_000;
-    let line_of = |target: Target, from_outline: Option<usize>| -> usize {
+    let position_of = |target: Target, from_outline: Option<(usize, usize)>| -> (usize, usize) {
         from_outline
-            .or_else(|| {
-                locate_lines
-                    .then(|| locate(source, target).map(|(line, _)| line))
-                    .flatten()
-            })
-            .unwrap_or(0)
+            .or_else(|| locate_lines.then(|| locate(source, target)).flatten())
+            .unwrap_or((0, 0))
+    };
+    let line_of = |target: Target, from_outline: Option<usize>| -> usize {
+        position_of(target, from_outline.map(|line| (line, 0))).0
     };
 
     let mut plugins = raw.plugins;
@@ -227,8 +228,11 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
         if raw_task.replaced {
             continue;
         }
-        let known = outline.as_ref().map(|o| o.tasks[raw_task.entry].pos.line);
-        task.line = line_of(Target::TaskKey(raw_task.entry), known);
+        let known = outline.as_ref().map(|o| {
+            let pos = o.tasks[raw_task.entry].pos;
+            (pos.line, pos.column)
+        });
+        (task.line, task.column) = position_of(Target::TaskKey(raw_task.entry), known);
         tasks.insert(task.name.clone(), task);
     }
     let root = match path.parent() {
@@ -1363,6 +1367,7 @@ impl TaskSeed<'_> {
                 after: None,
                 plugins: BTreeMap::new(),
                 line: 0,
+                column: 0,
             },
             replaced: false,
             cache_key: "cache_files",
@@ -2609,6 +2614,7 @@ mod tests {
                 after: Some("./scripts/post.sh".into()),
                 plugins: BTreeMap::new(),
                 line: 4,
+                column: 3,
             }
         );
         assert_eq!(task(&file, "lint").line, 2);

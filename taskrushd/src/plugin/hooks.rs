@@ -474,6 +474,7 @@ mod tests {
             after: None,
             plugins: BTreeMap::new(),
             line: 1,
+            column: 1,
         };
         task.plugins.insert(
             "p".into(),
