@@ -475,6 +475,7 @@ mod tests {
             plugins: BTreeMap::new(),
             line: 1,
             column: 1,
+            file: None,
         };
         task.plugins.insert(
             "p".into(),

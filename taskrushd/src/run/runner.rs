@@ -318,7 +318,9 @@ async fn run_task(
                 stdio: spec.stdio.as_deref(),
                 events,
             };
-            match run_step(&io, &script, &root, &env, &mut cancel).await {
+            // An included file's task runs in that file's directory.
+            let dir = task.base_dir(&spec.config).to_path_buf();
+            match run_step(&io, &script, &dir, &env, &mut cancel).await {
                 Step::Exited(code, signal, shell_code, ran) => (code, signal, shell_code, ran),
                 Step::Cancelled(ran) => {
                     let hooks = after_hooks(spec, task, &env, events, Ended::Cancelled(ran));
