@@ -240,7 +240,7 @@ impl RunPlugins {
         Ok(TaskContext {
             task_name: task.name.clone(),
             command: task.cmd.clone().unwrap_or_default(),
-            working_dir: self.config.root.display().to_string(),
+            working_dir: task.base_dir(&self.config).display().to_string(),
             env_vars: task_env
                 .iter()
                 .filter(|(k, _)| effective.environment.contains(k))
