@@ -17,7 +17,7 @@
 //!   chain of includes with their positions.
 //! - Every included file is under the root file's directory, counts toward
 //!   [`MAX_INCLUDED_FILES`], and has the limits of any `.rush` file (size,
-//!   nesting, values).
+//!   nesting, values); all files together hold at most [`MAX_TREE_BYTES`].
 //! - Only the root file declares `plugins:`; tasks of included files may
 //!   configure those plugins.
 //! - An included task runs in its file's directory ([`Task::base_dir`]);
@@ -36,6 +36,11 @@ use crate::config::whole_file;
 
 /// The most files a tree of includes may hold, the root's included.
 pub(crate) const MAX_INCLUDED_FILES: usize = 256;
+
+/// The most bytes of `.rush` source a tree of includes may hold, all files
+/// together: what one file may hold ([`whole_file::MAX_BYTES`]), so that a
+/// project with includes costs no more memory than one without.
+pub(crate) const MAX_TREE_BYTES: u64 = whole_file::MAX_BYTES;
 
 /// The names a directory given to `includes:` is searched for, in order.
 const FILE_NAMES: &[&str] = &[".rush", ".rush.yml", ".rush.yaml"];
@@ -198,6 +203,17 @@ fn visit(
             }
         };
         files.push((canonical.clone(), Some(blake3::hash(&bytes))));
+        let total: u64 =
+            parts.iter().map(|p| p.source.len() as u64).sum::<u64>() + bytes.len() as u64;
+        if total > MAX_TREE_BYTES {
+            return Err(at(
+                format!(
+                    "include `{ns}`: the project's `.rush` files hold more than {} MiB together",
+                    MAX_TREE_BYTES >> 20
+                ),
+                Some("include fewer or smaller files, or split the project".to_owned()),
+            ));
+        }
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigError::new(&canonical, "the file is not valid UTF-8".to_owned()))?;
         let config = rush_file::parse_part(&canonical, &text, true)?;
