@@ -13,7 +13,11 @@ a `.rush`, a `Taskfile.yml` and a `justfile`. Then times, with hyperfine:
   parses the file, for CI);
 - `task --list-all --json` (Task reads and parses the Taskfile each time;
   `--list` only shows tasks with a description, all of ours have one);
-- `just --dump --dump-format json` (just parses the justfile each time).
+- `just --dump --dump-format json` (just parses the justfile each time);
+- `taskrush --list --json` of the same tasks split into K included files
+  (`--includes K`, default 100: a root with `includes:` and K packages of
+  N/K tasks), warm: a project with includes reads every included file on
+  each request.
 
 Also prints each output's size. Peers are optional: a missing one is
 reported and skipped (`pip install go-task-bin rust-just` installs both).
@@ -51,10 +55,29 @@ def write_project(proj, n):
             f.write(f"# task number {i}\nt{i}:{' t' + str(i - 1) if i else ''}\n    echo {i}\n\n")
 
 
+def write_includes(proj, n, k):
+    per = max(1, n // k)
+    with open(os.path.join(proj, ".rush"), "w") as f:
+        f.write("includes:\n")
+        for p in range(k):
+            f.write(f"  p{p}: pkgs/p{p}\n")
+        f.write("tasks: {}\n")
+    for p in range(k):
+        d = os.path.join(proj, "pkgs", f"p{p}")
+        os.makedirs(d)
+        with open(os.path.join(d, ".rush"), "w") as f:
+            f.write("tasks:\n")
+            for i in range(per):
+                f.write(f"  t{i}:\n    cmd: echo {i}\n    description: task number {i}\n")
+                if i:
+                    f.write(f"    depends_on: [t{i - 1}]\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--includes", type=int, default=100)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("--task", default=shutil.which("task"))
     ap.add_argument("--just", default=shutil.which("just"))
@@ -65,6 +88,9 @@ def main():
     proj = os.path.join(tmp, "proj")
     os.makedirs(proj)
     write_project(proj, a.tasks)
+    inc = os.path.join(tmp, "inc")
+    os.makedirs(inc)
+    write_includes(inc, a.tasks, a.includes)
     env = dict(os.environ, TASKRUSH_SOCKET=os.path.join(tmp, "run", "d.sock"))
     a.bin = os.path.abspath(a.bin)
     tr = os.path.join(a.bin, "taskrush")
@@ -90,8 +116,11 @@ def main():
         cmds.append(("just --dump --dump-format json", f"{a.just} --dump --dump-format json"))
     else:
         print("just not found: skipped (pip install rust-just)")
-    # Warm the daemon: start it and load the project.
+    cmds.append((f"taskrush --list --json, {a.includes} included files (warm daemon)",
+                 f"{tr} -f {inc}/.rush --list --json"))
+    # Warm the daemon: start it and load the projects.
     subprocess.run(f"{tr} --list >/dev/null", shell=True, cwd=proj, env=env, check=True)
+    subprocess.run(f"{tr} --list >/dev/null", shell=True, cwd=inc, env=env, check=True)
     for name, cmd in cmds:
         print(f"{name}: output {out_size(cmd)} bytes")
     args = ["hyperfine", "-N", "--warmup", "2", "--runs", str(a.runs),
