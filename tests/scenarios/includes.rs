@@ -84,6 +84,17 @@ fn a_two_package_monorepo_runs_across_files_each_task_in_its_package() {
         (web["line"].as_u64(), web["column"].as_u64()),
         (Some(2), Some(3))
     );
+    // So does its summary.
+    let summary = s.run(&["--summary", "web:build"]);
+    summary.success();
+    assert!(
+        summary
+            .stdout()
+            .contains("depends on: web:lint, api:build\ndir: ")
+            && summary.stdout().contains("packages/web/.rush:2:3\n"),
+        "{}",
+        summary.stdout()
+    );
 }
 
 #[test]
