@@ -72,6 +72,28 @@ pub struct TaskInfo {
     /// Whether the task has `cache_files`.
     #[serde(default)]
     pub cached: bool,
+    /// The shell command; absent for an aggregate task (only dependencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    /// The directory the task runs in (absolute).
+    #[serde(default)]
+    pub dir: String,
+    /// The `.rush` file that defines the task (absolute; an included file
+    /// for a namespaced task).
+    #[serde(default)]
+    pub file: String,
+    /// 1-based line and column of the task's name in `file` (0 when
+    /// unknown).
+    #[serde(default)]
+    pub line: usize,
+    #[serde(default)]
+    pub column: usize,
+    /// The task's `cache_files` globs, as written.
+    #[serde(default)]
+    pub cache_files: Vec<String>,
+    /// The task's `outputs` globs, as written.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// The answer to `list_tasks`: tasks sorted by name.

@@ -136,6 +136,14 @@ pub struct RunArgs {
     /// List the tasks with their descriptions and dependencies.
     #[arg(short = 'l', long)]
     pub list: bool,
+    /// Show one task: its command, dependencies, directory, the file and
+    /// line that define it, its cache globs.
+    #[arg(long, value_name = "TASK", conflicts_with = "list")]
+    pub summary: Option<String>,
+    /// With --list or --summary: print JSON (the daemon's `list_tasks`
+    /// answer, or one of its tasks; see docs/protocol.md for the schema).
+    #[arg(long)]
+    pub json: bool,
     /// After the run, run again whenever an input changes: the tasks'
     /// `cache_files` (with their dependencies'), or, when none has any,
     /// any file of the project that `.gitignore` does not ignore. Runs
@@ -205,7 +213,7 @@ pub enum CacheAction {
 
 pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];
 /// Options of `run` that take a value (their value is not a task name).
-pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change"];
+pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change", "--summary"];
 
 /// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
 /// `taskrush --list`): insert `run` when no subcommand is named.

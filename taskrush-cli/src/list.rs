@@ -29,6 +29,81 @@ pub fn list(args: &RunArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// `taskrush --list --json`: the daemon's `list_tasks` answer, as is
+/// (schema in docs/protocol.md), then a newline.
+pub fn list_json(args: &RunArgs) -> Result<i32, CliError> {
+    let list = fetch(args)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    // A closed stdout (`| head`) is not an error of ours.
+    let _ = serde_json::to_writer_pretty(&mut out, &list)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    Ok(0)
+}
+
+/// `taskrush --summary TASK [--json]`: one task of the list.
+pub fn summary(args: &RunArgs) -> Result<i32, CliError> {
+    let name = args.summary.as_deref().unwrap_or_default();
+    let list = fetch(args)?;
+    if let Some(w) = &list.warning {
+        eprintln!("warning: {}", printable_text(w));
+    }
+    let Some(task) = list.tasks.iter().find(|t| t.name == name) else {
+        return Err(CliError::Usage {
+            message: format!("unknown task `{}` in `{}`", printable(name), list.file),
+            hint: Some("`taskrush --list` shows the tasks".to_owned()),
+        });
+    };
+    let text = if args.json {
+        let mut text =
+            serde_json::to_string_pretty(task).map_err(|e| CliError::Protocol(e.to_string()))?;
+        text.push('\n');
+        text
+    } else {
+        summary_text(task)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(0)
+}
+
+/// The text of `--summary`: one `key: value` line per thing known.
+fn summary_text(t: &TaskInfo) -> String {
+    let mut out = format!("task: {}\n", printable(&t.name));
+    if let Some(d) = &t.description {
+        out.push_str(&format!("description: {}\n", printable(d)));
+    }
+    match &t.cmd {
+        Some(cmd) => out.push_str(&format!("cmd: {}\n", printable(cmd))),
+        None => out.push_str("cmd: (none: runs its dependencies only)\n"),
+    }
+    let join = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| printable(s).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !t.depends_on.is_empty() {
+        out.push_str(&format!("depends on: {}\n", join(&t.depends_on)));
+    }
+    out.push_str(&format!("dir: {}\n", printable(&t.dir)));
+    out.push_str(&format!(
+        "defined at: {}:{}:{}\n",
+        printable(&t.file),
+        t.line,
+        t.column
+    ));
+    if !t.cache_files.is_empty() {
+        out.push_str(&format!("cache_files: {}\n", join(&t.cache_files)));
+    }
+    if !t.outputs.is_empty() {
+        out.push_str(&format!("outputs: {}\n", join(&t.outputs)));
+    }
+    out
+}
+
 /// Ask the daemon for the task list of the project around the cwd.
 pub fn fetch(args: &RunArgs) -> Result<TaskList, CliError> {
     let mut client = crate::client::connect(&DaemonPaths::from_env(), false, args.no_daemon)?;

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run(args) if args.list && args.json => list::list_json(&args),
         Command::Run(args) if args.list => list::list(&args),
+        Command::Run(args) if args.summary.is_some() => list::summary(&args),
         Command::Run(args) => match run::run(args) {
             Err(error::CliError::Remote(e))
                 if e.code == taskrush_protocol::error::PLUGIN_COMMAND =>

@@ -449,7 +449,7 @@ fn a_key_of_three_million_characters_is_cut_short_in_the_error_and_the_log() {
         "K".repeat(3_000_000)
     ));
     s.run(&["t"]).expect_code(1).expect_stderr(&format!(
-        "error: unknown top-level key `{}…` (3000000 characters)\n  --> [TMP]/project/.rush:1:3\nhint: the keys allowed here are `tasks`, `plugins`, `dotenv`\n",
+        "error: unknown top-level key `{}…` (3000000 characters)\n  --> [TMP]/project/.rush:1:3\nhint: the keys allowed here are `tasks`, `plugins`, `dotenv`, `includes`\n",
         "K".repeat(200)
     ));
     let log = std::fs::metadata(s.log()).expect("log").len();

@@ -34,9 +34,12 @@ impl Daemon {
         let loaded = self.load_path(&path).await.map_err(config_error)?;
         // Watch it from now on (at once, so that a save right after this
         // request is seen by the watcher too).
+        // Included files too: a change to one reloads the project.
         let key = Key::Config(path.clone());
-        if !self.watcher.has(&key, std::slice::from_ref(&path)) {
-            self.watcher.watch_files(key, vec![path]).await;
+        let mut files = vec![path];
+        files.extend(loaded.config.included_files.iter().cloned());
+        if !self.watcher.has(&key, &files) {
+            self.watcher.watch_files(key, files).await;
         }
         Ok(loaded)
     }
@@ -65,6 +68,13 @@ impl Daemon {
         match change {
             Change::None => {}
             Change::Reloaded(config) => {
+                // The included files may have changed: watch the new set.
+                let key = Key::Config(path.to_path_buf());
+                let mut files = vec![path.to_path_buf()];
+                files.extend(config.included_files.iter().cloned());
+                if self.watcher.has(&key, std::slice::from_ref(&files[0])) || files.len() > 1 {
+                    self.watcher.watch_files(key, files).await;
+                }
                 // Tasks that are gone (or lost their cache) need no watches.
                 self.watcher.retain_inputs(&config.root, |task| {
                     config

@@ -169,6 +169,13 @@ pub(super) fn task_list(
             description: t.description.clone(),
             depends_on: t.depends_on.clone(),
             cached: !t.cache_files.is_empty(),
+            cmd: t.cmd.clone(),
+            dir: t.working_dir(&config.root).display().to_string(),
+            file: t.defined_in(config).display().to_string(),
+            line: t.line,
+            column: t.column,
+            cache_files: t.cache_files.clone(),
+            outputs: t.outputs.clone(),
         })
         .collect();
     TaskList {

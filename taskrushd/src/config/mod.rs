@@ -1,7 +1,8 @@
 //! The config room: everything about `.rush` files.
 //!
 //! Owns the data model, the parser and its positioned errors
-//! (`rush_file`, `config_error`, a plugin entry's `limits:` in `limits`),
+//! (`rush_file`, `config_error`, the files a `.rush` includes merged
+//! into one set of tasks in `includes`, a plugin entry's `limits:` in `limits`),
 //! `${VAR}` expansion (`expand`), finding
 //! the file (`discover`), bounded reads of files read whole (`whole_file`)
 //! and the loaded projects kept while their file does not change
@@ -17,6 +18,7 @@ pub(crate) mod config_error;
 pub(crate) mod discover;
 pub(crate) mod dotenv;
 pub(crate) mod expand;
+pub(crate) mod includes;
 pub(crate) mod limits;
 pub(crate) mod projects;
 pub(crate) mod rush_file;

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::config_error::ConfigError;
-use crate::config::rush_file::{self, RushFile};
+use crate::config::includes;
+use crate::config::rush_file::RushFile;
 use crate::config::whole_file;
 use crate::stamp::{RACY_MARGIN, Stamp};
 
@@ -125,6 +126,10 @@ pub(crate) struct Projects {
     /// failed, the error, when last used. The same content is not parsed
     /// again (a request waiting for a parse gets its error).
     rejected: Mutex<HashMap<PathBuf, (blake3::Hash, ConfigError, u64)>>,
+    /// The files included (`includes:`) by the last parse of a root file
+    /// that has any: read on every request besides the root (its stamp
+    /// alone cannot tell), their content part of its digest.
+    included: Mutex<HashMap<PathBuf, Vec<PathBuf>>>,
     /// Counts uses, for least-recently-used eviction.
     clock: AtomicU64,
     /// Files forgotten to stay within [`MAX_PROJECTS`], for the daemon to
@@ -152,6 +157,7 @@ impl Projects {
             parsers: Parsers::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
             rejected: Mutex::default(),
+            included: Mutex::default(),
             clock: AtomicU64::new(0),
             evicted: Mutex::default(),
             racy_margin: RACY_MARGIN,
@@ -292,6 +298,10 @@ impl Projects {
     /// changed (one `stat`, no read): what most requests need, without
     /// leaving the runtime. `None`: call [`Projects::load`].
     pub(crate) fn cached(&self, path: &Path) -> Option<Loaded> {
+        if self.included_lock().contains_key(path) {
+            // Its included files may have changed: read them.
+            return None;
+        }
         let stamp = Stamp::of_path(path).ok()?;
         let mut loaded = self.lock();
         let e = loaded.get_mut(path)?;
@@ -424,7 +434,15 @@ impl Projects {
         // it is settled).
         let stamp = Stamp::of_path(path).unwrap_or(stamp);
         let racy = !stamp.settled(started, self.racy_margin);
-        let digest = blake3::hash(&source);
+        let known: Vec<PathBuf> = self.included_lock().get(path).cloned().unwrap_or_default();
+        let included_now: Vec<(PathBuf, Option<blake3::Hash>)> = known
+            .into_iter()
+            .map(|f| {
+                let hash = whole_file::read(&f).ok().map(|b| blake3::hash(&b));
+                (f, hash)
+            })
+            .collect();
+        let digest = tree_digest(&source, &included_now);
         let bytes = source.len();
         {
             let mut loaded = self.lock();
@@ -461,9 +479,24 @@ impl Projects {
         // Parsed without the map's lock: other projects are served meanwhile.
         tracing::debug!(file = %path.display(), bytes = source.len(), "parsing");
         test_parse_gate(path);
-        let parsed = match String::from_utf8(source) {
-            Ok(text) => rush_file::parse(path, &text),
-            Err(e) => Err(not_utf8(path, e.as_bytes(), e.utf8_error())),
+        let (parsed, digest) = match String::from_utf8(source) {
+            Ok(text) => {
+                let tree = includes::load(path, &text);
+                // The digest of what was parsed (the includes may differ
+                // from those known before).
+                let digest = tree_digest(text.as_bytes(), &tree.files);
+                let mut included = self.included_lock();
+                if tree.files.is_empty() {
+                    included.remove(path);
+                } else {
+                    included.insert(
+                        path.to_path_buf(),
+                        tree.files.into_iter().map(|(f, _)| f).collect(),
+                    );
+                }
+                (tree.result, digest)
+            }
+            Err(e) => (Err(not_utf8(path, e.as_bytes(), e.utf8_error())), digest),
         };
         let config = match parsed {
             Ok(c) => Arc::new(c),
@@ -633,6 +666,10 @@ impl Projects {
         self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn included_lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Vec<PathBuf>>> {
+        self.included.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (single inserts), so a poisoned lock is still usable.
@@ -711,6 +748,27 @@ fn test_parse_gate(path: &Path) {
 }
 
 /// "the file is not valid UTF-8" at the first invalid byte of `bytes`.
+/// The digest of a root file's content and of the files it includes
+/// (their path and content's digest, or that they cannot be read): a
+/// change to any of them is a change of the project. Without includes,
+/// the digest of the content.
+fn tree_digest(source: &[u8], included: &[(PathBuf, Option<blake3::Hash>)]) -> blake3::Hash {
+    if included.is_empty() {
+        return blake3::hash(source);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(blake3::hash(source).as_bytes());
+    for (file, hash) in included {
+        hasher.update(file.as_os_str().as_encoded_bytes());
+        hasher.update(&[0]);
+        match hash {
+            Some(h) => hasher.update(&[1]).update(h.as_bytes()),
+            None => hasher.update(&[0]),
+        };
+    }
+    hasher.finalize()
+}
+
 fn not_utf8(path: &Path, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
     let valid = &bytes[..e.valid_up_to()];
     // The valid prefix is UTF-8: count lines and characters in it.

@@ -49,6 +49,12 @@ pub(crate) struct RushFile {
     pub(crate) plugins: Vec<PluginSpec>,
     /// The top-level `dotenv:` files, as written (see [`super::dotenv`]).
     pub(crate) dotenv: Vec<String>,
+    /// The top-level `includes:` of this file, in file order (see
+    /// `config/includes.rs`, which merges the included files' tasks).
+    pub(crate) includes: Vec<Include>,
+    /// Every file included, directly or not, once merged: what the daemon
+    /// watches and reads besides `path` (empty without includes).
+    pub(crate) included_files: Vec<PathBuf>,
     /// About how many bytes of YAML this config stands for: the file's
     /// size, or more when its aliases (`*name`) repeat what they point to
     /// (their text, and two bytes per value, as if written out). What the
@@ -87,6 +93,31 @@ pub(crate) struct Task {
     pub(crate) plugins: BTreeMap<String, serde_json::Value>,
     /// 1-based line of the task's name (0 when it could not be found).
     pub(crate) line: usize,
+    /// 1-based column of the task's name, in characters (0 when unknown).
+    pub(crate) column: usize,
+    /// The included file that defines the task; `None` for the tasks of
+    /// the root `.rush` file. Its directory is the task's default working
+    /// directory (the merge sets `dir` to it, or joins `dir` onto it).
+    pub(crate) file: Option<std::sync::Arc<Path>>,
+}
+
+impl Task {
+    /// The file that defines the task: `config.path` or an included file.
+    pub(crate) fn defined_in<'a>(&'a self, config: &'a RushFile) -> &'a Path {
+        self.file.as_deref().unwrap_or(&config.path)
+    }
+}
+
+/// One entry of the top-level `includes:` map: `namespace: path`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Include {
+    pub(crate) namespace: String,
+    /// As written: a `.rush` file, or a directory holding one, relative to
+    /// the including file's directory.
+    pub(crate) path: String,
+    /// 1-based position of the namespace key.
+    pub(crate) line: usize,
+    pub(crate) column: usize,
 }
 
 /// One entry of the top-level `plugins:` list.
@@ -151,7 +182,7 @@ impl RushFile {
     }
 }
 
-const TOP_KEYS: &[&str] = &["tasks", "plugins", "dotenv"];
+const TOP_KEYS: &[&str] = &["tasks", "plugins", "dotenv", "includes"];
 pub(crate) const TASK_KEYS: &[&str] = &[
     "cmd",
     "description",
@@ -175,7 +206,23 @@ const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 /// Parses and validates the `.rush` file at `path` whose text is `source`.
 ///
 /// `path` is only used in errors and to derive `root`; pass it absolute.
+// The daemon loads files through `includes::load`; tests parse one file.
+#[allow(dead_code)]
 pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> {
+    parse_part(path, source, false)
+}
+
+/// [`parse`] for a file of a tree of includes. Dependencies are checked
+/// here only for a file without includes that is not included (the root
+/// alone): otherwise names may point into other files, and
+/// `config/includes.rs` checks them on the merged tasks. An included file
+/// (`included`) may configure the root's plugins in its tasks, but not
+/// declare plugins itself.
+pub(crate) fn parse_part(
+    path: &Path,
+    source: &str,
+    included: bool,
+) -> Result<RushFile, ConfigError> {
     match nesting::check(source) {
         Some((nesting::Exceeded::Depth, line, column)) => {
             return Err(too_deep(path).at(line, column));
@@ -201,7 +248,12 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
         Ok(raw) => raw,
         Err(err) => return Err(yaml_error(path, source, &ctx, &err)),
     };
-    let checker = Checker { path, source };
+    let checker = Checker {
+        path,
+        source,
+        defer_deps: included || !raw.includes.is_empty(),
+        included,
+    };
     checker.check(&raw)?;
 
     let outline = outline::scan(source).filter(|outline| {
@@ -219,14 +271,13 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
     let pass_cost = source.len().max(4 * ctx.values.get());
     let locate_lines =
         outline.is_none() && (raw.tasks.len() + raw.plugins.len()) * pass_cost <= 4_000_000;
-    let line_of = |target: Target, from_outline: Option<usize>| -> usize {
+    let position_of = |target: Target, from_outline: Option<(usize, usize)>| -> (usize, usize) {
         from_outline
-            .or_else(|| {
-                locate_lines
-                    .then(|| locate(source, target).map(|(line, _)| line))
-                    .flatten()
-            })
-            .unwrap_or(0)
+            .or_else(|| locate_lines.then(|| locate(source, target)).flatten())
+            .unwrap_or((0, 0))
+    };
+    let line_of = |target: Target, from_outline: Option<usize>| -> usize {
+        position_of(target, from_outline.map(|line| (line, 0))).0
     };
 
     let mut plugins = raw.plugins;
@@ -241,20 +292,31 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RushFile, ConfigError> 
         if raw_task.replaced {
             continue;
         }
-        let known = outline.as_ref().map(|o| o.tasks[raw_task.entry].pos.line);
-        task.line = line_of(Target::TaskKey(raw_task.entry), known);
+        let known = outline.as_ref().map(|o| {
+            let pos = o.tasks[raw_task.entry].pos;
+            (pos.line, pos.column)
+        });
+        (task.line, task.column) = position_of(Target::TaskKey(raw_task.entry), known);
         tasks.insert(task.name.clone(), task);
     }
     let root = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let mut includes = raw.includes;
+    for (index, include) in includes.iter_mut().enumerate() {
+        if let Some((line, column)) = locate(source, Target::IncludeKey(index)) {
+            (include.line, include.column) = (line, column);
+        }
+    }
     Ok(RushFile {
         path: path.to_path_buf(),
         root,
         tasks,
         plugins,
         dotenv: raw.dotenv,
+        includes,
+        included_files: Vec::new(),
         weight: source
             .len()
             .max(ctx.text.get().saturating_add(2 * ctx.values.get())),
@@ -452,6 +514,12 @@ fn second_document(source: &str) -> Option<usize> {
 struct Checker<'a> {
     path: &'a Path,
     source: &'a str,
+    /// Names in `depends_on` may be in other files: leave them (and
+    /// cycles) to the merge.
+    defer_deps: bool,
+    /// An included file: no `plugins:` of its own; its tasks' plugin
+    /// settings are checked against the root's plugins by the merge.
+    included: bool,
 }
 
 impl Checker<'_> {
@@ -464,6 +532,41 @@ impl Checker<'_> {
     }
 
     fn check(&self, raw: &Raw) -> Result<(), ConfigError> {
+        if self.included && !raw.plugins.is_empty() {
+            return Err(self.error(
+                Target::PluginItem(0),
+                "an included file cannot declare `plugins`".to_owned(),
+                Some(
+                    "declare plugins in the root `.rush` file; the included file's tasks may configure them"
+                        .to_owned(),
+                ),
+            ));
+        }
+        let mut namespaces: HashMap<&str, usize> = HashMap::new();
+        for (index, include) in raw.includes.iter().enumerate() {
+            let ns = include.namespace.as_str();
+            if ns.trim().is_empty() || ns.contains(':') || ns.chars().any(char::is_whitespace) {
+                return Err(self.error(
+                    Target::IncludeKey(index),
+                    format!("invalid namespace `{}` in `includes`", ns.escape_debug()),
+                    Some("a namespace is a word without `:` or spaces, like `web`".to_owned()),
+                ));
+            }
+            if namespaces.insert(ns, index).is_some() {
+                return Err(self.error(
+                    Target::IncludeKey(index),
+                    format!("namespace `{ns}` is included twice"),
+                    Some("give each included file its own namespace".to_owned()),
+                ));
+            }
+            if include.path.trim().is_empty() {
+                return Err(self.error(
+                    Target::IncludeKey(index),
+                    format!("include `{ns}` has an empty path"),
+                    Some("write it like `web: packages/web` (a directory holding a `.rush` file, or the file)".to_owned()),
+                ));
+            }
+        }
         let mut plugin_names: HashMap<&str, usize> = HashMap::new();
         for (index, plugin) in raw.plugins.iter().enumerate() {
             if plugin.name.trim().is_empty() {
@@ -508,6 +611,7 @@ impl Checker<'_> {
             for (i, dep) in task.depends_on.iter().enumerate() {
                 match index.get(dep.as_str()) {
                     Some(&to) => deps.push(to),
+                    None if self.defer_deps => {}
                     None => {
                         return Err(self.error(
                             Target::DepItem(entry, i),
@@ -566,7 +670,7 @@ impl Checker<'_> {
                 }
             }
             for (i, plugin) in raw_task.plugin_keys.iter().enumerate() {
-                if !plugin_names.contains_key(plugin.as_str()) {
+                if !self.included && !plugin_names.contains_key(plugin.as_str()) {
                     let hint = did_you_mean(plugin, raw.plugins.iter().map(|p| p.name.as_str()))
                         .unwrap_or_else(|| {
                             format!(
@@ -585,6 +689,9 @@ impl Checker<'_> {
             }
         }
 
+        if self.defer_deps {
+            return Ok(());
+        }
         if let Some((cycle, dep_index)) = find_cycle(&edges) {
             // Long cycles show their ends: the message stays one readable line.
             const SHOWN: usize = 8;
@@ -622,7 +729,7 @@ impl Checker<'_> {
 /// index (in its `edges` list) of the first node's edge into the cycle.
 ///
 /// Iterative, O(V + E): safe for long chains.
-fn find_cycle(edges: &[Vec<usize>]) -> Option<(Vec<usize>, usize)> {
+pub(crate) fn find_cycle(edges: &[Vec<usize>]) -> Option<(Vec<usize>, usize)> {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         New,
@@ -689,6 +796,8 @@ enum Target {
     DotenvItem(usize, usize),
     /// The `name` value of the n-th entry of the top-level `plugins`.
     PluginName(usize),
+    /// The namespace (key) of the n-th entry of `includes`.
+    IncludeKey(usize),
 }
 
 /// State shared by the seeds of one pass.
@@ -797,6 +906,7 @@ struct Raw {
     tasks: Vec<RawTask>,
     plugins: Vec<PluginSpec>,
     dotenv: Vec<String>,
+    includes: Vec<Include>,
 }
 
 struct RawTask {
@@ -1306,6 +1416,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         let mut tasks = None;
         let mut plugins = Vec::new();
         let mut dotenv = Vec::new();
+        let mut includes = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed {
             ctx,
             keys: TOP_KEYS,
@@ -1324,6 +1435,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                         entry: usize::MAX,
                     })?;
                 }
+                "includes" => includes = map.next_value_seed(IncludesSeed { ctx })?,
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -1334,6 +1446,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 tasks,
                 plugins,
                 dotenv,
+                includes,
             }),
             None => Err(self.missing_tasks()),
         }
@@ -1430,6 +1543,8 @@ impl TaskSeed<'_> {
                 after: None,
                 plugins: BTreeMap::new(),
                 line: 0,
+                column: 0,
+                file: None,
             },
             replaced: false,
             cache_key: "cache_files",
@@ -1536,6 +1651,78 @@ impl<'de> Visitor<'de> for TaskSeed<'_> {
         Ok(self.empty())
     }
     reject!(bool number str seq tagged);
+}
+
+/// `includes:`: namespace -> path, in file order.
+struct IncludesSeed<'a> {
+    ctx: &'a Ctx,
+}
+
+impl IncludesSeed<'_> {
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        self.ctx.fail(
+            format!("`includes` must be a mapping from namespaces to paths, found {found}"),
+            Some(
+                "write it like `includes: {web: packages/web, api: packages/api/.rush}`".to_owned(),
+            ),
+        )
+    }
+}
+
+seed_via_any!(IncludesSeed);
+
+impl<'de> Visitor<'de> for IncludesSeed<'_> {
+    type Value = Vec<Include>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let ctx = self.ctx;
+        let mut includes = Vec::new();
+        loop {
+            let index = includes.len();
+            let key_what = || "a namespace in `includes`".to_owned();
+            let Some(namespace) = map.next_key_seed(StrSeed {
+                ctx,
+                what: &key_what,
+                me: Some(Target::IncludeKey(index)),
+                nul_ok: false,
+            })?
+            else {
+                break;
+            };
+            let what = || format!("the path of include `{namespace}`");
+            let path = map.next_value_seed(StrSeed {
+                ctx,
+                what: &what,
+                me: None,
+                nul_ok: false,
+            })?;
+            includes.push(Include {
+                namespace,
+                path,
+                line: 0,
+                column: 0,
+            });
+        }
+        Ok(includes)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    reject!(bool number str seq tagged);
+}
+
+/// The 1-based position of item `dep` of `depends_on` of the task `name`
+/// (its last definition) in `source`, for errors found on merged tasks.
+pub(crate) fn locate_dep(source: &str, name: &str, dep: usize) -> Option<(usize, usize)> {
+    let ctx = Ctx::new(None);
+    let raw = deserialize(&ctx, source).ok()?;
+    let entry = raw.tasks.iter().rev().find(|t| t.task.name == name)?.entry;
+    locate(source, Target::DepItem(entry, dep))
 }
 
 /// `env:` of a task: variable name -> raw value, in file order.
@@ -2698,6 +2885,8 @@ mod tests {
                 after: Some("./scripts/post.sh".into()),
                 plugins: BTreeMap::new(),
                 line: 4,
+                column: 3,
+                file: None,
             }
         );
         assert_eq!(task(&file, "lint").line, 2);
@@ -3056,7 +3245,7 @@ tasks:
         );
         check_err(
             "x: &d {cmd: a}\ntasks:\n  a:\n    <<: *d\n",
-            "unknown top-level key `x` | .rush:1:1 | the keys allowed here are `tasks`, `plugins`, `dotenv`",
+            "unknown top-level key `x` | .rush:1:1 | the keys allowed here are `tasks`, `plugins`, `dotenv`, `includes`",
         );
         check_err(
             "tasks:\n  a:\n    <<: {cmd: a}\n",

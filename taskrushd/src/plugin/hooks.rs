@@ -477,6 +477,8 @@ mod tests {
             after: None,
             plugins: BTreeMap::new(),
             line: 1,
+            column: 1,
+            file: None,
         };
         task.plugins.insert(
             "p".into(),
