@@ -161,7 +161,9 @@ pub enum DaemonAction {
     },
 }
 
-pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];
+/// The built-in words (`help` included): a first word that is one of them
+/// is not a task (see `taskrush_protocol::RESERVED_WORDS`).
+pub const SUBCOMMANDS: &[&str] = taskrush_protocol::RESERVED_WORDS;
 /// Options of `run` that take a value (their value is not a task name).
 pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change"];
 
@@ -226,6 +228,29 @@ mod tests {
         assert_eq!(norm(&["--list"]), ["run", "--list"]);
         assert_eq!(norm(&["-f", "run", "x"]), ["run", "-f", "run", "x"]);
         assert_eq!(norm(&[]), ["run"]);
+    }
+
+    /// One rule for built-in words (docs/architecture.md, "Built-in
+    /// words"): every top-level word of the CLI is in the daemon's
+    /// reserved list, which warns about tasks it hides, and the reverse.
+    #[test]
+    fn the_top_level_words_are_the_daemons_reserved_list() {
+        use clap::CommandFactory;
+        let mut words: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .chain(std::iter::once("help".to_owned()))
+            .collect();
+        words.sort();
+        let mut reserved: Vec<String> = taskrush_protocol::RESERVED_WORDS
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        reserved.sort();
+        assert_eq!(
+            words, reserved,
+            "a new top-level word must be rare as a task name and added to `RESERVED_WORDS`"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! on a temp socket, the real `taskrush`; expect this output and status.
 
 mod audit;
+mod builtin_words;
 mod cache;
 mod cancel;
 mod client;

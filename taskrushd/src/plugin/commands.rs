@@ -14,7 +14,7 @@ use super::slot::{Slot, fail_call};
 use crate::config::rush_file::RushFile;
 
 /// Names a plugin command may not take.
-const BUILTINS: &[&str] = &["run", "daemon", "plugin", "help"];
+const BUILTINS: &[&str] = taskrush_protocol::RESERVED_WORDS;
 
 impl PluginHost {
     /// A command name of `info` that is taken already, as an error message.
