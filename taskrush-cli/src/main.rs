@@ -44,21 +44,31 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // `taskrush greet --loud`: not `run`'s arguments, but perhaps
-            // a plugin's command.
+            // a plugin's command: one `dispatch` asks and runs it.
             let plugin_command = (e.kind() != clap::error::ErrorKind::DisplayHelp
                 && e.kind() != clap::error::ErrorKind::DisplayVersion)
                 .then(|| plugin_cmd::split(&raw))
-                .flatten()
-                .filter(plugin_cmd::is_command);
-            match plugin_command {
-                Some(cmd) => return exit(plugin_cmd::command(cmd)),
-                None => e.exit(),
-            }
+                .flatten();
+            let Some(cmd) = plugin_command else { e.exit() };
+            return match plugin_cmd::dispatch(cmd) {
+                Err(error::CliError::Remote(r))
+                    if r.code != taskrush_protocol::error::PLUGIN_ERROR =>
+                {
+                    e.exit()
+                }
+                other => exit(other),
+            };
         }
     };
     let result = match cli.command {
         Command::Run(args) if args.list => list::list(&args),
-        Command::Run(args) => match run::run(args) {
+        Command::Run(args) => match run::run(
+            args,
+            run::Tail {
+                args: plugin_cmd::split(&raw).map(|c| c.args).unwrap_or_default(),
+                command_only: false,
+            },
+        ) {
             Err(error::CliError::Remote(e))
                 if e.code == taskrush_protocol::error::PLUGIN_COMMAND =>
             {

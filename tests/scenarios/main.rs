@@ -15,6 +15,7 @@ mod hashing;
 mod hostile_files;
 mod limits;
 mod orphans;
+mod plugin_commands;
 mod plugins;
 mod protocol;
 mod proxy;
