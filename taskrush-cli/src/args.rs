@@ -136,6 +136,19 @@ pub struct RunArgs {
     /// runs are slower. For CI, containers and debugging.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Print the completion script for SHELL (bash, zsh or fish); task
+    /// names and plugin commands are asked of the daemon as you type
+    /// (starting it if needed, never a plugin). See the README to install.
+    #[arg(long, value_name = "SHELL", value_parser = ["bash", "zsh", "fish"])]
+    pub completions: Option<String>,
+    /// Print the man page (roff), generated from these definitions:
+    /// `taskrush --man | man -l -`.
+    #[arg(long)]
+    pub man: bool,
+    /// For the completion scripts: the project's tasks and plugin
+    /// commands, `NAME<TAB>DESCRIPTION` a line.
+    #[arg(long, hide = true)]
+    pub complete_names: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,7 +178,7 @@ pub enum DaemonAction {
 /// is not a task (see `taskrush_protocol::RESERVED_WORDS`).
 pub const SUBCOMMANDS: &[&str] = taskrush_protocol::RESERVED_WORDS;
 /// Options of `run` that take a value (their value is not a task name).
-pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change"];
+pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change", "--completions"];
 
 /// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
 /// `taskrush --list`): insert `run` when no subcommand is named.

@@ -13,6 +13,7 @@
 mod args;
 mod audit_cmd;
 mod client;
+mod completions;
 mod consent;
 mod daemon_cmd;
 mod error;
@@ -61,6 +62,15 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run(args) if args.completions.is_some() => {
+            completions::print(args.completions.as_deref().unwrap_or_default())
+        }
+        Command::Run(args) if args.man => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(completions::MAN_PAGE.as_bytes());
+            Ok(0)
+        }
+        Command::Run(args) if args.complete_names => completions::names(&args),
         Command::Run(args) if args.list => list::list(&args),
         Command::Run(args) => match run::run(
             args,

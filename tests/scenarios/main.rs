@@ -6,6 +6,7 @@ mod builtin_words;
 mod cache;
 mod cancel;
 mod client;
+mod completions;
 mod connection_limits;
 mod daemon;
 mod duration;
