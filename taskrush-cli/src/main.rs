@@ -72,23 +72,15 @@ fn main() -> ExitCode {
         }
         Command::Run(args) if args.complete_names => completions::names(&args),
         Command::Run(args) if args.list => list::list(&args),
-        Command::Run(args) => match run::run(
-            args,
-            run::Tail {
-                args: plugin_cmd::split(&raw).map(|c| c.args).unwrap_or_default(),
-                command_only: false,
-            },
-        ) {
-            Err(error::CliError::Remote(e))
-                if e.code == taskrush_protocol::error::PLUGIN_COMMAND =>
-            {
-                match plugin_cmd::split(&raw) {
-                    Some(cmd) => plugin_cmd::command(cmd),
-                    None => Err(error::CliError::Remote(e)),
-                }
-            }
-            other => other,
-        },
+        Command::Run(args) => {
+            // The words after the first name, as typed: a plugin command's
+            // arguments, should the daemon find that it is one.
+            let tail = plugin_cmd::split(&raw)
+                .filter(|c| args.tasks.first() == Some(&c.name))
+                .map(|c| c.args)
+                .unwrap_or_default();
+            run_or_command(args, tail, &raw)
+        }
         Command::Daemon { action } => daemon_cmd::daemon(action),
         Command::Events { json } => events_cmd::events(json),
         Command::Plugin {
@@ -98,6 +90,29 @@ fn main() -> ExitCode {
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)
+}
+
+/// A run, or a plugin command (one `dispatch`). A daemon from before
+/// `dispatch` answers a plugin command's run with `PLUGIN_COMMAND`, and
+/// the command is then sent as `plugin_command`.
+fn run_or_command(
+    args: args::RunArgs,
+    tail: Vec<String>,
+    raw: &[std::ffi::OsString],
+) -> Result<i32, error::CliError> {
+    let tail = run::Tail {
+        args: tail,
+        command_only: false,
+    };
+    match run::run(args, tail) {
+        Err(error::CliError::Remote(e)) if e.code == taskrush_protocol::error::PLUGIN_COMMAND => {
+            match plugin_cmd::split(raw) {
+                Some(cmd) => plugin_cmd::command(cmd),
+                None => Err(error::CliError::Remote(e)),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `taskrush -h` / `taskrush --help` (not the help of a subcommand).
