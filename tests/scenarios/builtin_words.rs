@@ -17,4 +17,10 @@ fn a_task_named_like_a_built_in_word_runs_with_run_and_a_warning_naming_its_line
     let out = s.run(&["build"]);
     out.expect_stdout("built\n").success();
     out.expect_stderr_containing("run it as `taskrush run events`");
+    let list = s.run(&["--list"]);
+    list.success();
+    assert!(list.stdout().contains("events"), "{}", list.stdout());
+    list.expect_stderr_containing("run it as `taskrush run events`");
+    // The built-in word itself is the built-in.
+    s.run(&["events", "--help"]).success().expect_stderr("");
 }

@@ -126,6 +126,19 @@ fn a_plugin_command_is_one_dispatch_request_and_a_task_is_a_run() {
         Some("run_started"),
         "{kinds:?}"
     );
+    // Protocol-1 clients keep the older exchange: `run` of a command is
+    // refused with `-32008`, and they send `plugin_command`.
+    let run = json!({"jsonrpc": "2.0", "id": 3, "method": "run", "params": {"request": {
+        "cwd": s.project().display().to_string(), "tasks": ["greet"], "env": {"PATH": path, "REC": rec}}}});
+    sock.write_all(format!("{run}\n").as_bytes()).expect("send");
+    let refused = loop {
+        let v = next();
+        if v["id"] == 3 {
+            break v;
+        }
+    };
+    assert_eq!(refused["error"]["code"], -32008, "{refused}");
+    assert_eq!(refused["error"]["data"]["plugin"], "hello");
     // The CLI sends exactly that one request for `taskrush greet …`: the
     // daemon logs one dispatch, and no run.
     let before = std::fs::read_to_string(s.log()).unwrap_or_default();
