@@ -83,6 +83,13 @@ impl PluginHost {
                         .ok()
                         .map(|(_, i)| i.commands)
                 }
+                // A plugin marked failed adds nothing until restarted.
+                None if self
+                    .existing(&config.root, &spec.name)
+                    .is_some_and(|s| s.st().failed.is_some()) =>
+                {
+                    None
+                }
                 None => self.known_commands(config, &spec.name),
             };
             for c in cmds.unwrap_or_default() {
