@@ -157,3 +157,68 @@ fn store(path: &Path, file: &File) -> std::io::Result<()> {
     }
     renamed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(name: &str) -> PluginCommand {
+        PluginCommand {
+            name: name.into(),
+            description: format!("does {name}"),
+        }
+    }
+
+    #[test]
+    fn what_a_handshake_said_is_remembered_per_project_and_plugin() {
+        let root = Path::new("/tmp/command-cache-test/project");
+        assert_eq!(get(root, "p"), None);
+        remember(root, "p", &[cmd("greet")]);
+        assert_eq!(get(root, "p"), Some(vec![cmd("greet")]));
+        assert_eq!(get(root, "q"), None);
+        assert_eq!(get(Path::new("/tmp/command-cache-test/other"), "p"), None);
+        remember(root, "p", &[]);
+        assert_eq!(get(root, "p"), Some(vec![]), "no commands is known too");
+    }
+
+    #[test]
+    fn projects_and_commands_are_bounded() {
+        for i in 0..MAX_PROJECTS + 20 {
+            remember(
+                Path::new(&format!("/tmp/command-cache-bound/{i}")),
+                "p",
+                &[],
+            );
+        }
+        assert!(with(|f| f.projects.len()) <= MAX_PROJECTS);
+        let many: Vec<PluginCommand> = (0..MAX_COMMANDS + 5)
+            .map(|i| cmd(&format!("c{i}")))
+            .collect();
+        let root = Path::new("/tmp/command-cache-bound/many");
+        remember(root, "p", &many);
+        assert_eq!(get(root, "p").map(|c| c.len()), Some(MAX_COMMANDS));
+    }
+
+    #[test]
+    fn the_file_round_trips_and_a_malformed_one_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("tr-cmd-cache-{}", std::process::id()));
+        let path = dir.join("plugin-commands.json");
+        let mut file = File {
+            version: 1,
+            ..File::default()
+        };
+        file.projects.insert(
+            "/p".into(),
+            Project {
+                seen: 1,
+                plugins: [("hello".to_owned(), vec![cmd("greet")])].into(),
+            },
+        );
+        store(&path, &file).expect("store");
+        let back = load(&path);
+        assert_eq!(back.projects["/p"].plugins["hello"], vec![cmd("greet")]);
+        std::fs::write(&path, "{not json").expect("write");
+        assert!(load(&path).projects.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
