@@ -82,17 +82,7 @@ pub(super) fn remember(root: &Path, plugin: &str, commands: &[PluginCommand]) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        while f.projects.len() > MAX_PROJECTS {
-            let oldest = f
-                .projects
-                .iter()
-                .min_by_key(|(_, p)| p.seen)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => f.projects.remove(&k),
-                None => break,
-            };
-        }
+        bound(f);
         f.version = 1;
         Some(f.clone())
     });
@@ -103,6 +93,21 @@ pub(super) fn remember(root: &Path, plugin: &str, commands: &[PluginCommand]) {
             "cannot write the plugin command cache `{}`: {e}",
             path.display()
         );
+    }
+}
+
+/// Drop the least recently refreshed projects beyond [`MAX_PROJECTS`].
+fn bound(f: &mut File) {
+    while f.projects.len() > MAX_PROJECTS {
+        let oldest = f
+            .projects
+            .iter()
+            .min_by_key(|(_, p)| p.seen)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => f.projects.remove(&k),
+            None => break,
+        };
     }
 }
 
@@ -183,14 +188,20 @@ mod tests {
 
     #[test]
     fn projects_and_commands_are_bounded() {
+        let mut f = File::default();
         for i in 0..MAX_PROJECTS + 20 {
-            remember(
-                Path::new(&format!("/tmp/command-cache-bound/{i}")),
-                "p",
-                &[],
+            f.projects.insert(
+                format!("/p/{i}"),
+                Project {
+                    seen: i as u64,
+                    plugins: BTreeMap::new(),
+                },
             );
         }
-        assert!(with(|f| f.projects.len()) <= MAX_PROJECTS);
+        bound(&mut f);
+        assert_eq!(f.projects.len(), MAX_PROJECTS);
+        assert!(!f.projects.contains_key("/p/19"), "the oldest go first");
+        assert!(f.projects.contains_key("/p/20"));
         let many: Vec<PluginCommand> = (0..MAX_COMMANDS + 5)
             .map(|i| cmd(&format!("c{i}")))
             .collect();
