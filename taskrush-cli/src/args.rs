@@ -8,7 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// TaskRush: run the tasks of a project's `.rush` file, fast.
 ///
-/// `taskrush build test` is short for `taskrush run build test`.
+/// `taskrush build test` is short for `taskrush run build test`; a task
+/// named like a built-in word runs as `taskrush run NAME`. The flags of
+/// `run` work without it: `taskrush --list`, `taskrush --completions
+/// bash|zsh|fish` (a completion script), `taskrush --man` (the man page).
 #[derive(Parser, Debug)]
 #[command(name = "taskrush", version, propagate_version = true)]
 pub struct Cli {
