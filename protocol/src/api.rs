@@ -30,6 +30,21 @@ pub trait TaskRushApi {
     #[subscription(name = "run" => "run_event", unsubscribe = "run_unsubscribe", item = RunEvent, with_extensions)]
     async fn run(&self, request: RunRequest) -> SubscriptionResult;
 
+    /// `taskrush NAME args…` in one request, as Bazel's server dispatches
+    /// argv: when `request.tasks[0]` is a command a plugin adds, the
+    /// command runs with `args` (the words typed after the name, exactly
+    /// as typed) and the stream is one `command_finished` event; otherwise
+    /// it is a `run` of `request` (`args` unused), unless `command_only`,
+    /// which answers `-32602` instead. Only the plugin owning the command
+    /// is started (see `list_tasks` about the command cache).
+    #[subscription(name = "dispatch" => "dispatch_event", unsubscribe = "dispatch_unsubscribe", item = RunEvent, with_extensions)]
+    async fn dispatch(
+        &self,
+        request: RunRequest,
+        args: Vec<String>,
+        command_only: Option<bool>,
+    ) -> SubscriptionResult;
+
     /// Cancel a run: its tasks get SIGINT, then SIGTERM, then SIGKILL after
     /// a grace period (`force` skips straight to SIGKILL).
     #[method(name = "cancel_run")]

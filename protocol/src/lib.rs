@@ -31,3 +31,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// TaskRush's own version, as the daemon and the CLI were built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The built-in words of `taskrush`: `taskrush NAME` runs task `NAME`
+/// unless `NAME` is one of these (TaskRush 0.2's form), so each hides a
+/// task of that name. The daemon warns when a `.rush` file has such a
+/// task (it stays reachable as `taskrush run NAME`) and refuses plugin
+/// commands so named; the CLI's top-level subcommands are exactly these
+/// (a tidy test checks both). New commands go under these words or under
+/// flags; see "Built-in words" in `docs/architecture.md` before adding one.
+pub const RESERVED_WORDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];

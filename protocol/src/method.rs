@@ -10,6 +10,15 @@ pub const RUN: &str = "run";
 pub const RUN_EVENT: &str = "run_event";
 /// Stop receiving a run's events (this cancels the run).
 pub const RUN_UNSUBSCRIBE: &str = "run_unsubscribe";
+/// Subscription: `taskrush NAME args…` in one request: the daemon decides
+/// whether `NAME` is a plugin command (run it, one `command_finished`
+/// event) or a task (a `run`, same events).
+pub const DISPATCH: &str = "dispatch";
+/// Notification carrying one event of a `dispatch` (a [`crate::run::RunEvent`],
+/// as `run_event` carries them for `run`).
+pub const DISPATCH_EVENT: &str = "dispatch_event";
+/// Stop receiving a dispatch's events (this cancels its run).
+pub const DISPATCH_UNSUBSCRIBE: &str = "dispatch_unsubscribe";
 /// Cancel a run by id.
 pub const CANCEL_RUN: &str = "cancel_run";
 /// List the tasks of a project.
@@ -53,6 +62,8 @@ pub const ALL: &[&str] = &[
     HELLO,
     RUN,
     RUN_UNSUBSCRIBE,
+    DISPATCH,
+    DISPATCH_UNSUBSCRIBE,
     CANCEL_RUN,
     LIST_TASKS,
     PLUGIN_LIST,

@@ -257,6 +257,18 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<RunError>,
     },
+    /// `dispatch` only: the first name was a plugin's command, which ran;
+    /// the only event of such a stream. The client prints `stderr` and
+    /// `stdout` and exits with `exit_code`.
+    CommandFinished {
+        plugin: String,
+        command: String,
+        exit_code: i32,
+        #[serde(default)]
+        stdout: String,
+        #[serde(default)]
+        stderr: String,
+    },
     /// Watch mode: the run finished and the daemon waits for a change.
     WatchWaiting {
         run_id: u64,

@@ -8,7 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// TaskRush: run the tasks of a project's `.rush` file, fast.
 ///
-/// `taskrush build test` is short for `taskrush run build test`.
+/// `taskrush build test` is short for `taskrush run build test`; a task
+/// named like a built-in word runs as `taskrush run NAME`. The flags of
+/// `run` work without it: `taskrush --list`, `taskrush --completions
+/// bash|zsh|fish` (a completion script), `taskrush --man` (the man page).
 #[derive(Parser, Debug)]
 #[command(name = "taskrush", version, propagate_version = true)]
 pub struct Cli {
@@ -163,6 +166,19 @@ pub struct RunArgs {
     /// runs are slower. For CI, containers and debugging.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Print the completion script for SHELL (bash, zsh or fish); task
+    /// names and plugin commands are asked of the daemon as you type
+    /// (starting it if needed, never a plugin). See the README to install.
+    #[arg(long, value_name = "SHELL", value_parser = ["bash", "zsh", "fish"])]
+    pub completions: Option<String>,
+    /// Print the man page (roff), generated from these definitions:
+    /// `taskrush --man | man -l -`.
+    #[arg(long)]
+    pub man: bool,
+    /// For the completion scripts: the project's tasks and plugin
+    /// commands, `NAME<TAB>DESCRIPTION` a line.
+    #[arg(long, hide = true)]
+    pub complete_names: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,9 +227,18 @@ pub enum CacheAction {
     },
 }
 
-pub const SUBCOMMANDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];
+/// The built-in words (`help` included): a first word that is one of them
+/// is not a task (see `taskrush_protocol::RESERVED_WORDS`).
+pub const SUBCOMMANDS: &[&str] = taskrush_protocol::RESERVED_WORDS;
 /// Options of `run` that take a value (their value is not a task name).
-pub const TAKES_VALUE: &[&str] = &["-f", "--file", "--jobs", "--on-change", "--summary"];
+pub const TAKES_VALUE: &[&str] = &[
+    "-f",
+    "--file",
+    "--jobs",
+    "--on-change",
+    "--summary",
+    "--completions",
+];
 
 /// TaskRush 0.2 took tasks directly (`taskrush build`, `taskrush -j all`,
 /// `taskrush --list`): insert `run` when no subcommand is named.
@@ -278,6 +303,29 @@ mod tests {
         assert_eq!(norm(&[]), ["run"]);
         assert_eq!(norm(&["t", "--", "-x"]), ["run", "t", "--", "-x"]);
         assert_eq!(norm(&["--", "a"]), ["run", "--", "a"]);
+    }
+
+    /// One rule for built-in words (docs/architecture.md, "Built-in
+    /// words"): every top-level word of the CLI is in the daemon's
+    /// reserved list, which warns about tasks it hides, and the reverse.
+    #[test]
+    fn the_top_level_words_are_the_daemons_reserved_list() {
+        use clap::CommandFactory;
+        let mut words: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .chain(std::iter::once("help".to_owned()))
+            .collect();
+        words.sort();
+        let mut reserved: Vec<String> = taskrush_protocol::RESERVED_WORDS
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        reserved.sort();
+        assert_eq!(
+            words, reserved,
+            "a new top-level word must be rare as a task name and added to `RESERVED_WORDS`"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod args;
 mod audit_cmd;
 mod client;
+mod completions;
 mod consent;
 mod daemon_cmd;
 mod error;
@@ -44,33 +45,44 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // `taskrush greet --loud`: not `run`'s arguments, but perhaps
-            // a plugin's command.
+            // a plugin's command: one `dispatch` asks and runs it.
             let plugin_command = (e.kind() != clap::error::ErrorKind::DisplayHelp
                 && e.kind() != clap::error::ErrorKind::DisplayVersion)
                 .then(|| plugin_cmd::split(&raw))
-                .flatten()
-                .filter(plugin_cmd::is_command);
-            match plugin_command {
-                Some(cmd) => return exit(plugin_cmd::command(cmd)),
-                None => e.exit(),
-            }
+                .flatten();
+            let Some(cmd) = plugin_command else { e.exit() };
+            return match plugin_cmd::dispatch(cmd) {
+                Err(error::CliError::Remote(r))
+                    if r.code != taskrush_protocol::error::PLUGIN_ERROR =>
+                {
+                    e.exit()
+                }
+                other => exit(other),
+            };
         }
     };
     let result = match cli.command {
+        Command::Run(args) if args.completions.is_some() => {
+            completions::print(args.completions.as_deref().unwrap_or_default())
+        }
+        Command::Run(args) if args.man => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(completions::MAN_PAGE.as_bytes());
+            Ok(0)
+        }
+        Command::Run(args) if args.complete_names => completions::names(&args),
         Command::Run(args) if args.list && args.json => list::list_json(&args),
         Command::Run(args) if args.list => list::list(&args),
         Command::Run(args) if args.summary.is_some() => list::summary(&args),
-        Command::Run(args) => match run::run(args) {
-            Err(error::CliError::Remote(e))
-                if e.code == taskrush_protocol::error::PLUGIN_COMMAND =>
-            {
-                match plugin_cmd::split(&raw) {
-                    Some(cmd) => plugin_cmd::command(cmd),
-                    None => Err(error::CliError::Remote(e)),
-                }
-            }
-            other => other,
-        },
+        Command::Run(args) => {
+            // The words after the first name, as typed: a plugin command's
+            // arguments, should the daemon find that it is one.
+            let tail = plugin_cmd::split(&raw)
+                .filter(|c| args.tasks.first() == Some(&c.name))
+                .map(|c| c.args)
+                .unwrap_or_default();
+            run_or_command(args, tail, &raw)
+        }
         Command::Daemon { action } => daemon_cmd::daemon(action),
         Command::Events { json } => events_cmd::events(json),
         Command::Plugin {
@@ -80,6 +92,29 @@ fn main() -> ExitCode {
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)
+}
+
+/// A run, or a plugin command (one `dispatch`). A daemon from before
+/// `dispatch` answers a plugin command's run with `PLUGIN_COMMAND`, and
+/// the command is then sent as `plugin_command`.
+fn run_or_command(
+    args: args::RunArgs,
+    tail: Vec<String>,
+    raw: &[std::ffi::OsString],
+) -> Result<i32, error::CliError> {
+    let tail = run::Tail {
+        args: tail,
+        command_only: false,
+    };
+    match run::run(args, tail) {
+        Err(error::CliError::Remote(e)) if e.code == taskrush_protocol::error::PLUGIN_COMMAND => {
+            match plugin_cmd::split(raw) {
+                Some(cmd) => plugin_cmd::command(cmd),
+                None => Err(error::CliError::Remote(e)),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `taskrush -h` / `taskrush --help` (not the help of a subcommand).

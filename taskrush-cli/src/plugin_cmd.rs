@@ -1,10 +1,12 @@
 //! `taskrush plugin …` and the commands plugins add (`taskrush NAME args…`).
 //!
-//! A plugin command reaches us two ways: `taskrush NAME args…` parses as a
-//! run of task `NAME`, and the daemon answers `PLUGIN_COMMAND`; or its
-//! arguments are not `run`'s (`taskrush greet --loud`) and clap refuses,
-//! and we ask the daemon whether a plugin adds `NAME`. Either way the
-//! arguments after `NAME` are passed exactly as typed.
+//! A plugin command is one `dispatch` request, which carries the words
+//! after `NAME` exactly as typed and lets the daemon decide whether `NAME`
+//! is a task or a plugin's command: from `run.rs` when `taskrush NAME
+//! args…` parses as a run, from [`dispatch`] (`command_only`) when its
+//! arguments are not `run`'s (`taskrush greet --loud`). A daemon from
+//! before `dispatch` is served the old way: `run` answers
+//! `PLUGIN_COMMAND`, then `plugin_command` runs it.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -325,6 +327,34 @@ pub fn split(raw: &[OsString]) -> Option<CommandLine> {
     None
 }
 
+/// `taskrush NAME args…` whose words are not `run`'s: one `dispatch` with
+/// `command_only` runs plugin command `NAME`, or is refused (`-32602`)
+/// when `NAME` is none (a usage error, which starts no plugin whose
+/// commands are known). A daemon from before `dispatch` is asked the old
+/// way (`list_tasks`, then `plugin_command`).
+pub fn dispatch(cmd: CommandLine) -> Result<i32, CliError> {
+    let args = crate::args::RunArgs {
+        tasks: vec![cmd.name.clone()],
+        file: cmd.file.clone(),
+        no_daemon: cmd.no_daemon,
+        ..Default::default()
+    };
+    let tail = crate::run::Tail {
+        args: cmd.args.clone(),
+        command_only: true,
+    };
+    match crate::run::run(args, tail) {
+        Err(CliError::Remote(e)) if e.code == taskrush_protocol::error::METHOD_NOT_FOUND => {
+            if is_command(&cmd) {
+                command(cmd)
+            } else {
+                Err(CliError::Remote(e))
+            }
+        }
+        other => other,
+    }
+}
+
 /// Run plugin command `cmd`: its stdout and stderr are printed, its exit
 /// code is ours.
 pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
@@ -348,11 +378,13 @@ pub fn command(cmd: CommandLine) -> Result<i32, CliError> {
     Ok(r.exit_code)
 }
 
-/// The project's plugin commands (starting its plugins), or nothing when
-/// there is no daemon, no project or no plugin command. With `ask`, on a
-/// terminal, plugins waiting for consent are asked about first (their
-/// commands are unknown until they start).
-fn commands(no_daemon: bool, ask: bool, file: Option<&str>) -> Vec<(String, String)> {
+/// The project's plugin commands, or nothing when there is no daemon, no
+/// project or no plugin command. With `ask` (a daemon from before
+/// `dispatch`), its plugins are started and, on a terminal, plugins
+/// waiting for consent are asked about first (their commands are unknown
+/// until they start); without, nothing is started: the daemon answers
+/// from running plugins and its cache of their last handshakes.
+pub fn commands(no_daemon: bool, ask: bool, file: Option<&str>) -> Vec<(String, String)> {
     let Ok(cwd) = crate::cwd() else {
         return Vec::new();
     };
@@ -362,10 +394,12 @@ fn commands(no_daemon: bool, ask: bool, file: Option<&str>) -> Vec<(String, Stri
     if ask && crate::consent::ask_pending(&mut c, &cwd, file).is_err() {
         return Vec::new();
     }
-    let list: Result<TaskList, _> = c.call(
-        method::LIST_TASKS,
-        json!({"cwd": cwd, "file": file, "env": crate::client_env()}),
-    );
+    let params = if ask {
+        json!({"cwd": cwd, "file": file, "env": crate::client_env()})
+    } else {
+        json!({"cwd": cwd, "file": file})
+    };
+    let list: Result<TaskList, _> = c.call(method::LIST_TASKS, params);
     list.map(|l| {
         l.commands
             .into_iter()

@@ -86,6 +86,8 @@ impl Renderer {
                 let _ = writeln!(self.stderr, "taskrush: {what} changed: {doing}");
             }
             RunEvent::WatchEnded { .. } => {}
+            // `run.rs` prints a plugin command's result itself.
+            RunEvent::CommandFinished { .. } => {}
             RunEvent::TaskStarted { .. } => {}
             RunEvent::PluginMessage {
                 plugin, message, ..

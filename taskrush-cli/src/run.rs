@@ -1,6 +1,7 @@
-//! `taskrush run TASK…`: send one run request, render its events, exit
-//! with the run's status. Ctrl-C cancels the run in the daemon (a second
-//! Ctrl-C kills it at once) and exits 130.
+//! `taskrush run TASK…`: send one request (`dispatch`: the daemon decides
+//! whether the first name is a task or a plugin's command), render its
+//! events, exit with the run's (or the command's) status. Ctrl-C cancels
+//! the run in the daemon (a second Ctrl-C kills it at once) and exits 130.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -76,7 +77,16 @@ fn explain(request: &RunRequest, no_daemon: bool, dry_run: bool) -> Result<i32, 
     Ok(0)
 }
 
-pub fn run(args: RunArgs) -> Result<i32, CliError> {
+/// The words typed after the first name, as typed (a plugin command's
+/// arguments), and whether the first name must be a plugin command (the
+/// words are not `run`'s: anything else is a usage error).
+#[derive(Default)]
+pub struct Tail {
+    pub args: Vec<String>,
+    pub command_only: bool,
+}
+
+pub fn run(args: RunArgs, tail: Tail) -> Result<i32, CliError> {
     let mut tasks = args.tasks.clone();
     if tasks.is_empty() {
         let list = crate::list::fetch(&args)?;
@@ -127,7 +137,12 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     let mut client = client::connect(&DaemonPaths::from_env(), true, args.no_daemon)?;
     crate::consent::ask_pending(&mut client, &request.cwd, request.file.as_deref())?;
-    let sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;
+    let dispatch = serde_json::json!({
+        "request": request,
+        "args": tail.args,
+        "command_only": tail.command_only,
+    });
+    let mut sub_id = client.send(method::DISPATCH, dispatch)?;
     let state = Arc::new(State {
         run_id: AtomicU64::new(0),
         interrupts: AtomicU32::new(0),
@@ -147,11 +162,23 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
             Err(e) => return Err(e),
         };
         match incoming {
+            Incoming::Response { id, result: Err(e) }
+                if id == sub_id
+                    && e.code == taskrush_protocol::error::METHOD_NOT_FOUND
+                    && !tail.command_only =>
+            {
+                // A daemon from before `dispatch`: a plain run (a plugin
+                // command then takes `PLUGIN_COMMAND` and a second request).
+                sub_id = client.send(method::RUN, serde_json::json!({ "request": request }))?;
+                continue;
+            }
             Incoming::Response { id, result: Err(e) } if id == sub_id => {
                 return Err(CliError::Remote(e));
             }
             Incoming::Response { .. } => continue,
-            Incoming::Notification { method: m, params } if m == method::RUN_EVENT => {
+            Incoming::Notification { method: m, params }
+                if m == method::RUN_EVENT || m == method::DISPATCH_EVENT =>
+            {
                 let Some(result) = params.get("result") else {
                     continue;
                 };
@@ -160,6 +187,19 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                     continue;
                 };
                 match &ev {
+                    RunEvent::CommandFinished {
+                        exit_code,
+                        stdout,
+                        stderr,
+                        ..
+                    } => {
+                        use std::io::Write as _;
+                        let _ = std::io::stderr().write_all(stderr.as_bytes());
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(stdout.as_bytes());
+                        let _ = out.flush();
+                        return Ok(*exit_code);
+                    }
                     RunEvent::TaskStarted {
                         pgid: Some(pgid), ..
                     } => groups.push(*pgid),

@@ -285,6 +285,7 @@ fn ready(notify: bool, word: &str) {
 /// cannot open the trail still serves, and says so in its log.
 fn open_audit_trail(paths: &DaemonPaths) {
     plugin::open_grants(&paths.grants);
+    plugin::open_command_cache(&paths.grants.with_file_name("plugin-commands.json"));
     if let Err(e) = plugin::open_audit(&paths.audit) {
         tracing::warn!(
             "cannot open the plugin audit trail `{}`: {e}",

@@ -3,9 +3,11 @@
 
 mod arguments;
 mod audit;
+mod builtin_words;
 mod cache;
 mod cancel;
 mod client;
+mod completions;
 mod connection_limits;
 mod daemon;
 mod dotenv;
@@ -19,6 +21,7 @@ mod limits;
 mod listing;
 mod orphans;
 mod outputs;
+mod plugin_commands;
 mod plugins;
 mod protocol;
 mod proxy;

@@ -70,6 +70,28 @@ impl TaskRushApiServer for Api {
         self.0.run_session(pending, gone, stdio, request).await
     }
 
+    async fn dispatch(
+        &self,
+        pending: PendingSubscriptionSink,
+        ext: &Extensions,
+        request: RunRequest,
+        args: Vec<String>,
+        command_only: Option<bool>,
+    ) -> SubscriptionResult {
+        let gone = ext.get::<ClientGone>().cloned();
+        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
+        self.0
+            .dispatch_session(
+                pending,
+                gone,
+                stdio,
+                request,
+                args,
+                command_only.unwrap_or(false),
+            )
+            .await
+    }
+
     fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned> {
         let level = if force.unwrap_or(false) {
             Cancel::Kill

@@ -376,6 +376,101 @@ impl Daemon {
         RunEvent::WatchEnded { run_id, exit_code }
     }
 
+    /// `dispatch`: `taskrush NAME args…` in one request. A plugin command
+    /// runs here and its result is the stream's one event; anything else
+    /// is a run (or, with `command_only`, refused: the client shows its
+    /// usage error).
+    pub(super) async fn dispatch_session(
+        &self,
+        pending: PendingSubscriptionSink,
+        gone: Option<ClientGone>,
+        stdio: Option<Arc<ClientStdio>>,
+        request: RunRequest,
+        args: Vec<String>,
+        command_only: bool,
+    ) -> SubscriptionResult {
+        let owner = match self.load(&request.cwd, request.file.as_deref()).await {
+            Ok(loaded) => self
+                .command_of(&loaded.config, &request)
+                .await
+                .map(|o| o.map(|plugin| (plugin, loaded.config))),
+            Err(_) if !command_only => Ok(None),
+            Err(e) => Err(e),
+        };
+        let (plugin, config) = match owner {
+            Ok(Some(found)) => found,
+            Ok(None) if !command_only => {
+                return self.run_session(pending, gone, stdio, request).await;
+            }
+            Ok(None) => {
+                let name = request.tasks.first().cloned().unwrap_or_default();
+                pending
+                    .reject(ErrorObjectOwned::owned(
+                        error::INVALID_PARAMS,
+                        format!("`{name}` is not a plugin command"),
+                        Some(ErrorData {
+                            command: Some(name),
+                            ..Default::default()
+                        }),
+                    ))
+                    .await;
+                return Ok(());
+            }
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let command = request.tasks[0].clone();
+        tracing::info!(command = %command, plugin = %plugin, "dispatch: a plugin command");
+        let result = self
+            .plugins
+            .command(&config, &command, args, &request.cwd, &request.env)
+            .await;
+        match result {
+            Ok(r) => {
+                let sink = pending.accept().await?;
+                let ev = RunEvent::CommandFinished {
+                    plugin,
+                    command,
+                    exit_code: r.exit_code,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                };
+                send(&sink, &gone, &ev).await;
+            }
+            Err(f) => pending.reject(super::to_proto::plugin_error(f)).await,
+        }
+        Ok(())
+    }
+
+    /// The plugin whose command `request.tasks[0]` is, when it is no task:
+    /// the owner found as [`crate::plugin::PluginHost::command_owner`]
+    /// finds it (starting only plugins whose commands are unknown).
+    async fn command_of(
+        &self,
+        config: &crate::config::rush_file::RushFile,
+        request: &RunRequest,
+    ) -> Result<Option<String>, ErrorObjectOwned> {
+        let Some(first) = request.tasks.first() else {
+            return Ok(None);
+        };
+        if config.tasks.contains_key(first) || config.plugins.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .plugins
+            .command_owner(config, first, &request.env)
+            .await
+        {
+            Some(plugin) => Ok(Some(plugin)),
+            None => match self.plugins.ungranted_command(config, first) {
+                Some(f) => Err(super::to_proto::plugin_error(f)),
+                None => Ok(None),
+            },
+        }
+    }
+
     /// A `run` whose first target is no task but a plugin's command is
     /// answered `PLUGIN_COMMAND`: the client sends `plugin_command` instead.
     async fn plugin_command_instead(

@@ -567,10 +567,14 @@ impl Projects {
                 bytes,
             },
         );
+        let hidden = hidden_tasks_warning(&config);
+        if let Some(w) = &hidden {
+            tracing::warn!(file = %path.display(), "{w}");
+        }
         Some(Ok((
             Loaded {
                 config: config.clone(),
-                warning: None,
+                warning: hidden,
             },
             Change::Reloaded(config),
         )))
@@ -681,9 +685,35 @@ impl Entry {
     fn loaded(&self) -> Loaded {
         Loaded {
             config: self.config.clone(),
-            warning: self.problem.as_ref().map(|p| last_valid_warning(&p.error)),
+            warning: self
+                .problem
+                .as_ref()
+                .map(|p| last_valid_warning(&p.error))
+                .or_else(|| hidden_tasks_warning(&self.config)),
         }
     }
+}
+
+/// Tasks named like a built-in word of `taskrush` (`daemon`, `events`, …):
+/// `taskrush NAME` runs the built-in, so they are reachable only as
+/// `taskrush run NAME`. Said at every load that serves them.
+pub(crate) fn hidden_tasks_warning(config: &RushFile) -> Option<String> {
+    let hidden: Vec<String> = config
+        .tasks
+        .values()
+        .filter(|t| taskrush_protocol::RESERVED_WORDS.contains(&t.name.as_str()))
+        .map(|t| {
+            format!(
+                "task `{}` (`{}:{}`) has the name of the built-in `taskrush {}`: run it as `taskrush run {}`",
+                t.name,
+                config.path.display(),
+                t.line,
+                t.name,
+                t.name
+            )
+        })
+        .collect();
+    (!hidden.is_empty()).then(|| hidden.join("\n"))
 }
 
 /// A job for a parse thread.

@@ -14,7 +14,7 @@ use super::slot::{Slot, fail_call};
 use crate::config::rush_file::RushFile;
 
 /// Names a plugin command may not take.
-const BUILTINS: &[&str] = &["run", "daemon", "plugin", "help"];
+const BUILTINS: &[&str] = taskrush_protocol::RESERVED_WORDS;
 
 impl PluginHost {
     /// A command name of `info` that is taken already, as an error message.
@@ -64,8 +64,10 @@ impl PluginHost {
     }
 
     /// The commands of the project's plugins. With `env`, plugins not
-    /// running yet are started (in declared order); without, only running
-    /// ones are asked.
+    /// running yet are started (in declared order); without, nothing is
+    /// started: running plugins are asked, and for the others the commands
+    /// of their last handshake are given (the command cache, which
+    /// survives the daemon).
     pub(crate) async fn commands(
         &self,
         config: &RushFile,
@@ -73,20 +75,24 @@ impl PluginHost {
     ) -> Vec<CommandInfo> {
         let mut out = Vec::new();
         for spec in &config.plugins {
-            let info = match env {
+            let cmds = match env {
                 Some(env) => {
                     let slot = self.slot(&config.root, &spec.name);
                     self.ensure(&slot, spec, &Ctx { config, env })
                         .await
                         .ok()
-                        .map(|(_, i)| i)
+                        .map(|(_, i)| i.commands)
                 }
-                None => self
+                // A plugin marked failed adds nothing until restarted.
+                None if self
                     .existing(&config.root, &spec.name)
-                    .and_then(|s| s.live())
-                    .map(|(_, i)| i),
+                    .is_some_and(|s| s.st().failed.is_some()) =>
+                {
+                    None
+                }
+                None => self.known_commands(config, &spec.name),
             };
-            for c in info.map(|i| i.commands).unwrap_or_default() {
+            for c in cmds.unwrap_or_default() {
                 out.push(CommandInfo {
                     plugin: spec.name.clone(),
                     name: c.name,
@@ -98,21 +104,47 @@ impl PluginHost {
         out
     }
 
-    /// The plugin adding command `name`, if any (plugins are started).
+    /// The commands of plugin `name` without starting it: a running
+    /// process's, else its last handshake's (`None`: never shook hands).
+    fn known_commands(&self, config: &RushFile, name: &str) -> Option<Vec<wire::PluginCommand>> {
+        if let Some((_, info)) = self.existing(&config.root, name).and_then(|s| s.live()) {
+            return Some(info.commands);
+        }
+        super::command_cache::get(&config.root, name)
+    }
+
+    /// The plugin adding command `name`, if any. Only what is needed is
+    /// started: the owner is looked up in what running plugins and the
+    /// command cache say, and only plugins whose commands are unknown
+    /// (never started with this daemon or an earlier one) are started to
+    /// find it. So a name that is no command (a typo, a usage error)
+    /// starts no plugin once every plugin has shaken hands once.
     pub(crate) async fn command_owner(
         &self,
         config: &RushFile,
         name: &str,
         env: &BTreeMap<String, String>,
     ) -> Option<String> {
-        if config.plugins.is_empty() {
-            return None;
+        let mut unknown = Vec::new();
+        for spec in &config.plugins {
+            match self.known_commands(config, &spec.name) {
+                Some(cmds) if cmds.iter().any(|c| c.name == name) => {
+                    return Some(spec.name.clone());
+                }
+                Some(_) => {}
+                None => unknown.push(spec),
+            }
         }
-        self.commands(config, Some(env))
-            .await
-            .into_iter()
-            .find(|c| c.name == name)
-            .map(|c| c.plugin)
+        for spec in unknown {
+            let slot = self.slot(&config.root, &spec.name);
+            let Ok((_, info)) = self.ensure(&slot, spec, &Ctx { config, env }).await else {
+                continue;
+            };
+            if info.commands.iter().any(|c| c.name == name) {
+                return Some(spec.name.clone());
+            }
+        }
+        None
     }
 
     /// Why no plugin adds command `name` when some plugins are not
@@ -188,7 +220,17 @@ impl PluginHost {
         };
         let ctx = Ctx { config, env };
         let slot = self.slot(&config.root, &spec.name);
-        let (process, _) = self.ensure(&slot, spec, &ctx).await?;
+        let (process, info) = self.ensure(&slot, spec, &ctx).await?;
+        if !info.commands.iter().any(|c| c.name == name) {
+            // The cache named it, the plugin as it runs now does not.
+            return Err(PluginFailure {
+                plugin: owner,
+                phase: Phase::Command,
+                message: format!("the plugin no longer adds a command named `{name}`"),
+                hint: Some("`taskrush --help` lists the plugin commands".into()),
+                stderr: Vec::new(),
+            });
+        }
         super::audit::record(
             "command",
             &spec.name,

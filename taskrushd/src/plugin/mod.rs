@@ -69,6 +69,7 @@
 //!   [`Phase`]); turning one into a JSON-RPC error is the API's job.
 
 mod audit;
+mod command_cache;
 mod commands;
 mod conformance;
 mod enforce;
@@ -89,6 +90,7 @@ mod stderr;
 mod swap;
 
 pub(crate) use audit::{flush as flush_audit, open as open_audit};
+pub(crate) use command_cache::open as open_command_cache;
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use grants::open as open_grants;

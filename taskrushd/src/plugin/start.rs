@@ -121,6 +121,7 @@ impl PluginHost {
             st.env = Some(ctx.env.clone());
             st.refused_swap = None;
         }
+        super::command_cache::remember(&slot.root, &slot.name, &info.commands);
         self.watch_files(slot, &loaded).await;
         self.events.send(DaemonEvent::PluginStarted {
             root: slot.root.display().to_string(),

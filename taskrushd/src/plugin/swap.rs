@@ -101,6 +101,7 @@ impl PluginHost {
                     st.retry_at = None;
                     st.refused_swap = None;
                 }
+                super::command_cache::remember(&slot.root, &slot.name, &info.commands);
                 retire(old, spec.timeout);
                 self.watch_files(&slot, &loaded).await;
                 tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, "reloaded ({reason})");
