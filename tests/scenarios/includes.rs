@@ -170,3 +170,43 @@ fn editing_an_included_file_reloads_the_project() {
     // and the new task runs.
     s.run(&["web:test"]).expect_stdout("web test\n").success();
 }
+
+#[test]
+fn an_included_tasks_dir_dotenv_cache_files_and_outputs_are_relative_to_its_own_file() {
+    // Given a package whose task has `dir:`, `dotenv:`, `cache_files` and
+    // `outputs`, all written relative to the package's own `.rush`,
+    let s = Scenario::new()
+        .rush("includes:\n  web: packages/web\ntasks: {}\n")
+        .file(
+            "packages/web/.rush",
+            "tasks:\n  build:\n    dir: app\n    dotenv: [.env]\n    cmd: mkdir -p dist && echo \"$GREETING from $(basename \"$PWD\")\" | tee dist/out.txt\n    cache_files: [\"src/**\"]\n    outputs: [dist]\n",
+        )
+        .file("packages/web/.env", "GREETING=hello\n")
+        .file("packages/web/app/src/main.txt", "v1\n");
+    // when I run it, it runs in `packages/web/app` with the package's `.env`,
+    s.run(&["web:build"])
+        .expect_stdout("hello from app\n")
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(s.project().join("packages/web/app/dist/out.txt")).unwrap(),
+        "hello from app\n"
+    );
+    // its outputs come back from the store when deleted (it does not run),
+    std::fs::remove_dir_all(s.project().join("packages/web/app/dist")).unwrap();
+    let again = s.run(&["web:build"]);
+    again.success();
+    assert!(
+        again.stderr().contains("is up to date"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.project().join("packages/web/app/dist/out.txt")).unwrap(),
+        "hello from app\n"
+    );
+    // and an edit of an input below `app/src` runs it again.
+    std::fs::write(s.project().join("packages/web/app/src/main.txt"), "v2\n").unwrap();
+    s.run(&["web:build"])
+        .expect_stdout("hello from app\n")
+        .success();
+}

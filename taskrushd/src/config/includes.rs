@@ -22,7 +22,8 @@
 //!   configure those plugins.
 //! - An included task runs in its file's directory: the merge sets its
 //!   `dir` to that directory (or joins its own `dir:` onto it), so its
-//!   `cache_files` and `outputs` globs are relative to it, and the cache
+//!   `cache_files` and `outputs` globs are relative to it (its `dotenv:`
+//!   files to its file's directory), and the cache
 //!   key's paths to the root, as for any task with `dir`
 //!   ([`Task::working_dir`]).
 //!
@@ -281,6 +282,18 @@ fn merge(parts: Vec<Part>) -> Result<RushFile, ConfigError> {
             // It runs in its file's directory (or its `dir:`, relative to
             // that file): its `cache_files` and `outputs` follow `dir`.
             if !part.rel_dir.is_empty() {
+                // Its `dotenv:` files are relative to its own file too.
+                merged.dotenv = task
+                    .dotenv
+                    .iter()
+                    .map(|f| {
+                        if f.starts_with('/') {
+                            f.clone()
+                        } else {
+                            format!("{}/{f}", part.rel_dir)
+                        }
+                    })
+                    .collect();
                 merged.dir = Some(match task.dir.as_deref() {
                     None => part.rel_dir.clone(),
                     Some(d) if d.starts_with('/') => d.to_owned(),
