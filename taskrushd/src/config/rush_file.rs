@@ -94,6 +94,11 @@ pub(crate) struct PluginSpec {
     /// each hook, each command): `5s`, `500ms`, `2m` or a number of
     /// seconds; [`DEFAULT_PLUGIN_TIMEOUT`] when absent.
     pub(crate) timeout: std::time::Duration,
+    /// `memory:` (`type: wasm`), the memory cap of the plugin's instance
+    /// in bytes: `64MiB`, `1GiB`, or a number of bytes.
+    pub(crate) memory: Option<u64>,
+    /// `module_size:` (`type: wasm`), the largest module file loaded.
+    pub(crate) module_size: Option<u64>,
     /// 1-based line of the entry (0 when it could not be found).
     pub(crate) line: usize,
 }
@@ -152,7 +157,15 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "plugins",
 ];
 const PLUGIN_KEYS: &[&str] = &[
-    "name", "version", "type", "path", "required", "config", "timeout",
+    "name",
+    "version",
+    "type",
+    "path",
+    "required",
+    "config",
+    "timeout",
+    "memory",
+    "module_size",
 ];
 const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 
@@ -1726,6 +1739,8 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
             required: false,
             config: serde_json::Value::Object(serde_json::Map::new()),
             timeout: DEFAULT_PLUGIN_TIMEOUT,
+            memory: None,
+            module_size: None,
             line: 0,
         };
         let mut seen = Vec::new();
@@ -1769,6 +1784,14 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
                     spec.config = object_if_null(map.next_value_seed(JsonSeed { ctx, what })?)
                 }
                 "timeout" => spec.timeout = map.next_value_seed(DurationSeed { ctx, what })?,
+                "memory" => {
+                    let max = crate::plugin::WASM_MAX_MEMORY;
+                    spec.memory = Some(map.next_value_seed(SizeSeed { ctx, what, max })?)
+                }
+                "module_size" => {
+                    let max = crate::plugin::WASM_MAX_MODULE_SIZE;
+                    spec.module_size = Some(map.next_value_seed(SizeSeed { ctx, what, max })?)
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -1786,6 +1809,74 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
         }
     }
     reject!(bool number str null seq tagged);
+}
+
+/// A size: `64MiB`, `512KiB`, `1GiB` (or `M`, `K`, `G`, `MB`…, all
+/// powers of 1024), or a number of bytes; more than 0 and at most `max`.
+struct SizeSeed<'a> {
+    ctx: &'a Ctx,
+    what: &'a dyn Fn() -> String,
+    max: u64,
+}
+
+impl SizeSeed<'_> {
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        self.ctx.fail(
+            format!("{} must be a size, found {found}", (self.what)()),
+            Some("write it like `64MiB`, `512KiB`, `1GiB`, or a number of bytes".to_owned()),
+        )
+    }
+
+    fn bytes<E: de::Error>(&self, n: f64, written: &str) -> Result<u64, E> {
+        if n.is_nan() || n < 1.0 || n > self.max as f64 {
+            return Err(self.ctx.fail(
+                format!(
+                    "{} must be more than 0 and at most {} MiB, found `{written}`",
+                    (self.what)(),
+                    self.max >> 20
+                ),
+                None,
+            ));
+        }
+        Ok(n as u64)
+    }
+}
+
+seed_via_any!(SizeSeed);
+
+impl<'de> Visitor<'de> for SizeSeed<'_> {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.bytes(v as f64, &v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.bytes(v as f64, &v.to_string())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let t = v.trim();
+        let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+            Some(i) => t.split_at(i),
+            None => (t, ""),
+        };
+        let scale = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" | "kib" => 1024.0,
+            "m" | "mb" | "mib" => 1024.0 * 1024.0,
+            "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(self.wrong(&format!("`{v}`"))),
+        };
+        match number.parse::<f64>() {
+            Ok(n) if !number.is_empty() => self.bytes(n * scale, v),
+            _ => Err(self.wrong(&format!("`{v}`"))),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.bytes(v, &v.to_string())
+    }
+    reject!(bool null seq map tagged);
 }
 
 /// A duration: `5s`, `500ms`, `2m`, or a number of seconds (`5`, `0.5`).
@@ -2858,6 +2949,8 @@ tasks:
                         "retries": 3
                     }),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    memory: None,
+                    module_size: None,
                     line: 3,
                 },
                 PluginSpec {
@@ -2868,6 +2961,8 @@ tasks:
                     required: true,
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    memory: None,
+                    module_size: None,
                     line: 9,
                 },
                 PluginSpec {
@@ -2878,6 +2973,8 @@ tasks:
                     required: false,
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
+                    memory: None,
+                    module_size: None,
                     line: 13,
                 },
             ]

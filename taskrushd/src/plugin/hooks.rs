@@ -404,6 +404,8 @@ mod tests {
             required: false,
             config,
             timeout: Duration::from_secs(1),
+            memory: None,
+            module_size: None,
             line: 1,
         }
     }

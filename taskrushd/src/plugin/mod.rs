@@ -25,6 +25,8 @@
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
 //! - [`conformance`]: the conformance kit behind `plugin_test`;
 //! - [`audit`]: the audit trail (`audit.jsonl`), written off the hook path;
+//! - [`wasm`]: WebAssembly plugins: the engine, the module cache, one
+//!   instance per plugin and project, its sandbox and host calls;
 //! - [`redact`]: secrets masked as `***` before anything is logged,
 //!   recorded, reported or sent as an event.
 //!
@@ -78,9 +80,11 @@ mod start;
 mod status;
 mod stderr;
 mod swap;
+mod wasm;
 
 pub(crate) use audit::{flush as flush_audit, open as open_audit};
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;
+pub(crate) use wasm::{MAX_MEMORY as WASM_MAX_MEMORY, MAX_MODULE_SIZE as WASM_MAX_MODULE_SIZE};

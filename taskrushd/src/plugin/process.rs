@@ -113,6 +113,8 @@ pub(super) struct PluginProcess {
     /// Stopped on purpose by the host (not a crash).
     retired: AtomicBool,
     pid: Option<u32>,
+    /// A WebAssembly plugin: calls go to its instance, not to pipes.
+    wasm: Option<Arc<super::wasm::Guest>>,
 }
 
 impl PluginProcess {
@@ -226,6 +228,32 @@ impl PluginProcess {
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             pid,
+            wasm: None,
+        })
+    }
+
+    /// A WebAssembly plugin's instance behind the same handle: the host
+    /// calls, swaps, retires and kills it as it does a process.
+    pub(super) fn wasm(name: &str, guest: super::wasm::Guest) -> Arc<PluginProcess> {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            exit: watch::channel(None).0,
+            junk: AtomicU32::new(0),
+            unmatched: AtomicU32::new(0),
+            group: None,
+            stderr_done: watch::channel(true).0,
+            usage: Mutex::new((None, None)),
+        });
+        Arc::new(PluginProcess {
+            shared,
+            stdin: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            pid: None,
+            wasm: Some(Arc::new(guest)),
         })
     }
 
@@ -266,6 +294,12 @@ impl PluginProcess {
     pub(super) async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
         if let Some(why) = self.dead() {
             return Err(why);
+        }
+        if let Some(guest) = &self.wasm {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let reply = guest.call(method, params, limit).await;
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return reply;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -338,6 +372,9 @@ impl PluginProcess {
         self.retired.store(true, Ordering::Relaxed);
         self.shared
             .kill_calls(CallError::Gone(format!("stopped by the host: {why}")));
+        if let Some(guest) = &self.wasm {
+            guest.stop();
+        }
         let me = self.clone();
         tokio::spawn(async move {
             me.stdin.lock().await.take();
@@ -405,6 +442,9 @@ impl PluginProcess {
         }
         self.shared
             .kill_calls(CallError::Gone("stopped by the host".into()));
+        if let Some(guest) = &self.wasm {
+            guest.stop();
+        }
         self.stdin.lock().await.take();
         let left = STOP_STEP.saturating_sub(started.elapsed());
         if self.shared.group.is_some() && self.wait_exit(left).await.is_none() {
@@ -502,7 +542,7 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
             continue;
         }
         match (msg.method.take(), msg.id.take()) {
-            (Some(method), None) => notification(&shared, &method, msg.params),
+            (Some(method), None) => notification(&shared.name, &method, msg.params),
             (Some(method), Some(id)) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
                 let _ = id; // answered by nothing: plugins may not call the host (yet)
@@ -558,39 +598,40 @@ fn junk(shared: &Shared, line: &str) {
     }
 }
 
-fn notification(shared: &Shared, method: &str, params: Option<Value>) {
+/// A `log` or `progress` notification of plugin `name`, into the daemon log.
+pub(super) fn notification(name: &str, method: &str, params: Option<Value>) {
     use taskrush_protocol::plugin::{LogParams, ProgressParams, method as m};
     let params = params.unwrap_or(Value::Null);
     match method {
         m::LOG => match serde_json::from_value::<LogParams>(params) {
             Ok(p) => match p.level.as_str() {
                 "error" => {
-                    tracing::error!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::error!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 "warn" | "warning" => {
-                    tracing::warn!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::warn!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 "debug" | "trace" => {
-                    tracing::debug!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::debug!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 _ => {
-                    tracing::info!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::info!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
             },
             Err(e) => {
-                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `log`: {e}")
+                tracing::warn!(target: "plugin", plugin = %name, "malformed `log`: {e}")
             }
         },
         m::PROGRESS => match serde_json::from_value::<ProgressParams>(params) {
             Ok(p) => {
-                tracing::info!(target: "plugin", plugin = %shared.name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
+                tracing::info!(target: "plugin", plugin = %name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
             }
             Err(e) => {
-                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `progress`: {e}")
+                tracing::warn!(target: "plugin", plugin = %name, "malformed `progress`: {e}")
             }
         },
         other => {
-            tracing::debug!(target: "plugin", plugin = %shared.name, "ignored notification `{other}`")
+            tracing::debug!(target: "plugin", plugin = %name, "ignored notification `{other}`")
         }
     }
 }

@@ -317,6 +317,8 @@ mod tests {
             required: false,
             config: serde_json::Value::Null,
             timeout: Duration::from_secs(1),
+            memory: None,
+            module_size: None,
             line: 3,
         };
         let moved = PluginSpec {

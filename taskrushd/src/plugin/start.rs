@@ -143,7 +143,12 @@ impl PluginHost {
         let mut env = plugin_env(ctx.env, &loaded.manifest);
         // The granted set is the declared set for now (no grant step yet).
         let granted = &loaded.manifest.permissions;
-        let levels = enforce::levels(granted);
+        let wasm = loaded.manifest.plugin_type == wire::PluginType::Wasm;
+        let levels = if wasm {
+            super::wasm::levels(granted)
+        } else {
+            enforce::levels(granted)
+        };
         if let Some(m) = enforce::refusal(&loaded.manifest, &levels) {
             return Err(Launch::Config(m));
         }
@@ -156,22 +161,40 @@ impl PluginHost {
             &mut env,
         )
         .map_err(Launch::Spawn)?;
-        let process = PluginProcess::spawn(
-            &slot.name,
-            &plan.argv,
-            &loaded.dir,
-            &env,
-            Some(&plan.spec),
-            slot.stderr.clone(),
-            Some(&slot.root),
-        )
-        .map_err(|e| {
-            Launch::Spawn(format!(
-                "cannot start `{}` in `{}`: {e}",
-                loaded.manifest.entry_point.join(" "),
-                loaded.dir.display()
-            ))
-        })?;
+        let (process, entry_sha256) = if wasm {
+            let setup = super::wasm::setup(
+                &slot.name,
+                spec,
+                loaded,
+                granted,
+                (&ctx.config.root, &plan.data_dir, &plan.tmp_dir),
+                ctx.env,
+                &env,
+                slot.stderr.clone(),
+            );
+            let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
+            let sha = Some(guest.sha256.clone());
+            (PluginProcess::wasm(&slot.name, guest), sha)
+        } else {
+            let process = PluginProcess::spawn(
+                &slot.name,
+                &plan.argv,
+                &loaded.dir,
+                &env,
+                Some(&plan.spec),
+                slot.stderr.clone(),
+                Some(&slot.root),
+            )
+            .map_err(|e| {
+                Launch::Spawn(format!(
+                    "cannot start `{}` in `{}`: {e}",
+                    loaded.manifest.entry_point.join(" "),
+                    loaded.dir.display()
+                ))
+            })?;
+            let sha = entry_file(loaded).and_then(|f| super::audit::sha256_file(&f));
+            (process, sha)
+        };
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         let granted = slot
             .st()
@@ -186,7 +209,8 @@ impl PluginHost {
                 "pid": process.pid(),
                 "entry_point": loaded.manifest.entry_point,
                 "dir": loaded.dir.display().to_string(),
-                "entry_sha256": entry_file(loaded).and_then(|f| super::audit::sha256_file(&f)),
+                "entry_sha256": entry_sha256,
+                "kind": if wasm { "wasm" } else { "external" },
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
                 "granted": granted,
