@@ -21,3 +21,4 @@ mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;
+mod wasm;

@@ -24,9 +24,9 @@ pub enum Action {
     /// Send this JSON-RPC message through `host_call`, then answer with
     /// the host's response as the result (`null` for a notification).
     HostCall(String),
-    /// Send this notification through `host_call`, then answer with this
-    /// result.
-    Notify(String, String),
+    /// Send this message (a host call or a notification) through
+    /// `host_call`, ignore the answer, and answer with this result.
+    CallThen(String, String),
 }
 
 /// A test guest.
@@ -123,7 +123,7 @@ impl Guest {
                         seg.0, seg.1, result_key.0, result_key.1, null.0, null.1, result_key.0, result_key.1
                     )
                 }
-                Action::Notify(msg, json) => {
+                Action::CallThen(msg, json) => {
                     let seg = data.add(msg.as_bytes());
                     let res = data.add(format!(r#""result":{json}"#).as_bytes());
                     format!(

@@ -394,6 +394,7 @@ fn describe(call: &str, e: &CallError) -> String {
         CallError::Timeout(d) => format!("no answer to `{call}` within {}", human::duration(*d)),
         CallError::Gone(how) => format!("it exited instead of answering `{call}` ({how})"),
         CallError::Protocol(m) => m.clone(),
+        CallError::Trapped(why) => format!("it trapped in `{call}`: {why}"),
         CallError::Remote { code, message } => {
             format!("it answered `{call}` with error {code}: {message}")
         }

@@ -49,6 +49,9 @@ pub(super) enum CallError {
     Gone(String),
     /// It broke the protocol (junk on stdout, a malformed answer).
     Protocol(String),
+    /// A WebAssembly guest trapped (its memory cap, `unreachable`, a bad
+    /// access): its instance is gone.
+    Trapped(String),
     /// It answered with a JSON-RPC error.
     Remote { code: i32, message: String },
 }
@@ -59,6 +62,7 @@ impl std::fmt::Display for CallError {
             CallError::Timeout(d) => write!(f, "no answer within {}", human::duration(*d)),
             CallError::Gone(how) => write!(f, "the plugin exited ({how})"),
             CallError::Protocol(why) => f.write_str(why),
+            CallError::Trapped(why) => write!(f, "it trapped: {why}"),
             CallError::Remote { message, code } => write!(f, "{message} (error {code})"),
         }
     }

@@ -237,6 +237,7 @@ pub(super) fn fail_call(
             human::duration(d)
         )),
         CallError::Gone(how) => Fault::Crash(format!("it exited ({how})")),
+        CallError::Trapped(why) => Fault::Crash(format!("it trapped: {why}")),
         CallError::Protocol(m) => Fault::Broken(m),
         CallError::Remote { message, .. } => Fault::Crash(message),
     };

@@ -34,7 +34,6 @@ impl PluginHost {
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), PluginFailure> {
-        manifest::check_kind(spec).map_err(|e| slot.failure(Phase::Load, e.message, e.hint))?;
         sync_spec(slot, spec);
         if let Some(live) = self.live_or_reap(slot) {
             return Ok(live);
@@ -47,12 +46,10 @@ impl PluginHost {
             return Err(slot.failure(Phase::Start, "the daemon is stopping".into(), None));
         }
         let rush_dir = ctx.config.root.clone();
-        let loaded = manifest::locate(spec, &rush_dir)
-            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
-            .map_err(|e: ManifestError| {
-                slot.st().last_error = Some(e.message.clone());
-                slot.failure(Phase::Load, e.message, e.hint)
-            })?;
+        let loaded = manifest::find(spec, &rush_dir).map_err(|e: ManifestError| {
+            slot.st().last_error = Some(e.message.clone());
+            slot.failure(Phase::Load, e.message, e.hint)
+        })?;
         // Failed before? Only its files changing (or a restart) lifts it.
         let wait = {
             let mut st = slot.st();
@@ -210,7 +207,7 @@ impl PluginHost {
                 "entry_point": loaded.manifest.entry_point,
                 "dir": loaded.dir.display().to_string(),
                 "entry_sha256": entry_sha256,
-                "kind": if wasm { "wasm" } else { "external" },
+                "plugin_type": if wasm { "wasm" } else { "external" },
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
                 "granted": granted,
@@ -345,6 +342,9 @@ async fn handshake(
             human::duration(d)
         ))),
         Err(CallError::Protocol(m)) => Err(Fault::Broken(m)),
+        Err(CallError::Trapped(why)) => {
+            Err(Fault::Crash(format!("it trapped in `initialize`: {why}")))
+        }
     }
 }
 

@@ -518,15 +518,14 @@ fn trapped(e: &wasmtime::Error, limit: Duration, cap: u64) -> CallError {
     if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         return CallError::Timeout(limit);
     }
-    let text = format!("{e:#}");
-    let first = text.lines().next().unwrap_or("").to_owned();
-    if text.contains("forcing trap when growing memory") || text.contains("memory.grow") {
-        return CallError::Gone(format!(
-            "it trapped: it grew its memory past its cap of {} ({first})",
-            bytes(cap)
-        ));
+    let cause = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    if cause.contains("growing memory") {
+        return CallError::Trapped(format!("it grew its memory past its cap of {}", bytes(cap)));
     }
-    CallError::Gone(format!("it trapped: {first}"))
+    CallError::Trapped(cause)
 }
 
 /// The `taskrush.host_call` import.
@@ -787,12 +786,11 @@ mod tests {
         let r = g
             .call("before_task", Value::Null, Duration::from_secs(5))
             .await;
-        let Err(CallError::Gone(m)) = &r else {
-            panic!("{r:?}")
-        };
-        assert!(
-            m.starts_with("it trapped: it grew its memory past its cap of 4 MiB"),
-            "{m}"
+        assert_eq!(
+            r,
+            Err(CallError::Trapped(
+                "it grew its memory past its cap of 4 MiB".into()
+            ))
         );
     }
 

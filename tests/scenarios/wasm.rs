@@ -1,0 +1,327 @@
+//! WebAssembly plugins: real modules (WAT test guests compiled in the
+//! test, see `tests/src/wasm_guest.rs`) run by a real daemon, through the
+//! same hooks, commands, deadlines, audit trail and hot swap as external
+//! plugins.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use taskrush_tests::wasm_guest::{Action, Guest};
+use taskrush_tests::{Scenario, wait_until};
+
+/// A guest that appends `HOOK\n` to `hooks.log` in the project (a
+/// `write_file` host call) on every hook, and adds command `hello`.
+fn recording_guest(version: &str) -> Guest {
+    let hooks = ["before_task", "after_task", "on_task_failure"];
+    let init = format!(
+        r#"{{"name":"rec","version":"{version}","protocol":1,"hooks":["before_task","after_task","on_task_failure"],"commands":[{{"name":"hello","description":"says hello"}}]}}"#
+    );
+    let mut g = Guest::plugin("rec", version, &hooks).on("initialize", Action::Result(init));
+    for h in hooks {
+        let write = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"write_file","params":{{"path":"hooks.log","contents":"{h} {version}\n","append":true}}}}"#
+        );
+        g = g.on(h, Action::CallThen(write, "{}".into()));
+    }
+    g.on(
+        "command",
+        Action::Result(format!(
+            r#"{{"exit_code":0,"stdout":"hello from wasm {version}\n","stderr":""}}"#
+        )),
+    )
+}
+
+/// Install `guest` as `.rush-plugins/NAME/` (`plugin.toml` with
+/// `type = "wasm"`) with `permissions` (TOML lines).
+fn install(s: &Scenario, name: &str, version: &str, guest: &Guest, permissions: &str) {
+    s.write(&format!(".rush-plugins/{name}/plugin.wasm"), guest.wasm());
+    s.write(
+        &format!(".rush-plugins/{name}/plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"{version}\"\ntype = \"wasm\"\n\
+             entry_point = [\"plugin.wasm\"]\ntaskrush_version = \">=0.3\"\n\n[permissions]\n{permissions}"
+        ),
+    );
+}
+
+fn hooks_log(s: &Scenario) -> Vec<String> {
+    std::fs::read_to_string(s.project().join("hooks.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn audit_records(s: &Scenario) -> Vec<Value> {
+    std::fs::read_to_string(s.root().join("run").join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit record is JSON"))
+        .collect()
+}
+
+fn state_of(s: &Scenario, name: &str) -> Value {
+    let out = s.run(&["plugin", "list", "--json"]);
+    out.success();
+    let list: Vec<Value> = serde_json::from_str(&out.stdout()).expect("plugin list JSON");
+    list.into_iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin `{name}` in the list"))
+}
+
+#[test]
+fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
+    let s = Scenario::new();
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm}\ntasks:\n  ok:\n    cmd: echo ok\n  bad:\n    cmd: 'exit 3'\n",
+    );
+    s.run(&["ok"])
+        .expect_stdout("ok\n")
+        .expect_stderr("")
+        .success();
+    s.run(&["bad"]).expect_code(3);
+    assert_eq!(
+        hooks_log(&s),
+        [
+            "before_task 1.0.0",
+            "after_task 1.0.0",
+            "before_task 1.0.0",
+            "on_task_failure 1.0.0",
+            "after_task 1.0.0"
+        ]
+    );
+    s.run(&["hello"])
+        .expect_stdout("hello from wasm 1.0.0\n")
+        .success();
+    let help = s.run(&["--help"]);
+    assert!(
+        help.stdout().contains("  hello  says hello (plugin `rec`)"),
+        "{}",
+        help.stdout()
+    );
+    let st = state_of(&s, "rec");
+    assert_eq!(st["kind"], "wasm");
+    assert_eq!(st["version"], "1.0.0");
+    assert_eq!(st["enforcement"]["filesystem"], "enforced");
+    assert_eq!(st["enforcement"]["network"], "enforced");
+    // The audit trail names the module by its hash.
+    s.run(&["daemon", "stop"]).success();
+    let spawned = audit_records(&s)
+        .into_iter()
+        .find(|r| r["kind"] == "spawned" && r["plugin"] == "rec")
+        .expect("a spawned record");
+    assert_eq!(spawned["kind"], "spawned");
+    assert_eq!(
+        spawned["entry_sha256"].as_str().map(str::len),
+        Some(64),
+        "{spawned}"
+    );
+    assert_eq!(spawned["granted"]["filesystem"][0], "write:.");
+}
+
+#[test]
+fn a_looping_wasm_guest_is_stopped_at_its_deadline_and_the_next_call_works() {
+    let s = Scenario::new();
+    let guest = recording_guest("1.0.0").on("before_task", Action::Loop);
+    install(&s, "rec", "1.0.0", &guest, "filesystem = [\"write:.\"]\n");
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm, timeout: 500ms}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let t0 = std::time::Instant::now();
+    let out = s.run(&["t"]);
+    out.expect_stdout("ran\n").success();
+    out.expect_stderr_starting(
+        "plugin `rec`: failed in `before_task`: no answer within 500ms (the plugin was killed); it will be restarted on next use; the task goes on without it",
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    // The daemon is fine, and a fresh instance serves the next call.
+    s.run(&["hello"])
+        .expect_stdout("hello from wasm 1.0.0\n")
+        .success();
+    assert_eq!(state_of(&s, "rec")["restarts"], 1);
+}
+
+#[test]
+fn a_wasm_guest_that_allocates_without_bound_traps_at_its_memory_cap() {
+    let s = Scenario::new();
+    let guest = recording_guest("1.0.0").on("before_task", Action::Grow);
+    install(&s, "rec", "1.0.0", &guest, "filesystem = [\"write:.\"]\n");
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm, memory: 8MiB}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_stdout("ran\n").success();
+    out.expect_stderr_starting(
+        "plugin `rec`: failed in `before_task`: it trapped: it grew its memory past its cap of 8 MiB",
+    );
+    // Required, the same trap fails the task.
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm, memory: 8MiB, required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_code(1);
+    out.expect_stderr_containing("it grew its memory past its cap of 8 MiB");
+}
+
+#[test]
+fn host_calls_outside_the_grants_are_denied_to_the_guest_and_audited() {
+    let s = Scenario::new();
+    let read = r#"{"jsonrpc":"2.0","id":1,"method":"read_file","params":{"path":"/etc/passwd"}}"#;
+    let http = r#"{"jsonrpc":"2.0","id":2,"method":"http_request","params":{"url":"http://127.0.0.1:9/x"}}"#;
+    let guest = Guest::plugin("nosy", "1.0.0", &["before_task", "after_task"])
+        .on("before_task", Action::CallThen(read.into(), "{}".into()))
+        .on("after_task", Action::CallThen(http.into(), "{}".into()))
+        .on("command", Action::HostCall(read.into()));
+    install(
+        &s,
+        "nosy",
+        "1.0.0",
+        &guest,
+        "network = [\"hooks.slack.com\"]\n",
+    );
+    let s = s.rush("plugins:\n  - {name: nosy, type: wasm}\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    s.run(&["daemon", "stop"]).success();
+    let denied: Vec<(String, String)> = audit_records(&s)
+        .into_iter()
+        .filter(|r| r["kind"] == "denied" && r["plugin"] == "nosy")
+        .map(|r| {
+            (
+                r["permission"].as_str().unwrap_or("").to_owned(),
+                r["item"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("filesystem".to_owned(), "/etc/passwd".to_owned()),
+            ("network".to_owned(), "127.0.0.1".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_changed_wasm_module_is_swapped_in_between_calls() {
+    let s = Scenario::new();
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
+    let s = s.rush("plugins:\n  - {name: rec, type: wasm}\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"]).success();
+    let mut events = s.events();
+    install(
+        &s,
+        "rec",
+        "2.0.0",
+        &recording_guest("2.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
+    let e = events.wait_kind("plugin_restarted");
+    assert_eq!(e["version"], "2.0.0");
+    s.run(&["t"]).success();
+    assert_eq!(
+        hooks_log(&s),
+        [
+            "before_task 1.0.0",
+            "after_task 1.0.0",
+            "before_task 2.0.0",
+            "after_task 2.0.0"
+        ]
+    );
+}
+
+#[test]
+fn a_wasm_module_built_for_another_abi_version_is_refused_naming_both() {
+    let s = Scenario::new();
+    install(
+        &s,
+        "old",
+        "1.0.0",
+        &Guest::plugin("old", "1.0.0", &[]).abi(2),
+        "",
+    );
+    let s = s.rush(
+        "plugins:\n  - {name: old, type: wasm, required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let out = s.run(&["t"]);
+    out.expect_code(1);
+    out.expect_stderr_containing(
+        "plugin.wasm` is built for guest ABI version 2, this host speaks version 1",
+    );
+    assert_eq!(state_of(&s, "old")["state"], "failed");
+}
+
+#[test]
+fn a_bare_wasm_path_takes_its_version_from_the_module_and_is_granted_nothing() {
+    let s = Scenario::new();
+    let read = r#"{"jsonrpc":"2.0","id":1,"method":"env_get","params":{"name":"HOME"}}"#;
+    let guest = Guest::plugin("scan", "2.5.0", &["before_task"])
+        .on("before_task", Action::CallThen(read.into(), "{}".into()))
+        .version_section("2.5.0");
+    s.write("plugins/scan.wasm", guest.wasm());
+    let s = s.rush(
+        "plugins:\n  - {name: scan, type: wasm, path: ./plugins/scan.wasm}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    let info = s.run(&["plugin", "info", "scan"]);
+    info.success();
+    assert!(info.stdout().contains("2.5.0"), "{}", info.stdout());
+    assert!(
+        info.stdout()
+            .contains("a bare WebAssembly module (no `plugin.toml`): it is granted nothing beyond the safe set"),
+        "{}",
+        info.stdout()
+    );
+    s.run(&["daemon", "stop"]).success();
+    assert!(
+        audit_records(&s)
+            .iter()
+            .any(|r| r["kind"] == "denied" && r["item"] == "HOME"),
+        "a bare module gets no environment"
+    );
+}
+
+#[test]
+fn a_warm_daemon_restart_loads_compiled_modules_from_the_disk_cache() {
+    let s = Scenario::new();
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
+    let s = s.rush("plugins:\n  - {name: rec, type: wasm}\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"]).success();
+    let cache = s.root().join("home/cache/taskrush/wasm");
+    let files = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(), 1, "one compiled module cached");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    s.run(&["daemon", "stop"]).success();
+    s.run(&["t"]).success();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(s.log())
+            .unwrap_or_default()
+            .contains("module=Disk")
+    }));
+}
