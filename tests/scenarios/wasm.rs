@@ -127,6 +127,20 @@ fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
 }
 
 #[test]
+fn the_conformance_kit_tests_a_wasm_plugin() {
+    let s = Scenario::new();
+    install(&s, "rec", "1.0.0", &recording_guest("1.0.0"), "");
+    let dir = s.project().join(".rush-plugins/rec");
+    let out = s.run(&["plugin", "test", dir.to_str().unwrap()]);
+    assert!(
+        out.stdout().contains("✓ handshake: answered in "),
+        "{}",
+        out.stdout()
+    );
+    out.success();
+}
+
+#[test]
 fn a_looping_wasm_guest_is_stopped_at_its_deadline_and_the_next_call_works() {
     let s = Scenario::new();
     let guest = recording_guest("1.0.0").on("before_task", Action::Loop);

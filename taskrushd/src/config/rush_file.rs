@@ -2881,6 +2881,39 @@ mod tests {
     }
 
     #[test]
+    fn wasm_plugin_limits_take_sizes_in_bytes_or_binary_units() {
+        let file = parse_ok(
+            "plugins:
+  - {name: a, type: wasm, memory: 1G, module_size: 128MiB}
+  - {name: b, type: wasm, memory: 65536, module_size: 512k}
+  - {name: c, type: wasm}
+tasks: {}
+",
+        );
+        let got: Vec<(Option<u64>, Option<u64>)> = file
+            .plugins
+            .iter()
+            .map(|p| (p.memory, p.module_size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1 << 30), Some(128 << 20)),
+                (Some(65536), Some(512 << 10)),
+                (None, None)
+            ]
+        );
+        check_err(
+            "plugins:\n  - name: a\n    memory: lots\ntasks: {}\n",
+            "`memory` of plugin `a` must be a size, found `lots` | .rush:3:13 | write it like `64MiB`, `512KiB`, `1GiB`, or a number of bytes",
+        );
+        check_err(
+            "plugins:\n  - name: a\n    module_size: 1GiB\ntasks: {}\n",
+            "`module_size` of plugin `a` must be more than 0 and at most 256 MiB, found `1GiB` | .rush:3:18 | -",
+        );
+    }
+
+    #[test]
     fn plugin_timeouts_take_units_or_seconds() {
         let file = parse_ok(
             "plugins:

@@ -376,9 +376,7 @@ impl PluginProcess {
         self.retired.store(true, Ordering::Relaxed);
         self.shared
             .kill_calls(CallError::Gone(format!("stopped by the host: {why}")));
-        if let Some(guest) = &self.wasm {
-            guest.stop();
-        }
+        self.drop_instance();
         let me = self.clone();
         tokio::spawn(async move {
             me.stdin.lock().await.take();
@@ -396,6 +394,18 @@ impl PluginProcess {
     /// Close its stdin (the polite "no more requests").
     pub(super) async fn close_stdin(&self) {
         self.stdin.lock().await.take();
+        self.drop_instance();
+    }
+
+    /// A WebAssembly plugin's "exit": its instance is dropped once no
+    /// call runs in it.
+    fn drop_instance(&self) {
+        if let Some(guest) = &self.wasm {
+            guest.stop();
+            self.shared
+                .exit
+                .send_replace(Some("its instance was dropped".into()));
+        }
     }
 
     /// Read its CPU time and peak RSS while it still lives.
@@ -446,9 +456,7 @@ impl PluginProcess {
         }
         self.shared
             .kill_calls(CallError::Gone("stopped by the host".into()));
-        if let Some(guest) = &self.wasm {
-            guest.stop();
-        }
+        self.drop_instance();
         self.stdin.lock().await.take();
         let left = STOP_STEP.saturating_sub(started.elapsed());
         if self.shared.group.is_some() && self.wait_exit(left).await.is_none() {
