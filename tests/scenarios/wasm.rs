@@ -284,7 +284,8 @@ fn a_wasm_module_built_for_another_abi_version_is_refused_naming_both() {
 fn a_bare_wasm_path_takes_its_version_from_the_module_and_is_granted_nothing() {
     let s = Scenario::new();
     let read = r#"{"jsonrpc":"2.0","id":1,"method":"env_get","params":{"name":"HOME"}}"#;
-    let guest = Guest::plugin("scan", "2.5.0", &["before_task"])
+    // It calls itself `scanner`: a bare module is named by its `.rush` entry.
+    let guest = Guest::plugin("scanner", "2.5.0", &["before_task"])
         .on("before_task", Action::CallThen(read.into(), "{}".into()))
         .version_section("2.5.0");
     s.write("plugins/scan.wasm", guest.wasm());

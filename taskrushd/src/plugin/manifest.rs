@@ -49,6 +49,9 @@ pub(super) struct Installed {
     pub(super) dir: PathBuf,
     pub(super) manifest: PluginManifest,
     pub(super) stamp: FileStamps,
+    /// A bare `.wasm` without a `plugin.toml`: its manifest is made up
+    /// (name from the `.rush` entry), so the handshake is not held to it.
+    pub(super) bare: bool,
 }
 
 /// The stamps (`stamp.rs`) of the manifest and the entry point's files: a
@@ -190,6 +193,7 @@ fn bare_wasm(spec: &PluginSpec, file: &Path) -> Result<Installed, ManifestError>
         dir,
         manifest,
         stamp,
+        bare: true,
     })
 }
 
@@ -357,6 +361,7 @@ pub(super) fn load(
         dir: dir.to_path_buf(),
         manifest,
         stamp,
+        bare: false,
     })
 }
 

@@ -232,7 +232,7 @@ impl PluginHost {
                 return Err(Launch::Handshake { process, fault });
             }
         };
-        if let Some(m) = manifest_mismatch(&info, loaded) {
+        if let Some(m) = manifest_mismatch(&info, loaded).filter(|_| !loaded.bare) {
             process.stderr_drained(STDERR_SETTLE).await;
             return Err(Launch::Handshake {
                 process,

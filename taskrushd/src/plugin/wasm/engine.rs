@@ -187,6 +187,32 @@ fn store(module: &Module, file: &Path) {
         let _ = std::fs::remove_file(&tmp);
         tracing::warn!(target: "plugin", file = %file.display(), "cannot cache a compiled module: {e}");
     }
+    if let Some(dir) = file.parent() {
+        prune(dir, DISK_CACHE);
+    }
+}
+
+/// Compiled modules kept on disk: the oldest beyond this are removed when
+/// one is added.
+const DISK_CACHE: usize = 64;
+
+/// Remove the least recently written entries of `dir` beyond `keep`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    for (_, f) in &files[..files.len() - keep] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// The engine's compatibility hash, as hex.

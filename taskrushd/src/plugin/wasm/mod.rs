@@ -425,6 +425,7 @@ impl Guest {
                     *guard = None;
                     Err(CallError::Protocol(m))
                 }
+                Err(Exchange::Late) => Err(CallError::Timeout(limit)),
             }
         });
         // The guest stops at its deadline (epoch); the margin covers a
@@ -459,6 +460,8 @@ impl Guest {
 enum Exchange {
     Trap(wasmtime::Error),
     Broken(String),
+    /// The deadline passed before the guest was entered.
+    Late,
 }
 
 impl From<wasmtime::Error> for Exchange {
@@ -470,6 +473,10 @@ impl From<wasmtime::Error> for Exchange {
 /// One message in, its answer out (`None`: no answer).
 fn exchange(live: &mut Live, msg: &[u8], deadline: Instant) -> Result<Option<Vec<u8>>, Exchange> {
     let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        // Its time went by in the queue: the guest is not entered.
+        return Err(Exchange::Late);
+    }
     let _tick = engine::InFlight::enter();
     live.store.set_epoch_deadline(engine::ticks(left));
     live.store.data_mut().deadline = deadline;
