@@ -49,14 +49,14 @@ impl DaemonPaths {
                 let base = var("XDG_RUNTIME_DIR")
                     .filter(|s| !s.is_empty())
                     .map(PathBuf::from)
-                    .or_else(dirs::runtime_dir)
-                    .or_else(dirs::cache_dir)
+                    .or_else(std_dirs::runtime_dir)
+                    .or_else(std_dirs::cache_dir)
                     .unwrap_or_else(std::env::temp_dir);
                 let dir = base.join("taskrush");
                 let state = var("XDG_STATE_HOME")
                     .filter(|s| !s.is_empty())
                     .map(PathBuf::from)
-                    .or_else(dirs::state_dir)
+                    .or_else(std_dirs::state_dir)
                     .map(|d| d.join("taskrush"))
                     .unwrap_or_else(|| dir.clone());
                 (dir.join("taskrushd.sock"), state)
@@ -77,6 +77,28 @@ impl DaemonPaths {
             log,
             audit,
         }
+    }
+}
+
+/// The user's standard directories; a WebAssembly guest (the Rust plugin
+/// SDK builds this crate for `wasm32-wasip1`) has none.
+#[cfg(not(target_family = "wasm"))]
+mod std_dirs {
+    pub use dirs::{cache_dir, runtime_dir, state_dir};
+}
+
+#[cfg(target_family = "wasm")]
+mod std_dirs {
+    use std::path::PathBuf;
+
+    pub fn runtime_dir() -> Option<PathBuf> {
+        None
+    }
+    pub fn cache_dir() -> Option<PathBuf> {
+        None
+    }
+    pub fn state_dir() -> Option<PathBuf> {
+        None
     }
 }
 
