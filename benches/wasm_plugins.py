@@ -133,7 +133,7 @@ def part_a(tmp, n):
 
 def ready_ms(log, plugin):
     ms = [(m.group(1), int(m.group(2))) for m in re.finditer(
-        r"plugin=" + re.escape(plugin) + r" sha256=\S+ module=(\w+) ms=(\d+) WebAssembly instance ready", log)]
+        r"WebAssembly instance ready plugin=" + re.escape(plugin) + r" sha256=\S+ module=(\w+) ms=(\d+)", log)]
     return ms
 
 

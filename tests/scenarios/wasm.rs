@@ -1,8 +1,14 @@
 //! WebAssembly plugins: real modules (WAT test guests compiled in the
 //! test, see `tests/src/wasm_guest.rs`) run by a real daemon, through the
 //! same hooks, commands, deadlines, audit trail and hot swap as external
-//! plugins.
+//! plugins; and the Rust examples (`plugins-external/examples/*-wasm`,
+//! built by `scripts/build-wasm-examples`).
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -339,4 +345,108 @@ fn a_warm_daemon_restart_loads_compiled_modules_from_the_disk_cache() {
             .unwrap_or_default()
             .contains("module=Disk")
     }));
+}
+
+/// The workspace.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+/// The directory of Rust example plugin `name` with its module built
+/// (`scripts/build-wasm-examples`, once per test run), or `None` with a
+/// printed reason when it cannot be built here.
+fn example(name: &str, file: &str) -> Option<PathBuf> {
+    static BUILT: Mutex<Option<bool>> = Mutex::new(None);
+    let dir = repo().join("plugins-external/examples").join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if built.is_none() {
+        let ok = Command::new(repo().join("scripts/build-wasm-examples"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        *built = Some(ok);
+    }
+    if !dir.join(file).is_file() {
+        eprintln!(
+            "skipped: `{file}` is not built and scripts/build-wasm-examples failed (it needs the wasm32-wasip1 target)"
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+#[test]
+fn the_rust_security_scanner_example_vetoes_a_risky_task_as_a_wasm_plugin() {
+    let Some(dir) = example("security-scanner-wasm", "security-scanner.wasm") else {
+        return;
+    };
+    let s = Scenario::new().rush(&format!(
+        "plugins:\n  - name: security-scanner\n    type: wasm\n    path: {}\n    required: true\n    timeout: 10s\n\
+         tasks:\n  safe:\n    cmd: echo fine\n  risky:\n    cmd: chmod 777 no-such-file\n",
+        dir.display()
+    ));
+    s.run(&["safe"])
+        .expect_stdout("fine\n")
+        .expect_stderr("")
+        .success();
+    let out = s.run(&["risky"]);
+    out.expect_code(1);
+    out.expect_stderr_containing("security-scanner");
+    out.expect_stderr_containing("chmod");
+    assert_eq!(state_of(&s, "security-scanner")["kind"], "wasm");
+}
+
+#[test]
+fn the_rust_slack_notify_example_posts_through_the_http_host_call() {
+    let Some(dir) = example("slack-notify-wasm", "slack-notify.wasm") else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let port = listener.local_addr().expect("its address").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then as much body as Content-Length says.
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = tx.send(String::from_utf8_lossy(&got).to_string());
+        }
+    });
+    let s = Scenario::new().rush(&format!(
+        "plugins:\n  - name: slack-notify\n    type: wasm\n    path: {}\n    timeout: 10s\n    config:\n      webhook_url: http://127.0.0.1:{port}/hook\n\
+         tasks:\n  deploy:\n    cmd: echo deployed\n",
+        dir.display()
+    ));
+    s.run(&["deploy"]).expect_stdout("deployed\n").success();
+    let request = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the plugin posted to the local receiver");
+    assert!(request.starts_with("POST /hook "), "{request}");
+    assert!(request.contains("deploy"), "{request}");
 }
