@@ -89,9 +89,11 @@ impl Drop for InFlight {
     }
 }
 
-/// The ticks a deadline `left` from now is (at least one).
+/// The ticks a deadline `left` from now is: never early. The ticker's
+/// phase is unknown (its next tick may come at once), so one tick more
+/// than `left` rounded up; the deadline is met within two ticks late.
 pub(crate) fn ticks(left: Duration) -> u64 {
-    (left.as_millis() / TICK.as_millis()).max(1) as u64 + 1
+    left.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64 + 1
 }
 
 /// Where a module came from.

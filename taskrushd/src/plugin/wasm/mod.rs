@@ -857,6 +857,13 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_in_ticks_is_never_early() {
+        assert_eq!(engine::ticks(Duration::from_millis(300)), 31);
+        assert_eq!(engine::ticks(Duration::from_micros(299_500)), 31);
+        assert_eq!(engine::ticks(Duration::ZERO), 2);
+    }
+
+    #[test]
     fn the_version_section_is_found() {
         let bytes = plugin().version_section("2.3.4").wasm();
         assert_eq!(
