@@ -450,3 +450,56 @@ fn the_rust_slack_notify_example_posts_through_the_http_host_call() {
     assert!(request.starts_with("POST /hook "), "{request}");
     assert!(request.contains("deploy"), "{request}");
 }
+
+#[test]
+fn a_call_in_flight_during_a_hot_reload_finishes_on_the_old_instance() {
+    // A receiver on 127.0.0.1 that holds version 1's `before_task` (an
+    // `http_request` host call) until the new module is swapped in.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let port = listener.local_addr().expect("its address").port();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = got_tx.send(());
+            let _ = go_rx.recv_timeout(Duration::from_secs(30));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let s = Scenario::new();
+    let slow = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"http_request","params":{{"url":"http://127.0.0.1:{port}/slow"}}}}"#
+    );
+    let v1 = recording_guest("1.0.0").on("before_task", Action::CallThen(slow, "{}".into()));
+    let grants = "filesystem = [\"write:.\"]\nnetwork = [\"127.0.0.1\"]\n";
+    install(&s, "rec", "1.0.0", &v1, grants);
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm, timeout: 20s}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    let mut c = s.command(&["t"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let run = c.spawn().expect("taskrush runs");
+    got_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("version 1 is in its before_task");
+    let mut events = s.events();
+    install(&s, "rec", "2.0.0", &recording_guest("2.0.0"), grants);
+    let e = events.wait_kind("plugin_restarted");
+    assert_eq!(e["version"], "2.0.0");
+    let _ = go_tx.send(());
+    // The call in flight was not cut: the run is as if nothing happened.
+    s.finish(run, Duration::from_secs(30))
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    s.run(&["t"]).success();
+    assert!(
+        hooks_log(&s).contains(&"before_task 2.0.0".to_owned()),
+        "{:?}",
+        hooks_log(&s)
+    );
+}
