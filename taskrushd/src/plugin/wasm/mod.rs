@@ -56,6 +56,10 @@ pub(crate) const MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
 /// The largest message a guest may hand the host (a response or a host
 /// call): the protocol's body cap plus room for the envelope.
 const MAX_MESSAGE: u32 = (taskrush_protocol::host::MAX_BODY_BYTES as u32) * 2;
+/// Tables of an instance, and elements of each (a Rust guest has one
+/// table of a few hundred function references).
+const MAX_TABLES: usize = 4;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Bytes of guest stdout/stderr buffered before the guest's writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;
 
@@ -290,6 +294,10 @@ impl Guest {
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(setup.limits.memory).unwrap_or(usize::MAX))
             .instances(1)
+            .memories(1)
+            .tables(MAX_TABLES)
+            // Tables live outside the memory cap: bounded on their own.
+            .table_elements(MAX_TABLE_ELEMENTS)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(
