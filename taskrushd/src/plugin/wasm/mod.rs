@@ -96,6 +96,9 @@ pub(crate) struct Setup {
     pub(crate) limits: Limits,
     pub(crate) grants: Grants,
     pub(crate) stderr: Arc<StderrLog>,
+    /// The deadline of instantiating it (`_initialize` included): the
+    /// plugin's `timeout`.
+    pub(crate) start_limit: Duration,
 }
 
 /// A module read, checked and compiled.
@@ -163,6 +166,7 @@ pub(crate) fn setup(
             process_env: process_env.clone(),
         },
         stderr,
+        start_limit: spec.timeout,
     }
 }
 
@@ -306,7 +310,7 @@ impl Guest {
                 wasi,
                 limits,
                 grants,
-                deadline: Instant::now() + Duration::from_secs(5),
+                deadline: Instant::now() + setup.start_limit,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -316,8 +320,8 @@ impl Guest {
         linker
             .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_HOST_CALL, host_call)
             .map_err(|e| Refused(format!("cannot link host calls: {e:#}")))?;
-        // Starting counts as a call: its deadline is a default one.
-        store.set_epoch_deadline(engine::ticks(Duration::from_secs(5)));
+        // Starting counts as a call, with the plugin's deadline.
+        store.set_epoch_deadline(engine::ticks(setup.start_limit));
         let _tick = engine::InFlight::enter();
         let instance = linker
             .instantiate(&mut store, &loaded.module)
@@ -692,6 +696,7 @@ mod tests {
             limits,
             grants: grants(dir),
             stderr: StderrLog::new("g"),
+            start_limit: Duration::from_secs(5),
         })
         .await
     }
