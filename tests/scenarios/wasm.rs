@@ -503,3 +503,45 @@ fn a_call_in_flight_during_a_hot_reload_finishes_on_the_old_instance() {
         hooks_log(&s)
     );
 }
+
+#[test]
+fn a_granted_program_runs_through_run_command_under_the_plugins_sandbox() {
+    let s = Scenario::new();
+    let run = r#"{"jsonrpc":"2.0","id":1,"method":"run_command","params":{"program":"sh","args":["-c","echo from-guest > made-by-sh.txt; cat /etc/hostname > /dev/null; echo x > ../outside.txt"]}}"#;
+    let curl = r#"{"jsonrpc":"2.0","id":2,"method":"run_command","params":{"program":"curl","args":["http://127.0.0.1:9/"]}}"#;
+    let guest = Guest::plugin("runner", "1.0.0", &["before_task", "after_task"])
+        .on("before_task", Action::CallThen(run.into(), "{}".into()))
+        .on("after_task", Action::CallThen(curl.into(), "{}".into()));
+    install(
+        &s,
+        "runner",
+        "1.0.0",
+        &guest,
+        "filesystem = [\"write:.\"]\nprocess = [\"sh\"]\n",
+    );
+    let s = s.rush("plugins:\n  - {name: runner, type: wasm}\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    assert_eq!(s.read("made-by-sh.txt"), "from-guest\n");
+    // The program has the plugin's grants, not more.
+    if std::fs::read_to_string("/sys/kernel/security/lsm")
+        .unwrap_or_default()
+        .contains("landlock")
+    {
+        assert!(
+            !s.root().join("outside.txt").exists(),
+            "a write outside the grants is refused by the sandbox"
+        );
+    } else {
+        eprintln!("skipped the Landlock part: Landlock is not enabled on this kernel");
+    }
+    s.run(&["daemon", "stop"]).success();
+    assert!(
+        audit_records(&s)
+            .iter()
+            .any(|r| r["kind"] == "denied" && r["permission"] == "process" && r["item"] == "curl"),
+        "an ungranted program is denied and audited"
+    );
+}
