@@ -137,6 +137,12 @@ fn row(r: &Value) -> [String; 5] {
             d
         }
         "veto" | "required_failed" => format!("task `{}`: {}", s("task"), s("message")),
+        "denied" => format!(
+            "`{}`: no `{}` grant for `{}`",
+            s("call"),
+            s("permission"),
+            s("item")
+        ),
         "command" => {
             let args: Vec<&str> = r["args"]
                 .as_array()

@@ -130,6 +130,12 @@ fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
         "{spawned}"
     );
     assert_eq!(spawned["granted"]["filesystem"][0], "write:.");
+    assert!(
+        audit_records(&s).iter().any(|r| r["kind"] == "exited"
+            && r["plugin"] == "rec"
+            && r["sha256"] == spawned["entry_sha256"]),
+        "the instance's end is recorded"
+    );
 }
 
 #[test]
@@ -228,6 +234,15 @@ fn host_calls_outside_the_grants_are_denied_to_the_guest_and_audited() {
             ("filesystem".to_owned(), "/etc/passwd".to_owned()),
             ("network".to_owned(), "127.0.0.1".to_owned())
         ]
+    );
+    let table = s.run(&["plugin", "audit", "nosy"]);
+    table.success();
+    assert!(
+        table
+            .stdout()
+            .contains("`read_file`: no `filesystem` grant for `/etc/passwd`"),
+        "{}",
+        table.stdout()
     );
 }
 

@@ -107,7 +107,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         );
         super::wasm::start(setup)
             .await
-            .map(|g| PluginProcess::wasm(&m.name, g))
+            .map(|g| PluginProcess::wasm(&m.name, g, None))
             .map_err(std::io::Error::other)
     } else {
         PluginProcess::spawn(

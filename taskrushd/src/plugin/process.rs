@@ -119,6 +119,9 @@ pub(super) struct PluginProcess {
     pid: Option<u32>,
     /// A WebAssembly plugin: calls go to its instance, not to pipes.
     wasm: Option<Arc<super::wasm::Guest>>,
+    /// Where a WebAssembly instance's `exited` record goes (the project
+    /// root), taken when it is written.
+    wasm_audit: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl PluginProcess {
@@ -233,12 +236,17 @@ impl PluginProcess {
             retired: AtomicBool::new(false),
             pid,
             wasm: None,
+            wasm_audit: Mutex::new(None),
         })
     }
 
     /// A WebAssembly plugin's instance behind the same handle: the host
     /// calls, swaps, retires and kills it as it does a process.
-    pub(super) fn wasm(name: &str, guest: super::wasm::Guest) -> Arc<PluginProcess> {
+    pub(super) fn wasm(
+        name: &str,
+        guest: super::wasm::Guest,
+        audit_root: Option<&Path>,
+    ) -> Arc<PluginProcess> {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             pending: Mutex::new(HashMap::new()),
@@ -258,6 +266,7 @@ impl PluginProcess {
             retired: AtomicBool::new(false),
             pid: None,
             wasm: Some(Arc::new(guest)),
+            wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
         })
     }
 
@@ -405,6 +414,19 @@ impl PluginProcess {
             self.shared
                 .exit
                 .send_replace(Some("its instance was dropped".into()));
+            let root = self
+                .wasm_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(root) = root {
+                audit::record(
+                    "exited",
+                    &self.shared.name,
+                    &root,
+                    serde_json::json!({"pid": null, "plugin_type": "wasm", "sha256": guest.sha256}),
+                );
+            }
         }
     }
 

@@ -171,7 +171,10 @@ impl PluginHost {
             );
             let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
             let sha = Some(guest.sha256.clone());
-            (PluginProcess::wasm(&slot.name, guest), sha)
+            (
+                PluginProcess::wasm(&slot.name, guest, Some(&slot.root)),
+                sha,
+            )
         } else {
             let process = PluginProcess::spawn(
                 &slot.name,
