@@ -21,6 +21,9 @@ pub enum Action {
     Loop,
     /// Grow memory until it traps.
     Grow,
+    /// Sleep this many milliseconds (WASI `poll_oneoff`, one relative
+    /// clock: what `std::thread::sleep` does), then answer `{}`.
+    Sleep(u64),
     /// Send this JSON-RPC message through `host_call`, then answer with
     /// the host's response as the result (`null` for a notification).
     HostCall(String),
@@ -114,6 +117,25 @@ impl Guest {
                     "(loop $more (drop (memory.grow (i32.const 16))) (br $more)) (unreachable)"
                         .into()
                 }
+                Action::Sleep(ms) => {
+                    // subscription: userdata 0, tag 0 (clock), id 1
+                    // (monotonic) at 16, timeout (ns) at 24, flags 0.
+                    let mut sub = vec![0u8; 48];
+                    sub[16] = 1;
+                    sub[24..32].copy_from_slice(&(ms * 1_000_000).to_le_bytes());
+                    let sub = data.add(&sub);
+                    let event = data.add(&[0u8; 40]);
+                    let res = data.add(br#""result":{}"#);
+                    format!(
+                        "(drop (call $poll_oneoff (i32.const {}) (i32.const {}) (i32.const 1) (i32.const {})))
+                         (return (call $reply (local.get $id) (local.get $idlen) (i32.const {}) (i32.const {}) (i32.const 0) (i32.const 0)))",
+                        sub.0,
+                        event.0,
+                        event.0 + 32,
+                        res.0,
+                        res.1
+                    )
+                }
                 Action::HostCall(msg) => {
                     let seg = data.add(msg.as_bytes());
                     format!(
@@ -142,6 +164,7 @@ impl Guest {
         format!(
             r#"(module
   (import "taskrush" "host_call" (func $host_call (param i32 i32) (result i64)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
   {segments}
@@ -268,6 +291,8 @@ impl Data {
         if self.next == 0 {
             self.next = 1024;
         }
+        // 8-aligned: WASI reads its structures aligned.
+        self.next = self.next.div_ceil(8) * 8;
         let at = self.next;
         let mut text = String::new();
         for b in bytes {

@@ -320,6 +320,7 @@ impl Guest {
         linker
             .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_HOST_CALL, host_call)
             .map_err(|e| Refused(format!("cannot link host calls: {e:#}")))?;
+        bounded_sleep(&mut linker).map_err(|e| Refused(format!("cannot link WASI: {e:#}")))?;
         // Starting counts as a call, with the plugin's deadline.
         store.set_epoch_deadline(engine::ticks(setup.start_limit));
         let _tick = engine::InFlight::enter();
@@ -547,6 +548,78 @@ fn trapped(e: &wasmtime::Error, limit: Duration, cap: u64) -> CallError {
     CallError::Trapped(cause)
 }
 
+/// WASI's `poll_oneoff`, served by the host so that a sleep is bounded by
+/// the call's deadline.
+///
+/// Epoch interruption stops guest code, not a host function: a guest
+/// sleeping past its deadline in WASI's own `poll_oneoff` would hold a
+/// blocking thread until the sleep ends. What guests use it for is a
+/// sleep (one relative clock subscription: `std::thread::sleep` of a Rust
+/// guest, TinyGo's `time.Sleep`); it is served here, cut at the deadline,
+/// where the call ends as a timeout. Other subscriptions (several, an
+/// absolute clock, file descriptors) are answered `ENOTSUP`: a plugin has
+/// no stdin and its files are always ready.
+fn bounded_sleep(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    const ERRNO_INVAL: i32 = 28;
+    const ERRNO_FAULT: i32 = 21;
+    const ERRNO_NOTSUP: i32 = 58;
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        |mut caller: Caller<'_, State>, subs: i32, events: i32, n: i32, out: i32| {
+            let Some(memory) = caller
+                .get_export(abi::EXPORT_MEMORY)
+                .and_then(|e| e.into_memory())
+            else {
+                return Ok(ERRNO_FAULT);
+            };
+            if n == 0 {
+                return Ok(ERRNO_INVAL);
+            }
+            if n != 1 {
+                return Ok(ERRNO_NOTSUP);
+            }
+            // A subscription: userdata u64, tag u8 at 8 (0: clock), then
+            // the clock's id u32 at 16, timeout u64 (ns) at 24, precision
+            // u64 at 32, flags u16 at 40 (1: absolute).
+            let mut sub = [0u8; 48];
+            if memory
+                .read(&caller, subs as u32 as usize, &mut sub)
+                .is_err()
+            {
+                return Ok(ERRNO_FAULT);
+            }
+            let flags = u16::from_le_bytes([sub[40], sub[41]]);
+            if sub[8] != 0 || flags & 1 != 0 {
+                return Ok(ERRNO_NOTSUP);
+            }
+            let mut timeout = [0u8; 8];
+            timeout.copy_from_slice(&sub[24..32]);
+            let timeout = Duration::from_nanos(u64::from_le_bytes(timeout));
+            let left = caller
+                .data()
+                .deadline
+                .saturating_duration_since(Instant::now());
+            if timeout > left {
+                std::thread::sleep(left);
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            std::thread::sleep(timeout);
+            // The event: userdata u64, error u16 at 8 (0), type u8 at 10
+            // (0: clock), the rest 0; then the count of events.
+            let mut event = [0u8; 32];
+            event[..8].copy_from_slice(&sub[..8]);
+            let wrote = memory
+                .write(&mut caller, events as u32 as usize, &event)
+                .and_then(|()| memory.write(&mut caller, out as u32 as usize, &1u32.to_le_bytes()));
+            Ok(if wrote.is_ok() { 0 } else { ERRNO_FAULT })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The `taskrush.host_call` import.
 fn host_call(mut caller: Caller<'_, State>, ptr: i32, len: i32) -> wasmtime::Result<i64> {
     let memory = caller
@@ -761,6 +834,30 @@ mod tests {
             g.call("after_task", Value::Null, limit).await,
             Err(CallError::Gone(_))
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_sleeping_past_its_deadline_is_cut_at_the_deadline() {
+        let d = tempfile::tempdir().unwrap();
+        let guest = plugin()
+            .on("before_task", Action::Sleep(60_000))
+            .on("after_task", Action::Sleep(10));
+        let g = start_guest(d.path(), &guest, Limits::default())
+            .await
+            .unwrap();
+        let limit = Duration::from_millis(1000);
+        assert_eq!(
+            g.call("after_task", Value::Null, limit).await,
+            Ok(serde_json::json!({})),
+            "a short sleep is WASI's own"
+        );
+        let t0 = Instant::now();
+        let limit = Duration::from_millis(300);
+        assert_eq!(
+            g.call("before_task", Value::Null, limit).await,
+            Err(CallError::Timeout(limit))
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
