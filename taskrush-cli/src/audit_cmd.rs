@@ -137,6 +137,18 @@ fn row(r: &Value) -> [String; 5] {
             d
         }
         "veto" | "required_failed" => format!("task `{}`: {}", s("task"), s("message")),
+        // The proxy refused a host; a WebAssembly guest's host call was
+        // refused; an external plugin sent the host a request.
+        "denied" if r.get("host").is_some() => {
+            format!("network `{}:{}`: {}", s("host"), n("port"), s("why"))
+        }
+        "denied" if r.get("call").is_some() => format!(
+            "`{}`: no `{}` grant for `{}`",
+            s("call"),
+            s("permission"),
+            s("item")
+        ),
+        "denied" => format!("request `{}`: {}", s("method"), s("why")),
         "command" => {
             let args: Vec<&str> = r["args"]
                 .as_array()
@@ -145,9 +157,6 @@ fn row(r: &Value) -> [String; 5] {
             format!("`{}` {}", s("command"), args.join(" "))
                 .trim_end()
                 .to_owned()
-        }
-        "denied" if r["permission"] == "network" => {
-            format!("network `{}:{}`: {}", s("host"), n("port"), s("why"))
         }
         "dropped" => format!("{} records dropped (the writer fell behind)", n("count")),
         "grant_given" => format!("granted {}", perms(&r["granted"])),

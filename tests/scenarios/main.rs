@@ -35,4 +35,5 @@ mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;
+mod wasm;
 mod working_dir;

@@ -489,14 +489,14 @@ fn a_missing_plugin_names_every_place_it_looked() {
 }
 
 #[test]
-fn wasm_and_native_plugins_are_refused_clearly() {
+fn native_plugins_are_refused_clearly() {
     let s = Scenario::new().rush(
-        "plugins:\n  - {name: w, type: wasm, required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
+        "plugins:\n  - {name: n, type: native, required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
     );
     let out = s.run(&["t"]);
     out.expect_code(1);
     out.expect_stderr_containing(
-        "plugin `w` failed in `load`: plugin type `wasm` is not supported yet",
+        "plugin `n` failed in `load`: plugin type `native` is not supported yet",
     );
 }
 

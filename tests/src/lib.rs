@@ -15,6 +15,8 @@
 //!     .success();
 //! ```
 
+pub mod wasm_guest;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

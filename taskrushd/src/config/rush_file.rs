@@ -138,6 +138,11 @@ pub(crate) struct PluginSpec {
     pub(crate) timeout: std::time::Duration,
     /// `limits:`, the resources its process may use (defaults when absent).
     pub(crate) limits: super::limits::PluginLimits,
+    /// `memory:` (`type: wasm`), the memory cap of the plugin's instance
+    /// in bytes: `64MiB`, `1GiB`, or a number of bytes.
+    pub(crate) memory: Option<u64>,
+    /// `module_size:` (`type: wasm`), the largest module file loaded.
+    pub(crate) module_size: Option<u64>,
     /// 1-based line of the entry (0 when it could not be found).
     pub(crate) line: usize,
 }
@@ -199,7 +204,16 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "plugins",
 ];
 const PLUGIN_KEYS: &[&str] = &[
-    "name", "version", "type", "path", "required", "config", "timeout", "limits",
+    "name",
+    "version",
+    "type",
+    "path",
+    "required",
+    "config",
+    "timeout",
+    "limits",
+    "memory",
+    "module_size",
 ];
 const PLUGIN_KINDS: &[&str] = &["external", "wasm", "native"];
 
@@ -2002,6 +2016,8 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
             config: serde_json::Value::Object(serde_json::Map::new()),
             timeout: DEFAULT_PLUGIN_TIMEOUT,
             limits: Default::default(),
+            memory: None,
+            module_size: None,
             line: 0,
         };
         let mut seen = Vec::new();
@@ -2051,6 +2067,14 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
                     spec.limits = super::limits::PluginLimits::from_json(&v, plugin)
                         .map_err(|(m, hint)| ctx.fail(m, hint))?;
                 }
+                "memory" => {
+                    let max = crate::plugin::WASM_MAX_MEMORY;
+                    spec.memory = Some(map.next_value_seed(SizeSeed { ctx, what, max })?)
+                }
+                "module_size" => {
+                    let max = crate::plugin::WASM_MAX_MODULE_SIZE;
+                    spec.module_size = Some(map.next_value_seed(SizeSeed { ctx, what, max })?)
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -2068,6 +2092,74 @@ impl<'de> Visitor<'de> for PluginSeed<'_> {
         }
     }
     reject!(bool number str null seq tagged);
+}
+
+/// A size: `64MiB`, `512KiB`, `1GiB` (or `M`, `K`, `G`, `MB`…, all
+/// powers of 1024), or a number of bytes; more than 0 and at most `max`.
+struct SizeSeed<'a> {
+    ctx: &'a Ctx,
+    what: &'a dyn Fn() -> String,
+    max: u64,
+}
+
+impl SizeSeed<'_> {
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        self.ctx.fail(
+            format!("{} must be a size, found {found}", (self.what)()),
+            Some("write it like `64MiB`, `512KiB`, `1GiB`, or a number of bytes".to_owned()),
+        )
+    }
+
+    fn bytes<E: de::Error>(&self, n: f64, written: &str) -> Result<u64, E> {
+        if n.is_nan() || n < 1.0 || n > self.max as f64 {
+            return Err(self.ctx.fail(
+                format!(
+                    "{} must be more than 0 and at most {} MiB, found `{written}`",
+                    (self.what)(),
+                    self.max >> 20
+                ),
+                None,
+            ));
+        }
+        Ok(n as u64)
+    }
+}
+
+seed_via_any!(SizeSeed);
+
+impl<'de> Visitor<'de> for SizeSeed<'_> {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.bytes(v as f64, &v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.bytes(v as f64, &v.to_string())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let t = v.trim();
+        let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+            Some(i) => t.split_at(i),
+            None => (t, ""),
+        };
+        let scale = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" | "kib" => 1024.0,
+            "m" | "mb" | "mib" => 1024.0 * 1024.0,
+            "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(self.wrong(&format!("`{v}`"))),
+        };
+        match number.parse::<f64>() {
+            Ok(n) if !number.is_empty() => self.bytes(n * scale, v),
+            _ => Err(self.wrong(&format!("`{v}`"))),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.bytes(v, &v.to_string())
+    }
+    reject!(bool null seq map tagged);
 }
 
 /// A duration: `5s`, `500ms`, `2m`, or a number of seconds (`5`, `0.5`).
@@ -3077,6 +3169,39 @@ mod tests {
     }
 
     #[test]
+    fn wasm_plugin_limits_take_sizes_in_bytes_or_binary_units() {
+        let file = parse_ok(
+            "plugins:
+  - {name: a, type: wasm, memory: 1G, module_size: 128MiB}
+  - {name: b, type: wasm, memory: 65536, module_size: 512k}
+  - {name: c, type: wasm}
+tasks: {}
+",
+        );
+        let got: Vec<(Option<u64>, Option<u64>)> = file
+            .plugins
+            .iter()
+            .map(|p| (p.memory, p.module_size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1 << 30), Some(128 << 20)),
+                (Some(65536), Some(512 << 10)),
+                (None, None)
+            ]
+        );
+        check_err(
+            "plugins:\n  - name: a\n    memory: lots\ntasks: {}\n",
+            "`memory` of plugin `a` must be a size, found `lots` | .rush:3:13 | write it like `64MiB`, `512KiB`, `1GiB`, or a number of bytes",
+        );
+        check_err(
+            "plugins:\n  - name: a\n    module_size: 1GiB\ntasks: {}\n",
+            "`module_size` of plugin `a` must be more than 0 and at most 256 MiB, found `1GiB` | .rush:3:18 | -",
+        );
+    }
+
+    #[test]
     fn plugin_timeouts_take_units_or_seconds() {
         let file = parse_ok(
             "plugins:
@@ -3146,6 +3271,8 @@ tasks:
                     }),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
                     limits: Default::default(),
+                    memory: None,
+                    module_size: None,
                     line: 3,
                 },
                 PluginSpec {
@@ -3157,6 +3284,8 @@ tasks:
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
                     limits: Default::default(),
+                    memory: None,
+                    module_size: None,
                     line: 9,
                 },
                 PluginSpec {
@@ -3168,6 +3297,8 @@ tasks:
                     config: json!({}),
                     timeout: DEFAULT_PLUGIN_TIMEOUT,
                     limits: Default::default(),
+                    memory: None,
+                    module_size: None,
                     line: 13,
                 },
             ]

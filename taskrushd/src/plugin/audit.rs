@@ -142,7 +142,6 @@ pub(crate) fn sha256_file(path: &Path) -> Option<String> {
     Some(hex(&h.finalize()))
 }
 
-#[cfg(test)]
 /// The sha256 of `bytes`, in hex.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -80,15 +80,48 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
             format!("{msg}; its last stderr lines: {}", last.join(" | "))
         }
     };
-    let process = match PluginProcess::spawn(
-        &m.name,
-        &m.entry_point,
-        dir,
-        &super::permissions::plugin_env(env, &m.permissions),
-        None,
-        stderr.clone(),
-        None,
-    ) {
+    let started = if m.plugin_type == taskrush_protocol::plugin::PluginType::Wasm {
+        // Its grants, but no private dirs: nothing beyond them is opened.
+        let none = dir.join(".taskrush-test-no-dir");
+        let spec = crate::config::rush_file::PluginSpec {
+            name: m.name.clone(),
+            version: None,
+            kind: crate::config::rush_file::PluginKind::Wasm,
+            path: None,
+            required: false,
+            config: Value::Null,
+            timeout: DEADLINE,
+            limits: Default::default(),
+            memory: None,
+            module_size: None,
+            line: 0,
+        };
+        let setup = super::wasm::setup(
+            &m.name,
+            &spec,
+            &loaded,
+            &m.permissions,
+            (dir, &none, &none),
+            env,
+            &super::permissions::plugin_env(env, &m.permissions),
+            stderr.clone(),
+        );
+        super::wasm::start(setup)
+            .await
+            .map(|g| PluginProcess::wasm(&m.name, g, None))
+            .map_err(std::io::Error::other)
+    } else {
+        PluginProcess::spawn(
+            &m.name,
+            &m.entry_point,
+            dir,
+            &super::permissions::plugin_env(env, &m.permissions),
+            None,
+            stderr.clone(),
+            None,
+        )
+    };
+    let process = match started {
         Ok(p) => p,
         Err(e) => {
             r.check(
@@ -394,6 +427,7 @@ fn describe(call: &str, e: &CallError) -> String {
         CallError::Timeout(d) => format!("no answer to `{call}` within {}", human::duration(*d)),
         CallError::Gone(how) => format!("it exited instead of answering `{call}` ({how})"),
         CallError::Protocol(m) => m.clone(),
+        CallError::Trapped(why) => format!("it trapped in `{call}`: {why}"),
         CallError::Remote { code, message } => {
             format!("it answered `{call}` with error {code}: {message}")
         }

@@ -142,7 +142,12 @@ fn private_dirs(root: &Path, name: &str) -> std::io::Result<(PathBuf, PathBuf)> 
 /// A granted `filesystem` entry: `PATH`, `write:PATH` (read-write) or
 /// `read:PATH` (read-only); relative to the project root, `~/` to `HOME`,
 /// `@plugin/` to the plugin's own directory.
-fn granted_path(entry: &str, root: &Path, plugin: &Path, home: Option<&str>) -> (bool, PathBuf) {
+pub(super) fn granted_path(
+    entry: &str,
+    root: &Path,
+    plugin: &Path,
+    home: Option<&str>,
+) -> (bool, PathBuf) {
     let (write, path) = match entry.split_once(':') {
         Some(("read", p)) => (false, p),
         Some(("write", p)) => (true, p),

@@ -457,6 +457,8 @@ mod tests {
             config,
             timeout: Duration::from_secs(1),
             limits: Default::default(),
+            memory: None,
+            module_size: None,
             line: 1,
         }
     }

@@ -49,6 +49,9 @@ pub(super) struct Installed {
     pub(super) dir: PathBuf,
     pub(super) manifest: PluginManifest,
     pub(super) stamp: FileStamps,
+    /// A bare `.wasm` without a `plugin.toml`: its manifest is made up
+    /// (name from the `.rush` entry), so the handshake is not held to it.
+    pub(super) bare: bool,
 }
 
 /// The stamps (`stamp.rs`) of the manifest and the entry point's files: a
@@ -91,13 +94,107 @@ impl FileStamps {
 /// Refuse the plugin types this host does not run yet.
 pub(super) fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
     match spec.kind {
-        PluginKind::External => Ok(()),
+        PluginKind::External | PluginKind::Wasm => Ok(()),
         other => Err(ManifestError::new(format!(
             "plugin type `{other}` is not supported yet (plugin `{}`)",
             spec.name
         ))
-        .hint("only `external` plugins (a process speaking JSON-RPC) run today")),
+        .hint("`external` plugins (a process speaking JSON-RPC) and `wasm` plugins run today")),
     }
+}
+
+/// The plugin of `spec`, located and validated: a plugin directory with
+/// its `plugin.toml`, or (`type: wasm`) a bare `path:` to a `.wasm` file.
+pub(super) fn find(spec: &PluginSpec, rush_dir: &Path) -> Result<Installed, ManifestError> {
+    check_kind(spec)?;
+    if spec.kind == PluginKind::Wasm
+        && let Some(p) = spec.path.as_deref().filter(|p| p.ends_with(".wasm"))
+    {
+        return bare_wasm(spec, &rush_dir.join(p));
+    }
+    let dir = locate(spec, rush_dir)?;
+    let loaded = load(&dir, Some(&spec.name), spec.version.as_deref())?;
+    let declared = match loaded.manifest.plugin_type {
+        PluginType::Wasm => PluginKind::Wasm,
+        PluginType::Native => PluginKind::Native,
+        _ => PluginKind::External,
+    };
+    if declared != spec.kind {
+        return Err(ManifestError::new(format!(
+            "plugin `{}` is `type: {}` in the `.rush` file but `type = \"{declared}\"` in `{}`",
+            spec.name,
+            spec.kind,
+            dir.join(MANIFEST).display()
+        ))
+        .hint("the two must agree"));
+    }
+    Ok(loaded)
+}
+
+/// What a bare module's `plugin info` says about it.
+pub(super) const BARE_WASM: &str = "a bare WebAssembly module (no `plugin.toml`): it is granted nothing beyond the safe set (no file system paths, network, environment or programs)";
+
+/// A `.wasm` file without a manifest: named by the `.rush` entry, its
+/// version from its `taskrush_version` custom section (else `0.0.0`),
+/// granted nothing.
+fn bare_wasm(spec: &PluginSpec, file: &Path) -> Result<Installed, ManifestError> {
+    let shown = file.display();
+    if !file.is_file() {
+        return Err(ManifestError::new(format!(
+            "plugin `{}` not found: `{shown}` is not a file",
+            spec.name
+        ))
+        .hint("`path:` is relative to the `.rush` file's directory"));
+    }
+    let max = spec.module_size.unwrap_or(super::wasm::DEFAULT_MODULE_SIZE);
+    let version = super::wasm::version_section(file, max)
+        .map_err(|e| ManifestError::new(e.0))?
+        .unwrap_or_else(|| "0.0.0".into());
+    let parsed = semver::Version::parse(&version).map_err(|e| {
+        ManifestError::new(format!(
+            "the `taskrush_version` section of `{shown}` is not a semver version (`{version}`): {e}"
+        ))
+    })?;
+    if let Some(wanted) = spec.version.as_deref() {
+        let req = semver::VersionReq::parse(wanted).map_err(|e| {
+            ManifestError::new(format!(
+                "`version` of plugin `{}` in the `.rush` file is not a version requirement (`{wanted}`): {e}",
+                spec.name
+            ))
+        })?;
+        if !req.matches(&parsed) {
+            return Err(ManifestError::new(format!(
+                "plugin `{}` is version {parsed} (`{shown}`), but the `.rush` file asks for `{wanted}`",
+                spec.name
+            )));
+        }
+    }
+    let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let entry = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = PluginManifest {
+        name: spec.name.clone(),
+        version,
+        description: BARE_WASM.into(),
+        author: String::new(),
+        license: String::new(),
+        homepage: None,
+        repository: None,
+        taskrush_version: "*".into(),
+        plugin_type: PluginType::Wasm,
+        entry_point: vec![entry],
+        permissions: Default::default(),
+        enforcement: None,
+    };
+    let stamp = FileStamps::of(&dir, &manifest.entry_point);
+    Ok(Installed {
+        dir,
+        manifest,
+        stamp,
+        bare: true,
+    })
 }
 
 /// Where the plugin's directory is, or an error naming every place looked.
@@ -199,14 +296,25 @@ pub(super) fn load(
         return Err(bad("enforcement", format!("is `{e}`"))
             .hint("write `enforcement = \"required\"` or `\"best_effort\"` (the default)"));
     }
-    if manifest.plugin_type != PluginType::External {
-        let kind = match manifest.plugin_type {
-            PluginType::Wasm => "wasm",
-            _ => "native",
-        };
+    if !matches!(
+        manifest.plugin_type,
+        PluginType::External | PluginType::Wasm
+    ) {
         return Err(ManifestError::new(format!(
-            "plugin type `{kind}` is not supported yet (`{shown}`)"
+            "plugin type `native` is not supported yet (`{shown}`)"
         )));
+    }
+    if manifest.plugin_type == PluginType::Wasm
+        && (manifest.entry_point.len() != 1 || !manifest.entry_point[0].ends_with(".wasm"))
+    {
+        return Err(bad(
+            "entry_point",
+            format!(
+                "is `{:?}`, which is not one `.wasm` file",
+                manifest.entry_point
+            ),
+        )
+        .hint("a `type = \"wasm\"` plugin names its module: `entry_point = [\"plugin.wasm\"]`"));
     }
     let req = semver::VersionReq::parse(&manifest.taskrush_version).map_err(|e| {
         bad(
@@ -253,6 +361,7 @@ pub(super) fn load(
         dir: dir.to_path_buf(),
         manifest,
         stamp,
+        bare: false,
     })
 }
 
@@ -346,6 +455,8 @@ mod tests {
             config: serde_json::json!({}),
             timeout: crate::config::rush_file::DEFAULT_PLUGIN_TIMEOUT,
             limits: Default::default(),
+            memory: None,
+            module_size: None,
             line: 1,
         };
         let e = locate(&spec, Path::new("/p")).unwrap_err();
@@ -357,13 +468,13 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("taskrush/plugins/nope/plugin.toml`"));
-        let wasm = PluginSpec {
-            kind: PluginKind::Wasm,
+        let native = PluginSpec {
+            kind: PluginKind::Native,
             ..spec
         };
         assert_eq!(
-            check_kind(&wasm).unwrap_err().message,
-            "plugin type `wasm` is not supported yet (plugin `nope`)"
+            check_kind(&native).unwrap_err().message,
+            "plugin type `native` is not supported yet (plugin `nope`)"
         );
     }
 }

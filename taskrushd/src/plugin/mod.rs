@@ -31,6 +31,8 @@
 //! - [`proxy`]: the HTTP(S) proxy that lets a plugin with a `network`
 //!   host list reach those hosts only;
 //! - [`audit`]: the audit trail (`audit.jsonl`), written off the hook path;
+//! - [`wasm`]: WebAssembly plugins: the engine, the module cache, one
+//!   instance per plugin and project, its sandbox and host calls;
 //! - [`redact`]: secrets masked as `***` before anything is logged,
 //!   recorded, reported or sent as an event.
 //!
@@ -88,6 +90,7 @@ mod start;
 mod status;
 mod stderr;
 mod swap;
+mod wasm;
 
 pub(crate) use audit::{flush as flush_audit, open as open_audit};
 pub(crate) use command_cache::open as open_command_cache;
@@ -96,3 +99,4 @@ pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;
+pub(crate) use wasm::{MAX_MEMORY as WASM_MAX_MEMORY, MAX_MODULE_SIZE as WASM_MAX_MODULE_SIZE};

@@ -49,6 +49,9 @@ pub(super) enum CallError {
     Gone(String),
     /// It broke the protocol (junk on stdout, a malformed answer).
     Protocol(String),
+    /// A WebAssembly guest trapped (its memory cap, `unreachable`, a bad
+    /// access): its instance is gone.
+    Trapped(String),
     /// It answered with a JSON-RPC error.
     Remote { code: i32, message: String },
 }
@@ -59,6 +62,7 @@ impl std::fmt::Display for CallError {
             CallError::Timeout(d) => write!(f, "no answer within {}", human::duration(*d)),
             CallError::Gone(how) => write!(f, "the plugin exited ({how})"),
             CallError::Protocol(why) => f.write_str(why),
+            CallError::Trapped(why) => write!(f, "it trapped: {why}"),
             CallError::Remote { message, code } => write!(f, "{message} (error {code})"),
         }
     }
@@ -122,6 +126,11 @@ pub(super) struct PluginProcess {
     pid: Option<u32>,
     /// What its sandbox and limits achieved at its start.
     achieved: std::sync::OnceLock<Achieved>,
+    /// A WebAssembly plugin: calls go to its instance, not to pipes.
+    wasm: Option<Arc<super::wasm::Guest>>,
+    /// Where a WebAssembly instance's `exited` record goes (the project
+    /// root), taken when it is written.
+    wasm_audit: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// The level per permission kind and the resource limits of a process.
@@ -262,6 +271,41 @@ impl PluginProcess {
             retired: AtomicBool::new(false),
             pid,
             achieved: std::sync::OnceLock::new(),
+            wasm: None,
+            wasm_audit: Mutex::new(None),
+        })
+    }
+
+    /// A WebAssembly plugin's instance behind the same handle: the host
+    /// calls, swaps, retires and kills it as it does a process.
+    pub(super) fn wasm(
+        name: &str,
+        guest: super::wasm::Guest,
+        audit_root: Option<&Path>,
+    ) -> Arc<PluginProcess> {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            exit: watch::channel(None).0,
+            junk: AtomicU32::new(0),
+            unmatched: AtomicU32::new(0),
+            group: None,
+            stderr_done: watch::channel(true).0,
+            usage: Mutex::new((None, None)),
+            audit_root: std::sync::OnceLock::new(),
+            requests: AtomicU32::new(0),
+        });
+        Arc::new(PluginProcess {
+            shared,
+            stdin: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            pid: None,
+            wasm: Some(Arc::new(guest)),
+            wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
+            achieved: std::sync::OnceLock::new(),
         })
     }
 
@@ -312,6 +356,12 @@ impl PluginProcess {
     pub(super) async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
         if let Some(why) = self.dead() {
             return Err(why);
+        }
+        if let Some(guest) = &self.wasm {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let reply = guest.call(method, params, limit).await;
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return reply;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -389,6 +439,7 @@ impl PluginProcess {
         self.retired.store(true, Ordering::Relaxed);
         self.shared
             .kill_calls(CallError::Gone(format!("stopped by the host: {why}")));
+        self.drop_instance();
         let me = self.clone();
         tokio::spawn(async move {
             me.stdin.lock().await.take();
@@ -406,6 +457,31 @@ impl PluginProcess {
     /// Close its stdin (the polite "no more requests").
     pub(super) async fn close_stdin(&self) {
         self.stdin.lock().await.take();
+        self.drop_instance();
+    }
+
+    /// A WebAssembly plugin's "exit": its instance is dropped once no
+    /// call runs in it.
+    fn drop_instance(&self) {
+        if let Some(guest) = &self.wasm {
+            guest.stop();
+            self.shared
+                .exit
+                .send_replace(Some("its instance was dropped".into()));
+            let root = self
+                .wasm_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(root) = root {
+                audit::record(
+                    "exited",
+                    &self.shared.name,
+                    &root,
+                    serde_json::json!({"pid": null, "plugin_type": "wasm", "sha256": guest.sha256}),
+                );
+            }
+        }
     }
 
     /// Read its CPU time and peak RSS while it still lives.
@@ -456,6 +532,7 @@ impl PluginProcess {
         }
         self.shared
             .kill_calls(CallError::Gone("stopped by the host".into()));
+        self.drop_instance();
         self.stdin.lock().await.take();
         let left = STOP_STEP.saturating_sub(started.elapsed());
         if self.shared.group.is_some() && self.wait_exit(left).await.is_none() {
@@ -553,7 +630,7 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
             continue;
         }
         match (msg.method.take(), msg.id.take()) {
-            (Some(method), None) => notification(&shared, &method, msg.params),
+            (Some(method), None) => notification(&shared.name, &method, msg.params),
             (Some(method), Some(id)) => {
                 tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
                 let _ = id; // answered by nothing: plugins may not call the host (yet)
@@ -623,39 +700,40 @@ fn junk(shared: &Shared, line: &str) {
     }
 }
 
-fn notification(shared: &Shared, method: &str, params: Option<Value>) {
+/// A `log` or `progress` notification of plugin `name`, into the daemon log.
+pub(super) fn notification(name: &str, method: &str, params: Option<Value>) {
     use taskrush_protocol::plugin::{LogParams, ProgressParams, method as m};
     let params = params.unwrap_or(Value::Null);
     match method {
         m::LOG => match serde_json::from_value::<LogParams>(params) {
             Ok(p) => match p.level.as_str() {
                 "error" => {
-                    tracing::error!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::error!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 "warn" | "warning" => {
-                    tracing::warn!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::warn!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 "debug" | "trace" => {
-                    tracing::debug!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::debug!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
                 _ => {
-                    tracing::info!(target: "plugin", plugin = %shared.name, "{}", redact::scrub(&p.message))
+                    tracing::info!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
                 }
             },
             Err(e) => {
-                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `log`: {e}")
+                tracing::warn!(target: "plugin", plugin = %name, "malformed `log`: {e}")
             }
         },
         m::PROGRESS => match serde_json::from_value::<ProgressParams>(params) {
             Ok(p) => {
-                tracing::info!(target: "plugin", plugin = %shared.name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
+                tracing::info!(target: "plugin", plugin = %name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
             }
             Err(e) => {
-                tracing::warn!(target: "plugin", plugin = %shared.name, "malformed `progress`: {e}")
+                tracing::warn!(target: "plugin", plugin = %name, "malformed `progress`: {e}")
             }
         },
         other => {
-            tracing::debug!(target: "plugin", plugin = %shared.name, "ignored notification `{other}`")
+            tracing::debug!(target: "plugin", plugin = %name, "ignored notification `{other}`")
         }
     }
 }

@@ -228,6 +228,7 @@ pub(super) fn fail_call(
             human::duration(d)
         )),
         CallError::Gone(how) => Fault::Crash(format!("it exited ({how})")),
+        CallError::Trapped(why) => Fault::Crash(format!("it trapped: {why}")),
         CallError::Protocol(m) => Fault::Broken(m),
         CallError::Remote { message, .. } => Fault::Crash(message),
     };
@@ -309,6 +310,8 @@ mod tests {
             config: serde_json::Value::Null,
             timeout: Duration::from_secs(1),
             limits: Default::default(),
+            memory: None,
+            module_size: None,
             line: 3,
         };
         let moved = PluginSpec {

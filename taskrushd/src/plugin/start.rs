@@ -36,7 +36,6 @@ impl PluginHost {
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
     ) -> Result<(Arc<PluginProcess>, InitializeResult), PluginFailure> {
-        manifest::check_kind(spec).map_err(|e| slot.failure(Phase::Load, e.message, e.hint))?;
         sync_spec(slot, spec);
         if let Some(live) = self.live_or_reap(slot) {
             return Ok(live);
@@ -49,12 +48,10 @@ impl PluginHost {
             return Err(slot.failure(Phase::Start, "the daemon is stopping".into(), None));
         }
         let rush_dir = ctx.config.root.clone();
-        let loaded = manifest::locate(spec, &rush_dir)
-            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
-            .map_err(|e: ManifestError| {
-                slot.st().last_error = Some(e.message.clone());
-                slot.failure(Phase::Load, e.message, e.hint)
-            })?;
+        let loaded = manifest::find(spec, &rush_dir).map_err(|e: ManifestError| {
+            slot.st().last_error = Some(e.message.clone());
+            slot.failure(Phase::Load, e.message, e.hint)
+        })?;
         // Failed before? Only its files changing (or a restart) lifts it.
         let wait = {
             let mut st = slot.st();
@@ -148,7 +145,12 @@ impl PluginHost {
         let eff = grants::effective(&slot.root, &slot.name, &loaded.manifest.permissions);
         let granted = &eff.for_sandbox();
         let mut env = plugin_env(ctx.env, &eff.effective);
-        let levels = enforce::levels(granted);
+        let wasm = loaded.manifest.plugin_type == wire::PluginType::Wasm;
+        let levels = if wasm {
+            super::wasm::levels(granted)
+        } else {
+            enforce::levels(granted)
+        };
         if let Some(m) = refusal(&loaded.manifest, &levels, &eff) {
             super::audit::record(
                 "start_refused",
@@ -173,37 +175,59 @@ impl PluginHost {
             // The user config keeps plugins out of the project root.
             plan.spec.read.retain(|p| p != &ctx.config.root);
         }
-        let limits = super::limits::apply(&slot.name, &spec.limits, &mut plan.spec);
-        // A host list: the plugin's own proxy, its only way out.
-        let proxy = if granted.network.is_empty() {
-            None
+        // A host list: an external plugin's own proxy, its only way out
+        // (a WebAssembly guest's `http_request` checks its hosts itself).
+        let mut proxy = None;
+        let mut limits = Default::default();
+        let (process, entry_sha256) = if wasm {
+            let setup = super::wasm::setup(
+                &slot.name,
+                spec,
+                loaded,
+                granted,
+                (&ctx.config.root, &plan.data_dir, &plan.tmp_dir),
+                ctx.env,
+                &env,
+                slot.stderr.clone(),
+            );
+            let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
+            let sha = Some(guest.sha256.clone());
+            (
+                PluginProcess::wasm(&slot.name, guest, Some(&slot.root)),
+                sha,
+            )
         } else {
-            let proxy = Proxy::start(&slot.name, &slot.root, &granted.network)
-                .await
-                .map_err(Launch::Config)?;
-            plan.spec.proxy_port = Some(proxy.port());
-            proxy.set_env(&mut env);
-            Some(proxy)
-        };
-        let process = PluginProcess::spawn(
-            &slot.name,
-            &plan.argv,
-            &loaded.dir,
-            &env,
-            (!enforce::off()).then_some(&plan.spec),
-            slot.stderr.clone(),
-            Some(&slot.root),
-        )
-        .map_err(|e| {
-            if let Some(dir) = &plan.spec.cgroup {
-                let _ = std::fs::remove_dir(dir);
+            limits = super::limits::apply(&slot.name, &spec.limits, &mut plan.spec);
+            if !granted.network.is_empty() {
+                let p = Proxy::start(&slot.name, &slot.root, &granted.network)
+                    .await
+                    .map_err(Launch::Config)?;
+                plan.spec.proxy_port = Some(p.port());
+                p.set_env(&mut env);
+                proxy = Some(p);
             }
-            Launch::Spawn(format!(
-                "cannot start `{}` in `{}`: {e}",
-                loaded.manifest.entry_point.join(" "),
-                loaded.dir.display()
-            ))
-        })?;
+            let process = PluginProcess::spawn(
+                &slot.name,
+                &plan.argv,
+                &loaded.dir,
+                &env,
+                (!enforce::off()).then_some(&plan.spec),
+                slot.stderr.clone(),
+                Some(&slot.root),
+            )
+            .map_err(|e| {
+                if let Some(dir) = &plan.spec.cgroup {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                Launch::Spawn(format!(
+                    "cannot start `{}` in `{}`: {e}",
+                    loaded.manifest.entry_point.join(" "),
+                    loaded.dir.display()
+                ))
+            })?;
+            let sha = entry_file(loaded).and_then(|f| super::audit::sha256_file(&f));
+            (process, sha)
+        };
         process.set_achieved((levels.clone(), limits.clone()));
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         slot.st().effective = Some(eff.effective.clone());
@@ -223,7 +247,8 @@ impl PluginHost {
                 "pid": process.pid(),
                 "entry_point": loaded.manifest.entry_point,
                 "dir": loaded.dir.display().to_string(),
-                "entry_sha256": entry_file(loaded).and_then(|f| super::audit::sha256_file(&f)),
+                "entry_sha256": entry_sha256,
+                "plugin_type": if wasm { "wasm" } else { "external" },
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
                 "granted": eff.granted,
@@ -252,7 +277,7 @@ impl PluginHost {
                 return Err(Launch::Handshake { process, fault });
             }
         };
-        if let Some(m) = manifest_mismatch(&info, loaded) {
+        if let Some(m) = manifest_mismatch(&info, loaded).filter(|_| !loaded.bare) {
             process.stderr_drained(STDERR_SETTLE).await;
             return Err(Launch::Handshake {
                 process,
@@ -394,6 +419,9 @@ async fn handshake(
             human::duration(d)
         ))),
         Err(CallError::Protocol(m)) => Err(Fault::Broken(m)),
+        Err(CallError::Trapped(why)) => {
+            Err(Fault::Crash(format!("it trapped in `initialize`: {why}")))
+        }
     }
 }
 

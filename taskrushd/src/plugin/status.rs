@@ -23,9 +23,7 @@ impl PluginHost {
         config: &RushFile,
         spec: &PluginSpec,
     ) -> (PluginStatus, Option<Installed>) {
-        let loaded = manifest::check_kind(spec)
-            .and_then(|_| manifest::locate(spec, &config.root))
-            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()));
+        let loaded = manifest::find(spec, &config.root);
         let slot = self.existing(&config.root, &spec.name);
         let mut status = PluginStatus {
             name: spec.name.clone(),
@@ -77,6 +75,8 @@ impl PluginHost {
                 if spec.kind.as_str() == "external" {
                     status.enforcement = super::enforce::levels(&eff.for_sandbox());
                     status.limits = super::limits::levels(&spec.limits);
+                } else if spec.kind.as_str() == "wasm" {
+                    status.enforcement = super::wasm::levels(&eff.for_sandbox());
                 }
                 status.needs_grant = eff.pending.is_some();
             }

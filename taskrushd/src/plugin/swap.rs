@@ -52,10 +52,7 @@ impl PluginHost {
                 message: m,
             });
         };
-        let loaded = match manifest::check_kind(spec)
-            .and_then(|_| manifest::locate(spec, &config.root))
-            .and_then(|dir| manifest::load(&dir, Some(&spec.name), spec.version.as_deref()))
-        {
+        let loaded = match manifest::find(spec, &config.root) {
             Ok(l) => l,
             Err(e) => {
                 report_failure(format!(
