@@ -260,3 +260,194 @@ fn fifty_clients_doing_twenty_runs_each_get_their_own_output_in_order() {
         th.join().unwrap();
     }
 }
+
+/// A raw connection speaking one framing, reading answers as raw text (to
+/// compare ids byte for byte).
+struct Raw {
+    write: UnixStream,
+    read: BufReader<UnixStream>,
+    lsp: bool,
+}
+
+impl Raw {
+    fn open(t: &Scenario, lsp: bool) -> Raw {
+        let s = connect(t);
+        Raw {
+            write: s.try_clone().unwrap(),
+            read: BufReader::new(s),
+            lsp,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        if self.lsp {
+            write!(self.write, "Content-Length: {}\r\n\r\n{msg}", msg.len()).unwrap();
+        } else {
+            writeln!(self.write, "{msg}").unwrap();
+        }
+    }
+
+    fn recv(&mut self) -> String {
+        if !self.lsp {
+            let mut line = String::new();
+            assert!(self.read.read_line(&mut line).unwrap() > 0, "closed");
+            return line.trim_end().to_owned();
+        }
+        let mut header = String::new();
+        self.read.read_line(&mut header).unwrap();
+        let len: usize = header
+            .strip_prefix("Content-Length: ")
+            .unwrap_or_else(|| panic!("{header:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let mut blank = String::new();
+        self.read.read_line(&mut blank).unwrap();
+        let mut body = vec![0; len];
+        self.read.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap()
+    }
+}
+
+const FRAMINGS: [(&str, bool); 2] = [("newline-delimited", false), ("Content-Length", true)];
+
+#[test]
+fn every_number_or_string_id_is_answered_with_exactly_the_text_sent_in_both_framings() {
+    let t = started();
+    let ids = [
+        "-7",
+        "1.5",
+        "0",
+        "18446744073709551616",
+        "1e3",
+        "\"abc\"",
+        "\"\\u00e9\"",
+        "-0.25",
+    ];
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for id in ids {
+            c.send(&format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"daemon_status\"}}"
+            ));
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":")),
+                "{name}: id {id}: {answer}"
+            );
+            // An error answer carries the id too.
+            c.send(&format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"nope\"}}"
+            ));
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":")),
+                "{name}: id {id}: {answer}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_with_a_negative_or_fractional_id_is_answered_with_that_id_in_both_framings() {
+    let t = started();
+    for (name, lsp) in FRAMINGS {
+        for id in ["-7", "1.5"] {
+            let mut c = Raw::open(&t, lsp);
+            let req = json!({"jsonrpc": "2.0", "id": 0, "method": "run", "params": {"request": {
+                "cwd": t.project().display().to_string(), "tasks": ["hi"]}}})
+            .to_string()
+            .replace("\"id\":0", &format!("\"id\":{id}"));
+            c.send(&req);
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":")),
+                "{name}: {answer}"
+            );
+            loop {
+                let v: Value = serde_json::from_str(&c.recv()).unwrap();
+                if v["params"]["result"]["event"] == "run_finished" {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_id_that_is_not_a_number_or_string_is_an_invalid_request_and_nothing_runs_in_both_framings() {
+    let t = Scenario::new().rush("tasks:\n  mark:\n    cmd: touch marked\n");
+    t.start_daemon(&[]);
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for id in ["true", "false", "{\"a\":1}", "[1]"] {
+            let req = json!({"jsonrpc": "2.0", "id": 0, "method": "run", "params": {"request": {
+                "cwd": t.project().display().to_string(), "tasks": ["mark"]}}})
+            .to_string()
+            .replace("\"id\":0", &format!("\"id\":{id}"));
+            c.send(&req);
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["id"], Value::Null, "{name}: {v}");
+            assert_eq!(v["error"]["code"], -32600, "{name}: {v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("`id` must be a number or a string"),
+                "{message}"
+            );
+        }
+        // The connection still works, and nothing ran.
+        c.send("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"}");
+        let v: Value = serde_json::from_str(&c.recv()).unwrap();
+        assert_eq!(v["id"], 1);
+    }
+    assert!(!t.project().join("marked").exists(), "a refused run ran");
+}
+
+#[test]
+fn notifications_are_never_answered_and_subscriptions_sent_as_notifications_do_not_start_in_both_framings()
+ {
+    let t = Scenario::new().rush(concat!(
+        "tasks:\n",
+        "  mark:\n    cmd: touch marked\n",
+        "  slow:\n    cmd: sleep 0.5\n"
+    ));
+    t.start_daemon(&[]);
+    let cwd = t.project().display().to_string();
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        let run = json!({"jsonrpc": "2.0", "method": "run", "params": {"request": {
+            "cwd": cwd, "tasks": ["mark"]}}});
+        let dispatch = json!({"jsonrpc": "2.0", "method": "dispatch", "params": {
+            "request": {"cwd": cwd, "tasks": []}, "args": ["mark"]}});
+        for msg in [
+            run.to_string(),
+            dispatch.to_string(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"events\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"no_such_method\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"cancel_run\",\"params\":{}}".to_owned(),
+        ] {
+            c.send(&msg);
+        }
+        // A real run afterwards: everything on the connection until it
+        // finishes belongs to it.
+        let req = json!({"jsonrpc": "2.0", "id": 5, "method": "run", "params": {"request": {
+            "cwd": cwd, "tasks": ["slow"]}}});
+        c.send(&req.to_string());
+        let answer: Value = serde_json::from_str(&c.recv()).unwrap();
+        assert_eq!(answer["id"], 5, "{name}: {answer}");
+        let sub = answer["result"].clone();
+        loop {
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["method"], "run_event", "{name}: {v}");
+            assert_eq!(v["params"]["subscription"], sub, "{name}: {v}");
+            if v["params"]["result"]["event"] == "run_finished" {
+                break;
+            }
+        }
+    }
+    assert!(
+        !t.project().join("marked").exists(),
+        "a notification ran a task"
+    );
+}

@@ -28,7 +28,7 @@ use jsonrpsee::core::server::{
     Methods, SubscriptionState,
 };
 use jsonrpsee::core::traits::IdProvider;
-use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Notification, Params, Request};
+use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Params};
 use serde_json::value::RawValue;
 use taskrush_protocol::error::{BUSY, TOO_LARGE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -178,6 +178,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut stopping: watch::Receiver<bool>,
 ) {
     while let Some(msg) = rx.recv().await {
+        let msg = restore_id(msg);
         let bytes = framing.encode(msg.get().as_bytes());
         let mut sent = std::pin::pin!(write.write_all(&bytes));
         let sent = tokio::select! {
@@ -294,7 +295,7 @@ impl Conn {
                     if any {
                         joined.push(',');
                     }
-                    joined.push_str(r.get());
+                    joined.push_str(restore_id(r).get());
                     any = true;
                 }
             }
@@ -336,25 +337,37 @@ impl Conn {
     }
 
     async fn handle_one(&self, text: &str) -> Option<Box<RawValue>> {
-        if let Ok(req) = serde_json::from_str::<Request<'_>>(text) {
-            let params = Params::new(req.params.as_ref().map(|p| p.get()));
-            return self.call(req.id, &req.method, params).await;
-        }
-        if let Ok(n) = serde_json::from_str::<Notification<'_, Option<&RawValue>>>(text) {
-            let params = Params::new(n.params.map(|p| p.get()));
-            let _ = self.call(Id::Null, &n.method, params).await;
-            return None;
-        }
-        if serde_json::from_str::<&RawValue>(text).is_err() {
-            let msg = serde_json::from_str::<serde_json::Value>(text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            return Some(error_json(
-                Id::Null,
-                ErrorCode::ParseError.code(),
-                &format!("parse error: {msg}"),
-            ));
+        match serde_json::from_str::<Envelope<'_>>(text) {
+            Ok(msg) => {
+                let params = Params::new(msg.params.map(RawValue::get));
+                return match msg.id {
+                    None => {
+                        self.call(None, &msg.method, params).await;
+                        None
+                    }
+                    Some(raw) => match placeholder_id(raw) {
+                        Ok(id) => self.call(Some(id), &msg.method, params).await,
+                        Err(kind) => Some(error_json(
+                            Id::Null,
+                            ErrorCode::InvalidRequest.code(),
+                            &format!(
+                                "invalid request: `id` must be a number or a string, not {kind}; the request was not carried out"
+                            ),
+                        )),
+                    },
+                };
+            }
+            Err(e) if serde_json::from_str::<&RawValue>(text).is_err() => {
+                let msg = serde_json::from_str::<serde_json::Value>(text)
+                    .err()
+                    .map_or_else(|| e.to_string(), |e| e.to_string());
+                return Some(error_json(
+                    Id::Null,
+                    ErrorCode::ParseError.code(),
+                    &format!("parse error: {msg}"),
+                ));
+            }
+            Err(_) => {}
         }
         let id = request_id(text).unwrap_or(Id::Null);
         Some(error_json(
@@ -364,7 +377,17 @@ impl Conn {
         ))
     }
 
-    async fn call(&self, id: Id<'_>, method: &str, params: Params<'_>) -> Option<Box<RawValue>> {
+    /// Carry out one method; `id` is `None` for a notification, which is
+    /// never answered, and which cannot start a subscription (`run`,
+    /// `events`, `dispatch`): there would be no way to follow it.
+    async fn call(
+        &self,
+        id: Option<Id<'_>>,
+        method: &str,
+        params: Params<'_>,
+    ) -> Option<Box<RawValue>> {
+        let notification = id.is_none();
+        let id = id.unwrap_or(Id::Null);
         // Debug builds only: lets tests prove that a panic while handling
         // one request answers that request and harms nothing else.
         #[cfg(debug_assertions)]
@@ -400,6 +423,7 @@ impl Conn {
             Some(MethodCallback::Unsubscription(cb)) => {
                 (cb)(id, params, self.conn_id, MAX_RESPONSE, ext)
             }
+            Some(MethodCallback::Subscription(_)) if notification => return None,
             Some(MethodCallback::Subscription(cb)) => {
                 let Some(permit) = self.subscriptions.acquire() else {
                     return Some(error_json(id, BUSY, "too many runs on this connection"));
@@ -415,7 +439,7 @@ impl Conn {
                 return None;
             }
         };
-        if response.is_notification() {
+        if notification || response.is_notification() {
             return None;
         }
         Some(response.into_json())
@@ -463,17 +487,81 @@ async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<Cli
     }
 }
 
-/// The `id` of a request, when one can be read from it.
+/// The fields of a JSON-RPC message the daemon reads itself. jsonrpsee's
+/// own `Id` knows only `null`, unsigned integers and strings, so the id is
+/// kept as its raw JSON text: a negative or fractional id is answered with
+/// exactly the text the client sent, and an id of another type is refused
+/// before the method is carried out.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[allow(dead_code)] // checked by deserializing
+    jsonrpc: jsonrpsee::types::TwoPointZero,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    /// `None` when absent (a notification); `Some("null")` when null.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// Marks a placeholder id: jsonrpsee answers with it, and [`restore_id`]
+/// puts the client's own id text back before the answer is sent.
+const PLACEHOLDER: &str = "\u{0}rid:";
+/// How an answer carrying a placeholder id begins, as jsonrpsee writes it.
+const ANSWER_HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+
+/// The id to hand to jsonrpsee for a client's raw id: `null` stays null, a
+/// number or a string becomes a placeholder holding its exact text; any
+/// other type is refused (its kind is returned, for the error message).
+fn placeholder_id(raw: &RawValue) -> Result<Id<'static>, &'static str> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => Ok(Id::Null),
+        Some(b'"' | b'-' | b'0'..=b'9') => Ok(Id::Str(format!("{PLACEHOLDER}{text}").into())),
+        Some(b't' | b'f') => Err("a boolean"),
+        Some(b'{') => Err("an object"),
+        Some(b'[') => Err("an array"),
+        _ => Err("this value"),
+    }
+}
+
+/// Put the client's id text back into an answer that carries a placeholder
+/// id; other messages are returned unchanged.
+pub(crate) fn restore_id(msg: Box<RawValue>) -> Box<RawValue> {
+    let text = msg.get();
+    let Some(rest) = text.strip_prefix(ANSWER_HEAD) else {
+        return msg;
+    };
+    if !rest.starts_with("\"\\u0000rid:") {
+        return msg;
+    }
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let Some(Ok(id)) = strings.next() else {
+        return msg;
+    };
+    let end = strings.byte_offset();
+    let Some(raw) = id.strip_prefix(PLACEHOLDER) else {
+        return msg;
+    };
+    let restored = format!("{ANSWER_HEAD}{raw}{}", &rest[end..]);
+    RawValue::from_string(restored).unwrap_or(msg)
+}
+
+/// The id of a request to answer it with (a placeholder, see
+/// [`restore_id`]), when one can be read from it.
 fn request_id(text: &str) -> Option<Id<'static>> {
     #[derive(serde::Deserialize)]
     struct OnlyId<'a> {
-        #[serde(borrow)]
-        id: Option<Id<'a>>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
     }
-    serde_json::from_str::<OnlyId<'_>>(text)
-        .ok()?
-        .id
-        .map(Id::into_owned)
+    let raw = serde_json::from_str::<OnlyId<'_>>(text).ok()?.id?;
+    placeholder_id(raw).ok()
 }
 
 pub(crate) fn error_json(id: Id<'_>, code: i32, message: &str) -> Box<RawValue> {
