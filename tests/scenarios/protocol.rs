@@ -451,3 +451,59 @@ fn notifications_are_never_answered_and_subscriptions_sent_as_notifications_do_n
         "a notification ran a task"
     );
 }
+
+#[test]
+fn a_missing_or_mistyped_parameter_is_named_by_name_and_by_position_in_both_framings() {
+    let t = started();
+    let cases = [
+        (
+            json!({"method": "run", "params": {}}),
+            "missing parameter `request`",
+        ),
+        (
+            json!({"method": "run", "params": []}),
+            "missing parameter `request`",
+        ),
+        (json!({"method": "run"}), "missing parameter `request`"),
+        (
+            json!({"method": "run", "params": {"request": 5}}),
+            "invalid parameter `request`: invalid type: integer `5`, expected an object (RunRequest)",
+        ),
+        (
+            json!({"method": "run", "params": {"request": {"cwd": "/"}}}),
+            "invalid parameter `request`: missing field `tasks`",
+        ),
+        (
+            json!({"method": "cancel_run", "params": {"run_id": "x"}}),
+            "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
+        ),
+        (
+            json!({"method": "cancel_run", "params": ["x"]}),
+            "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
+        ),
+        (
+            json!({"method": "cancel_run", "params": [1, true, 3]}),
+            "too many parameters: `cancel_run` takes 2: `run_id`, `force`, 3 were sent",
+        ),
+        (
+            json!({"method": "list_tasks", "params": [3]}),
+            "invalid parameter `cwd`: invalid type: integer `3`, expected a string",
+        ),
+        (
+            json!({"method": "dispatch", "params": [{"cwd": "/", "tasks": []}, "x"]}),
+            "invalid parameter `args`: invalid type: string \"x\", expected a sequence",
+        ),
+    ];
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for (i, (mut req, expected)) in cases.clone().into_iter().enumerate() {
+            req["jsonrpc"] = json!("2.0");
+            req["id"] = json!(i);
+            c.send(&req.to_string());
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["id"], i, "{name}: {v}");
+            assert_eq!(v["error"]["code"], -32602, "{name}: {req}: {v}");
+            assert_eq!(v["error"]["message"], expected, "{name}: {req}");
+        }
+    }
+}

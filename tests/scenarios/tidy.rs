@@ -387,3 +387,106 @@ fn every_daemon_file_the_docs_name_exists() {
         missing.join("\n")
     );
 }
+
+/// The methods of the `api` trait: wire name and parameter names, in order.
+fn api_signatures(source: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("(name = \"") {
+        let after = &rest[at + "(name = \"".len()..];
+        let name = after[..after.find('"').unwrap_or(0)].to_owned();
+        let Some(fn_at) = after.find("fn ") else {
+            break;
+        };
+        let sig = &after[fn_at..];
+        let open = sig.find('(').expect("a signature has parameters") + 1;
+        let mut depth = 1usize;
+        let mut close = open;
+        for (i, c) in sig[open..].char_indices() {
+            match c {
+                '(' | '<' => depth += 1,
+                ')' | '>' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                close = open + i;
+                break;
+            }
+        }
+        let mut params = Vec::new();
+        let mut depth = 0usize;
+        let mut item = String::new();
+        for c in sig[open..close].chars().chain([',']) {
+            match c {
+                '<' | '(' => depth += 1,
+                '>' | ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    let p = std::mem::take(&mut item);
+                    if let Some((n, _)) = p.split_once(':') {
+                        params.push(n.trim().to_owned());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        out.push((name, params));
+        rest = &after[fn_at..];
+    }
+    out
+}
+
+/// `method::PARAMS`: wire name and parameter names.
+fn params_table(source: &str) -> Vec<(String, Vec<String>)> {
+    let consts = str_consts(source);
+    let start = source
+        .find("pub const PARAMS")
+        .expect("method.rs declares `pub const PARAMS`");
+    let body = &source[start..];
+    let body = &body[..body.find("\n];").expect("`PARAMS` ends with `];`")];
+    body.lines()
+        .filter_map(|line| {
+            let row = line.trim().strip_prefix('(')?;
+            let (ident, names) = row.split_once(',')?;
+            let wire = consts.iter().find(|(n, _)| n == ident.trim())?.1.clone();
+            let names = names
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            Some((wire, names))
+        })
+        .collect()
+}
+
+#[test]
+fn the_parameter_names_table_matches_the_api_trait() {
+    let api = api_signatures(&read("protocol/src/api.rs"));
+    assert!(
+        api.iter().any(|(n, p)| n == "run" && p == &["request"]),
+        "could not read the `api` trait: {api:?}"
+    );
+    let table = params_table(&read("protocol/src/method.rs"));
+    let mut wrong = Vec::new();
+    for (name, params) in &api {
+        match table.iter().find(|(n, _)| n == name) {
+            Some((_, p)) if p == params => {}
+            Some((_, p)) => wrong.push(format!("`{name}`: api {params:?}, PARAMS {p:?}")),
+            None => wrong.push(format!("`{name}`: not in PARAMS (api {params:?})")),
+        }
+    }
+    for (name, _) in &table {
+        if !api.iter().any(|(n, _)| n == name) {
+            wrong.push(format!(
+                "`{name}`: in PARAMS but not a method of the api trait"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "protocol/src/method.rs `PARAMS` disagrees with protocol/src/api.rs:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -30,12 +30,13 @@ use jsonrpsee::core::server::{
 use jsonrpsee::core::traits::IdProvider;
 use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Params};
 use serde_json::value::RawValue;
-use taskrush_protocol::error::{BUSY, TOO_LARGE};
+use taskrush_protocol::error::{BUSY, INVALID_PARAMS, TOO_LARGE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::server::client_stdio::ClientStdio;
+use crate::server::params;
 use crate::server::transport::{FrameError, FrameReader, Framing};
 
 /// Requests in flight per connection (subscriptions count while they last).
@@ -101,6 +102,7 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch:
         methods,
         conn_id,
         out: tx,
+        subscribing: Arc::default(),
         subscriptions: BoundedSubscriptions::new(MAX_SUBSCRIPTIONS),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         batch: Semaphore::new(1),
@@ -129,6 +131,7 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch:
                 rx,
                 framing,
                 stopping.clone(),
+                ctx.subscribing.clone(),
             )));
         }
         let Some(frame) = frame else {
@@ -176,9 +179,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Box<RawValue>>,
     framing: Framing,
     mut stopping: watch::Receiver<bool>,
+    subscribing: Arc<Subscribing>,
 ) {
     while let Some(msg) = rx.recv().await {
-        let msg = restore_id(msg);
+        let msg = restore_id(msg, &subscribing);
         let bytes = framing.encode(msg.get().as_bytes());
         let mut sent = std::pin::pin!(write.write_all(&bytes));
         let sent = tokio::select! {
@@ -222,6 +226,8 @@ struct Conn {
     methods: Methods,
     conn_id: ConnectionId,
     out: mpsc::Sender<Box<RawValue>>,
+    /// Subscription calls not answered yet.
+    subscribing: Arc<Subscribing>,
     subscriptions: BoundedSubscriptions,
     in_flight: Arc<Semaphore>,
     /// One batch at a time, from its first request until its answer is
@@ -295,7 +301,7 @@ impl Conn {
                     if any {
                         joined.push(',');
                     }
-                    joined.push_str(restore_id(r).get());
+                    joined.push_str(restore_id(r, &self.subscribing).get());
                     any = true;
                 }
             }
@@ -339,13 +345,24 @@ impl Conn {
     async fn handle_one(&self, text: &str) -> Option<Box<RawValue>> {
         match serde_json::from_str::<Envelope<'_>>(text) {
             Ok(msg) => {
-                let params = Params::new(msg.params.map(RawValue::get));
-                return match msg.id {
-                    None => {
+                let named = params::by_name(&msg.method, msg.params.map(RawValue::get));
+                let params = match &named {
+                    Ok(Some(named)) => Some(named.as_str()),
+                    Ok(None) => msg.params.map(RawValue::get),
+                    Err(_) => None,
+                };
+                return match (msg.id, &named) {
+                    (None, Err(_)) => None,
+                    (None, Ok(_)) => {
                         self.call(None, &msg.method, params).await;
                         None
                     }
-                    Some(raw) => match placeholder_id(raw) {
+                    (Some(raw), Err(too_many)) => Some(error_json(
+                        placeholder_id(raw).unwrap_or(Id::Null),
+                        INVALID_PARAMS,
+                        too_many,
+                    )),
+                    (Some(raw), Ok(_)) => match placeholder_id(raw) {
                         Ok(id) => self.call(Some(id), &msg.method, params).await,
                         Err(kind) => Some(error_json(
                             Id::Null,
@@ -384,10 +401,11 @@ impl Conn {
         &self,
         id: Option<Id<'_>>,
         method: &str,
-        params: Params<'_>,
+        params_text: Option<&str>,
     ) -> Option<Box<RawValue>> {
         let notification = id.is_none();
         let id = id.unwrap_or(Id::Null);
+        let params = Params::new(params_text);
         // Debug builds only: lets tests prove that a panic while handling
         // one request answers that request and harms nothing else.
         #[cfg(debug_assertions)]
@@ -433,6 +451,9 @@ impl Conn {
                     id_provider: &CounterIds,
                     subscription_permit: permit,
                 };
+                // Its answer goes out through the sink: remember what to
+                // name a parameter error with (see `restore_id`).
+                let id = self.subscribing.remember(id, method, params_text);
                 let sink = MethodSink::new_with_limit(self.out.clone(), MAX_RESPONSE as u32);
                 // The callback answers through the sink itself.
                 let _ = (cb)(id, params, sink, state, ext).await;
@@ -442,7 +463,11 @@ impl Conn {
         if notification || response.is_notification() {
             return None;
         }
-        Some(response.into_json())
+        Some(params::name_error(
+            method,
+            params_text,
+            response.into_json(),
+        ))
     }
 }
 
@@ -530,14 +555,47 @@ fn placeholder_id(raw: &RawValue) -> Result<Id<'static>, &'static str> {
     }
 }
 
+/// Subscription calls (`run`, `events`, `dispatch`) answer through their
+/// sink, straight into the outgoing queue: their placeholder id holds a key
+/// to the method and params, so that [`restore_id`] can name a parameter
+/// error in the answer.
+#[derive(Default)]
+pub(crate) struct Subscribing {
+    next: std::sync::atomic::AtomicU64,
+    calls: std::sync::Mutex<std::collections::HashMap<u64, (String, Option<String>)>>,
+}
+
+impl Subscribing {
+    /// The id to hand to a subscription callback in place of `id`.
+    fn remember(&self, id: Id<'_>, method: &str, params: Option<&str>) -> Id<'static> {
+        let raw = match &id {
+            Id::Str(s) => s.strip_prefix(PLACEHOLDER).unwrap_or("null").to_owned(),
+            _ => "null".to_owned(),
+        };
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(key, (method.to_owned(), params.map(str::to_owned)));
+        }
+        Id::Str(format!("{SUBSCRIBING}{key}:{raw}").into())
+    }
+
+    fn take(&self, key: u64) -> Option<(String, Option<String>)> {
+        self.calls.lock().ok()?.remove(&key)
+    }
+}
+
+/// Marks the placeholder id of a subscription call: key, `:`, raw id.
+const SUBSCRIBING: &str = "\u{0}sub:";
+
 /// Put the client's id text back into an answer that carries a placeholder
-/// id; other messages are returned unchanged.
-pub(crate) fn restore_id(msg: Box<RawValue>) -> Box<RawValue> {
+/// id (naming a parameter error in a subscription's answer); other
+/// messages are returned unchanged.
+pub(crate) fn restore_id(msg: Box<RawValue>, subscribing: &Subscribing) -> Box<RawValue> {
     let text = msg.get();
     let Some(rest) = text.strip_prefix(ANSWER_HEAD) else {
         return msg;
     };
-    if !rest.starts_with("\"\\u0000rid:") {
+    if !rest.starts_with("\"\\u0000") {
         return msg;
     }
     let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
@@ -545,11 +603,21 @@ pub(crate) fn restore_id(msg: Box<RawValue>) -> Box<RawValue> {
         return msg;
     };
     let end = strings.byte_offset();
-    let Some(raw) = id.strip_prefix(PLACEHOLDER) else {
+    let (raw, call) = if let Some(raw) = id.strip_prefix(PLACEHOLDER) {
+        (raw, None)
+    } else if let Some((key, raw)) = id.strip_prefix(SUBSCRIBING).and_then(|r| r.split_once(':')) {
+        (raw, key.parse().ok().and_then(|k| subscribing.take(k)))
+    } else {
         return msg;
     };
     let restored = format!("{ANSWER_HEAD}{raw}{}", &rest[end..]);
-    RawValue::from_string(restored).unwrap_or(msg)
+    let Ok(restored) = RawValue::from_string(restored) else {
+        return msg;
+    };
+    match call {
+        Some((method, params)) => params::name_error(&method, params.as_deref(), restored),
+        None => restored,
+    }
 }
 
 /// The id of a request to answer it with (a placeholder, see
