@@ -88,7 +88,7 @@ pub const ALL: &[&str] = &[
 /// error. A tidy test checks this table against the `api` trait. (The
 /// `*_unsubscribe` methods take the subscription id, by position.)
 pub const PARAMS: &[(&str, &[&str])] = &[
-    (HELLO, &["version", "protocol"]),
+    (HELLO, &["version", "protocol", "required", "optional"]),
     (RUN, &["request"]),
     (DISPATCH, &["request", "args", "command_only"]),
     (CANCEL_RUN, &["run_id", "force"]),

@@ -507,3 +507,50 @@ fn a_missing_or_mistyped_parameter_is_named_by_name_and_by_position_in_both_fram
         }
     }
 }
+
+#[test]
+fn hello_names_the_protocol_minor_and_capabilities_and_refuses_a_missing_required_one() {
+    let t = started();
+    let hello = |params: Value| {
+        exchange(
+            &t,
+            &format!(
+                "{}\n",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "hello", "params": params})
+            ),
+            1,
+        )
+        .remove(0)
+    };
+    let plain = hello(json!({"version": "x", "protocol": 1}));
+    assert_eq!(plain["result"]["protocol"], 1);
+    assert!(plain["result"]["minor"].as_u64().unwrap() >= 1, "{plain}");
+    let caps = plain["result"]["capabilities"].as_array().unwrap();
+    for name in [
+        "dispatch",
+        "explain_run",
+        "outputs",
+        "grants",
+        "includes",
+        "exact_ids",
+    ] {
+        assert!(caps.contains(&json!(name)), "{name} not in {caps:?}");
+    }
+    assert!(plain["result"].get("optional").is_none(), "{plain}");
+
+    let asked = hello(json!({"version": "x", "protocol": 1,
+        "required": ["dispatch"], "optional": ["explain_run", "teleport"]}));
+    assert_eq!(
+        asked["result"]["optional"],
+        json!({"explain_run": true, "teleport": false})
+    );
+
+    let refused = hello(json!(["x", 1, ["dispatch", "teleport", "time_travel"]]));
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("requires: `teleport`, `time_travel`"),
+        "{message}"
+    );
+    assert!(refused["error"]["data"]["hint"].is_string(), "{refused}");
+}
