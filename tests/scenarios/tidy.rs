@@ -490,3 +490,120 @@ fn the_parameter_names_table_matches_the_api_trait() {
         wrong.join("\n")
     );
 }
+
+/// The first cells (backticks removed) of the table rows of `doc` after
+/// `start`, up to the first line that is not a table row.
+fn first_cells(doc: &str, start: &str) -> Vec<String> {
+    let at = doc
+        .find(start)
+        .unwrap_or_else(|| panic!("docs/protocol.md has no `{start}`"));
+    doc[at + start.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and its `| --- |` line
+        .filter_map(|l| l.split('|').nth(1))
+        .map(|cell| cell.trim().trim_matches('`').to_owned())
+        .collect()
+}
+
+/// Fails listing what is only on one side.
+fn assert_same(what: &str, doc: &[String], code: &[String], code_place: &str) {
+    let only_doc: Vec<&String> = doc.iter().filter(|d| !code.contains(d)).collect();
+    let only_code: Vec<&String> = code.iter().filter(|c| !doc.contains(c)).collect();
+    assert!(
+        only_doc.is_empty() && only_code.is_empty(),
+        "docs/protocol.md's {what} and {code_place} disagree: only in the doc {only_doc:?}, only in the code {only_code:?}"
+    );
+}
+
+#[test]
+fn the_protocol_doc_lists_exactly_the_methods_and_notifications_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "<!-- methods: begin -->");
+    let source = read("protocol/src/method.rs");
+    let consts = str_consts(&source);
+    let names: Vec<String> = consts.iter().map(|(_, v)| v.clone()).collect();
+    assert_same("method list", &listed, &names, "protocol/src/method.rs");
+    // Methods (`ALL`) are not listed as notifications, and the other way.
+    let all = all_list(&source);
+    let at = doc.find("<!-- methods: begin -->").unwrap_or(0);
+    for line in doc[at..]
+        .lines()
+        .take_while(|l| !l.contains("methods: end"))
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 3 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let name = cells[1].trim_matches('`');
+        let ident = consts.iter().find(|(_, v)| v == name).map(|(n, _)| n);
+        let is_method = ident.is_some_and(|i| all.contains(i));
+        assert_eq!(
+            !cells[2].starts_with("notification"),
+            is_method,
+            "docs/protocol.md lists `{name}` as a {}, but method.rs {} it in `ALL`",
+            cells[2],
+            if is_method { "has" } else { "does not have" }
+        );
+    }
+}
+
+#[test]
+fn the_protocol_doc_code_table_has_exactly_the_error_codes_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "### Codes");
+    let codes: Vec<String> = error_codes(&read("protocol/src/error.rs"))
+        .into_iter()
+        .map(|(_, c)| c.to_string())
+        .collect();
+    assert!(
+        codes.len() >= 10,
+        "could not read the error codes: {codes:?}"
+    );
+    assert_same("table of codes", &listed, &codes, "protocol/src/error.rs");
+}
+
+#[test]
+fn the_protocol_doc_capability_table_has_exactly_the_capabilities_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "<!-- capabilities: begin -->");
+    let source = read("protocol/src/capability.rs");
+    // The names of the rows of `ALL` (consts not in `ALL` are not sent).
+    let all_at = source
+        .find("pub const ALL")
+        .expect("capability.rs has `ALL`");
+    let consts = str_consts(&source);
+    let names: Vec<String> = consts
+        .iter()
+        .filter(|(ident, _)| source[all_at..].contains(&format!("name: {ident},")))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "dispatch"),
+        "could not read capability.rs: {names:?}"
+    );
+    assert_same(
+        "capability table",
+        &listed,
+        &names,
+        "protocol/src/capability.rs",
+    );
+}
+
+#[test]
+fn the_protocol_doc_daemon_event_table_has_exactly_the_daemon_events() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "### Daemon events");
+    let kinds: Vec<String> = enum_variants(&read("protocol/src/events.rs"), "DaemonEvent")
+        .iter()
+        .map(|v| snake_case(v))
+        .collect();
+    assert!(kinds.len() > 5, "could not read `DaemonEvent`: {kinds:?}");
+    assert_same(
+        "daemon event table",
+        &listed,
+        &kinds,
+        "protocol/src/events.rs",
+    );
+}
