@@ -323,6 +323,10 @@ fn every_number_or_string_id_is_answered_with_exactly_the_text_sent_in_both_fram
         "\"abc\"",
         "\"\\u00e9\"",
         "-0.25",
+        "42",
+        "18446744073709551615",
+        "\"é\"",
+        "\"\\u0000rid:5\"",
     ];
     for (name, lsp) in FRAMINGS {
         let mut c = Raw::open(&t, lsp);
@@ -345,6 +349,17 @@ fn every_number_or_string_id_is_answered_with_exactly_the_text_sent_in_both_fram
                 "{name}: id {id}: {answer}"
             );
         }
+        // In a batch too.
+        c.send(concat!(
+            "[{\"jsonrpc\":\"2.0\",\"id\":-7,\"method\":\"daemon_status\"},",
+            "{\"jsonrpc\":\"2.0\",\"id\":2.50,\"method\":\"nope\"}]"
+        ));
+        let answer = c.recv();
+        assert!(
+            answer.starts_with("[{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":")
+                && answer.contains("{\"jsonrpc\":\"2.0\",\"id\":2.50,\"error\":"),
+            "{name}: {answer}"
+        );
     }
 }
 

@@ -463,11 +463,14 @@ impl Conn {
         if notification || response.is_notification() {
             return None;
         }
-        Some(params::name_error(
-            method,
-            params_text,
-            response.into_json(),
-        ))
+        if response.as_error_code() == Some(INVALID_PARAMS) {
+            return Some(params::name_error(
+                method,
+                params_text,
+                response.into_json(),
+            ));
+        }
+        Some(response.into_json())
     }
 }
 
@@ -547,6 +550,18 @@ fn placeholder_id(raw: &RawValue) -> Result<Id<'static>, &'static str> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'n') => Ok(Id::Null),
+        // Ids jsonrpsee writes back exactly as sent need no placeholder
+        // (the CLI's, and most clients'): an unsigned integer as
+        // serde_json writes it, a string without escapes.
+        Some(b'1'..=b'9') | Some(b'0') if text == "0" || !text.starts_with('0') => {
+            match text.parse::<u64>() {
+                Ok(n) if n.to_string() == text => Ok(Id::Number(n)),
+                _ => Ok(Id::Str(format!("{PLACEHOLDER}{text}").into())),
+            }
+        }
+        Some(b'"') if !text.contains('\\') => {
+            Ok(Id::Str(text[1..text.len() - 1].to_owned().into()))
+        }
         Some(b'"' | b'-' | b'0'..=b'9') => Ok(Id::Str(format!("{PLACEHOLDER}{text}").into())),
         Some(b't' | b'f') => Err("a boolean"),
         Some(b'{') => Err("an object"),
@@ -569,8 +584,12 @@ impl Subscribing {
     /// The id to hand to a subscription callback in place of `id`.
     fn remember(&self, id: Id<'_>, method: &str, params: Option<&str>) -> Id<'static> {
         let raw = match &id {
-            Id::Str(s) => s.strip_prefix(PLACEHOLDER).unwrap_or("null").to_owned(),
-            _ => "null".to_owned(),
+            Id::Null => "null".to_owned(),
+            Id::Number(n) => n.to_string(),
+            Id::Str(s) => match s.strip_prefix(PLACEHOLDER) {
+                Some(raw) => raw.to_owned(),
+                None => serde_json::to_string(s.as_ref()).unwrap_or_else(|_| "null".into()),
+            },
         };
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut calls) = self.calls.lock() {
@@ -610,13 +629,18 @@ pub(crate) fn restore_id(msg: Box<RawValue>, subscribing: &Subscribing) -> Box<R
     } else {
         return msg;
     };
+    let is_error = rest[end..].starts_with(",\"error\"");
     let restored = format!("{ANSWER_HEAD}{raw}{}", &rest[end..]);
     let Ok(restored) = RawValue::from_string(restored) else {
         return msg;
     };
     match call {
-        Some((method, params)) => params::name_error(&method, params.as_deref(), restored),
-        None => restored,
+        // Only an error answer needs it (an accepted subscription's answer
+        // is its id).
+        Some((method, params)) if is_error => {
+            params::name_error(&method, params.as_deref(), restored)
+        }
+        _ => restored,
     }
 }
 
