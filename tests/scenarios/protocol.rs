@@ -489,6 +489,10 @@ fn a_missing_or_mistyped_parameter_is_named_by_name_and_by_position_in_both_fram
             "invalid parameter `request`: missing field `tasks`",
         ),
         (
+            json!({"method": "run", "params": [{"cwd": "/", "tasks": ["a", 5]}]}),
+            "invalid parameter `request.tasks[1]`: invalid type: integer `5`, expected a string",
+        ),
+        (
             json!({"method": "cancel_run", "params": {"run_id": "x"}}),
             "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
         ),

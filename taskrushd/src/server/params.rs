@@ -122,11 +122,26 @@ fn describe(method: &str, params: Option<&str>, data: &str) -> String {
             .map(str::len)
             .sum::<usize>()
             + column.saturating_sub(1);
-        if let Some((name, _, _)) = spans
-            .iter()
-            .find(|(_, start, end)| *start <= offset && offset <= *end)
-        {
-            return format!("invalid parameter `{name}`: {core}");
+        // serde places a missing field at the closing brace of its object,
+        // other errors right after the value (or, for an array or object
+        // of the wrong type, right before it).
+        let strict = core.starts_with("missing field");
+        let holds = |start: usize, end: usize| {
+            if strict {
+                start <= offset && offset < end
+            } else {
+                start <= offset + 1 && offset <= end
+            }
+        };
+        if let Some((name, start, _)) = spans.iter().find(|(_, start, end)| holds(*start, *end)) {
+            let mut path = name.clone();
+            let mut at = *start;
+            // Down into the member the position is in, as deep as it goes.
+            while let Some((key, child)) = member_at(params, at, offset, strict) {
+                path.push_str(&key);
+                at = child;
+            }
+            return format!("invalid parameter `{path}`: {core}");
         }
     }
     format!("invalid parameters: {core}")
@@ -154,6 +169,40 @@ fn expected_object(core: &str) -> String {
     }
 }
 
+/// The member of the JSON object or array at byte `at` of `params` whose
+/// value holds byte `offset` (or, unless `strict`, ends right before it or
+/// starts right after it): `.key` or `[i]`, and where its value starts in
+/// `params`.
+fn member_at(params: &str, at: usize, offset: usize, strict: bool) -> Option<(String, usize)> {
+    let value = params.get(at..)?;
+    let base = params.as_ptr() as usize;
+    let within = |raw: &RawValue| {
+        // `raw` borrows from `params`: its start is at or after `base`.
+        let start = (raw.get().as_ptr() as usize).checked_sub(base)?;
+        let end = start + raw.get().len();
+        let holds = if strict {
+            start <= offset && offset < end
+        } else {
+            start <= offset + 1 && offset <= end
+        };
+        holds.then_some(start)
+    };
+    let mut de = serde_json::Deserializer::from_str(value);
+    if value.starts_with('{') {
+        let map: HashMap<String, &RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
+        map.into_iter()
+            .find_map(|(k, v)| within(v).map(|start| (format!(".{k}"), start)))
+    } else if value.starts_with('[') {
+        let items: Vec<&RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
+        items
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, v)| within(v).map(|start| (format!("[{i}]"), start)))
+    } else {
+        None
+    }
+}
+
 /// The top-level members of a params object: name, and the byte span of
 /// its value in `params`.
 fn top_level_spans(params: &str) -> Vec<(String, usize, usize)> {
@@ -163,7 +212,7 @@ fn top_level_spans(params: &str) -> Vec<(String, usize, usize)> {
     let base = params.as_ptr() as usize;
     map.into_iter()
         .map(|(name, value)| {
-            let start = value.get().as_ptr() as usize - base;
+            let start = (value.get().as_ptr() as usize).saturating_sub(base);
             (name, start, start + value.get().len())
         })
         .collect()
@@ -223,5 +272,27 @@ mod tests {
             ),
             "invalid parameter `request`: missing field `tasks`"
         );
+        assert_eq!(
+            describe(
+                "run",
+                Some("{\"request\": {\"cwd\": \"/tmp\", \"tasks\": [\"a\", 5]}}"),
+                "invalid type: integer `5`, expected a string at line 1 column 45"
+            ),
+            "invalid parameter `request.tasks[1]`: invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn any_position_serde_reports_is_safe() {
+        let params = "{\"request\": {\"env\": {\"A\": [1, {}]}}, \"x\": [[]]}";
+        for line in 0..3 {
+            for column in 0..params.len() + 3 {
+                for core in ["missing field `q`", "invalid type: map, expected a string"] {
+                    let data = format!("{core} at line {line} column {column}");
+                    let text = describe("run", Some(params), &data);
+                    assert!(text.contains(core), "{text}");
+                }
+            }
+        }
     }
 }
