@@ -21,9 +21,17 @@ use crate::run::{RunEvent, RunRequest};
 #[cfg_attr(all(feature = "client", not(feature = "server")), rpc(client))]
 pub trait TaskRushApi {
     /// Handshake: the client's TaskRush version and protocol major. Fails
-    /// with `PROTOCOL_MISMATCH` when the daemon does not speak that major.
+    /// with `PROTOCOL_MISMATCH` when the daemon does not speak that major,
+    /// or lacks a capability named in `required`. The answer lists the
+    /// daemon's capabilities, and which of `optional` it has.
     #[method(name = "hello")]
-    fn hello(&self, version: String, protocol: u32) -> Result<Hello, ErrorObjectOwned>;
+    fn hello(
+        &self,
+        version: String,
+        protocol: u32,
+        required: Option<Vec<String>>,
+        optional: Option<Vec<String>>,
+    ) -> Result<Hello, ErrorObjectOwned>;
 
     /// Start a run; its events arrive as `run_event` notifications, from
     /// `run_started` to `run_finished`. Unsubscribing cancels the run.

@@ -9,7 +9,17 @@ pub struct Hello {
     pub version: String,
     /// The protocol major the daemon speaks.
     pub protocol: u32,
+    /// The protocol minor: which capabilities exist (see `capabilities`).
+    #[serde(default)]
+    pub minor: u32,
     pub pid: u32,
+    /// Every capability of the daemon (see [`crate::capability`]).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// For each name the client sent in `optional`: whether the daemon
+    /// has it. Absent when the client sent no `optional`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<std::collections::BTreeMap<String, bool>>,
 }
 
 /// The answer to `daemon_status`.

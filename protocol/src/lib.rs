@@ -16,6 +16,7 @@
 #[cfg(any(feature = "server", feature = "client"))]
 pub mod api;
 pub mod audit;
+pub mod capability;
 pub mod daemon;
 pub mod error;
 pub mod events;

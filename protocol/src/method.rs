@@ -82,3 +82,34 @@ pub const ALL: &[&str] = &[
     CACHE_PRUNE,
     EXPLAIN_RUN,
 ];
+
+/// The parameters of each method, in order: params sent by position are
+/// given these names, and a missing or mistyped parameter is named in the
+/// error. A tidy test checks this table against the `api` trait. (The
+/// `*_unsubscribe` methods take the subscription id, by position.)
+pub const PARAMS: &[(&str, &[&str])] = &[
+    (HELLO, &["version", "protocol", "required", "optional"]),
+    (RUN, &["request"]),
+    (DISPATCH, &["request", "args", "command_only"]),
+    (CANCEL_RUN, &["run_id", "force"]),
+    (LIST_TASKS, &["cwd", "file", "env"]),
+    (PLUGIN_LIST, &["cwd", "file"]),
+    (PLUGIN_INFO, &["cwd", "file", "name"]),
+    (PLUGIN_RESTART, &["cwd", "file", "name", "env"]),
+    (PLUGIN_PENDING, &["cwd", "file"]),
+    (PLUGIN_GRANT, &["cwd", "file", "name", "refuse", "env"]),
+    (PLUGIN_REVOKE, &["cwd", "file", "name"]),
+    (PLUGIN_COMMAND, &["cwd", "file", "name", "args", "env"]),
+    (PLUGIN_TEST, &["path", "env"]),
+    (EVENTS, &[]),
+    (DAEMON_STATUS, &[]),
+    (DAEMON_STOP, &[]),
+    (CACHE_STATUS, &[]),
+    (CACHE_PRUNE, &["max_bytes"]),
+    (EXPLAIN_RUN, &["request"]),
+];
+
+/// The parameter names of `method`, when it is in [`PARAMS`].
+pub fn params_of(method: &str) -> Option<&'static [&'static str]> {
+    PARAMS.iter().find(|(m, _)| *m == method).map(|(_, p)| *p)
+}

@@ -260,3 +260,316 @@ fn fifty_clients_doing_twenty_runs_each_get_their_own_output_in_order() {
         th.join().unwrap();
     }
 }
+
+/// A raw connection speaking one framing, reading answers as raw text (to
+/// compare ids byte for byte).
+struct Raw {
+    write: UnixStream,
+    read: BufReader<UnixStream>,
+    lsp: bool,
+}
+
+impl Raw {
+    fn open(t: &Scenario, lsp: bool) -> Raw {
+        let s = connect(t);
+        Raw {
+            write: s.try_clone().unwrap(),
+            read: BufReader::new(s),
+            lsp,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        if self.lsp {
+            write!(self.write, "Content-Length: {}\r\n\r\n{msg}", msg.len()).unwrap();
+        } else {
+            writeln!(self.write, "{msg}").unwrap();
+        }
+    }
+
+    fn recv(&mut self) -> String {
+        if !self.lsp {
+            let mut line = String::new();
+            assert!(self.read.read_line(&mut line).unwrap() > 0, "closed");
+            return line.trim_end().to_owned();
+        }
+        let mut header = String::new();
+        self.read.read_line(&mut header).unwrap();
+        let len: usize = header
+            .strip_prefix("Content-Length: ")
+            .unwrap_or_else(|| panic!("{header:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let mut blank = String::new();
+        self.read.read_line(&mut blank).unwrap();
+        let mut body = vec![0; len];
+        self.read.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap()
+    }
+}
+
+const FRAMINGS: [(&str, bool); 2] = [("newline-delimited", false), ("Content-Length", true)];
+
+#[test]
+fn every_number_or_string_id_is_answered_with_exactly_the_text_sent_in_both_framings() {
+    let t = started();
+    let ids = [
+        "-7",
+        "1.5",
+        "0",
+        "18446744073709551616",
+        "1e3",
+        "\"abc\"",
+        "\"\\u00e9\"",
+        "-0.25",
+        "42",
+        "18446744073709551615",
+        "\"é\"",
+        "\"\\u0000rid:5\"",
+    ];
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for id in ids {
+            c.send(&format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"daemon_status\"}}"
+            ));
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":")),
+                "{name}: id {id}: {answer}"
+            );
+            // An error answer carries the id too.
+            c.send(&format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"nope\"}}"
+            ));
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":")),
+                "{name}: id {id}: {answer}"
+            );
+        }
+        // In a batch too.
+        c.send(concat!(
+            "[{\"jsonrpc\":\"2.0\",\"id\":-7,\"method\":\"daemon_status\"},",
+            "{\"jsonrpc\":\"2.0\",\"id\":2.50,\"method\":\"nope\"}]"
+        ));
+        let answer = c.recv();
+        assert!(
+            answer.starts_with("[{\"jsonrpc\":\"2.0\",\"id\":-7,\"result\":")
+                && answer.contains("{\"jsonrpc\":\"2.0\",\"id\":2.50,\"error\":"),
+            "{name}: {answer}"
+        );
+    }
+}
+
+#[test]
+fn a_run_with_a_negative_or_fractional_id_is_answered_with_that_id_in_both_framings() {
+    let t = started();
+    for (name, lsp) in FRAMINGS {
+        for id in ["-7", "1.5"] {
+            let mut c = Raw::open(&t, lsp);
+            let req = json!({"jsonrpc": "2.0", "id": 0, "method": "run", "params": {"request": {
+                "cwd": t.project().display().to_string(), "tasks": ["hi"]}}})
+            .to_string()
+            .replace("\"id\":0", &format!("\"id\":{id}"));
+            c.send(&req);
+            let answer = c.recv();
+            assert!(
+                answer.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":")),
+                "{name}: {answer}"
+            );
+            loop {
+                let v: Value = serde_json::from_str(&c.recv()).unwrap();
+                if v["params"]["result"]["event"] == "run_finished" {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_id_that_is_not_a_number_or_string_is_an_invalid_request_and_nothing_runs_in_both_framings() {
+    let t = Scenario::new().rush("tasks:\n  mark:\n    cmd: touch marked\n");
+    t.start_daemon(&[]);
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for id in ["true", "false", "{\"a\":1}", "[1]"] {
+            let req = json!({"jsonrpc": "2.0", "id": 0, "method": "run", "params": {"request": {
+                "cwd": t.project().display().to_string(), "tasks": ["mark"]}}})
+            .to_string()
+            .replace("\"id\":0", &format!("\"id\":{id}"));
+            c.send(&req);
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["id"], Value::Null, "{name}: {v}");
+            assert_eq!(v["error"]["code"], -32600, "{name}: {v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("`id` must be a number or a string"),
+                "{message}"
+            );
+        }
+        // The connection still works, and nothing ran.
+        c.send("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"}");
+        let v: Value = serde_json::from_str(&c.recv()).unwrap();
+        assert_eq!(v["id"], 1);
+    }
+    assert!(!t.project().join("marked").exists(), "a refused run ran");
+}
+
+#[test]
+fn notifications_are_never_answered_and_subscriptions_sent_as_notifications_do_not_start_in_both_framings()
+ {
+    let t = Scenario::new().rush(concat!(
+        "tasks:\n",
+        "  mark:\n    cmd: touch marked\n",
+        "  slow:\n    cmd: sleep 0.5\n"
+    ));
+    t.start_daemon(&[]);
+    let cwd = t.project().display().to_string();
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        let run = json!({"jsonrpc": "2.0", "method": "run", "params": {"request": {
+            "cwd": cwd, "tasks": ["mark"]}}});
+        let dispatch = json!({"jsonrpc": "2.0", "method": "dispatch", "params": {
+            "request": {"cwd": cwd, "tasks": []}, "args": ["mark"]}});
+        for msg in [
+            run.to_string(),
+            dispatch.to_string(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"events\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"no_such_method\"}".to_owned(),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"cancel_run\",\"params\":{}}".to_owned(),
+        ] {
+            c.send(&msg);
+        }
+        // A real run afterwards: everything on the connection until it
+        // finishes belongs to it.
+        let req = json!({"jsonrpc": "2.0", "id": 5, "method": "run", "params": {"request": {
+            "cwd": cwd, "tasks": ["slow"]}}});
+        c.send(&req.to_string());
+        let answer: Value = serde_json::from_str(&c.recv()).unwrap();
+        assert_eq!(answer["id"], 5, "{name}: {answer}");
+        let sub = answer["result"].clone();
+        loop {
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["method"], "run_event", "{name}: {v}");
+            assert_eq!(v["params"]["subscription"], sub, "{name}: {v}");
+            if v["params"]["result"]["event"] == "run_finished" {
+                break;
+            }
+        }
+    }
+    assert!(
+        !t.project().join("marked").exists(),
+        "a notification ran a task"
+    );
+}
+
+#[test]
+fn a_missing_or_mistyped_parameter_is_named_by_name_and_by_position_in_both_framings() {
+    let t = started();
+    let cases = [
+        (
+            json!({"method": "run", "params": {}}),
+            "missing parameter `request`",
+        ),
+        (
+            json!({"method": "run", "params": []}),
+            "missing parameter `request`",
+        ),
+        (json!({"method": "run"}), "missing parameter `request`"),
+        (
+            json!({"method": "run", "params": {"request": 5}}),
+            "invalid parameter `request`: invalid type: integer `5`, expected an object (RunRequest)",
+        ),
+        (
+            json!({"method": "run", "params": {"request": {"cwd": "/"}}}),
+            "invalid parameter `request`: missing field `tasks`",
+        ),
+        (
+            json!({"method": "run", "params": [{"cwd": "/", "tasks": ["a", 5]}]}),
+            "invalid parameter `request.tasks[1]`: invalid type: integer `5`, expected a string",
+        ),
+        (
+            json!({"method": "cancel_run", "params": {"run_id": "x"}}),
+            "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
+        ),
+        (
+            json!({"method": "cancel_run", "params": ["x"]}),
+            "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
+        ),
+        (
+            json!({"method": "cancel_run", "params": [1, true, 3]}),
+            "too many parameters: `cancel_run` takes 2: `run_id`, `force`, 3 were sent",
+        ),
+        (
+            json!({"method": "list_tasks", "params": [3]}),
+            "invalid parameter `cwd`: invalid type: integer `3`, expected a string",
+        ),
+        (
+            json!({"method": "dispatch", "params": [{"cwd": "/", "tasks": []}, "x"]}),
+            "invalid parameter `args`: invalid type: string \"x\", expected a sequence",
+        ),
+    ];
+    for (name, lsp) in FRAMINGS {
+        let mut c = Raw::open(&t, lsp);
+        for (i, (mut req, expected)) in cases.clone().into_iter().enumerate() {
+            req["jsonrpc"] = json!("2.0");
+            req["id"] = json!(i);
+            c.send(&req.to_string());
+            let v: Value = serde_json::from_str(&c.recv()).unwrap();
+            assert_eq!(v["id"], i, "{name}: {v}");
+            assert_eq!(v["error"]["code"], -32602, "{name}: {req}: {v}");
+            assert_eq!(v["error"]["message"], expected, "{name}: {req}");
+        }
+    }
+}
+
+#[test]
+fn hello_names_the_protocol_minor_and_capabilities_and_refuses_a_missing_required_one() {
+    let t = started();
+    let hello = |params: Value| {
+        exchange(
+            &t,
+            &format!(
+                "{}\n",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "hello", "params": params})
+            ),
+            1,
+        )
+        .remove(0)
+    };
+    let plain = hello(json!({"version": "x", "protocol": 1}));
+    assert_eq!(plain["result"]["protocol"], 1);
+    assert!(plain["result"]["minor"].as_u64().unwrap() >= 1, "{plain}");
+    let caps = plain["result"]["capabilities"].as_array().unwrap();
+    for name in [
+        "dispatch",
+        "explain_run",
+        "outputs",
+        "grants",
+        "includes",
+        "exact_ids",
+    ] {
+        assert!(caps.contains(&json!(name)), "{name} not in {caps:?}");
+    }
+    assert!(plain["result"].get("optional").is_none(), "{plain}");
+
+    let asked = hello(json!({"version": "x", "protocol": 1,
+        "required": ["dispatch"], "optional": ["explain_run", "teleport"]}));
+    assert_eq!(
+        asked["result"]["optional"],
+        json!({"explain_run": true, "teleport": false})
+    );
+
+    let refused = hello(json!(["x", 1, ["dispatch", "teleport", "time_travel"]]));
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("requires: `teleport`, `time_travel`"),
+        "{message}"
+    );
+    assert!(refused["error"]["data"]["hint"].is_string(), "{refused}");
+}

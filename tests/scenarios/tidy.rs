@@ -387,3 +387,223 @@ fn every_daemon_file_the_docs_name_exists() {
         missing.join("\n")
     );
 }
+
+/// The methods of the `api` trait: wire name and parameter names, in order.
+fn api_signatures(source: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("(name = \"") {
+        let after = &rest[at + "(name = \"".len()..];
+        let name = after[..after.find('"').unwrap_or(0)].to_owned();
+        let Some(fn_at) = after.find("fn ") else {
+            break;
+        };
+        let sig = &after[fn_at..];
+        let open = sig.find('(').expect("a signature has parameters") + 1;
+        let mut depth = 1usize;
+        let mut close = open;
+        for (i, c) in sig[open..].char_indices() {
+            match c {
+                '(' | '<' => depth += 1,
+                ')' | '>' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                close = open + i;
+                break;
+            }
+        }
+        let mut params = Vec::new();
+        let mut depth = 0usize;
+        let mut item = String::new();
+        for c in sig[open..close].chars().chain([',']) {
+            match c {
+                '<' | '(' => depth += 1,
+                '>' | ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    let p = std::mem::take(&mut item);
+                    if let Some((n, _)) = p.split_once(':') {
+                        params.push(n.trim().to_owned());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        out.push((name, params));
+        rest = &after[fn_at..];
+    }
+    out
+}
+
+/// `method::PARAMS`: wire name and parameter names.
+fn params_table(source: &str) -> Vec<(String, Vec<String>)> {
+    let consts = str_consts(source);
+    let start = source
+        .find("pub const PARAMS")
+        .expect("method.rs declares `pub const PARAMS`");
+    let body = &source[start..];
+    let body = &body[..body.find("\n];").expect("`PARAMS` ends with `];`")];
+    body.lines()
+        .filter_map(|line| {
+            let row = line.trim().strip_prefix('(')?;
+            let (ident, names) = row.split_once(',')?;
+            let wire = consts.iter().find(|(n, _)| n == ident.trim())?.1.clone();
+            let names = names
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            Some((wire, names))
+        })
+        .collect()
+}
+
+#[test]
+fn the_parameter_names_table_matches_the_api_trait() {
+    let api = api_signatures(&read("protocol/src/api.rs"));
+    assert!(
+        api.iter().any(|(n, p)| n == "run" && p == &["request"]),
+        "could not read the `api` trait: {api:?}"
+    );
+    let table = params_table(&read("protocol/src/method.rs"));
+    let mut wrong = Vec::new();
+    for (name, params) in &api {
+        match table.iter().find(|(n, _)| n == name) {
+            Some((_, p)) if p == params => {}
+            Some((_, p)) => wrong.push(format!("`{name}`: api {params:?}, PARAMS {p:?}")),
+            None => wrong.push(format!("`{name}`: not in PARAMS (api {params:?})")),
+        }
+    }
+    for (name, _) in &table {
+        if !api.iter().any(|(n, _)| n == name) {
+            wrong.push(format!(
+                "`{name}`: in PARAMS but not a method of the api trait"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "protocol/src/method.rs `PARAMS` disagrees with protocol/src/api.rs:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The first cells (backticks removed) of the table rows of `doc` after
+/// `start`, up to the first line that is not a table row.
+fn first_cells(doc: &str, start: &str) -> Vec<String> {
+    let at = doc
+        .find(start)
+        .unwrap_or_else(|| panic!("docs/protocol.md has no `{start}`"));
+    doc[at + start.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and its `| --- |` line
+        .filter_map(|l| l.split('|').nth(1))
+        .map(|cell| cell.trim().trim_matches('`').to_owned())
+        .collect()
+}
+
+/// Fails listing what is only on one side.
+fn assert_same(what: &str, doc: &[String], code: &[String], code_place: &str) {
+    let only_doc: Vec<&String> = doc.iter().filter(|d| !code.contains(d)).collect();
+    let only_code: Vec<&String> = code.iter().filter(|c| !doc.contains(c)).collect();
+    assert!(
+        only_doc.is_empty() && only_code.is_empty(),
+        "docs/protocol.md's {what} and {code_place} disagree: only in the doc {only_doc:?}, only in the code {only_code:?}"
+    );
+}
+
+#[test]
+fn the_protocol_doc_lists_exactly_the_methods_and_notifications_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "<!-- methods: begin -->");
+    let source = read("protocol/src/method.rs");
+    let consts = str_consts(&source);
+    let names: Vec<String> = consts.iter().map(|(_, v)| v.clone()).collect();
+    assert_same("method list", &listed, &names, "protocol/src/method.rs");
+    // Methods (`ALL`) are not listed as notifications, and the other way.
+    let all = all_list(&source);
+    let at = doc.find("<!-- methods: begin -->").unwrap_or(0);
+    for line in doc[at..]
+        .lines()
+        .take_while(|l| !l.contains("methods: end"))
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 3 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let name = cells[1].trim_matches('`');
+        let ident = consts.iter().find(|(_, v)| v == name).map(|(n, _)| n);
+        let is_method = ident.is_some_and(|i| all.contains(i));
+        assert_eq!(
+            !cells[2].starts_with("notification"),
+            is_method,
+            "docs/protocol.md lists `{name}` as a {}, but method.rs {} it in `ALL`",
+            cells[2],
+            if is_method { "has" } else { "does not have" }
+        );
+    }
+}
+
+#[test]
+fn the_protocol_doc_code_table_has_exactly_the_error_codes_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "### Codes");
+    let codes: Vec<String> = error_codes(&read("protocol/src/error.rs"))
+        .into_iter()
+        .map(|(_, c)| c.to_string())
+        .collect();
+    assert!(
+        codes.len() >= 10,
+        "could not read the error codes: {codes:?}"
+    );
+    assert_same("table of codes", &listed, &codes, "protocol/src/error.rs");
+}
+
+#[test]
+fn the_protocol_doc_capability_table_has_exactly_the_capabilities_of_the_code() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "<!-- capabilities: begin -->");
+    let source = read("protocol/src/capability.rs");
+    // The names of the rows of `ALL` (consts not in `ALL` are not sent).
+    let all_at = source
+        .find("pub const ALL")
+        .expect("capability.rs has `ALL`");
+    let consts = str_consts(&source);
+    let names: Vec<String> = consts
+        .iter()
+        .filter(|(ident, _)| source[all_at..].contains(&format!("name: {ident},")))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "dispatch"),
+        "could not read capability.rs: {names:?}"
+    );
+    assert_same(
+        "capability table",
+        &listed,
+        &names,
+        "protocol/src/capability.rs",
+    );
+}
+
+#[test]
+fn the_protocol_doc_daemon_event_table_has_exactly_the_daemon_events() {
+    let doc = read("docs/protocol.md");
+    let listed = first_cells(&doc, "### Daemon events");
+    let kinds: Vec<String> = enum_variants(&read("protocol/src/events.rs"), "DaemonEvent")
+        .iter()
+        .map(|v| snake_case(v))
+        .collect();
+    assert!(kinds.len() > 5, "could not read `DaemonEvent`: {kinds:?}");
+    assert_same(
+        "daemon event table",
+        &listed,
+        &kinds,
+        "protocol/src/events.rs",
+    );
+}

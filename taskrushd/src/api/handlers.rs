@@ -8,7 +8,6 @@ use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::server::Extensions;
 use jsonrpsee::core::{SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
-use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
@@ -17,6 +16,7 @@ use taskrush_protocol::daemon::{
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::RunRequest;
+use taskrush_protocol::{PROTOCOL_VERSION, capability};
 
 use crate::run::cancel::Cancel;
 use crate::server::client_stdio::ClientStdio;
@@ -38,7 +38,13 @@ impl std::ops::Deref for Api {
 
 #[async_trait]
 impl TaskRushApiServer for Api {
-    fn hello(&self, version: String, protocol: u32) -> Result<Hello, ErrorObjectOwned> {
+    fn hello(
+        &self,
+        version: String,
+        protocol: u32,
+        required: Option<Vec<String>>,
+        optional: Option<Vec<String>>,
+    ) -> Result<Hello, ErrorObjectOwned> {
         if protocol != PROTOCOL_VERSION {
             return Err(ErrorObjectOwned::owned(
                 error::PROTOCOL_MISMATCH,
@@ -52,10 +58,45 @@ impl TaskRushApiServer for Api {
                 }),
             ));
         }
+        let missing: Vec<String> = required
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| !capability::has(name))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ErrorObjectOwned::owned(
+                error::PROTOCOL_MISMATCH,
+                format!(
+                    "taskrushd {} (protocol {PROTOCOL_VERSION}.{}) lacks capabilities the client ({version}) requires: {}",
+                    self.options.version,
+                    capability::PROTOCOL_MINOR,
+                    missing.join(", ")
+                ),
+                Some(ErrorData {
+                    hint: Some(
+                        "update TaskRush, then restart the daemon: `taskrush daemon restart`"
+                            .into(),
+                    ),
+                    ..Default::default()
+                }),
+            ));
+        }
         Ok(Hello {
             version: self.options.version.clone(),
             protocol: PROTOCOL_VERSION,
+            minor: capability::PROTOCOL_MINOR,
             pid: std::process::id(),
+            capabilities: capability::ALL.iter().map(|c| c.name.to_owned()).collect(),
+            optional: optional.map(|names| {
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let has = capability::has(&name);
+                        (name, has)
+                    })
+                    .collect()
+            }),
         })
     }
 

@@ -28,14 +28,15 @@ use jsonrpsee::core::server::{
     Methods, SubscriptionState,
 };
 use jsonrpsee::core::traits::IdProvider;
-use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Notification, Params, Request};
+use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Params};
 use serde_json::value::RawValue;
-use taskrush_protocol::error::{BUSY, TOO_LARGE};
+use taskrush_protocol::error::{BUSY, INVALID_PARAMS, TOO_LARGE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::server::client_stdio::ClientStdio;
+use crate::server::params;
 use crate::server::transport::{FrameError, FrameReader, Framing};
 
 /// Requests in flight per connection (subscriptions count while they last).
@@ -101,6 +102,7 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch:
         methods,
         conn_id,
         out: tx,
+        subscribing: Arc::default(),
         subscriptions: BoundedSubscriptions::new(MAX_SUBSCRIPTIONS),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         batch: Semaphore::new(1),
@@ -129,6 +131,7 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch:
                 rx,
                 framing,
                 stopping.clone(),
+                ctx.subscribing.clone(),
             )));
         }
         let Some(frame) = frame else {
@@ -176,8 +179,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Box<RawValue>>,
     framing: Framing,
     mut stopping: watch::Receiver<bool>,
+    subscribing: Arc<Subscribing>,
 ) {
     while let Some(msg) = rx.recv().await {
+        let msg = restore_id(msg, &subscribing);
         let bytes = framing.encode(msg.get().as_bytes());
         let mut sent = std::pin::pin!(write.write_all(&bytes));
         let sent = tokio::select! {
@@ -221,6 +226,8 @@ struct Conn {
     methods: Methods,
     conn_id: ConnectionId,
     out: mpsc::Sender<Box<RawValue>>,
+    /// Subscription calls not answered yet.
+    subscribing: Arc<Subscribing>,
     subscriptions: BoundedSubscriptions,
     in_flight: Arc<Semaphore>,
     /// One batch at a time, from its first request until its answer is
@@ -294,7 +301,7 @@ impl Conn {
                     if any {
                         joined.push(',');
                     }
-                    joined.push_str(r.get());
+                    joined.push_str(restore_id(r, &self.subscribing).get());
                     any = true;
                 }
             }
@@ -336,25 +343,48 @@ impl Conn {
     }
 
     async fn handle_one(&self, text: &str) -> Option<Box<RawValue>> {
-        if let Ok(req) = serde_json::from_str::<Request<'_>>(text) {
-            let params = Params::new(req.params.as_ref().map(|p| p.get()));
-            return self.call(req.id, &req.method, params).await;
-        }
-        if let Ok(n) = serde_json::from_str::<Notification<'_, Option<&RawValue>>>(text) {
-            let params = Params::new(n.params.map(|p| p.get()));
-            let _ = self.call(Id::Null, &n.method, params).await;
-            return None;
-        }
-        if serde_json::from_str::<&RawValue>(text).is_err() {
-            let msg = serde_json::from_str::<serde_json::Value>(text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            return Some(error_json(
-                Id::Null,
-                ErrorCode::ParseError.code(),
-                &format!("parse error: {msg}"),
-            ));
+        match serde_json::from_str::<Envelope<'_>>(text) {
+            Ok(msg) => {
+                let named = params::by_name(&msg.method, msg.params.map(RawValue::get));
+                let params = match &named {
+                    Ok(Some(named)) => Some(named.as_str()),
+                    Ok(None) => msg.params.map(RawValue::get),
+                    Err(_) => None,
+                };
+                return match (msg.id, &named) {
+                    (None, Err(_)) => None,
+                    (None, Ok(_)) => {
+                        self.call(None, &msg.method, params).await;
+                        None
+                    }
+                    (Some(raw), Err(too_many)) => Some(error_json(
+                        placeholder_id(raw).unwrap_or(Id::Null),
+                        INVALID_PARAMS,
+                        too_many,
+                    )),
+                    (Some(raw), Ok(_)) => match placeholder_id(raw) {
+                        Ok(id) => self.call(Some(id), &msg.method, params).await,
+                        Err(kind) => Some(error_json(
+                            Id::Null,
+                            ErrorCode::InvalidRequest.code(),
+                            &format!(
+                                "invalid request: `id` must be a number or a string, not {kind}; the request was not carried out"
+                            ),
+                        )),
+                    },
+                };
+            }
+            Err(e) if serde_json::from_str::<&RawValue>(text).is_err() => {
+                let msg = serde_json::from_str::<serde_json::Value>(text)
+                    .err()
+                    .map_or_else(|| e.to_string(), |e| e.to_string());
+                return Some(error_json(
+                    Id::Null,
+                    ErrorCode::ParseError.code(),
+                    &format!("parse error: {msg}"),
+                ));
+            }
+            Err(_) => {}
         }
         let id = request_id(text).unwrap_or(Id::Null);
         Some(error_json(
@@ -364,7 +394,18 @@ impl Conn {
         ))
     }
 
-    async fn call(&self, id: Id<'_>, method: &str, params: Params<'_>) -> Option<Box<RawValue>> {
+    /// Carry out one method; `id` is `None` for a notification, which is
+    /// never answered, and which cannot start a subscription (`run`,
+    /// `events`, `dispatch`): there would be no way to follow it.
+    async fn call(
+        &self,
+        id: Option<Id<'_>>,
+        method: &str,
+        params_text: Option<&str>,
+    ) -> Option<Box<RawValue>> {
+        let notification = id.is_none();
+        let id = id.unwrap_or(Id::Null);
+        let params = Params::new(params_text);
         // Debug builds only: lets tests prove that a panic while handling
         // one request answers that request and harms nothing else.
         #[cfg(debug_assertions)]
@@ -400,6 +441,7 @@ impl Conn {
             Some(MethodCallback::Unsubscription(cb)) => {
                 (cb)(id, params, self.conn_id, MAX_RESPONSE, ext)
             }
+            Some(MethodCallback::Subscription(_)) if notification => return None,
             Some(MethodCallback::Subscription(cb)) => {
                 let Some(permit) = self.subscriptions.acquire() else {
                     return Some(error_json(id, BUSY, "too many runs on this connection"));
@@ -409,14 +451,24 @@ impl Conn {
                     id_provider: &CounterIds,
                     subscription_permit: permit,
                 };
+                // Its answer goes out through the sink: remember what to
+                // name a parameter error with (see `restore_id`).
+                let id = self.subscribing.remember(id, method, params_text);
                 let sink = MethodSink::new_with_limit(self.out.clone(), MAX_RESPONSE as u32);
                 // The callback answers through the sink itself.
                 let _ = (cb)(id, params, sink, state, ext).await;
                 return None;
             }
         };
-        if response.is_notification() {
+        if notification || response.is_notification() {
             return None;
+        }
+        if response.as_error_code() == Some(INVALID_PARAMS) {
+            return Some(params::name_error(
+                method,
+                params_text,
+                response.into_json(),
+            ));
         }
         Some(response.into_json())
     }
@@ -463,17 +515,145 @@ async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<Cli
     }
 }
 
-/// The `id` of a request, when one can be read from it.
+/// The fields of a JSON-RPC message the daemon reads itself. jsonrpsee's
+/// own `Id` knows only `null`, unsigned integers and strings, so the id is
+/// kept as its raw JSON text: a negative or fractional id is answered with
+/// exactly the text the client sent, and an id of another type is refused
+/// before the method is carried out.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[allow(dead_code)] // checked by deserializing
+    jsonrpc: jsonrpsee::types::TwoPointZero,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    /// `None` when absent (a notification); `Some("null")` when null.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// Marks a placeholder id: jsonrpsee answers with it, and [`restore_id`]
+/// puts the client's own id text back before the answer is sent.
+const PLACEHOLDER: &str = "\u{0}rid:";
+/// How an answer carrying a placeholder id begins, as jsonrpsee writes it.
+const ANSWER_HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+
+/// The id to hand to jsonrpsee for a client's raw id: `null` stays null, a
+/// number or a string becomes a placeholder holding its exact text; any
+/// other type is refused (its kind is returned, for the error message).
+fn placeholder_id(raw: &RawValue) -> Result<Id<'static>, &'static str> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => Ok(Id::Null),
+        // Ids jsonrpsee writes back exactly as sent need no placeholder
+        // (the CLI's, and most clients'): an unsigned integer as
+        // serde_json writes it, a string without escapes.
+        Some(b'1'..=b'9') | Some(b'0') if text == "0" || !text.starts_with('0') => {
+            match text.parse::<u64>() {
+                Ok(n) if n.to_string() == text => Ok(Id::Number(n)),
+                _ => Ok(Id::Str(format!("{PLACEHOLDER}{text}").into())),
+            }
+        }
+        Some(b'"') if !text.contains('\\') => {
+            Ok(Id::Str(text[1..text.len() - 1].to_owned().into()))
+        }
+        Some(b'"' | b'-' | b'0'..=b'9') => Ok(Id::Str(format!("{PLACEHOLDER}{text}").into())),
+        Some(b't' | b'f') => Err("a boolean"),
+        Some(b'{') => Err("an object"),
+        Some(b'[') => Err("an array"),
+        _ => Err("this value"),
+    }
+}
+
+/// Subscription calls (`run`, `events`, `dispatch`) answer through their
+/// sink, straight into the outgoing queue: their placeholder id holds a key
+/// to the method and params, so that [`restore_id`] can name a parameter
+/// error in the answer.
+#[derive(Default)]
+pub(crate) struct Subscribing {
+    next: std::sync::atomic::AtomicU64,
+    calls: std::sync::Mutex<std::collections::HashMap<u64, (String, Option<String>)>>,
+}
+
+impl Subscribing {
+    /// The id to hand to a subscription callback in place of `id`.
+    fn remember(&self, id: Id<'_>, method: &str, params: Option<&str>) -> Id<'static> {
+        let raw = match &id {
+            Id::Null => "null".to_owned(),
+            Id::Number(n) => n.to_string(),
+            Id::Str(s) => match s.strip_prefix(PLACEHOLDER) {
+                Some(raw) => raw.to_owned(),
+                None => serde_json::to_string(s.as_ref()).unwrap_or_else(|_| "null".into()),
+            },
+        };
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(key, (method.to_owned(), params.map(str::to_owned)));
+        }
+        Id::Str(format!("{SUBSCRIBING}{key}:{raw}").into())
+    }
+
+    fn take(&self, key: u64) -> Option<(String, Option<String>)> {
+        self.calls.lock().ok()?.remove(&key)
+    }
+}
+
+/// Marks the placeholder id of a subscription call: key, `:`, raw id.
+const SUBSCRIBING: &str = "\u{0}sub:";
+
+/// Put the client's id text back into an answer that carries a placeholder
+/// id (naming a parameter error in a subscription's answer); other
+/// messages are returned unchanged.
+pub(crate) fn restore_id(msg: Box<RawValue>, subscribing: &Subscribing) -> Box<RawValue> {
+    let text = msg.get();
+    let Some(rest) = text.strip_prefix(ANSWER_HEAD) else {
+        return msg;
+    };
+    if !rest.starts_with("\"\\u0000") {
+        return msg;
+    }
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let Some(Ok(id)) = strings.next() else {
+        return msg;
+    };
+    let end = strings.byte_offset();
+    let (raw, call) = if let Some(raw) = id.strip_prefix(PLACEHOLDER) {
+        (raw, None)
+    } else if let Some((key, raw)) = id.strip_prefix(SUBSCRIBING).and_then(|r| r.split_once(':')) {
+        (raw, key.parse().ok().and_then(|k| subscribing.take(k)))
+    } else {
+        return msg;
+    };
+    let is_error = rest[end..].starts_with(",\"error\"");
+    let restored = format!("{ANSWER_HEAD}{raw}{}", &rest[end..]);
+    let Ok(restored) = RawValue::from_string(restored) else {
+        return msg;
+    };
+    match call {
+        // Only an error answer needs it (an accepted subscription's answer
+        // is its id).
+        Some((method, params)) if is_error => {
+            params::name_error(&method, params.as_deref(), restored)
+        }
+        _ => restored,
+    }
+}
+
+/// The id of a request to answer it with (a placeholder, see
+/// [`restore_id`]), when one can be read from it.
 fn request_id(text: &str) -> Option<Id<'static>> {
     #[derive(serde::Deserialize)]
     struct OnlyId<'a> {
-        #[serde(borrow)]
-        id: Option<Id<'a>>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
     }
-    serde_json::from_str::<OnlyId<'_>>(text)
-        .ok()?
-        .id
-        .map(Id::into_owned)
+    let raw = serde_json::from_str::<OnlyId<'_>>(text).ok()?.id?;
+    placeholder_id(raw).ok()
 }
 
 pub(crate) fn error_json(id: Id<'_>, code: i32, message: &str) -> Box<RawValue> {

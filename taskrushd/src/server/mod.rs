@@ -3,7 +3,7 @@
 //! Owns binding the socket safely (`listener`), the accept loop (`accept`),
 //! the one stop sequence both `serve` and `serve_one` end with
 //! (`shutdown`), one client connection's JSON-RPC dispatch
-//! (`connection`), framing with its size caps (`transport`), the client's
+//! (`connection`), parameters named in their errors (`params`), framing with its size caps (`transport`), the client's
 //! standard descriptors passed over the socket (`client_stdio`) and the
 //! daemon's own log file (`log_file`).
 //!
@@ -21,5 +21,6 @@ pub(crate) mod client_stdio;
 pub(crate) mod connection;
 pub(crate) mod listener;
 pub(crate) mod log_file;
+pub(crate) mod params;
 pub(crate) mod shutdown;
 pub(crate) mod transport;

@@ -1,0 +1,82 @@
+//! Named capabilities, announced by `hello`.
+//!
+//! A client learns what the daemon can do from the `hello` answer
+//! (`minor` and `capabilities`) instead of calling a method and catching
+//! `-32601`. As watchman's `version` command, `hello` takes `required`
+//! (the daemon refuses the handshake, naming the missing ones) and
+//! `optional` (the answer says which of them exist).
+//!
+//! Adding a feature to the protocol: add its row to [`ALL`] with
+//! [`PROTOCOL_MINOR`] bumped (rows added in one release share a bump), and
+//! a row to the capability table of `docs/protocol.md` (a tidy test checks
+//! both directions).
+
+/// The protocol's minor version: within one major (`PROTOCOL_VERSION`),
+/// each minor adds capabilities and removes nothing.
+pub const PROTOCOL_MINOR: u32 = 1;
+
+/// A feature added after protocol 1.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capability {
+    /// The name clients ask for.
+    pub name: &'static str,
+    /// The minor that added it.
+    pub since: u32,
+}
+
+/// `dispatch` and its `dispatch_event`s.
+pub const DISPATCH: &str = "dispatch";
+/// `explain_run`.
+pub const EXPLAIN_RUN: &str = "explain_run";
+/// Tasks' `outputs`, restored from the output store; `cache_status` and
+/// `cache_prune`.
+pub const OUTPUTS: &str = "outputs";
+/// Plugin permissions: `plugin_pending`, `plugin_grant`, `plugin_revoke`.
+pub const GRANTS: &str = "grants";
+/// `.rush` files including others (`includes:`), namespaced task names.
+pub const INCLUDES: &str = "includes";
+/// Request ids of any JSON number or string, answered byte for byte.
+pub const EXACT_IDS: &str = "exact_ids";
+/// Invalid-params errors that name the parameter; params by position
+/// named as [`crate::method::PARAMS`] says.
+pub const NAMED_PARAM_ERRORS: &str = "named_param_errors";
+
+/// Every capability this daemon has, in the order they were added.
+pub const ALL: &[Capability] = &[
+    Capability {
+        name: DISPATCH,
+        since: 1,
+    },
+    Capability {
+        name: EXPLAIN_RUN,
+        since: 1,
+    },
+    Capability {
+        name: OUTPUTS,
+        since: 1,
+    },
+    Capability {
+        name: GRANTS,
+        since: 1,
+    },
+    Capability {
+        name: INCLUDES,
+        since: 1,
+    },
+    Capability {
+        name: EXACT_IDS,
+        since: 1,
+    },
+    Capability {
+        name: NAMED_PARAM_ERRORS,
+        since: 1,
+    },
+    // Issue 13 adds `wasm_plugins` once WebAssembly plugins load; issue 17
+    // adds `attach` (live runs), `check_text` (diagnostics of unsaved
+    // text) and `position_encoding` here, each with the minor bumped.
+];
+
+/// Whether the daemon has capability `name`.
+pub fn has(name: &str) -> bool {
+    ALL.iter().any(|c| c.name == name)
+}
