@@ -42,6 +42,11 @@ pub(crate) struct Daemon {
     pub(crate) events: Events,
     /// The one file watcher: `.rush` files, plugin files, `run --watch`.
     pub(crate) watcher: Arc<Watcher>,
+    /// `.rush` files watched although no project is loaded from them (a
+    /// file broken on its first load, or one that may be created in a
+    /// folder a client asked about), oldest first, at most
+    /// [`super::reload::MAX_AWAITED`].
+    pub(super) awaited: Mutex<std::collections::VecDeque<std::path::PathBuf>>,
 }
 
 /// How this daemon was started.
@@ -85,6 +90,7 @@ impl Daemon {
             next_run: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             stopping: watch::channel(false).0,
+            awaited: Mutex::default(),
         });
         tokio::spawn(apply_changes(Arc::downgrade(&daemon), changes));
         daemon
