@@ -10,7 +10,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectsFound, RunExplained, TaskList,
 };
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
@@ -167,6 +167,19 @@ pub trait TaskRushApi {
     /// blobs take at most `max_bytes` (0, the default: empty it).
     #[method(name = "cache_prune")]
     async fn cache_prune(&self, max_bytes: Option<u64>) -> Result<CachePruned, ErrorObjectOwned>;
+
+    /// Every project (`.rush` file) under the absolute `folder`, at most
+    /// `max_depth` directories down (default 8) and `max_count` projects
+    /// (default 1000), skipping what `.gitignore` files ignore and `.git`.
+    /// With `parse`, each is loaded as `list_tasks` would load it.
+    #[method(name = "find_projects")]
+    async fn find_projects(
+        &self,
+        folder: String,
+        max_depth: Option<usize>,
+        max_count: Option<usize>,
+        parse: Option<bool>,
+    ) -> Result<ProjectsFound, ErrorObjectOwned>;
 
     /// What `run` would do for the plan of `request` (its `tasks`, `file`,
     /// `cwd`, `env`, `force`): per task, in run order, whether it would run

@@ -353,3 +353,32 @@ pub struct RunExplained {
     pub file: String,
     pub tasks: Vec<TaskExplained>,
 }
+
+/// The answer to `find_projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectsFound {
+    /// Sorted by `file`.
+    pub projects: Vec<ProjectFound>,
+    /// The walk stopped at `max_count` projects or at its limit of
+    /// entries visited: there may be more.
+    pub truncated: bool,
+}
+
+/// One project found under a workspace folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectFound {
+    /// The project's directory (canonical).
+    pub root: String,
+    /// Its `.rush` file (canonical: `.rush`, else `.rush.yml`, else
+    /// `.rush.yaml`, as discovery prefers them).
+    pub file: String,
+    /// With `parse`: whether it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// With `parse`, when it loads: how many tasks it declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+    /// With `parse`, when it does not load: the error a request would get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::WireError>,
+}

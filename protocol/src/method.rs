@@ -54,6 +54,8 @@ pub const DAEMON_STOP: &str = "daemon_stop";
 pub const CACHE_STATUS: &str = "cache_status";
 /// Empty the output store (or shrink it to a size).
 pub const CACHE_PRUNE: &str = "cache_prune";
+/// Every project under a workspace folder.
+pub const FIND_PROJECTS: &str = "find_projects";
 /// Per task of a plan: would it run, and why (`run --explain`, `--dry-run`).
 pub const EXPLAIN_RUN: &str = "explain_run";
 
@@ -81,4 +83,5 @@ pub const ALL: &[&str] = &[
     CACHE_STATUS,
     CACHE_PRUNE,
     EXPLAIN_RUN,
+    FIND_PROJECTS,
 ];

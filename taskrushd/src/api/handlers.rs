@@ -12,7 +12,7 @@ use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
@@ -270,6 +270,80 @@ impl TaskRushApiServer for Api {
             .unwrap_or_default();
         tracing::info!(entries, bytes, "output store pruned by a client");
         Ok(CachePruned { entries, bytes })
+    }
+
+    async fn find_projects(
+        &self,
+        folder: String,
+        max_depth: Option<usize>,
+        max_count: Option<usize>,
+        parse: Option<bool>,
+    ) -> Result<ProjectsFound, ErrorObjectOwned> {
+        let dir = Path::new(&folder);
+        if !dir.is_absolute() {
+            return Err(ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                format!("`folder` must be an absolute path, got `{folder}`"),
+                None::<()>,
+            ));
+        }
+        let dir = match dir.canonicalize() {
+            Ok(d) if d.is_dir() => d,
+            Ok(_) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    format!("`folder` `{folder}` is not a directory"),
+                    None::<()>,
+                ));
+            }
+            Err(e) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    format!("`folder` `{folder}` cannot be used: {e}"),
+                    None::<()>,
+                ));
+            }
+        };
+        let depth = max_depth.unwrap_or(8).min(64);
+        let count = max_count.unwrap_or(1000).clamp(1, 100_000);
+        let (files, truncated) = tokio::task::spawn_blocking(move || {
+            crate::config::discover::find_under(&dir, depth, count)
+        })
+        .await
+        .unwrap_or_default();
+        let mut projects = Vec::with_capacity(files.len());
+        for file in files {
+            let root = file.parent().unwrap_or(&file).to_path_buf();
+            let mut found = ProjectFound {
+                root: root.display().to_string(),
+                file: file.display().to_string(),
+                ok: None,
+                tasks: None,
+                error: None,
+            };
+            if parse.unwrap_or(false) {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".rush");
+                match self.load(&found.root, Some(name)).await {
+                    Ok(loaded) => {
+                        found.ok = Some(true);
+                        found.tasks = Some(loaded.config.tasks.len());
+                    }
+                    Err(e) => {
+                        found.ok = Some(false);
+                        found.error = Some(taskrush_protocol::error::WireError {
+                            code: e.code(),
+                            message: e.message().to_owned(),
+                            data: e.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+                        });
+                    }
+                }
+            }
+            projects.push(found);
+        }
+        Ok(ProjectsFound {
+            projects,
+            truncated,
+        })
     }
 
     async fn explain_run(&self, request: RunRequest) -> Result<RunExplained, ErrorObjectOwned> {
