@@ -10,7 +10,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, ProjectsFound, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectsFound, RunExplained, RunInfo, TaskList,
 };
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
@@ -22,8 +22,16 @@ use crate::run::{RunEvent, RunRequest};
 pub trait TaskRushApi {
     /// Handshake: the client's TaskRush version and protocol major. Fails
     /// with `PROTOCOL_MISMATCH` when the daemon does not speak that major.
-    #[method(name = "hello")]
-    fn hello(&self, version: String, protocol: u32) -> Result<Hello, ErrorObjectOwned>;
+    ///
+    /// `client` names the client (an editor extension's name): runs it
+    /// starts say so in `list_runs` and the event stream.
+    #[method(name = "hello", with_extensions)]
+    fn hello(
+        &self,
+        version: String,
+        protocol: u32,
+        client: Option<String>,
+    ) -> Result<Hello, ErrorObjectOwned>;
 
     /// Start a run; its events arrive as `run_event` notifications, from
     /// `run_started` to `run_finished`. Unsubscribing cancels the run.
@@ -47,8 +55,26 @@ pub trait TaskRushApi {
 
     /// Cancel a run: its tasks get SIGINT, then SIGTERM, then SIGKILL after
     /// a grace period (`force` skips straight to SIGKILL).
-    #[method(name = "cancel_run")]
-    fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned>;
+    /// The run is named by `run_id`, or by the `token` this connection
+    /// gave it.
+    #[method(name = "cancel_run", with_extensions)]
+    fn cancel_run(
+        &self,
+        run_id: Option<u64>,
+        force: Option<bool>,
+        token: Option<String>,
+    ) -> Result<bool, ErrorObjectOwned>;
+
+    /// The runs in progress, of every client, oldest first.
+    #[method(name = "list_runs")]
+    fn list_runs(&self) -> Result<Vec<RunInfo>, ErrorObjectOwned>;
+
+    /// Follow a run another connection started: first an `attached` event
+    /// (the run and its tasks' states now), then the run's events from
+    /// then on, to its end. An observer never slows the run: one that
+    /// falls behind loses events and gets `observer_lagged` instead.
+    #[subscription(name = "attach" => "attach_event", unsubscribe = "attach_unsubscribe", item = serde_json::Value)]
+    async fn attach(&self, run_id: u64) -> SubscriptionResult;
 
     /// The tasks of the project found from `cwd` (or `file`), sorted by name.
     #[method(name = "list_tasks")]

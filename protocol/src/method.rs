@@ -21,6 +21,14 @@ pub const DISPATCH_EVENT: &str = "dispatch_event";
 pub const DISPATCH_UNSUBSCRIBE: &str = "dispatch_unsubscribe";
 /// Cancel a run by id.
 pub const CANCEL_RUN: &str = "cancel_run";
+/// The runs in progress, of every client.
+pub const LIST_RUNS: &str = "list_runs";
+/// Subscription: follow a run in progress (its events from now on).
+pub const ATTACH: &str = "attach";
+/// Notification carrying one event of an `attach`.
+pub const ATTACH_EVENT: &str = "attach_event";
+/// Stop following a run (the run goes on).
+pub const ATTACH_UNSUBSCRIBE: &str = "attach_unsubscribe";
 /// List the tasks of a project.
 pub const LIST_TASKS: &str = "list_tasks";
 /// The plugins of a project.
@@ -67,6 +75,9 @@ pub const ALL: &[&str] = &[
     DISPATCH,
     DISPATCH_UNSUBSCRIBE,
     CANCEL_RUN,
+    LIST_RUNS,
+    ATTACH,
+    ATTACH_UNSUBSCRIBE,
     LIST_TASKS,
     PLUGIN_LIST,
     PLUGIN_INFO,

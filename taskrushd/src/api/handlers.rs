@@ -12,7 +12,7 @@ use taskrush_protocol::PROTOCOL_VERSION;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, RunInfo, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
@@ -20,9 +20,10 @@ use taskrush_protocol::run::RunRequest;
 
 use crate::run::cancel::Cancel;
 use crate::server::client_stdio::ClientStdio;
-use crate::server::connection::ClientGone;
+use crate::server::connection::{ClientGone, ClientInfo};
 
 use super::daemon::Daemon;
+use super::sessions::Caller;
 use super::to_proto::{self, plugin_error};
 
 /// The JSON-RPC face of the daemon (a newtype: the API trait is foreign).
@@ -36,9 +37,27 @@ impl std::ops::Deref for Api {
     }
 }
 
+/// Who sent a request, from its extensions.
+fn caller(ext: &Extensions) -> Caller {
+    Caller {
+        gone: ext.get::<ClientGone>().cloned(),
+        stdio: ext.get::<Arc<ClientStdio>>().cloned(),
+        client: ext.get::<Arc<ClientInfo>>().cloned(),
+    }
+}
+
 #[async_trait]
 impl TaskRushApiServer for Api {
-    fn hello(&self, version: String, protocol: u32) -> Result<Hello, ErrorObjectOwned> {
+    fn hello(
+        &self,
+        ext: &Extensions,
+        version: String,
+        protocol: u32,
+        client: Option<String>,
+    ) -> Result<Hello, ErrorObjectOwned> {
+        if let (Some(name), Some(info)) = (client, ext.get::<Arc<ClientInfo>>()) {
+            *info.name.lock().unwrap_or_else(|p| p.into_inner()) = Some(name);
+        }
         if protocol != PROTOCOL_VERSION {
             return Err(ErrorObjectOwned::owned(
                 error::PROTOCOL_MISMATCH,
@@ -65,9 +84,7 @@ impl TaskRushApiServer for Api {
         ext: &Extensions,
         request: RunRequest,
     ) -> SubscriptionResult {
-        let gone = ext.get::<ClientGone>().cloned();
-        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
-        self.0.run_session(pending, gone, stdio, request).await
+        self.0.run_session(pending, caller(ext), request).await
     }
 
     async fn dispatch(
@@ -78,13 +95,10 @@ impl TaskRushApiServer for Api {
         args: Vec<String>,
         command_only: Option<bool>,
     ) -> SubscriptionResult {
-        let gone = ext.get::<ClientGone>().cloned();
-        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
         self.0
             .dispatch_session(
                 pending,
-                gone,
-                stdio,
+                caller(ext),
                 request,
                 args,
                 command_only.unwrap_or(false),
@@ -92,11 +106,46 @@ impl TaskRushApiServer for Api {
             .await
     }
 
-    fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned> {
+    fn cancel_run(
+        &self,
+        ext: &Extensions,
+        run_id: Option<u64>,
+        force: Option<bool>,
+        token: Option<String>,
+    ) -> Result<bool, ErrorObjectOwned> {
         let level = if force.unwrap_or(false) {
             Cancel::Kill
         } else {
             Cancel::Interrupt
+        };
+        let run_id = match (run_id, token) {
+            (Some(id), _) => id,
+            (None, Some(token)) => {
+                let found = ext.get::<Arc<ClientInfo>>().and_then(|c| {
+                    c.tokens
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&token)
+                        .copied()
+                });
+                match found {
+                    Some(id) if id != 0 => id,
+                    _ => {
+                        return Err(ErrorObjectOwned::owned(
+                            error::RUN_NOT_FOUND,
+                            format!("no run with token `{token}` in progress on this connection"),
+                            None::<()>,
+                        ));
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    "`cancel_run` needs `run_id` or `token`",
+                    None::<()>,
+                ));
+            }
         };
         if self.0.cancel_run(run_id, level) {
             Ok(true)
@@ -119,6 +168,14 @@ impl TaskRushApiServer for Api {
         let config = loaded.config;
         let commands = self.plugins.commands(&config, env.as_ref()).await;
         Ok(to_proto::task_list(&config, commands, loaded.warning))
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunInfo>, ErrorObjectOwned> {
+        Ok(self.0.list_runs())
+    }
+
+    async fn attach(&self, pending: PendingSubscriptionSink, run_id: u64) -> SubscriptionResult {
+        self.0.attach_session(pending, run_id).await
     }
 
     fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned> {
