@@ -147,6 +147,24 @@ impl LiveRun {
     }
 }
 
+/// The first event of an `attach`: the run as `list_runs` shows it.
+#[derive(serde::Serialize)]
+struct Attached<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    info: &'a RunInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+}
+
+/// An observer fell behind and lost `missed` events.
+#[derive(serde::Serialize)]
+struct Lagged {
+    event: &'static str,
+    run_id: u64,
+    missed: u64,
+}
+
 /// What an `attached` event says about a run writing to its client's
 /// terminal.
 const NO_OUTPUT: &str =
@@ -182,11 +200,11 @@ impl Daemon {
         // Only the receiver is kept: the stream ends with the run.
         drop(run);
         let sink = pending.accept().await?;
-        let mut attached = serde_json::to_value(&info).unwrap_or_default();
-        attached["event"] = "attached".into();
-        if info.inherit_stdio {
-            attached["note"] = NO_OUTPUT.into();
-        }
+        let attached = Attached {
+            event: "attached",
+            note: info.inherit_stdio.then_some(NO_OUTPUT),
+            info: &info,
+        };
         let Ok(msg) = serde_json::value::to_raw_value(&attached) else {
             return Ok(());
         };
@@ -203,11 +221,11 @@ impl Daemon {
             let msg = match r {
                 Ok(ev) => serde_json::value::to_raw_value(&ev),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    serde_json::value::to_raw_value(&serde_json::json!({
-                        "event": "observer_lagged",
-                        "run_id": run_id,
-                        "missed": missed,
-                    }))
+                    serde_json::value::to_raw_value(&Lagged {
+                        event: "observer_lagged",
+                        run_id,
+                        missed,
+                    })
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             };

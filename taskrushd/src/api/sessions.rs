@@ -615,13 +615,16 @@ async fn send(
     ev: &RunEvent,
     token: Option<&str>,
 ) -> bool {
+    /// The event's fields in their order, then `token`.
+    #[derive(serde::Serialize)]
+    struct WithToken<'a> {
+        #[serde(flatten)]
+        ev: &'a RunEvent,
+        token: &'a str,
+    }
     let msg = match token {
         None => serde_json::value::to_raw_value(ev),
-        Some(token) => {
-            let mut v = serde_json::to_value(ev).unwrap_or_default();
-            v["token"] = token.into();
-            serde_json::value::to_raw_value(&v)
-        }
+        Some(token) => serde_json::value::to_raw_value(&WithToken { ev, token }),
     };
     let Ok(msg) = msg else {
         return true;
