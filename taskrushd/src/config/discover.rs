@@ -98,6 +98,29 @@ mod tests {
     }
 
     #[test]
+    fn find_under_keeps_the_preferred_file_of_each_directory_and_stops_at_the_count() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join("a/.rush.yaml"));
+        touch(&tmp.path().join("a/.rush"));
+        touch(&tmp.path().join("b/.rush.yml"));
+        touch(&tmp.path().join("c/.rush"));
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (found, truncated) = find_under(&root, 8, 10);
+        assert_eq!(
+            found,
+            vec![
+                root.join("a/.rush"),
+                root.join("b/.rush.yml"),
+                root.join("c/.rush")
+            ]
+        );
+        assert!(!truncated);
+        let (found, truncated) = find_under(&root, 8, 2);
+        assert_eq!(found.len(), 2);
+        assert!(truncated);
+    }
+
+    #[test]
     fn finds_the_file_in_the_start_directory() {
         let tmp = tempfile::tempdir().expect("create temp dir");
         touch(&tmp.path().join(".rush.yml"));
