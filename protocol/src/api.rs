@@ -10,7 +10,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectsFound, RunExplained, RunInfo, TaskList,
 };
 use crate::plugin::CommandResult;
 #[allow(unused_imports)] // used by the macro's `item = RunEvent`
@@ -24,13 +24,17 @@ pub trait TaskRushApi {
     /// with `PROTOCOL_MISMATCH` when the daemon does not speak that major,
     /// or lacks a capability named in `required`. The answer lists the
     /// daemon's capabilities, and which of `optional` it has.
-    #[method(name = "hello")]
+    ///
+    /// `client` names the client (an editor extension's name): runs it
+    /// starts say so in `list_runs` and the event stream.
+    #[method(name = "hello", with_extensions)]
     fn hello(
         &self,
         version: String,
         protocol: u32,
         required: Option<Vec<String>>,
         optional: Option<Vec<String>>,
+        client: Option<String>,
     ) -> Result<Hello, ErrorObjectOwned>;
 
     /// Start a run; its events arrive as `run_event` notifications, from
@@ -55,8 +59,26 @@ pub trait TaskRushApi {
 
     /// Cancel a run: its tasks get SIGINT, then SIGTERM, then SIGKILL after
     /// a grace period (`force` skips straight to SIGKILL).
-    #[method(name = "cancel_run")]
-    fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned>;
+    /// The run is named by `run_id`, or by the `token` this connection
+    /// gave it.
+    #[method(name = "cancel_run", with_extensions)]
+    fn cancel_run(
+        &self,
+        run_id: Option<u64>,
+        force: Option<bool>,
+        token: Option<String>,
+    ) -> Result<bool, ErrorObjectOwned>;
+
+    /// The runs in progress, of every client, oldest first.
+    #[method(name = "list_runs")]
+    fn list_runs(&self) -> Result<Vec<RunInfo>, ErrorObjectOwned>;
+
+    /// Follow a run another connection started: first an `attached` event
+    /// (the run and its tasks' states now), then the run's events from
+    /// then on, to its end. An observer never slows the run: one that
+    /// falls behind loses events and gets `observer_lagged` instead.
+    #[subscription(name = "attach" => "attach_event", unsubscribe = "attach_unsubscribe", item = serde_json::Value)]
+    async fn attach(&self, run_id: u64) -> SubscriptionResult;
 
     /// The tasks of the project found from `cwd` (or `file`), sorted by name.
     #[method(name = "list_tasks")]
@@ -175,6 +197,19 @@ pub trait TaskRushApi {
     /// blobs take at most `max_bytes` (0, the default: empty it).
     #[method(name = "cache_prune")]
     async fn cache_prune(&self, max_bytes: Option<u64>) -> Result<CachePruned, ErrorObjectOwned>;
+
+    /// Every project (`.rush` file) under the absolute `folder`, at most
+    /// `max_depth` directories down (default 8) and `max_count` projects
+    /// (default 1000), skipping what `.gitignore` files ignore and `.git`.
+    /// With `parse`, each is loaded as `list_tasks` would load it.
+    #[method(name = "find_projects")]
+    async fn find_projects(
+        &self,
+        folder: String,
+        max_depth: Option<usize>,
+        max_count: Option<usize>,
+        parse: Option<bool>,
+    ) -> Result<ProjectsFound, ErrorObjectOwned>;
 
     /// What `run` would do for the plan of `request` (its `tasks`, `file`,
     /// `cwd`, `env`, `force`): per task, in run order, whether it would run

@@ -363,3 +363,65 @@ pub struct RunExplained {
     pub file: String,
     pub tasks: Vec<TaskExplained>,
 }
+
+/// The answer to `find_projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectsFound {
+    /// Sorted by `file`.
+    pub projects: Vec<ProjectFound>,
+    /// The walk stopped at `max_count` projects or at its limit of
+    /// entries visited: there may be more.
+    pub truncated: bool,
+}
+
+/// One project found under a workspace folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectFound {
+    /// The project's directory (canonical).
+    pub root: String,
+    /// Its `.rush` file (canonical: `.rush`, else `.rush.yml`, else
+    /// `.rush.yaml`, as discovery prefers them).
+    pub file: String,
+    /// With `parse`: whether it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// With `parse`, when it loads: how many tasks it declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+    /// With `parse`, when it does not load: the error a request would get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::WireError>,
+}
+
+/// One run in progress, as `list_runs` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run_id: u64,
+    /// The project's root and `.rush` file.
+    pub root: String,
+    pub file: String,
+    /// The run's plan, in run order, each with its state now.
+    pub tasks: Vec<TaskState>,
+    /// When the run started (for a watch session: its current re-run),
+    /// in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub client: crate::events::RunClient,
+    /// The token the client named the run with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Its tasks write to the client's terminal: `attach` gets their
+    /// state, but no output.
+    pub inherit_stdio: bool,
+    /// A `run --watch` session (its `iteration` counts re-runs).
+    pub watch: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
+}
+
+/// A task of a run in progress and its state: `waiting`, `running`,
+/// `cached`, `success`, `failed` or `cancelled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub task: String,
+    pub state: String,
+}

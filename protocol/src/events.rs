@@ -83,6 +83,9 @@ pub enum DaemonEvent {
         tasks: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         iteration: Option<u32>,
+        /// The client that started it (absent from older daemons).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<RunClient>,
     },
     TaskStarted {
         run_id: u64,
@@ -117,4 +120,16 @@ pub enum DaemonEvent {
     Lagged {
         missed: u64,
     },
+}
+
+/// The client that started a run: its connection, the name it gave in
+/// `hello` (if any) and its process id (from `SO_PEERCRED`, where known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunClient {
+    /// The connection's id, unique for the daemon's life.
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }

@@ -21,6 +21,14 @@ pub const DISPATCH_EVENT: &str = "dispatch_event";
 pub const DISPATCH_UNSUBSCRIBE: &str = "dispatch_unsubscribe";
 /// Cancel a run by id.
 pub const CANCEL_RUN: &str = "cancel_run";
+/// The runs in progress, of every client.
+pub const LIST_RUNS: &str = "list_runs";
+/// Subscription: follow a run in progress (its events from now on).
+pub const ATTACH: &str = "attach";
+/// Notification carrying one event of an `attach`.
+pub const ATTACH_EVENT: &str = "attach_event";
+/// Stop following a run (the run goes on).
+pub const ATTACH_UNSUBSCRIBE: &str = "attach_unsubscribe";
 /// List the tasks of a project.
 pub const LIST_TASKS: &str = "list_tasks";
 /// The plugins of a project.
@@ -54,6 +62,8 @@ pub const DAEMON_STOP: &str = "daemon_stop";
 pub const CACHE_STATUS: &str = "cache_status";
 /// Empty the output store (or shrink it to a size).
 pub const CACHE_PRUNE: &str = "cache_prune";
+/// Every project under a workspace folder.
+pub const FIND_PROJECTS: &str = "find_projects";
 /// Per task of a plan: would it run, and why (`run --explain`, `--dry-run`).
 pub const EXPLAIN_RUN: &str = "explain_run";
 
@@ -65,6 +75,9 @@ pub const ALL: &[&str] = &[
     DISPATCH,
     DISPATCH_UNSUBSCRIBE,
     CANCEL_RUN,
+    LIST_RUNS,
+    ATTACH,
+    ATTACH_UNSUBSCRIBE,
     LIST_TASKS,
     PLUGIN_LIST,
     PLUGIN_INFO,
@@ -81,6 +94,7 @@ pub const ALL: &[&str] = &[
     CACHE_STATUS,
     CACHE_PRUNE,
     EXPLAIN_RUN,
+    FIND_PROJECTS,
 ];
 
 /// The parameters of each method, in order: params sent by position are
@@ -88,10 +102,15 @@ pub const ALL: &[&str] = &[
 /// error. A tidy test checks this table against the `api` trait. (The
 /// `*_unsubscribe` methods take the subscription id, by position.)
 pub const PARAMS: &[(&str, &[&str])] = &[
-    (HELLO, &["version", "protocol", "required", "optional"]),
+    (
+        HELLO,
+        &["version", "protocol", "required", "optional", "client"],
+    ),
     (RUN, &["request"]),
     (DISPATCH, &["request", "args", "command_only"]),
-    (CANCEL_RUN, &["run_id", "force"]),
+    (CANCEL_RUN, &["run_id", "force", "token"]),
+    (LIST_RUNS, &[]),
+    (ATTACH, &["run_id"]),
     (LIST_TASKS, &["cwd", "file", "env"]),
     (PLUGIN_LIST, &["cwd", "file"]),
     (PLUGIN_INFO, &["cwd", "file", "name"]),
@@ -107,6 +126,10 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (CACHE_STATUS, &[]),
     (CACHE_PRUNE, &["max_bytes"]),
     (EXPLAIN_RUN, &["request"]),
+    (
+        FIND_PROJECTS,
+        &["folder", "max_depth", "max_count", "parse"],
+    ),
 ];
 
 /// The parameter names of `method`, when it is in [`PARAMS`].

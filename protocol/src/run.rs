@@ -50,6 +50,12 @@ pub struct RunRequest {
     /// key. Never interpolated into the command text. Absent: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// A name the client gives this run (as LSP's work-done tokens): every
+    /// event of the run carries it as `token`, so events that arrive
+    /// before the answer need no buffering, and `cancel_run` accepts it.
+    /// Unique among the connection's runs in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// What a change during a watched run does.

@@ -183,6 +183,13 @@ pub struct RunArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DaemonAction {
+    /// Start the daemon unless one runs; return once it answers (exit 0
+    /// either way, printing its pid and socket: for editors and scripts).
+    Start {
+        /// Print `{"pid", "socket", "started"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show whether the daemon runs, and what it holds.
     Status {
         /// Print the status as JSON.

@@ -1,4 +1,4 @@
-//! `taskrush daemon status|stop|restart|logs|cache`.
+//! `taskrush daemon start|status|stop|restart|logs|cache`.
 
 use std::io::{Read, Seek, Write};
 use std::time::Duration;
@@ -18,6 +18,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
     let paths = DaemonPaths::from_env();
     match action {
+        DaemonAction::Start { json } => start(&paths, json),
         DaemonAction::Status { json } => status(&paths, json),
         DaemonAction::Stop => {
             if !stop(&paths)? {
@@ -130,6 +131,39 @@ fn not_answering(paths: &DaemonPaths, pid: &str) -> (String, String) {
         ),
         format!("see `taskrush daemon logs`; if it does not recover, end it with `kill {pid}`"),
     )
+}
+
+/// `daemon start`: idempotent, and it returns once the daemon answers on
+/// its socket (the daemon's own output is not inherited, so a caller
+/// reading ours to its end, as `execFile` does, is not held open).
+fn start(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {
+    let (mut c, started) = match connect_running(paths)? {
+        Ok(c) => (c, false),
+        Err(Some(pid)) => {
+            let (message, hint) = not_answering(paths, &pid);
+            eprintln!("error: {message}\nhint: {hint}");
+            return Ok(EXIT_NOT_ANSWERING);
+        }
+        Err(None) => {
+            client::start_daemon(paths, "started by `taskrush daemon start`")?;
+            (client::connect(paths, false, false)?, true)
+        }
+    };
+    let s: DaemonStatus = c.call(method::DAEMON_STATUS, serde_json::json!({}))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"pid": s.pid, "socket": s.socket, "started": started})
+        );
+    } else if started {
+        println!("taskrushd started, pid {}, socket `{}`", s.pid, s.socket);
+    } else {
+        println!(
+            "taskrushd already running, pid {}, socket `{}`",
+            s.pid, s.socket
+        );
+    }
+    Ok(0)
 }
 
 fn status(paths: &DaemonPaths, json: bool) -> Result<i32, CliError> {

@@ -99,13 +99,25 @@ fn human(ev: &DaemonEvent) -> String {
             root,
             tasks,
             iteration,
+            client,
             ..
         } => format!(
-            "run {run_id} started in `{root}`: {}{}",
+            "run {run_id} started in `{root}`: {}{}{}",
             tasks.join(", "),
             iteration
                 .filter(|i| *i > 1)
                 .map(|i| format!(" (re-run {})", i - 1))
+                .unwrap_or_default(),
+            client
+                .as_ref()
+                .map(|c| {
+                    let who = c
+                        .name
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(" `{n}`"));
+                    let pid = c.pid.map_or(String::new(), |p| format!(", pid {p}"));
+                    format!(" (by client {}{who}{pid})", c.id)
+                })
                 .unwrap_or_default()
         ),
         DaemonEvent::TaskStarted { run_id, task } => format!("run {run_id}: `{task}` started"),

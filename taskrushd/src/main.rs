@@ -38,8 +38,10 @@ struct Args {
     /// Log to stderr and stay attached to the terminal (for debugging).
     #[arg(long)]
     foreground: bool,
-    /// Print `ready` on stdout once the socket accepts connections, then
-    /// detach from it (used by `taskrush` when it starts the daemon).
+    /// Print `ready <pid>` on stdout once the socket accepts connections,
+    /// then detach from it (used by `taskrush` when it starts the daemon).
+    /// The process stays in the foreground: it is the daemon (to start it
+    /// and return, use `taskrush daemon start`).
     #[arg(long)]
     notify_ready: bool,
     /// Exit after this long with no clients and no runs (`90s`, `30m`,

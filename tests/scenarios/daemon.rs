@@ -119,3 +119,27 @@ fn the_daemon_writes_its_log_and_logs_shows_it() {
     out.success();
     assert!(out.stdout().contains("listening"), "{}", out.stdout());
 }
+
+#[test]
+fn daemon_start_twice_returns_once_ready_and_the_second_finds_the_first() {
+    let t = Scenario::new();
+    // `run` reads stdout and stderr to their end, as `execFile` does: the
+    // daemon must not hold them open.
+    let first = t.run(&["daemon", "start", "--json"]);
+    first.success();
+    let v: serde_json::Value = serde_json::from_str(first.stdout().trim()).expect("json");
+    assert_eq!(v["started"], true, "{v}");
+    assert_eq!(v["socket"], t.socket().display().to_string(), "{v}");
+    let pid = v["pid"].as_u64().expect("a pid");
+    assert!(t.socket().exists(), "the socket is there once it returns");
+    let second = t.run(&["daemon", "start"]);
+    second.success();
+    assert_eq!(
+        second.stdout(),
+        format!(
+            "taskrushd already running, pid {pid}, socket `{}`\n",
+            t.socket().display()
+        )
+    );
+    assert_eq!(t.daemon_pid(), Some(pid as u32), "still the first daemon");
+}

@@ -501,8 +501,8 @@ fn a_missing_or_mistyped_parameter_is_named_by_name_and_by_position_in_both_fram
             "invalid parameter `run_id`: invalid type: string \"x\", expected u64",
         ),
         (
-            json!({"method": "cancel_run", "params": [1, true, 3]}),
-            "too many parameters: `cancel_run` takes 2: `run_id`, `force`, 3 were sent",
+            json!({"method": "cancel_run", "params": [1, true, "t", 4]}),
+            "too many parameters: `cancel_run` takes 3: `run_id`, `force`, `token`, 4 were sent",
         ),
         (
             json!({"method": "list_tasks", "params": [3]}),

@@ -476,3 +476,41 @@ fn plugins_removed_from_the_rush_file_are_stopped() {
         .iter()
         .any(|r| r["hook"] == "shutdown")));
 }
+
+#[test]
+fn a_rush_file_broken_on_its_first_load_is_reported_when_saved_again_and_when_fixed() {
+    let s = Scenario::new().rush("tasks:\n  hi: [\n");
+    s.run(&["daemon", "start"]).success();
+    let mut ev = s.events();
+    s.run(&["--list"]).expect_code(1);
+    // Still broken: said without another request.
+    s.write(".rush", "tasks:\n  hi:\n    cmd: 3\n    nope: 1\n");
+    let file = s.project().canonicalize().expect("canonical").join(".rush");
+    let e = ev.wait_kind("config_rejected");
+    assert_eq!(e["file"], file.display().to_string(), "{e}");
+    assert_eq!(e["using_last_valid"], false, "{e}");
+    // Fixed: the project is loaded and said so, no request needed.
+    s.write(".rush", ONE);
+    let e = ev.wait_for("reload of the fixed file", is_reload);
+    assert_eq!(e["file"], file.display().to_string(), "{e}");
+    assert_eq!(e["tasks"], 1, "{e}");
+    s.run(&["hi"]).expect_stdout("one\n").success();
+}
+
+#[test]
+fn a_rush_file_created_in_a_folder_a_client_asked_about_is_reported() {
+    let s = Scenario::new();
+    s.run(&["daemon", "start"]).success();
+    let mut ev = s.events();
+    // No `.rush` here (nor above): an error, and the folder is watched.
+    s.run(&["--list"]).expect_code(1);
+    s.write(".rush.yml", ONE);
+    let e = ev.wait_for("the new file", is_reload);
+    let file = s
+        .project()
+        .canonicalize()
+        .expect("canonical")
+        .join(".rush.yml");
+    assert_eq!(e["file"], file.display().to_string(), "{e}");
+    s.run(&["hi"]).expect_stdout("one\n").success();
+}

@@ -42,6 +42,13 @@ pub(crate) struct Daemon {
     pub(crate) events: Events,
     /// The one file watcher: `.rush` files, plugin files, `run --watch`.
     pub(crate) watcher: Arc<Watcher>,
+    /// `.rush` files watched although no project is loaded from them (a
+    /// file broken on its first load, or one that may be created in a
+    /// folder a client asked about), oldest first, at most
+    /// [`super::reload::MAX_AWAITED`].
+    pub(super) awaited: Mutex<std::collections::VecDeque<std::path::PathBuf>>,
+    /// Runs in progress as observers see them (`list_runs`, `attach`).
+    live: Mutex<std::collections::BTreeMap<u64, Arc<super::live::LiveRun>>>,
 }
 
 /// How this daemon was started.
@@ -85,6 +92,8 @@ impl Daemon {
             next_run: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             stopping: watch::channel(false).0,
+            awaited: Mutex::default(),
+            live: Mutex::default(),
         });
         tokio::spawn(apply_changes(Arc::downgrade(&daemon), changes));
         daemon
@@ -145,6 +154,13 @@ impl Daemon {
         )
     }
 
+    /// Runs in progress as observers see them.
+    pub(super) fn live_runs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<super::live::LiveRun>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Raise one run's cancel level; false when there is no such run.
     pub(super) fn cancel_run(&self, run_id: u64, level: Cancel) -> bool {
         match self.runs.borrow().get(&run_id) {
@@ -168,6 +184,7 @@ impl Drop for RunEntry<'_> {
     /// The run's session ended: it no longer counts as active.
     fn drop(&mut self) {
         let id = self.id;
+        self.daemon.live_runs().remove(&id);
         self.daemon
             .runs
             .send_if_modified(|runs| runs.remove(&id).is_some());

@@ -11,7 +11,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
-    PluginStatus, PluginTestReport, RunExplained, TaskList,
+    PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, RunInfo, TaskList,
 };
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
@@ -20,9 +20,10 @@ use taskrush_protocol::{PROTOCOL_VERSION, capability};
 
 use crate::run::cancel::Cancel;
 use crate::server::client_stdio::ClientStdio;
-use crate::server::connection::ClientGone;
+use crate::server::connection::{ClientGone, ClientInfo};
 
 use super::daemon::Daemon;
+use super::sessions::Caller;
 use super::to_proto::{self, plugin_error};
 
 /// The JSON-RPC face of the daemon (a newtype: the API trait is foreign).
@@ -36,15 +37,29 @@ impl std::ops::Deref for Api {
     }
 }
 
+/// Who sent a request, from its extensions.
+fn caller(ext: &Extensions) -> Caller {
+    Caller {
+        gone: ext.get::<ClientGone>().cloned(),
+        stdio: ext.get::<Arc<ClientStdio>>().cloned(),
+        client: ext.get::<Arc<ClientInfo>>().cloned(),
+    }
+}
+
 #[async_trait]
 impl TaskRushApiServer for Api {
     fn hello(
         &self,
+        ext: &Extensions,
         version: String,
         protocol: u32,
         required: Option<Vec<String>>,
         optional: Option<Vec<String>>,
+        client: Option<String>,
     ) -> Result<Hello, ErrorObjectOwned> {
+        if let (Some(name), Some(info)) = (client, ext.get::<Arc<ClientInfo>>()) {
+            *info.name.lock().unwrap_or_else(|p| p.into_inner()) = Some(name);
+        }
         if protocol != PROTOCOL_VERSION {
             return Err(ErrorObjectOwned::owned(
                 error::PROTOCOL_MISMATCH,
@@ -106,9 +121,7 @@ impl TaskRushApiServer for Api {
         ext: &Extensions,
         request: RunRequest,
     ) -> SubscriptionResult {
-        let gone = ext.get::<ClientGone>().cloned();
-        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
-        self.0.run_session(pending, gone, stdio, request).await
+        self.0.run_session(pending, caller(ext), request).await
     }
 
     async fn dispatch(
@@ -119,13 +132,10 @@ impl TaskRushApiServer for Api {
         args: Vec<String>,
         command_only: Option<bool>,
     ) -> SubscriptionResult {
-        let gone = ext.get::<ClientGone>().cloned();
-        let stdio = ext.get::<Arc<ClientStdio>>().cloned();
         self.0
             .dispatch_session(
                 pending,
-                gone,
-                stdio,
+                caller(ext),
                 request,
                 args,
                 command_only.unwrap_or(false),
@@ -133,11 +143,46 @@ impl TaskRushApiServer for Api {
             .await
     }
 
-    fn cancel_run(&self, run_id: u64, force: Option<bool>) -> Result<bool, ErrorObjectOwned> {
+    fn cancel_run(
+        &self,
+        ext: &Extensions,
+        run_id: Option<u64>,
+        force: Option<bool>,
+        token: Option<String>,
+    ) -> Result<bool, ErrorObjectOwned> {
         let level = if force.unwrap_or(false) {
             Cancel::Kill
         } else {
             Cancel::Interrupt
+        };
+        let run_id = match (run_id, token) {
+            (Some(id), _) => id,
+            (None, Some(token)) => {
+                let found = ext.get::<Arc<ClientInfo>>().and_then(|c| {
+                    c.tokens
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&token)
+                        .copied()
+                });
+                match found {
+                    Some(id) if id != 0 => id,
+                    _ => {
+                        return Err(ErrorObjectOwned::owned(
+                            error::RUN_NOT_FOUND,
+                            format!("no run with token `{token}` in progress on this connection"),
+                            None::<()>,
+                        ));
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    "`cancel_run` needs `run_id` or `token`",
+                    None::<()>,
+                ));
+            }
         };
         if self.0.cancel_run(run_id, level) {
             Ok(true)
@@ -160,6 +205,14 @@ impl TaskRushApiServer for Api {
         let config = loaded.config;
         let commands = self.plugins.commands(&config, env.as_ref()).await;
         Ok(to_proto::task_list(&config, commands, loaded.warning))
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunInfo>, ErrorObjectOwned> {
+        Ok(self.0.list_runs())
+    }
+
+    async fn attach(&self, pending: PendingSubscriptionSink, run_id: u64) -> SubscriptionResult {
+        self.0.attach_session(pending, run_id).await
     }
 
     fn daemon_status(&self) -> Result<DaemonStatus, ErrorObjectOwned> {
@@ -311,6 +364,80 @@ impl TaskRushApiServer for Api {
             .unwrap_or_default();
         tracing::info!(entries, bytes, "output store pruned by a client");
         Ok(CachePruned { entries, bytes })
+    }
+
+    async fn find_projects(
+        &self,
+        folder: String,
+        max_depth: Option<usize>,
+        max_count: Option<usize>,
+        parse: Option<bool>,
+    ) -> Result<ProjectsFound, ErrorObjectOwned> {
+        let dir = Path::new(&folder);
+        if !dir.is_absolute() {
+            return Err(ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                format!("`folder` must be an absolute path, got `{folder}`"),
+                None::<()>,
+            ));
+        }
+        let dir = match dir.canonicalize() {
+            Ok(d) if d.is_dir() => d,
+            Ok(_) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    format!("`folder` `{folder}` is not a directory"),
+                    None::<()>,
+                ));
+            }
+            Err(e) => {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    format!("`folder` `{folder}` cannot be used: {e}"),
+                    None::<()>,
+                ));
+            }
+        };
+        let depth = max_depth.unwrap_or(8).min(64);
+        let count = max_count.unwrap_or(1000).clamp(1, 100_000);
+        let (files, truncated) = tokio::task::spawn_blocking(move || {
+            crate::config::discover::find_under(&dir, depth, count)
+        })
+        .await
+        .unwrap_or_default();
+        let mut projects = Vec::with_capacity(files.len());
+        for file in files {
+            let root = file.parent().unwrap_or(&file).to_path_buf();
+            let mut found = ProjectFound {
+                root: root.display().to_string(),
+                file: file.display().to_string(),
+                ok: None,
+                tasks: None,
+                error: None,
+            };
+            if parse.unwrap_or(false) {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".rush");
+                match self.load(&found.root, Some(name)).await {
+                    Ok(loaded) => {
+                        found.ok = Some(true);
+                        found.tasks = Some(loaded.config.tasks.len());
+                    }
+                    Err(e) => {
+                        found.ok = Some(false);
+                        found.error = Some(taskrush_protocol::error::WireError {
+                            code: e.code(),
+                            message: e.message().to_owned(),
+                            data: e.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+                        });
+                    }
+                }
+            }
+            projects.push(found);
+        }
+        Ok(ProjectsFound {
+            projects,
+            truncated,
+        })
     }
 
     async fn explain_run(&self, request: RunRequest) -> Result<RunExplained, ErrorObjectOwned> {

@@ -11,7 +11,10 @@
 //!   re-checked when the watcher reports it, what changed published; a
 //!   plugin's changed files handed to the plugin host.
 //! - `sessions.rs`: run and `run --watch` sessions, from the accepted
-//!   subscription to its last event.
+//!   subscription to its last event; client-chosen run tokens.
+//! - `live.rs`: runs in progress as every client sees them (`list_runs`,
+//!   `attach`): task states, and a bounded broadcast of each run's events
+//!   to its observers, which never slows the run.
 //! - `handlers.rs`: `Api`, the protocol's `#[rpc]` trait implemented for the
 //!   daemon: one thin function per method.
 //! - `to_proto.rs`: internal types as they cross the socket (config errors,
@@ -37,6 +40,7 @@
 
 mod daemon;
 mod handlers;
+mod live;
 mod reload;
 mod sessions;
 mod to_proto;

@@ -16,6 +16,11 @@ use crate::watch::Key;
 use super::daemon::Daemon;
 use super::to_proto::{self, config_error};
 
+/// How many `.rush` files that no loaded project comes from are watched
+/// (broken on their first load, or awaited in a folder a client asked
+/// about).
+pub(super) const MAX_AWAITED: usize = 256;
+
 impl Daemon {
     pub(super) async fn load(
         &self,
@@ -30,8 +35,31 @@ impl Daemon {
                 None::<()>,
             ));
         }
-        let path = self.projects.locate(cwd, file).map_err(config_error)?;
-        let loaded = self.load_path(&path).await.map_err(config_error)?;
+        let path = match self.projects.locate(cwd, file) {
+            Ok(path) => path,
+            Err(e) => {
+                // No file yet: one created in this folder is reported
+                // (`config_reloaded`) without another request.
+                if file.is_none()
+                    && let Ok(dir) = cwd.canonicalize()
+                {
+                    for name in crate::config::discover::FILE_NAMES {
+                        self.await_file(dir.join(name)).await;
+                    }
+                }
+                return Err(config_error(e));
+            }
+        };
+        let loaded = match self.load_path(&path).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Broken on its first load: its fix is reported
+                // (`config_reloaded`), and so is each broken save
+                // (`config_rejected`), without another request.
+                self.await_file(path).await;
+                return Err(config_error(e));
+            }
+        };
         // Watch it from now on (at once, so that a save right after this
         // request is seen by the watcher too).
         // Included files too: a change to one reloads the project.
@@ -42,6 +70,32 @@ impl Daemon {
             self.watcher.watch_files(key, files).await;
         }
         Ok(loaded)
+    }
+
+    /// Watch `path`, a `.rush` file no loaded project comes from (yet):
+    /// the watcher re-checks it on each change. At most [`MAX_AWAITED`]
+    /// such files are watched; the oldest is forgotten first.
+    async fn await_file(&self, path: PathBuf) {
+        let key = Key::Config(path.clone());
+        if self.watcher.has(&key, std::slice::from_ref(&path)) {
+            return;
+        }
+        let dropped = {
+            let mut awaited = self.awaited.lock().unwrap_or_else(|p| p.into_inner());
+            awaited.retain(|p| p != &path);
+            awaited.push_back(path.clone());
+            if awaited.len() > MAX_AWAITED {
+                awaited.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(old) = dropped
+            && !self.projects.is_loaded(&old)
+        {
+            self.watcher.forget(&Key::Config(old));
+        }
+        self.watcher.watch_files(key, vec![path]).await;
     }
 
     /// Load (or re-check) one `.rush` file and publish what changed: a
@@ -121,7 +175,14 @@ pub(super) async fn apply_changes(daemon: Weak<Daemon>, mut changes: mpsc::Unbou
                 let reloading = reloading.clone();
                 tokio::spawn(async move {
                     loop {
-                        let _ = d.load_path(&path).await;
+                        if let Err(error) = d.load_path(&path).await
+                            && std::fs::symlink_metadata(&path).is_ok()
+                        {
+                            // No valid config ever loaded from it (else
+                            // the last valid one would serve): say why.
+                            d.events
+                                .send(to_proto::config_rejected(&path, &error, false));
+                        }
                         let mut r = reloading.lock().unwrap_or_else(|p| p.into_inner());
                         match r.get_mut(&path) {
                             Some(again) if *again => *again = false,

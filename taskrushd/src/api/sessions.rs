@@ -19,20 +19,77 @@ use crate::run::planner::{self, Plan};
 use crate::run::runner::{self, RunSpec};
 use crate::run::watch_run::{SharedFilter, WatchFilter};
 use crate::server::client_stdio::ClientStdio;
-use crate::server::connection::ClientGone;
+use crate::server::connection::{ClientGone, ClientInfo};
+use taskrush_protocol::events::{DaemonEvent, RunClient};
+
+use super::live::LiveRun;
 
 use super::daemon::Daemon;
 use super::to_proto::{self, config_error};
 
 impl Daemon {
-    /// A run event, as the global stream tells it.
-    fn publish(&self, run_id: u64, root: &Path, ev: &RunEvent) {
+    /// A run event, as the global stream tells it (`run_started` says
+    /// which client started the run).
+    fn publish(&self, run_id: u64, root: &Path, ev: &RunEvent, client: &RunClient) {
         if !self.events.has_subscribers() {
             return;
         }
-        if let Some(g) = to_proto::daemon_event(run_id, root, ev) {
+        if let Some(mut g) = to_proto::daemon_event(run_id, root, ev) {
+            if let DaemonEvent::RunStarted { client: c, .. } = &mut g {
+                *c = Some(client.clone());
+            }
             self.events.send(g);
         }
+    }
+}
+
+/// Who sent a `run` or `dispatch`: what the connection put in the
+/// request's extensions.
+pub(super) struct Caller {
+    pub(super) gone: Option<ClientGone>,
+    pub(super) stdio: Option<Arc<ClientStdio>>,
+    pub(super) client: Option<Arc<ClientInfo>>,
+}
+
+/// A run's token, reserved on its connection while the run's session
+/// lives.
+struct TokenGuard {
+    client: Arc<ClientInfo>,
+    token: String,
+}
+
+impl TokenGuard {
+    /// Reserve `token` on this connection: an error names the run that
+    /// holds it.
+    fn reserve(client: &Arc<ClientInfo>, token: &str) -> Result<TokenGuard, ErrorObjectOwned> {
+        let mut tokens = client.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(run) = tokens.get(token) {
+            return Err(ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                format!("`token` `{token}` is already used by run {run} of this connection"),
+                Some(ErrorData {
+                    hint: Some("give each run in progress its own token".into()),
+                    ..Default::default()
+                }),
+            ));
+        }
+        tokens.insert(token.to_owned(), 0);
+        Ok(TokenGuard {
+            client: client.clone(),
+            token: token.to_owned(),
+        })
+    }
+
+    fn set_run(&self, run_id: u64) {
+        let mut tokens = self.client.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(self.token.clone(), run_id);
+    }
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        let mut tokens = self.client.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.remove(&self.token);
     }
 }
 
@@ -47,12 +104,18 @@ struct RunCtx {
     cancel: watch::Sender<Cancel>,
     /// The client's descriptors, when it passed them and wants them used.
     stdio: Option<Arc<ClientStdio>>,
+    /// The run as observers see it; every event passes through it.
+    live: Arc<LiveRun>,
+    /// The client's name for the run, added to each of its events.
+    token: Option<String>,
 }
 
 impl RunCtx {
-    /// Send an event; a client that left cancels the run.
+    /// Send an event (and show it to observers); a client that left
+    /// cancels the run.
     async fn send(&mut self, ev: &RunEvent) {
-        if self.listening && !send(&self.sink, &self.gone, ev).await {
+        self.live.saw(ev);
+        if self.listening && !send(&self.sink, &self.gone, ev, self.token.as_deref()).await {
             self.left();
         }
     }
@@ -78,10 +141,14 @@ impl Daemon {
     pub(super) async fn run_session(
         &self,
         pending: PendingSubscriptionSink,
-        gone: Option<ClientGone>,
-        stdio: Option<Arc<ClientStdio>>,
+        caller: Caller,
         request: RunRequest,
     ) -> SubscriptionResult {
+        let Caller {
+            gone,
+            stdio,
+            client,
+        } = caller;
         if *self.stopping.borrow() {
             pending
                 .reject(ErrorObjectOwned::owned(
@@ -116,7 +183,15 @@ impl Daemon {
             let plan = planner::plan(&loaded.config, &request.tasks).map_err(config_error)?;
             Ok((loaded, plan))
         });
-        let (loaded, plan) = match prepared {
+        let client = client.unwrap_or_default();
+        let prepared = prepared.and_then(|p| {
+            let guard = match &request.token {
+                Some(token) => Some(TokenGuard::reserve(&client, token)?),
+                None => None,
+            };
+            Ok((p, guard))
+        });
+        let ((loaded, plan), token_guard) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 pending.reject(e).await;
@@ -126,6 +201,17 @@ impl Daemon {
         let sink = pending.accept().await?;
         let (run, cancel_tx) = self.start_run();
         let run_id = run.id;
+        if let Some(g) = &token_guard {
+            g.set_run(run_id);
+        }
+        let live = LiveRun::new(
+            run_id,
+            &loaded.config,
+            client.describe(),
+            request.token.clone(),
+            request.watch,
+        );
+        self.live_runs().insert(run_id, live.clone());
         let mut ctx = RunCtx {
             sink,
             gone,
@@ -133,6 +219,8 @@ impl Daemon {
             run_id,
             cancel: cancel_tx,
             stdio: stdio.filter(|_| request.inherit_stdio),
+            live,
+            token: request.token.clone(),
         };
         tracing::info!(run = run_id, tasks = ?request.tasks, file = %loaded.config.path.display(), watch = request.watch, "run started");
         let last = if request.watch {
@@ -141,10 +229,12 @@ impl Daemon {
             self.run_once(&mut ctx, &request, loaded, plan, None, None)
                 .await
         };
+        ctx.live.saw(&last);
         drop(run);
         if ctx.listening {
-            send(&ctx.sink, &ctx.gone, &last).await;
+            send(&ctx.sink, &ctx.gone, &last, ctx.token.as_deref()).await;
         }
+        drop(token_guard);
         Ok(())
     }
 
@@ -161,6 +251,7 @@ impl Daemon {
         mut changes: Option<(&mut mpsc::UnboundedReceiver<PathBuf>, &mut Vec<PathBuf>)>,
     ) -> RunEvent {
         let run_id = ctx.run_id;
+        let client = ctx.live.client.clone();
         let config = loaded.config;
         let root = config.root.clone();
         let jobs = request.jobs.max(1);
@@ -213,7 +304,7 @@ impl Daemon {
         let up_to_date = self.up_to_date.clone();
         let runner = tokio::spawn(runner::run(spec, up_to_date, events_tx, inner_rx));
 
-        self.publish(run_id, &root, &started);
+        self.publish(run_id, &root, &started, &client);
         ctx.send(&started).await;
         let restart = request.on_change == OnChange::Restart;
         let mut restarting = false;
@@ -221,7 +312,7 @@ impl Daemon {
             tokio::select! {
                 ev = events_rx.recv() => {
                     let Some(ev) = ev else { break };
-                    self.publish(run_id, &root, &ev);
+                    self.publish(run_id, &root, &ev, &client);
                     ctx.send(&ev).await;
                 }
                 _ = client_left(&ctx.sink, &ctx.gone), if ctx.listening => ctx.left(),
@@ -268,7 +359,7 @@ impl Daemon {
             "run finished: {}",
             serde_json::to_string(&finished).unwrap_or_default()
         );
-        self.publish(run_id, &root, &finished);
+        self.publish(run_id, &root, &finished, &client);
         crate::memory::release_soon();
         finished
     }
@@ -383,8 +474,7 @@ impl Daemon {
     pub(super) async fn dispatch_session(
         &self,
         pending: PendingSubscriptionSink,
-        gone: Option<ClientGone>,
-        stdio: Option<Arc<ClientStdio>>,
+        caller: Caller,
         request: RunRequest,
         args: Vec<String>,
         command_only: bool,
@@ -400,7 +490,7 @@ impl Daemon {
         let (plugin, config) = match owner {
             Ok(Some(found)) => found,
             Ok(None) if !command_only => {
-                return self.run_session(pending, gone, stdio, request).await;
+                return self.run_session(pending, caller, request).await;
             }
             Ok(None) => {
                 let name = request.tasks.first().cloned().unwrap_or_default();
@@ -437,7 +527,7 @@ impl Daemon {
                     stdout: r.stdout,
                     stderr: r.stderr,
                 };
-                send(&sink, &gone, &ev).await;
+                send(&sink, &caller.gone, &ev, request.token.as_deref()).await;
             }
             Err(f) => pending.reject(super::to_proto::plugin_error(f)).await,
         }
@@ -517,9 +607,26 @@ async fn next_change(
     }
 }
 
-/// Send one event; false when the client is gone.
-async fn send(sink: &SubscriptionSink, gone: &Option<ClientGone>, ev: &RunEvent) -> bool {
-    let Ok(msg) = serde_json::value::to_raw_value(ev) else {
+/// Send one event (with the run's `token`, when the client gave one);
+/// false when the client is gone.
+async fn send(
+    sink: &SubscriptionSink,
+    gone: &Option<ClientGone>,
+    ev: &RunEvent,
+    token: Option<&str>,
+) -> bool {
+    /// The event's fields in their order, then `token`.
+    #[derive(serde::Serialize)]
+    struct WithToken<'a> {
+        #[serde(flatten)]
+        ev: &'a RunEvent,
+        token: &'a str,
+    }
+    let msg = match token {
+        None => serde_json::value::to_raw_value(ev),
+        Some(token) => serde_json::value::to_raw_value(&WithToken { ev, token }),
+    };
+    let Ok(msg) = msg else {
         return true;
     };
     tokio::select! {

@@ -66,6 +66,7 @@ pub(super) fn daemon_event(run_id: u64, root: &Path, ev: &RunEvent) -> Option<Da
             file: file.clone(),
             tasks: tasks.clone(),
             iteration: *iteration,
+            client: None,
         },
         RunEvent::TaskStarted { task, .. } => DaemonEvent::TaskStarted {
             run_id,

@@ -25,6 +25,68 @@ pub(crate) fn discover(start: &Path) -> Option<PathBuf> {
     })
 }
 
+/// At most this many directory entries are looked at by [`find_under`],
+/// whatever its `max_count`.
+pub(crate) const MAX_VISITED: usize = 200_000;
+
+/// The TaskRush files under `folder` (one per directory, the one
+/// [`discover`] would prefer), at most `max_depth` directories down and
+/// `max_count` files, skipping `.git` and what `.gitignore` (and `.ignore`,
+/// `.git/info/exclude`) files ignore, as git would; symlinked directories
+/// are not followed. Sorted; true when the walk stopped at a limit.
+pub(crate) fn find_under(
+    folder: &Path,
+    max_depth: usize,
+    max_count: usize,
+) -> (Vec<PathBuf>, bool) {
+    let walk = ignore::WalkBuilder::new(folder)
+        .hidden(false)
+        .require_git(false)
+        .git_global(false)
+        .follow_links(false)
+        .max_depth(Some(max_depth))
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    let mut found: std::collections::BTreeMap<PathBuf, PathBuf> = Default::default();
+    let mut truncated = false;
+    for (visited, entry) in walk.enumerate() {
+        if visited >= MAX_VISITED {
+            truncated = true;
+            break;
+        }
+        let Ok(entry) = entry else { continue };
+        let Some(rank) = FILE_NAMES.iter().position(|n| entry.file_name() == *n) else {
+            continue;
+        };
+        if entry.file_type().is_some_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some(dir) = entry.path().parent() else {
+            continue;
+        };
+        match found.get(dir) {
+            Some(have)
+                if FILE_NAMES
+                    .iter()
+                    .position(|n| have.file_name() == Some(n.as_ref()))
+                    <= Some(rank) => {}
+            Some(_) => {
+                found.insert(dir.to_path_buf(), entry.path().to_path_buf());
+            }
+            None if found.len() >= max_count => truncated = true,
+            None => {
+                found.insert(dir.to_path_buf(), entry.path().to_path_buf());
+            }
+        }
+    }
+    let mut files: Vec<PathBuf> = found
+        .into_values()
+        .map(|f| f.canonicalize().unwrap_or(f))
+        .collect();
+    files.sort();
+    (files, truncated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +95,29 @@ mod tests {
     fn touch(path: &Path) {
         fs::create_dir_all(path.parent().expect("file has a parent")).expect("create dirs");
         fs::write(path, "tasks: {}\n").expect("write file");
+    }
+
+    #[test]
+    fn find_under_keeps_the_preferred_file_of_each_directory_and_stops_at_the_count() {
+        let tmp = tempfile::tempdir().expect("create temp dir");
+        touch(&tmp.path().join("a/.rush.yaml"));
+        touch(&tmp.path().join("a/.rush"));
+        touch(&tmp.path().join("b/.rush.yml"));
+        touch(&tmp.path().join("c/.rush"));
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (found, truncated) = find_under(&root, 8, 10);
+        assert_eq!(
+            found,
+            vec![
+                root.join("a/.rush"),
+                root.join("b/.rush.yml"),
+                root.join("c/.rush")
+            ]
+        );
+        assert!(!truncated);
+        let (found, truncated) = find_under(&root, 8, 2);
+        assert_eq!(found.len(), 2);
+        assert!(truncated);
     }
 
     #[test]

@@ -644,6 +644,11 @@ impl Projects {
             .map(|e| e.config.clone())
     }
 
+    /// Whether a project is loaded from `path` (valid or not now).
+    pub(crate) fn is_loaded(&self, path: &Path) -> bool {
+        self.lock().contains_key(path)
+    }
+
     /// Roots of the loaded projects.
     pub(crate) fn roots(&self) -> Vec<String> {
         let mut roots: Vec<String> = self

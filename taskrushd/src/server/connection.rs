@@ -92,11 +92,21 @@ pub(crate) async fn serve(stream: UnixStream, methods: Methods, stopping: watch:
             return;
         }
     };
+    let client = Arc::new(ClientInfo {
+        id: conn_id.0 as u64,
+        pid: stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok()),
+        ..Default::default()
+    });
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::with_buffered(read, first);
     let (tx, rx) = mpsc::channel::<Box<RawValue>>(OUT_QUEUE);
     let (gone_tx, gone_rx) = watch::channel(false);
     let ctx = Arc::new(Conn {
+        client,
         stdio: stdio.map(Arc::new),
         gone: ClientGone(gone_rx),
         methods,
@@ -219,7 +229,34 @@ impl ClientGone {
     }
 }
 
+/// Who is at the other end of a connection; put in every request's
+/// extensions.
+#[derive(Debug, Default)]
+pub(crate) struct ClientInfo {
+    /// The connection's id.
+    pub(crate) id: u64,
+    /// The client's process id (`SO_PEERCRED`), where known.
+    pub(crate) pid: Option<u32>,
+    /// The name it gave in `hello`.
+    pub(crate) name: std::sync::Mutex<Option<String>>,
+    /// The tokens of its runs in progress, and their run ids.
+    pub(crate) tokens: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl ClientInfo {
+    /// As runs and the event stream tell it.
+    pub(crate) fn describe(&self) -> taskrush_protocol::events::RunClient {
+        taskrush_protocol::events::RunClient {
+            id: self.id,
+            name: self.name.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            pid: self.pid,
+        }
+    }
+}
+
 struct Conn {
+    /// Who the client is.
+    client: Arc<ClientInfo>,
     /// The client's stdin/stdout/stderr, if it passed them.
     stdio: Option<Arc<ClientStdio>>,
     gone: ClientGone,
@@ -415,6 +452,7 @@ impl Conn {
         let mut ext = Extensions::new();
         ext.insert(self.conn_id);
         ext.insert(self.gone.clone());
+        ext.insert(self.client.clone());
         if let Some(stdio) = &self.stdio {
             ext.insert(stdio.clone());
         }
