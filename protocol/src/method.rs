@@ -21,6 +21,9 @@ pub const DISPATCH_EVENT: &str = "dispatch_event";
 pub const DISPATCH_UNSUBSCRIBE: &str = "dispatch_unsubscribe";
 /// Cancel a run by id.
 pub const CANCEL_RUN: &str = "cancel_run";
+/// Check `.rush` text a client sends (an unsaved buffer): its positioned
+/// errors and warnings, and the symbols it defines.
+pub const CHECK_RUSH: &str = "check_rush";
 /// List the tasks of a project.
 pub const LIST_TASKS: &str = "list_tasks";
 /// The plugins of a project.
@@ -65,6 +68,7 @@ pub const ALL: &[&str] = &[
     DISPATCH,
     DISPATCH_UNSUBSCRIBE,
     CANCEL_RUN,
+    CHECK_RUSH,
     LIST_TASKS,
     PLUGIN_LIST,
     PLUGIN_INFO,

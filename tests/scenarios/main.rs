@@ -12,6 +12,7 @@ mod connection_limits;
 mod daemon;
 mod dotenv;
 mod duration;
+mod editors;
 mod escapes;
 mod grants;
 mod hashing;

@@ -14,6 +14,7 @@ use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
     PluginStatus, PluginTestReport, RunExplained, TaskList,
 };
+use taskrush_protocol::editor::{PositionEncoding, RushCheck};
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::RunRequest;
@@ -107,6 +108,58 @@ impl TaskRushApiServer for Api {
                 None::<()>,
             ))
         }
+    }
+
+    async fn check_rush(
+        &self,
+        path: String,
+        text: String,
+        position_encoding: Option<String>,
+    ) -> Result<RushCheck, ErrorObjectOwned> {
+        let invalid = |message: String, hint: Option<String>| {
+            ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                message,
+                Some(ErrorData {
+                    hint,
+                    ..Default::default()
+                }),
+            )
+        };
+        let encoding = match position_encoding.as_deref() {
+            None => PositionEncoding::default(),
+            Some(name) => PositionEncoding::from_name(name).ok_or_else(|| {
+                invalid(
+                    format!("unknown `position_encoding` `{name}` in `check_rush`"),
+                    Some("use `utf-32` (characters), `utf-16` or `utf-8`".into()),
+                )
+            })?,
+        };
+        if !Path::new(&path).is_absolute() {
+            return Err(invalid(
+                format!("`path` of `check_rush` must be absolute, got `{path}`"),
+                None,
+            ));
+        }
+        let max = crate::config::whole_file::MAX_BYTES;
+        if text.len() as u64 > max {
+            return Err(invalid(
+                format!(
+                    "the text of `{path}` is larger than {max} bytes, the most a `.rush` file may hold"
+                ),
+                None,
+            ));
+        }
+        self.projects
+            .check(path.into(), text, encoding)
+            .await
+            .ok_or_else(|| {
+                ErrorObjectOwned::owned(
+                    error::INTERNAL_ERROR,
+                    "checking the text failed: its parse stopped",
+                    None::<()>,
+                )
+            })
     }
 
     async fn list_tasks(
