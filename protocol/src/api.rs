@@ -68,11 +68,14 @@ pub trait TaskRushApi {
     #[method(name = "list_tasks")]
     /// With `env` (the client's environment), the project's plugins are
     /// started to list their commands; without, only running ones are.
+    /// `position_encoding` (`utf-32`, the default; `utf-16`; `utf-8`)
+    /// counts the tasks' columns and a config error's column.
     async fn list_tasks(
         &self,
         cwd: String,
         file: Option<String>,
         env: Option<std::collections::BTreeMap<String, String>>,
+        position_encoding: Option<String>,
     ) -> Result<TaskList, ErrorObjectOwned>;
 
     /// The plugins of the project found from `cwd` (or `file`), in the

@@ -150,6 +150,52 @@ fn utf16_columns_after_an_emoji_are_counted_as_the_client_asks() {
     );
 }
 
+#[test]
+fn list_tasks_and_its_config_errors_count_columns_as_the_client_asks() {
+    // `build` is the 24th character of its line, after an emoji.
+    let t = started("tasks: {\"🚀\": {cmd: x}, build: {cmd: y}}\n");
+    let cwd = t.project().display().to_string();
+    let build_column = |encoding: Option<&str>| {
+        let got = call(
+            &t,
+            "list_tasks",
+            json!({"cwd": cwd, "position_encoding": encoding}),
+        );
+        let list = &got["result"];
+        let build = list["tasks"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == "build"))
+            .unwrap_or_else(|| panic!("{got}"));
+        assert_eq!(build["line"], 1);
+        (
+            list["position_encoding"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            build["column"].as_u64().unwrap_or_default(),
+        )
+    };
+    assert_eq!(build_column(None), ("utf-32".into(), 24));
+    assert_eq!(build_column(Some("utf-16")), ("utf-16".into(), 25));
+    assert_eq!(build_column(Some("utf-8")), ("utf-8".into(), 27));
+
+    // A file never loaded, broken after the emoji: the error's column too.
+    let t = Scenario::new().rush("tasks: {\"🚀\": {cmd: x}, build: {cmdd: y}}\n");
+    let cwd = t.project().display().to_string();
+    let error_column = |encoding: &str| {
+        t.run(&["--list"]);
+        let got = call(
+            &t,
+            "list_tasks",
+            json!({"cwd": cwd, "position_encoding": encoding}),
+        );
+        assert_eq!(got["error"]["code"], -32001, "{got}");
+        got["error"]["data"]["column"].as_u64().unwrap_or_default()
+    };
+    assert_eq!(error_column("utf-32"), 32);
+    assert_eq!(error_column("utf-16"), 33);
+}
+
 /// `taskrush lsp` on pipes, spoken to with Content-Length framing.
 struct Lsp {
     child: Child,

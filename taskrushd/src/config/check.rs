@@ -197,6 +197,35 @@ impl Sources {
     }
 }
 
+/// `list_tasks` with `position_encoding`: each task's column counted in
+/// `encoding` on its file as it is now (blocking: reads the files).
+pub(crate) fn recount_tasks(
+    list: &mut taskrush_protocol::daemon::TaskList,
+    encoding: PositionEncoding,
+) {
+    let mut sources = Sources {
+        texts: HashMap::new(),
+    };
+    for task in &mut list.tasks {
+        task.column = sources.column(Path::new(&task.file), task.line, task.column, encoding);
+    }
+    list.position_encoding = encoding;
+}
+
+/// Column `column` (characters) of 1-based `line` of the file `path`,
+/// counted in `encoding` (blocking: reads the file).
+pub(crate) fn recount(
+    path: &Path,
+    line: usize,
+    column: usize,
+    encoding: PositionEncoding,
+) -> usize {
+    let mut sources = Sources {
+        texts: HashMap::new(),
+    };
+    sources.column(path, line, column, encoding)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
