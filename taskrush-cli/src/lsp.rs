@@ -6,8 +6,8 @@
 //! runtime: every answer comes from the daemon's `check_rush` (the
 //! positioned errors and warnings of the editor's unsaved text, and the
 //! symbols it defines: tasks, where they are written, their
-//! `depends_on` items and where those are written) and `run` (the code
-//! lenses' command). Completion looks at the line being typed only to know
+//! `depends_on` items and where those are written), `explain_run` (a
+//! cached task's status in a hover) and `run` (the code lenses' command). Completion looks at the line being typed only to know
 //! which list to offer (keys, task names, plugin names); the names come
 //! from the last text of the document that loaded.
 //!
@@ -366,8 +366,8 @@ impl Server {
         json!({"isIncomplete": false, "items": items})
     }
 
-    fn hover(&self, params: &Value) -> Value {
-        let Some(task) = self.task_at(params) else {
+    fn hover(&mut self, params: &Value) -> Value {
+        let Some(task) = self.task_at(params).cloned() else {
             return Value::Null;
         };
         let mut text = format!("**{}**", task.name);
@@ -386,12 +386,42 @@ impl Server {
                 .collect();
             text.push_str(&format!("\n\ndepends on {}", deps.join(", ")));
         }
-        text.push_str(if task.cached {
-            "\n\ncached: skipped while its `cache_files` are unchanged"
+        if task.cached {
+            text.push_str(&format!("\n\ncache: {}", self.cache_status(&task)));
         } else {
-            "\n\nnot cached: runs every time"
-        });
+            text.push_str("\n\nnot cached: runs every time");
+        }
         json!({"contents": {"kind": "markdown", "value": text}})
+    }
+
+    /// Whether a cached task is up to date, as the daemon's `explain_run`
+    /// says for the saved file ("up to date", "input `src/a.c` changed").
+    fn cache_status(&mut self, task: &TaskSymbol) -> String {
+        let dir = Path::new(&task.file)
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        // The root file: an included task is named from it.
+        let file = self
+            .documents
+            .values()
+            .filter_map(|d| d.symbols.as_ref())
+            .find(|c| c.tasks.iter().any(|t| t.name == task.name))
+            .map(|c| c.file.clone())
+            .unwrap_or_else(|| task.file.clone());
+        let request = json!({"request": {"cwd": dir, "tasks": [task.name], "file": file,
+                                         "env": crate::client_env()}});
+        let explained: Result<taskrush_protocol::daemon::RunExplained, _> =
+            self.call(method::EXPLAIN_RUN, request);
+        match explained {
+            Ok(e) => e
+                .tasks
+                .iter()
+                .find(|t| t.task == task.name)
+                .map(|t| t.reasons.join("; "))
+                .unwrap_or_else(|| "unknown".into()),
+            Err(e) => format!("unknown ({})", e.render().trim_end()),
+        }
     }
 
     fn definition(&self, params: &Value) -> Value {

@@ -314,7 +314,7 @@ fn a_scripted_lsp_client_gets_diagnostics_completion_definitions_references_hove
         .rush("tasks:\n  lint:\n    cmd: echo lint\n  app:\n    depends_on: [lint, web:build]\nincludes:\n  web: web\n")
         .file(
             "web/.rush",
-            "tasks:\n  build:\n    description: \"🚀 the web app\"\n    cmd: echo building web\n    depends_on: [gen]\n  gen:\n    cmd: echo gen\n",
+            "tasks:\n  build:\n    description: \"🚀 the web app\"\n    cmd: echo building web\n    depends_on: [gen]\n    cache_files: [\"*.txt\"]\n  gen:\n    cmd: echo gen\n",
         );
     let root = rush_path(&t);
     let web = t
@@ -398,14 +398,20 @@ fn a_scripted_lsp_client_gets_diagnostics_completion_definitions_references_hove
     // Hover on `web:build`: description, command, dependencies, cache.
     let hover = lsp.request("textDocument/hover", at(4, 26));
     let text = hover["contents"]["value"].as_str().unwrap_or_default();
+    // It is cached and never ran: the daemon says why it would run.
     for part in [
         "🚀 the web app",
         "echo building web",
         "`web:gen`",
-        "not cached",
+        "cache: ",
     ] {
         assert!(text.contains(part), "`{part}` not in hover: {text}");
     }
+    assert!(!text.contains("cache: unknown"), "{text}");
+    // `lint` is not cached.
+    let hover = lsp.request("textDocument/hover", at(1, 3));
+    let text = hover["contents"]["value"].as_str().unwrap_or_default();
+    assert!(text.contains("not cached"), "{text}");
 
     // Symbols of this file: its own tasks.
     let symbols = lsp.request(
