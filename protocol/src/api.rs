@@ -80,15 +80,32 @@ pub trait TaskRushApi {
     #[subscription(name = "attach" => "attach_event", unsubscribe = "attach_unsubscribe", item = serde_json::Value)]
     async fn attach(&self, run_id: u64) -> SubscriptionResult;
 
+    /// Check `text`, the content of the `.rush` file `path` in a client's
+    /// unsaved buffer: the error a load would answer (parse errors,
+    /// unknown keys, unknown dependencies, cycles, includes, read relative
+    /// to `path`), its warnings, and the symbols it defines. Loads nothing
+    /// into the project. Columns in `position_encoding` (`utf-32`, the
+    /// default; `utf-16`; `utf-8`), said in the answer.
+    #[method(name = "check_rush")]
+    async fn check_rush(
+        &self,
+        path: String,
+        text: String,
+        position_encoding: Option<String>,
+    ) -> Result<crate::editor::RushCheck, ErrorObjectOwned>;
+
     /// The tasks of the project found from `cwd` (or `file`), sorted by name.
     #[method(name = "list_tasks")]
     /// With `env` (the client's environment), the project's plugins are
     /// started to list their commands; without, only running ones are.
+    /// `position_encoding` (`utf-32`, the default; `utf-16`; `utf-8`)
+    /// counts the tasks' columns and a config error's column.
     async fn list_tasks(
         &self,
         cwd: String,
         file: Option<String>,
         env: Option<std::collections::BTreeMap<String, String>>,
+        position_encoding: Option<String>,
     ) -> Result<TaskList, ErrorObjectOwned>;
 
     /// The plugins of the project found from `cwd` (or `file`), in the

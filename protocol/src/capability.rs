@@ -41,6 +41,24 @@ pub const EXACT_IDS: &str = "exact_ids";
 /// named as [`crate::method::PARAMS`] says.
 pub const NAMED_PARAM_ERRORS: &str = "named_param_errors";
 
+/// `type: wasm` plugins (WebAssembly modules run by the daemon).
+pub const WASM_PLUGINS: &str = "wasm_plugins";
+/// `list_runs`, `attach` (with `attach_event`s and `observer_lagged`).
+pub const LIVE_RUNS: &str = "live_runs";
+/// A client-chosen `token` on `run`/`dispatch`, carried by their events
+/// and accepted by `cancel_run`.
+pub const RUN_TOKENS: &str = "run_tokens";
+/// `find_projects`.
+pub const FIND_PROJECTS: &str = "find_projects";
+/// `check_rush`: diagnostics and symbols of unsaved `.rush` text.
+pub const CHECK_TEXT: &str = "check_text";
+/// `position_encoding` on `check_rush` and `list_tasks` (`utf-32`,
+/// `utf-16`, `utf-8`).
+pub const POSITION_ENCODING: &str = "position_encoding";
+/// A `.rush` broken on its first load, or created later in a folder a
+/// client asked about, is watched and reported by the event stream.
+pub const WATCH_UNLOADED: &str = "watch_unloaded";
+
 /// Every capability this daemon has, in the order they were added.
 pub const ALL: &[Capability] = &[
     Capability {
@@ -71,9 +89,34 @@ pub const ALL: &[Capability] = &[
         name: NAMED_PARAM_ERRORS,
         since: 1,
     },
-    // Issue 13 adds `wasm_plugins` once WebAssembly plugins load; issue 17
-    // adds `attach` (live runs), `check_text` (diagnostics of unsaved
-    // text) and `position_encoding` here, each with the minor bumped.
+    Capability {
+        name: WASM_PLUGINS,
+        since: 1,
+    },
+    Capability {
+        name: LIVE_RUNS,
+        since: 1,
+    },
+    Capability {
+        name: RUN_TOKENS,
+        since: 1,
+    },
+    Capability {
+        name: FIND_PROJECTS,
+        since: 1,
+    },
+    Capability {
+        name: CHECK_TEXT,
+        since: 1,
+    },
+    Capability {
+        name: POSITION_ENCODING,
+        since: 1,
+    },
+    Capability {
+        name: WATCH_UNLOADED,
+        since: 1,
+    },
 ];
 
 /// Whether the daemon has capability `name`.

@@ -114,6 +114,10 @@ pub struct TaskInfo {
 pub struct TaskList {
     /// The `.rush` file listed.
     pub file: String,
+    /// How `tasks[].column` is counted: characters (`utf-32`) unless the
+    /// request asked for `utf-16` or `utf-8`.
+    #[serde(default)]
+    pub position_encoding: crate::editor::PositionEncoding,
     /// Set when the `.rush` file is broken or gone and its last valid
     /// content is listed: "using the last valid config; `FILE:L:C`: …".
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ pub mod api;
 pub mod audit;
 pub mod capability;
 pub mod daemon;
+pub mod editor;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -40,4 +41,4 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// commands so named; the CLI's top-level subcommands are exactly these
 /// (a tidy test checks both). New commands go under these words or under
 /// flags; see "Built-in words" in `docs/architecture.md` before adding one.
-pub const RESERVED_WORDS: &[&str] = &["run", "daemon", "events", "plugin", "help"];
+pub const RESERVED_WORDS: &[&str] = &["run", "daemon", "events", "plugin", "lsp", "help"];

@@ -29,6 +29,9 @@ pub const ATTACH: &str = "attach";
 pub const ATTACH_EVENT: &str = "attach_event";
 /// Stop following a run (the run goes on).
 pub const ATTACH_UNSUBSCRIBE: &str = "attach_unsubscribe";
+/// Check `.rush` text a client sends (an unsaved buffer): its positioned
+/// errors and warnings, and the symbols it defines.
+pub const CHECK_RUSH: &str = "check_rush";
 /// List the tasks of a project.
 pub const LIST_TASKS: &str = "list_tasks";
 /// The plugins of a project.
@@ -78,6 +81,7 @@ pub const ALL: &[&str] = &[
     LIST_RUNS,
     ATTACH,
     ATTACH_UNSUBSCRIBE,
+    CHECK_RUSH,
     LIST_TASKS,
     PLUGIN_LIST,
     PLUGIN_INFO,
@@ -111,7 +115,8 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (CANCEL_RUN, &["run_id", "force", "token"]),
     (LIST_RUNS, &[]),
     (ATTACH, &["run_id"]),
-    (LIST_TASKS, &["cwd", "file", "env"]),
+    (LIST_TASKS, &["cwd", "file", "env", "position_encoding"]),
+    (CHECK_RUSH, &["path", "text", "position_encoding"]),
     (PLUGIN_LIST, &["cwd", "file"]),
     (PLUGIN_INFO, &["cwd", "file", "name"]),
     (PLUGIN_RESTART, &["cwd", "file", "name", "env"]),

@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A language server for `.rush` files on stdin and stdout (LSP
+    /// 3.17), for editors: see docs/editors.md.
+    Lsp,
     /// See, grant, restart and test the project's plugins.
     Plugin {
         /// The `.rush` file whose plugins to use (default: found from the

@@ -19,6 +19,7 @@ mod daemon_cmd;
 mod error;
 mod events_cmd;
 mod list;
+mod lsp;
 mod plugin_cmd;
 mod render;
 mod run;
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
         }
         Command::Daemon { action } => daemon_cmd::daemon(action),
         Command::Events { json } => events_cmd::events(json),
+        Command::Lsp => lsp::serve(),
         Command::Plugin {
             action: PluginAction::Audit { name, since, json },
             ..

@@ -13,6 +13,7 @@ mod daemon;
 mod dotenv;
 mod duration;
 mod editor_clients;
+mod editors;
 mod escapes;
 mod grants;
 mod hashing;

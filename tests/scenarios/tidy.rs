@@ -445,9 +445,12 @@ fn params_table(source: &str) -> Vec<(String, Vec<String>)> {
         .expect("method.rs declares `pub const PARAMS`");
     let body = &source[start..];
     let body = &body[..body.find("\n];").expect("`PARAMS` ends with `];`")];
-    body.lines()
-        .filter_map(|line| {
-            let row = line.trim().strip_prefix('(')?;
+    // One row per `(NAME, &[...]),`, however rustfmt wrapped it.
+    let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let body = body.split_once("= &[").map_or("", |(_, rows)| rows);
+    body.split("),")
+        .filter_map(|row| {
+            let row = row.trim().strip_prefix('(')?;
             let (ident, names) = row.split_once(',')?;
             let wire = consts.iter().find(|(n, _)| n == ident.trim())?.1.clone();
             let names = names

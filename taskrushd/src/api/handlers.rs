@@ -13,6 +13,7 @@ use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
     PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, RunInfo, TaskList,
 };
+use taskrush_protocol::editor::{PositionEncoding, RushCheck};
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::run::RunRequest;
@@ -195,16 +196,81 @@ impl TaskRushApiServer for Api {
         }
     }
 
+    async fn check_rush(
+        &self,
+        path: String,
+        text: String,
+        position_encoding: Option<String>,
+    ) -> Result<RushCheck, ErrorObjectOwned> {
+        let invalid =
+            |message: String| ErrorObjectOwned::owned(error::INVALID_PARAMS, message, None::<()>);
+        let encoding = encoding_param(position_encoding.as_deref(), "check_rush")?;
+        if !Path::new(&path).is_absolute() {
+            return Err(invalid(format!(
+                "`path` of `check_rush` must be absolute, got `{path}`"
+            )));
+        }
+        let max = crate::config::whole_file::MAX_BYTES;
+        if text.len() as u64 > max {
+            return Err(invalid(format!(
+                "the text of `{path}` is larger than {max} bytes, the most a `.rush` file may hold"
+            )));
+        }
+        self.projects
+            .check(path.into(), text, encoding)
+            .await
+            .ok_or_else(|| {
+                ErrorObjectOwned::owned(
+                    error::INTERNAL_ERROR,
+                    "checking the text failed: its parse stopped",
+                    None::<()>,
+                )
+            })
+    }
+
     async fn list_tasks(
         &self,
         cwd: String,
         file: Option<String>,
         env: Option<BTreeMap<String, String>>,
+        position_encoding: Option<String>,
     ) -> Result<TaskList, ErrorObjectOwned> {
-        let loaded = self.load(&cwd, file.as_deref()).await?;
+        let encoding = encoding_param(position_encoding.as_deref(), "list_tasks")?;
+        let loaded = match self.load(&cwd, file.as_deref()).await {
+            Ok(loaded) => loaded,
+            Err(e) if encoding != PositionEncoding::Utf32 => {
+                return Err(
+                    tokio::task::spawn_blocking(move || recount_error(e, encoding))
+                        .await
+                        .map_err(|e| {
+                            ErrorObjectOwned::owned(
+                                error::INTERNAL_ERROR,
+                                format!("counting columns failed: {e}"),
+                                None::<()>,
+                            )
+                        })?,
+                );
+            }
+            Err(e) => return Err(e),
+        };
         let config = loaded.config;
         let commands = self.plugins.commands(&config, env.as_ref()).await;
-        Ok(to_proto::task_list(&config, commands, loaded.warning))
+        let mut list = to_proto::task_list(&config, commands, loaded.warning);
+        if encoding != PositionEncoding::Utf32 {
+            list = tokio::task::spawn_blocking(move || {
+                crate::config::check::recount_tasks(&mut list, encoding);
+                list
+            })
+            .await
+            .map_err(|e| {
+                ErrorObjectOwned::owned(
+                    error::INTERNAL_ERROR,
+                    format!("counting columns failed: {e}"),
+                    None::<()>,
+                )
+            })?;
+        }
+        Ok(list)
     }
 
     fn list_runs(&self) -> Result<Vec<RunInfo>, ErrorObjectOwned> {
@@ -473,6 +539,42 @@ impl TaskRushApiServer for Api {
             tasks,
         })
     }
+}
+
+/// The `position_encoding` parameter of `method`.
+fn encoding_param(name: Option<&str>, method: &str) -> Result<PositionEncoding, ErrorObjectOwned> {
+    match name {
+        None => Ok(PositionEncoding::default()),
+        Some(name) => PositionEncoding::from_name(name).ok_or_else(|| {
+            ErrorObjectOwned::owned(
+                error::INVALID_PARAMS,
+                format!("unknown `position_encoding` `{name}` in `{method}`"),
+                Some(ErrorData {
+                    hint: Some("use `utf-32` (characters), `utf-16` or `utf-8`".into()),
+                    ..Default::default()
+                }),
+            )
+        }),
+    }
+}
+
+/// A config error with its column counted in `encoding` (blocking: it
+/// reads the file).
+fn recount_error(e: ErrorObjectOwned, encoding: PositionEncoding) -> ErrorObjectOwned {
+    let data = e
+        .data()
+        .and_then(|d| serde_json::from_str::<ErrorData>(d.get()).ok());
+    let Some(mut data) = data else { return e };
+    let (Some(path), Some(line), Some(column)) = (&data.path, data.line, data.column) else {
+        return e;
+    };
+    data.column = Some(crate::config::check::recount(
+        Path::new(path),
+        line,
+        column,
+        encoding,
+    ));
+    ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data))
 }
 
 #[cfg(test)]

@@ -181,6 +181,7 @@ pub(super) fn task_list(
         .collect();
     TaskList {
         file: config.path.display().to_string(),
+        position_encoding: Default::default(),
         name_width: tasks
             .iter()
             .map(|t| t.name.chars().count())

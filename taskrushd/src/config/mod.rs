@@ -14,6 +14,7 @@
 //! - Every error names the file, and a line and column where there is one.
 //! - Nothing here starts a process or touches the cache.
 
+pub(crate) mod check;
 pub(crate) mod config_error;
 pub(crate) mod discover;
 pub(crate) mod dotenv;

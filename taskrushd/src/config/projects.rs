@@ -382,6 +382,25 @@ impl Projects {
         }
     }
 
+    /// `check_rush`: checks `text` as the content of `path` on a parse
+    /// thread, with a parse turn like a load (see [`super::check`]); the
+    /// loaded projects are not touched.
+    pub(crate) async fn check(
+        self: &Arc<Self>,
+        path: PathBuf,
+        text: String,
+        encoding: taskrush_protocol::editor::PositionEncoding,
+    ) -> Option<taskrush_protocol::editor::RushCheck> {
+        let parse_turn = self.parses.clone().acquire_owned().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.parsers.run(Box::new(move || {
+            let result = super::check::check(&path, &text, encoding);
+            drop(parse_turn);
+            let _ = tx.send(result);
+        }));
+        rx.await.ok()
+    }
+
     /// The lock that gives `path` one load at a time. Locks nobody holds or
     /// waits for any more are dropped on the way.
     fn gate(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {

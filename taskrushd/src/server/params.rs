@@ -231,10 +231,10 @@ mod tests {
         assert_eq!(by_name("run", None).unwrap().as_deref(), Some("{}"));
         assert_eq!(by_name("run", Some("{\"request\":1}")).unwrap(), None);
         assert_eq!(by_name("no_such", Some("[1]")).unwrap(), None);
-        let err = by_name("cancel_run", Some("[1, true, 3]")).unwrap_err();
+        let err = by_name("cancel_run", Some("[1, true, \"t\", 4]")).unwrap_err();
         assert_eq!(
             err,
-            "too many parameters: `cancel_run` takes 2: `run_id`, `force`, 3 were sent"
+            "too many parameters: `cancel_run` takes 3: `run_id`, `force`, `token`, 4 were sent"
         );
     }
 
