@@ -56,6 +56,11 @@ pub struct RunRequest {
     /// Unique among the connection's runs in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Run only the named tasks, not what they depend on (an editor's
+    /// "Run this task only"; `taskrush run --no-deps`). Named tasks that
+    /// depend on each other still run in order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_deps: bool,
 }
 
 /// What a change during a watched run does.

@@ -126,6 +126,9 @@ pub struct RunArgs {
     /// Run tasks even when their `cache_files` say they are up to date.
     #[arg(long)]
     pub force: bool,
+    /// Run only the named tasks, not what they depend on.
+    #[arg(long)]
+    pub no_deps: bool,
     /// Print less: no run summary (otherwise shown on a terminal after a
     /// run of several tasks) and no "is up to date" notes.
     #[arg(short = 'q', long)]

@@ -494,11 +494,11 @@ impl Server {
                 continue;
             }
             let range = range(t.line, t.column, &t.name);
-            let run = |title: String, force: bool| {
+            let run = |title: String, force: bool, no_deps: bool| {
                 json!({"range": range, "command": {
                     "title": title,
                     "command": RUN_COMMAND,
-                    "arguments": [{"file": file, "task": t.name, "force": force}],
+                    "arguments": [{"file": file, "task": t.name, "force": force, "no_deps": no_deps}],
                 }})
             };
             let title = match t.depends_on.len() {
@@ -506,8 +506,11 @@ impl Server {
                 1 => "▶ Run with its dependency".to_owned(),
                 n => format!("▶ Run with its {n} dependencies"),
             };
-            lenses.push(run(title, false));
-            lenses.push(run("Run ignoring the cache".to_owned(), true));
+            lenses.push(run(title, false, false));
+            if !t.depends_on.is_empty() {
+                lenses.push(run("Run this task only".to_owned(), false, true));
+            }
+            lenses.push(run("Run ignoring the cache".to_owned(), true, false));
         }
         Value::Array(lenses)
     }
@@ -542,6 +545,7 @@ impl Server {
             on_change: Default::default(),
             args: Vec::new(),
             token: None,
+            no_deps: arg["no_deps"].as_bool().unwrap_or(false),
         };
         let sender = self.connection.sender.clone();
         let task = task.to_owned();

@@ -130,6 +130,7 @@ pub fn run(args: RunArgs, tail: Tail) -> Result<i32, CliError> {
             OnChange::Restart
         },
         args: args.args.clone(),
+        no_deps: args.no_deps,
         token: None,
     };
 

@@ -439,6 +439,16 @@ fn a_scripted_lsp_client_gets_diagnostics_completion_definitions_references_hove
         .expect("a lens for `app`")
         .clone();
     assert_eq!(run_app["command"]["title"], "▶ Run with its 2 dependencies");
+    let alone = lenses
+        .as_array()
+        .expect("lenses")
+        .iter()
+        .find(|l| {
+            l["command"]["arguments"][0]["task"] == "app"
+                && l["command"]["arguments"][0]["no_deps"] == true
+        })
+        .expect("a lens running `app` alone");
+    assert_eq!(alone["command"]["title"], "Run this task only");
     lsp.request(
         "workspace/executeCommand",
         json!({"command": run_app["command"]["command"], "arguments": run_app["command"]["arguments"]}),

@@ -17,6 +17,19 @@ tasks:
 ";
 
 #[test]
+fn no_deps_runs_only_the_named_tasks_in_their_order() {
+    // Given a chain a <- b <- c, `--no-deps c` runs c alone, and
+    // `--no-deps c b` runs b then c (the order between named tasks stays).
+    let s = Scenario::new().rush(CHAIN);
+    s.run(&["run", "--no-deps", "c"])
+        .expect_stdout("c\n")
+        .success();
+    s.run(&["run", "--no-deps", "c", "b"])
+        .expect_stdout("b\nc\n")
+        .success();
+}
+
+#[test]
 fn dependencies_run_first_and_each_task_runs_once() {
     Scenario::new()
         .rush(CHAIN)

@@ -518,8 +518,8 @@ impl TaskRushApiServer for Api {
             .load(&request.cwd, request.file.as_deref())
             .await?
             .config;
-        let plan =
-            crate::run::planner::plan(&config, &request.tasks).map_err(to_proto::config_error)?;
+        let plan = crate::run::planner::plan_for(&config, &request.tasks, request.no_deps)
+            .map_err(to_proto::config_error)?;
         let tasks = crate::run::explain::explain(
             &config,
             &plan,

@@ -180,7 +180,8 @@ impl Daemon {
             Err(e) => Err(e),
         };
         let prepared = prepared.and_then(|loaded| {
-            let plan = planner::plan(&loaded.config, &request.tasks).map_err(config_error)?;
+            let plan = planner::plan_for(&loaded.config, &request.tasks, request.no_deps)
+                .map_err(config_error)?;
             Ok((loaded, plan))
         });
         let client = client.unwrap_or_default();
@@ -443,7 +444,8 @@ impl Daemon {
                 .load(&request.cwd, request.file.as_deref())
                 .await
                 .and_then(|l| {
-                    let p = planner::plan(&l.config, &request.tasks).map_err(config_error)?;
+                    let p = planner::plan_for(&l.config, &request.tasks, request.no_deps)
+                        .map_err(config_error)?;
                     Ok((l, p))
                 });
             match replanned {

@@ -67,6 +67,42 @@ pub(crate) fn plan(file: &RushFile, targets: &[String]) -> Result<Plan, ConfigEr
     Ok(Plan { tasks })
 }
 
+/// `plan` of the `targets` only (`no_deps`): their dependencies left
+/// out, the order between the targets themselves kept.
+pub(crate) fn plan_only(file: &RushFile, targets: &[String]) -> Result<Plan, ConfigError> {
+    let full = plan(file, targets)?;
+    let wanted: std::collections::HashSet<&str> = targets
+        .iter()
+        .map(|t| file.task(t).map(|t| t.name.as_str()))
+        .collect::<Result<_, _>>()?;
+    // Old index -> new index, for the tasks kept.
+    let mut moved = vec![None; full.tasks.len()];
+    let mut tasks = Vec::new();
+    for (i, t) in full.tasks.iter().enumerate() {
+        if wanted.contains(t.name.as_str()) {
+            moved[i] = Some(tasks.len());
+            tasks.push(PlannedTask {
+                name: t.name.clone(),
+                deps: t.deps.iter().filter_map(|d| moved[*d]).collect(),
+            });
+        }
+    }
+    Ok(Plan { tasks })
+}
+
+/// The plan a run request asks for: with dependencies, or without.
+pub(crate) fn plan_for(
+    file: &RushFile,
+    targets: &[String],
+    no_deps: bool,
+) -> Result<Plan, ConfigError> {
+    if no_deps {
+        plan_only(file, targets)
+    } else {
+        plan(file, targets)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
