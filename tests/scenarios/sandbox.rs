@@ -289,3 +289,63 @@ fn with_plugins_read_project_off_in_the_user_config_a_plugin_cannot_read_the_pro
     s.run(&["plugin", "restart", "probe"]).success();
     expect_denied(&s);
 }
+
+#[test]
+fn a_denied_home_ssh_beats_a_grant_of_home_of_a_path_through_dotdot_and_of_its_absolute_path() {
+    for grant in ["read:~", "read:~/x/../.ssh", "read:HOME/.ssh"] {
+        let s = probe("{}", &format!("filesystem = [\"{grant}\"]\n"));
+        let home = s.root().join("home");
+        let grant = grant.replace("HOME", &home.display().to_string());
+        let manifest = s.read(".rush-plugins/probe/plugin.toml");
+        s.write(
+            ".rush-plugins/probe/plugin.toml",
+            manifest.replace("read:HOME", &format!("read:{}", home.display())),
+        );
+        let key = home.join(".ssh/id_ed25519");
+        std::fs::create_dir_all(key.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&key, "PRIVATE KEY").expect("key");
+        s.write(
+            ".rush",
+            format!(
+                "plugins:\n  - name: probe\n    required: true\n    config: {{try: {{read: '{}'}}}}\n\
+                 tasks:\n  t:\n    cmd: echo ran\n",
+                key.display()
+            ),
+        );
+        let config = s.user_config_path();
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str("\n[deny]\nfilesystem = [\"~/.ssh\"]\n");
+        std::fs::write(&config, text).expect("config");
+        let i = info(&s);
+        let denied = i["denied"]["filesystem"][0].as_str().unwrap_or_default();
+        assert!(denied.starts_with(&grant), "`{grant}` is denied: {i}");
+        assert_eq!(i["effective"]["filesystem"], serde_json::json!([]), "{i}");
+        if grant == "read:~" {
+            assert!(denied.contains("contains the denied `~/.ssh`"), "{denied}");
+        }
+        if !landlock_here(&s) {
+            return;
+        }
+        expect_denied(&s);
+    }
+}
+
+#[test]
+fn a_denied_host_refuses_a_wildcard_grant_over_it() {
+    let s = probe("{}", "network = [\"*.example.com\", \"ok.test\"]\n");
+    let config = s.user_config_path();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[deny]\nnetwork = [\"evil.example.com\"]\n");
+    std::fs::write(&config, text).expect("config");
+    let i = info(&s);
+    assert_eq!(
+        i["denied"]["network"],
+        serde_json::json!(["*.example.com (contains the denied `evil.example.com`)"]),
+        "{i}"
+    );
+    assert_eq!(
+        i["effective"]["network"],
+        serde_json::json!(["ok.test"]),
+        "{i}"
+    );
+}
