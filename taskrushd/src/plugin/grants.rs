@@ -592,12 +592,15 @@ impl PluginHost {
         }
         let old = update(&config.root, name, None)
             .map_err(|m| failure(name, format!("cannot change the grants: {m}"), None))?;
-        super::audit::record(
-            "grant_revoked",
-            name,
-            &config.root,
-            serde_json::json!({"revoked": old.as_ref().map(|r| &r.permissions)}),
-        );
+        // Nothing was revoked without a stored grant: no record.
+        if let Some(old) = &old {
+            super::audit::record(
+                "grant_revoked",
+                name,
+                &config.root,
+                serde_json::json!({"revoked": &old.permissions}),
+            );
+        }
         if let Some(slot) = self.existing(&config.root, name) {
             let (process, timeout) = {
                 let mut st = slot.st();
