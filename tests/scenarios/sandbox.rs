@@ -39,14 +39,25 @@ pub(super) fn info(s: &Scenario) -> Value {
     serde_json::from_str(&out.stdout()).expect("plugin info JSON")
 }
 
-/// Whether the kernel enforces Landlock here (else say why and skip).
+/// Whether the kernel enforces Landlock here (else say why and skip; a
+/// failure under `TASKRUSH_REQUIRE_SANDBOX=1`).
 pub(super) fn landlock_here(s: &Scenario) -> bool {
+    landlock_here_if(s, None)
+}
+
+/// [`landlock_here`], with the switch given (`None`: from the
+/// environment).
+fn landlock_here_if(s: &Scenario, required: Option<bool>) -> bool {
     let level = info(s)["enforcement"]["filesystem"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     if level != "enforced" {
-        eprintln!("SKIPPED: the daemon reports filesystem `{level}` on this kernel");
+        let reason = format!("the daemon reports filesystem `{level}` on this kernel");
+        match required {
+            Some(r) => taskrush_tests::skip_unenforced_if(&reason, r),
+            None => taskrush_tests::skip_unenforced(&reason),
+        }
         return false;
     }
     true
@@ -348,4 +359,18 @@ fn a_denied_host_refuses_a_wildcard_grant_over_it() {
         serde_json::json!(["ok.test"]),
         "{i}"
     );
+}
+
+#[test]
+fn with_require_sandbox_a_skip_for_want_of_landlock_fails_instead() {
+    let s = probe("{}", "");
+    s.start_daemon(&[("TASKRUSH_SANDBOX_NO_LANDLOCK", "1")]);
+    // As without the switch: a printed skip.
+    assert!(!landlock_here_if(&s, Some(false)));
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        landlock_here_if(&s, Some(true))
+    }));
+    let why = failed.expect_err("the skip did not fail");
+    let text = why.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(text.contains("TASKRUSH_REQUIRE_SANDBOX=1"), "{text}");
 }
