@@ -852,3 +852,16 @@ fn a_plugin_whose_handshake_gives_another_name_than_its_manifest_is_refused_nami
     );
     assert_eq!(state_of(&s, "lint")["state"], "failed");
 }
+
+#[test]
+fn plugin_test_help_says_it_runs_the_plugin_unsandboxed_with_its_declared_permissions() {
+    let s = Scenario::new();
+    let out = s.run(&["plugin", "test", "--help"]);
+    out.success();
+    let text = out.stdout();
+    assert!(
+        text.contains("unsandboxed with its declared permissions")
+            && text.contains("WITHOUT the sandbox"),
+        "{text}"
+    );
+}
