@@ -381,14 +381,12 @@ pub(super) fn plan(
             spec.exec.extend(shebang(&p, path.as_deref()));
             spec.exec.push(p);
         }
-        // git runs its helpers from its exec path and reads the user's
-        // configuration.
+        // git runs its helpers from its exec path. The user's git
+        // configuration is not given with it: a plugin running git
+        // declares `read:~/.gitconfig` and `read:~/.config/git`, so the
+        // user consents to it (and can deny it).
         // (`cmd` may be the absolute path resolved when it was granted.)
         if cmd == "git" || cmd.ends_with("/git") {
-            if let Some(home) = &home {
-                spec.read.push(Path::new(home).join(".gitconfig"));
-                spec.read.push(Path::new(home).join(".config/git"));
-            }
             spec.exec.push("/usr/lib/git-core".into());
             spec.exec.push("/usr/libexec/git-core".into());
             spec.exec.push("/usr/local/libexec/git-core".into());
