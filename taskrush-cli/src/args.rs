@@ -93,7 +93,12 @@ pub enum PluginAction {
         json: bool,
     },
     /// Drive the plugin in directory PATH through the whole protocol
-    /// (the conformance kit); exits 1 if any check fails.
+    /// (the conformance kit), unsandboxed with its declared permissions;
+    /// exits 1 if any check fails.
+    ///
+    /// The plugin runs WITHOUT the sandbox and with every permission its
+    /// manifest declares, granted or not (it is meant for the author's own
+    /// plugin directory): do not point it at a plugin you do not trust.
     Test {
         path: PathBuf,
         /// Print the report as JSON.

@@ -123,6 +123,18 @@ pub fn grant_cmd(
         method::PLUGIN_INFO,
         json!({"cwd": cwd, "file": file, "name": name}),
     )?;
+    if d.manifest.is_none() {
+        // An invalid manifest: nothing can be granted until it loads.
+        let why = d
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "its manifest could not be read".into());
+        eprintln!("error: plugin `{name}` cannot be granted: {why}");
+        if let Some(path) = &d.path {
+            eprintln!("  --> {path}/plugin.toml");
+        }
+        return Ok(taskrush_protocol::run::EXIT_ERROR);
+    }
     let mut out = std::io::stdout().lock();
     let Some(more) = d.pending.clone() else {
         let _ = writeln!(

@@ -147,3 +147,50 @@ fn a_plugin_cannot_run_git_it_was_not_granted() {
     s.run(&["t"]).success().expect_stdout("ran\n");
     assert_eq!(info(&s)["enforcement"]["process"], "enforced");
 }
+
+#[test]
+fn a_plugin_shipping_its_own_python3_runs_it_only_in_the_sandbox() {
+    use std::os::unix::fs::PermissionsExt;
+    // The plugin's `./python3` tries to write outside and to steal a key
+    // under the fake HOME, however it is run (the daemon once ran it
+    // unsandboxed to find "the real interpreter").
+    let s = Scenario::new().grant("probe");
+    let home = s.root().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY").expect("key");
+    let (escaped, stolen) = (s.root().join("escaped.txt"), s.root().join("stolen.txt"));
+    s.write(
+        ".rush-plugins/probe/plugin.toml",
+        "name = \"probe\"\nversion = \"1.0.0\"\nentry_point = [\"./python3\", \"x.py\"]\n\
+         taskrush_version = \">=0.3\"\n",
+    );
+    s.write(".rush-plugins/probe/x.py", "print('hi')\n");
+    let shim = s.project().join(".rush-plugins/probe/python3");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho escaped > '{}'\ncat \"$HOME/.ssh/id_ed25519\" > '{}'\nexit 1\n",
+            escaped.display(),
+            stolen.display()
+        ),
+    )
+    .expect("shim");
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    s.write(
+        ".rush",
+        "plugins:\n  - name: probe\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    if !landlock_here(&s) {
+        return;
+    }
+    let out = s.run(&["t"]);
+    assert!(out.stdout().contains("ran"), "{}", out.stderr());
+    assert!(!escaped.exists(), "the plugin's python3 wrote outside");
+    assert!(
+        std::fs::read_to_string(&stolen)
+            .unwrap_or_default()
+            .is_empty(),
+        "the plugin's python3 read the key"
+    );
+    assert!(!stolen.exists(), "the plugin's python3 wrote outside");
+}

@@ -512,3 +512,44 @@ fn a_granted_command_is_stored_as_the_program_it_resolved_to_on_the_path() {
         audit.stdout()
     );
 }
+
+#[test]
+fn plugin_grant_of_an_invalid_manifest_names_the_error_and_fails() {
+    let s = project(false);
+    s.write(
+        ".rush-plugins/p/plugin.toml",
+        "name = \"p\"\nversion = \"1.0.0\"\nentry_point = \"not a list\"\n",
+    );
+    let out = s.run(&["plugin", "grant", "p", "--yes"]);
+    assert_eq!(out.code(), 1, "{}{}", out.stdout(), out.stderr());
+    let err = out.stderr();
+    assert!(
+        err.contains("plugin `p` cannot be granted: invalid plugin manifest")
+            && err.contains("plugin.toml:3`"),
+        "the error names the file and line: {err}"
+    );
+    assert!(
+        !out.stdout().contains("nothing to grant"),
+        "{}",
+        out.stdout()
+    );
+}
+
+#[test]
+fn plugin_revoke_without_a_stored_grant_says_so_and_audits_nothing() {
+    let s = project(false);
+    let out = s.run(&["plugin", "revoke", "p"]);
+    out.success();
+    assert!(
+        out.stdout().contains("had no grant stored"),
+        "{}",
+        out.stdout()
+    );
+    let audit = s.run(&["plugin", "audit", "--json"]);
+    audit.success();
+    assert!(
+        !audit.stdout().contains("grant_revoked"),
+        "{}",
+        audit.stdout()
+    );
+}

@@ -852,3 +852,74 @@ fn a_plugin_whose_handshake_gives_another_name_than_its_manifest_is_refused_nami
     );
     assert_eq!(state_of(&s, "lint")["state"], "failed");
 }
+
+#[test]
+fn plugin_test_help_says_it_runs_the_plugin_unsandboxed_with_its_declared_permissions() {
+    let s = Scenario::new();
+    let out = s.run(&["plugin", "test", "--help"]);
+    out.success();
+    let text = out.stdout();
+    assert!(
+        text.contains("unsandboxed with its declared permissions")
+            && text.contains("WITHOUT the sandbox"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_go_git_hook_example_runs_git_status_in_a_real_repo_reading_the_users_gitconfig_in_the_sandbox()
+ {
+    if !have("go") || !have("git") {
+        eprintln!("skipped: `go` or `git` is not installed");
+        return;
+    }
+    let s = Scenario::new();
+    let example = repo().join("plugins-external/examples/git-hook");
+    let dir = s.root().join("git-hook");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(example.join("plugin.toml"), dir.join("plugin.toml")).expect("manifest");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(dir.join("git-hook"))
+        .arg(".")
+        .current_dir(&example)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The fake HOME's git config, which git must read.
+    let home = s.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join(".gitconfig"), "[user]\n\tname = Fake Tester\n").expect("gitconfig");
+    let s = s.rush(&format!(
+        "plugins:\n  - name: git-hook\n    path: {}\n    required: true\n    config:\n      \
+         commands: {{checked: ['git status --porcelain', 'test \"$(git config --global user.name)\" = \"Fake Tester\"']}}\n\
+         tasks:\n  checked:\n    cmd: echo checked\n",
+        dir.display()
+    ));
+    let init = s.sh("git init -q . && git add .rush && git -c user.email=a@b commit -qm init");
+    init.success();
+    grant_yes(&s, "git-hook");
+    let info = s.run(&["plugin", "info", "git-hook", "--json"]);
+    info.success();
+    let info: serde_json::Value = serde_json::from_str(&info.stdout()).expect("json");
+    assert_eq!(
+        info["effective"]["filesystem"],
+        serde_json::json!(["read:~/.gitconfig", "read:~/.config/git"]),
+        "{info}"
+    );
+    let level = info["enforcement"]["filesystem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if level != "enforced" {
+        taskrush_tests::skip_unenforced(&format!("the daemon reports filesystem `{level}`"));
+        return;
+    }
+    s.run(&["checked"]).expect_stdout("checked\n").success();
+}

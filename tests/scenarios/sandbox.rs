@@ -39,14 +39,25 @@ pub(super) fn info(s: &Scenario) -> Value {
     serde_json::from_str(&out.stdout()).expect("plugin info JSON")
 }
 
-/// Whether the kernel enforces Landlock here (else say why and skip).
+/// Whether the kernel enforces Landlock here (else say why and skip; a
+/// failure under `TASKRUSH_REQUIRE_SANDBOX=1`).
 pub(super) fn landlock_here(s: &Scenario) -> bool {
+    landlock_here_if(s, None)
+}
+
+/// [`landlock_here`], with the switch given (`None`: from the
+/// environment).
+fn landlock_here_if(s: &Scenario, required: Option<bool>) -> bool {
     let level = info(s)["enforcement"]["filesystem"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     if level != "enforced" {
-        eprintln!("SKIPPED: the daemon reports filesystem `{level}` on this kernel");
+        let reason = format!("the daemon reports filesystem `{level}` on this kernel");
+        match required {
+            Some(r) => taskrush_tests::skip_unenforced_if(&reason, r),
+            None => taskrush_tests::skip_unenforced(&reason),
+        }
         return false;
     }
     true
@@ -288,4 +299,78 @@ fn with_plugins_read_project_off_in_the_user_config_a_plugin_cannot_read_the_pro
         .grant("probe");
     s.run(&["plugin", "restart", "probe"]).success();
     expect_denied(&s);
+}
+
+#[test]
+fn a_denied_home_ssh_beats_a_grant_of_home_of_a_path_through_dotdot_and_of_its_absolute_path() {
+    for grant in ["read:~", "read:~/x/../.ssh", "read:HOME/.ssh"] {
+        let s = probe("{}", &format!("filesystem = [\"{grant}\"]\n"));
+        let home = s.root().join("home");
+        let grant = grant.replace("HOME", &home.display().to_string());
+        let manifest = s.read(".rush-plugins/probe/plugin.toml");
+        s.write(
+            ".rush-plugins/probe/plugin.toml",
+            manifest.replace("read:HOME", &format!("read:{}", home.display())),
+        );
+        let key = home.join(".ssh/id_ed25519");
+        std::fs::create_dir_all(key.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&key, "PRIVATE KEY").expect("key");
+        s.write(
+            ".rush",
+            format!(
+                "plugins:\n  - name: probe\n    required: true\n    config: {{try: {{read: '{}'}}}}\n\
+                 tasks:\n  t:\n    cmd: echo ran\n",
+                key.display()
+            ),
+        );
+        let config = s.user_config_path();
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str("\n[deny]\nfilesystem = [\"~/.ssh\"]\n");
+        std::fs::write(&config, text).expect("config");
+        let i = info(&s);
+        let denied = i["denied"]["filesystem"][0].as_str().unwrap_or_default();
+        assert!(denied.starts_with(&grant), "`{grant}` is denied: {i}");
+        assert_eq!(i["effective"]["filesystem"], serde_json::json!([]), "{i}");
+        if grant == "read:~" {
+            assert!(denied.contains("contains the denied `~/.ssh`"), "{denied}");
+        }
+        if !landlock_here(&s) {
+            return;
+        }
+        expect_denied(&s);
+    }
+}
+
+#[test]
+fn a_denied_host_refuses_a_wildcard_grant_over_it() {
+    let s = probe("{}", "network = [\"*.example.com\", \"ok.test\"]\n");
+    let config = s.user_config_path();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[deny]\nnetwork = [\"evil.example.com\"]\n");
+    std::fs::write(&config, text).expect("config");
+    let i = info(&s);
+    assert_eq!(
+        i["denied"]["network"],
+        serde_json::json!(["*.example.com (contains the denied `evil.example.com`)"]),
+        "{i}"
+    );
+    assert_eq!(
+        i["effective"]["network"],
+        serde_json::json!(["ok.test"]),
+        "{i}"
+    );
+}
+
+#[test]
+fn with_require_sandbox_a_skip_for_want_of_landlock_fails_instead() {
+    let s = probe("{}", "");
+    s.start_daemon(&[("TASKRUSH_SANDBOX_NO_LANDLOCK", "1")]);
+    // As without the switch: a printed skip.
+    assert!(!landlock_here_if(&s, Some(false)));
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        landlock_here_if(&s, Some(true))
+    }));
+    let why = failed.expect_err("the skip did not fail");
+    let text = why.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(text.contains("TASKRUSH_REQUIRE_SANDBOX=1"), "{text}");
 }

@@ -455,6 +455,29 @@ impl Outcome {
 }
 
 /// `child.wait()` with a limit; `None` if it did not exit in time.
+/// The test environment's switch: with `TASKRUSH_REQUIRE_SANDBOX=1`
+/// (set by `scripts/test` where the kernel has Landlock), a scenario that
+/// would skip for want of sandbox enforcement fails instead, so a
+/// regression in the daemon's Landlock detection cannot pass as skips.
+pub const ENV_REQUIRE_SANDBOX: &str = "TASKRUSH_REQUIRE_SANDBOX";
+
+/// Skip a kernel-dependent sandbox scenario, printing `reason`; a panic
+/// instead under [`ENV_REQUIRE_SANDBOX`]`=1`.
+pub fn skip_unenforced(reason: &str) {
+    let required = std::env::var_os(ENV_REQUIRE_SANDBOX).is_some_and(|v| v == "1");
+    skip_unenforced_if(reason, required);
+}
+
+/// [`skip_unenforced`] with the switch given: panics when `required`.
+pub fn skip_unenforced_if(reason: &str, required: bool) {
+    if required {
+        panic!(
+            "{reason}, but `{ENV_REQUIRE_SANDBOX}=1`: this kernel has Landlock, so the sandbox must be enforced"
+        );
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {

@@ -163,19 +163,32 @@ pub(super) fn granted_path(
 
 /// `name` on `path` (a `:`-list), as a real path.
 fn which(name: &str, path: Option<&str>) -> Option<PathBuf> {
+    which_entry(name, path).map(|(p, _)| p)
+}
+
+/// `name` on `path` (a `:`-list), as a real path, and whether the `PATH`
+/// entry it was found through is relative (taken from the plugin's
+/// directory at spawn: the plugin's own file).
+fn which_entry(name: &str, path: Option<&str>) -> Option<(PathBuf, bool)> {
     path?
         .split(':')
         .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .and_then(|p| p.canonicalize().ok())
+        .map(|d| (Path::new(d).join(name), !d.starts_with('/')))
+        .find(|(p, _)| p.is_file())
+        .and_then(|(p, rel)| p.canonicalize().ok().map(|p| (p, rel)))
 }
 
 /// A python's real executable and its prefix.
 type Python = (PathBuf, PathBuf);
 
 /// A python's real executable and `sys.prefix`, asked once per program
-/// (outside the sandbox: a pyenv shim is a bash script running others).
+/// (a pyenv shim is a bash script running others, so the program is run).
+///
+/// Only ever asked of a program outside the plugin's directory and the
+/// project root, found through an absolute `PATH` entry ([`plan`] never
+/// probes the plugin's own files), and the probe itself runs in the
+/// sandbox helper with [`probe_spec`]: read-only, no network, no Unix
+/// socket, so a hostile `python3` learns nothing it can keep or send.
 fn python(program: &Path, env: &BTreeMap<String, String>) -> Option<Python> {
     static CACHE: Mutex<Option<HashMap<PathBuf, Option<Python>>>> = Mutex::new(None);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,7 +196,12 @@ fn python(program: &Path, env: &BTreeMap<String, String>) -> Option<Python> {
     cache
         .entry(program.to_owned())
         .or_insert_with(|| {
-            let out = std::process::Command::new(program)
+            let spec = serde_json::to_string(&probe_spec()).ok()?;
+            let out = std::process::Command::new("/proc/self/exe")
+                .arg(sandbox::FLAG)
+                .arg(spec)
+                .arg("--")
+                .arg(program)
                 .args([
                     "-c",
                     "import sys,os;print(os.path.realpath(sys.executable));print(sys.prefix)",
@@ -199,6 +217,22 @@ fn python(program: &Path, env: &BTreeMap<String, String>) -> Option<Python> {
             Some((lines.next()?.into(), lines.next()?.into()))
         })
         .clone()
+}
+
+/// The sandbox of the interpreter probe ([`python`]): everything
+/// read-only (a pyenv shim runs bash, `pyenv` and the real python, reading
+/// `~/.pyenv`), nothing writable but `/dev/null`, no internet or Unix
+/// socket (the seccomp filter, always applied).
+fn probe_spec() -> Spec {
+    Spec {
+        read: vec!["/".into()],
+        exec: vec!["/".into()],
+        write: vec!["/dev/null".into()],
+        network: false,
+        landlock: !off() && sandbox::landlock_level().is_ok(),
+        parent: std::process::id(),
+        ..Spec::default()
+    }
 }
 
 /// The interpreter a `#!` line names (`/usr/bin/env X` resolved on PATH).
@@ -224,6 +258,12 @@ fn shebang(file: &Path, path: Option<&str>) -> Vec<PathBuf> {
         out.extend(which(prog, path));
     }
     out
+}
+
+/// Whether `path` (a real path) is `dir` or beneath it (also beneath the
+/// real path of `dir`).
+fn inside(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir) || dir.canonicalize().is_ok_and(|d| path.starts_with(d))
 }
 
 /// The sandbox for a plugin of `manifest` in `dir`, for project `root`,
@@ -294,17 +334,25 @@ pub(super) fn plan(
     let Some(first) = argv.first().cloned() else {
         return Err("its `entry_point` is empty".into());
     };
-    let program = if first.contains('/') {
-        dir.join(&first).canonicalize().ok()
+    // A relative program, or one found through a relative `PATH` entry, is
+    // the plugin's own file: never probed, it runs as-is in the sandbox.
+    let (program, relative) = match if first.contains('/') {
+        let relative = !first.starts_with('/');
+        dir.join(&first).canonicalize().ok().map(|p| (p, relative))
     } else {
-        which(&first, path.as_deref())
+        which_entry(&first, path.as_deref())
+    } {
+        Some((p, relative)) => (Some(p), relative),
+        None => (None, true),
     };
     if let Some(program) = program {
         let base = Path::new(&first)
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("");
+        let own = relative || inside(&program, dir) || inside(&program, root);
         if base.starts_with("python")
+            && !own
             && let Some((exe, prefix)) = python(&program, env)
         {
             spec.exec.push(exe.clone());
@@ -333,14 +381,12 @@ pub(super) fn plan(
             spec.exec.extend(shebang(&p, path.as_deref()));
             spec.exec.push(p);
         }
-        // git runs its helpers from its exec path and reads the user's
-        // configuration.
+        // git runs its helpers from its exec path. The user's git
+        // configuration is not given with it: a plugin running git
+        // declares `read:~/.gitconfig` and `read:~/.config/git`, so the
+        // user consents to it (and can deny it).
         // (`cmd` may be the absolute path resolved when it was granted.)
         if cmd == "git" || cmd.ends_with("/git") {
-            if let Some(home) = &home {
-                spec.read.push(Path::new(home).join(".gitconfig"));
-                spec.read.push(Path::new(home).join(".config/git"));
-            }
             spec.exec.push("/usr/lib/git-core".into());
             spec.exec.push("/usr/libexec/git-core".into());
             spec.exec.push("/usr/local/libexec/git-core".into());

@@ -197,21 +197,86 @@ fn path_of(entry: &str) -> &str {
         .unwrap_or(entry)
 }
 
-/// Whether the user config's `deny` entry `deny` of `kind` removes
-/// `item`: the same path or one under it; the same host or a subdomain
-/// of `*.domain`; the same variable or one of `PREFIX*`; the same command.
-fn denies(kind: &str, deny: &str, item: &str) -> bool {
+/// A `filesystem` entry's path, normalised for comparing: `~/` expanded
+/// to `home`, `@plugin/` left as is, relative to `root`, `.` and `..`
+/// resolved lexically, then the longest existing ancestor made real.
+fn normal_path(entry: &str, root: &Path, home: Option<&Path>) -> PathBuf {
+    use std::path::Component;
+    let p = path_of(entry);
+    let joined = match (p, p.strip_prefix("~/"), home) {
+        ("~", _, Some(home)) => home.to_owned(),
+        (_, Some(rest), Some(home)) => home.join(rest),
+        _ => root.join(p),
+    };
+    let mut lexical = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut at = lexical.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
+
+/// Why the user config's `deny` entry `deny` of `kind` removes `item`, if
+/// it does: the same path or one under it; the same host or a subdomain
+/// of `*.domain`; the same variable or one of `PREFIX*`; the same
+/// command. An item that contains a denied one (a path above it, a
+/// `*.domain` over a denied host) is refused too, as it cannot be granted
+/// without what is denied (Landlock cannot carve a denied path out of a
+/// granted tree; the proxy sees only the granted list).
+fn denies(kind: &str, deny: &str, item: &str, root: &Path, home: Option<&Path>) -> Option<String> {
+    let within = |host: &str, domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    let contains = || format!("{item} (contains the denied `{deny}`)");
     match kind {
-        "filesystem" => Path::new(path_of(item)).starts_with(Path::new(path_of(deny))),
-        "network" => match deny.strip_prefix("*.") {
-            Some(domain) => item == domain || item.ends_with(&format!(".{domain}")),
-            None => item == deny,
-        },
+        "filesystem" => {
+            let (d, i) = (normal_path(deny, root, home), normal_path(item, root, home));
+            if i.starts_with(&d) {
+                Some(item.to_owned())
+            } else if d.starts_with(&i) {
+                Some(contains())
+            } else {
+                None
+            }
+        }
+        "network" => {
+            let plain = match deny.strip_prefix("*.") {
+                Some(domain) => within(item, domain),
+                None => item == deny,
+            };
+            let wider = item
+                .strip_prefix("*.")
+                .is_some_and(|domain| within(deny.strip_prefix("*.").unwrap_or(deny), domain));
+            if plain {
+                Some(item.to_owned())
+            } else if wider {
+                Some(contains())
+            } else {
+                None
+            }
+        }
         "environment" => match deny.strip_suffix('*') {
             Some(prefix) => item.starts_with(prefix),
             None => item == deny,
-        },
-        _ => item == deny,
+        }
+        .then(|| item.to_owned()),
+        _ => (item == deny).then(|| item.to_owned()),
     }
 }
 
@@ -301,14 +366,25 @@ pub(crate) fn effective(root: &Path, name: &str, declared: &Permissions) -> Effe
     let user = user_config::current();
     let config = &user.config;
     let reads_project = config.plugins_read_project;
-    let denied = filter(declared, |kind, item| {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let why = |kind: &str, item: &str| {
         items(&config.deny, kind)
             .iter()
-            .any(|d| denies(kind, d, item))
-    });
-    let requested = filter(declared, |kind, item| {
-        !items(&denied, kind).iter().any(|d| d == item)
-    });
+            .find_map(|d| denies(kind, d, item, root, home.as_deref()))
+    };
+    let mut denied = filter(declared, |kind, item| why(kind, item).is_some());
+    for kind in ["filesystem", "network"] {
+        let list = match kind {
+            "filesystem" => &mut denied.filesystem,
+            _ => &mut denied.network,
+        };
+        for item in list.iter_mut() {
+            if let Some(text) = why(kind, item) {
+                *item = text;
+            }
+        }
+    }
+    let requested = filter(declared, |kind, item| why(kind, item).is_none());
     let record = stored(root, name);
     let from_config = config.granted(root, name, declared);
     let granted = match (&record, from_config) {
@@ -516,12 +592,15 @@ impl PluginHost {
         }
         let old = update(&config.root, name, None)
             .map_err(|m| failure(name, format!("cannot change the grants: {m}"), None))?;
-        super::audit::record(
-            "grant_revoked",
-            name,
-            &config.root,
-            serde_json::json!({"revoked": old.as_ref().map(|r| &r.permissions)}),
-        );
+        // Nothing was revoked without a stored grant: no record.
+        if let Some(old) = &old {
+            super::audit::record(
+                "grant_revoked",
+                name,
+                &config.root,
+                serde_json::json!({"revoked": &old.permissions}),
+            );
+        }
         if let Some(slot) = self.existing(&config.root, name) {
             let (process, timeout) = {
                 let mut st = slot.st();
@@ -555,6 +634,7 @@ mod tests {
 
     #[test]
     fn deny_matches_paths_below_subdomains_prefixes_and_names() {
+        let denies = |k, d, i| denies(k, d, i, Path::new("/p"), Some(Path::new("/h"))).is_some();
         assert!(denies("filesystem", "~/.ssh", "read:~/.ssh/id_rsa"));
         assert!(denies("filesystem", "read:~/.ssh", "~/.ssh"));
         assert!(!denies("filesystem", "~/.ssh", "~/.sshx"));
@@ -563,6 +643,23 @@ mod tests {
         assert!(denies("environment", "AWS_*", "AWS_SECRET"));
         assert!(!denies("environment", "AWS", "AWS_SECRET"));
         assert!(denies("process", "curl", "curl"));
+    }
+
+    #[test]
+    fn deny_compares_normalised_paths_and_refuses_what_contains_a_denied_item() {
+        let why = |k, d, i| denies(k, d, i, Path::new("/p"), Some(Path::new("/h")));
+        assert_eq!(
+            why("filesystem", "~/.ssh", "read:~/x/../.ssh").as_deref(),
+            Some("read:~/x/../.ssh")
+        );
+        assert!(why("filesystem", "~/.ssh", "read:/h/.ssh/k").is_some());
+        assert!(why("filesystem", "~/.ssh", "read:../h/.ssh").is_some());
+        let wide = why("filesystem", "~/.ssh", "read:~").expect("refused");
+        assert!(wide.contains("contains the denied `~/.ssh`"), "{wide}");
+        assert!(why("filesystem", "~/.ssh", "read:~/src").is_none());
+        assert!(why("network", "evil.example.com", "*.example.com").is_some());
+        assert!(why("network", "*.a.example.com", "*.example.com").is_some());
+        assert!(why("network", "evil.example.com", "*.other.com").is_none());
     }
 
     #[test]
