@@ -372,27 +372,48 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory of Rust example plugin `name` with its module built
-/// (`scripts/build-wasm-examples`, once per test run), or `None` with a
-/// printed reason when it cannot be built here.
+/// The directory of Rust example plugin `name` with its module freshly built
+/// by `scripts/build-wasm-examples` (once per test run), or `None` with a
+/// printed reason when the build fails here. The build's exit status
+/// decides, not whether a module file exists: a stale `.wasm` left in the
+/// example directory is never tested. Under `CI=1` or
+/// `TASKRUSH_REQUIRE_WASM=1` (which `scripts/test` sets once the build
+/// succeeded) a failed build fails the scenario instead of skipping it.
 fn example(name: &str, file: &str) -> Option<PathBuf> {
-    static BUILT: Mutex<Option<bool>> = Mutex::new(None);
+    static BUILT: Mutex<Option<Result<(), String>>> = Mutex::new(None);
     let dir = repo().join("plugins-external/examples").join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if built.is_none() {
-        let ok = Command::new(repo().join("scripts/build-wasm-examples"))
+    let result = built.get_or_insert_with(|| {
+        match Command::new(repo().join("scripts/build-wasm-examples"))
             .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        *built = Some(ok);
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "scripts/build-wasm-examples failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!("scripts/build-wasm-examples could not run: {e}")),
+        }
+    });
+    let reason = match result {
+        Ok(()) if dir.join(file).is_file() => return Some(dir),
+        Ok(()) => format!(
+            "scripts/build-wasm-examples succeeded but left no `{file}` in {}",
+            dir.display()
+        ),
+        Err(e) => e.clone(),
+    };
+    let required = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0");
+    if required("CI") || required("TASKRUSH_REQUIRE_WASM") {
+        panic!("the `{name}` example is required (CI or TASKRUSH_REQUIRE_WASM is set): {reason}");
     }
-    if !dir.join(file).is_file() {
-        eprintln!(
-            "skipped: `{file}` is not built and scripts/build-wasm-examples failed (it needs the wasm32-wasip1 target)"
-        );
-        return None;
-    }
-    Some(dir)
+    eprintln!(
+        "skipped: the `{name}` example is not built: {reason} (it needs the wasm32-wasip1 target; set TASKRUSH_REQUIRE_WASM=1 to fail instead)"
+    );
+    None
 }
 
 #[test]
