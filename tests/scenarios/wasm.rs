@@ -166,7 +166,7 @@ fn a_looping_wasm_guest_is_stopped_at_its_deadline_and_the_next_call_works() {
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
     out.expect_stderr_starting(
-        "plugin `rec`: failed in `before_task`: no answer within 500ms (the plugin was killed); it will be restarted on next use; the task goes on without it",
+        "plugin `rec`: failed in `before_task`: no answer within 500ms: the guest was stopped at its deadline (a fresh instance serves the next call); it will be restarted on next use; the task goes on without it",
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
     // The daemon is fine, and a fresh instance serves the next call.
@@ -183,6 +183,31 @@ fn a_wasm_guest_that_allocates_without_bound_traps_at_its_memory_cap() {
     install(&s, "rec", "1.0.0", &guest, "filesystem = [\"write:.\"]\n");
     let s = s.rush(
         "plugins:\n  - {name: rec, type: wasm, memory: 8MiB}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    // Live, its limits are reported as an external plugin's are.
+    s.run(&["hello"]).success();
+    let limits = &state_of(&s, "rec")["limits"];
+    assert_eq!(limits["memory"]["value"], 8 * 1024 * 1024, "{limits}");
+    assert_eq!(limits["memory"]["level"], "enforced", "{limits}");
+    assert_eq!(limits["module_size"]["value"], 32 * 1024 * 1024, "{limits}");
+    assert_eq!(limits["module_size"]["level"], "enforced", "{limits}");
+    assert_eq!(limits["deadline"]["level"], "enforced", "{limits}");
+    let info = s.run(&["plugin", "info", "rec"]);
+    info.success();
+    for line in [
+        "limit memory 8 MiB: enforced",
+        "limit module_size 32 MiB: enforced",
+        "limit deadline ",
+    ] {
+        assert!(info.stdout().contains(line), "{line}: {}", info.stdout());
+    }
+    let list = s.run(&["plugin", "list"]);
+    assert!(
+        list.stdout()
+            .lines()
+            .any(|l| l.starts_with("rec") && l.contains("enforced")),
+        "{}",
+        list.stdout()
     );
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();

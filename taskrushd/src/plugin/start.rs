@@ -178,7 +178,7 @@ impl PluginHost {
         // A host list: an external plugin's own proxy, its only way out
         // (a WebAssembly guest's `http_request` checks its hosts itself).
         let mut proxy = None;
-        let mut limits = Default::default();
+        let limits;
         let (process, entry_sha256) = if wasm {
             let setup = super::wasm::setup(
                 &slot.name,
@@ -190,6 +190,7 @@ impl PluginHost {
                 &env,
                 slot.stderr.clone(),
             );
+            limits = super::wasm::limit_statuses(&setup.limits, spec.timeout);
             let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
             let sha = Some(guest.sha256.clone());
             (

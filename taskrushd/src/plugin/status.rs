@@ -77,6 +77,8 @@ impl PluginHost {
                     status.limits = super::limits::levels(&spec.limits);
                 } else if spec.kind.as_str() == "wasm" {
                     status.enforcement = super::wasm::levels(&eff.for_sandbox());
+                    status.limits =
+                        super::wasm::limit_statuses(&super::wasm::limits_of(spec), spec.timeout);
                 }
                 status.needs_grant = eff.pending.is_some();
             }

@@ -113,6 +113,37 @@ pub(crate) struct Loaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refused(pub(crate) String);
 
+/// The limits of the plugin of `spec`: its `.rush` entry's or the defaults.
+pub(crate) fn limits_of(spec: &crate::config::rush_file::PluginSpec) -> Limits {
+    Limits {
+        memory: spec.memory.unwrap_or(DEFAULT_MEMORY),
+        module_size: spec.module_size.unwrap_or(DEFAULT_MODULE_SIZE),
+    }
+}
+
+/// A guest's limits as `plugin list/info`, `daemon status` and the audit
+/// trail show them, beside an external plugin's: the instance's `memory`
+/// cap and the `module_size` cap in bytes, the per-call `deadline` in
+/// milliseconds, all `enforced` (by wasmtime's `StoreLimits`, a size check
+/// before compiling, and epoch interruption).
+pub(crate) fn limit_statuses(
+    limits: &Limits,
+    deadline: Duration,
+) -> BTreeMap<String, taskrush_protocol::daemon::LimitStatus> {
+    let enforced = |value: u64| taskrush_protocol::daemon::LimitStatus {
+        value: Some(value),
+        level: "enforced".to_owned(),
+    };
+    BTreeMap::from([
+        ("memory".to_owned(), enforced(limits.memory)),
+        ("module_size".to_owned(), enforced(limits.module_size)),
+        (
+            "deadline".to_owned(),
+            enforced(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
+        ),
+    ])
+}
+
 /// What a new instance of `loaded` (the plugin of `spec`) needs: its
 /// limits, and its grants resolved against the project root `root`, its
 /// private `data` and `tmp` dirs, the client's environment (`client`, for
@@ -150,10 +181,7 @@ pub(crate) fn setup(
                 .map(String::as_str)
                 .unwrap_or(""),
         ),
-        limits: Limits {
-            memory: spec.memory.unwrap_or(DEFAULT_MEMORY),
-            module_size: spec.module_size.unwrap_or(DEFAULT_MODULE_SIZE),
-        },
+        limits: limits_of(spec),
         grants: Grants {
             name: name.to_owned(),
             root: root.to_owned(),
