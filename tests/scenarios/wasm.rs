@@ -177,6 +177,50 @@ fn a_looping_wasm_guest_is_stopped_at_its_deadline_and_the_next_call_works() {
 }
 
 #[test]
+fn wasm_limits_above_the_users_caps_are_lowered_to_them_with_a_warning() {
+    let s = Scenario::new();
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
+    let grants = std::fs::read_to_string(s.user_config_path()).unwrap_or_default();
+    let s = s
+        .user_config(&format!(
+            "{grants}\n[wasm]\nmax_memory = \"16MiB\"\nmax_module_size = \"1MiB\"\nmax_timeout = \"2s\"\n"
+        ))
+        .rush(
+            "plugins:\n  - {name: rec, type: wasm, memory: 1GiB, module_size: 128MiB, timeout: 10m}\ntasks:\n  t:\n    cmd: echo ran\n",
+        );
+    let out = s.run(&["t"]);
+    out.expect_stdout("ran\n").success();
+    for line in [
+        "plugin `rec`: `memory: 1024 MiB` is above your cap `[wasm] max_memory = 16 MiB` in the user config; using 16 MiB",
+        "plugin `rec`: `module_size: 128 MiB` is above your cap `[wasm] max_module_size = 1 MiB` in the user config; using 1 MiB",
+        "plugin `rec`: `timeout: 600s` is above your cap `[wasm] max_timeout = 2s` in the user config; using 2s",
+    ] {
+        assert!(out.stderr().contains(line), "{line}\n{}", out.stderr());
+    }
+    let limits = &state_of(&s, "rec")["limits"];
+    assert_eq!(limits["memory"]["value"], 16 * 1024 * 1024, "{limits}");
+    assert_eq!(limits["module_size"]["value"], 1024 * 1024, "{limits}");
+    assert_eq!(limits["deadline"]["value"], 2000, "{limits}");
+    // Under the caps, the `.rush` values stand and nothing is said.
+    let s = s.rush(
+        "plugins:\n  - {name: rec, type: wasm, memory: 8MiB, timeout: 1s}\ntasks:\n  t:\n    cmd: echo ran\n",
+    );
+    s.run(&["t"])
+        .expect_stdout("ran\n")
+        .expect_stderr("")
+        .success();
+    let limits = &state_of(&s, "rec")["limits"];
+    assert_eq!(limits["memory"]["value"], 8 * 1024 * 1024, "{limits}");
+    assert_eq!(limits["deadline"]["value"], 1000, "{limits}");
+}
+
+#[test]
 fn a_wasm_guest_that_allocates_without_bound_traps_at_its_memory_cap() {
     let s = Scenario::new();
     let guest = recording_guest("1.0.0").on("before_task", Action::Grow);

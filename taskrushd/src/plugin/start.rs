@@ -190,7 +190,7 @@ impl PluginHost {
                 &env,
                 slot.stderr.clone(),
             );
-            limits = super::wasm::limit_statuses(&setup.limits, spec.timeout);
+            limits = super::wasm::limit_statuses(&setup.limits, super::wasm::deadline_of(spec));
             let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
             let sha = Some(guest.sha256.clone());
             (
@@ -271,7 +271,7 @@ impl PluginHost {
             data_dir: Some(plan.data_dir.display().to_string()),
             tmp_dir: Some(plan.tmp_dir.display().to_string()),
         };
-        let info = match handshake(&process, &params, spec.timeout).await {
+        let info = match handshake(&process, &params, super::wasm::deadline_of(spec)).await {
             Ok(info) => info,
             Err(fault) => {
                 process.stderr_drained(STDERR_SETTLE).await;
