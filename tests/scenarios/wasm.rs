@@ -221,6 +221,59 @@ fn wasm_limits_above_the_users_caps_are_lowered_to_them_with_a_warning() {
 }
 
 #[test]
+fn a_wasm_guest_trapping_three_times_is_failed_until_restarted() {
+    let s = Scenario::new();
+    let guest = recording_guest("1.0.0").on("before_task", Action::Trap);
+    install(&s, "rec", "1.0.0", &guest, "filesystem = [\"write:.\"]\n");
+    let s = s.rush("plugins:\n  - {name: rec, type: wasm}\ntasks:\n  t:\n    cmd: echo ran\n");
+    // Each trap drops the instance; the task goes on (not required).
+    for i in 1..=3 {
+        let out = s.run(&["t"]);
+        out.expect_stdout("ran\n").success();
+        assert!(
+            out.stderr()
+                .contains("plugin `rec`: failed in `before_task`: it trapped: "),
+            "run {i}: {}",
+            out.stderr()
+        );
+    }
+    let st = state_of(&s, "rec");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["restarts"], 2, "{st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("it failed 3 times within 5 minutes"),
+        "{st}"
+    );
+    // Marked failed: its hooks are skipped with a warning, the task runs.
+    let out = s.run(&["t"]);
+    out.expect_stdout("ran\n").success();
+    out.expect_stderr_containing("it is marked failed");
+    out.expect_stderr_containing("is not restarted again");
+    // No fresh instance while failed.
+    let st = state_of(&s, "rec");
+    assert_eq!(
+        (&st["state"], &st["restarts"]),
+        (&"failed".into(), &2.into()),
+        "{st}"
+    );
+    // `plugin restart` brings it back: a fresh instance, idle.
+    let out = s.run(&["plugin", "restart", "rec"]);
+    out.success();
+    assert!(
+        out.stdout().starts_with("restarted `rec`: idle"),
+        "{}",
+        out.stdout()
+    );
+    assert_eq!(state_of(&s, "rec")["state"], "idle");
+    s.run(&["hello"])
+        .expect_stdout("hello from wasm 1.0.0\n")
+        .success();
+}
+
+#[test]
 fn a_wasm_guest_that_allocates_without_bound_traps_at_its_memory_cap() {
     let s = Scenario::new();
     let guest = recording_guest("1.0.0").on("before_task", Action::Grow);
