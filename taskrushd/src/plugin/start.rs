@@ -415,6 +415,10 @@ async fn handshake(
         Err(CallError::Gone(how)) => Err(Fault::Crash(format!(
             "it exited before the handshake ({how})"
         ))),
+        Err(CallError::Timeout(d)) if process.is_wasm() => Err(Fault::Crash(format!(
+            "no answer to `initialize` within {}: the guest was stopped at its deadline (a fresh instance serves the next call)",
+            human::duration(d)
+        ))),
         Err(CallError::Timeout(d)) => Err(Fault::Crash(format!(
             "no answer to `initialize` within {} (the plugin was killed)",
             human::duration(d)
