@@ -298,6 +298,14 @@ fn a_wasm_guest_that_allocates_without_bound_traps_at_its_memory_cap() {
     ] {
         assert!(info.stdout().contains(line), "{line}: {}", info.stdout());
     }
+    let spawned = audit_records(&s)
+        .into_iter()
+        .find(|r| r["kind"] == "spawned" && r["plugin"] == "rec")
+        .expect("a spawned record");
+    assert_eq!(
+        spawned["limits"], *limits,
+        "the audit trail has the same limits"
+    );
     let list = s.run(&["plugin", "list"]);
     assert!(
         list.stdout()
