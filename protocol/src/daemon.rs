@@ -199,7 +199,8 @@ pub struct PluginStatus {
 /// One resource limit of a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitStatus {
-    /// Bytes (`memory`) or a count; absent when `unlimited`.
+    /// Bytes (`memory`, `module_size`), milliseconds (`deadline`) or a
+    /// count; absent when `unlimited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
     /// `enforced`, `partial: why` or `not enforced: why`.

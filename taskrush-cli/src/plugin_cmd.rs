@@ -470,9 +470,10 @@ fn limits_summary(p: &PluginStatus) -> String {
 fn limit_text(kind: &str, l: &taskrush_protocol::daemon::LimitStatus) -> String {
     let value = match (l.value, kind) {
         (None, _) => "unlimited".to_owned(),
-        (Some(b), "memory") if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
-        (Some(b), "memory") if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
-        (Some(b), "memory") => format!("{b} bytes"),
+        (Some(b), "memory" | "module_size") if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        (Some(b), "memory" | "module_size") if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        (Some(b), "memory" | "module_size") => format!("{b} bytes"),
+        (Some(ms), "deadline") => format!("{ms}ms"),
         (Some(n), _) => n.to_string(),
     };
     format!("{value}: {}", l.level)

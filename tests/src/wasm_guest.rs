@@ -21,6 +21,8 @@ pub enum Action {
     Loop,
     /// Grow memory until it traps.
     Grow,
+    /// Trap at once (`unreachable`).
+    Trap,
     /// Sleep this many milliseconds (WASI `poll_oneoff`, one relative
     /// clock: what `std::thread::sleep` does), then answer `{}`.
     Sleep(u64),
@@ -113,6 +115,7 @@ impl Guest {
                     )
                 }
                 Action::Loop => "(loop $forever (br $forever)) (unreachable)".into(),
+                Action::Trap => "(unreachable)".into(),
                 Action::Grow => {
                     "(loop $more (drop (memory.grow (i32.const 16))) (br $more)) (unreachable)"
                         .into()

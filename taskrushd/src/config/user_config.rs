@@ -22,6 +22,11 @@
 //! [deny]                        # for every plugin; deny beats any grant
 //! environment = ["AWS_SECRET_ACCESS_KEY"]
 //! filesystem = ["~/.ssh"]
+//!
+//! [wasm]                        # caps on what a `.rush` may set for a wasm plugin
+//! max_memory = "256MiB"         # `memory` (these three are the defaults)
+//! max_module_size = "64MiB"     # `module_size`
+//! max_timeout = "60s"           # `timeout`
 //! ```
 //!
 //! The file is checked (cheaply: one `stat`) at each plugin start and
@@ -30,7 +35,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use taskrush_protocol::plugin::Permissions;
@@ -87,6 +92,123 @@ pub(crate) struct UserConfig {
     /// Denied to every plugin, whatever is granted.
     #[serde(default)]
     pub(crate) deny: Permissions,
+    /// The user's caps on a WebAssembly plugin's limits.
+    #[serde(default)]
+    pub(crate) wasm: WasmCaps,
+}
+
+/// `[wasm]`: the most a `.rush` entry may set a WebAssembly plugin's
+/// `memory`, `module_size` and `timeout` to; above, the value is lowered
+/// to the cap (with a warning).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WasmCaps {
+    #[serde(default = "default_max_memory", deserialize_with = "de_size")]
+    pub(crate) max_memory: u64,
+    #[serde(default = "default_max_module_size", deserialize_with = "de_size")]
+    pub(crate) max_module_size: u64,
+    #[serde(default = "default_max_timeout", deserialize_with = "de_duration")]
+    pub(crate) max_timeout: Duration,
+}
+
+/// Default cap on a wasm plugin's `memory`.
+pub(crate) const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
+/// Default cap on a wasm plugin's `module_size`.
+pub(crate) const DEFAULT_MAX_MODULE_SIZE: u64 = 64 * 1024 * 1024;
+/// Default cap on a wasm plugin's `timeout`.
+pub(crate) const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_max_memory() -> u64 {
+    DEFAULT_MAX_MEMORY
+}
+fn default_max_module_size() -> u64 {
+    DEFAULT_MAX_MODULE_SIZE
+}
+fn default_max_timeout() -> Duration {
+    DEFAULT_MAX_TIMEOUT
+}
+
+impl Default for WasmCaps {
+    fn default() -> Self {
+        WasmCaps {
+            max_memory: DEFAULT_MAX_MEMORY,
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
+        }
+    }
+}
+
+/// A number, or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Number(u64),
+    Text(String),
+}
+
+/// `256MiB`, `64M`, `1GiB` (powers of 1024) or a number of bytes, above 0.
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let bad = |w: &str| {
+        serde::de::Error::custom(format!(
+            "expected a size such as `256MiB`, `64M` or a number of bytes, found `{w}`"
+        ))
+    };
+    let n = match Written::deserialize(d)? {
+        Written::Number(n) => n,
+        Written::Text(t) => {
+            let t = t.trim();
+            let i = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (number, unit) = t.split_at(i);
+            let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                _ => return Err(bad(t)),
+            };
+            number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .ok_or_else(|| bad(t))?
+        }
+    };
+    if n == 0 {
+        return Err(bad("0"));
+    }
+    Ok(n)
+}
+
+/// `60s`, `500ms`, `2m`, `1h` or a number of seconds, above 0.
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let bad = |w: &str| {
+        serde::de::Error::custom(format!(
+            "expected a duration such as `60s`, `500ms`, `2m` or a number of seconds, found `{w}`"
+        ))
+    };
+    let ms = match Written::deserialize(d)? {
+        Written::Number(n) => n.checked_mul(1000),
+        Written::Text(t) => {
+            let t = t.trim();
+            let i = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (number, unit) = t.split_at(i);
+            let scale: u64 = match unit.trim() {
+                "ms" => 1,
+                "" | "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(bad(t)),
+            };
+            number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+        }
+    };
+    match ms {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(bad("0")),
+    }
 }
 
 fn yes() -> bool {
@@ -100,6 +222,7 @@ impl Default for UserConfig {
             plugins_read_project: true,
             grants: Vec::new(),
             deny: Permissions::default(),
+            wasm: WasmCaps::default(),
         }
     }
 }
@@ -287,6 +410,17 @@ mod tests {
             Some(declared.clone())
         );
         assert!(c.plugins_read_project);
+    }
+
+    #[test]
+    fn wasm_caps_read_sizes_and_durations_and_default_when_absent() {
+        let c = parse("[wasm]\nmax_memory = \"128MiB\"\nmax_timeout = \"90s\"\n").unwrap();
+        assert_eq!(c.wasm.max_memory, 128 << 20);
+        assert_eq!(c.wasm.max_module_size, DEFAULT_MAX_MODULE_SIZE);
+        assert_eq!(c.wasm.max_timeout, Duration::from_secs(90));
+        assert_eq!(parse("").unwrap().wasm, WasmCaps::default());
+        let (_, m) = parse("[wasm]\nmax_memory = \"lots\"\n").unwrap_err();
+        assert!(m.contains("`lots`"), "{m}");
     }
 
     #[test]

@@ -244,7 +244,11 @@ impl PluginHost {
         };
         let params = serde_json::to_value(&params).unwrap_or(Value::Null);
         match process
-            .call(wire::method::COMMAND, params, spec.timeout)
+            .call(
+                wire::method::COMMAND,
+                params,
+                super::wasm::deadline_of(spec),
+            )
             .await
         {
             Ok(v) => serde_json::from_value::<CommandResult>(v).map_err(|e| {

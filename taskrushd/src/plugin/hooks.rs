@@ -80,7 +80,10 @@ impl PluginHost {
             Ok(p) => p,
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
-        match process.call(hook.method(), params, spec.timeout).await {
+        match process
+            .call(hook.method(), params, super::wasm::deadline_of(spec))
+            .await
+        {
             Ok(_) => HookOutcome::Done,
             Err(CallError::Remote { message, .. }) => {
                 HookOutcome::Refused(super::redact::scrub(&message))
@@ -212,6 +215,29 @@ impl RunPlugins {
         }
     }
 
+    /// Say once per run, in its output, which WebAssembly plugin values
+    /// of the `.rush` are above the user's caps (and lowered to them).
+    async fn tell_over_caps(&self, events: &mpsc::Sender<RunEvent>) {
+        for spec in &self.config.plugins {
+            for line in super::wasm::over_caps(spec) {
+                let first = self
+                    .refusals_told
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(line.clone());
+                if first {
+                    tracing::warn!(target: "plugin", "{line}");
+                    let _ = events
+                        .send(RunEvent::Warning {
+                            task: None,
+                            message: line,
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
     /// Whether to warn about failure `f`: a plugin not started for want
     /// of consent is told once per run (every other failure each time).
     fn first_consent_warning(&self, spec: &PluginSpec, f: &PluginFailure) -> bool {
@@ -260,6 +286,7 @@ impl RunPlugins {
         events: &mpsc::Sender<RunEvent>,
     ) -> Result<(), HookFailure> {
         self.tell_config_error(events).await;
+        self.tell_over_caps(events).await;
         for spec in &self.config.plugins {
             let outcome = self
                 .host

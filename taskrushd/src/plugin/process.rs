@@ -309,6 +309,11 @@ impl PluginProcess {
         })
     }
 
+    /// A WebAssembly instance rather than a process.
+    pub(super) fn is_wasm(&self) -> bool {
+        self.wasm.is_some()
+    }
+
     pub(super) fn pid(&self) -> Option<u32> {
         self.pid
     }

@@ -223,6 +223,10 @@ pub(super) fn fail_call(
     e: CallError,
 ) -> PluginFailure {
     let fault = match e {
+        CallError::Timeout(d) if process.is_wasm() => Fault::Crash(format!(
+            "no answer within {}: the guest was stopped at its deadline (a fresh instance serves the next call)",
+            human::duration(d)
+        )),
         CallError::Timeout(d) => Fault::Crash(format!(
             "no answer within {} (the plugin was killed)",
             human::duration(d)

@@ -178,7 +178,7 @@ impl PluginHost {
         // A host list: an external plugin's own proxy, its only way out
         // (a WebAssembly guest's `http_request` checks its hosts itself).
         let mut proxy = None;
-        let mut limits = Default::default();
+        let limits;
         let (process, entry_sha256) = if wasm {
             let setup = super::wasm::setup(
                 &slot.name,
@@ -190,6 +190,7 @@ impl PluginHost {
                 &env,
                 slot.stderr.clone(),
             );
+            limits = super::wasm::limit_statuses(&setup.limits, super::wasm::deadline_of(spec));
             let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
             let sha = Some(guest.sha256.clone());
             (
@@ -270,7 +271,7 @@ impl PluginHost {
             data_dir: Some(plan.data_dir.display().to_string()),
             tmp_dir: Some(plan.tmp_dir.display().to_string()),
         };
-        let info = match handshake(&process, &params, spec.timeout).await {
+        let info = match handshake(&process, &params, super::wasm::deadline_of(spec)).await {
             Ok(info) => info,
             Err(fault) => {
                 process.stderr_drained(STDERR_SETTLE).await;
@@ -413,6 +414,10 @@ async fn handshake(
         ))),
         Err(CallError::Gone(how)) => Err(Fault::Crash(format!(
             "it exited before the handshake ({how})"
+        ))),
+        Err(CallError::Timeout(d)) if process.is_wasm() => Err(Fault::Crash(format!(
+            "no answer to `initialize` within {}: the guest was stopped at its deadline (a fresh instance serves the next call)",
+            human::duration(d)
         ))),
         Err(CallError::Timeout(d)) => Err(Fault::Crash(format!(
             "no answer to `initialize` within {} (the plugin was killed)",

@@ -77,6 +77,10 @@ impl PluginHost {
                     status.limits = super::limits::levels(&spec.limits);
                 } else if spec.kind.as_str() == "wasm" {
                     status.enforcement = super::wasm::levels(&eff.for_sandbox());
+                    status.limits = super::wasm::limit_statuses(
+                        &super::wasm::limits_of(spec),
+                        super::wasm::deadline_of(spec),
+                    );
                 }
                 status.needs_grant = eff.pending.is_some();
             }
@@ -107,7 +111,7 @@ impl PluginHost {
             path: loaded.as_ref().map(|l| l.dir.display().to_string()),
             manifest: loaded.map(|l| l.manifest),
             required: spec.required,
-            timeout_ms: spec.timeout.as_millis() as u64,
+            timeout_ms: super::wasm::deadline_of(spec).as_millis() as u64,
             stderr,
             last_error: last_error.or_else(|| status.error.clone()),
             status,

@@ -113,6 +113,90 @@ pub(crate) struct Loaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refused(pub(crate) String);
 
+/// The limits of the plugin of `spec`: its `.rush` entry's or the
+/// defaults, lowered to the user's caps (`[wasm]` of the user config).
+pub(crate) fn limits_of(spec: &crate::config::rush_file::PluginSpec) -> Limits {
+    let caps = crate::config::user_config::current().config.wasm;
+    Limits {
+        memory: spec.memory.unwrap_or(DEFAULT_MEMORY).min(caps.max_memory),
+        module_size: spec
+            .module_size
+            .unwrap_or(DEFAULT_MODULE_SIZE)
+            .min(caps.max_module_size),
+    }
+}
+
+/// The deadline of each call to the plugin of `spec`: its `timeout`,
+/// for a WebAssembly plugin lowered to the user's `max_timeout`.
+pub(crate) fn deadline_of(spec: &crate::config::rush_file::PluginSpec) -> Duration {
+    if spec.kind.as_str() != "wasm" {
+        return spec.timeout;
+    }
+    let caps = crate::config::user_config::current().config.wasm;
+    spec.timeout.min(caps.max_timeout)
+}
+
+/// One line per value of a WebAssembly plugin's `.rush` entry above the
+/// user's cap, naming both (empty when none is, or not a wasm plugin).
+pub(crate) fn over_caps(spec: &crate::config::rush_file::PluginSpec) -> Vec<String> {
+    if spec.kind.as_str() != "wasm" {
+        return Vec::new();
+    }
+    let caps = crate::config::user_config::current().config.wasm;
+    let mut lines = Vec::new();
+    let mut size = |key: &str, set: Option<u64>, cap: u64, cap_key: &str| {
+        if let Some(v) = set.filter(|v| *v > cap) {
+            lines.push(format!(
+                "plugin `{}`: `{key}: {}` is above your cap `[wasm] {cap_key} = {}` in the user config; using {}",
+                spec.name,
+                bytes(v),
+                bytes(cap),
+                bytes(cap)
+            ));
+        }
+    };
+    size("memory", spec.memory, caps.max_memory, "max_memory");
+    size(
+        "module_size",
+        spec.module_size,
+        caps.max_module_size,
+        "max_module_size",
+    );
+    if spec.timeout > caps.max_timeout {
+        lines.push(format!(
+            "plugin `{}`: `timeout: {}` is above your cap `[wasm] max_timeout = {}` in the user config; using {}",
+            spec.name,
+            crate::human::duration(spec.timeout),
+            crate::human::duration(caps.max_timeout),
+            crate::human::duration(caps.max_timeout)
+        ));
+    }
+    lines
+}
+
+/// A guest's limits as `plugin list/info`, `daemon status` and the audit
+/// trail show them, beside an external plugin's: the instance's `memory`
+/// cap and the `module_size` cap in bytes, the per-call `deadline` in
+/// milliseconds, all `enforced` (by wasmtime's `StoreLimits`, a size check
+/// before compiling, and epoch interruption).
+pub(crate) fn limit_statuses(
+    limits: &Limits,
+    deadline: Duration,
+) -> BTreeMap<String, taskrush_protocol::daemon::LimitStatus> {
+    let enforced = |value: u64| taskrush_protocol::daemon::LimitStatus {
+        value: Some(value),
+        level: "enforced".to_owned(),
+    };
+    BTreeMap::from([
+        ("memory".to_owned(), enforced(limits.memory)),
+        ("module_size".to_owned(), enforced(limits.module_size)),
+        (
+            "deadline".to_owned(),
+            enforced(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
+        ),
+    ])
+}
+
 /// What a new instance of `loaded` (the plugin of `spec`) needs: its
 /// limits, and its grants resolved against the project root `root`, its
 /// private `data` and `tmp` dirs, the client's environment (`client`, for
@@ -150,10 +234,7 @@ pub(crate) fn setup(
                 .map(String::as_str)
                 .unwrap_or(""),
         ),
-        limits: Limits {
-            memory: spec.memory.unwrap_or(DEFAULT_MEMORY),
-            module_size: spec.module_size.unwrap_or(DEFAULT_MODULE_SIZE),
-        },
+        limits: limits_of(spec),
         grants: Grants {
             name: name.to_owned(),
             root: root.to_owned(),
@@ -166,7 +247,7 @@ pub(crate) fn setup(
             process_env: process_env.clone(),
         },
         stderr,
-        start_limit: spec.timeout,
+        start_limit: deadline_of(spec),
     }
 }
 
