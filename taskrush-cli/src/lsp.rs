@@ -11,6 +11,13 @@
 //! which list to offer (keys, task names, plugin names); the names come
 //! from the last text of the document that loaded.
 //!
+//! While the text is broken (the normal state while typing: `check_rush`
+//! then answers no tasks) completion, hover, definition, references,
+//! symbols and lenses serve the symbols of the document's last clean
+//! check, or, for a document never checked clean, those of the config the
+//! daemon has loaded (`list_tasks`); diagnostics always come from the
+//! latest check.
+//!
 //! Positions are UTF-16 code units, LSP's default (the daemon is asked for
 //! them with `position_encoding: "utf-16"`).
 
@@ -21,7 +28,8 @@ use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response
 use lsp_types::notification::Notification as _;
 use lsp_types::request::Request as _;
 use serde_json::{Value, json};
-use taskrush_protocol::editor::{PositionEncoding, RushCheck, TaskSymbol};
+use taskrush_protocol::daemon::TaskList;
+use taskrush_protocol::editor::{PositionEncoding, RushCheck, TaskReference, TaskSymbol};
 use taskrush_protocol::method;
 use taskrush_protocol::paths::DaemonPaths;
 use taskrush_protocol::run::RunRequest;
@@ -272,12 +280,66 @@ impl Server {
             })
             .collect();
         let loads = check.diagnostics.iter().all(|d| d.severity != "error");
-        if let Some(doc) = self.documents.get_mut(uri)
-            && loads
-        {
-            doc.symbols = Some(check);
+        if loads {
+            if let Some(doc) = self.documents.get_mut(uri) {
+                doc.symbols = Some(check);
+            }
+        } else if self.documents.get(uri).is_some_and(|d| d.symbols.is_none()) {
+            // Broken while typing (the normal state) and never checked
+            // clean: the daemon's loaded config of the file serves until
+            // the text loads.
+            let loaded = self.loaded(&path);
+            if let Some(doc) = self.documents.get_mut(uri) {
+                doc.symbols = loaded;
+            }
         }
         self.publish(uri, diagnostics);
+    }
+
+    /// The symbols of the config the daemon has loaded for `path` (its
+    /// saved text, or the last valid one), from `list_tasks`: positions of
+    /// `depends_on` items are unknown there (0).
+    fn loaded(&mut self, path: &Path) -> Option<RushCheck> {
+        let cwd = path.parent()?.display().to_string();
+        let params = json!({
+            "cwd": cwd,
+            "file": path.display().to_string(),
+            "position_encoding": PositionEncoding::Utf16.name(),
+        });
+        let list: TaskList = self.call(method::LIST_TASKS, params).ok()?;
+        let tasks = list
+            .tasks
+            .into_iter()
+            .map(|t| TaskSymbol {
+                name: t.name,
+                file: t.file,
+                line: t.line,
+                column: t.column,
+                description: t.description,
+                cmd: t.cmd,
+                cached: t.cached,
+                depends_on: t
+                    .depends_on
+                    .into_iter()
+                    .map(|name| TaskReference {
+                        name,
+                        line: 0,
+                        column: 0,
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Only the plugins that add commands are known here.
+        let mut plugins: Vec<String> = list.commands.into_iter().map(|c| c.plugin).collect();
+        plugins.sort();
+        plugins.dedup();
+        Some(RushCheck {
+            file: list.file,
+            position_encoding: list.position_encoding,
+            diagnostics: Vec::new(),
+            tasks,
+            plugins,
+        })
     }
 
     fn request(&mut self, request: Request) -> Result<Value, String> {

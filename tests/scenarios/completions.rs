@@ -77,7 +77,7 @@ fn bash_completes_tasks_plugin_commands_words_and_flags_without_starting_a_plugi
         ["bash", "fish", "zsh"]
     );
     let flags = complete_bash(&s, &["taskrush", "--no"]);
-    assert_eq!(flags, ["--no-daemon"]);
+    assert_eq!(flags, ["--no-daemon", "--no-deps"]);
     assert!(
         s.daemon_pid().is_some(),
         "the completion started the daemon"
@@ -126,4 +126,68 @@ fn have(tool: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok()
+}
+
+/// What bash's completion function offers for `line` (the cursor at its
+/// end), with the words split as bash splits them (`:` is one of
+/// COMP_WORDBREAKS), and the line as bash leaves it after replacing the
+/// text after the last break with the one offer, if only one.
+fn complete_bash_line(s: &Scenario, line: &str) -> (Vec<String>, String) {
+    let mut words: Vec<String> = Vec::new();
+    // `web:b` is `web`, `:`, `b`; `web:` ends with the word `:`.
+    for part in line.split(' ') {
+        for (i, piece) in part.split(':').enumerate() {
+            if i > 0 {
+                words.push(":".to_owned());
+            }
+            if !piece.is_empty() || i == 0 {
+                words.push(piece.to_owned());
+            }
+        }
+    }
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    s.write(
+        "complete-line.bash",
+        format!(
+            "eval \"$(taskrush --completions bash)\"\n\
+             COMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_LINE='{line}'\nCOMP_POINT={}\n_taskrush\n\
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+            quoted.join(" "),
+            words.len() - 1,
+            line.len()
+        ),
+    );
+    let out = s.sh("bash complete-line.bash");
+    out.success();
+    let mut got: Vec<String> = out.stdout().lines().map(str::to_owned).collect();
+    got.sort();
+    // Bash replaces the text after the last blank or `:` before the cursor.
+    let start = line.rfind([' ', ':']).map_or(0, |i| i + 1);
+    let completed = match got.as_slice() {
+        [one] => format!("{}{one}", &line[..start]),
+        _ => line.to_owned(),
+    };
+    (got, completed)
+}
+
+#[test]
+fn bash_completes_a_namespaced_task_although_bash_splits_words_at_colons() {
+    let s = Scenario::new()
+        .rush("tasks:\n  lint:\n    cmd: 'true'\nincludes:\n  web: web\n")
+        .file(
+            "web/.rush",
+            "tasks:\n  build:\n    cmd: 'true'\n  gen:\n    cmd: 'true'\n",
+        );
+    // COMP_WORDS=(taskrush web : b): the reply replaces `b`.
+    let (got, completed) = complete_bash_line(&s, "taskrush web:b");
+    assert_eq!(got, ["build"], "after colon trimming");
+    assert_eq!(completed, "taskrush web:build");
+    let (_, completed) = complete_bash_line(&s, "taskrush run web:g");
+    assert_eq!(completed, "taskrush run web:gen");
+    // Right after the colon: every task of `web`.
+    let (got, _) = complete_bash_line(&s, "taskrush web:");
+    assert_eq!(got, ["build", "gen"]);
+    // Words without a colon are offered whole.
+    let (got, _) = complete_bash_line(&s, "taskrush li");
+    assert_eq!(got, ["lint"]);
 }

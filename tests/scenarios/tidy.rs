@@ -610,3 +610,78 @@ fn the_protocol_doc_daemon_event_table_has_exactly_the_daemon_events() {
         "protocol/src/events.rs",
     );
 }
+
+/// The `Option` fields of each variant of `pub enum NAME` in `source`, as
+/// (variant, fields): the fields a client may not get.
+fn optional_fields(source: &str, name: &str) -> Vec<(String, Vec<String>)> {
+    let header = format!("pub enum {name} {{");
+    let start = source
+        .find(&header)
+        .unwrap_or_else(|| panic!("no `{header}` found"));
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut depth = 0usize;
+    for line in source[start..].lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let trimmed = code.trim_start();
+        if depth == 1 {
+            let ident: String = trimmed
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if ident.starts_with(|c: char| c.is_ascii_uppercase()) {
+                out.push((ident, Vec::new()));
+            }
+        } else if depth == 2
+            && let Some((field, ty)) = trimmed.split_once(':')
+            && ty.trim_start().starts_with("Option<")
+            && let Some((_, fields)) = out.last_mut()
+        {
+            fields.push(field.trim().trim_start_matches("pub ").to_owned());
+        }
+        for c in code.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if depth == 0 && !out.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_protocol_doc_daemon_event_table_marks_the_optional_fields_optional() {
+    let doc = read("docs/protocol.md");
+    let at = doc
+        .find("### Daemon events")
+        .expect("a daemon events table");
+    let table = &doc[at..];
+    let variants = optional_fields(&read("protocol/src/events.rs"), "DaemonEvent");
+    let rejected = variants
+        .iter()
+        .find(|(v, _)| v == "ConfigRejected")
+        .map(|(_, f)| f.clone())
+        .unwrap_or_default();
+    assert_eq!(rejected, ["line", "column"], "could not read `DaemonEvent`");
+    let mut unmarked = Vec::new();
+    for (variant, fields) in &variants {
+        let kind = snake_case(variant);
+        let row_start = format!("| `{kind}` |");
+        let Some(row) = table.lines().find(|l| l.starts_with(&row_start)) else {
+            continue; // the table tidy test reports missing rows
+        };
+        let cell = row.split('|').nth(2).unwrap_or_default();
+        for f in fields {
+            if !cell.contains(&format!("`{f}`?")) {
+                unmarked.push(format!("{kind}.{f}"));
+            }
+        }
+    }
+    assert!(
+        unmarked.is_empty(),
+        "docs/protocol.md's daemon event table does not mark these optional (`name`?) fields: {unmarked:?}"
+    );
+}
