@@ -276,3 +276,29 @@ fn explain_names_a_changed_dotenv_file_but_never_its_values() {
         .expect_stdout("t  would run: dotenv file `.env.local` changed\n");
     assert!(!out.stdout().contains("secret"), "{}", out.stdout());
 }
+
+#[test]
+fn explain_says_the_tasks_dir_changed_and_not_that_the_command_changed() {
+    let t = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: pwd >> runs.log\n    dir: a\n    cache_files: [in.txt]\n");
+    t.write("a/in.txt", "x");
+    t.write("b/in.txt", "x");
+    t.run(&["t"]).success();
+    t.write(
+        ".rush",
+        "tasks:\n  t:\n    cmd: pwd >> runs.log\n    dir: b\n    cache_files: [in.txt]\n",
+    );
+    let out = t.run(&["run", "--explain", "t"]);
+    out.success();
+    assert!(
+        out.stdout()
+            .starts_with("t  would run: the task's dir changed"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        !out.stdout().contains("the command changed"),
+        "{}",
+        out.stdout()
+    );
+}
