@@ -245,3 +245,60 @@ fn a_task_with_outputs_is_captured_for_replay_while_one_without_keeps_the_termin
     let (screen, _) = taskrush_tests::run_in_terminal(&t, &["captured"], None);
     assert!(screen.contains("captured-not-a-tty"), "replayed: {screen}");
 }
+
+#[test]
+fn explain_says_the_arguments_changed_when_only_the_arguments_changed() {
+    let t = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: echo \"$@\" >> runs.log\n    cache_files: [in.txt]\n");
+    t.write("in.txt", "x");
+    t.run(&["t", "--", "one"]).success();
+    t.run(&["run", "--explain", "t", "--", "one"])
+        .success()
+        .expect_stdout("t  would not run: up to date\n");
+    let out = t.run(&["run", "--explain", "t", "--", "two"]);
+    out.success()
+        .expect_stdout("t  would run: the arguments changed\n");
+    assert!(!out.stdout().contains("one"), "{}", out.stdout());
+}
+
+#[test]
+fn explain_names_a_changed_dotenv_file_but_never_its_values() {
+    let t = Scenario::new().rush(
+        "tasks:\n  t:\n    cmd: echo \"$TOKEN\" >> runs.log\n    cache_files: [in.txt]\n    dotenv: [.env, .env.local]\n",
+    );
+    t.write("in.txt", "x");
+    t.write(".env", "TOKEN=base\n");
+    t.write(".env.local", "TOKEN=first-secret\n");
+    t.run(&["t"]).success();
+    t.write(".env.local", "TOKEN=second-secret\n");
+    let out = t.run(&["run", "--explain", "t"]);
+    out.success()
+        .expect_stdout("t  would run: dotenv file `.env.local` changed\n");
+    assert!(!out.stdout().contains("secret"), "{}", out.stdout());
+}
+
+#[test]
+fn explain_says_the_tasks_dir_changed_and_not_that_the_command_changed() {
+    let t = Scenario::new()
+        .rush("tasks:\n  t:\n    cmd: pwd >> runs.log\n    dir: a\n    cache_files: [in.txt]\n");
+    t.write("a/in.txt", "x");
+    t.write("b/in.txt", "x");
+    t.run(&["t"]).success();
+    t.write(
+        ".rush",
+        "tasks:\n  t:\n    cmd: pwd >> runs.log\n    dir: b\n    cache_files: [in.txt]\n",
+    );
+    let out = t.run(&["run", "--explain", "t"]);
+    out.success();
+    assert!(
+        out.stdout()
+            .starts_with("t  would run: the task's dir changed"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        !out.stdout().contains("the command changed"),
+        "{}",
+        out.stdout()
+    );
+}

@@ -269,11 +269,19 @@ pub(crate) fn fingerprint_until(
 }
 
 /// What a task's last successful run saw, for `run --explain`: hashes of
-/// its command and of each `env` value (by name), its patterns, and each
-/// input file's content hash (`None`: absent). Stored beside its entry.
+/// its command, of its `dir` and of its arguments (apart, so the reasons
+/// tell them apart), of each `env` value and dotenv file (by name), its
+/// patterns, and each input file's content hash (`None`: absent). Stored
+/// beside its entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct InputsRecord {
     pub(crate) cmd: String,
+    /// Hash of the task's `dir` (records older than this field: empty).
+    #[serde(default)]
+    pub(crate) dir: String,
+    /// Hash of the arguments (records older than this field: empty).
+    #[serde(default)]
+    pub(crate) args: String,
     pub(crate) env: std::collections::BTreeMap<String, String>,
     pub(crate) patterns: Vec<String>,
     pub(crate) files: std::collections::BTreeMap<String, Option<String>>,
@@ -292,8 +300,11 @@ pub(crate) fn inputs_record(
     let inputs = input_files::expand_until(root, recipe.patterns, limits, stop)?;
     let files: Vec<InputFile<'_>> = inputs.iter().collect();
     let guard = HashGuard::new(stop.clone(), limits.bytes);
+    let (cmd, dir, args) = split_command_line(recipe.cmd);
     let mut record = InputsRecord {
-        cmd: short(recipe.cmd.as_bytes()),
+        cmd: short(cmd.as_bytes()),
+        dir: short(dir.as_bytes()),
+        args: short(args.as_bytes()),
         env: recipe
             .env
             .iter()
@@ -314,6 +325,34 @@ pub(crate) fn inputs_record(
         );
     }
     Ok(record)
+}
+
+/// The command line of a cache key (`before\0cmd\0after`, then
+/// `\0dir\0DIR` with a `dir`, then `\0args\0N:ARG…` with arguments; see
+/// `run::runner::task_command_line`) as (command, dir, arguments), so that
+/// `run --explain` tells a changed command from changed arguments or `dir`.
+/// A line of another shape (a NUL in a command) stays whole in the command.
+fn split_command_line(line: &str) -> (&str, &str, &str) {
+    // The three hooks and commands: the first three NUL-separated parts.
+    let mut ends = line.match_indices('\0').map(|(i, _)| i);
+    let (Some(_), Some(second)) = (ends.next(), ends.next()) else {
+        return (line, "", "");
+    };
+    let cmd_end = line[second + 1..]
+        .find('\0')
+        .map_or(line.len(), |i| second + 1 + i);
+    let (cmd, mut rest) = line.split_at(cmd_end);
+    let mut dir = "";
+    if let Some(after) = rest.strip_prefix("\0dir\0") {
+        let end = after.find('\0').unwrap_or(after.len());
+        dir = &after[..end];
+        rest = &after[end..];
+    }
+    match rest {
+        "" => (cmd, dir, ""),
+        args if args.starts_with("\0args\0") => (cmd, dir, args),
+        _ => (line, "", ""),
+    }
 }
 
 /// Below this many files per thread, hashing stays on the calling thread.
@@ -575,6 +614,24 @@ fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_command_line_splits_into_command_dir_and_arguments() {
+        assert_eq!(split_command_line("b\0c\0a"), ("b\0c\0a", "", ""));
+        assert_eq!(
+            split_command_line("b\0c\0a\0dir\0web"),
+            ("b\0c\0a", "web", "")
+        );
+        assert_eq!(
+            split_command_line("\0c\0\0dir\0args\0args\x004:one"),
+            ("\0c\0", "args", "\0args\x004:one")
+        );
+        assert_eq!(
+            split_command_line("\0c\0\0args\x003:two"),
+            ("\0c\0", "", "\0args\x003:two")
+        );
+        assert_eq!(split_command_line("odd\0x\0y\0z"), ("odd\0x\0y\0z", "", ""));
+    }
+
     use super::*;
     use std::time::{Duration, SystemTime};
 

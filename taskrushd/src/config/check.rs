@@ -31,18 +31,17 @@ pub(crate) fn check(path: &Path, text: &str, encoding: PositionEncoding) -> Rush
     let mut diagnostics = Vec::new();
     let (tasks, plugins) = match includes::load(path, text).result {
         Ok(config) => {
-            if let Some(warning) = projects::hidden_tasks_warning(&config) {
-                for (line, task) in warning.lines().zip(hidden_tasks(&config)) {
-                    let column = sources.column(&config.path, task.line, task.column, encoding);
-                    diagnostics.push(RushDiagnostic {
-                        severity: "warning".into(),
-                        message: line.to_owned(),
-                        hint: None,
-                        path: config.path.display().to_string(),
-                        line: Some(task.line).filter(|l| *l > 0),
-                        column: Some(column).filter(|c| *c > 0),
-                    });
-                }
+            let warnings = projects::hidden_tasks_warnings(&config);
+            for (line, task) in warnings.iter().zip(hidden_tasks(&config)) {
+                let column = sources.column(&config.path, task.line, task.column, encoding);
+                diagnostics.push(RushDiagnostic {
+                    severity: "warning".into(),
+                    message: line.to_owned(),
+                    hint: None,
+                    path: config.path.display().to_string(),
+                    line: Some(task.line).filter(|l| *l > 0),
+                    column: Some(column).filter(|c| *c > 0),
+                });
             }
             (
                 symbols(&config, &mut sources, encoding),

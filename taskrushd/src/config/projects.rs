@@ -720,24 +720,32 @@ impl Entry {
 
 /// Tasks named like a built-in word of `taskrush` (`daemon`, `events`, …):
 /// `taskrush NAME` runs the built-in, so they are reachable only as
-/// `taskrush run NAME`. Said at every load that serves them.
+/// `taskrush run NAME`. Said at every load that serves them: one line per
+/// task, each after a `warning: ` (clients print the first line's).
 pub(crate) fn hidden_tasks_warning(config: &RushFile) -> Option<String> {
-    let hidden: Vec<String> = config
+    let hidden = hidden_tasks_warnings(config);
+    (!hidden.is_empty()).then(|| hidden.join("\nwarning: "))
+}
+
+/// The warning of [`hidden_tasks_warning`], one message per hidden task,
+/// in task order, without the `warning: `.
+pub(crate) fn hidden_tasks_warnings(config: &RushFile) -> Vec<String> {
+    config
         .tasks
         .values()
         .filter(|t| taskrush_protocol::RESERVED_WORDS.contains(&t.name.as_str()))
         .map(|t| {
             format!(
-                "task `{}` (`{}:{}`) has the name of the built-in `taskrush {}`: run it as `taskrush run {}`",
+                "task `{}` (`{}:{}:{}`) has the name of the built-in `taskrush {}`: run it as `taskrush run {}`",
                 t.name,
-                config.path.display(),
+                t.defined_in(config).display(),
                 t.line,
+                t.column,
                 t.name,
                 t.name
             )
         })
-        .collect();
-    (!hidden.is_empty()).then(|| hidden.join("\n"))
+        .collect()
 }
 
 /// A job for a parse thread.

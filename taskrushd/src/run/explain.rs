@@ -5,7 +5,8 @@
 //! Why comes from comparing the task's recipe and input files with what
 //! its last successful run saw (`InputsRecord`, stored beside its entry in
 //! `.rush-cache/`): the first few changed input files, the command, the
-//! `env` names whose values changed (never the values), the patterns.
+//! task's `dir`, its arguments, the `env` names whose values changed and
+//! the dotenv files that changed (never the values), the patterns.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -180,12 +181,23 @@ fn differences(last: &InputsRecord, now: &InputsRecord) -> Vec<String> {
     if last.cmd != now.cmd {
         reasons.push("the command changed".to_owned());
     }
+    if last.dir != now.dir {
+        reasons.push("the task's dir changed".to_owned());
+    }
+    if last.args != now.args {
+        reasons.push("the arguments changed".to_owned());
+    }
     let mut names: Vec<&String> = last.env.keys().chain(now.env.keys()).collect();
     names.sort();
     names.dedup();
     for name in names {
         if last.env.get(name) != now.env.get(name) {
-            reasons.push(format!("environment variable `{name}` changed"));
+            // The key names a dotenv file `dotenv PATH` (no variable has a
+            // space in its name).
+            reasons.push(match name.strip_prefix("dotenv ") {
+                Some(path) => format!("dotenv file `{path}` changed"),
+                None => format!("environment variable `{name}` changed"),
+            });
         }
     }
     if last.patterns != now.patterns {
@@ -232,11 +244,15 @@ mod tests {
     fn differences_name_files_and_environment_names_never_values() {
         let mut last = InputsRecord::default();
         last.env.insert("TOKEN".into(), "aaa".into());
+        last.env.insert("dotenv .env.local".into(), "h1".into());
         last.files.insert("src/a.c".into(), Some("1".into()));
         last.files.insert("src/gone.c".into(), Some("1".into()));
         let mut now = last.clone();
         now.cmd = "other".into();
+        now.dir = "d".into();
+        now.args = "a".into();
         now.env.insert("TOKEN".into(), "bbb".into());
+        now.env.insert("dotenv .env.local".into(), "h2".into());
         now.files.insert("src/a.c".into(), Some("2".into()));
         now.files.remove("src/gone.c");
         now.files.insert("src/new.c".into(), Some("3".into()));
@@ -244,7 +260,10 @@ mod tests {
             differences(&last, &now),
             [
                 "the command changed",
+                "the task's dir changed",
+                "the arguments changed",
                 "environment variable `TOKEN` changed",
+                "dotenv file `.env.local` changed",
                 "input `src/a.c` changed",
                 "input `src/new.c` added",
                 "input `src/gone.c` removed",
