@@ -9,6 +9,9 @@
 //! symlinks are followed and what they lead to must be a regular file (it
 //! is not even opened otherwise), and reading stops past the limit
 //! (`/proc` files say size 0).
+//!
+//! And the other way: [`replace_private`] writes a small private file of
+//! the daemon's own (grants, the command cache) whole, atomically.
 
 use std::io::Read;
 use std::path::Path;
@@ -140,6 +143,40 @@ pub(crate) fn read_at_most(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> 
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Replace `path` with `bytes`: a private (0600) temp file beside it,
+/// created (never followed, never an existing file), written, flushed to
+/// disk when `sync`, then renamed over it; its directory is made (0700)
+/// when missing. A failure leaves the old file as it was.
+pub(crate) fn replace_private(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)?;
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) });
+    drop(f);
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 #[cfg(test)]

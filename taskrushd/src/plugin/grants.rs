@@ -16,7 +16,6 @@
 //! for nothing beyond it needs no grant.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -105,38 +104,13 @@ fn load(path: &Path) -> Result<Vec<Record>, String> {
 /// Replace the grants file with `records`: a private temp file beside it
 /// (created, never followed), synced, renamed over it.
 fn store(path: &Path, records: Vec<Record>) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let err = |e: std::io::Error| format!("cannot write the grants file `{}`: {e}", path.display());
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
-    }
     let text = serde_json::to_vec_pretty(&File {
         version: 1,
         grants: records,
     })
     .map_err(|e| format!("cannot encode the grants: {e}"))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)
-        .map_err(err)?;
-    let written = f.write_all(&text).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
+    whole_file::replace_private(path, &text, true).map_err(err)
 }
 
 /// The stored grant of `plugin` of project `root`, if any.
