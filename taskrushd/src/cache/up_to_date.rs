@@ -147,30 +147,7 @@ impl UpToDate {
         self: &Arc<Self>,
         recipe: Recipe,
     ) -> Result<cache::InputsRecord, CheckError> {
-        let stop = StopOnDrop(StopFlag::default());
-        let flag = stop.0.clone();
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = cache::Recipe {
-                task: &recipe.task,
-                cmd: &recipe.cmd,
-                env: &recipe.env,
-                patterns: &recipe.patterns,
-            };
-            cache::inputs_record(
-                &recipe.root,
-                &r,
-                &me.hashes,
-                &InputLimits::from_env(),
-                &flag,
-            )
-        })
-        .await
-        .map_err(|e| CheckError::Failed(format!("the check stopped: {e}")))?
-        .map_err(|e| match e {
-            InputError::Stopped => CheckError::Stopped,
-            e => CheckError::Failed(e.to_string()),
-        })
+        self.from_files(recipe, cache::inputs_record).await
     }
 
     /// The task's full fingerprint as of now, always computed from the
@@ -180,6 +157,22 @@ impl UpToDate {
         self: &Arc<Self>,
         recipe: Recipe,
     ) -> Result<Fingerprint, CheckError> {
+        self.from_files(recipe, cache::fingerprint_until).await
+    }
+
+    /// `read` of the task's input files, on a blocking thread, stopped
+    /// when the future is dropped.
+    async fn from_files<T: Send + 'static>(
+        self: &Arc<Self>,
+        recipe: Recipe,
+        read: fn(
+            &Path,
+            &cache::Recipe<'_>,
+            &FileHashes,
+            &InputLimits,
+            &StopFlag,
+        ) -> Result<T, InputError>,
+    ) -> Result<T, CheckError> {
         let stop = StopOnDrop(StopFlag::default());
         let flag = stop.0.clone();
         let me = self.clone();
@@ -190,7 +183,7 @@ impl UpToDate {
                 env: &recipe.env,
                 patterns: &recipe.patterns,
             };
-            cache::fingerprint_until(
+            read(
                 &recipe.root,
                 &r,
                 &me.hashes,
