@@ -185,6 +185,8 @@ type InitializeParams struct {
 	Config      Config       `json:"config"`
 	ProjectRoot string       `json:"project_root"`
 	Permissions []Permission `json:"permissions"`
+	// The host calls the host serves; HostCall sends no other.
+	HostMethods []string `json:"host_methods"`
 }
 
 // TaskContext is what a hook learns about a task.
@@ -259,6 +261,10 @@ type Plugin struct {
 	protocol int
 
 	inFlight sync.WaitGroup
+
+	hostMu  sync.Mutex
+	pending map[uint64]chan hostAnswer
+	nextID  uint64
 }
 
 // New returns a plugin with the given name and version.
@@ -366,6 +372,7 @@ func (p *Plugin) Serve(r io.Reader, w io.Writer) error {
 			break
 		}
 	}
+	p.failHostCalls("the host closed stdin")
 	p.drain()
 	return readErr
 }
@@ -429,7 +436,8 @@ func (p *Plugin) receive(line []byte) {
 	}
 	rawMethod, hasMethod := msg["method"]
 	if !hasMethod {
-		return // a response: this SDK sends no requests
+		p.answered(id, msg) // the answer to a host call
+		return
 	}
 	var method string
 	if err := json.Unmarshal(rawMethod, &method); err != nil {

@@ -45,6 +45,10 @@ const ErrorCode = Object.freeze({
   VETO: -32010,
   /** None of the protocol majors the host offered is spoken here. */
   UNSUPPORTED_PROTOCOL: -32011,
+  /** A host call the plugin's grants do not allow (`data`: permission, item). */
+  PERMISSION_DENIED: -32020,
+  /** A host call that was allowed but failed. */
+  HOST_CALL_FAILED: -32021,
 });
 
 const HOOKS = ['before_task', 'after_task', 'on_task_failure'];
@@ -62,6 +66,19 @@ class RpcError extends Error {
 }
 
 /** Thrown in `beforeTask`: the task does not run; `reason` is shown. */
+/** A host call the host refused or that failed (`code`, `message`, `data`). */
+class HostError extends RpcError {
+  constructor(message, code = ErrorCode.HOST_CALL_FAILED, data = undefined) {
+    super(message, code, data);
+    this.name = 'HostError';
+  }
+
+  /** The grants do not allow the call; `data` names the permission and item. */
+  get permissionDenied() {
+    return this.code === ErrorCode.PERMISSION_DENIED;
+  }
+}
+
 class Veto extends RpcError {
   constructor(reason, data = undefined) {
     super(reason, ErrorCode.VETO, data);
@@ -174,6 +191,38 @@ class Plugin {
     this._output = null;
     this._initializing = Promise.resolve();
     this._inFlight = new Set();
+    this._pending = new Map();
+    this._nextId = 1;
+    /** Host calls, as methods: `await plugin.host.taskGraph()`. */
+    this.host = new Host(this);
+  }
+
+  /**
+   * Calls the host: `method` with `params`; resolves to the result. Only
+   * methods the host offered in `initialize` (`host_methods`) are sent; any
+   * other rejects at once. Rejects with a HostError (`permissionDenied` when
+   * the grants do not allow it).
+   */
+  hostCall(method, params = undefined) {
+    const offered = this.initParams ? this.initParams.host_methods || [] : null;
+    if (offered && !offered.includes(method)) {
+      return Promise.reject(new HostError(`the host does not offer \`${method}\`; it is older than this plugin`));
+    }
+    if (!this._output) {
+      return Promise.reject(new HostError(`no host to call \`${method}\` on (the plugin is not running)`));
+    }
+    const id = this._nextId++;
+    const message = { jsonrpc: '2.0', id, method };
+    if (params !== undefined) message.params = params;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      this._send(message);
+    });
+  }
+
+  _failHostCalls(why) {
+    for (const { reject } of this._pending.values()) reject(new HostError(why));
+    this._pending.clear();
   }
 
   /** `fn(ctx)` runs before a task; `throw new Veto('why')` stops it. */
@@ -271,6 +320,7 @@ class Plugin {
         if (finished) return;
         finished = true;
         splitter.flush();
+        this._failHostCalls('the host closed stdin');
         await this._drain();
         if (exit) {
           const done = () => process.exit(0);
@@ -315,7 +365,19 @@ class Plugin {
     }
     if (!('id' in message)) return; // a notification: the host sends none this SDK knows
     const { id, method, params } = message;
-    if (method === undefined) return; // a response: this SDK sends no requests
+    if (method === undefined) {
+      // The answer to a host call.
+      const waiter = this._pending.get(id);
+      if (!waiter) return;
+      this._pending.delete(id);
+      if (isObject(message.error)) {
+        const { code = ErrorCode.INTERNAL_ERROR, message: text = '', data } = message.error;
+        waiter.reject(new HostError(String(text), code, data));
+      } else {
+        waiter.resolve(message.result === undefined ? null : message.result);
+      }
+      return;
+    }
     if (typeof method !== 'string') {
       this._replyError(id, ErrorCode.INVALID_REQUEST, '`method` must be a string');
       return;
@@ -400,6 +462,7 @@ class Plugin {
       name: '',
       project_root: '',
       permissions: [],
+      host_methods: [],
       ...params,
       config: params.config ?? {},
     };
@@ -593,8 +656,73 @@ function httpRequest(method, url, { body, headers = {}, timeout = 10000 } = {}) 
   });
 }
 
+/**
+ * The host calls of a running plugin (`plugin.host`), each checked by the
+ * host against the plugin's grants and audited; every method returns a
+ * promise.
+ */
+class Host {
+  constructor(plugin) {
+    this._plugin = plugin;
+  }
+
+  /** Whether the host offered `method` in `initialize`. */
+  offers(method) {
+    const init = this._plugin.initParams;
+    return Boolean(init && (init.host_methods || []).includes(method));
+  }
+
+  /** A variable the `environment` grant names (`null` when unset). */
+  async envGet(name) {
+    const r = await this._plugin.hostCall('env_get', { name });
+    return r && r.value !== undefined ? r.value : null;
+  }
+
+  /** A UTF-8 file within the granted paths (relative: to the project root). */
+  async readFile(path) {
+    return (await this._plugin.hostCall('read_file', { path })).contents;
+  }
+
+  /** Writes a file within the granted writable paths; resolves to the bytes written. */
+  async writeFile(path, contents, { append = false } = {}) {
+    return (await this._plugin.hostCall('write_file', { path, contents, append })).bytes_written;
+  }
+
+  /** An HTTP(S) request made by the host to a granted `network` host: `{status, headers, body}`. */
+  httpRequest(url, { method = 'GET', headers = {}, body = '', timeoutMs } = {}) {
+    const params = { method, url, headers, body };
+    if (timeoutMs !== undefined) params.timeout_ms = timeoutMs;
+    return this._plugin.hostCall('http_request', params);
+  }
+
+  /** Runs a granted `process` program (no shell): `{exit_code, stdout, stderr}`. */
+  runCommand(program, args = [], { cwd, stdin = '' } = {}) {
+    const params = { program, args, stdin };
+    if (cwd !== undefined) params.cwd = cwd;
+    return this._plugin.hostCall('run_command', params);
+  }
+
+  /** The project's tasks as written (`tasks`, by name) and `edges` `[task, dependency]`. */
+  taskGraph() {
+    return this._plugin.hostCall('task_graph', {});
+  }
+
+  /** The tasks of the current run that ended so far: `{run_id, tasks}`. */
+  taskResults(runId = undefined) {
+    return this._plugin.hostCall('task_results', runId === undefined ? {} : { run_id: runId });
+  }
+
+  /** Runs `command` of another plugin through the host (declared in `[permissions] plugins`, granted). */
+  async callCommand(plugin, command, args = []) {
+    const r = await this._plugin.hostCall('call_command', { plugin, command, args });
+    return new CommandResult(r.exit_code ?? 0, r.stdout ?? '', r.stderr ?? '');
+  }
+}
+
 module.exports = {
   Plugin,
+  Host,
+  HostError,
   httpRequest,
   HttpResponse,
   Veto,

@@ -10,6 +10,8 @@ export declare const ErrorCode: {
   readonly INTERNAL_ERROR: -32603;
   readonly VETO: -32010;
   readonly UNSUPPORTED_PROTOCOL: -32011;
+  readonly PERMISSION_DENIED: -32020;
+  readonly HOST_CALL_FAILED: -32021;
 };
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -29,6 +31,8 @@ export interface InitializeParams {
   config: { [key: string]: any };
   project_root: string;
   permissions: Permission[];
+  /** The host calls the host serves; `hostCall` sends no other. */
+  host_methods: string[];
   [key: string]: unknown;
 }
 
@@ -76,6 +80,52 @@ export declare class RpcError extends Error {
   data?: Json;
 }
 
+export declare class HostError extends RpcError {
+  readonly permissionDenied: boolean;
+}
+
+export interface GraphTask {
+  command?: string;
+  description?: string;
+  deps: string[];
+  /** `value` only for variables the `environment` grant names. */
+  env: { name: string; value?: string }[];
+  sources: string[];
+  outputs: string[];
+  dir?: string;
+  plugins: string[];
+}
+
+export interface TaskGraph {
+  root: string;
+  tasks: { [name: string]: GraphTask };
+  edges: [string, string][];
+}
+
+export interface TaskResults {
+  run_id: number;
+  tasks: { task: string; status: string; exit_code?: number; duration_ms: number; cached: boolean }[];
+}
+
+export declare class Host {
+  offers(method: string): boolean;
+  envGet(name: string): Promise<string | null>;
+  readFile(path: string): Promise<string>;
+  writeFile(path: string, contents: string, options?: { append?: boolean }): Promise<number>;
+  httpRequest(
+    url: string,
+    options?: { method?: string; headers?: { [k: string]: string }; body?: string; timeoutMs?: number },
+  ): Promise<{ status: number; headers: { [k: string]: string }; body: string }>;
+  runCommand(
+    program: string,
+    args?: string[],
+    options?: { cwd?: string; stdin?: string },
+  ): Promise<{ exit_code?: number; stdout: string; stderr: string }>;
+  taskGraph(): Promise<TaskGraph>;
+  taskResults(runId?: number): Promise<TaskResults>;
+  callCommand(plugin: string, command: string, args?: string[]): Promise<CommandResult>;
+}
+
 export declare class Veto extends RpcError {
   constructor(reason: string, data?: Json);
 }
@@ -107,6 +157,9 @@ export declare class Plugin {
   config: { [key: string]: any };
   projectRoot: string;
   protocol: number | null;
+  /** Host calls as methods. */
+  readonly host: Host;
+  hostCall(method: string, params?: Json): Promise<any>;
   beforeTask(fn: (ctx: TaskContext) => Awaitable<void>): this;
   afterTask(fn: (ctx: TaskContext, result: TaskResult) => Awaitable<void>): this;
   onTaskFailure(fn: (ctx: TaskContext, error: TaskError) => Awaitable<void>): this;

@@ -1,5 +1,5 @@
 // ESM entry of taskrush-plugin: the implementation is index.cjs.
 import sdk from './index.cjs';
 
-export const { Plugin, Veto, RpcError, CommandResult, ErrorCode, PROTOCOL_VERSIONS, MAX_LINE_BYTES, httpRequest, HttpResponse } = sdk;
+export const { Plugin, Host, HostError, Veto, RpcError, CommandResult, ErrorCode, PROTOCOL_VERSIONS, MAX_LINE_BYTES, httpRequest, HttpResponse } = sdk;
 export default sdk;

@@ -5,14 +5,17 @@
 //! API boundary. These are JSON-RPC 2.0 requests with the same framing as
 //! every other plugin message: a WebAssembly guest sends them through its
 //! `taskrush.host_call` import, a native plugin through its host callback,
-//! an external plugin (later) as requests on its stdout. Every call is
+//! an external plugin as requests on its stdout (answered on its stdin). Every call is
 //! checked against the plugin's *granted* permissions; a call the grants
 //! do not allow is answered with [`error::PERMISSION_DENIED`] and recorded
 //! in the audit trail. `log` and `progress` stay notifications (see
 //! [`crate::plugin::method`]).
 //!
-//! Compatibility: new methods and new optional fields are compatible;
-//! a host that does not know a method answers -32601 (method not found).
+//! Compatibility: new methods and new optional fields are compatible.
+//! The host lists the methods it serves in `initialize` (`host_methods`);
+//! a plugin calls no other, so a newer plugin fails at once on an older
+//! host instead of waiting. A host that does not know a method answers
+//! -32601 (method not found).
 
 use std::collections::BTreeMap;
 
@@ -33,6 +36,26 @@ pub mod method {
     /// Run a granted `process` command (no shell) under the plugin's
     /// sandbox.
     pub const RUN_COMMAND: &str = "run_command";
+    /// The project's tasks as written (unexpanded) and their edges.
+    pub const TASK_GRAPH: &str = "task_graph";
+    /// The results of the run the plugin is serving, so far.
+    pub const TASK_RESULTS: &str = "task_results";
+    /// Call another plugin's command through the host (a granted
+    /// `plugins` entry).
+    pub const CALL_COMMAND: &str = "call_command";
+
+    /// Every method a host of this version serves, as it lists them in
+    /// `initialize` (`host_methods`).
+    pub const ALL: &[&str] = &[
+        ENV_GET,
+        READ_FILE,
+        WRITE_FILE,
+        HTTP_REQUEST,
+        RUN_COMMAND,
+        TASK_GRAPH,
+        TASK_RESULTS,
+        CALL_COMMAND,
+    ];
 }
 
 /// `http_request` params.
@@ -145,6 +168,98 @@ pub struct RunCommandResult {
     pub stderr: String,
 }
 
+/// `task_graph` params: none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskGraphParams {}
+
+/// `task_graph` result: the project's tasks as the `.rush` file writes
+/// them (nothing expanded), by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskGraphResult {
+    /// The project's root directory.
+    pub root: String,
+    pub tasks: BTreeMap<String, GraphTask>,
+    /// Dependency edges `[task, dependency]`: the task runs after it.
+    #[serde(default)]
+    pub edges: Vec<[String; 2]>,
+}
+
+/// One task of [`TaskGraphResult`], as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GraphTask {
+    /// The shell command, unexpanded (absent for an aggregate task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// Its `env:` in file order. `value` is present only for a variable
+    /// the plugin's `environment` grant names; for any other it is
+    /// absent (the name is kept).
+    #[serde(default)]
+    pub env: Vec<GraphEnv>,
+    /// `cache_files` globs.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// The plugins the task configures (`plugins:`), by name.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+}
+
+/// One `env:` entry of a [`GraphTask`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GraphEnv {
+    pub name: String,
+    /// As written (unexpanded); absent when not granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `task_results` params: the run (default: the run of the hook or
+/// command the plugin is answering).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskResultsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
+}
+
+/// `task_results` result: the tasks of the run that ended so far, in
+/// the order they ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskResultsResult {
+    pub run_id: u64,
+    pub tasks: Vec<TaskResultEntry>,
+}
+
+/// One ended task of [`TaskResultsResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResultEntry {
+    pub task: String,
+    /// `success`, `failed` or `cancelled`.
+    pub status: crate::run::TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// `call_command` params: run `command` of plugin `plugin` (a name of
+/// the caller's `plugins` grant) with `args`; the result is the callee's
+/// [`crate::plugin::CommandResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCommandParams {
+    pub plugin: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
 /// JSON-RPC error codes of host calls (beside the standard ones).
 pub mod error {
     /// The plugin's grants do not allow this call; `data` is a
@@ -160,7 +275,7 @@ pub mod error {
 /// call needed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denied {
-    /// `filesystem`, `network`, `environment` or `process`.
+    /// `filesystem`, `network`, `environment`, `process` or `plugins`.
     pub permission: String,
     /// The path, host, variable or program asked for.
     pub item: String,

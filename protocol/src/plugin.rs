@@ -85,6 +85,11 @@ pub struct InitializeParams {
     /// `TMPDIR`); absent when the host has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmp_dir: Option<String>,
+    /// Every host call this host serves (`protocol/src/host.rs`
+    /// `method`); a plugin calls no other. Empty from a host older than
+    /// host calls, which answers none.
+    #[serde(default)]
+    pub host_methods: Vec<String>,
 }
 
 /// `initialize` result (plugin → host).
@@ -229,6 +234,10 @@ pub enum Permission {
     Process {
         commands: Vec<String>,
     },
+    /// Plugins whose commands it may call through the host.
+    Plugins {
+        names: Vec<String>,
+    },
 }
 
 /// The `[permissions]` table of `plugin.toml`.
@@ -243,6 +252,10 @@ pub struct Permissions {
     pub environment: Vec<String>,
     #[serde(default)]
     pub process: Vec<String>,
+    /// Other plugins whose commands this one calls through the host
+    /// (`call_command`), by their `.rush` name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
 }
 
 impl Permissions {
@@ -252,15 +265,17 @@ impl Permissions {
             && self.network.is_empty()
             && self.environment.is_empty()
             && self.process.is_empty()
+            && self.plugins.is_empty()
     }
 
     /// The kinds with their entries, in documentation order.
-    pub fn kinds(&self) -> [(&'static str, &Vec<String>); 4] {
+    pub fn kinds(&self) -> [(&'static str, &Vec<String>); 5] {
         [
             ("filesystem", &self.filesystem),
             ("network", &self.network),
             ("environment", &self.environment),
             ("process", &self.process),
+            ("plugins", &self.plugins),
         ]
     }
 
@@ -285,6 +300,11 @@ impl Permissions {
         if !self.process.is_empty() {
             out.push(Permission::Process {
                 commands: self.process.clone(),
+            });
+        }
+        if !self.plugins.is_empty() {
+            out.push(Permission::Plugins {
+                names: self.plugins.clone(),
             });
         }
         out

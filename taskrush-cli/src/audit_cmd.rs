@@ -170,7 +170,7 @@ fn row(r: &Value) -> [String; 5] {
 /// "environment `X`, network `y`" of a permissions object, or `-`.
 fn perms(v: &Value) -> String {
     let mut out = Vec::new();
-    for kind in ["filesystem", "network", "environment", "process"] {
+    for kind in ["filesystem", "network", "environment", "process", "plugins"] {
         for item in v[kind].as_array().into_iter().flatten() {
             if let Some(i) = item.as_str() {
                 out.push(format!("{kind} `{i}`"));

@@ -211,6 +211,10 @@ fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
     let kinds = m.permissions.kinds();
     for (i, (kind, declared)) in kinds.iter().enumerate() {
         let pick = |p: &taskrush_protocol::plugin::Permissions| p.kinds()[i].1.clone();
+        if *kind == "plugins" && declared.is_empty() {
+            // Calling other plugins is rare: shown only when declared.
+            continue;
+        }
         let _ = writeln!(out, "  {kind}");
         let _ = writeln!(out, "    declared   {}", dash(declared));
         let _ = writeln!(
@@ -230,6 +234,11 @@ fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
         );
         if let Some(level) = d.status.enforcement.get(*kind) {
             let _ = writeln!(out, "    enforced   {level}");
+        } else if *kind == "plugins" {
+            let _ = writeln!(
+                out,
+                "    enforced   enforced (calls go through the host, audited)"
+            );
         }
     }
     for (kind, level) in d

@@ -407,3 +407,94 @@ test('httpRequest goes through HTTP_PROXY and HTTPS_PROXY, NO_PROXY ignored', as
   assert.equal(refused.status, 403);
   assert.match(refused.text(), /denied/);
 });
+
+/** A plugin over in-memory streams; the test plays the host. */
+function hostCallHarness(plugin, hostMethods) {
+  const input = new PassThrough();
+  const output = new PassThrough();
+  const lines = [];
+  const waiters = [];
+  let pending = '';
+  output.setEncoding('utf8');
+  output.on('data', (data) => {
+    pending += data;
+    let nl;
+    while ((nl = pending.indexOf('\n')) !== -1) {
+      lines.push(JSON.parse(pending.slice(0, nl)));
+      pending = pending.slice(nl + 1);
+      while (waiters.length && lines.length) waiters.shift()(lines.shift());
+    }
+  });
+  const done = plugin.run({ input, output });
+  const send = (m) => input.write(`${JSON.stringify(m)}\n`);
+  const recv = () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => waiters.push(r)));
+  send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { ...initParams(), host_methods: hostMethods } });
+  return { send, recv, end: () => input.end(), done };
+}
+
+test('a host call is answered while other requests are served meanwhile', async () => {
+  const plugin = new Plugin('p', '1.0.0');
+  plugin.command('count', async () => {
+    const graph = await plugin.host.taskGraph();
+    return `${Object.keys(graph.tasks).length} tasks, edge ${graph.edges[0].join('->')}`;
+  });
+  plugin.beforeTask(() => {});
+  const h = hostCallHarness(plugin, ['task_graph']);
+  assert.equal((await h.recv()).id, 1);
+  h.send({ jsonrpc: '2.0', id: 2, method: 'command', params: { name: 'count', cwd: '/' } });
+  const call = await h.recv();
+  assert.equal(call.method, 'task_graph');
+  h.send({ jsonrpc: '2.0', id: 3, method: 'before_task', params: { context: context() } });
+  assert.deepEqual(await h.recv(), { jsonrpc: '2.0', id: 3, result: null });
+  h.send({ jsonrpc: '2.0', id: call.id, result: { root: '/p', tasks: { a: {}, b: {} }, edges: [['b', 'a']] } });
+  const answer = await h.recv();
+  assert.equal(answer.id, 2);
+  assert.equal(answer.result.stdout, '2 tasks, edge b->a\n');
+  h.end();
+  await h.done;
+});
+
+test('a call the host did not offer fails at once naming it', async () => {
+  const plugin = new Plugin('p', '1.0.0');
+  plugin.command('results', async () => {
+    try {
+      await plugin.host.taskResults();
+      return 'sent';
+    } catch (e) {
+      return e.message;
+    }
+  });
+  const h = hostCallHarness(plugin, ['env_get']);
+  await h.recv();
+  h.send({ jsonrpc: '2.0', id: 2, method: 'command', params: { name: 'results', cwd: '/' } });
+  const answer = await h.recv();
+  assert.equal(answer.id, 2, 'no request may reach the host');
+  assert.equal(answer.result.stdout, 'the host does not offer `task_results`; it is older than this plugin\n');
+  h.end();
+  await h.done;
+});
+
+test('a denied host call rejects with permissionDenied and its data', async () => {
+  const plugin = new Plugin('p', '1.0.0');
+  plugin.command('token', async () => {
+    try {
+      await plugin.host.envGet('TOKEN');
+      return 'allowed';
+    } catch (e) {
+      return `${e.permissionDenied} ${e.data.permission} ${e.data.item}`;
+    }
+  });
+  const h = hostCallHarness(plugin, ['env_get']);
+  await h.recv();
+  h.send({ jsonrpc: '2.0', id: 2, method: 'command', params: { name: 'token', cwd: '/' } });
+  const call = await h.recv();
+  assert.deepEqual([call.method, call.params], ['env_get', { name: 'TOKEN' }]);
+  h.send({
+    jsonrpc: '2.0',
+    id: call.id,
+    error: { code: -32020, message: 'permission denied', data: { permission: 'environment', item: 'TOKEN' } },
+  });
+  assert.equal((await h.recv()).result.stdout, 'true environment TOKEN\n');
+  h.end();
+  await h.done;
+});

@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -47,6 +48,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 __all__ = [
     "Plugin",
+    "Host",
+    "HostError",
+    "PermissionDenied",
+    "PERMISSION_DENIED",
+    "HOST_CALL_FAILED",
     "Veto",
     "http_request",
     "HttpResponse",
@@ -85,6 +91,10 @@ INTERNAL_ERROR = -32603
 VETO = -32010
 #: None of the protocol majors the host offered is spoken here.
 UNSUPPORTED_PROTOCOL = -32011
+#: A host call the plugin's grants do not allow (``data``: permission, item).
+PERMISSION_DENIED = -32020
+#: A host call that was allowed but failed.
+HOST_CALL_FAILED = -32021
 
 _HOOKS = ("before_task", "after_task", "on_task_failure")
 _LEVELS = ("error", "warn", "info", "debug")
@@ -109,6 +119,14 @@ class RpcError(Exception):
         self.message = message
         self.code = code
         self.data = data
+
+
+class HostError(RpcError):
+    """A host call the host refused or that failed (``code``, ``message``, ``data``)."""
+
+
+class PermissionDenied(HostError):
+    """A host call the plugin's grants do not allow; ``data`` names the permission and item."""
 
 
 class Veto(RpcError):
@@ -215,6 +233,7 @@ class InitializeParams(Record):
         "config": {},
         "project_root": "",
         "permissions": [],
+        "host_methods": [],
     }
     protocol_versions: List[int]
     taskrush_version: str
@@ -225,6 +244,8 @@ class InitializeParams(Record):
     project_root: str
     #: e.g. ``[{"kind": "environment", "vars": ["SLACK_WEBHOOK"]}]``
     permissions: List[Record]
+    #: The host calls the host serves; :meth:`Plugin.host_call` sends no other.
+    host_methods: List[str]
 
 
 class CommandResult:
@@ -333,6 +354,12 @@ class Plugin:
         self._write_lock = threading.Lock()
         self._workers_lock = threading.Lock()
         self._workers: "set[threading.Thread]" = set()
+        self._pending: Dict[int, "queue.Queue[Any]"] = {}
+        self._pending_lock = threading.Lock()
+        self._next_id = 1
+        self._reader: Optional[int] = None
+        #: Host calls, as methods: ``plugin.host.task_graph()``.
+        self.host = Host(self)
 
     # -- registration ------------------------------------------------------
 
@@ -425,6 +452,7 @@ class Plugin:
         """
         inp = _binary(stdin if stdin is not None else sys.stdin)
         self._out = _binary(stdout) if stdout is not None else self._claim_stdout()
+        self._reader = threading.get_ident()
         try:
             while True:
                 line, too_long = _read_line(inp)
@@ -437,8 +465,56 @@ class Plugin:
                 if line:
                     self._receive(line)
         finally:
+            self._fail_host_calls("the host closed stdin")
             self._drain()
         return 0
+
+    # -- host calls --------------------------------------------------------
+
+    def host_call(self, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
+        """Call the host: ``method`` with ``params``; returns the result.
+
+        Only methods the host offered in ``initialize`` (``host_methods``)
+        are sent; any other raises :class:`HostError` at once. Raises
+        :class:`PermissionDenied` when the grants do not allow the call.
+        Blocks the calling handler's thread until the host answers (the host
+        bounds it by the deadline of the call being handled).
+        """
+        if self.init_params is not None and method not in (self.init_params.get("host_methods") or []):
+            raise HostError(f"the host does not offer `{method}`; it is older than this plugin", HOST_CALL_FAILED)
+        if self._out is None:
+            raise HostError(f"no host to call `{method}` on (the plugin is not running)", HOST_CALL_FAILED)
+        if self._reader == threading.get_ident():
+            raise HostError(
+                f"`{method}` cannot be called from `on_initialize` or `on_shutdown` (the host answers "
+                "on the thread that is reading)",
+                HOST_CALL_FAILED,
+            )
+        answer: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+        with self._pending_lock:
+            request_id = self._next_id
+            self._next_id += 1
+            self._pending[request_id] = answer
+        message: Dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self._write(_encode(message))
+        response = answer.get()
+        error = response.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
+            code = error.get("code", INTERNAL_ERROR)
+            kind = PermissionDenied if code == PERMISSION_DENIED else HostError
+            raise kind(str(error.get("message", "")), code, error.get("data"))
+        return _wrap(response.get("result"))
+
+    def _fail_host_calls(self, why: str) -> None:
+        with self._pending_lock:
+            waiting = list(self._pending.values())
+            self._pending.clear()
+        for waiter in waiting:
+            waiter.put({"error": {"code": HOST_CALL_FAILED, "message": why}})
 
     def _claim_stdout(self) -> Any:
         try:
@@ -476,7 +552,12 @@ class Plugin:
             return  # a notification: the host sends none this SDK knows
         request_id = message["id"]
         if method is None:
-            return  # a response: this SDK sends no requests
+            # The answer to a host call: to the thread waiting for it.
+            with self._pending_lock:
+                waiter = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+            if waiter is not None:
+                waiter.put(message)
+            return
         if not isinstance(method, str):
             self._reply_error(request_id, INVALID_REQUEST, "`method` must be a string")
             return
@@ -607,6 +688,71 @@ class Plugin:
                 out.flush()
             except (OSError, ValueError):
                 self._out = None  # the host is gone; EOF on stdin follows
+
+
+class Host:
+    """The host calls of a running plugin (``plugin.host``), checked by the
+    host against the plugin's grants and audited. Call them from hooks and
+    commands (not from ``on_initialize``)."""
+
+    def __init__(self, plugin: "Plugin") -> None:
+        self._plugin = plugin
+
+    def offers(self, method: str) -> bool:
+        """Whether the host offered ``method`` in ``initialize``."""
+        init = self._plugin.init_params
+        return init is not None and method in (init.get("host_methods") or [])
+
+    def env_get(self, name: str) -> Optional[str]:
+        """A variable the ``environment`` grant names (None when unset)."""
+        return self._plugin.host_call("env_get", {"name": name}).get("value")
+
+    def read_file(self, path: str) -> str:
+        """A UTF-8 file within the granted paths (relative: to the project root)."""
+        return self._plugin.host_call("read_file", {"path": path})["contents"]
+
+    def write_file(self, path: str, contents: str, append: bool = False) -> int:
+        """Write a file within the granted writable paths; returns the bytes written."""
+        r = self._plugin.host_call("write_file", {"path": path, "contents": contents, "append": append})
+        return int(r["bytes_written"])
+
+    def http_request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Optional[Dict[str, str]] = None,
+        body: str = "",
+        timeout_ms: Optional[int] = None,
+    ) -> Record:
+        """An HTTP(S) request made by the host to a granted ``network`` host:
+        ``status``, ``headers``, ``body``."""
+        params: Dict[str, Any] = {"method": method, "url": url, "headers": headers or {}, "body": body}
+        if timeout_ms is not None:
+            params["timeout_ms"] = int(timeout_ms)
+        return self._plugin.host_call("http_request", params)
+
+    def run_command(
+        self, program: str, args: Optional[List[str]] = None, cwd: Optional[str] = None, stdin: str = ""
+    ) -> Record:
+        """Run a granted ``process`` program (no shell): ``exit_code``, ``stdout``, ``stderr``."""
+        params: Dict[str, Any] = {"program": program, "args": list(args or []), "stdin": stdin}
+        if cwd is not None:
+            params["cwd"] = cwd
+        return self._plugin.host_call("run_command", params)
+
+    def task_graph(self) -> Record:
+        """The project's tasks as written (``tasks``, by name) and ``edges`` ``[task, dependency]``."""
+        return self._plugin.host_call("task_graph", {})
+
+    def task_results(self, run_id: Optional[int] = None) -> Record:
+        """The tasks of the current run that ended so far: ``run_id``, ``tasks``."""
+        return self._plugin.host_call("task_results", {} if run_id is None else {"run_id": run_id})
+
+    def call_command(self, plugin: str, command: str, args: Optional[List[str]] = None) -> CommandResult:
+        """Run ``command`` of another plugin through the host (declared in
+        ``[permissions] plugins`` and granted)."""
+        r = self._plugin.host_call("call_command", {"plugin": plugin, "command": command, "args": list(args or [])})
+        return CommandResult(int(r.get("exit_code", 0)), r.get("stdout", ""), r.get("stderr", ""))
 
 
 # --------------------------------------------------------------------------

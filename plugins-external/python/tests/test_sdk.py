@@ -392,3 +392,108 @@ class HttpRequestTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HostCallTest(unittest.TestCase):
+    """Host calls: the plugin plays against a host played by the test over pipes."""
+
+    def start(self, plugin, host_methods):
+        to_plugin_r, to_plugin_w = os.pipe()
+        from_plugin_r, from_plugin_w = os.pipe()
+        inp, out = os.fdopen(to_plugin_r, "rb"), os.fdopen(from_plugin_w, "wb")
+        worker = threading.Thread(target=plugin.run, args=(inp, out), daemon=True)
+        worker.start()
+        self.send_to, self.recv_from = os.fdopen(to_plugin_w, "wb"), os.fdopen(from_plugin_r, "rb")
+        self.addCleanup(self.recv_from.close)
+        self.addCleanup(worker.join, 5)
+        self.addCleanup(self.send_to.close)
+        params = init_params()
+        params["host_methods"] = host_methods
+        self.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+        self.assertEqual(self.recv()["id"], 1)
+
+    def send(self, message):
+        self.send_to.write(json.dumps(message).encode() + b"\n")
+        self.send_to.flush()
+
+    def recv(self):
+        line = self.recv_from.readline()
+        self.assertTrue(line, "the plugin closed its stdout")
+        return json.loads(line)
+
+    def test_a_host_call_is_answered_while_other_requests_are_served_meanwhile(self):
+        plugin = sdk.Plugin("p", "1.0.0")
+
+        @plugin.command("count")
+        def count(args, cwd):
+            graph = plugin.host.task_graph()
+            return f"{len(graph.tasks)} tasks, first edge {graph.edges[0]}"
+
+        @plugin.before_task
+        def check(ctx):
+            pass
+
+        self.start(plugin, ["task_graph"])
+        self.send({"jsonrpc": "2.0", "id": 2, "method": "command", "params": {"name": "count", "cwd": "/"}})
+        call = self.recv()
+        self.assertEqual(call["method"], "task_graph")
+        # Before the host answers, it asks something else: answered at once.
+        self.send({"jsonrpc": "2.0", "id": 3, "method": "before_task", "params": {"context": context()}})
+        self.assertEqual(self.recv(), {"jsonrpc": "2.0", "id": 3, "result": None})
+        self.send(
+            {
+                "jsonrpc": "2.0",
+                "id": call["id"],
+                "result": {"root": "/p", "tasks": {"a": {}, "b": {"deps": ["a"]}}, "edges": [["b", "a"]]},
+            }
+        )
+        answer = self.recv()
+        self.assertEqual(answer["id"], 2)
+        self.assertEqual(answer["result"]["stdout"], "2 tasks, first edge ['b', 'a']\n")
+
+    def test_a_call_the_host_did_not_offer_fails_at_once_naming_it(self):
+        plugin = sdk.Plugin("p", "1.0.0")
+
+        @plugin.command("results")
+        def results(args, cwd):
+            try:
+                plugin.host.task_results()
+            except sdk.HostError as e:
+                return str(e)
+            return "sent"
+
+        self.start(plugin, ["env_get"])
+        self.send({"jsonrpc": "2.0", "id": 2, "method": "command", "params": {"name": "results", "cwd": "/"}})
+        answer = self.recv()
+        self.assertEqual(answer["id"], 2, "no request may reach the host")
+        self.assertEqual(
+            answer["result"]["stdout"], "the host does not offer `task_results`; it is older than this plugin\n"
+        )
+
+    def test_a_denied_call_raises_permission_denied_with_its_data(self):
+        plugin = sdk.Plugin("p", "1.0.0")
+
+        @plugin.command("token")
+        def token(args, cwd):
+            try:
+                plugin.host.env_get("TOKEN")
+            except sdk.PermissionDenied as e:
+                return f"{e.code} {e.data['permission']} {e.data['item']}"
+            return "allowed"
+
+        self.start(plugin, ["env_get"])
+        self.send({"jsonrpc": "2.0", "id": 2, "method": "command", "params": {"name": "token", "cwd": "/"}})
+        call = self.recv()
+        self.assertEqual((call["method"], call["params"]), ("env_get", {"name": "TOKEN"}))
+        self.send(
+            {
+                "jsonrpc": "2.0",
+                "id": call["id"],
+                "error": {
+                    "code": -32020,
+                    "message": "permission denied",
+                    "data": {"permission": "environment", "item": "TOKEN"},
+                },
+            }
+        )
+        self.assertEqual(self.recv()["result"]["stdout"], "-32020 environment TOKEN\n")

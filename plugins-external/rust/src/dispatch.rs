@@ -169,7 +169,20 @@ impl<P: TaskRushPlugin> Dispatcher<P> {
     }
 
     fn initialize(&mut self, params: Value) -> Result<Value, Error> {
+        // A host before `host_methods` served the first five host calls
+        // to WebAssembly guests only.
+        let listed = params.get("host_methods").is_some();
         let p: InitializeParams = parse(method::INITIALIZE, params)?;
+        self.host.offer(if listed {
+            p.host_methods.clone()
+        } else if cfg!(target_arch = "wasm32") {
+            crate::host::FIRST_METHODS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        });
         let Some(protocol) = PROTOCOL_VERSIONS
             .iter()
             .copied()

@@ -6,10 +6,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskrush_protocol::host::{
-    EnvGetParams, EnvGetResult, HttpRequestParams, HttpRequestResult, ReadFileParams,
-    ReadFileResult, RunCommandParams, RunCommandResult, WriteFileParams, WriteFileResult, method,
+    CallCommandParams, EnvGetParams, EnvGetResult, HttpRequestParams, HttpRequestResult,
+    ReadFileParams, ReadFileResult, RunCommandParams, RunCommandResult, TaskGraphParams,
+    TaskGraphResult, TaskResultsParams, TaskResultsResult, WriteFileParams, WriteFileResult,
+    method,
 };
 use taskrush_protocol::jsonrpc::{Id, Message, Notification, Request};
+use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::plugin::{self, LogParams, ProgressParams};
 
 use crate::error::HostError;
@@ -50,14 +53,73 @@ impl<F: FnMut(&[u8]) -> Option<Vec<u8>>> Transport for F {
 pub struct Host {
     transport: Box<dyn Transport>,
     next_id: u64,
+    /// The host calls the host offered in `initialize` (`host_methods`);
+    /// `None` before `initialize` (every call is tried).
+    offered: Option<Vec<String>>,
 }
+
+/// The host calls served by hosts that predate `host_methods` (to
+/// WebAssembly guests only).
+pub(crate) const FIRST_METHODS: &[&str] = &[
+    method::ENV_GET,
+    method::READ_FILE,
+    method::WRITE_FILE,
+    method::HTTP_REQUEST,
+    method::RUN_COMMAND,
+];
 
 impl Host {
     pub fn new(transport: impl Transport + 'static) -> Host {
         Host {
             transport: Box::new(transport),
             next_id: 1,
+            offered: None,
         }
+    }
+
+    /// The host calls the host serves, from `initialize`: a call to any
+    /// other fails at once (an older host would never answer it).
+    pub fn offer(&mut self, methods: Vec<String>) {
+        self.offered = Some(methods);
+    }
+
+    /// Whether the host offered `method` (true before `initialize`).
+    pub fn offers(&self, method: &str) -> bool {
+        self.offered
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == method))
+    }
+
+    /// The project's tasks as written (unexpanded) and their dependency
+    /// edges; `env` values only for variables the `environment` grant
+    /// names.
+    pub fn task_graph(&mut self) -> Result<TaskGraphResult, HostError> {
+        self.request(method::TASK_GRAPH, &TaskGraphParams::default())
+    }
+
+    /// The results of the tasks of the current run that ended so far
+    /// (the run of the hook being answered).
+    pub fn task_results(&mut self) -> Result<TaskResultsResult, HostError> {
+        self.request(method::TASK_RESULTS, &TaskResultsParams::default())
+    }
+
+    /// Command `command` of plugin `plugin`, run by the host: the
+    /// manifest must declare `[permissions] plugins = ["<plugin>"]` and
+    /// the user must have granted it.
+    pub fn call_command(
+        &mut self,
+        plugin: &str,
+        command: &str,
+        args: &[&str],
+    ) -> Result<CommandResult, HostError> {
+        self.request(
+            method::CALL_COMMAND,
+            &CallCommandParams {
+                plugin: plugin.into(),
+                command: command.into(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+            },
+        )
     }
 
     /// A host that answers every call with [`HostError::Failed`] and drops
@@ -213,6 +275,11 @@ impl Host {
         method: &str,
         params: &impl Serialize,
     ) -> Result<R, HostError> {
+        if !self.offers(method) {
+            return Err(HostError::failed(format!(
+                "the host does not offer `{method}`; it is older than this plugin"
+            )));
+        }
         let id = self.next_id;
         self.next_id += 1;
         let bytes = serde_json::to_vec(&Request::new(id, method, params))
@@ -242,5 +309,23 @@ impl std::fmt::Debug for Host {
         f.debug_struct("Host")
             .field("next_id", &self.next_id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_the_host_did_not_offer_fails_at_once_naming_it() {
+        let mut host = Host::new(|_: &[u8]| -> Option<Vec<u8>> {
+            panic!("nothing may be sent for a call the host did not offer")
+        });
+        host.offer(vec![method::ENV_GET.to_owned()]);
+        let e = host.task_graph().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the host does not offer `task_graph`; it is older than this plugin"
+        );
     }
 }

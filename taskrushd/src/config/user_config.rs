@@ -64,6 +64,8 @@ pub(crate) struct GrantEntry {
     pub(crate) environment: Vec<String>,
     #[serde(default)]
     pub(crate) process: Vec<String>,
+    #[serde(default)]
+    pub(crate) plugins: Vec<String>,
 }
 
 impl GrantEntry {
@@ -246,6 +248,7 @@ impl UserConfig {
                     network: g.network.clone(),
                     environment: g.environment.clone(),
                     process: g.process.clone(),
+                    plugins: g.plugins.clone(),
                 }
             };
             let acc = out.get_or_insert_with(Permissions::default);
@@ -254,6 +257,7 @@ impl UserConfig {
                 (&mut acc.network, add.network),
                 (&mut acc.environment, add.environment),
                 (&mut acc.process, add.process),
+                (&mut acc.plugins, add.plugins),
             ] {
                 for item in from {
                     if !to.contains(&item) {

@@ -2,6 +2,7 @@
 //! and calling one.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 use taskrush_protocol::daemon::CommandInfo;
@@ -9,6 +10,7 @@ use taskrush_protocol::plugin::{self as wire, CommandParams, CommandResult, Init
 
 use super::failure::{Phase, PluginFailure};
 use super::host::{Ctx, PluginHost};
+use super::host_calls::CallContext;
 use super::process::CallError;
 use super::slot::{Slot, fail_call};
 use crate::config::rush_file::RushFile;
@@ -263,6 +265,80 @@ impl PluginHost {
                 Err(slot.failure(Phase::Command, format!("it refused: {message}"), None))
             }
             Err(e) => Err(fail_call(&slot, &process, Phase::Command, e)),
+        }
+    }
+
+    /// Command `command` of plugin `callee`, called by plugin `caller`
+    /// through the host (`call_command`): the callee started or kept
+    /// warm as for any call, its deadline capped by what is left of the
+    /// caller's (`left`), the call audited. The caller's grant and the
+    /// cycle were checked by the host call; `cx` carries the chain on.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn plugin_command(
+        &self,
+        caller: &str,
+        config: &RushFile,
+        env: &BTreeMap<String, String>,
+        (callee, command): (&str, &str),
+        args: Vec<String>,
+        cx: CallContext,
+        left: Duration,
+    ) -> Result<CommandResult, String> {
+        let Some(spec) = config.plugins.iter().find(|p| p.name == callee) else {
+            return Err(format!(
+                "plugin `{callee}` is not in `{}`",
+                config.path.display()
+            ));
+        };
+        let ctx = Ctx { config, env };
+        let slot = self.slot(&config.root, &spec.name);
+        let (process, info) = self
+            .ensure(&slot, spec, &ctx)
+            .await
+            .map_err(|f| f.render())?;
+        if !info.commands.iter().any(|c| c.name == command) {
+            let known: Vec<String> = info
+                .commands
+                .iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect();
+            return Err(format!(
+                "plugin `{callee}` adds no command named `{command}` (it adds {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        super::audit::record(
+            "call_command",
+            caller,
+            &config.root,
+            serde_json::json!({
+                "callee": callee,
+                "command": command,
+                "args": super::redact::args(&args),
+                "chain": cx.chain,
+            }),
+        );
+        let limit = super::wasm::deadline_of(spec).min(left);
+        let params = CommandParams {
+            name: command.to_owned(),
+            args,
+            cwd: config.root.display().to_string(),
+        };
+        let params = serde_json::to_value(&params).unwrap_or(Value::Null);
+        match process
+            .call_in(cx, wire::method::COMMAND, params, limit)
+            .await
+        {
+            Ok(v) => serde_json::from_value::<CommandResult>(v)
+                .map_err(|e| format!("the answer of `{callee}` to `{command}` is malformed: {e}")),
+            Err(CallError::Remote { message, .. }) => {
+                Err(format!("plugin `{callee}` refused `{command}`: {message}"))
+            }
+            Err(e) => Err(fail_call(&slot, &process, Phase::Command, e).render()),
         }
     }
 }

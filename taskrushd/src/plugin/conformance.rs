@@ -105,6 +105,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
             env,
             &super::permissions::plugin_env(env, &m.permissions),
             stderr.clone(),
+            None,
         );
         super::wasm::start(setup)
             .await
@@ -152,6 +153,8 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         permissions: m.permissions.to_list(),
         data_dir: None,
         tmp_dir: None,
+        // The kit serves no host calls.
+        host_methods: Vec::new(),
     };
     let t0 = Instant::now();
     let answer = process

@@ -268,6 +268,7 @@ fn filter(a: &Permissions, mut keep: impl FnMut(&str, &str) -> bool) -> Permissi
         network: f("network", &a.network, &mut keep),
         environment: f("environment", &a.environment, &mut keep),
         process: f("process", &a.process, &mut keep),
+        plugins: f("plugins", &a.plugins, &mut keep),
     }
 }
 
@@ -276,6 +277,7 @@ fn items<'a>(p: &'a Permissions, kind: &str) -> &'a Vec<String> {
         "filesystem" => &p.filesystem,
         "network" => &p.network,
         "environment" => &p.environment,
+        "plugins" => &p.plugins,
         _ => &p.process,
     }
 }
@@ -373,6 +375,7 @@ pub(crate) fn effective(root: &Path, name: &str, declared: &Permissions) -> Effe
                     "filesystem" => &mut g.filesystem,
                     "network" => &mut g.network,
                     "environment" => &mut g.environment,
+                    "plugins" => &mut g.plugins,
                     _ => &mut g.process,
                 };
                 for i in add {
@@ -603,6 +606,7 @@ mod tests {
             network: v(net),
             environment: v(env),
             process: v(process),
+            plugins: Vec::new(),
         }
     }
 

@@ -14,10 +14,12 @@ use tokio::sync::mpsc;
 
 use super::failure::{Phase, PluginFailure};
 use super::host::{Ctx, PluginHost};
+use super::host_calls::{CallContext, RunView};
 use super::process::CallError;
 use super::slot::fail_call;
 use super::start::STDERR_SETTLE;
 use crate::config::rush_file::{PluginSpec, RushFile, Task};
+use taskrush_protocol::host::TaskResultEntry;
 
 /// Why a task fails because of its plugins' hooks.
 #[derive(Debug, Clone)]
@@ -58,6 +60,7 @@ impl PluginHost {
         &self,
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
+        run_id: u64,
         hook: Hook,
         params: impl FnOnce(&Permissions) -> Result<Value, String>,
     ) -> HookOutcome {
@@ -81,7 +84,12 @@ impl PluginHost {
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
         match process
-            .call(hook.method(), params, super::wasm::deadline_of(spec))
+            .call_in(
+                CallContext::run(run_id),
+                hook.method(),
+                params,
+                super::wasm::deadline_of(spec),
+            )
             .await
         {
             Ok(_) => HookOutcome::Done,
@@ -135,6 +143,14 @@ pub(crate) struct RunPlugins {
     failed: Mutex<std::collections::HashSet<(String, String)>>,
     /// Plugins whose refused update this run has reported already.
     refusals_told: Mutex<std::collections::HashSet<String>>,
+    /// The run as host calls see it (`task_graph`, `task_results`).
+    view: Arc<RunView>,
+}
+
+impl Drop for RunPlugins {
+    fn drop(&mut self) {
+        super::host_calls::run_ended(self.run_id);
+    }
 }
 
 impl RunPlugins {
@@ -145,7 +161,14 @@ impl RunPlugins {
         run_id: u64,
     ) -> RunPlugins {
         super::redact::remember_env(&env);
+        let view = Arc::new(RunView {
+            config: config.clone(),
+            env: Arc::new(env.clone()),
+            results: Mutex::new(Vec::new()),
+        });
+        super::host_calls::run_started(run_id, view.clone());
         RunPlugins {
+            view,
             host,
             config,
             env,
@@ -290,7 +313,7 @@ impl RunPlugins {
         for spec in &self.config.plugins {
             let outcome = self
                 .host
-                .call_hook(spec, &self.ctx(), Hook::BeforeTask, |m| {
+                .call_hook(spec, &self.ctx(), self.run_id, Hook::BeforeTask, |m| {
                     let context = self.context(spec, task, task_env, m)?;
                     params(HookParams {
                         context,
@@ -342,6 +365,17 @@ impl RunPlugins {
         error: Option<TaskError>,
         events: &mpsc::Sender<RunEvent>,
     ) -> Option<HookFailure> {
+        self.view
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TaskResultEntry {
+                task: task.name.clone(),
+                status: result.status,
+                exit_code: result.exit_code,
+                duration_ms: result.duration_ms,
+                cached: result.cached,
+            });
         let mut fatal = None;
         for (hook, spec) in after_calls(&self.config.plugins, error.is_some()) {
             if self.failed_for(task, spec) {
@@ -349,7 +383,7 @@ impl RunPlugins {
             }
             let outcome = self
                 .host
-                .call_hook(spec, &self.ctx(), hook, |m| {
+                .call_hook(spec, &self.ctx(), self.run_id, hook, |m| {
                     let context = self.context(spec, task, task_env, m)?;
                     let (result, error) = match hook {
                         Hook::OnTaskFailure => (None, error.clone()),

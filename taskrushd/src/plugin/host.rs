@@ -24,6 +24,8 @@ pub(crate) struct PluginHost {
     /// Where the files of running plugins are registered, so that a change
     /// reloads them (none in unit tests).
     pub(super) watcher: std::sync::OnceLock<Arc<Watcher>>,
+    /// Itself, for host calls that call another plugin (`call_command`).
+    pub(super) me: std::sync::OnceLock<std::sync::Weak<PluginHost>>,
 }
 
 /// What starting a plugin needs from the request: the project and the
@@ -35,10 +37,12 @@ pub(super) struct Ctx<'a> {
 
 impl PluginHost {
     pub(crate) fn new(events: Events) -> Arc<PluginHost> {
-        Arc::new(PluginHost {
+        let host = Arc::new(PluginHost {
             events,
             ..PluginHost::default()
-        })
+        });
+        let _ = host.me.set(Arc::downgrade(&host));
+        host
     }
 
     /// Watch the files of running plugins with `watcher`.

@@ -23,6 +23,8 @@
 //! - [`status`]: `plugin list` and `plugin info`, and the live plugins
 //!   of `daemon status`;
 //! - [`limits`]: a plugin's resource limits (`limits:`), their levels;
+//! - [`host_calls`]: the host calls plugins of every kind make (one
+//!   server: grants checked, denials audited);
 //! - [`process`]: one plugin process and its JSON-RPC over stdio;
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
@@ -79,6 +81,7 @@ mod failure;
 mod grants;
 mod hooks;
 mod host;
+mod host_calls;
 mod limits;
 mod manifest;
 mod permissions;

@@ -4,7 +4,8 @@
 //! A demultiplexer task reads stdout and routes each response by id to the
 //! call waiting for it; `log` and `progress` notifications go to the daemon
 //! log under the plugin's name (target `plugin`); requests from the plugin
-//! are answered "method not found"; anything else is junk: logged, and
+//! are host calls, served off the reader by [`super::host_calls`] and
+//! answered on its stdin; anything else is junk: logged, and
 //! after [`JUNK_LIMIT`] junk lines the process is broken (every call fails
 //! and the process is killed). Lines are capped at [`MAX_LINE`].
 //!
@@ -28,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::stderr::{StderrLog, read_stderr};
-use super::{audit, redact};
+use super::{audit, host_calls, redact};
 use crate::human;
 use crate::process::spawn::{self, ProcessGroup};
 
@@ -89,14 +90,57 @@ struct Shared {
     usage: Mutex<(Option<u64>, Option<u64>)>,
     /// The project root its audit records go under (spawned processes).
     audit_root: std::sync::OnceLock<std::path::PathBuf>,
-    /// Requests it sent to the host (each refused; the first few audited).
+    /// Requests it sent to the host that were refused for want of a
+    /// host-call server (the first few audited).
     requests: AtomicU32,
+    /// Its stdin, where answers to its host calls go too.
+    stdin: Stdin,
+    /// What its host calls are served with (set once it is spawned by the
+    /// host; unset: every host call is refused), and how long a host call
+    /// made outside any call may take.
+    host_calls: std::sync::OnceLock<(Arc<host_calls::Grants>, Duration)>,
+    /// The calls in progress, by id: their context and deadline (what a
+    /// host call the plugin makes meanwhile is served with).
+    contexts: Mutex<HashMap<u64, (host_calls::CallContext, std::time::Instant)>>,
 }
+
+type Stdin = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
 
 /// Requests from one plugin process audited as `denied` at most.
 const DENIED_AUDITED: u32 = 10;
 
 impl Shared {
+    /// The context a host call is served with: that of the call in
+    /// progress. A process answering several calls at once (hooks of
+    /// parallel tasks) cannot say which one a host call belongs to: it
+    /// gets their run when they share one, and the union of their call
+    /// chains (so a call that would close a cycle through any of them is
+    /// refused), with the latest deadline.
+    fn host_context(&self, idle: Duration) -> (host_calls::CallContext, std::time::Instant) {
+        let contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = std::collections::BTreeSet::new();
+        let mut chain: Vec<String> = Vec::new();
+        let mut deadline = None::<std::time::Instant>;
+        for (cx, at) in contexts.values() {
+            runs.extend(cx.run_id);
+            for n in &cx.chain {
+                if !chain.contains(n) {
+                    chain.push(n.clone());
+                }
+            }
+            deadline = Some(deadline.map_or(*at, |d| d.max(*at)));
+        }
+        let run_id = if runs.len() == 1 {
+            runs.first().copied()
+        } else {
+            None
+        };
+        (
+            host_calls::CallContext { run_id, chain },
+            deadline.unwrap_or_else(|| std::time::Instant::now() + idle),
+        )
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -118,7 +162,7 @@ impl Shared {
 /// A running plugin process.
 pub(super) struct PluginProcess {
     shared: Arc<Shared>,
-    stdin: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    stdin: Stdin,
     next_id: AtomicU64,
     in_flight: AtomicUsize,
     /// Stopped on purpose by the host (not a crash).
@@ -253,6 +297,9 @@ impl PluginProcess {
             usage: Mutex::new((None, None)),
             audit_root: std::sync::OnceLock::new(),
             requests: AtomicU32::new(0),
+            stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
+            host_calls: std::sync::OnceLock::new(),
+            contexts: Mutex::new(HashMap::new()),
         });
         match stdout {
             Some(out) => {
@@ -264,8 +311,8 @@ impl PluginProcess {
             None => shared.kill_calls(CallError::Gone("no stdout".into())),
         }
         Arc::new(PluginProcess {
+            stdin: shared.stdin.clone(),
             shared,
-            stdin: tokio::sync::Mutex::new(stdin),
             next_id: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -295,10 +342,13 @@ impl PluginProcess {
             usage: Mutex::new((None, None)),
             audit_root: std::sync::OnceLock::new(),
             requests: AtomicU32::new(0),
+            stdin: Arc::new(tokio::sync::Mutex::new(None)),
+            host_calls: std::sync::OnceLock::new(),
+            contexts: Mutex::new(HashMap::new()),
         });
         Arc::new(PluginProcess {
+            stdin: shared.stdin.clone(),
             shared,
-            stdin: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -357,20 +407,45 @@ impl PluginProcess {
         self.shared.junk.load(Ordering::Relaxed)
     }
 
+    /// Serve the host calls of this process with `grants`; one made
+    /// outside any call may take `idle`.
+    pub(super) fn serve_host_calls(&self, grants: Arc<host_calls::Grants>, idle: Duration) {
+        let _ = self.shared.host_calls.set((grants, idle));
+    }
+
     /// Call `method` and wait at most `limit` for the answer.
     pub(super) async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
+        self.call_in(Default::default(), method, params, limit)
+            .await
+    }
+
+    /// [`Self::call`] on behalf of `cx` (a run's hook, a plugin's
+    /// `call_command`): what the host calls it makes meanwhile are
+    /// served with.
+    pub(super) async fn call_in(
+        &self,
+        cx: host_calls::CallContext,
+        method: &str,
+        params: Value,
+        limit: Duration,
+    ) -> Reply {
         if let Some(why) = self.dead() {
             return Err(why);
         }
         if let Some(guest) = &self.wasm {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
-            let reply = guest.call(method, params, limit).await;
+            let reply = guest.call(cx, method, params, limit).await;
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return reply;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared.pending().insert(id, tx);
+        self.shared
+            .contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (cx, std::time::Instant::now() + limit));
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let msg = Request::new(id, method, params);
         let exchange = async {
@@ -403,6 +478,11 @@ impl PluginProcess {
             Err(_) => Err(CallError::Timeout(limit)),
         };
         self.shared.pending().remove(&id);
+        self.shared
+            .contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         reply
     }
@@ -636,24 +716,7 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
         }
         match (msg.method.take(), msg.id.take()) {
             (Some(method), None) => notification(&shared.name, &method, msg.params),
-            (Some(method), Some(id)) => {
-                tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which hosts do not serve");
-                let _ = id; // answered by nothing: plugins may not call the host (yet)
-                let n = shared.requests.fetch_add(1, Ordering::Relaxed);
-                if n < DENIED_AUDITED
-                    && let Some(root) = shared.audit_root.get()
-                {
-                    audit::record(
-                        "denied",
-                        &shared.name,
-                        root,
-                        serde_json::json!({
-                            "method": method,
-                            "why": "an external plugin has no permission to call the host",
-                        }),
-                    );
-                }
-            }
+            (Some(method), Some(id)) => host_call(&shared, method, id, text),
             (None, Some(id)) => {
                 let reply = match msg.outcome() {
                     Err(e) => Err(CallError::Remote {
@@ -688,6 +751,68 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
         "it closed its stdout".into()
     };
     shared.kill_calls(CallError::Gone(how));
+}
+
+/// A request from the plugin (`text`): a host call, served off the
+/// reader (a slow `http_request` must not hold up the answers to the
+/// host's own calls) and answered on its stdin. Without a server (a
+/// process the host did not start) it is refused at once.
+fn host_call(shared: &Arc<Shared>, method: String, id: jsonrpc::Id, text: &[u8]) {
+    let Some((grants, idle)) = shared.host_calls.get() else {
+        tracing::warn!(target: "plugin", plugin = %shared.name, "sent a request (`{method}`), which this host does not serve to it");
+        let n = shared.requests.fetch_add(1, Ordering::Relaxed);
+        if n < DENIED_AUDITED
+            && let Some(root) = shared.audit_root.get()
+        {
+            audit::record(
+                "denied",
+                &shared.name,
+                root,
+                serde_json::json!({
+                    "method": method,
+                    "why": "no host calls are served to this plugin",
+                }),
+            );
+        }
+        let answer = jsonrpc::Response::<Value>::new(
+            id,
+            Err(taskrush_protocol::error::WireError {
+                code: -32601,
+                message: format!("method not found: `{method}` (no host calls are served)"),
+                data: None,
+            }),
+        );
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Ok(line) = serde_json::to_vec(&answer) {
+                answer_line(&shared, line).await;
+            }
+        });
+        return;
+    };
+    let (cx, deadline) = shared.host_context(*idle);
+    let (grants, bytes, shared) = (grants.clone(), text.to_vec(), shared.clone());
+    tokio::spawn(async move {
+        if let Some(line) = host_calls::serve(grants, cx, bytes, deadline).await {
+            answer_line(&shared, line).await;
+        }
+    });
+}
+
+/// Write one answer to the plugin's stdin (dropped when it is closed).
+async fn answer_line(shared: &Shared, mut line: Vec<u8>) {
+    line.push(b'\n');
+    let mut stdin = shared.stdin.lock().await;
+    if let Some(w) = stdin.as_mut() {
+        let written = async {
+            w.write_all(&line).await?;
+            w.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::debug!(target: "plugin", plugin = %shared.name, "cannot answer a host call: {e}");
+        }
+    }
 }
 
 fn junk(shared: &Shared, line: &str) {

@@ -179,6 +179,11 @@ impl PluginHost {
         // (a WebAssembly guest's `http_request` checks its hosts itself).
         let mut proxy = None;
         let limits;
+        let links = self.me.get().map(|me| super::host_calls::Links {
+            host: me.clone(),
+            config: Arc::new(ctx.config.clone()),
+            env: Arc::new(ctx.env.clone()),
+        });
         let (process, entry_sha256) = if wasm {
             let setup = super::wasm::setup(
                 &slot.name,
@@ -189,6 +194,7 @@ impl PluginHost {
                 ctx.env,
                 &env,
                 slot.stderr.clone(),
+                links,
             );
             limits = super::wasm::limit_statuses(&setup.limits, super::wasm::deadline_of(spec));
             let guest = super::wasm::start(setup).await.map_err(Launch::Spawn)?;
@@ -226,6 +232,17 @@ impl PluginHost {
                     loaded.dir.display()
                 ))
             })?;
+            // Its host calls: served as a WebAssembly guest's are.
+            let grants = super::host_calls::resolve(
+                &slot.name,
+                &loaded.dir,
+                granted,
+                (&ctx.config.root, &plan.data_dir, &plan.tmp_dir),
+                ctx.env,
+                &env,
+                links,
+            );
+            process.serve_host_calls(Arc::new(grants), super::wasm::deadline_of(spec));
             let sha = entry_file(loaded).and_then(|f| super::audit::sha256_file(&f));
             (process, sha)
         };
@@ -270,6 +287,7 @@ impl PluginHost {
             permissions: eff.effective.to_list(),
             data_dir: Some(plan.data_dir.display().to_string()),
             tmp_dir: Some(plan.tmp_dir.display().to_string()),
+            host_methods: super::host_calls::methods(),
         };
         let info = match handshake(&process, &params, super::wasm::deadline_of(spec)).await {
             Ok(info) => info,

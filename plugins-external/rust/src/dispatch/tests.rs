@@ -136,7 +136,8 @@ fn init(d: &mut Dispatcher<Probe>, config: Value) -> Value {
         d,
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocol_versions": [1, 2], "taskrush_version": "0.3.0", "name": "probe",
-            "config": config, "project_root": "/p"
+            "config": config, "project_root": "/p",
+            "host_methods": taskrush_protocol::host::method::ALL,
         }}),
     )
 }

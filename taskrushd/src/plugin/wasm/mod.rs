@@ -2,8 +2,8 @@
 //! guest ABI of `protocol/src/host.rs` (`wasm`), run in wasmtime.
 //!
 //! - [`engine`]: the one engine, its epoch ticker, the module caches;
-//! - [`host_calls`]: the host calls a guest makes, checked against its
-//!   grants;
+//! - host calls a guest makes go to the one server of every plugin kind,
+//!   [`super::host_calls`];
 //! - this file: one instance ([`Guest`]): loading (size cap, ABI check,
 //!   `_initialize`), the sandbox (WASI preopens only for granted paths,
 //!   granted variables only, no sockets, stdout/stderr into the daemon
@@ -21,7 +21,6 @@
 //!   and circuit breaker of external plugins).
 
 pub(crate) mod engine;
-pub(crate) mod host_calls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,10 +38,11 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use taskrush_protocol::plugin::Permissions;
 
 use super::enforce::ENFORCED;
+use super::host_calls;
+pub(crate) use super::host_calls::Grants;
 use super::process::CallError;
 use super::stderr::StderrLog;
 pub(crate) use engine::Source;
-pub(crate) use host_calls::Grants;
 
 /// Default memory cap of an instance.
 pub(crate) const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
@@ -212,18 +212,8 @@ pub(crate) fn setup(
     client: &BTreeMap<String, String>,
     process_env: &BTreeMap<String, String>,
     stderr: Arc<StderrLog>,
+    links: Option<host_calls::Links>,
 ) -> Setup {
-    let home = client.get("HOME").map(String::as_str);
-    let paths = granted
-        .filesystem
-        .iter()
-        .map(|e| super::enforce::granted_path(e, root, &loaded.dir, home))
-        .collect();
-    let env = client
-        .iter()
-        .filter(|(k, _)| granted.environment.contains(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     Setup {
         name: name.to_owned(),
         module: loaded.dir.join(
@@ -235,17 +225,15 @@ pub(crate) fn setup(
                 .unwrap_or(""),
         ),
         limits: limits_of(spec),
-        grants: Grants {
-            name: name.to_owned(),
-            root: root.to_owned(),
-            plugin_dir: loaded.dir.clone(),
-            data_dir: data.to_owned(),
-            tmp_dir: tmp.to_owned(),
-            granted: granted.clone(),
-            paths,
-            env,
-            process_env: process_env.clone(),
-        },
+        grants: host_calls::resolve(
+            name,
+            &loaded.dir,
+            granted,
+            (root, data, tmp),
+            client,
+            process_env,
+            links,
+        ),
         stderr,
         start_limit: deadline_of(spec),
     }
@@ -349,6 +337,8 @@ struct State {
     grants: Arc<Grants>,
     /// The deadline of the call in progress (host calls get what is left).
     deadline: Instant,
+    /// The call in progress, as its host calls see it.
+    call: host_calls::CallContext,
 }
 
 struct Live {
@@ -392,6 +382,7 @@ impl Guest {
                 limits,
                 grants,
                 deadline: Instant::now() + setup.start_limit,
+                call: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -489,6 +480,7 @@ impl Guest {
     /// guest; everything within `limit`.
     pub(crate) async fn call(
         &self,
+        cx: host_calls::CallContext,
         method: &str,
         params: Value,
         limit: Duration,
@@ -508,6 +500,7 @@ impl Guest {
             let Some(live) = guard.as_mut() else {
                 return Err(CallError::Gone("it was stopped".into()));
             };
+            live.store.data_mut().call = cx;
             let r = exchange(live, &msg, deadline);
             match r {
                 Ok(bytes) => Ok(bytes),
@@ -717,7 +710,8 @@ fn host_call(mut caller: Caller<'_, State>, ptr: i32, len: i32) -> wasmtime::Res
     let mut msg = vec![0; len as usize];
     memory.read(&caller, ptr as u32 as usize, &mut msg)?;
     let (grants, deadline) = (caller.data().grants.clone(), caller.data().deadline);
-    let Some(answer) = host_calls::serve(&grants, &msg, deadline) else {
+    let cx = caller.data().call.clone();
+    let Some(answer) = host_calls::serve_blocking(&grants, &cx, &msg, deadline) else {
         return Ok(0);
     };
     let alloc = caller
@@ -838,6 +832,8 @@ mod tests {
             paths: Vec::new(),
             env: BTreeMap::new(),
             process_env: BTreeMap::new(),
+            runtime: None,
+            links: None,
         }
     }
 
@@ -867,7 +863,12 @@ mod tests {
             .unwrap();
         let limit = Duration::from_secs(5);
         let init = g
-            .call("initialize", serde_json::json!({"a": 1}), limit)
+            .call(
+                Default::default(),
+                "initialize",
+                serde_json::json!({"a": 1}),
+                limit,
+            )
             .await
             .unwrap();
         assert_eq!(init["name"], "g");
@@ -877,12 +878,13 @@ mod tests {
         );
         for _ in 0..100 {
             assert_eq!(
-                g.call("before_task", Value::Null, limit).await,
+                g.call(Default::default(), "before_task", Value::Null, limit)
+                    .await,
                 Ok(serde_json::json!({}))
             );
         }
         assert_eq!(
-            g.call("nope", Value::Null, limit).await,
+            g.call(Default::default(), "nope", Value::Null, limit).await,
             Err(CallError::Remote {
                 code: -32601,
                 message: "method not found".into()
@@ -903,7 +905,8 @@ mod tests {
         let t0 = Instant::now();
         let limit = Duration::from_millis(300);
         assert_eq!(
-            g.call("before_task", Value::Null, limit).await,
+            g.call(Default::default(), "before_task", Value::Null, limit)
+                .await,
             Err(CallError::Timeout(limit))
         );
         let took = t0.elapsed();
@@ -912,7 +915,8 @@ mod tests {
             "{took:?}"
         );
         assert!(matches!(
-            g.call("after_task", Value::Null, limit).await,
+            g.call(Default::default(), "after_task", Value::Null, limit)
+                .await,
             Err(CallError::Gone(_))
         ));
     }
@@ -928,14 +932,16 @@ mod tests {
             .unwrap();
         let limit = Duration::from_millis(1000);
         assert_eq!(
-            g.call("after_task", Value::Null, limit).await,
+            g.call(Default::default(), "after_task", Value::Null, limit)
+                .await,
             Ok(serde_json::json!({})),
             "a short sleep is WASI's own"
         );
         let t0 = Instant::now();
         let limit = Duration::from_millis(300);
         assert_eq!(
-            g.call("before_task", Value::Null, limit).await,
+            g.call(Default::default(), "before_task", Value::Null, limit)
+                .await,
             Err(CallError::Timeout(limit))
         );
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
@@ -955,13 +961,23 @@ mod tests {
         );
         let g1 = g.clone();
         let busy = tokio::spawn(async move {
-            g1.call("before_task", Value::Null, Duration::from_millis(500))
-                .await
+            g1.call(
+                Default::default(),
+                "before_task",
+                Value::Null,
+                Duration::from_millis(500),
+            )
+            .await
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t0 = Instant::now();
         let r = g
-            .call("after_task", Value::Null, Duration::from_millis(100))
+            .call(
+                Default::default(),
+                "after_task",
+                Value::Null,
+                Duration::from_millis(100),
+            )
             .await;
         assert_eq!(r, Err(CallError::Timeout(Duration::from_millis(100))));
         assert!(
@@ -982,7 +998,12 @@ mod tests {
             .await
             .unwrap();
         let r = g
-            .call("before_task", Value::Null, Duration::from_secs(5))
+            .call(
+                Default::default(),
+                "before_task",
+                Value::Null,
+                Duration::from_secs(5),
+            )
             .await;
         assert_eq!(
             r,
@@ -1040,7 +1061,12 @@ mod tests {
             .await
             .unwrap();
         let r = g
-            .call("before_task", Value::Null, Duration::from_secs(5))
+            .call(
+                Default::default(),
+                "before_task",
+                Value::Null,
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(r["error"]["code"], -32020, "{r}");

@@ -1,6 +1,8 @@
-//! The host calls a WebAssembly guest makes through its
-//! `taskrush.host_call` import (`protocol/src/host.rs`), each checked
-//! against the plugin's granted permissions. A call the grants do not
+//! The host calls plugins make (`protocol/src/host.rs`), one server for
+//! every kind: a WebAssembly guest through its `taskrush.host_call`
+//! import, an external plugin as JSON-RPC requests on its stdout, a
+//! native plugin through its host callback. Each is checked against the
+//! plugin's granted permissions. A call the grants do not
 //! allow is answered `PERMISSION_DENIED` and written to the audit trail
 //! as a `denied` record.
 //!
@@ -9,8 +11,10 @@
 //! a granted directory cannot lead outside it.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -18,14 +22,18 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use taskrush_protocol::error::WireError;
 use taskrush_protocol::host::{
-    Denied, EnvGetParams, EnvGetResult, HttpRequestParams, HttpRequestResult, MAX_BODY_BYTES,
-    ReadFileParams, ReadFileResult, RunCommandParams, RunCommandResult, WriteFileParams,
-    WriteFileResult, error, method,
+    CallCommandParams, Denied, EnvGetParams, EnvGetResult, GraphEnv, GraphTask, HttpRequestParams,
+    HttpRequestResult, MAX_BODY_BYTES, ReadFileParams, ReadFileResult, RunCommandParams,
+    RunCommandResult, TaskGraphParams, TaskGraphResult, TaskResultEntry, TaskResultsParams,
+    TaskResultsResult, WriteFileParams, WriteFileResult, error, method,
 };
+use taskrush_protocol::plugin::CommandResult;
+
+use crate::config::rush_file::RushFile;
 use taskrush_protocol::jsonrpc::{Message, Response};
 use taskrush_protocol::plugin::{Permissions, PluginManifest};
 
-use super::super::audit;
+use super::audit;
 
 /// What a guest may reach: its granted permissions, resolved.
 #[derive(Debug, Clone)]
@@ -44,6 +52,128 @@ pub(crate) struct Grants {
     /// The environment programs run by `run_command` get (`PATH`, `HOME`,
     /// locale, `TMPDIR`, the granted variables).
     pub(crate) process_env: BTreeMap<String, String>,
+    /// The daemon's runtime (programs of `run_command` are spawned on it),
+    /// so that a plain thread can serve calls too; `None`: the current one.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// What calls beyond files, hosts, variables and programs reach (the
+    /// task graph, other plugins); `None` in unit tests.
+    pub(crate) links: Option<Links>,
+}
+
+/// What `task_graph`, `task_results` and `call_command` reach: the plugin
+/// host, the project as the plugin was started for it, the client's
+/// environment (the run's, when the call comes from a run's hook).
+#[derive(Clone)]
+pub(crate) struct Links {
+    pub(crate) host: Weak<super::host::PluginHost>,
+    pub(crate) config: Arc<RushFile>,
+    pub(crate) env: Arc<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The call the plugin is answering when it makes a host call: carried
+/// with every call the host makes to a plugin (see
+/// `PluginProcess::call_in`), handed to [`serve_blocking`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CallContext {
+    /// The run whose hook it answers (what `task_results` reports).
+    pub(crate) run_id: Option<u64>,
+    /// The plugins whose `call_command` led to this call, the first
+    /// caller first and the plugin called last (empty: the call came
+    /// from the host itself). A call to a plugin already in it is a
+    /// cycle.
+    pub(crate) chain: Vec<String>,
+}
+
+impl CallContext {
+    /// A call of a run's hook.
+    pub(crate) fn run(run_id: u64) -> CallContext {
+        CallContext {
+            run_id: Some(run_id),
+            chain: Vec::new(),
+        }
+    }
+}
+
+/// One run in progress, as host calls see it: registered by the run's
+/// plugins (`RunPlugins`) for as long as they live.
+pub(crate) struct RunView {
+    pub(crate) config: Arc<RushFile>,
+    pub(crate) env: Arc<BTreeMap<String, String>>,
+    /// The tasks that ended so far, in that order.
+    pub(crate) results: Mutex<Vec<TaskResultEntry>>,
+}
+
+static RUNS: LazyLock<Mutex<HashMap<u64, Arc<RunView>>>> = LazyLock::new(Default::default);
+
+fn runs() -> std::sync::MutexGuard<'static, HashMap<u64, Arc<RunView>>> {
+    RUNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run `run_id` started: its tasks' results are served until
+/// [`run_ended`].
+pub(crate) fn run_started(run_id: u64, view: Arc<RunView>) {
+    runs().insert(run_id, view);
+}
+
+pub(crate) fn run_ended(run_id: u64) {
+    runs().remove(&run_id);
+}
+
+fn run_view(run_id: u64) -> Option<Arc<RunView>> {
+    runs().get(&run_id).cloned()
+}
+
+/// The grants of plugin `name` resolved for host calls: `granted` against
+/// the project root, its directory `plugin_dir`, its private `data` and
+/// `tmp` dirs, the client's environment `client` (granted variables only),
+/// the environment programs it runs get (`process_env`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resolve(
+    name: &str,
+    plugin_dir: &Path,
+    granted: &Permissions,
+    (root, data, tmp): (&Path, &Path, &Path),
+    client: &BTreeMap<String, String>,
+    process_env: &BTreeMap<String, String>,
+    links: Option<Links>,
+) -> Grants {
+    let home = client.get("HOME").map(String::as_str);
+    let paths = granted
+        .filesystem
+        .iter()
+        .map(|e| super::enforce::granted_path(e, root, plugin_dir, home))
+        .collect();
+    let env = client
+        .iter()
+        .filter(|(k, _)| granted.environment.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Grants {
+        name: name.to_owned(),
+        root: root.to_owned(),
+        plugin_dir: plugin_dir.to_owned(),
+        data_dir: data.to_owned(),
+        tmp_dir: tmp.to_owned(),
+        granted: granted.clone(),
+        paths,
+        env,
+        process_env: process_env.clone(),
+        runtime: tokio::runtime::Handle::try_current().ok(),
+        links,
+    }
+}
+
+/// Every host call this host serves, for `initialize`'s `host_methods`.
+pub(crate) fn methods() -> Vec<String> {
+    method::ALL.iter().map(|m| (*m).to_owned()).collect()
 }
 
 impl Grants {
@@ -83,10 +213,23 @@ fn failed(message: impl Into<String>) -> CallErr {
     })
 }
 
-/// Serve one message from the guest: the response to send back, or
+/// Serve one message from the plugin: the response to send back, or
 /// `None` for a notification. `deadline` is the deadline of the call the
-/// guest is answering.
-pub(crate) fn serve(g: &Grants, bytes: &[u8], deadline: Instant) -> Option<Vec<u8>> {
+/// plugin is answering.
+///
+/// Blocking (a call may wait for a file, a program or an HTTP server up
+/// to `deadline`): call it from a thread that may block — the wasm
+/// instance's blocking thread, a `spawn_blocking` task, or a plain thread
+/// that is not a runtime worker (a native plugin's loader). It never
+/// needs to be inside the runtime: what must run on it (programs of
+/// `run_command`) goes through the handle kept in [`Grants`]. Async code
+/// calls [`serve`].
+pub(crate) fn serve_blocking(
+    g: &Grants,
+    cx: &CallContext,
+    bytes: &[u8],
+    deadline: Instant,
+) -> Option<Vec<u8>> {
     let msg: Message = match serde_json::from_slice(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -108,14 +251,36 @@ pub(crate) fn serve(g: &Grants, bytes: &[u8], deadline: Instant) -> Option<Vec<u
     };
     let params = msg.params.clone().unwrap_or(Value::Null);
     let Some(id) = msg.id.clone() else {
-        super::super::process::notification(&g.name, &method, Some(params));
+        super::process::notification(&g.name, &method, Some(params));
         return None;
     };
-    let outcome = dispatch(g, &method, params, deadline).map_err(|CallErr(e)| e);
+    let outcome = dispatch(g, cx, &method, params, deadline).map_err(|CallErr(e)| e);
     serde_json::to_vec(&Response::new(id, outcome)).ok()
 }
 
-fn dispatch(g: &Grants, name: &str, params: Value, deadline: Instant) -> Result<Value, CallErr> {
+/// [`serve_blocking`] for async code: on a blocking thread, so that the
+/// caller (an external plugin's reader) is never held up.
+pub(crate) async fn serve(
+    g: Arc<Grants>,
+    cx: CallContext,
+    bytes: Vec<u8>,
+    deadline: Instant,
+) -> Option<Vec<u8>> {
+    tokio::task::spawn_blocking(move || serve_blocking(&g, &cx, &bytes, deadline))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(target: "plugin", "a host call failed: {e}");
+            None
+        })
+}
+
+fn dispatch(
+    g: &Grants,
+    cx: &CallContext,
+    name: &str,
+    params: Value,
+    deadline: Instant,
+) -> Result<Value, CallErr> {
     fn p<T: DeserializeOwned>(name: &str, v: Value) -> Result<T, CallErr> {
         serde_json::from_value(v).map_err(|e| {
             CallErr(WireError {
@@ -134,6 +299,19 @@ fn dispatch(g: &Grants, name: &str, params: Value, deadline: Instant) -> Result<
         method::WRITE_FILE => r(write_file(g, p(name, params)?)?),
         method::HTTP_REQUEST => r(http_request(g, p(name, params)?, deadline)?),
         method::RUN_COMMAND => r(run_command(g, p(name, params)?, deadline)?),
+        method::TASK_GRAPH => {
+            let _: Option<TaskGraphParams> = p(name, params)?;
+            r(task_graph(g, cx))
+        }
+        method::TASK_RESULTS => {
+            let params = if params.is_null() {
+                TaskResultsParams::default()
+            } else {
+                p(name, params)?
+            };
+            r(task_results(g, cx, params)?)
+        }
+        method::CALL_COMMAND => r(call_command(g, cx, p(name, params)?, deadline)?),
         other => Err(CallErr(WireError {
             code: -32601,
             message: format!("method not found: `{other}`"),
@@ -160,6 +338,150 @@ fn deny(g: &Grants, call: &str, permission: &str, item: &str) -> CallErr {
         })
         .ok(),
     })
+}
+
+/// The project the call is about: its run's, else the one the plugin
+/// was started for.
+/// A project and the client environment it is used with.
+type Project = (Arc<RushFile>, Arc<BTreeMap<String, String>>);
+
+fn project(g: &Grants, cx: &CallContext) -> Option<Project> {
+    if let Some(run) = cx.run_id.and_then(run_view)
+        && run.config.root == g.root
+    {
+        return Some((run.config.clone(), run.env.clone()));
+    }
+    g.links.as_ref().map(|l| (l.config.clone(), l.env.clone()))
+}
+
+fn task_graph(g: &Grants, cx: &CallContext) -> TaskGraphResult {
+    let Some((config, _)) = project(g, cx) else {
+        return TaskGraphResult {
+            root: g.root.display().to_string(),
+            ..Default::default()
+        };
+    };
+    let mut out = TaskGraphResult {
+        root: config.root.display().to_string(),
+        ..Default::default()
+    };
+    for (name, t) in &config.tasks {
+        for d in &t.depends_on {
+            out.edges.push([name.clone(), d.clone()]);
+        }
+        out.tasks.insert(
+            name.clone(),
+            GraphTask {
+                command: t.cmd.clone(),
+                description: t.description.clone(),
+                deps: t.depends_on.clone(),
+                env: t
+                    .env
+                    .iter()
+                    .map(|(k, v)| GraphEnv {
+                        name: k.clone(),
+                        // Only what the `environment` grant covers.
+                        value: g.granted.environment.contains(k).then(|| v.clone()),
+                    })
+                    .collect(),
+                sources: t.cache_files.clone(),
+                outputs: t.outputs.clone(),
+                dir: t.dir.clone(),
+                plugins: t.plugins.keys().cloned().collect(),
+            },
+        );
+    }
+    out
+}
+
+fn task_results(
+    g: &Grants,
+    cx: &CallContext,
+    p: TaskResultsParams,
+) -> Result<TaskResultsResult, CallErr> {
+    let Some(run_id) = p.run_id.or(cx.run_id) else {
+        return Err(failed(
+            "no run: `task_results` is served while the plugin answers a hook of a run (or give `run_id`)",
+        ));
+    };
+    let run = run_view(run_id)
+        .filter(|r| r.config.root == g.root)
+        .ok_or_else(|| failed(format!("no run {run_id} of this project is in progress")))?;
+    let tasks = run
+        .results
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(TaskResultsResult { run_id, tasks })
+}
+
+/// `a` → `b` → `a`.
+fn chain_text(chain: &[String]) -> String {
+    chain
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn call_command(
+    g: &Grants,
+    cx: &CallContext,
+    p: CallCommandParams,
+    deadline: Instant,
+) -> Result<CommandResult, CallErr> {
+    if !g.granted.plugins.contains(&p.plugin) {
+        return Err(deny(g, method::CALL_COMMAND, "plugins", &p.plugin));
+    }
+    let mut chain = cx.chain.clone();
+    if chain.last() != Some(&g.name) {
+        chain.push(g.name.clone());
+    }
+    let cycle = chain.contains(&p.plugin);
+    chain.push(p.plugin.clone());
+    if cycle {
+        audit::record(
+            "denied",
+            &g.name,
+            &g.root,
+            json!({"call": method::CALL_COMMAND, "permission": "plugins", "item": p.plugin, "why": "cycle", "chain": chain}),
+        );
+        tracing::warn!(target: "plugin", plugin = %g.name, "refused a call cycle: {}", chain_text(&chain));
+        return Err(failed(format!(
+            "call cycle refused: {} (a plugin cannot be called again by a call it made)",
+            chain_text(&chain)
+        )));
+    }
+    let links = g
+        .links
+        .as_ref()
+        .ok_or_else(|| failed("this host cannot call plugins from here"))?;
+    let host = links
+        .host
+        .upgrade()
+        .ok_or_else(|| failed("the daemon is stopping"))?;
+    let (config, env) = project(g, cx).ok_or_else(|| failed("no project"))?;
+    let left = budget(deadline, None)?;
+    let handle = g
+        .runtime
+        .clone()
+        .or_else(|| tokio::runtime::Handle::try_current().ok())
+        .ok_or_else(|| failed("no runtime to call the plugin on"))?;
+    let callee = CallContext {
+        run_id: cx.run_id,
+        chain,
+    };
+    handle
+        .block_on(host.plugin_command(
+            &g.name,
+            &config,
+            &env,
+            (&p.plugin, &p.command),
+            p.args,
+            callee,
+            left,
+        ))
+        .map_err(failed)
 }
 
 fn env_get(g: &Grants, p: EnvGetParams) -> Result<EnvGetResult, CallErr> {
@@ -416,10 +738,13 @@ fn run_command(
         enforcement: None,
     };
     let mut env = g.process_env.clone();
-    let plan = super::super::enforce::plan(&g.name, &manifest, &g.granted, &cwd, &g.root, &mut env)
+    let plan = super::enforce::plan(&g.name, &manifest, &g.granted, &cwd, &g.root, &mut env)
         .map_err(|e| failed(format!("cannot run `{}`: {e}", p.program)))?;
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| failed("no runtime to run the program on"))?;
+    let handle = g
+        .runtime
+        .clone()
+        .or_else(|| tokio::runtime::Handle::try_current().ok())
+        .ok_or_else(|| failed("no runtime to run the program on"))?;
     handle.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut proc =
@@ -525,13 +850,16 @@ mod tests {
             paths: vec![(true, dir.join("out"))],
             env: [("TOKEN".to_owned(), "t".to_owned())].into(),
             process_env: BTreeMap::new(),
+            runtime: None,
+            links: None,
         }
     }
 
     fn call(g: &Grants, method: &str, params: Value) -> Value {
         let req = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params});
-        let out = serve(
+        let out = serve_blocking(
             g,
+            &CallContext::default(),
             &serde_json::to_vec(&req).unwrap(),
             Instant::now() + Duration::from_secs(5),
         )
