@@ -17,6 +17,7 @@ mod editors;
 mod escapes;
 mod grants;
 mod hashing;
+mod host_calls;
 mod hostile_files;
 mod includes;
 mod limits;

@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The SDK: a copy next to this file when installed, else the repository's.
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "python")]
 
-from taskrush_plugin import Plugin, http_request  # noqa: E402
+from taskrush_plugin import CommandResult, Plugin, http_request  # noqa: E402
 
 plugin = Plugin("slack-notify", "1.0.0")
 
@@ -73,28 +73,47 @@ def notify(ctx, result):
     post(url, payload, float(config.get("timeout", 3)))
 
 
+@plugin.command("notify", "Post TEXT to the webhook (other plugins call it through the host)")
+def notify_command(args, cwd):
+    text = " ".join(args).strip()
+    if not text:
+        return CommandResult(2, "", "usage: taskrush notify TEXT\n")
+    url = webhook_url(plugin.config)
+    if not url:
+        return CommandResult(1, "", "no `webhook_url` in the config and SLACK_WEBHOOK is not set\n")
+    payload = {"text": text}
+    if plugin.config.get("channel"):
+        payload["channel"] = plugin.config["channel"]
+    if not post(url, payload, float(plugin.config.get("timeout", 3))):
+        return CommandResult(1, "", "the message was not posted (see `taskrush daemon logs`)\n")
+    return "posted"
+
+
 def post(url, payload, timeout):
+    """Post `payload`; True when the webhook took it."""
     parts = urllib.parse.urlsplit(url)
     where = parts.hostname or "the webhook"
     if parts.scheme not in ("http", "https"):
         plugin.log("error", "`webhook_url` must be an http(s) URL; nothing posted")
-        return
+        return False
     # Through the daemon's proxy (the only way out of the sandbox), which
     # lets through the hosts of this plugin's `network` permission.
     try:
         response = http_request("POST", url, body=payload, timeout=timeout)
     except OSError as e:
         plugin.log("warn", f"could not reach {where}: {getattr(e, 'reason', e)}")
-        return
+        return False
     except ValueError as e:
         plugin.log("warn", f"could not post to {where}: {e}")
-        return
+        return False
     if response.ok:
         plugin.log("debug", f"posted to {where}")
-    elif response.headers.get("x-taskrush-proxy") == "denied":
+        return True
+    if response.headers.get("x-taskrush-proxy") == "denied":
         plugin.log("warn", f"the message was not posted: {response.text().strip()}")
     else:
         plugin.log("warn", f"{where} answered HTTP {response.status} {response.reason}; the message was not posted")
+    return False
 
 
 if __name__ == "__main__":
