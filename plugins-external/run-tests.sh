@@ -32,6 +32,7 @@ step "python sdk" sh -c 'cd python && python3 -m unittest discover -s tests'
 step "node sdk" sh -c 'cd node && node --test'
 step "go sdk" sh -c 'cd go && go vet ./... && go test -count=1 ./...'
 step "example slack-notify (python)" sh -c 'cd examples/slack-notify && python3 -m unittest'
+step "example task-auditor (python)" sh -c 'cd examples/task-auditor && python3 -m unittest'
 step "example security-scanner (node)" sh -c 'cd examples/security-scanner && node --test'
 step "example git-hook (go): build" examples/git-hook/build.sh
 step "example git-hook (go): test" sh -c 'cd examples/git-hook && go vet ./... && go test -count=1 ./...'

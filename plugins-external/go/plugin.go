@@ -167,12 +167,14 @@ func toStrings(v interface{}) []string {
 // Permission is a permission granted to the plugin, e.g.
 // {"kind": "environment", "vars": ["SLACK_WEBHOOK"]}.
 type Permission struct {
-	// "filesystem", "network", "environment" or "process".
+	// "filesystem", "network", "environment", "process" or "plugins".
 	Kind     string   `json:"kind"`
 	Paths    []string `json:"paths,omitempty"`
 	Hosts    []string `json:"hosts,omitempty"`
 	Vars     []string `json:"vars,omitempty"`
 	Commands []string `json:"commands,omitempty"`
+	// Plugins whose commands it may call through the host (kind "plugins").
+	Names []string `json:"names,omitempty"`
 }
 
 // InitializeParams are the params of the initialize request.

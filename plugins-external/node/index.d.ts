@@ -17,11 +17,13 @@ export declare const ErrorCode: {
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 export interface Permission {
-  kind: 'filesystem' | 'network' | 'environment' | 'process' | string;
+  kind: 'filesystem' | 'network' | 'environment' | 'process' | 'plugins' | string;
   paths?: string[];
   hosts?: string[];
   vars?: string[];
   commands?: string[];
+  /** Kind `plugins`: plugins whose commands it may call through the host. */
+  names?: string[];
 }
 
 export interface InitializeParams {

@@ -433,3 +433,29 @@ fn the_task_auditor_example_announces_its_findings_through_slack_notify() {
         "{request}"
     );
 }
+
+#[test]
+fn a_wasm_plugin_scans_every_task_of_the_project_read_through_task_graph() {
+    let Some(dir) = super::wasm::example("security-scanner-wasm", "security-scanner.wasm") else {
+        return;
+    };
+    let s = Scenario::new().rush(&format!(
+        "plugins:\n  - name: security-scanner\n    type: wasm\n    path: {}\n    timeout: 10s\n\
+         tasks:\n  safe:\n    cmd: echo fine\n  risky:\n    cmd: chmod 777 no-such-file\n  all:\n    deps: [safe]\n",
+        dir.display()
+    ));
+    let out = s.run(&["scan"]);
+    out.expect_code(1);
+    let stdout = out.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the aggregate task has no command: {stdout}"
+    );
+    assert!(
+        lines[0].starts_with("denied: task `risky`: chmod 777 no-such-file (matches "),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "ok: task `safe`: echo fine");
+}

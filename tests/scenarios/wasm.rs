@@ -509,7 +509,7 @@ fn repo() -> PathBuf {
 /// example directory is never tested. Under `CI=1` or
 /// `TASKRUSH_REQUIRE_WASM=1` (which `scripts/test` sets once the build
 /// succeeded) a failed build fails the scenario instead of skipping it.
-fn example(name: &str, file: &str) -> Option<PathBuf> {
+pub(super) fn example(name: &str, file: &str) -> Option<PathBuf> {
     static BUILT: Mutex<Option<Result<(), String>>> = Mutex::new(None);
     let dir = repo().join("plugins-external/examples").join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());

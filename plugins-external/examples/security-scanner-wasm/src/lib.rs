@@ -16,7 +16,9 @@
 //! A match below the threshold is logged as a warning. A pattern or
 //! severity that does not parse fails the plugin's start (global config)
 //! or the task (per-task config): a scanner that cannot scan must not let
-//! tasks through. `taskrush scan "CMD" …` checks commands by hand.
+//! tasks through. `taskrush scan "CMD" …` checks commands by hand;
+//! `taskrush scan` alone checks every task of the project, read through the
+//! `task_graph` host call.
 
 use std::collections::HashMap;
 
@@ -276,7 +278,9 @@ impl TaskRushPlugin for SecurityScanner {
     fn commands(&self) -> Vec<PluginCommand> {
         vec![PluginCommand {
             name: "scan".into(),
-            description: "Check commands against the rules: taskrush scan \"CMD\" ...".into(),
+            description:
+                "Check commands against the rules: taskrush scan \"CMD\" ... (no CMD: every task's)"
+                    .into(),
         }]
     }
 
@@ -285,30 +289,35 @@ impl TaskRushPlugin for SecurityScanner {
         _name: &str,
         args: &[String],
         _cwd: &str,
-        _host: &mut Host,
+        host: &mut Host,
     ) -> Result<CommandResult> {
-        if args.is_empty() {
-            return Ok(CommandResult {
-                exit_code: 2,
-                stdout: String::new(),
-                stderr: "usage: taskrush scan \"COMMAND\" ...\n".into(),
-            });
-        }
         let policy = match &self.policy {
             Some(p) => p.clone(),
             None => Policy::from_config(&Value::Null)?,
         };
+        // Without arguments: the command of every task of the project, as
+        // written (the `task_graph` host call).
+        let commands: Vec<(String, String)> = if args.is_empty() {
+            let graph = host.task_graph()?;
+            graph
+                .tasks
+                .into_iter()
+                .filter_map(|(name, t)| Some((format!("task `{name}`: "), t.command?)))
+                .collect()
+        } else {
+            args.iter().map(|a| (String::new(), a.clone())).collect()
+        };
         let mut out = String::new();
         let mut denied = false;
-        for command in args {
+        for (label, command) in &commands {
             let findings = self.scanner.scan(command, &policy)?;
             match findings.first() {
-                None => out.push_str(&format!("ok: {command}\n")),
+                None => out.push_str(&format!("ok: {label}{command}\n")),
                 Some(f) => {
                     denied |= f.vetoes;
                     let verdict = if f.vetoes { "denied" } else { "warning" };
                     out.push_str(&format!(
-                        "{verdict}: {command} (matches {})\n",
+                        "{verdict}: {label}{command} (matches {})\n",
                         f.describe()
                     ));
                 }

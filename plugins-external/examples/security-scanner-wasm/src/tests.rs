@@ -147,6 +147,13 @@ fn the_scan_command_prints_a_verdict_per_command() {
     assert!(lines[1].starts_with("warning: sudo ls (matches the low-severity rule"));
     assert!(lines[2].starts_with("denied: rm -rf / (matches the critical-severity rule"));
     assert_eq!(r["result"]["exit_code"], 1);
-    let usage = call(&mut d, "command", json!({"name": "scan", "cwd": "/p"}));
-    assert_eq!(usage["result"]["exit_code"], 2);
+    // Without arguments it scans the task graph: a host that does not
+    // offer `task_graph` fails the command at once.
+    let all = call(&mut d, "command", json!({"name": "scan", "cwd": "/p"}));
+    assert!(
+        all["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not offer `task_graph`")),
+        "{all}"
+    );
 }
