@@ -149,7 +149,7 @@ pub(crate) struct RunPlugins {
 
 impl Drop for RunPlugins {
     fn drop(&mut self) {
-        super::host_calls::run_ended(self.run_id);
+        super::host_calls::run_ended(self.run_id, &self.view);
     }
 }
 

@@ -123,8 +123,13 @@ pub(crate) fn run_started(run_id: u64, view: Arc<RunView>) {
     runs().insert(run_id, view);
 }
 
-pub(crate) fn run_ended(run_id: u64) {
-    runs().remove(&run_id);
+/// Run `run_id` as `view` ended. A run restarted under the same id (watch
+/// mode) registered a new view already: that one stays.
+pub(crate) fn run_ended(run_id: u64, view: &Arc<RunView>) {
+    let mut runs = runs();
+    if runs.get(&run_id).is_some_and(|v| Arc::ptr_eq(v, view)) {
+        runs.remove(&run_id);
+    }
 }
 
 fn run_view(run_id: u64) -> Option<Arc<RunView>> {
@@ -932,5 +937,53 @@ mod tests {
         );
         let r = call(&g, "nope", json!({}));
         assert_eq!(r["error"]["code"], -32601);
+    }
+
+    #[test]
+    fn call_command_needs_a_plugins_grant_and_refuses_a_cycle_naming_the_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = grants(d.path());
+        let r = call(&g, "call_command", json!({"plugin": "b", "command": "x"}));
+        assert_eq!(r["error"]["code"], -32020, "{r}");
+        assert_eq!(
+            r["error"]["data"],
+            json!({"permission": "plugins", "item": "b"})
+        );
+        g.granted.plugins = vec!["a".into(), "p".into()];
+        let cx = CallContext {
+            run_id: None,
+            chain: vec!["a".into(), "p".into()],
+        };
+        for (target, chain) in [("a", "`a` → `p` → `a`"), ("p", "`a` → `p` → `p`")] {
+            let req = json!({"jsonrpc": "2.0", "id": 1, "method": "call_command",
+                             "params": {"plugin": target, "command": "x"}});
+            let out = serve_blocking(
+                &g,
+                &cx,
+                &serde_json::to_vec(&req).unwrap(),
+                Instant::now() + Duration::from_secs(5),
+            )
+            .unwrap();
+            let r: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(r["error"]["code"], -32021, "{r}");
+            let m = r["error"]["message"].as_str().unwrap();
+            assert!(
+                m.starts_with(&format!("call cycle refused: {chain}")),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_results_outside_a_run_say_so() {
+        let d = tempfile::tempdir().unwrap();
+        let r = call(&grants(d.path()), "task_results", json!({}));
+        assert_eq!(r["error"]["code"], -32021);
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no run: `task_results`")),
+            "{r}"
+        );
     }
 }

@@ -991,6 +991,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_plugins_host_call_is_answered_on_its_stdin_while_its_call_waits() {
+        let (p, mut plugin_in, mut plugin_out) = fake();
+        let d = tempfile::tempdir().unwrap();
+        let granted = taskrush_protocol::plugin::Permissions {
+            environment: vec!["TOKEN".into()],
+            ..Default::default()
+        };
+        let client = BTreeMap::from([("TOKEN".to_owned(), "t0k".to_owned())]);
+        let grants = host_calls::resolve(
+            "fake",
+            d.path(),
+            &granted,
+            (d.path(), d.path(), d.path()),
+            &client,
+            &BTreeMap::new(),
+            None,
+        );
+        p.serve_host_calls(Arc::new(grants), Duration::from_secs(5));
+        let p1 = p.clone();
+        let waiting = tokio::spawn(async move {
+            p1.call_in(
+                host_calls::CallContext::run(9),
+                "before_task",
+                Value::Null,
+                Duration::from_secs(5),
+            )
+            .await
+        });
+        let hook = request(&mut plugin_in).await;
+        // While the host waits for its answer, the plugin asks the host.
+        plugin_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"h1\",\"method\":\"env_get\",\"params\":{\"name\":\"TOKEN\"}}\n")
+            .await
+            .unwrap();
+        let answer = request(&mut plugin_in).await;
+        assert_eq!(answer["id"], "h1");
+        assert_eq!(answer["result"]["value"], "t0k");
+        assert_eq!(p.shared.host_context(Duration::ZERO).0.run_id, Some(9));
+        let reply = serde_json::to_string(&Response::new(hook["id"].as_u64().unwrap(), Ok(1)))
+            .unwrap()
+            + "\n";
+        plugin_out.write_all(reply.as_bytes()).await.unwrap();
+        assert_eq!(waiting.await.unwrap(), Ok(Value::from(1)));
+        assert!(p.shared.host_context(Duration::ZERO).0.run_id.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_host_call_from_a_process_without_a_server_is_answered_method_not_found() {
+        let (_p, mut plugin_in, mut plugin_out) = fake();
+        plugin_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"task_graph\"}\n")
+            .await
+            .unwrap();
+        let answer = request(&mut plugin_in).await;
+        assert_eq!(answer["id"], 5);
+        assert_eq!(answer["error"]["code"], -32601);
+    }
+
+    #[tokio::test]
     async fn long_lines_are_cut_not_buffered() {
         let data = format!("{}\nshort\n", "x".repeat(10_000));
         let mut r = BufReader::with_capacity(64, data.as_bytes());
