@@ -175,7 +175,8 @@ fn plugin(env: Option<&str>) -> (Dispatcher<SlackNotify>, mpsc::Receiver<String>
         &mut d,
         "initialize",
         json!({"protocol_versions": [1], "taskrush_version": "0.3.0", "name": "slack-notify",
-               "config": {}, "project_root": "/p"}),
+               "config": {}, "project_root": "/p",
+               "host_methods": taskrush_plugin::protocol::host::method::ALL}),
     );
     assert_eq!(init["result"]["hooks"], json!(["after_task"]));
     (d, log_rx)
