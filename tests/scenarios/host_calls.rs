@@ -314,6 +314,14 @@ fn a_plugin_calls_a_declared_and_granted_plugins_command_through_the_host_and_it
     assert_eq!(call["callee"], "notifier");
     assert_eq!(call["command"], "notify");
     assert_eq!(call["chain"], serde_json::json!(["caller", "notifier"]));
+    let info = s.run(&["plugin", "info", "caller"]);
+    info.success();
+    assert!(
+        info.stdout()
+            .contains("  plugins\n    declared   notifier\n    granted    notifier\n"),
+        "{}",
+        info.stdout()
+    );
 }
 
 #[test]
