@@ -121,3 +121,73 @@ pub fn serve_on<P: TaskRushPlugin, R: BufRead + 'static, W: Write + 'static>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{Result, TaskContext};
+
+    /// Reads `X` through a host call in `before_task`.
+    #[derive(Default)]
+    struct Reader;
+
+    impl TaskRushPlugin for Reader {
+        fn name(&self) -> &str {
+            "reader"
+        }
+        fn version(&self) -> &str {
+            "1.0.0"
+        }
+        fn before_task(&mut self, _ctx: &TaskContext, host: &mut Host) -> Result {
+            match host.env_get("X")?.as_deref() {
+                Some("yes") => Ok(()),
+                other => Err(crate::Error::veto(format!("X is {other:?}"))),
+            }
+        }
+    }
+
+    /// A writer the test can read after `serve_on` consumed it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_call_goes_out_on_stdout_and_requests_met_while_waiting_are_served_after_it() {
+        let ctx = r#"{"task_name":"t","command":"","working_dir":"/p","run_id":1}"#;
+        let input = format!(
+            "{}\n{}\n{}\n",
+            format_args!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"before_task","params":{{"context":{ctx}}}}}"#
+            ),
+            // The host's next request, before it answers the host call.
+            r#"{"jsonrpc":"2.0","id":8,"method":"shutdown"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"value":"yes"}}"#,
+        );
+        let out = Shared::default();
+        let code = serve_on(Reader, Cursor::new(input.into_bytes()), out.clone());
+        assert_eq!(code, ExitCode::SUCCESS);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"jsonrpc":"2.0","id":1,"method":"env_get","params":{"name":"X"}}"#,
+                r#"{"jsonrpc":"2.0","id":7,"result":null}"#,
+                r#"{"jsonrpc":"2.0","id":8,"result":null}"#,
+            ],
+            "{text}"
+        );
+    }
+}
