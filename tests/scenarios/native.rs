@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use serde_json::Value;
-use taskrush_tests::Scenario;
+use std::time::Duration;
+
+use taskrush_tests::{Scenario, wait_until};
 
 const ALLOW: &str = "[native]\nallow = true\n";
 const IN_DAEMON: &str = "[native]\nallow = true\nmode = \"in-daemon\"\n";
@@ -288,4 +290,71 @@ fn a_native_plugin_that_blocks_past_its_deadline_is_given_up_on_and_the_daemon_c
         out.expect_stderr_containing("no answer within 1s");
         s.run(&["fine"]).expect_stdout("fine\n").success();
     }
+}
+
+/// A copy of the example's plugin directory in the scenario, so that its
+/// library can be replaced.
+fn own_copy(s: &Scenario, example: &Path) -> PathBuf {
+    let d = s.root().join("build-metrics");
+    std::fs::create_dir_all(&d).expect("dir");
+    for f in ["plugin.toml", "libbuild_metrics.so"] {
+        std::fs::copy(example.join(f), d.join(f)).expect("copy");
+    }
+    d
+}
+
+/// A new build of the library, renamed over the old one (a new file).
+fn replace_library(d: &Path) {
+    let lib = d.join("libbuild_metrics.so");
+    let tmp = d.join("libbuild_metrics.so.new");
+    std::fs::copy(&lib, &tmp).expect("copy");
+    std::fs::rename(&tmp, &lib).expect("rename");
+}
+
+#[test]
+fn a_changed_library_is_picked_up_by_a_new_host_process() {
+    let Some(example) = native("examples/build-metrics-native") else {
+        return;
+    };
+    let s = Scenario::new().user_config(ALLOW);
+    let d = own_copy(&s, &example);
+    let s = s.rush(&metrics_rush("native", &d));
+    s.run(&["test"]).success();
+    let first = state_of(&s, "build-metrics")["pid"].clone();
+    assert!(first.is_u64(), "{first}");
+    replace_library(&d);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let pid = state_of(&s, "build-metrics")["pid"].clone();
+            pid.is_u64() && pid != first
+        }),
+        "a new host process takes over"
+    );
+    s.run(&["test"])
+        .expect_stdout("compiled\ntested\n")
+        .success();
+}
+
+#[test]
+fn an_in_daemon_library_that_changed_is_picked_up_at_the_next_daemon_restart_and_plugin_list_says_so()
+ {
+    let Some(example) = native("examples/build-metrics-native") else {
+        return;
+    };
+    let s = Scenario::new().user_config(IN_DAEMON);
+    let d = own_copy(&s, &example);
+    let s = s.rush(&metrics_rush("native", &d));
+    s.run(&["test"]).success();
+    assert!(state_of(&s, "build-metrics")["error"].is_null());
+    replace_library(&d);
+    let state = state_of(&s, "build-metrics");
+    let error = state["error"].as_str().unwrap_or_default();
+    assert!(error.contains("next daemon restart"), "{state}");
+    // Still serving the version it loaded.
+    s.run(&["test"])
+        .expect_stdout("compiled\ntested\n")
+        .success();
+    s.run(&["daemon", "stop"]).success();
+    s.run(&["test"]).success();
+    assert!(state_of(&s, "build-metrics")["error"].is_null());
 }
