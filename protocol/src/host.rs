@@ -281,6 +281,63 @@ pub struct Denied {
     pub item: String,
 }
 
+/// The C ABI of native plugins (a `cdylib`: `.so` on Linux, `.dylib` on
+/// macOS, `.dll` on Windows), version [`native::ABI_VERSION`].
+/// `docs/plugins.md` ("The native ABI") is the normative text.
+///
+/// ```c
+/// typedef int32_t (*taskrush_host_fn)(void *ctx, const uint8_t *msg, size_t len,
+///                                     const uint8_t **answer, size_t *answer_len);
+/// uint32_t taskrush_native_abi_version(void);
+/// int32_t taskrush_native_call(const uint8_t *msg, size_t len, void *ctx,
+///                              taskrush_host_fn host_call, uint8_t **out, size_t *out_len);
+/// void taskrush_native_free(uint8_t *ptr, size_t len);
+/// ```
+pub mod native {
+    /// The ABI this host speaks. A library whose
+    /// `taskrush_native_abi_version` returns another number is refused,
+    /// naming both, before any other symbol is used.
+    pub const ABI_VERSION: u32 = 1;
+    /// `() -> u32`: the ABI the library was built for; called first.
+    pub const SYMBOL_ABI_VERSION: &str = "taskrush_native_abi_version";
+    /// `(msg, len, ctx, host_call, out, out_len) -> i32`: one JSON-RPC
+    /// message in; the answer (plugin-owned, freed with
+    /// [`SYMBOL_FREE`]) written to `*out`/`*out_len` (null/0: none).
+    pub const SYMBOL_CALL: &str = "taskrush_native_call";
+    /// `(ptr, len)`: frees an answer `taskrush_native_call` returned.
+    pub const SYMBOL_FREE: &str = "taskrush_native_free";
+
+    /// `taskrush_native_call`: the answer (or none, for a notification)
+    /// is in `*out`.
+    pub const CALL_OK: i32 = 0;
+    /// `taskrush_native_call`: the plugin panicked outside its dispatcher
+    /// (nothing was written to `*out`); the host answers an error.
+    pub const CALL_PANICKED: i32 = 1;
+    /// `taskrush_native_call`: a null pointer where one is needed.
+    pub const CALL_BAD_ARGUMENTS: i32 = 2;
+
+    /// The host callback: an answer is in `*answer`/`*answer_len`
+    /// (host-owned, valid until the next callback on the same `ctx` or
+    /// until `taskrush_native_call` returns).
+    pub const HOST_ANSWERED: i32 = 0;
+    /// The host callback: no answer (the message was a notification).
+    pub const HOST_NO_ANSWER: i32 = 1;
+    /// The host callback: the host could not serve the message.
+    pub const HOST_FAILED: i32 = 2;
+
+    /// The file name of library `name` on this platform: `libNAME.so`,
+    /// `libNAME.dylib` or `NAME.dll`.
+    pub fn library_file(name: &str) -> String {
+        if cfg!(target_os = "windows") {
+            format!("{name}.dll")
+        } else if cfg!(target_os = "macos") {
+            format!("lib{name}.dylib")
+        } else {
+            format!("lib{name}.so")
+        }
+    }
+}
+
 /// The guest ABI of WebAssembly plugins (core modules for
 /// `wasm32-wasip1`), version [`wasm::ABI_VERSION`]. `docs/plugins.md`
 /// ("WebAssembly plugins: the guest ABI") is the normative text.

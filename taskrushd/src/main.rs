@@ -96,6 +96,10 @@ fn main() -> ExitCode {
     if let Some(code) = watchdog::run_if_asked() {
         return code;
     }
+    // A native plugin's host process: `taskrushd --native-host LIB`.
+    if let Some(code) = plugin::run_native_host_if_asked() {
+        return code;
+    }
     spawn::raise_fd_limit();
     let args = Args::parse();
     let paths = DaemonPaths::from_env();

@@ -22,6 +22,7 @@ mod hostile_files;
 mod includes;
 mod limits;
 mod listing;
+mod native;
 mod orphans;
 mod outputs;
 mod plugin_commands;

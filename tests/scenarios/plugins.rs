@@ -489,18 +489,6 @@ fn a_missing_plugin_names_every_place_it_looked() {
 }
 
 #[test]
-fn native_plugins_are_refused_clearly() {
-    let s = Scenario::new().rush(
-        "plugins:\n  - {name: n, type: native, required: true}\ntasks:\n  t:\n    cmd: echo ran\n",
-    );
-    let out = s.run(&["t"]);
-    out.expect_code(1);
-    out.expect_stderr_containing(
-        "plugin `n` failed in `load`: plugin type `native` is not supported yet",
-    );
-}
-
-#[test]
 fn an_invalid_manifest_is_an_error_naming_the_file_and_field() {
     let s = Scenario::new()
         .file(

@@ -3,10 +3,14 @@
 //! Implement [`TaskRushPlugin`] (the RFC's trait, in a form that crosses a
 //! WebAssembly or C boundary: every method gets a [`Host`] handle, commands
 //! are a method instead of boxed closures), then export it with
-//! [`export_plugin!`]. Built for `wasm32-wasip1`, the crate is a
-//! WebAssembly plugin that speaks the guest ABI (`docs/plugins.md`, "The
-//! guest ABI"); on other targets the macro emits nothing and the crate's
-//! own unit tests run the plugin through a [`Dispatcher`].
+//! [`export_plugin!`]. One plugin, three kinds, with no change to its
+//! code: built for `wasm32-wasip1`, the crate is a WebAssembly plugin
+//! that speaks the guest ABI (`docs/plugins.md`, "The guest ABI"); built
+//! as a `cdylib` for the host, a native plugin that speaks the C ABI
+//! ("The native ABI"); and a binary whose `main` calls the
+//! `taskrush_plugin_main()` the macro emits is an external plugin
+//! speaking the stdio protocol. The crate's own unit tests run the plugin
+//! through a [`Dispatcher`].
 //!
 //! The messages are the very same ones every plugin kind speaks, from
 //! `taskrush-protocol` (re-exported as [`protocol`]).
@@ -67,6 +71,10 @@ pub mod abi;
 mod dispatch;
 mod error;
 mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod stdio;
 
 pub use dispatch::{Dispatcher, PROTOCOL_VERSIONS};
 pub use error::{Error, HostError, Result};
@@ -152,7 +160,8 @@ pub trait TaskRushPlugin {
     }
 }
 
-/// Exports a [`TaskRushPlugin`] as a WebAssembly plugin.
+/// Exports a [`TaskRushPlugin`] as a WebAssembly, native or external
+/// plugin.
 ///
 /// `export_plugin!(MyPlugin)` builds the instance with `Default`;
 /// `export_plugin!(MyPlugin, MyPlugin::new(…))` with any expression (run
@@ -160,9 +169,13 @@ pub trait TaskRushPlugin {
 /// the guest ABI's exports (`taskrush_abi_version`, `taskrush_alloc`,
 /// `taskrush_free`, `taskrush_handle`), the `taskrush_version` custom
 /// section (the plugin crate's `CARGO_PKG_VERSION`), and binds [`Host`] to
-/// the `taskrush.host_call` import. On other targets it emits nothing.
-/// Use it once per crate, at the top level; the crate is a `cdylib`. The
-/// expansion allows `unsafe_code` for its two unsafe attributes, which a
+/// the `taskrush.host_call` import. On other targets it emits the native
+/// C ABI's exports (`taskrush_native_abi_version`, `taskrush_native_call`,
+/// `taskrush_native_free`: a `cdylib` of the crate is a native plugin)
+/// and `pub fn taskrush_plugin_main() -> std::process::ExitCode`, which
+/// serves the stdio protocol (a binary whose `main` calls it is an
+/// external plugin). Use it once per crate, at the top level. The
+/// expansion allows `unsafe_code` for its unsafe attributes, which a
 /// crate-level `deny(unsafe_code)` permits (`forbid` does not).
 #[macro_export]
 macro_rules! export_plugin {
@@ -223,5 +236,62 @@ macro_rules! export_plugin {
             static TASKRUSH_VERSION: [u8; ::core::env!("CARGO_PKG_VERSION").len()] =
                 $crate::abi::version_bytes(::core::env!("CARGO_PKG_VERSION"));
         };
+
+        // The native C ABI (`taskrush_plugin::native`): one instance per
+        // calling thread (the host calls a plugin from one thread).
+        #[cfg(not(target_arch = "wasm32"))]
+        #[allow(unsafe_code)]
+        const _: () = {
+            ::std::thread_local! {
+                static TASKRUSH_DISPATCHER: ::core::cell::RefCell<
+                    ::core::option::Option<$crate::Dispatcher<$plugin>>,
+                > = const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            // SAFETY (no_mangle): the ABI's names; no other symbol in a
+            // plugin has them (the macro is used once per crate).
+            #[unsafe(no_mangle)]
+            extern "C" fn taskrush_native_abi_version() -> u32 {
+                $crate::native::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            unsafe extern "C" fn taskrush_native_call(
+                msg: *const u8,
+                len: usize,
+                ctx: *mut ::core::ffi::c_void,
+                host_call: ::core::option::Option<$crate::native::HostFn>,
+                out: *mut *mut u8,
+                out_len: *mut usize,
+            ) -> i32 {
+                let handle = |input: &[u8]| {
+                    TASKRUSH_DISPATCHER.with(|slot| {
+                        let mut slot = slot.borrow_mut();
+                        slot.get_or_insert_with(|| {
+                            $crate::Dispatcher::new($make, $crate::native::host())
+                        })
+                        .handle(input)
+                    })
+                };
+                // SAFETY: the ABI: the host passes `len` bytes at `msg`,
+                // writable `out`/`out_len`, and a callback valid for the
+                // call.
+                unsafe { $crate::native::call(handle, msg, len, ctx, host_call, out, out_len) }
+            }
+
+            #[unsafe(no_mangle)]
+            unsafe extern "C" fn taskrush_native_free(ptr: *mut u8, len: usize) {
+                // SAFETY: the ABI lets the host free only what
+                // `taskrush_native_call` returned, once, with its length.
+                unsafe { $crate::native::free(ptr, len) }
+            }
+        };
+
+        /// Serves this plugin on stdin/stdout (an external plugin): a
+        /// binary's `main` returns it.
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn taskrush_plugin_main() -> ::std::process::ExitCode {
+            $crate::stdio::serve($make)
+        }
     };
 }

@@ -27,6 +27,10 @@
 //! max_memory = "256MiB"         # `memory` (these three are the defaults)
 //! max_module_size = "64MiB"     # `module_size`
 //! max_timeout = "60s"           # `timeout`
+//!
+//! [native]                      # native plugins are trusted code: refused unless
+//! allow = true                  # allowed here (default: false)
+//! mode = "process"              # or "in-daemon" (default: "process")
 //! ```
 //!
 //! The file is checked (cheaply: one `stat`) at each plugin start and
@@ -97,6 +101,34 @@ pub(crate) struct UserConfig {
     /// The user's caps on a WebAssembly plugin's limits.
     #[serde(default)]
     pub(crate) wasm: WasmCaps,
+    /// Whether native plugins may load, and where.
+    #[serde(default)]
+    pub(crate) native: NativeConfig,
+}
+
+/// `[native]`: native plugins are trusted code (a library run with the
+/// user's rights): refused unless `allow = true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NativeConfig {
+    #[serde(default)]
+    pub(crate) allow: bool,
+    #[serde(default)]
+    pub(crate) mode: NativeMode,
+}
+
+/// Where a native plugin's library is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) enum NativeMode {
+    /// In a host process of its own (`taskrushd --native-host LIB`),
+    /// sandboxed like an external plugin: a crash costs that plugin.
+    #[default]
+    #[serde(rename = "process")]
+    Process,
+    /// In the daemon, on a thread of its own: the lowest latency; a crash
+    /// takes the daemon down.
+    #[serde(rename = "in-daemon")]
+    InDaemon,
 }
 
 /// `[wasm]`: the most a `.rush` entry may set a WebAssembly plugin's
@@ -225,6 +257,7 @@ impl Default for UserConfig {
             grants: Vec::new(),
             deny: Permissions::default(),
             wasm: WasmCaps::default(),
+            native: NativeConfig::default(),
         }
     }
 }
@@ -414,6 +447,16 @@ mod tests {
             Some(declared.clone())
         );
         assert!(c.plugins_read_project);
+    }
+
+    #[test]
+    fn native_plugins_are_refused_unless_allowed_and_run_in_a_process_by_default() {
+        assert_eq!(parse("").unwrap().native, NativeConfig::default());
+        assert!(!NativeConfig::default().allow);
+        let c = parse("[native]\nallow = true\nmode = \"in-daemon\"\n").unwrap();
+        assert!(c.native.allow);
+        assert_eq!(c.native.mode, NativeMode::InDaemon);
+        assert!(parse("[native]\nmode = \"thread\"\n").is_err());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use taskrush_protocol::plugin::{PluginManifest, PluginType};
 use crate::config::rush_file::{PluginKind, PluginSpec};
 use crate::stamp::Stamp;
 
+/// The file names of native plugin libraries (Linux, macOS, Windows).
+const NATIVE_SUFFIXES: &[&str] = &[".so", ".dylib", ".dll"];
+
 /// The manifest's file name in a plugin directory.
 pub(super) const MANIFEST: &str = "plugin.toml";
 
@@ -91,22 +94,9 @@ impl FileStamps {
     }
 }
 
-/// Refuse the plugin types this host does not run yet.
-pub(super) fn check_kind(spec: &PluginSpec) -> Result<(), ManifestError> {
-    match spec.kind {
-        PluginKind::External | PluginKind::Wasm => Ok(()),
-        other => Err(ManifestError::new(format!(
-            "plugin type `{other}` is not supported yet (plugin `{}`)",
-            spec.name
-        ))
-        .hint("`external` plugins (a process speaking JSON-RPC) and `wasm` plugins run today")),
-    }
-}
-
 /// The plugin of `spec`, located and validated: a plugin directory with
 /// its `plugin.toml`, or (`type: wasm`) a bare `path:` to a `.wasm` file.
 pub(super) fn find(spec: &PluginSpec, rush_dir: &Path) -> Result<Installed, ManifestError> {
-    check_kind(spec)?;
     if spec.kind == PluginKind::Wasm
         && let Some(p) = spec.path.as_deref().filter(|p| p.ends_with(".wasm"))
     {
@@ -296,13 +286,22 @@ pub(super) fn load(
         return Err(bad("enforcement", format!("is `{e}`"))
             .hint("write `enforcement = \"required\"` or `\"best_effort\"` (the default)"));
     }
-    if !matches!(
-        manifest.plugin_type,
-        PluginType::External | PluginType::Wasm
-    ) {
-        return Err(ManifestError::new(format!(
-            "plugin type `native` is not supported yet (`{shown}`)"
-        )));
+    if manifest.plugin_type == PluginType::Native
+        && (manifest.entry_point.len() != 1
+            || !NATIVE_SUFFIXES
+                .iter()
+                .any(|s| manifest.entry_point[0].ends_with(s)))
+    {
+        return Err(bad(
+            "entry_point",
+            format!(
+                "is `{:?}`, which is not one library (`.so`, `.dylib` or `.dll`)",
+                manifest.entry_point
+            ),
+        )
+        .hint(
+            "a `type = \"native\"` plugin names its library: `entry_point = [\"libmy_plugin.so\"]`",
+        ));
     }
     if manifest.plugin_type == PluginType::Wasm
         && (manifest.entry_point.len() != 1 || !manifest.entry_point[0].ends_with(".wasm"))
@@ -468,13 +467,5 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("taskrush/plugins/nope/plugin.toml`"));
-        let native = PluginSpec {
-            kind: PluginKind::Native,
-            ..spec
-        };
-        assert_eq!(
-            check_kind(&native).unwrap_err().message,
-            "plugin type `native` is not supported yet (plugin `nope`)"
-        );
     }
 }

@@ -29,6 +29,8 @@
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
+//! - [`native`]: native plugins (`type: native`): the host process
+//!   (`taskrushd --native-host LIB`) and the in-daemon mode;
 //! - [`conformance`]: the conformance kit behind `plugin_test`;
 //! - [`proxy`]: the HTTP(S) proxy that lets a plugin with a `network`
 //!   host list reach those hosts only;
@@ -84,6 +86,7 @@ mod host;
 mod host_calls;
 mod limits;
 mod manifest;
+mod native;
 mod permissions;
 mod process;
 mod proxy;
@@ -102,4 +105,5 @@ pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;
+pub(crate) use native::run_if_asked as run_native_host_if_asked;
 pub(crate) use wasm::{MAX_MEMORY as WASM_MAX_MEMORY, MAX_MODULE_SIZE as WASM_MAX_MODULE_SIZE};

@@ -175,6 +175,8 @@ pub(super) struct PluginProcess {
     /// Where a WebAssembly instance's `exited` record goes (the project
     /// root), taken when it is written.
     wasm_audit: Mutex<Option<std::path::PathBuf>>,
+    /// A native plugin loaded in the daemon: calls go to its thread.
+    native: Option<Arc<super::native::InDaemon>>,
 }
 
 /// The level per permission kind and the resource limits of a process.
@@ -320,6 +322,7 @@ impl PluginProcess {
             achieved: std::sync::OnceLock::new(),
             wasm: None,
             wasm_audit: Mutex::new(None),
+            native: None,
         })
     }
 
@@ -356,7 +359,51 @@ impl PluginProcess {
             wasm: Some(Arc::new(guest)),
             wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
             achieved: std::sync::OnceLock::new(),
+            native: None,
         })
+    }
+
+    /// A native plugin loaded in the daemon behind the same handle: the
+    /// host calls, swaps, retires and kills it as it does a process
+    /// (killing it abandons its thread).
+    pub(super) fn native(
+        name: &str,
+        guest: super::native::InDaemon,
+        audit_root: Option<&Path>,
+    ) -> Arc<PluginProcess> {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            exit: watch::channel(None).0,
+            junk: AtomicU32::new(0),
+            unmatched: AtomicU32::new(0),
+            group: None,
+            stderr_done: watch::channel(true).0,
+            usage: Mutex::new((None, None)),
+            audit_root: std::sync::OnceLock::new(),
+            requests: AtomicU32::new(0),
+            stdin: Arc::new(tokio::sync::Mutex::new(None)),
+            host_calls: std::sync::OnceLock::new(),
+            contexts: Mutex::new(HashMap::new()),
+        });
+        Arc::new(PluginProcess {
+            stdin: shared.stdin.clone(),
+            shared,
+            next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            pid: None,
+            wasm: None,
+            wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
+            achieved: std::sync::OnceLock::new(),
+            native: Some(Arc::new(guest)),
+        })
+    }
+
+    /// A native plugin loaded in the daemon rather than a process.
+    pub(super) fn is_in_daemon(&self) -> bool {
+        self.native.is_some()
     }
 
     /// A WebAssembly instance rather than a process.
@@ -436,6 +483,17 @@ impl PluginProcess {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             let reply = guest.call(cx, method, params, limit).await;
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return reply;
+        }
+        if let Some(guest) = &self.native {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let reply = guest.call(cx, method, params, limit).await;
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Err(CallError::Timeout(_)) = &reply {
+                self.shared.kill_calls(CallError::Gone(
+                    "a call past its deadline still runs in its thread (lost until the daemon restarts)".into(),
+                ));
+            }
             return reply;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -548,6 +606,25 @@ impl PluginProcess {
     /// A WebAssembly plugin's "exit": its instance is dropped once no
     /// call runs in it.
     fn drop_instance(&self) {
+        if let Some(guest) = &self.native {
+            guest.stop();
+            self.shared
+                .exit
+                .send_replace(Some("its thread was stopped".into()));
+            let root = self
+                .wasm_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(root) = root {
+                audit::record(
+                    "exited",
+                    &self.shared.name,
+                    &root,
+                    serde_json::json!({"pid": null, "plugin_type": "native", "mode": "in-daemon", "sha256": guest.sha256}),
+                );
+            }
+        }
         if let Some(guest) = &self.wasm {
             guest.stop();
             self.shared

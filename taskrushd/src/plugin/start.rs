@@ -52,6 +52,13 @@ impl PluginHost {
             slot.st().last_error = Some(e.message.clone());
             slot.failure(Phase::Load, e.message, e.hint)
         })?;
+        // Native plugins are trusted code: only where the user allows them.
+        if loaded.manifest.plugin_type == wire::PluginType::Native
+            && let Err((m, hint)) = super::native::allowed(&slot.name)
+        {
+            slot.st().last_error = Some(m.clone());
+            return Err(slot.failure(Phase::Load, m, Some(hint)));
+        }
         // Failed before? Only its files changing (or a restart) lifts it.
         let wait = {
             let mut st = slot.st();
@@ -146,10 +153,29 @@ impl PluginHost {
         let granted = &eff.for_sandbox();
         let mut env = plugin_env(ctx.env, &eff.effective);
         let wasm = loaded.manifest.plugin_type == wire::PluginType::Wasm;
+        let native = loaded.manifest.plugin_type == wire::PluginType::Native;
+        let in_daemon = native
+            && super::native::allowed(&slot.name).map_err(|(m, _)| Launch::Config(m))?
+                == crate::config::user_config::NativeMode::InDaemon;
         let levels = if wasm {
             super::wasm::levels(granted)
+        } else if in_daemon {
+            super::native::levels_in_daemon()
         } else {
             enforce::levels(granted)
+        };
+        // A native plugin in its host process: `taskrushd --native-host
+        // LIB`, sandboxed and run like an external plugin.
+        let library = super::native::library_path(&loaded.dir, &loaded.manifest.entry_point);
+        let host_manifest;
+        let manifest = if native {
+            host_manifest = wire::PluginManifest {
+                entry_point: super::native::host_argv(&library).map_err(Launch::Spawn)?,
+                ..loaded.manifest.clone()
+            };
+            &host_manifest
+        } else {
+            &loaded.manifest
         };
         if let Some(m) = refusal(&loaded.manifest, &levels, &eff) {
             super::audit::record(
@@ -164,7 +190,7 @@ impl PluginHost {
         let started = std::time::Instant::now();
         let mut plan = enforce::plan(
             &slot.name,
-            &loaded.manifest,
+            manifest,
             granted,
             &loaded.dir,
             &ctx.config.root,
@@ -201,6 +227,33 @@ impl PluginHost {
             let sha = Some(guest.sha256.clone());
             (
                 PluginProcess::wasm(&slot.name, guest, Some(&slot.root)),
+                sha,
+            )
+        } else if in_daemon {
+            // Loaded in the daemon: its host calls are checked against
+            // its grants like a WebAssembly guest's.
+            limits = Default::default();
+            let setup = super::wasm::setup(
+                &slot.name,
+                spec,
+                loaded,
+                granted,
+                (&ctx.config.root, &plan.data_dir, &plan.tmp_dir),
+                ctx.env,
+                &env,
+                slot.stderr.clone(),
+                links,
+            );
+            let (name, lib) = (slot.name.clone(), library.clone());
+            let guest = tokio::task::spawn_blocking(move || {
+                super::native::InDaemon::start(&name, &lib, setup.grants)
+            })
+            .await
+            .map_err(|e| Launch::Spawn(format!("loading its library failed: {e}")))?
+            .map_err(Launch::Spawn)?;
+            let sha = guest.sha256.clone();
+            (
+                PluginProcess::native(&slot.name, guest, Some(&slot.root)),
                 sha,
             )
         } else {
@@ -243,7 +296,11 @@ impl PluginHost {
                 links,
             );
             process.serve_host_calls(Arc::new(grants), super::wasm::deadline_of(spec));
-            let sha = entry_file(loaded).and_then(|f| super::audit::sha256_file(&f));
+            let sha = if native {
+                super::audit::sha256_file(&library)
+            } else {
+                entry_file(loaded).and_then(|f| super::audit::sha256_file(&f))
+            };
             (process, sha)
         };
         process.set_achieved((levels.clone(), limits.clone()));
@@ -266,7 +323,8 @@ impl PluginHost {
                 "entry_point": loaded.manifest.entry_point,
                 "dir": loaded.dir.display().to_string(),
                 "entry_sha256": entry_sha256,
-                "plugin_type": if wasm { "wasm" } else { "external" },
+                "plugin_type": if wasm { "wasm" } else if native { "native" } else { "external" },
+                "native_mode": native.then_some(if in_daemon { "in-daemon" } else { "process" }),
                 "manifest_sha256": super::audit::sha256_file(&loaded.dir.join("plugin.toml")),
                 "declared": loaded.manifest.permissions,
                 "granted": eff.granted,
@@ -432,6 +490,10 @@ async fn handshake(
         ))),
         Err(CallError::Gone(how)) => Err(Fault::Crash(format!(
             "it exited before the handshake ({how})"
+        ))),
+        Err(CallError::Timeout(d)) if process.is_in_daemon() => Err(Fault::Crash(format!(
+            "no answer to `initialize` within {}: the call was abandoned (its thread is lost until the daemon restarts)",
+            human::duration(d)
         ))),
         Err(CallError::Timeout(d)) if process.is_wasm() => Err(Fault::Crash(format!(
             "no answer to `initialize` within {}: the guest was stopped at its deadline (a fresh instance serves the next call)",

@@ -81,6 +81,21 @@ impl PluginHost {
                         &super::wasm::limits_of(spec),
                         super::wasm::deadline_of(spec),
                     );
+                } else if spec.kind.as_str() == "native" {
+                    let in_daemon = super::native::allowed(&spec.name)
+                        == Ok(crate::config::user_config::NativeMode::InDaemon);
+                    if in_daemon {
+                        status.enforcement = super::native::levels_in_daemon();
+                        let lib = super::native::library_path(&l.dir, &l.manifest.entry_point);
+                        if super::native::changed_since_loaded(&lib) {
+                            status
+                                .error
+                                .get_or_insert_with(|| super::native::CHANGED.into());
+                        }
+                    } else {
+                        status.enforcement = super::enforce::levels(&eff.for_sandbox());
+                        status.limits = super::limits::levels(&spec.limits);
+                    }
                 }
                 status.needs_grant = eff.pending.is_some();
             }
