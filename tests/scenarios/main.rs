@@ -24,6 +24,7 @@ mod listing;
 mod orphans;
 mod outputs;
 mod plugin_commands;
+mod plugin_output;
 mod plugins;
 mod protocol;
 mod proxy;

@@ -24,6 +24,8 @@
 //!   of `daemon status`;
 //! - [`limits`]: a plugin's resource limits (`limits:`), their levels;
 //! - [`process`]: one plugin process and its JSON-RPC over stdio;
+//! - [`output`]: a plugin's `log` and `progress` lines: kept for
+//!   `plugin logs`, shown in the run it serves, progress on the event bus;
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
@@ -81,6 +83,7 @@ mod hooks;
 mod host;
 mod limits;
 mod manifest;
+mod output;
 mod permissions;
 mod process;
 mod proxy;
@@ -99,4 +102,5 @@ pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;
+pub(crate) use output::{follow as follow_logs, lines as log_lines};
 pub(crate) use wasm::{MAX_MEMORY as WASM_MAX_MEMORY, MAX_MODULE_SIZE as WASM_MAX_MODULE_SIZE};

@@ -108,7 +108,7 @@ pub(crate) fn serve(g: &Grants, bytes: &[u8], deadline: Instant) -> Option<Vec<u
     };
     let params = msg.params.clone().unwrap_or(Value::Null);
     let Some(id) = msg.id.clone() else {
-        super::super::process::notification(&g.name, &method, Some(params));
+        super::super::process::notification(&g.name, Some(&g.root), &method, Some(params));
         return None;
     };
     let outcome = dispatch(g, &method, params, deadline).map_err(|CallErr(e)| e);
