@@ -105,6 +105,25 @@ pub enum PluginAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new plugin that works at once: `plugin.toml`, code using
+    /// the TaskRush SDK (vendored into it), a test, a README.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// Its language.
+        #[arg(long, value_parser = ["python", "node", "go", "rust", "rust-wasm"])]
+        lang: String,
+        /// Where to write it (default: `./NAME`); must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin where it needs building (Go: `go build`; Rust:
+    /// `cargo build --release`; Rust to WebAssembly: `cargo build --target
+    /// wasm32-wasip1`), and put the result where `plugin.toml` says.
+    Build {
+        /// The plugin's directory (default: the current directory).
+        dir: Option<PathBuf>,
+    },
     /// The last lines a plugin logged (`log` and `progress` notifications,
     /// every level), kept in the daemon's memory.
     Logs {

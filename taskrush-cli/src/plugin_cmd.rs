@@ -169,6 +169,9 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             let file = file.as_ref().map(|f| f.display().to_string());
             crate::consent::revoke_cmd(&mut c, &cwd, file.as_deref(), &name)
         }
+        // `main.rs` answers them before connecting (no daemon needed).
+        PluginAction::New { name, lang, dir } => crate::scaffold::new(&name, &lang, dir.as_deref()),
+        PluginAction::Build { dir } => crate::scaffold::build(dir.as_deref()),
         PluginAction::Logs { name, follow, json } => {
             drop(out);
             logs(&mut c, &name, follow, json)

@@ -3,6 +3,7 @@
 
 mod arguments;
 mod audit;
+mod authoring;
 mod builtin_words;
 mod cache;
 mod cancel;
