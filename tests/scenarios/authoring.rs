@@ -256,3 +256,67 @@ fn plugin_build_of_a_script_plugin_has_nothing_to_do() {
         out.stdout()
     );
 }
+
+/// A plugin `fetcher` whose `before_task` fetches `http://blocked.test/x`
+/// with the SDK's `http_request`, declaring `network` = `network`.
+fn fetcher(s: &Scenario, network: &str) -> String {
+    let sdk = super::plugins::repo().join("plugins-external/python");
+    s.write(
+        "fetcher/plugin.toml",
+        format!(
+            "name = \"fetcher\"\nversion = \"1.0.0\"\n\
+             entry_point = [\"python3\", \"-I\", \"-u\", \"main.py\"]\n\
+             taskrush_version = \">=0.3\"\n\n[permissions]\nnetwork = {network}\n"
+        ),
+    );
+    s.write(
+        "fetcher/main.py",
+        format!(
+            "import sys\nsys.path.insert(0, {:?})\n\
+             from taskrush_plugin import Plugin, http_request\n\
+             plugin = Plugin(\"fetcher\", \"1.0.0\")\n\
+             @plugin.before_task\n\
+             def fetch(ctx):\n    \
+                 try:\n        \
+                     http_request(\"GET\", \"http://blocked.test/x\", timeout=5)\n    \
+                 except Exception as e:\n        \
+                     plugin.warn(f\"fetch failed: {{e}}\")\n\
+             sys.exit(plugin.run())\n",
+            sdk.display().to_string()
+        ),
+    );
+    s.project().join("fetcher").display().to_string()
+}
+
+#[test]
+fn plugin_test_fails_a_plugin_that_reaches_a_host_its_manifest_does_not_declare() {
+    let s = Scenario::new();
+    let dir = fetcher(&s, "[]");
+    let out = s.run(&["plugin", "test", &dir]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    let text = out.stdout();
+    assert!(
+        text.contains("✗ permissions: it did what its manifest's `[permissions]` do not cover"),
+        "{text}"
+    );
+    assert!(
+        text.contains("network: a connection to `blocked.test:80`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: add `network = [\"blocked.test\"]` (or `\"blocked.test:80\"`) under `[permissions]` in `plugin.toml`"),
+        "{text}"
+    );
+    // Declared: the check passes (whether the host answers is not its
+    // business).
+    let dir = fetcher(&s, "[\"blocked.test\"]");
+    let out = s.run(&["plugin", "test", &dir]);
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "✓ permissions: it used nothing beyond what its manifest's `[permissions]` declare"
+        ),
+        "{text}"
+    );
+    out.success();
+}

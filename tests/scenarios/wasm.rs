@@ -143,7 +143,14 @@ fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
 #[test]
 fn the_conformance_kit_tests_a_wasm_plugin() {
     let s = Scenario::new();
-    install(&s, "rec", "1.0.0", &recording_guest("1.0.0"), "");
+    // It writes `hooks.log`: its manifest must say so (the kit checks).
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
     let dir = s.project().join(".rush-plugins/rec");
     let out = s.run(&["plugin", "test", dir.to_str().unwrap()]);
     assert!(
