@@ -108,7 +108,8 @@ fn new_to_run(lang: &str, build: bool) -> Scenario {
         ".rush",
         format!(
             "plugins:\n  - name: demo\n    path: ./demo\n{kind}    config:\n      block: [deploy]\n\
-             tasks:\n  build:\n    cmd: echo building\n  deploy:\n    cmd: echo deploying\n"
+             tasks:\n  build:\n    cmd: echo building\n  deploy:\n    cmd: echo deploying\n  \
+             broken:\n    cmd: exit 3\n"
         ),
     );
     // `before_task` let `build` run…
@@ -120,6 +121,10 @@ fn new_to_run(lang: &str, build: bool) -> Scenario {
     out.expect_stderr_containing(
         "vetoed by plugin `demo`: `deploy` is blocked by demo (its `block` config)",
     );
+    // A warning it logs in `after_task` shows in the run, with its name.
+    let out = s.run(&["broken"]);
+    out.expect_code(3);
+    out.expect_stderr_containing("[demo] warning: broken failed with exit code 3\n");
     // Its command, and the lines it logged.
     s.run(&["demo", "there"])
         .success()
