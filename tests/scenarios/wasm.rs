@@ -162,6 +162,25 @@ fn the_conformance_kit_tests_a_wasm_plugin() {
 }
 
 #[test]
+fn the_conformance_kit_fails_a_wasm_plugin_that_writes_a_file_its_manifest_does_not_declare() {
+    let s = Scenario::new();
+    install(&s, "rec", "1.0.0", &recording_guest("1.0.0"), "");
+    let dir = s.project().join(".rush-plugins/rec");
+    let out = s.run(&["plugin", "test", dir.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(
+        out.stdout().contains(
+            "✗ permissions: it did what its manifest's `[permissions]` do not cover:\n  \
+             - `write_file`: no `filesystem` permission for `hooks.log` (4 times); \
+             hint: add `filesystem = [\"hooks.log\"]` under `[permissions]` in `plugin.toml`\n"
+        ),
+        "{}",
+        out.stdout()
+    );
+    assert!(!dir.join("hooks.log").exists(), "the write was refused");
+}
+
+#[test]
 fn a_looping_wasm_guest_is_stopped_at_its_deadline_and_the_next_call_works() {
     let s = Scenario::new();
     let guest = recording_guest("1.0.0").on("before_task", Action::Loop);
