@@ -192,6 +192,20 @@ pub trait TaskRushApi {
         env: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<PluginTestReport, ErrorObjectOwned>;
 
+    /// The last lines plugin `name` logged (every project's instance of
+    /// it, oldest first; all levels), as the daemon keeps them in memory.
+    #[method(name = "plugin_logs")]
+    fn plugin_logs(
+        &self,
+        name: String,
+    ) -> Result<Vec<crate::daemon::PluginLogLine>, ErrorObjectOwned>;
+
+    /// Follow plugin `name`'s log: the kept lines first, then each new one,
+    /// as `plugin_log` notifications, until the client unsubscribes or
+    /// leaves.
+    #[subscription(name = "plugin_logs_follow" => "plugin_log", unsubscribe = "plugin_logs_unsubscribe", item = crate::daemon::PluginLogLine)]
+    async fn plugin_logs_follow(&self, name: String) -> SubscriptionResult;
+
     /// The daemon's global event stream: config reloads, plugin life,
     /// runs and tasks of every client. Events arrive as `event`
     /// notifications; the subscription is live once its id is answered.

@@ -430,3 +430,31 @@ pub struct TaskState {
     pub task: String,
     pub state: String,
 }
+
+/// One line a plugin logged (`log` notification), as `plugin_logs` and
+/// `plugin_logs_follow` give them: the daemon keeps the last
+/// [`PLUGIN_LOG_KEPT`] of every plugin, all levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginLogLine {
+    /// When the daemon received it (RFC 3339 UTC, to the millisecond).
+    pub time: String,
+    pub plugin: String,
+    /// The project root of the plugin's instance, when it has one (not for
+    /// `plugin test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// The run it was serving, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
+    /// The task it was serving or named, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// `error`, `warn`, `info`, `debug`, or `progress` for a `progress`
+    /// notification.
+    pub level: String,
+    /// Secrets masked (`***`).
+    pub message: String,
+}
+
+/// Log lines kept per plugin name by the daemon.
+pub const PLUGIN_LOG_KEPT: usize = 500;

@@ -109,6 +109,19 @@ pub enum DaemonEvent {
         exit_code: i32,
         duration_ms: u64,
     },
+    /// A plugin reported progress (`progress` notification). `run_id` is
+    /// the run it was serving, when it was serving one.
+    PluginProgress {
+        root: String,
+        plugin: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<f64>,
+        message: String,
+    },
     /// Something about file watching the user should know: the kernel's
     /// event queue overflowed (a full rescan follows), or the watch limit
     /// was reached (changes are then picked up on each request).

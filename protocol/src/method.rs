@@ -50,6 +50,14 @@ pub const PLUGIN_REVOKE: &str = "plugin_revoke";
 pub const PLUGIN_COMMAND: &str = "plugin_command";
 /// Drive a plugin directory through the protocol (conformance kit).
 pub const PLUGIN_TEST: &str = "plugin_test";
+/// The last lines a plugin logged.
+pub const PLUGIN_LOGS: &str = "plugin_logs";
+/// Subscription: a plugin's log, the kept lines then each new one.
+pub const PLUGIN_LOGS_FOLLOW: &str = "plugin_logs_follow";
+/// Notification carrying one line of a `plugin_logs_follow`.
+pub const PLUGIN_LOG: &str = "plugin_log";
+/// Stop following a plugin's log.
+pub const PLUGIN_LOGS_UNSUBSCRIBE: &str = "plugin_logs_unsubscribe";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -91,6 +99,9 @@ pub const ALL: &[&str] = &[
     PLUGIN_REVOKE,
     PLUGIN_COMMAND,
     PLUGIN_TEST,
+    PLUGIN_LOGS,
+    PLUGIN_LOGS_FOLLOW,
+    PLUGIN_LOGS_UNSUBSCRIBE,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -125,6 +136,8 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_REVOKE, &["cwd", "file", "name"]),
     (PLUGIN_COMMAND, &["cwd", "file", "name", "args", "env"]),
     (PLUGIN_TEST, &["path", "env"]),
+    (PLUGIN_LOGS, &["name"]),
+    (PLUGIN_LOGS_FOLLOW, &["name"]),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

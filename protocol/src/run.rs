@@ -243,6 +243,32 @@ pub enum RunEvent {
         level: String,
         message: String,
     },
+    /// A plugin logged a warning or an error (`log` notification) while it
+    /// served this run. Clients show it on stderr as `[NAME] LEVEL: MESSAGE`
+    /// (`warning` for `warn`). At most [`PLUGIN_LOG_LINES`] per plugin and
+    /// run are sent; the last one says the rest were held back (they are in
+    /// `taskrush plugin logs NAME`).
+    PluginLog {
+        plugin: String,
+        /// The task the plugin was serving (or that it named), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        /// `warn` or `error`.
+        level: String,
+        message: String,
+    },
+    /// A plugin reported progress (`progress` notification) while it
+    /// served this run: for a live status line. Rate limited like
+    /// [`RunEvent::PluginLog`].
+    PluginProgress {
+        plugin: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        /// 0 to 100, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<f64>,
+        message: String,
+    },
     /// Something the user should know about the run that does not change
     /// its outcome: the cache cannot be written (a full disk; once per
     /// run), a task is not cached because its inputs changed while it ran.
@@ -311,6 +337,11 @@ pub struct RunError {
 /// Exit code for TaskRush's own errors (bad `.rush`, unknown task, daemon
 /// unreachable, bad usage).
 pub const EXIT_ERROR: i32 = 1;
+
+/// [`RunEvent::PluginLog`] and [`RunEvent::PluginProgress`] events sent at
+/// most per plugin and run: a chatty plugin cannot flood a run's output.
+pub const PLUGIN_LOG_LINES: u32 = 20;
+
 /// Exit code of a run cancelled by Ctrl-C.
 pub const EXIT_CANCELLED: i32 = 130;
 

@@ -105,6 +105,37 @@ pub enum PluginAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new plugin that works at once: `plugin.toml`, code using
+    /// the TaskRush SDK (vendored into it), a test, a README.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// Its language.
+        #[arg(long, value_parser = ["python", "node", "go", "rust", "rust-wasm"])]
+        lang: String,
+        /// Where to write it (default: `./NAME`); must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin where it needs building (Go: `go build`; Rust:
+    /// `cargo build --release`; Rust to WebAssembly: `cargo build --target
+    /// wasm32-wasip1`), and put the result where `plugin.toml` says.
+    Build {
+        /// The plugin's directory (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+    /// The last lines a plugin logged (`log` and `progress` notifications,
+    /// every level), kept in the daemon's memory.
+    Logs {
+        name: String,
+        /// Keep following new lines until Ctrl-C (`-f` here, as `daemon
+        /// logs -f`; the `.rush` file is `--file` in this command).
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -287,13 +318,30 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
         None => !only_meta || args.len() == 1,
     };
     if !insert {
-        return args;
+        return follow_flag(args);
     }
     let mut out = Vec::with_capacity(args.len() + 1);
     out.extend(args.first().cloned());
     out.push(OsString::from("run"));
     out.extend(args.into_iter().skip(1));
     out
+}
+
+/// `taskrush plugin logs NAME -f`: `-f` is `--follow` there (as in
+/// `daemon logs -f` and `tail -f`), not the `--file` every other `plugin`
+/// command takes.
+fn follow_flag(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).is_some_and(|a| a == "plugin") && args.get(2).is_some_and(|a| a == "logs") {
+        for a in args.iter_mut().skip(3) {
+            if a == "--" {
+                break;
+            }
+            if a == "-f" {
+                *a = OsString::from("--follow");
+            }
+        }
+    }
+    args
 }
 
 #[cfg(test)]

@@ -85,6 +85,20 @@ fn human(ev: &DaemonEvent) -> String {
             "plugin `{plugin}` restarted as {version}{} ({reason})",
             pid_of(*pid)
         ),
+        DaemonEvent::PluginProgress {
+            plugin,
+            task,
+            percent,
+            message,
+            ..
+        } => {
+            let task = task
+                .as_ref()
+                .map(|t| format!(" (task `{t}`)"))
+                .unwrap_or_default();
+            let percent = percent.map(|p| format!("{p:.0}% ")).unwrap_or_default();
+            format!("plugin `{plugin}` progress{task}: {percent}{message}")
+        }
         DaemonEvent::PluginFailed {
             plugin, message, ..
         } => format!("plugin `{plugin}` failed: {message}"),

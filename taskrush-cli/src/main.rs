@@ -23,6 +23,7 @@ mod lsp;
 mod plugin_cmd;
 mod render;
 mod run;
+mod scaffold;
 
 use std::process::ExitCode;
 
@@ -91,6 +92,14 @@ fn main() -> ExitCode {
             action: PluginAction::Audit { name, since, json },
             ..
         } => audit_cmd::audit(name.as_deref(), since.as_deref(), json),
+        Command::Plugin {
+            action: PluginAction::New { name, lang, dir },
+            ..
+        } => scaffold::new(&name, &lang, dir.as_deref()),
+        Command::Plugin {
+            action: PluginAction::Build { dir },
+            ..
+        } => scaffold::build(dir.as_deref()),
         Command::Plugin { file, action } => plugin_cmd::plugin(file, action),
     };
     exit(result)

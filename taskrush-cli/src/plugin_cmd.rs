@@ -169,6 +169,13 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             let file = file.as_ref().map(|f| f.display().to_string());
             crate::consent::revoke_cmd(&mut c, &cwd, file.as_deref(), &name)
         }
+        // `main.rs` answers them before connecting (no daemon needed).
+        PluginAction::New { name, lang, dir } => crate::scaffold::new(&name, &lang, dir.as_deref()),
+        PluginAction::Build { dir } => crate::scaffold::build(dir.as_deref()),
+        PluginAction::Logs { name, follow, json } => {
+            drop(out);
+            logs(&mut c, &name, follow, json)
+        }
         PluginAction::Test { path, json } => {
             let path = std::path::absolute(&path)
                 .map_err(|e| CliError::io(&format!("cannot resolve `{}`", path.display()), e))?;
@@ -196,6 +203,65 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 );
             }
             Ok(if failed == 0 { 0 } else { 1 })
+        }
+    }
+}
+
+/// `plugin logs NAME [-f]`: the kept lines; with `-f` (a
+/// `plugin_logs_follow` subscription: the kept lines, then each new one)
+/// until Ctrl-C or the daemon stops.
+fn logs(c: &mut Client, name: &str, follow: bool, json: bool) -> Result<i32, CliError> {
+    use taskrush_protocol::daemon::PluginLogLine;
+    let mut out = std::io::stdout();
+    let mut print = |l: &PluginLogLine| -> bool {
+        let line = if json {
+            serde_json::to_string(l).unwrap_or_default()
+        } else {
+            let task = l
+                .task
+                .as_ref()
+                .map(|t| format!(" [{t}]"))
+                .unwrap_or_default();
+            format!("{} {:<8}{task} {}", l.time, l.level, l.message)
+        };
+        writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    };
+    if !follow {
+        let lines: Vec<PluginLogLine> = c.call(method::PLUGIN_LOGS, json!({"name": name}))?;
+        if lines.is_empty() && !json {
+            eprintln!("no log lines from plugin `{name}` since the daemon started");
+        }
+        for l in &lines {
+            if !print(l) {
+                break;
+            }
+        }
+        return Ok(0);
+    }
+    let id = c.send(method::PLUGIN_LOGS_FOLLOW, json!({"name": name}))?;
+    loop {
+        let incoming = match c.read() {
+            Ok(m) => m,
+            Err(CliError::Disconnected(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        match incoming {
+            client::Incoming::Response {
+                id: r,
+                result: Err(e),
+            } if r == id => return Err(CliError::Remote(e)),
+            client::Incoming::Notification { method: m, params } if m == method::PLUGIN_LOG => {
+                let Some(line) = params
+                    .get("result")
+                    .and_then(|r| serde_json::from_value::<PluginLogLine>(r.clone()).ok())
+                else {
+                    continue;
+                };
+                if !print(&line) {
+                    return Ok(0); // `| head`
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -94,6 +94,28 @@ impl Renderer {
             } => {
                 let _ = writeln!(self.stderr, "plugin `{plugin}`: {message}");
             }
+            RunEvent::PluginLog {
+                plugin,
+                level,
+                message,
+                ..
+            } => {
+                let level = if level == "warn" { "warning" } else { &level };
+                let _ = writeln!(self.stderr, "[{plugin}] {level}: {message}");
+            }
+            // Progress is for a live status line: shown on a terminal only
+            // (a log file or a pipe gets the `events` stream instead).
+            RunEvent::PluginProgress {
+                plugin,
+                percent,
+                message,
+                ..
+            } => {
+                if self.summary.is_some() {
+                    let percent = percent.map(|p| format!("{p:.0}% ")).unwrap_or_default();
+                    let _ = writeln!(self.stderr, "[{plugin}] {percent}{message}");
+                }
+            }
             RunEvent::Warning { message, .. } => {
                 let _ = writeln!(self.stderr, "warning: {message}");
             }

@@ -3,6 +3,7 @@
 
 mod arguments;
 mod audit;
+mod authoring;
 mod builtin_words;
 mod cache;
 mod cancel;
@@ -26,6 +27,7 @@ mod native;
 mod orphans;
 mod outputs;
 mod plugin_commands;
+mod plugin_output;
 mod plugins;
 mod protocol;
 mod proxy;

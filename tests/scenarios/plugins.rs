@@ -593,7 +593,7 @@ fn the_conformance_kit_passes_a_good_plugin_and_explains_a_bad_one() {
         out.stdout()
     );
     assert!(
-        out.stdout().ends_with("10 of 10 checks passed\n"),
+        out.stdout().ends_with("11 of 11 checks passed\n"),
         "{}",
         out.stdout()
     );

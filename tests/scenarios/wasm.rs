@@ -143,7 +143,14 @@ fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
 #[test]
 fn the_conformance_kit_tests_a_wasm_plugin() {
     let s = Scenario::new();
-    install(&s, "rec", "1.0.0", &recording_guest("1.0.0"), "");
+    // It writes `hooks.log`: its manifest must say so (the kit checks).
+    install(
+        &s,
+        "rec",
+        "1.0.0",
+        &recording_guest("1.0.0"),
+        "filesystem = [\"write:.\"]\n",
+    );
     let dir = s.project().join(".rush-plugins/rec");
     let out = s.run(&["plugin", "test", dir.to_str().unwrap()]);
     assert!(
@@ -152,6 +159,25 @@ fn the_conformance_kit_tests_a_wasm_plugin() {
         out.stdout()
     );
     out.success();
+}
+
+#[test]
+fn the_conformance_kit_fails_a_wasm_plugin_that_writes_a_file_its_manifest_does_not_declare() {
+    let s = Scenario::new();
+    install(&s, "rec", "1.0.0", &recording_guest("1.0.0"), "");
+    let dir = s.project().join(".rush-plugins/rec");
+    let out = s.run(&["plugin", "test", dir.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(
+        out.stdout().contains(
+            "✗ permissions: it did what its manifest's `[permissions]` do not cover:\n  \
+             - `write_file`: no `filesystem` permission for `hooks.log` (4 times); \
+             hint: add `filesystem = [\"hooks.log\"]` under `[permissions]` in `plugin.toml`\n"
+        ),
+        "{}",
+        out.stdout()
+    );
+    assert!(!dir.join("hooks.log").exists(), "the write was refused");
 }
 
 #[test]

@@ -390,6 +390,22 @@ impl TaskRushApiServer for Api {
         Ok(crate::plugin::conformance_test(dir, &env.unwrap_or_default()).await)
     }
 
+    fn plugin_logs(
+        &self,
+        name: String,
+    ) -> Result<Vec<taskrush_protocol::daemon::PluginLogLine>, ErrorObjectOwned> {
+        Ok(crate::plugin::log_lines(&name))
+    }
+
+    async fn plugin_logs_follow(
+        &self,
+        pending: PendingSubscriptionSink,
+        name: String,
+    ) -> SubscriptionResult {
+        crate::plugin::follow_logs(name, pending, self.stopping.subscribe()).await;
+        Ok(())
+    }
+
     async fn events(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
         self.0
             .events

@@ -69,6 +69,9 @@ pub(crate) fn open(path: &Path) -> Result<(), crate::server::listener::BindError
 /// Queue a record of `kind` for `plugin` of project `root`; `fields` are
 /// added to `time`, `kind`, `plugin` and `root`. Never blocks.
 pub(crate) fn record(kind: &str, plugin: &str, root: &Path, fields: Value) {
+    if kind == "denied" {
+        watched(plugin, root, &fields);
+    }
     let Some(sink) = SINK.get() else { return };
     let mut obj = Map::new();
     obj.insert("time".into(), taskrush_protocol::audit::now().into());
@@ -79,6 +82,61 @@ pub(crate) fn record(kind: &str, plugin: &str, root: &Path, fields: Value) {
         obj.extend(more);
     }
     sink.push(scrub_value(Value::Object(obj)));
+}
+
+/// `denied` records collected for a (plugin, root) while a [`Watch`] of it
+/// lives: the conformance kit's permission check.
+type Watched = std::collections::HashMap<(String, std::path::PathBuf), Vec<Value>>;
+
+static WATCHES: std::sync::LazyLock<std::sync::Mutex<Watched>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Records of denials to plugin `plugin` of `root` made while it lives
+/// (besides being written to the trail as always).
+pub(super) struct Watch {
+    key: (String, std::path::PathBuf),
+}
+
+impl Watch {
+    pub(super) fn new(plugin: &str, root: &Path) -> Watch {
+        let key = (plugin.to_owned(), root.to_owned());
+        WATCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Vec::new());
+        Watch { key }
+    }
+
+    /// The `denied` records so far (their fields, secrets masked).
+    pub(super) fn denied(&self) -> Vec<Value> {
+        WATCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.key)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        WATCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+fn watched(plugin: &str, root: &Path, fields: &Value) {
+    let mut w = WATCHES.lock().unwrap_or_else(|p| p.into_inner());
+    if w.is_empty() {
+        return;
+    }
+    if let Some(list) = w.get_mut(&(plugin.to_owned(), root.to_owned()))
+        && list.len() < 100
+    {
+        list.push(scrub_value(fields.clone()));
+    }
 }
 
 impl Sink {

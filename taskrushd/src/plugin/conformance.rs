@@ -8,7 +8,10 @@
 //! `after_task` after a success and after a failure, `on_task_failure`);
 //! its first command, if it declares any; answers carrying the ids of
 //! their requests; nothing but protocol messages on stdout; `shutdown`
-//! answered and the process gone within 2 s of it.
+//! answered and the process gone within 2 s of it; then the permissions:
+//! what it was denied during the test (a host call or a proxied
+//! connection its manifest's `[permissions]` do not cover: their `denied`
+//! audit records), each with the manifest line that would cover it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,6 +74,10 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         }
     };
     let m = &loaded.manifest;
+    // What the plugin is denied during the test (host calls, the proxy),
+    // for the permission check at the end. The plugin's directory stands
+    // for the project root in its audit records.
+    let watch = super::audit::Watch::new(&m.name, dir);
     let stderr = StderrLog::new(&m.name);
     let with_stderr = |msg: String| {
         let last = stderr.last(5);
@@ -80,6 +87,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
             format!("{msg}; its last stderr lines: {}", last.join(" | "))
         }
     };
+    let mut proxy = None;
     let started = if m.plugin_type == taskrush_protocol::plugin::PluginType::Wasm {
         // Its grants, but no private dirs: nothing beyond them is opened.
         let none = dir.join(".taskrush-test-no-dir");
@@ -112,14 +120,27 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
             .map(|g| PluginProcess::wasm(&m.name, g, None))
             .map_err(std::io::Error::other)
     } else {
+        // Its HTTP goes through a proxy that allows the declared hosts only,
+        // so that a request to another host is seen (and denied).
+        let mut plugin_env = super::permissions::plugin_env(env, &m.permissions);
+        match super::proxy::Proxy::start(&m.name, dir, &m.permissions.network).await {
+            Ok(p) => {
+                p.set_env(&mut plugin_env);
+                proxy = Some(p);
+            }
+            Err(e) => {
+                r.check("permissions", false, e);
+                return;
+            }
+        }
         PluginProcess::spawn(
             &m.name,
             &m.entry_point,
             dir,
-            &super::permissions::plugin_env(env, &m.permissions),
+            &plugin_env,
             None,
             stderr.clone(),
-            None,
+            Some(dir),
         )
     };
     let process = match started {
@@ -385,6 +406,81 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
 
     // Shutdown.
     shutdown(&process, r).await;
+    drop(proxy);
+
+    // Permissions: what it was denied during the test.
+    let denied = watch.denied();
+    if denied.is_empty() {
+        r.check(
+            "permissions",
+            true,
+            "it used nothing beyond what its manifest's `[permissions]` declare",
+        );
+    } else {
+        // Each distinct refusal once, with how many times it happened.
+        let mut items: Vec<(String, usize)> = Vec::new();
+        for line in denied.iter().map(uncovered) {
+            match items.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, n)) => *n += 1,
+                None => items.push((line, 1)),
+            }
+        }
+        let items: Vec<String> = items
+            .into_iter()
+            .map(|(l, n)| match (n, l.split_once("; hint: ")) {
+                (1, _) => l,
+                (n, Some((what, hint))) => format!("{what} ({n} times); hint: {hint}"),
+                (n, None) => format!("{l} ({n} times)"),
+            })
+            .collect();
+        r.check(
+            "permissions",
+            false,
+            format!(
+                "it did what its manifest's `[permissions]` do not cover:\n  - {}",
+                items.join("\n  - ")
+            ),
+        );
+    }
+}
+
+/// One `denied` audit record as a line of the permission check: what was
+/// refused and the manifest line that would cover it.
+fn uncovered(rec: &Value) -> String {
+    let s = |k: &str| {
+        rec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let permission = s("permission");
+    match permission.as_str() {
+        "network" => {
+            let host = s("host");
+            let port = rec.get("port").and_then(Value::as_u64).unwrap_or_default();
+            format!(
+                "network: a connection to `{host}:{port}` ({}); hint: add `network = [\"{host}\"]` (or `\"{host}:{port}\"`) under `[permissions]` in `plugin.toml`",
+                s("why")
+            )
+        }
+        "" => format!(
+            "`{}`: {}; hint: nothing in `plugin.toml` allows it: an external plugin does not call the host",
+            s("method"),
+            s("why")
+        ),
+        kind => {
+            let item = s("item");
+            let value = if kind == "filesystem" && s("call") == "read_file" {
+                format!("read:{item}")
+            } else {
+                item.clone()
+            };
+            format!(
+                "`{}`: no `{kind}` permission for `{item}`; hint: add `{kind} = [\"{value}\"]` under `[permissions]` in `plugin.toml`",
+                s("call")
+            )
+        }
+    }
 }
 
 async fn shutdown(process: &Arc<PluginProcess>, r: &mut Report) {

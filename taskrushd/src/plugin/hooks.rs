@@ -145,6 +145,9 @@ pub(crate) struct RunPlugins {
     refusals_told: Mutex<std::collections::HashSet<String>>,
     /// The run as host calls see it (`task_graph`, `task_results`).
     view: Arc<RunView>,
+    /// Per plugin, the `log`/`progress` lines this run was shown (bounded
+    /// by [`super::output`]).
+    shown: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicU32>>>,
 }
 
 impl Drop for RunPlugins {
@@ -175,7 +178,33 @@ impl RunPlugins {
             run_id,
             failed: Mutex::new(Default::default()),
             refusals_told: Mutex::new(Default::default()),
+            shown: Mutex::new(Default::default()),
         }
+    }
+
+    /// Route what plugin `spec` logs to this run's output while the guard
+    /// lives (one hook call, its start included).
+    fn serving(
+        &self,
+        spec: &PluginSpec,
+        task: &Task,
+        events: &mpsc::Sender<RunEvent>,
+    ) -> super::output::ServingGuard {
+        let shown = self
+            .shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(spec.name.clone())
+            .or_default()
+            .clone();
+        super::output::serving(
+            &self.config.root,
+            &spec.name,
+            self.run_id,
+            &task.name,
+            events,
+            shown,
+        )
     }
 
     fn failed_for(&self, task: &Task, spec: &PluginSpec) -> bool {
@@ -311,6 +340,7 @@ impl RunPlugins {
         self.tell_config_error(events).await;
         self.tell_over_caps(events).await;
         for spec in &self.config.plugins {
+            let serving = self.serving(spec, task, events);
             let outcome = self
                 .host
                 .call_hook(spec, &self.ctx(), self.run_id, Hook::BeforeTask, |m| {
@@ -322,6 +352,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
+            serving.finish().await;
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -381,6 +412,7 @@ impl RunPlugins {
             if self.failed_for(task, spec) {
                 continue;
             }
+            let serving = self.serving(spec, task, events);
             let outcome = self
                 .host
                 .call_hook(spec, &self.ctx(), self.run_id, hook, |m| {
@@ -396,6 +428,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
+            serving.finish().await;
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}

@@ -37,6 +37,7 @@ pub(super) struct Ctx<'a> {
 
 impl PluginHost {
     pub(crate) fn new(events: Events) -> Arc<PluginHost> {
+        super::output::set_events(events.clone());
         let host = Arc::new(PluginHost {
             events,
             ..PluginHost::default()

@@ -256,7 +256,7 @@ pub(crate) fn serve_blocking(
     };
     let params = msg.params.clone().unwrap_or(Value::Null);
     let Some(id) = msg.id.clone() else {
-        super::process::notification(&g.name, &method, Some(params));
+        super::process::notification(&g.name, Some(&g.root), &method, Some(params));
         return None;
     };
     let outcome = dispatch(g, cx, &method, params, deadline).map_err(|CallErr(e)| e);

@@ -26,6 +26,8 @@
 //! - [`host_calls`]: the host calls plugins of every kind make (one
 //!   server: grants checked, denials audited);
 //! - [`process`]: one plugin process and its JSON-RPC over stdio;
+//! - [`output`]: a plugin's `log` and `progress` lines: kept for
+//!   `plugin logs`, shown in the run it serves, progress on the event bus;
 //! - [`stderr`]: a plugin's stderr, read and logged at bounded rates, its
 //!   last lines kept;
 //! - [`manifest`]: finding a plugin's directory and its `plugin.toml`;
@@ -87,6 +89,7 @@ mod host_calls;
 mod limits;
 mod manifest;
 mod native;
+mod output;
 mod permissions;
 mod process;
 mod proxy;
@@ -106,4 +109,5 @@ pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};
 pub(crate) use host::PluginHost;
 pub(crate) use native::run_if_asked as run_native_host_if_asked;
+pub(crate) use output::{follow as follow_logs, lines as log_lines};
 pub(crate) use wasm::{MAX_MEMORY as WASM_MAX_MEMORY, MAX_MODULE_SIZE as WASM_MAX_MODULE_SIZE};

@@ -3,9 +3,9 @@
 //!
 //! A demultiplexer task reads stdout and routes each response by id to the
 //! call waiting for it; `log` and `progress` notifications go to the daemon
-//! log under the plugin's name (target `plugin`); requests from the plugin
-//! are host calls, served off the reader by [`super::host_calls`] and
-//! answered on its stdin; anything else is junk: logged, and
+//! log under the plugin's name (target `plugin`) and to [`super::output`];
+//! requests from the plugin are host calls, served off the reader by
+//! [`super::host_calls`] and answered on its stdin; anything else is junk: logged, and
 //! after [`JUNK_LIMIT`] junk lines the process is broken (every call fails
 //! and the process is killed). Lines are capped at [`MAX_LINE`].
 //!
@@ -792,7 +792,12 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
             continue;
         }
         match (msg.method.take(), msg.id.take()) {
-            (Some(method), None) => notification(&shared.name, &method, msg.params),
+            (Some(method), None) => notification(
+                &shared.name,
+                shared.audit_root.get().map(|p| p.as_path()),
+                &method,
+                msg.params,
+            ),
             (Some(method), Some(id)) => host_call(&shared, method, id, text),
             (None, Some(id)) => {
                 let reply = match msg.outcome() {
@@ -907,33 +912,41 @@ fn junk(shared: &Shared, line: &str) {
     }
 }
 
-/// A `log` or `progress` notification of plugin `name`, into the daemon log.
-pub(super) fn notification(name: &str, method: &str, params: Option<Value>) {
+/// A `log` or `progress` notification of plugin `name` (of project `root`,
+/// when it has one): into the daemon log, and to [`super::output`] (kept for
+/// `plugin logs`, shown in the run it serves).
+pub(super) fn notification(name: &str, root: Option<&Path>, method: &str, params: Option<Value>) {
     use taskrush_protocol::plugin::{LogParams, ProgressParams, method as m};
     let params = params.unwrap_or(Value::Null);
     match method {
         m::LOG => match serde_json::from_value::<LogParams>(params) {
-            Ok(p) => match p.level.as_str() {
-                "error" => {
-                    tracing::error!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
+            Ok(p) => {
+                let message = redact::scrub(&p.message);
+                match p.level.as_str() {
+                    "error" => {
+                        tracing::error!(target: "plugin", plugin = %name, "{message}")
+                    }
+                    "warn" | "warning" => {
+                        tracing::warn!(target: "plugin", plugin = %name, "{message}")
+                    }
+                    "debug" | "trace" => {
+                        tracing::debug!(target: "plugin", plugin = %name, "{message}")
+                    }
+                    _ => {
+                        tracing::info!(target: "plugin", plugin = %name, "{message}")
+                    }
                 }
-                "warn" | "warning" => {
-                    tracing::warn!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
-                }
-                "debug" | "trace" => {
-                    tracing::debug!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
-                }
-                _ => {
-                    tracing::info!(target: "plugin", plugin = %name, "{}", redact::scrub(&p.message))
-                }
-            },
+                super::output::log(name, root, &p.level, &message, p.task);
+            }
             Err(e) => {
                 tracing::warn!(target: "plugin", plugin = %name, "malformed `log`: {e}")
             }
         },
         m::PROGRESS => match serde_json::from_value::<ProgressParams>(params) {
             Ok(p) => {
-                tracing::info!(target: "plugin", plugin = %name, task = ?p.task, percent = ?p.percent, "progress: {}", redact::scrub(&p.message))
+                let message = redact::scrub(&p.message);
+                tracing::info!(target: "plugin", plugin = %name, task = ?p.task, percent = ?p.percent, "progress: {message}");
+                super::output::progress(name, root, p.task, p.percent, &message);
             }
             Err(e) => {
                 tracing::warn!(target: "plugin", plugin = %name, "malformed `progress`: {e}")
