@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use taskrush_protocol::jsonrpc::{Message, Request, Response};
 
-use super::process::CallError;
 use super::host_calls::Grants;
+use super::process::CallError;
 use crate::config::user_config::{self, NativeMode};
 use crate::stamp::Stamp;
 pub(crate) use library::Library;
