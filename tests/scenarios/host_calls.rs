@@ -89,6 +89,24 @@ def graph(args, cwd):
         "build: make all deps=[] env=PUBLIC=p1,SECRET(hidden)\n\
          test: echo test deps=['build'] env=\n\
          edges: [['test', 'build']]\n",
+    ); // The file changes, the plugin's entry does not (it keeps running):
+    // the graph is the one the request sees.
+    let pid = s
+        .daemon_status()
+        .and_then(|st| st["plugins"][0]["pid"].as_u64());
+    assert!(pid.is_some(), "grapher runs");
+    s.write(
+        ".rush",
+        "plugins:\n  - name: grapher\ntasks:\n  lint:\n    cmd: ${LINTER} .\n",
+    );
+    s.run(&["graph"])
+        .success()
+        .expect_stdout("lint: ${LINTER} . deps=[] env=\nedges: []\n");
+    assert_eq!(
+        s.daemon_status()
+            .and_then(|st| st["plugins"][0]["pid"].as_u64()),
+        pid,
+        "the plugin was not restarted"
     );
 }
 

@@ -126,8 +126,12 @@ impl Shared {
         let mut runs = std::collections::BTreeSet::new();
         let mut chain: Vec<String> = Vec::new();
         let mut deadline = None::<std::time::Instant>;
+        let mut project = None;
         for (cx, at) in contexts.values() {
             runs.extend(cx.run_id);
+            if project.is_none() {
+                project = cx.project.clone();
+            }
             for n in &cx.chain {
                 if !chain.contains(n) {
                     chain.push(n.clone());
@@ -141,7 +145,11 @@ impl Shared {
             None
         };
         (
-            host_calls::CallContext { run_id, chain },
+            host_calls::CallContext {
+                run_id,
+                chain,
+                project,
+            },
             deadline.unwrap_or_else(|| std::time::Instant::now() + idle),
         )
     }
