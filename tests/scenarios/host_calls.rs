@@ -332,6 +332,15 @@ fn a_plugin_calls_a_declared_and_granted_plugins_command_through_the_host_and_it
     assert_eq!(call["callee"], "notifier");
     assert_eq!(call["command"], "notify");
     assert_eq!(call["chain"], serde_json::json!(["caller", "notifier"]));
+    let audit = s.run(&["plugin", "audit", "caller"]);
+    audit.success();
+    assert!(
+        audit
+            .stdout()
+            .contains("called `notify` of `notifier` (caller → notifier)"),
+        "{}",
+        audit.stdout()
+    );
     let info = s.run(&["plugin", "info", "caller"]);
     info.success();
     assert!(
