@@ -137,11 +137,18 @@ fn row(r: &Value) -> [String; 5] {
             d
         }
         "veto" | "required_failed" => format!("task `{}`: {}", s("task"), s("message")),
-        // The proxy refused a host; a WebAssembly guest's host call was
-        // refused; an external plugin sent the host a request.
+        // The proxy refused a host; a host call was refused (a call cycle
+        // named by its chain); a process the host serves no host calls to
+        // sent it a request.
         "denied" if r.get("host").is_some() => {
             format!("network `{}:{}`: {}", s("host"), n("port"), s("why"))
         }
+        "denied" if r["why"] == "cycle" => format!(
+            "`{}` of `{}`: call cycle {}",
+            s("call"),
+            s("item"),
+            chain(&r["chain"])
+        ),
         "denied" if r.get("call").is_some() => format!(
             "`{}`: no `{}` grant for `{}`",
             s("call"),
@@ -158,6 +165,12 @@ fn row(r: &Value) -> [String; 5] {
                 .trim_end()
                 .to_owned()
         }
+        "call_command" => format!(
+            "called `{}` of `{}` ({})",
+            s("command"),
+            s("callee"),
+            chain(&r["chain"])
+        ),
         "dropped" => format!("{} records dropped (the writer fell behind)", n("count")),
         "grant_given" => format!("granted {}", perms(&r["granted"])),
         "grant_revoked" => format!("revoked {}", perms(&r["revoked"])),
@@ -165,6 +178,18 @@ fn row(r: &Value) -> [String; 5] {
         _ => String::new(),
     };
     [time, s("plugin"), s("kind"), s("root"), detail]
+}
+
+/// "a → b → a" of a call chain.
+fn chain(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .unwrap_or_default()
 }
 
 /// "environment `X`, network `y`" of a permissions object, or `-`.

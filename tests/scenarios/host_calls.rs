@@ -89,6 +89,24 @@ def graph(args, cwd):
         "build: make all deps=[] env=PUBLIC=p1,SECRET(hidden)\n\
          test: echo test deps=['build'] env=\n\
          edges: [['test', 'build']]\n",
+    ); // The file changes, the plugin's entry does not (it keeps running):
+    // the graph is the one the request sees.
+    let pid = s
+        .daemon_status()
+        .and_then(|st| st["plugins"][0]["pid"].as_u64());
+    assert!(pid.is_some(), "grapher runs");
+    s.write(
+        ".rush",
+        "plugins:\n  - name: grapher\ntasks:\n  lint:\n    cmd: ${LINTER} .\n",
+    );
+    s.run(&["graph"])
+        .success()
+        .expect_stdout("lint: ${LINTER} . deps=[] env=\nedges: []\n");
+    assert_eq!(
+        s.daemon_status()
+            .and_then(|st| st["plugins"][0]["pid"].as_u64()),
+        pid,
+        "the plugin was not restarted"
     );
 }
 
@@ -314,6 +332,15 @@ fn a_plugin_calls_a_declared_and_granted_plugins_command_through_the_host_and_it
     assert_eq!(call["callee"], "notifier");
     assert_eq!(call["command"], "notify");
     assert_eq!(call["chain"], serde_json::json!(["caller", "notifier"]));
+    let audit = s.run(&["plugin", "audit", "caller"]);
+    audit.success();
+    assert!(
+        audit
+            .stdout()
+            .contains("called `notify` of `notifier` (caller → notifier)"),
+        "{}",
+        audit.stdout()
+    );
     let info = s.run(&["plugin", "info", "caller"]);
     info.success();
     assert!(

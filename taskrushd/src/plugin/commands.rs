@@ -246,7 +246,8 @@ impl PluginHost {
         };
         let params = serde_json::to_value(&params).unwrap_or(Value::Null);
         match process
-            .call(
+            .call_in(
+                CallContext::request(config, env),
                 wire::method::COMMAND,
                 params,
                 super::wasm::deadline_of(spec),

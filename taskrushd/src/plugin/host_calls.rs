@@ -81,7 +81,7 @@ impl std::fmt::Debug for Links {
 /// The call the plugin is answering when it makes a host call: carried
 /// with every call the host makes to a plugin (see
 /// `PluginProcess::call_in`), handed to [`serve_blocking`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub(crate) struct CallContext {
     /// The run whose hook it answers (what `task_results` reports).
     pub(crate) run_id: Option<u64>,
@@ -90,6 +90,18 @@ pub(crate) struct CallContext {
     /// from the host itself). A call to a plugin already in it is a
     /// cycle.
     pub(crate) chain: Vec<String>,
+    /// The project as the request being served parsed it (a plugin
+    /// command), when there is no run: what `task_graph` shows.
+    pub(crate) project: Option<Project>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("run_id", &self.run_id)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallContext {
@@ -97,7 +109,15 @@ impl CallContext {
     pub(crate) fn run(run_id: u64) -> CallContext {
         CallContext {
             run_id: Some(run_id),
-            chain: Vec::new(),
+            ..CallContext::default()
+        }
+    }
+
+    /// A call made for a request about `config` (a plugin command).
+    pub(crate) fn request(config: &RushFile, env: &BTreeMap<String, String>) -> CallContext {
+        CallContext {
+            project: Some((Arc::new(config.clone()), Arc::new(env.clone()))),
+            ..CallContext::default()
         }
     }
 }
@@ -348,9 +368,12 @@ fn deny(g: &Grants, call: &str, permission: &str, item: &str) -> CallErr {
 /// The project the call is about: its run's, else the one the plugin
 /// was started for.
 /// A project and the client environment it is used with.
-type Project = (Arc<RushFile>, Arc<BTreeMap<String, String>>);
+pub(crate) type Project = (Arc<RushFile>, Arc<BTreeMap<String, String>>);
 
 fn project(g: &Grants, cx: &CallContext) -> Option<Project> {
+    if let Some(p) = cx.project.as_ref().filter(|(c, _)| c.root == g.root) {
+        return Some(p.clone());
+    }
     if let Some(run) = cx.run_id.and_then(run_view)
         && run.config.root == g.root
     {
@@ -475,6 +498,7 @@ fn call_command(
     let callee = CallContext {
         run_id: cx.run_id,
         chain,
+        project: Some((config.clone(), env.clone())),
     };
     handle
         .block_on(host.plugin_command(
@@ -951,8 +975,8 @@ mod tests {
         );
         g.granted.plugins = vec!["a".into(), "p".into()];
         let cx = CallContext {
-            run_id: None,
             chain: vec!["a".into(), "p".into()],
+            ..CallContext::default()
         };
         for (target, chain) in [("a", "`a` → `p` → `a`"), ("p", "`a` → `p` → `p`")] {
             let req = json!({"jsonrpc": "2.0", "id": 1, "method": "call_command",

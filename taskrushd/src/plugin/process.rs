@@ -102,12 +102,17 @@ struct Shared {
     /// The calls in progress, by id: their context and deadline (what a
     /// host call the plugin makes meanwhile is served with).
     contexts: Mutex<HashMap<u64, (host_calls::CallContext, std::time::Instant)>>,
+    /// Host calls in flight, at most [`MAX_HOST_CALLS`].
+    host_call_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type Stdin = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
 
 /// Requests from one plugin process audited as `denied` at most.
 const DENIED_AUDITED: u32 = 10;
+/// Host calls of one plugin process served at once; one more is refused
+/// at once (`FAILED`), so a flood of requests costs bounded threads.
+pub(super) const MAX_HOST_CALLS: usize = 16;
 
 impl Shared {
     /// The context a host call is served with: that of the call in
@@ -121,8 +126,12 @@ impl Shared {
         let mut runs = std::collections::BTreeSet::new();
         let mut chain: Vec<String> = Vec::new();
         let mut deadline = None::<std::time::Instant>;
+        let mut project = None;
         for (cx, at) in contexts.values() {
             runs.extend(cx.run_id);
+            if project.is_none() {
+                project = cx.project.clone();
+            }
             for n in &cx.chain {
                 if !chain.contains(n) {
                     chain.push(n.clone());
@@ -136,7 +145,11 @@ impl Shared {
             None
         };
         (
-            host_calls::CallContext { run_id, chain },
+            host_calls::CallContext {
+                run_id,
+                chain,
+                project,
+            },
             deadline.unwrap_or_else(|| std::time::Instant::now() + idle),
         )
     }
@@ -302,6 +315,7 @@ impl PluginProcess {
             stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
             host_calls: std::sync::OnceLock::new(),
             contexts: Mutex::new(HashMap::new()),
+            host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
         });
         match stdout {
             Some(out) => {
@@ -348,6 +362,7 @@ impl PluginProcess {
             stdin: Arc::new(tokio::sync::Mutex::new(None)),
             host_calls: std::sync::OnceLock::new(),
             contexts: Mutex::new(HashMap::new()),
+            host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
         });
         Arc::new(PluginProcess {
             stdin: shared.stdin.clone(),
@@ -856,26 +871,47 @@ fn host_call(shared: &Arc<Shared>, method: String, id: jsonrpc::Id, text: &[u8])
                 }),
             );
         }
-        let answer = jsonrpc::Response::<Value>::new(
+        refuse(
+            shared,
             id,
-            Err(taskrush_protocol::error::WireError {
-                code: -32601,
-                message: format!("method not found: `{method}` (no host calls are served)"),
-                data: None,
-            }),
+            -32601,
+            format!("method not found: `{method}` (no host calls are served)"),
         );
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Ok(line) = serde_json::to_vec(&answer) {
-                answer_line(&shared, line).await;
-            }
-        });
+        return;
+    };
+    let Ok(slot) = shared.host_call_slots.clone().try_acquire_owned() else {
+        tracing::warn!(target: "plugin", plugin = %shared.name, "refused `{method}`: {MAX_HOST_CALLS} host calls in flight");
+        refuse(
+            shared,
+            id,
+            taskrush_protocol::host::error::FAILED,
+            format!("`{method}` refused: {MAX_HOST_CALLS} host calls are in flight already"),
+        );
         return;
     };
     let (cx, deadline) = shared.host_context(*idle);
     let (grants, bytes, shared) = (grants.clone(), text.to_vec(), shared.clone());
     tokio::spawn(async move {
         if let Some(line) = host_calls::serve(grants, cx, bytes, deadline).await {
+            answer_line(&shared, line).await;
+        }
+        drop(slot);
+    });
+}
+
+/// Answer request `id` of the plugin with an error, off the reader.
+fn refuse(shared: &Arc<Shared>, id: jsonrpc::Id, code: i32, message: String) {
+    let answer = jsonrpc::Response::<Value>::new(
+        id,
+        Err(taskrush_protocol::error::WireError {
+            code,
+            message,
+            data: None,
+        }),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Ok(line) = serde_json::to_vec(&answer) {
             answer_line(&shared, line).await;
         }
     });
