@@ -50,6 +50,10 @@ pub const PLUGIN_REVOKE: &str = "plugin_revoke";
 pub const PLUGIN_COMMAND: &str = "plugin_command";
 /// Drive a plugin directory through the protocol (conformance kit).
 pub const PLUGIN_TEST: &str = "plugin_test";
+/// Disable a plugin for a project, or enable it again.
+pub const PLUGIN_DISABLE: &str = "plugin_disable";
+/// The daemon's metrics: per plugin and per task.
+pub const METRICS: &str = "metrics";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -91,6 +95,8 @@ pub const ALL: &[&str] = &[
     PLUGIN_REVOKE,
     PLUGIN_COMMAND,
     PLUGIN_TEST,
+    PLUGIN_DISABLE,
+    METRICS,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -125,6 +131,8 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_REVOKE, &["cwd", "file", "name"]),
     (PLUGIN_COMMAND, &["cwd", "file", "name", "args", "env"]),
     (PLUGIN_TEST, &["path", "env"]),
+    (PLUGIN_DISABLE, &["cwd", "file", "name", "disable"]),
+    (METRICS, &["cwd", "file"]),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

@@ -23,6 +23,7 @@ mod lsp;
 mod plugin_cmd;
 mod render;
 mod run;
+mod stats_cmd;
 
 use std::process::ExitCode;
 

@@ -2,8 +2,10 @@
 //! plugins, in the order the `.rush` file declares them (the last two in
 //! reverse order), with each task's plugin config.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use taskrush_protocol::plugin::{
@@ -18,6 +20,7 @@ use super::process::CallError;
 use super::slot::fail_call;
 use super::start::STDERR_SETTLE;
 use crate::config::rush_file::{PluginSpec, RushFile, Task};
+use crate::metrics::{self, PluginStats};
 
 /// Why a task fails because of its plugins' hooks.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub(crate) enum HookFailure {
     Vetoed { plugin: String, message: String },
     /// A plugin marked `required: true` failed in a hook.
     Required(PluginFailure),
+    /// A plugin marked `required: true` is disabled for the project.
+    Disabled { plugin: String },
 }
 
 impl std::fmt::Display for HookFailure {
@@ -36,6 +41,10 @@ impl std::fmt::Display for HookFailure {
                 write!(f, "vetoed by plugin `{plugin}`: {message}")
             }
             HookFailure::Required(failure) => f.write_str(&failure.render()),
+            HookFailure::Disabled { plugin } => write!(
+                f,
+                "the required plugin `{plugin}` is disabled for this project\nhint: enable it with `taskrush plugin enable {plugin}`"
+            ),
         }
     }
 }
@@ -65,7 +74,12 @@ impl PluginHost {
         let phase = Phase::Hook(hook);
         let (process, info) = match self.ensure(&slot, spec, ctx).await {
             Ok(p) => p,
-            Err(f) => return HookOutcome::Failed(f),
+            Err(f) => {
+                if let Some(calls) = slot.metrics.hook(hook) {
+                    calls.record(Duration::ZERO, metrics::End::Error, (0, 0));
+                }
+                return HookOutcome::Failed(f);
+            }
         };
         if !info.hooks.contains(&hook) {
             return HookOutcome::NotDeclared;
@@ -80,10 +94,20 @@ impl PluginHost {
             Ok(p) => p,
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
-        match process
-            .call(hook.method(), params, super::wasm::deadline_of(spec))
-            .await
-        {
+        let began = Instant::now();
+        let (reply, bytes) = process
+            .call_counted(hook.method(), params, super::wasm::deadline_of(spec))
+            .await;
+        if let Some(calls) = slot.metrics.hook(hook) {
+            let end = match &reply {
+                Ok(_) => metrics::End::Ok,
+                Err(CallError::Remote { .. }) if hook == Hook::BeforeTask => metrics::End::Veto,
+                Err(CallError::Timeout(_)) => metrics::End::Timeout,
+                Err(_) => metrics::End::Error,
+            };
+            calls.record(began.elapsed(), end, bytes);
+        }
+        match reply {
             Ok(_) => HookOutcome::Done,
             Err(CallError::Remote { message, .. }) => {
                 HookOutcome::Refused(super::redact::scrub(&message))
@@ -135,6 +159,18 @@ pub(crate) struct RunPlugins {
     failed: Mutex<std::collections::HashSet<(String, String)>>,
     /// Plugins whose refused update this run has reported already.
     refusals_told: Mutex<std::collections::HashSet<String>>,
+    /// Per plugin (in declared order): disabled for the project when the
+    /// run started (`taskrush plugin disable`).
+    disabled: Vec<bool>,
+    /// Per plugin: its figures (the ones its slot records into).
+    stats: Vec<Arc<PluginStats>>,
+    /// Per task in progress: the time each plugin's hooks took so far.
+    task_hooks: Mutex<HashMap<String, Vec<Duration>>>,
+    /// Per plugin: the time its hooks added to this run's tasks, and to
+    /// how many.
+    added: Mutex<Vec<(Duration, u32)>>,
+    /// The tasks' time in this run (hooks included), in microseconds.
+    tasks_us: AtomicU64,
 }
 
 impl RunPlugins {
@@ -145,6 +181,17 @@ impl RunPlugins {
         run_id: u64,
     ) -> RunPlugins {
         super::redact::remember_env(&env);
+        let disabled = config
+            .plugins
+            .iter()
+            .map(|p| super::disabled::is_disabled(&config.root, &p.name))
+            .collect();
+        let stats = config
+            .plugins
+            .iter()
+            .map(|p| metrics::plugin(&config.root, &p.name))
+            .collect();
+        let added = Mutex::new(vec![(Duration::ZERO, 0); config.plugins.len()]);
         RunPlugins {
             host,
             config,
@@ -152,6 +199,115 @@ impl RunPlugins {
             run_id,
             failed: Mutex::new(Default::default()),
             refusals_told: Mutex::new(Default::default()),
+            disabled,
+            stats,
+            task_hooks: Mutex::new(HashMap::new()),
+            added,
+            tasks_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Add the time the hooks of plugin `i` took to task `task`.
+    fn hook_took(&self, task: &Task, i: usize, d: Duration) {
+        let mut per_task = self.task_hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let times = match per_task.get_mut(&task.name) {
+            Some(t) => t,
+            None => per_task
+                .entry(task.name.clone())
+                .or_insert_with(|| vec![Duration::ZERO; self.config.plugins.len()]),
+        };
+        if let Some(t) = times.get_mut(i) {
+            *t += d;
+        }
+    }
+
+    /// Task `task`'s hooks are done: the time each plugin added to it is
+    /// counted.
+    fn task_hooks_done(&self, task: &Task) {
+        let times = self
+            .task_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task.name);
+        let Some(times) = times else { return };
+        let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, d) in times.into_iter().enumerate() {
+            if d.is_zero() {
+                continue;
+            }
+            self.stats[i].added(d);
+            if let Some(a) = added.get_mut(i) {
+                a.0 += d;
+                a.1 += 1;
+            }
+        }
+    }
+
+    /// A task of the run ended after `d` (hooks included).
+    pub(crate) fn task_took(&self, d: Duration) {
+        self.tasks_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The run's end: one line per plugin whose hooks added more than the
+    /// user config's share of the tasks' time (and at least its minimum),
+    /// e.g. ``slack-notify added 840 ms to 3 tasks (p95 310 ms per
+    /// after_task)``.
+    pub(crate) fn slow_plugins(&self) -> Vec<String> {
+        let slow = crate::config::user_config::current().config.metrics;
+        let tasks = Duration::from_micros(self.tasks_us.load(Ordering::Relaxed));
+        let added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = Vec::new();
+        for (i, (d, n)) in added.iter().enumerate() {
+            if *n == 0
+                || *d < slow.slow_plugin_min
+                || d.as_secs_f64() <= slow.slow_plugin_share * tasks.as_secs_f64()
+            {
+                continue;
+            }
+            let name = &self.config.plugins[i].name;
+            let per = match self.stats[i].slowest_hook() {
+                Some((hook, p95)) => format!(" (p95 {} per {hook})", ms(p95)),
+                None => String::new(),
+            };
+            let share = if tasks.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", {:.0}% of their time",
+                    100.0 * d.as_secs_f64() / tasks.as_secs_f64()
+                )
+            };
+            let tasks_word = if *n == 1 { "task" } else { "tasks" };
+            lines.push(format!(
+                "{name} added {} to {n} {tasks_word}{per}{share}",
+                ms(*d)
+            ));
+        }
+        lines
+    }
+
+    /// Say once per run that a disabled plugin's hooks are skipped.
+    async fn tell_disabled(&self, spec: &PluginSpec, task: &Task, events: &mpsc::Sender<RunEvent>) {
+        let first = self
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("disabled {}", spec.name));
+        if first {
+            message(
+                events,
+                spec,
+                task,
+                "warn",
+                format!(
+                    "plugin `{}` is disabled for this project: its hooks are skipped (`taskrush plugin enable {}` enables it)",
+                    spec.name, spec.name
+                ),
+            )
+            .await;
         }
     }
 
@@ -287,7 +443,17 @@ impl RunPlugins {
     ) -> Result<(), HookFailure> {
         self.tell_config_error(events).await;
         self.tell_over_caps(events).await;
-        for spec in &self.config.plugins {
+        for (i, spec) in self.config.plugins.iter().enumerate() {
+            if self.disabled[i] {
+                if spec.required {
+                    return Err(HookFailure::Disabled {
+                        plugin: spec.name.clone(),
+                    });
+                }
+                self.tell_disabled(spec, task, events).await;
+                continue;
+            }
+            let began = Instant::now();
             let outcome = self
                 .host
                 .call_hook(spec, &self.ctx(), Hook::BeforeTask, |m| {
@@ -299,6 +465,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
+            self.hook_took(task, i, began.elapsed());
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -343,10 +510,21 @@ impl RunPlugins {
         events: &mpsc::Sender<RunEvent>,
     ) -> Option<HookFailure> {
         let mut fatal = None;
-        for (hook, spec) in after_calls(&self.config.plugins, error.is_some()) {
+        for (hook, (i, spec)) in after_calls(&self.config.plugins, error.is_some()) {
+            if self.disabled[i] {
+                if spec.required {
+                    fatal.get_or_insert(HookFailure::Disabled {
+                        plugin: spec.name.clone(),
+                    });
+                } else {
+                    self.tell_disabled(spec, task, events).await;
+                }
+                continue;
+            }
             if self.failed_for(task, spec) {
                 continue;
             }
+            let began = Instant::now();
             let outcome = self
                 .host
                 .call_hook(spec, &self.ctx(), hook, |m| {
@@ -362,6 +540,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
+            self.hook_took(task, i, began.elapsed());
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -388,6 +567,7 @@ impl RunPlugins {
                 }
             }
         }
+        self.task_hooks_done(task);
         fatal
     }
 }
@@ -405,15 +585,27 @@ fn required_failed(root: &std::path::Path, task: &Task, f: &PluginFailure) {
 /// The hook calls after a task, in order: `on_task_failure` (when it
 /// failed) then `after_task`, each over the plugins in reverse declared
 /// order.
-fn after_calls(plugins: &[PluginSpec], failed: bool) -> impl Iterator<Item = (Hook, &PluginSpec)> {
+fn after_calls(
+    plugins: &[PluginSpec],
+    failed: bool,
+) -> impl Iterator<Item = (Hook, (usize, &PluginSpec))> {
     let hooks: &[Hook] = if failed {
         &[Hook::OnTaskFailure, Hook::AfterTask]
     } else {
         &[Hook::AfterTask]
     };
-    hooks
-        .iter()
-        .flat_map(move |&hook| plugins.iter().rev().map(move |spec| (hook, spec)))
+    hooks.iter().flat_map(move |&hook| {
+        plugins
+            .iter()
+            .enumerate()
+            .rev()
+            .map(move |spec| (hook, spec))
+    })
+}
+
+/// `840 ms`: durations of the slow-plugin warning, in whole milliseconds.
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
 }
 
 fn params(p: HookParams) -> Result<Value, String> {
@@ -554,7 +746,7 @@ mod tests {
             .collect();
         let calls = |failed| -> Vec<String> {
             after_calls(&plugins, failed)
-                .map(|(hook, spec)| format!("{} {}", hook.method(), spec.name))
+                .map(|(hook, (_, spec))| format!("{} {}", hook.method(), spec.name))
                 .collect()
         };
         assert_eq!(
