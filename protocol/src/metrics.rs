@@ -55,7 +55,8 @@ pub struct PluginMetrics {
     /// The largest peak resident set size of its processes (`VmHWM`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_kib: Option<u64>,
-    /// Time its hooks added to tasks (every call, starts included).
+    /// Time its hook calls added to tasks (starts are not counted: see
+    /// `handshake`).
     pub added_ms: u64,
     /// Tasks it added time to.
     pub added_tasks: u64,
@@ -69,6 +70,8 @@ pub struct PluginMetrics {
 pub struct CallMetrics {
     /// The hook's method or the command's name.
     pub name: String,
+    /// Calls sent to the plugin (a plugin that could not be started was
+    /// not called: see `crashes` and `marked_failed`).
     pub calls: u64,
     /// Failed calls: the plugin crashed, broke the protocol, or answered
     /// an error (other than a veto).

@@ -62,24 +62,37 @@ enum HookOutcome {
 }
 
 impl PluginHost {
-    /// Call `hook` on one plugin, if it implements it.
+    /// Call `hook` on one plugin, if it implements it; with the time the
+    /// call took (zero when none was made: its start is not counted).
     async fn call_hook(
         &self,
         spec: &PluginSpec,
         ctx: &Ctx<'_>,
         hook: Hook,
         params: impl FnOnce(&Permissions) -> Result<Value, String>,
+    ) -> (HookOutcome, Duration) {
+        let mut took = Duration::ZERO;
+        let outcome = self
+            .call_hook_timed(spec, ctx, hook, params, &mut took)
+            .await;
+        (outcome, took)
+    }
+
+    async fn call_hook_timed(
+        &self,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+        hook: Hook,
+        params: impl FnOnce(&Permissions) -> Result<Value, String>,
+        took: &mut Duration,
     ) -> HookOutcome {
         let slot = self.slot(&ctx.config.root, &spec.name);
         let phase = Phase::Hook(hook);
         let (process, info) = match self.ensure(&slot, spec, ctx).await {
             Ok(p) => p,
-            Err(f) => {
-                if let Some(calls) = slot.metrics.hook(hook) {
-                    calls.record(Duration::ZERO, metrics::End::Error, (0, 0));
-                }
-                return HookOutcome::Failed(f);
-            }
+            // Not a call (nothing was sent): the start's failure is counted
+            // as a crash or a failed mark by the slot.
+            Err(f) => return HookOutcome::Failed(f),
         };
         if !info.hooks.contains(&hook) {
             return HookOutcome::NotDeclared;
@@ -107,6 +120,7 @@ impl PluginHost {
             };
             calls.record(began.elapsed(), end, bytes);
         }
+        *took = began.elapsed();
         match reply {
             Ok(_) => HookOutcome::Done,
             Err(CallError::Remote { message, .. }) => {
@@ -453,8 +467,7 @@ impl RunPlugins {
                 self.tell_disabled(spec, task, events).await;
                 continue;
             }
-            let began = Instant::now();
-            let outcome = self
+            let (outcome, took) = self
                 .host
                 .call_hook(spec, &self.ctx(), Hook::BeforeTask, |m| {
                     let context = self.context(spec, task, task_env, m)?;
@@ -465,7 +478,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
-            self.hook_took(task, i, began.elapsed());
+            self.hook_took(task, i, took);
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -524,8 +537,7 @@ impl RunPlugins {
             if self.failed_for(task, spec) {
                 continue;
             }
-            let began = Instant::now();
-            let outcome = self
+            let (outcome, took) = self
                 .host
                 .call_hook(spec, &self.ctx(), hook, |m| {
                     let context = self.context(spec, task, task_env, m)?;
@@ -540,7 +552,7 @@ impl RunPlugins {
                     })
                 })
                 .await;
-            self.hook_took(task, i, began.elapsed());
+            self.hook_took(task, i, took);
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -603,9 +615,14 @@ fn after_calls(
     })
 }
 
-/// `840 ms`: durations of the slow-plugin warning, in whole milliseconds.
+/// `840 ms`, `2.5 ms`: durations of the slow-plugin warning.
 fn ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 fn params(p: HookParams) -> Result<Value, String> {
