@@ -183,6 +183,30 @@ pub trait TaskRushApi {
         env: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<CommandResult, ErrorObjectOwned>;
 
+    /// Disable plugin `name` for this project (`disable: true`) or enable
+    /// it again: a disabled plugin is stopped and not started, its hooks
+    /// are skipped with a warning, a `required` one fails its tasks. Kept
+    /// across daemon restarts. Answers whether anything changed.
+    #[method(name = "plugin_disable")]
+    async fn plugin_disable(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        disable: bool,
+    ) -> Result<bool, ErrorObjectOwned>;
+
+    /// The daemon's metrics since it started: per plugin and per task, of
+    /// the project found from `cwd` (or `file`), or of every project when
+    /// `cwd` is absent. Live plugin processes' CPU time and peak RSS are
+    /// read when asked.
+    #[method(name = "metrics")]
+    async fn metrics(
+        &self,
+        cwd: Option<String>,
+        file: Option<String>,
+    ) -> Result<crate::metrics::Metrics, ErrorObjectOwned>;
+
     /// The conformance kit: start the plugin in directory `path`, drive it
     /// through the whole protocol and report each check.
     #[method(name = "plugin_test")]

@@ -58,6 +58,10 @@ pub const POSITION_ENCODING: &str = "position_encoding";
 /// A `.rush` broken on its first load, or created later in a folder a
 /// client asked about, is watched and reported by the event stream.
 pub const WATCH_UNLOADED: &str = "watch_unloaded";
+/// `metrics`: per plugin and per task figures since the daemon started.
+pub const METRICS: &str = "metrics";
+/// `plugin_disable`: plugins disabled per project.
+pub const PLUGIN_DISABLE: &str = "plugin_disable";
 
 /// Every capability this daemon has, in the order they were added.
 pub const ALL: &[Capability] = &[
@@ -115,6 +119,14 @@ pub const ALL: &[Capability] = &[
     },
     Capability {
         name: WATCH_UNLOADED,
+        since: 1,
+    },
+    Capability {
+        name: METRICS,
+        since: 1,
+    },
+    Capability {
+        name: PLUGIN_DISABLE,
         since: 1,
     },
 ];

@@ -194,6 +194,10 @@ pub struct PluginStatus {
     /// `enforcement = "required"`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub limits: std::collections::BTreeMap<String, LimitStatus>,
+    /// Disabled for this project (`taskrush plugin disable NAME`): not
+    /// started, its hooks skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// One resource limit of a plugin.

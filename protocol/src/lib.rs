@@ -24,6 +24,7 @@ pub mod events;
 pub mod host;
 pub mod jsonrpc;
 pub mod method;
+pub mod metrics;
 pub mod paths;
 pub mod plugin;
 pub mod run;

@@ -58,6 +58,10 @@ pub const PLUGIN_LOGS_FOLLOW: &str = "plugin_logs_follow";
 pub const PLUGIN_LOG: &str = "plugin_log";
 /// Stop following a plugin's log.
 pub const PLUGIN_LOGS_UNSUBSCRIBE: &str = "plugin_logs_unsubscribe";
+/// Disable a plugin for a project, or enable it again.
+pub const PLUGIN_DISABLE: &str = "plugin_disable";
+/// The daemon's metrics: per plugin and per task.
+pub const METRICS: &str = "metrics";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -102,6 +106,8 @@ pub const ALL: &[&str] = &[
     PLUGIN_LOGS,
     PLUGIN_LOGS_FOLLOW,
     PLUGIN_LOGS_UNSUBSCRIBE,
+    PLUGIN_DISABLE,
+    METRICS,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -138,6 +144,8 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_TEST, &["path", "env"]),
     (PLUGIN_LOGS, &["name"]),
     (PLUGIN_LOGS_FOLLOW, &["name"]),
+    (PLUGIN_DISABLE, &["cwd", "file", "name", "disable"]),
+    (METRICS, &["cwd", "file"]),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

@@ -79,6 +79,23 @@ pub enum PluginAction {
     /// Withdraw a plugin's grant for this project; it is stopped and not
     /// started again until granted.
     Revoke { name: String },
+    /// Show what the project's plugins cost since the daemon started:
+    /// calls and latency (p50/p95/p99/max) per hook and command, errors,
+    /// timeouts, vetoes, crashes, CPU time, peak RSS, time added to tasks.
+    Stats {
+        /// Only this plugin.
+        name: Option<String>,
+        /// Print the figures as JSON (the `metrics` method's `plugins`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a plugin for this project: it is stopped and not started,
+    /// its hooks are skipped with a warning (tasks fail when it is
+    /// `required`), its commands say it is disabled. Kept across daemon
+    /// restarts.
+    Disable { name: String },
+    /// Enable a plugin disabled with `plugin disable`.
+    Enable { name: String },
     /// Show the plugin audit trail (of every project): plugins spawned
     /// and exited, vetoes and failures of required plugins, plugin
     /// commands run. Secrets are shown as `***`.
@@ -251,6 +268,17 @@ pub enum DaemonAction {
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
     },
+    /// Show the tasks' figures since the daemon started, per project:
+    /// runs, cache hits, failures, durations (p50/p95/p99/max).
+    Stats {
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every figure of the daemon (plugins and tasks) as
+    /// OpenMetrics text, for Prometheus-compatible scrapers (names in
+    /// docs/metrics.md).
+    Metrics,
     /// The per-user store of task outputs (`outputs:` in `.rush`).
     Cache {
         #[command(subcommand)]

@@ -33,6 +33,14 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
         }
         DaemonAction::Logs { follow, lines } => logs(&paths, follow, lines),
         DaemonAction::Cache { action } => cache(&paths, action),
+        DaemonAction::Stats { json } => {
+            let mut c = client::connect(&paths, false, false)?;
+            crate::stats_cmd::daemon_stats(&mut c, json)
+        }
+        DaemonAction::Metrics => {
+            let mut c = client::connect(&paths, false, false)?;
+            crate::stats_cmd::daemon_metrics(&mut c)
+        }
     }
 }
 

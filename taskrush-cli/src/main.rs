@@ -24,6 +24,7 @@ mod plugin_cmd;
 mod render;
 mod run;
 mod scaffold;
+mod stats_cmd;
 
 use std::process::ExitCode;
 

@@ -37,6 +37,10 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
     let mut c = connect(false)?;
     let out = std::io::stdout();
     let mut out = out.lock();
+    let action_word = match &action {
+        PluginAction::Disable { .. } => "disable",
+        _ => "",
+    };
     match action {
         PluginAction::List { json } => {
             let list: Vec<PluginStatus> = c.call(
@@ -175,6 +179,29 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
         PluginAction::Logs { name, follow, json } => {
             drop(out);
             logs(&mut c, &name, follow, json)
+        }
+        PluginAction::Stats { name, json } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::stats_cmd::plugin_stats(&mut c, &cwd, file, name.as_deref(), json)
+        }
+        PluginAction::Disable { name } | PluginAction::Enable { name } => {
+            let disable = matches!(action_word, "disable");
+            let changed: bool = c.call(
+                method::PLUGIN_DISABLE,
+                json!({"cwd": cwd, "file": file_param(&file), "name": name, "disable": disable}),
+            )?;
+            let name = crate::render::printable(&name);
+            let _ = match (disable, changed) {
+                (true, true) => writeln!(
+                    out,
+                    "disabled `{name}` for this project: its hooks are skipped"
+                ),
+                (true, false) => writeln!(out, "`{name}` was already disabled for this project"),
+                (false, true) => writeln!(out, "enabled `{name}` for this project"),
+                (false, false) => writeln!(out, "`{name}` was not disabled"),
+            };
+            Ok(0)
         }
         PluginAction::Test { path, json } => {
             let path = std::path::absolute(&path)
@@ -327,6 +354,9 @@ fn permissions_table(out: &mut impl Write, d: &PluginDetails) {
 }
 
 fn state(p: &PluginStatus) -> String {
+    if p.disabled {
+        return "disabled".into();
+    }
     if p.needs_grant && p.state == PluginState::NotStarted {
         return "needs a grant".into();
     }

@@ -12,6 +12,7 @@ mod config;
 mod event_bus;
 mod human;
 mod memory;
+mod metrics;
 mod plugin;
 mod process;
 mod run;
@@ -292,6 +293,8 @@ fn ready(notify: bool, word: &str) {
 fn open_audit_trail(paths: &DaemonPaths) {
     plugin::open_grants(&paths.grants);
     plugin::open_command_cache(&paths.grants.with_file_name("plugin-commands.json"));
+    plugin::open_disabled(&paths.grants.with_file_name("plugins-disabled.json"));
+    metrics::start();
     if let Err(e) = plugin::open_audit(&paths.audit) {
         tracing::warn!(
             "cannot open the plugin audit trail `{}`: {e}",

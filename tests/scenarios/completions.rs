@@ -70,7 +70,7 @@ fn bash_completes_tasks_plugin_commands_words_and_flags_without_starting_a_plugi
     assert!(!after.contains(&"daemon".to_owned()), "{after:?}");
     assert_eq!(
         complete_bash(&s, &["taskrush", "daemon", "st"]),
-        ["start", "status", "stop"]
+        ["start", "stats", "status", "stop"]
     );
     assert_eq!(
         complete_bash(&s, &["taskrush", "--completions", ""]),

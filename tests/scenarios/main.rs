@@ -23,6 +23,7 @@ mod hostile_files;
 mod includes;
 mod limits;
 mod listing;
+mod metrics;
 mod native;
 mod orphans;
 mod outputs;

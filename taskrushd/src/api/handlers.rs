@@ -359,6 +359,40 @@ impl TaskRushApiServer for Api {
         self.plugins.revoke(&config, &name).map_err(plugin_error)
     }
 
+    async fn plugin_disable(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: String,
+        disable: bool,
+    ) -> Result<bool, ErrorObjectOwned> {
+        let config = self.load(&cwd, file.as_deref()).await?.config;
+        self.plugins
+            .set_disabled(&config, &name, disable)
+            .map_err(plugin_error)
+    }
+
+    async fn metrics(
+        &self,
+        cwd: Option<String>,
+        file: Option<String>,
+    ) -> Result<taskrush_protocol::metrics::Metrics, ErrorObjectOwned> {
+        let root = match cwd {
+            Some(cwd) => Some(self.load(&cwd, file.as_deref()).await?.config.root.clone()),
+            None => None,
+        };
+        // Reads `/proc` for each live plugin process.
+        tokio::task::spawn_blocking(move || crate::metrics::snapshot(root.as_deref()))
+            .await
+            .map_err(|e| {
+                ErrorObjectOwned::owned(
+                    error::INTERNAL_ERROR,
+                    format!("cannot read the metrics: {e}"),
+                    None::<()>,
+                )
+            })
+    }
+
     async fn plugin_command(
         &self,
         cwd: String,

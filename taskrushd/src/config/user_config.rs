@@ -104,6 +104,65 @@ pub(crate) struct UserConfig {
     /// Whether native plugins may load, and where.
     #[serde(default)]
     pub(crate) native: NativeConfig,
+    /// `[metrics]`: when a run warns about a slow plugin.
+    #[serde(default)]
+    pub(crate) metrics: MetricsConfig,
+}
+
+/// `[metrics]`: a plugin whose hooks added more than `slow_plugin_share`
+/// of a run's task time, and at least `slow_plugin_min_ms`, is named in a
+/// warning at the end of the run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// A share of the tasks' time, from 0 to 1 (default 0.2).
+    #[serde(default = "default_slow_share", deserialize_with = "de_share")]
+    pub(crate) slow_plugin_share: f64,
+    /// Milliseconds (default 100).
+    #[serde(
+        default = "default_slow_min",
+        rename = "slow_plugin_min_ms",
+        deserialize_with = "de_millis"
+    )]
+    pub(crate) slow_plugin_min: Duration,
+}
+
+// The share is checked to be a number from 0 to 1 (never NaN).
+impl Eq for MetricsConfig {}
+
+/// Default share of a run's task time above which a plugin is named.
+pub(crate) const DEFAULT_SLOW_SHARE: f64 = 0.2;
+/// Default least time a plugin must add to be named.
+pub(crate) const DEFAULT_SLOW_MIN: Duration = Duration::from_millis(100);
+
+fn default_slow_share() -> f64 {
+    DEFAULT_SLOW_SHARE
+}
+fn default_slow_min() -> Duration {
+    DEFAULT_SLOW_MIN
+}
+
+fn de_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "`slow_plugin_share` must be a number from 0 to 1 (a share of the tasks' time), not {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Ok(Duration::from_millis(u64::deserialize(d)?))
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            slow_plugin_share: DEFAULT_SLOW_SHARE,
+            slow_plugin_min: DEFAULT_SLOW_MIN,
+        }
+    }
 }
 
 /// `[native]`: native plugins are trusted code (a library run with the
@@ -258,6 +317,7 @@ impl Default for UserConfig {
             deny: Permissions::default(),
             wasm: WasmCaps::default(),
             native: NativeConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

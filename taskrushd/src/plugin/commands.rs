@@ -245,15 +245,24 @@ impl PluginHost {
             cwd: cwd.to_owned(),
         };
         let params = serde_json::to_value(&params).unwrap_or(Value::Null);
-        match process
-            .call_in(
+        let began = std::time::Instant::now();
+        let (reply, bytes) = process
+            .call_counted(
                 CallContext::request(config, env),
                 wire::method::COMMAND,
                 params,
                 super::wasm::deadline_of(spec),
             )
-            .await
-        {
+            .await;
+        if let Some(calls) = slot.metrics.command(name) {
+            let end = match &reply {
+                Ok(_) => crate::metrics::End::Ok,
+                Err(CallError::Timeout(_)) => crate::metrics::End::Timeout,
+                Err(_) => crate::metrics::End::Error,
+            };
+            calls.record(began.elapsed(), end, bytes);
+        }
+        match reply {
             Ok(v) => serde_json::from_value::<CommandResult>(v).map_err(|e| {
                 fail_call(
                     &slot,

@@ -2,8 +2,10 @@
 //! plugins, in the order the `.rush` file declares them (the last two in
 //! reverse order), with each task's plugin config.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use taskrush_protocol::plugin::{
@@ -19,6 +21,7 @@ use super::process::CallError;
 use super::slot::fail_call;
 use super::start::STDERR_SETTLE;
 use crate::config::rush_file::{PluginSpec, RushFile, Task};
+use crate::metrics::{self, PluginStats};
 use taskrush_protocol::host::TaskResultEntry;
 
 /// Why a task fails because of its plugins' hooks.
@@ -29,6 +32,8 @@ pub(crate) enum HookFailure {
     Vetoed { plugin: String, message: String },
     /// A plugin marked `required: true` failed in a hook.
     Required(PluginFailure),
+    /// A plugin marked `required: true` is disabled for the project.
+    Disabled { plugin: String },
 }
 
 impl std::fmt::Display for HookFailure {
@@ -38,6 +43,10 @@ impl std::fmt::Display for HookFailure {
                 write!(f, "vetoed by plugin `{plugin}`: {message}")
             }
             HookFailure::Required(failure) => f.write_str(&failure.render()),
+            HookFailure::Disabled { plugin } => write!(
+                f,
+                "the required plugin `{plugin}` is disabled for this project\nhint: enable it with `taskrush plugin enable {plugin}`"
+            ),
         }
     }
 }
@@ -55,7 +64,8 @@ enum HookOutcome {
 }
 
 impl PluginHost {
-    /// Call `hook` on one plugin, if it implements it.
+    /// Call `hook` on one plugin, if it implements it; with the time the
+    /// call took (zero when none was made: its start is not counted).
     async fn call_hook(
         &self,
         spec: &PluginSpec,
@@ -63,11 +73,28 @@ impl PluginHost {
         run_id: u64,
         hook: Hook,
         params: impl FnOnce(&Permissions) -> Result<Value, String>,
+    ) -> (HookOutcome, Duration) {
+        let mut took = Duration::ZERO;
+        let outcome = self
+            .call_hook_timed(spec, ctx, (run_id, hook), params, &mut took)
+            .await;
+        (outcome, took)
+    }
+
+    async fn call_hook_timed(
+        &self,
+        spec: &PluginSpec,
+        ctx: &Ctx<'_>,
+        (run_id, hook): (u64, Hook),
+        params: impl FnOnce(&Permissions) -> Result<Value, String>,
+        took: &mut Duration,
     ) -> HookOutcome {
         let slot = self.slot(&ctx.config.root, &spec.name);
         let phase = Phase::Hook(hook);
         let (process, info) = match self.ensure(&slot, spec, ctx).await {
             Ok(p) => p,
+            // Not a call (nothing was sent): the start's failure is counted
+            // as a crash or a failed mark by the slot.
             Err(f) => return HookOutcome::Failed(f),
         };
         if !info.hooks.contains(&hook) {
@@ -83,15 +110,26 @@ impl PluginHost {
             Ok(p) => p,
             Err(m) => return HookOutcome::Failed(slot.failure(phase, m, None)),
         };
-        match process
-            .call_in(
+        let began = Instant::now();
+        let (reply, bytes) = process
+            .call_counted(
                 CallContext::run(run_id),
                 hook.method(),
                 params,
                 super::wasm::deadline_of(spec),
             )
-            .await
-        {
+            .await;
+        if let Some(calls) = slot.metrics.hook(hook) {
+            let end = match &reply {
+                Ok(_) => metrics::End::Ok,
+                Err(CallError::Remote { .. }) if hook == Hook::BeforeTask => metrics::End::Veto,
+                Err(CallError::Timeout(_)) => metrics::End::Timeout,
+                Err(_) => metrics::End::Error,
+            };
+            calls.record(began.elapsed(), end, bytes);
+        }
+        *took = began.elapsed();
+        match reply {
             Ok(_) => HookOutcome::Done,
             Err(CallError::Remote { message, .. }) => {
                 HookOutcome::Refused(super::redact::scrub(&message))
@@ -148,6 +186,18 @@ pub(crate) struct RunPlugins {
     /// Per plugin, the `log`/`progress` lines this run was shown (bounded
     /// by [`super::output`]).
     shown: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicU32>>>,
+    /// Per plugin (in declared order): disabled for the project when the
+    /// run started (`taskrush plugin disable`).
+    disabled: Vec<bool>,
+    /// Per plugin: its figures (the ones its slot records into).
+    stats: Vec<Arc<PluginStats>>,
+    /// Per task in progress: the time each plugin's hooks took so far.
+    task_hooks: Mutex<HashMap<String, Vec<Duration>>>,
+    /// Per plugin: the time its hooks added to this run's tasks, and to
+    /// how many.
+    added: Mutex<Vec<(Duration, u32)>>,
+    /// The tasks' time in this run (hooks included), in microseconds.
+    tasks_us: AtomicU64,
 }
 
 impl Drop for RunPlugins {
@@ -170,6 +220,17 @@ impl RunPlugins {
             results: Mutex::new(Vec::new()),
         });
         super::host_calls::run_started(run_id, view.clone());
+        let disabled = config
+            .plugins
+            .iter()
+            .map(|p| super::disabled::is_disabled(&config.root, &p.name))
+            .collect();
+        let stats = config
+            .plugins
+            .iter()
+            .map(|p| metrics::plugin(&config.root, &p.name))
+            .collect();
+        let added = Mutex::new(vec![(Duration::ZERO, 0); config.plugins.len()]);
         RunPlugins {
             view,
             host,
@@ -179,6 +240,115 @@ impl RunPlugins {
             failed: Mutex::new(Default::default()),
             refusals_told: Mutex::new(Default::default()),
             shown: Mutex::new(Default::default()),
+            disabled,
+            stats,
+            task_hooks: Mutex::new(HashMap::new()),
+            added,
+            tasks_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Add the time the hooks of plugin `i` took to task `task`.
+    fn hook_took(&self, task: &Task, i: usize, d: Duration) {
+        let mut per_task = self.task_hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let times = match per_task.get_mut(&task.name) {
+            Some(t) => t,
+            None => per_task
+                .entry(task.name.clone())
+                .or_insert_with(|| vec![Duration::ZERO; self.config.plugins.len()]),
+        };
+        if let Some(t) = times.get_mut(i) {
+            *t += d;
+        }
+    }
+
+    /// Task `task`'s hooks are done: the time each plugin added to it is
+    /// counted.
+    fn task_hooks_done(&self, task: &Task) {
+        let times = self
+            .task_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task.name);
+        let Some(times) = times else { return };
+        let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, d) in times.into_iter().enumerate() {
+            if d.is_zero() {
+                continue;
+            }
+            self.stats[i].added(d);
+            if let Some(a) = added.get_mut(i) {
+                a.0 += d;
+                a.1 += 1;
+            }
+        }
+    }
+
+    /// A task of the run ended after `d` (hooks included).
+    pub(crate) fn task_took(&self, d: Duration) {
+        self.tasks_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The run's end: one line per plugin whose hooks added more than the
+    /// user config's share of the tasks' time (and at least its minimum),
+    /// e.g. ``slack-notify added 840 ms to 3 tasks (p95 310 ms per
+    /// after_task)``.
+    pub(crate) fn slow_plugins(&self) -> Vec<String> {
+        let slow = crate::config::user_config::current().config.metrics;
+        let tasks = Duration::from_micros(self.tasks_us.load(Ordering::Relaxed));
+        let added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = Vec::new();
+        for (i, (d, n)) in added.iter().enumerate() {
+            if *n == 0
+                || *d < slow.slow_plugin_min
+                || d.as_secs_f64() <= slow.slow_plugin_share * tasks.as_secs_f64()
+            {
+                continue;
+            }
+            let name = &self.config.plugins[i].name;
+            let per = match self.stats[i].slowest_hook() {
+                Some((hook, p95)) => format!(" (p95 {} per {hook})", ms(p95)),
+                None => String::new(),
+            };
+            let share = if tasks.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", {:.0}% of their time",
+                    100.0 * d.as_secs_f64() / tasks.as_secs_f64()
+                )
+            };
+            let tasks_word = if *n == 1 { "task" } else { "tasks" };
+            lines.push(format!(
+                "{name} added {} to {n} {tasks_word}{per}{share}",
+                ms(*d)
+            ));
+        }
+        lines
+    }
+
+    /// Say once per run that a disabled plugin's hooks are skipped.
+    async fn tell_disabled(&self, spec: &PluginSpec, task: &Task, events: &mpsc::Sender<RunEvent>) {
+        let first = self
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("disabled {}", spec.name));
+        if first {
+            message(
+                events,
+                spec,
+                task,
+                "warn",
+                format!(
+                    "plugin `{}` is disabled for this project: its hooks are skipped (`taskrush plugin enable {}` enables it)",
+                    spec.name, spec.name
+                ),
+            )
+            .await;
         }
     }
 
@@ -339,9 +509,18 @@ impl RunPlugins {
     ) -> Result<(), HookFailure> {
         self.tell_config_error(events).await;
         self.tell_over_caps(events).await;
-        for spec in &self.config.plugins {
+        for (i, spec) in self.config.plugins.iter().enumerate() {
+            if self.disabled[i] {
+                if spec.required {
+                    return Err(HookFailure::Disabled {
+                        plugin: spec.name.clone(),
+                    });
+                }
+                self.tell_disabled(spec, task, events).await;
+                continue;
+            }
             let serving = self.serving(spec, task, events);
-            let outcome = self
+            let (outcome, took) = self
                 .host
                 .call_hook(spec, &self.ctx(), self.run_id, Hook::BeforeTask, |m| {
                     let context = self.context(spec, task, task_env, m)?;
@@ -353,6 +532,7 @@ impl RunPlugins {
                 })
                 .await;
             serving.finish().await;
+            self.hook_took(task, i, took);
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -408,12 +588,22 @@ impl RunPlugins {
                 cached: result.cached,
             });
         let mut fatal = None;
-        for (hook, spec) in after_calls(&self.config.plugins, error.is_some()) {
+        for (hook, (i, spec)) in after_calls(&self.config.plugins, error.is_some()) {
+            if self.disabled[i] {
+                if spec.required {
+                    fatal.get_or_insert(HookFailure::Disabled {
+                        plugin: spec.name.clone(),
+                    });
+                } else {
+                    self.tell_disabled(spec, task, events).await;
+                }
+                continue;
+            }
             if self.failed_for(task, spec) {
                 continue;
             }
             let serving = self.serving(spec, task, events);
-            let outcome = self
+            let (outcome, took) = self
                 .host
                 .call_hook(spec, &self.ctx(), self.run_id, hook, |m| {
                     let context = self.context(spec, task, task_env, m)?;
@@ -429,6 +619,7 @@ impl RunPlugins {
                 })
                 .await;
             serving.finish().await;
+            self.hook_took(task, i, took);
             self.tell_refused_swap(spec, task, events).await;
             match outcome {
                 HookOutcome::NotDeclared | HookOutcome::Done => {}
@@ -455,6 +646,7 @@ impl RunPlugins {
                 }
             }
         }
+        self.task_hooks_done(task);
         fatal
     }
 }
@@ -472,15 +664,32 @@ fn required_failed(root: &std::path::Path, task: &Task, f: &PluginFailure) {
 /// The hook calls after a task, in order: `on_task_failure` (when it
 /// failed) then `after_task`, each over the plugins in reverse declared
 /// order.
-fn after_calls(plugins: &[PluginSpec], failed: bool) -> impl Iterator<Item = (Hook, &PluginSpec)> {
+fn after_calls(
+    plugins: &[PluginSpec],
+    failed: bool,
+) -> impl Iterator<Item = (Hook, (usize, &PluginSpec))> {
     let hooks: &[Hook] = if failed {
         &[Hook::OnTaskFailure, Hook::AfterTask]
     } else {
         &[Hook::AfterTask]
     };
-    hooks
-        .iter()
-        .flat_map(move |&hook| plugins.iter().rev().map(move |spec| (hook, spec)))
+    hooks.iter().flat_map(move |&hook| {
+        plugins
+            .iter()
+            .enumerate()
+            .rev()
+            .map(move |spec| (hook, spec))
+    })
+}
+
+/// `840 ms`, `2.5 ms`: durations of the slow-plugin warning.
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 fn params(p: HookParams) -> Result<Value, String> {
@@ -621,7 +830,7 @@ mod tests {
             .collect();
         let calls = |failed| -> Vec<String> {
             after_calls(&plugins, failed)
-                .map(|(hook, spec)| format!("{} {}", hook.method(), spec.name))
+                .map(|(hook, (_, spec))| format!("{} {}", hook.method(), spec.name))
                 .collect()
         };
         assert_eq!(

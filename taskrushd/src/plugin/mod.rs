@@ -37,6 +37,8 @@
 //! - [`proxy`]: the HTTP(S) proxy that lets a plugin with a `network`
 //!   host list reach those hosts only;
 //! - [`audit`]: the audit trail (`audit.jsonl`), written off the hook path;
+//! - [`disabled`]: plugins disabled per project (`plugin disable`), kept
+//!   in `plugins-disabled.json`;
 //! - [`wasm`]: WebAssembly plugins: the engine, the module cache, one
 //!   instance per plugin and project, its sandbox and host calls;
 //! - [`redact`]: secrets masked as `***` before anything is logged,
@@ -80,6 +82,7 @@ mod audit;
 mod command_cache;
 mod commands;
 mod conformance;
+mod disabled;
 mod enforce;
 mod failure;
 mod grants;
@@ -101,9 +104,11 @@ mod stderr;
 mod swap;
 mod wasm;
 
+pub(crate) use audit::usage;
 pub(crate) use audit::{flush as flush_audit, open as open_audit};
 pub(crate) use command_cache::open as open_command_cache;
 pub(crate) use conformance::test as conformance_test;
+pub(crate) use disabled::{is_disabled, open as open_disabled};
 pub(crate) use failure::{Phase, PluginFailure, not_declared};
 pub(crate) use grants::open as open_grants;
 pub(crate) use hooks::{HookFailure, RunPlugins};

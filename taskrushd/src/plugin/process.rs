@@ -70,11 +70,13 @@ impl std::fmt::Display for CallError {
 }
 
 type Reply = Result<Value, CallError>;
+/// A reply and the bytes of its line.
+type Answer = (Reply, u64);
 
 /// State shared by the process handle and its reader tasks.
 struct Shared {
     name: String,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Why no call can succeed any more (exited, broken, retired).
     dead: Mutex<Option<CallError>>,
     /// How the process ended, once it did.
@@ -104,6 +106,9 @@ struct Shared {
     contexts: Mutex<HashMap<u64, (host_calls::CallContext, std::time::Instant)>>,
     /// Host calls in flight, at most [`MAX_HOST_CALLS`].
     host_call_slots: Arc<tokio::sync::Semaphore>,
+    /// The plugin's figures: its CPU time and peak RSS are added at its
+    /// exit (set by the host after the spawn).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::PluginStats>>,
 }
 
 type Stdin = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
@@ -154,7 +159,7 @@ impl Shared {
         )
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -167,7 +172,7 @@ impl Shared {
             }
         }
         for (_, tx) in self.pending().drain() {
-            let _ = tx.send(Err(why.clone()));
+            let _ = tx.send((Err(why.clone()), 0));
         }
     }
 }
@@ -272,6 +277,20 @@ impl PluginProcess {
                 };
                 let (sampled_cpu, peak_rss_kib) =
                     *shared.usage.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(m) = shared.metrics.get() {
+                    m.ended(
+                        cpu.map(|c| c.0).or(sampled_cpu),
+                        peak_rss_kib.or(cgroup_peak),
+                    );
+                    if let Some(pid) = pid {
+                        let _ = m.pid.compare_exchange(
+                            u64::from(pid),
+                            0,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                }
                 audit::record(
                     "exited",
                     &shared.name,
@@ -316,6 +335,7 @@ impl PluginProcess {
             host_calls: std::sync::OnceLock::new(),
             contexts: Mutex::new(HashMap::new()),
             host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
+            metrics: std::sync::OnceLock::new(),
         });
         match stdout {
             Some(out) => {
@@ -363,6 +383,7 @@ impl PluginProcess {
             host_calls: std::sync::OnceLock::new(),
             contexts: Mutex::new(HashMap::new()),
             host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
+            metrics: std::sync::OnceLock::new(),
         });
         Arc::new(PluginProcess {
             stdin: shared.stdin.clone(),
@@ -401,6 +422,8 @@ impl PluginProcess {
             stdin: Arc::new(tokio::sync::Mutex::new(None)),
             host_calls: std::sync::OnceLock::new(),
             contexts: Mutex::new(HashMap::new()),
+            host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
+            metrics: std::sync::OnceLock::new(),
         });
         Arc::new(PluginProcess {
             stdin: shared.stdin.clone(),
@@ -475,6 +498,15 @@ impl PluginProcess {
         let _ = self.shared.host_calls.set((grants, idle));
     }
 
+    /// Its figures: CPU time and peak RSS are added to them at its exit,
+    /// and its pid is read while it lives.
+    pub(super) fn set_metrics(&self, metrics: Arc<crate::metrics::PluginStats>) {
+        if let Some(pid) = self.pid {
+            metrics.pid.store(u64::from(pid), Ordering::Relaxed);
+        }
+        let _ = self.shared.metrics.set(metrics);
+    }
+
     /// Call `method` and wait at most `limit` for the answer.
     pub(super) async fn call(&self, method: &str, params: Value, limit: Duration) -> Reply {
         self.call_in(Default::default(), method, params, limit)
@@ -491,14 +523,26 @@ impl PluginProcess {
         params: Value,
         limit: Duration,
     ) -> Reply {
+        self.call_counted(cx, method, params, limit).await.0
+    }
+
+    /// [`Self::call_in`], with the bytes sent and received (both 0 for a
+    /// WebAssembly instance or a native plugin in the daemon).
+    pub(super) async fn call_counted(
+        &self,
+        cx: host_calls::CallContext,
+        method: &str,
+        params: Value,
+        limit: Duration,
+    ) -> (Reply, (u64, u64)) {
         if let Some(why) = self.dead() {
-            return Err(why);
+            return (Err(why), (0, 0));
         }
         if let Some(guest) = &self.wasm {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             let reply = guest.call(cx, method, params, limit).await;
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return reply;
+            return (reply, (0, 0));
         }
         if let Some(guest) = &self.native {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -509,8 +553,10 @@ impl PluginProcess {
                     "a call past its deadline still runs in its thread (lost until the daemon restarts)".into(),
                 ));
             }
-            return reply;
+            return (reply, (0, 0));
         }
+        let sent = AtomicU64::new(0);
+        let received = AtomicU64::new(0);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared.pending().insert(id, tx);
@@ -525,6 +571,7 @@ impl PluginProcess {
             let mut line = serde_json::to_vec(&msg)
                 .map_err(|e| CallError::Protocol(format!("cannot encode `{method}`: {e}")))?;
             line.push(b'\n');
+            sent.store(line.len() as u64, Ordering::Relaxed);
             {
                 let mut stdin = self.stdin.lock().await;
                 let Some(w) = stdin.as_mut() else {
@@ -542,7 +589,10 @@ impl PluginProcess {
                 }
             }
             match rx.await {
-                Ok(reply) => reply,
+                Ok((reply, n)) => {
+                    received.store(n, Ordering::Relaxed);
+                    reply
+                }
                 Err(_) => Err(self.gone_reason("it stopped answering".into()).await),
             }
         };
@@ -557,7 +607,8 @@ impl PluginProcess {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        reply
+        let bytes = (sent.into_inner(), received.into_inner());
+        (reply, bytes)
     }
 
     /// The best description of why the process went away.
@@ -825,7 +876,7 @@ async fn demux<R: AsyncBufRead + Unpin>(mut out: R, shared: Arc<Shared>) {
                 let waiter = id.as_u64().and_then(|id| shared.pending().remove(&id));
                 match waiter {
                     Some(tx) => {
-                        let _ = tx.send(reply);
+                        let _ = tx.send((reply, buf.len() as u64 + 1));
                     }
                     None => {
                         shared.unmatched.fetch_add(1, Ordering::Relaxed);

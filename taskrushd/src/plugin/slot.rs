@@ -62,6 +62,8 @@ pub(super) struct Slot {
     pub(super) starting: tokio::sync::Mutex<()>,
     pub(super) st: Mutex<SlotState>,
     pub(super) events: Events,
+    /// Its figures (`crate::metrics`), kept across restarts.
+    pub(super) metrics: Arc<crate::metrics::PluginStats>,
 }
 
 impl Slot {
@@ -73,6 +75,7 @@ impl Slot {
             starting: tokio::sync::Mutex::new(()),
             st: Mutex::new(SlotState::default()),
             events,
+            metrics: crate::metrics::plugin(root, name),
         }
     }
 
@@ -118,6 +121,12 @@ impl Slot {
             Fault::Crash(m) => (super::redact::scrub(&m), false),
             Fault::Broken(m) => (super::redact::scrub(&m), true),
         };
+        use std::sync::atomic::Ordering::Relaxed;
+        if permanent {
+            self.metrics.marked_failed.fetch_add(1, Relaxed);
+        } else {
+            self.metrics.crashes.fetch_add(1, Relaxed);
+        }
         if let Some(p) = process {
             p.kill(&message);
         }
@@ -143,6 +152,7 @@ impl Slot {
                     format!("{message}; it will be restarted on next use")
                 }
                 AfterCrash::GiveUp(n) => {
+                    self.metrics.marked_failed.fetch_add(1, Relaxed);
                     let m = format!(
                         "{message}; it failed {n} times within {} minutes and is not restarted again",
                         CRASH_WINDOW.as_secs() / 60

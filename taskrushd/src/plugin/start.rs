@@ -47,6 +47,16 @@ impl PluginHost {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(slot.failure(Phase::Start, "the daemon is stopping".into(), None));
         }
+        if super::disabled::is_disabled(&slot.root, &slot.name) {
+            return Err(slot.failure(
+                Phase::Start,
+                "it is disabled for this project".into(),
+                Some(format!(
+                    "enable it with `taskrush plugin enable {}`",
+                    slot.name
+                )),
+            ));
+        }
         let rush_dir = ctx.config.root.clone();
         let loaded = manifest::find(spec, &rush_dir).map_err(|e: ManifestError| {
             slot.st().last_error = Some(e.message.clone());
@@ -105,7 +115,13 @@ impl PluginHost {
         }
         let launched = self.launch(slot, spec, ctx, &loaded).await;
         if !matches!(launched, Err(Launch::Spawn(_) | Launch::Config(_))) {
-            slot.st().starts += 1;
+            let mut st = slot.st();
+            if st.starts > 0 {
+                slot.metrics
+                    .restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            st.starts += 1;
         }
         let (process, info) = match launched {
             Ok(p) => p,
@@ -304,6 +320,11 @@ impl PluginHost {
             (process, sha)
         };
         process.set_achieved((levels.clone(), limits.clone()));
+        slot.metrics
+            .spawns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::set_wasm(&slot.root, &slot.name, wasm);
+        process.set_metrics(slot.metrics.clone());
         tracing::info!(target: "plugin", plugin = %slot.name, pid = ?process.pid(), dir = %loaded.dir.display(), "started");
         slot.st().effective = Some(eff.effective.clone());
         if let Some(proxy) = proxy {
@@ -367,6 +388,7 @@ impl PluginHost {
                 fault: Fault::Broken(m),
             });
         }
+        slot.metrics.handshake.record(started.elapsed());
         let start_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(target: "plugin", plugin = %slot.name, version = %info.version, hooks = ?info.hooks, commands = ?info.commands.iter().map(|c| &c.name).collect::<Vec<_>>(), start_ms, "ready");
         Ok((process, info))

@@ -38,6 +38,7 @@ impl PluginHost {
             enforcement: Default::default(),
             needs_grant: false,
             limits: Default::default(),
+            disabled: super::disabled::is_disabled(&config.root, &spec.name),
         };
         if let Some(slot) = &slot {
             let st = slot.st();

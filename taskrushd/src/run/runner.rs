@@ -56,6 +56,8 @@ struct Outcome {
     status: TaskStatus,
     /// Exit status for the CLI when the task failed.
     exit_code: i32,
+    /// It was up to date: nothing ran.
+    cached: bool,
 }
 
 /// Run the plan to the end and return the `run_finished` event.
@@ -80,7 +82,19 @@ pub(crate) async fn run(
             let cancel = cancel.clone();
             let warned = warned.clone();
             running.spawn(async move {
+                let began = Instant::now();
                 let outcome = run_task(&spec, i, &up_to_date, &events, cancel, &warned).await;
+                let took = began.elapsed();
+                crate::metrics::task_ended(
+                    &spec.config.root,
+                    &spec.plan.tasks[i].name,
+                    took,
+                    outcome.cached,
+                    outcome.status == TaskStatus::Failed,
+                );
+                if let Some(plugins) = &spec.plugins {
+                    plugins.task_took(took);
+                }
                 (i, outcome)
             });
         }
@@ -107,6 +121,17 @@ pub(crate) async fn run(
         }
     }
 
+    // Plugins that added too much of the tasks' time: one line each.
+    if let Some(plugins) = &spec.plugins {
+        for message in plugins.slow_plugins() {
+            let _ = events
+                .send(RunEvent::Warning {
+                    task: None,
+                    message,
+                })
+                .await;
+        }
+    }
     let duration_ms = started.elapsed().as_millis() as u64;
     let (status, exit_code, failed_task) = schedule.end(&spec.plan);
     RunEvent::RunFinished {
@@ -296,6 +321,7 @@ async fn cancelled_after(events: &mpsc::Sender<RunEvent>, task: &str, ran: u64) 
     Outcome {
         status: TaskStatus::Cancelled,
         exit_code: taskrush_protocol::run::EXIT_CANCELLED,
+        cached: false,
     }
 }
 
@@ -380,6 +406,7 @@ async fn run_task(
                     return Outcome {
                         status: TaskStatus::Success,
                         exit_code: 0,
+                        cached: true,
                     };
                 }
                 Ok(Lookup::Restore(manifest)) => {
@@ -417,6 +444,7 @@ async fn run_task(
                     return Outcome {
                         status: TaskStatus::Success,
                         exit_code: 0,
+                        cached: true,
                     };
                 }
                 Ok(Lookup::Busy(busy)) => {
@@ -544,6 +572,7 @@ async fn run_task(
     Outcome {
         status,
         exit_code: shell_code,
+        cached: false,
     }
 }
 
@@ -637,6 +666,7 @@ async fn fail(events: &mpsc::Sender<RunEvent>, task: &str, failure: TaskFailure)
     Outcome {
         status: TaskStatus::Failed,
         exit_code: taskrush_protocol::run::EXIT_ERROR,
+        cached: false,
     }
 }
 
