@@ -1,5 +1,6 @@
 //! One JSON-RPC message in, its response out: the part of a plugin that
-//! is the same whatever carries the bytes (the WebAssembly ABI today).
+//! is the same whatever carries the bytes (the WebAssembly guest ABI, the
+//! native C ABI, the stdio protocol).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

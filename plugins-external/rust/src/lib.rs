@@ -174,7 +174,9 @@ pub trait TaskRushPlugin {
 /// `taskrush_native_free`: a `cdylib` of the crate is a native plugin)
 /// and `pub fn taskrush_plugin_main() -> std::process::ExitCode`, which
 /// serves the stdio protocol (a binary whose `main` calls it is an
-/// external plugin). Use it once per crate, at the top level. The
+/// external plugin). Use it once per crate, at the top level, and link
+/// at most one crate that uses it into a binary (their exported symbols
+/// would clash). The
 /// expansion allows `unsafe_code` for its unsafe attributes, which a
 /// crate-level `deny(unsafe_code)` permits (`forbid` does not).
 #[macro_export]
