@@ -59,6 +59,9 @@ pub const POSITION_ENCODING: &str = "position_encoding";
 /// client asked about, is watched and reported by the event stream.
 pub const WATCH_UNLOADED: &str = "watch_unloaded";
 
+/// `ui_open`: the plugin manager page served on 127.0.0.1.
+pub const UI: &str = "ui";
+
 /// Every capability this daemon has, in the order they were added.
 pub const ALL: &[Capability] = &[
     Capability {
@@ -117,6 +120,7 @@ pub const ALL: &[Capability] = &[
         name: WATCH_UNLOADED,
         since: 1,
     },
+    Capability { name: UI, since: 1 },
 ];
 
 /// Whether the daemon has capability `name`.

@@ -220,6 +220,13 @@ pub enum DaemonAction {
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
     },
+    /// Open the plugin manager page in your browser (served by the daemon
+    /// on 127.0.0.1; the link carries a one-time key).
+    Ui {
+        /// Print the link instead of opening a browser.
+        #[arg(long, alias = "no-open")]
+        print: bool,
+    },
     /// The per-user store of task outputs (`outputs:` in `.rush`).
     Cache {
         #[command(subcommand)]
