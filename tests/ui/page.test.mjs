@@ -71,6 +71,31 @@ test("the link opens the page, drops the token and shows the plugins after a run
   await context.close();
 });
 
+test("hook latency samples draw a sparkline per hook", { skip }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(setup.link().url);
+  await page.locator("article h3").first().waitFor();
+  // The metrics method's answer as the page reads it (its sampling is
+  // driven by hand here: this build answers 501 for metrics).
+  const drawn = await page.evaluate((root) => {
+    state.metricsNote = null;
+    for (const [i, ms] of [12, 30, 18, 44].entries()) {
+      for (const s of hookLatencies({ plugins: [{ root, name: "guard", hooks: { before_task: { p95_ms: ms } } }] })) {
+        const key = `${s.root}\0${s.plugin}\0${s.hook}`;
+        (state.samples[key] ||= []).push({ t: i, ms: s.ms });
+      }
+    }
+    renderPlugins();
+    const card = [...document.querySelectorAll("article")].find((a) => a.querySelector("h3").textContent.startsWith("guard"));
+    return { points: card.querySelector("svg.spark polyline")?.getAttribute("points").split(" ").length, text: card.textContent };
+  }, await page.evaluate(() => state.project));
+  assert.equal(drawn.points, 4);
+  assert.match(drawn.text, /before_task/);
+  assert.match(drawn.text, /p95 44 ms/);
+  await context.close();
+});
+
 test("restarting a plugin from the page asks first and starts a new process", { skip }, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

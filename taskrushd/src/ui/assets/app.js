@@ -218,7 +218,7 @@ function sparkline(points) {
 function metricsBlock(p) {
   const box = el("div", { class: "metrics" });
   if (state.metricsNote) {
-    box.append(el("p", { class: "notice" }, state.metricsNote));
+    box.append(el("p", { class: "muted" }, "No figures (see above)."));
     return box;
   }
   const hooks = Object.keys(state.samples)
@@ -319,6 +319,9 @@ function renderPlugins() {
   const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("article");
   const focusId = focused ? focused.getAttribute("aria-labelledby") : null;
   const focusText = document.activeElement ? document.activeElement.textContent : null;
+  const note = document.getElementById("metrics-note");
+  note.textContent = state.metricsNote || "";
+  note.hidden = !state.metricsNote;
   holder.replaceChildren(...state.plugins.map(pluginCard));
   if (focusId) {
     const again = [...holder.querySelectorAll(`[aria-labelledby="${CSS.escape(focusId)}"] button`)].find((b) => b.textContent === focusText);
