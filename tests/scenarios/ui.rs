@@ -383,3 +383,47 @@ fn an_open_page_keeps_an_idle_daemon_alive_until_it_closes() {
         "the daemon did not stop once the page closed"
     );
 }
+
+#[test]
+fn daemon_ui_opens_the_link_with_dollar_browser_and_prints_it_when_there_is_none() {
+    let s = served();
+    let opened = s.root().join("opened");
+    s.write(
+        "browser.sh",
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()),
+    );
+    let browser = s.project().join("browser.sh");
+    let mut perms = std::fs::metadata(&browser)
+        .expect("browser.sh")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&browser, perms).expect("chmod");
+    let out = s.run_with(&["daemon", "ui"], |c| {
+        c.env("BROWSER", &browser);
+    });
+    out.success();
+    assert!(
+        out.stdout().contains("opened the plugin manager page"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || opened.exists()),
+        "the browser was not started"
+    );
+    let url = std::fs::read_to_string(&opened).expect("the link");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.contains("/?token="), "{url}");
+    // No launcher at all: the link is printed.
+    let out = s.run_with(&["daemon", "ui"], |c| {
+        c.env("BROWSER", "/nonexistent/browser")
+            .env("PATH", "/nonexistent");
+    });
+    out.success();
+    assert!(
+        out.stdout().contains("open this link in your browser"),
+        "{}",
+        out.stdout()
+    );
+    assert!(out.stdout().contains("/?token="), "{}", out.stdout());
+}
