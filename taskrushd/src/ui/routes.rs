@@ -73,6 +73,19 @@ pub(super) async fn route(
             "only GET and POST are served",
         );
     }
+    const ACTIONS: &[&str] = &[
+        "/api/plugins/restart",
+        "/api/plugins/grant",
+        "/api/plugins/revoke",
+        "/api/plugins/disable",
+        "/api/plugins/enable",
+        "/api/plugins/update",
+        "/api/plugins/remove",
+        "/api/registry/install",
+    ];
+    if !ACTIONS.contains(&path.as_str()) {
+        return error(StatusCode::NOT_FOUND, &format!("no action `{path}`"));
+    }
     let action = match read_action(req).await {
         Ok(action) => action,
         Err(answer) => return answer,
