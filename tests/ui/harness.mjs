@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repo = resolve(here, "..", "..");
-export const binDir = process.env.TASKRUSH_BIN_DIR || join(repo, "target", "debug");
+export const binDir = resolve(process.env.TASKRUSH_BIN_DIR || join(repo, "target", "debug"));
 export const chromiumPath = process.env.TASKRUSH_CHROMIUM || "/usr/bin/chromium";
 
 // As the probe of this machine starts it: as root (CI) without the

@@ -9,7 +9,11 @@ import { Setup, chromiumPath, chromiumArgs, missing } from "./harness.mjs";
 
 const why = missing();
 if (why) { console.error(`error: ${why}`); process.exit(1); }
-const rss = (s) => JSON.parse(s.taskrush(["daemon", "status", "--json"]).stdout).rss_bytes;
+const rss = (s) => {
+  const r = s.taskrush(["daemon", "status", "--json"]);
+  if (r.status !== 0) throw new Error(`daemon status: ${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout).rss_bytes;
+};
 const mib = (b) => (b / 1048576).toFixed(1);
 const setup = new Setup();
 const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
