@@ -271,4 +271,10 @@ pub trait TaskRushApi {
     /// and why. Runs nothing: no task, no hook, no plugin started.
     #[method(name = "explain_run")]
     async fn explain_run(&self, request: RunRequest) -> Result<RunExplained, ErrorObjectOwned>;
+
+    /// Start the plugin manager page's HTTP server on 127.0.0.1 (a free
+    /// port; reused while it runs) and answer its address with a fresh
+    /// token, exchanged once for a cookie by the browser.
+    #[method(name = "ui_open")]
+    async fn ui_open(&self) -> Result<crate::daemon::UiOpened, ErrorObjectOwned>;
 }

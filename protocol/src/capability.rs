@@ -63,6 +63,9 @@ pub const METRICS: &str = "metrics";
 /// `plugin_disable`: plugins disabled per project.
 pub const PLUGIN_DISABLE: &str = "plugin_disable";
 
+/// `ui_open`: the plugin manager page served on 127.0.0.1.
+pub const UI: &str = "ui";
+
 /// Every capability this daemon has, in the order they were added.
 pub const ALL: &[Capability] = &[
     Capability {
@@ -129,6 +132,7 @@ pub const ALL: &[Capability] = &[
         name: PLUGIN_DISABLE,
         since: 1,
     },
+    Capability { name: UI, since: 1 },
 ];
 
 /// Whether the daemon has capability `name`.

@@ -462,3 +462,14 @@ pub struct PluginLogLine {
 
 /// Log lines kept per plugin name by the daemon.
 pub const PLUGIN_LOG_KEPT: usize = 500;
+/// The answer to `ui_open`: where the plugin manager page is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiOpened {
+    /// `http://127.0.0.1:PORT/?token=…`: open it once; the token is
+    /// exchanged for a cookie and dropped from the address.
+    pub url: String,
+    /// The server's port on 127.0.0.1.
+    pub port: u16,
+    /// Whether this call started the server (false: it was running).
+    pub started: bool,
+}

@@ -82,6 +82,10 @@ pub const FIND_PROJECTS: &str = "find_projects";
 /// Per task of a plan: would it run, and why (`run --explain`, `--dry-run`).
 pub const EXPLAIN_RUN: &str = "explain_run";
 
+/// Start (or reuse) the plugin manager page's server on 127.0.0.1 and
+/// answer its address with a fresh one-time token (`taskrush daemon ui`).
+pub const UI_OPEN: &str = "ui_open";
+
 /// Every method the daemon serves, in documentation order.
 pub const ALL: &[&str] = &[
     HELLO,
@@ -116,6 +120,7 @@ pub const ALL: &[&str] = &[
     CACHE_PRUNE,
     EXPLAIN_RUN,
     FIND_PROJECTS,
+    UI_OPEN,
 ];
 
 /// The parameters of each method, in order: params sent by position are
@@ -156,6 +161,7 @@ pub const PARAMS: &[(&str, &[&str])] = &[
         FIND_PROJECTS,
         &["folder", "max_depth", "max_count", "parse"],
     ),
+    (UI_OPEN, &[]),
 ];
 
 /// The parameter names of `method`, when it is in [`PARAMS`].

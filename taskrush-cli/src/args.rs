@@ -279,6 +279,13 @@ pub enum DaemonAction {
     /// OpenMetrics text, for Prometheus-compatible scrapers (names in
     /// docs/metrics.md).
     Metrics,
+    /// Open the plugin manager page in your browser (served by the daemon
+    /// on 127.0.0.1; the link carries a one-time key).
+    Ui {
+        /// Print the link instead of opening a browser.
+        #[arg(long, alias = "no-open")]
+        print: bool,
+    },
     /// The per-user store of task outputs (`outputs:` in `.rush`).
     Cache {
         #[command(subcommand)]

@@ -41,7 +41,61 @@ pub fn daemon(action: DaemonAction) -> Result<i32, CliError> {
             let mut c = client::connect(&paths, false, false)?;
             crate::stats_cmd::daemon_metrics(&mut c)
         }
+        DaemonAction::Ui { print } => ui(&paths, print),
     }
+}
+
+/// `daemon ui`: ask the daemon for the page's address (starting the
+/// daemon and the page's server if needed) and open it in the user's
+/// browser: `$BROWSER`, else `xdg-open` (`open` on macOS); the link is
+/// printed when there is none, or with `--print`.
+fn ui(paths: &DaemonPaths, print: bool) -> Result<i32, CliError> {
+    let mut c = client::connect(paths, false, false)?;
+    let opened: taskrush_protocol::daemon::UiOpened =
+        c.call(method::UI_OPEN, serde_json::json!({}))?;
+    if print {
+        println!("{}", opened.url);
+        return Ok(0);
+    }
+    match open_browser(&opened.url) {
+        Some(browser) => {
+            println!("opened the plugin manager page with `{browser}`");
+            println!("(the link works once; `taskrush daemon ui` gives a new one)");
+        }
+        None => {
+            println!("open this link in your browser (it works once):");
+            println!("{}", opened.url);
+        }
+    }
+    Ok(0)
+}
+
+/// Open `url` with the first browser launcher that starts; its name.
+fn open_browser(url: &str) -> Option<String> {
+    let mut candidates: Vec<String> = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| b.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    if candidates.is_empty() {
+        candidates.push(
+            if cfg!(target_os = "macos") {
+                "open"
+            } else {
+                "xdg-open"
+            }
+            .into(),
+        );
+    }
+    candidates.into_iter().find(|browser| {
+        std::process::Command::new(browser)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+    })
 }
 
 /// `daemon cache status|prune`: the per-user output store, through the

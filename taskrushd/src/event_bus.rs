@@ -29,6 +29,12 @@ impl Events {
         let _ = self.0.send(ev);
     }
 
+    /// A receiver of every event published from now on (the page's
+    /// server-sent events and its list of recent runs).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<DaemonEvent> {
+        self.0.subscribe()
+    }
+
     /// Whether anyone listens (to skip building events nobody reads).
     pub(crate) fn has_subscribers(&self) -> bool {
         self.0.receiver_count() > 0

@@ -18,6 +18,7 @@ mod process;
 mod run;
 mod server;
 mod stamp;
+mod ui;
 mod watch;
 
 use api::{Daemon, DaemonOptions};

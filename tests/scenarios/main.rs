@@ -42,5 +42,6 @@ mod socket_life;
 mod terminal;
 mod tidy;
 mod trust;
+mod ui;
 mod wasm;
 mod working_dir;

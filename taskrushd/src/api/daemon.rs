@@ -49,6 +49,8 @@ pub(crate) struct Daemon {
     pub(super) awaited: Mutex<std::collections::VecDeque<std::path::PathBuf>>,
     /// Runs in progress as observers see them (`list_runs`, `attach`).
     live: Mutex<std::collections::BTreeMap<u64, Arc<super::live::LiveRun>>>,
+    /// The plugin manager page's server, once `ui_open` started it.
+    pub(crate) ui: crate::ui::Ui,
 }
 
 /// How this daemon was started.
@@ -94,6 +96,7 @@ impl Daemon {
             stopping: watch::channel(false).0,
             awaited: Mutex::default(),
             live: Mutex::default(),
+            ui: crate::ui::Ui::default(),
         });
         tokio::spawn(apply_changes(Arc::downgrade(&daemon), changes));
         daemon
@@ -152,6 +155,16 @@ impl Daemon {
             },
             cancel,
         )
+    }
+
+    /// The roots of the projects whose configuration is loaded.
+    pub(crate) fn loaded_roots(&self) -> Vec<String> {
+        self.projects.roots()
+    }
+
+    /// The plugin audit trail's file.
+    pub(crate) fn audit_path(&self) -> std::path::PathBuf {
+        self.paths.audit.clone()
     }
 
     /// Runs in progress as observers see them.

@@ -12,6 +12,7 @@ use taskrush_protocol::api::TaskRushApiServer;
 use taskrush_protocol::daemon::{
     CachePruned, CacheStatus, DaemonStatus, Hello, PluginDetails, PluginGrant, PluginPending,
     PluginStatus, PluginTestReport, ProjectFound, ProjectsFound, RunExplained, RunInfo, TaskList,
+    UiOpened,
 };
 use taskrush_protocol::editor::{PositionEncoding, RushCheck};
 use taskrush_protocol::error::{self, ErrorData};
@@ -553,6 +554,16 @@ impl TaskRushApiServer for Api {
         Ok(ProjectsFound {
             projects,
             truncated,
+        })
+    }
+
+    async fn ui_open(&self) -> Result<UiOpened, ErrorObjectOwned> {
+        crate::ui::open(&self.0).await.map_err(|e| {
+            ErrorObjectOwned::owned(
+                error::INTERNAL_ERROR,
+                format!("cannot serve the plugin manager page on 127.0.0.1: {e}"),
+                None::<()>,
+            )
         })
     }
 

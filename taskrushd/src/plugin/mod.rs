@@ -105,7 +105,7 @@ mod swap;
 mod wasm;
 
 pub(crate) use audit::usage;
-pub(crate) use audit::{flush as flush_audit, open as open_audit};
+pub(crate) use audit::{flush as flush_audit, open as open_audit, record as audit_record};
 pub(crate) use command_cache::open as open_command_cache;
 pub(crate) use conformance::test as conformance_test;
 pub(crate) use disabled::{is_disabled, open as open_disabled};
