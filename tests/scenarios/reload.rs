@@ -367,6 +367,15 @@ fn plugin_project(mode: &str) -> Scenario {
 #[test]
 fn a_plugin_update_is_swapped_in_without_dropping_the_call_in_flight() {
     let s = plugin_project("slow-after");
+    // Its slow `after_task` is the point here, not a slow-plugin warning.
+    let config = s.user_config_path();
+    std::fs::create_dir_all(config.parent().expect("a parent")).expect("config dir");
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!("{text}\n[metrics]\nslow_plugin_share = 1.0\n"),
+    )
+    .expect("write the user config");
     let mut ev = {
         s.run(&["--list"]).success();
         s.events()
