@@ -391,15 +391,11 @@ fn a_plugin_update_is_swapped_in_without_dropping_the_call_in_flight() {
     private_plugin(&s, "slow-after", "2.0.0", &["TOKEN"]);
     let e = ev.wait_kind("plugin_restarted");
     assert_eq!(e["version"], "2.0.0", "{e}");
-    // The call in flight completed on version 1: no plugin warning (the
-    // slow hook is named by the slow-plugin line, nothing else is said).
-    let out = s.finish(child, Duration::from_secs(20));
-    out.expect_stdout("built\n").success();
-    let err = out.stderr();
-    assert!(
-        err.lines().all(|l| l.starts_with("warning: p added ")),
-        "{err}"
-    );
+    // The call in flight completed on version 1: no plugin warning.
+    s.finish(child, Duration::from_secs(20))
+        .expect_stdout("built\n")
+        .expect_stderr("")
+        .success();
     let answered: Vec<_> = plugin_records(&s)
         .into_iter()
         .filter(|r| r["hook"] == "after_task_answered")
