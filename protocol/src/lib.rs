@@ -26,6 +26,7 @@ pub mod jsonrpc;
 pub mod method;
 pub mod paths;
 pub mod plugin;
+pub mod registry;
 pub mod run;
 
 /// The wire protocol's major version, exchanged by `hello` on every connection.

@@ -50,6 +50,16 @@ pub const PLUGIN_REVOKE: &str = "plugin_revoke";
 pub const PLUGIN_COMMAND: &str = "plugin_command";
 /// Drive a plugin directory through the protocol (conformance kit).
 pub const PLUGIN_TEST: &str = "plugin_test";
+/// Search the configured plugin registries.
+pub const PLUGIN_SEARCH: &str = "plugin_search";
+/// Install a plugin from a registry or a local path.
+pub const PLUGIN_INSTALL: &str = "plugin_install";
+/// The installed plugins (their receipts).
+pub const PLUGIN_INSTALLED: &str = "plugin_installed";
+/// Remove an installed plugin.
+pub const PLUGIN_REMOVE: &str = "plugin_remove";
+/// Add a plugin directory to a registry directory, signed.
+pub const PLUGIN_PUBLISH: &str = "plugin_publish";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -91,6 +101,11 @@ pub const ALL: &[&str] = &[
     PLUGIN_REVOKE,
     PLUGIN_COMMAND,
     PLUGIN_TEST,
+    PLUGIN_SEARCH,
+    PLUGIN_INSTALL,
+    PLUGIN_INSTALLED,
+    PLUGIN_REMOVE,
+    PLUGIN_PUBLISH,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -125,6 +140,21 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_REVOKE, &["cwd", "file", "name"]),
     (PLUGIN_COMMAND, &["cwd", "file", "name", "args", "env"]),
     (PLUGIN_TEST, &["path", "env"]),
+    (PLUGIN_SEARCH, &["text"]),
+    (PLUGIN_INSTALL, &["spec", "allow_unsigned"]),
+    (PLUGIN_INSTALLED, &[]),
+    (PLUGIN_REMOVE, &["name", "version"]),
+    (
+        PLUGIN_PUBLISH,
+        &[
+            "path",
+            "registry",
+            "key",
+            "platform",
+            "expires_days",
+            "revoke",
+        ],
+    ),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

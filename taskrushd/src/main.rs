@@ -14,6 +14,7 @@ mod human;
 mod memory;
 mod plugin;
 mod process;
+mod registry;
 mod run;
 mod server;
 mod stamp;

@@ -27,6 +27,11 @@
 //! max_memory = "256MiB"         # `memory` (these three are the defaults)
 //! max_module_size = "64MiB"     # `module_size`
 //! max_timeout = "60s"           # `timeout`
+//!
+//! [[registries]]                # plugin registries, searched in this order
+//! name = "team"
+//! url = "https://plugins.example.org/taskrush"   # or file:///srv/registry
+//! keys = ["RWQ…"]               # minisign public keys trusted to sign it
 //! ```
 //!
 //! The file is checked (cheaply: one `stat`) at each plugin start and
@@ -95,6 +100,23 @@ pub(crate) struct UserConfig {
     /// The user's caps on a WebAssembly plugin's limits.
     #[serde(default)]
     pub(crate) wasm: WasmCaps,
+    /// Plugin registries, searched in this order (`src/registry/`).
+    #[serde(default)]
+    pub(crate) registries: Vec<RegistryEntry>,
+}
+
+/// One `[[registries]]` entry: a registry and the keys it is trusted with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistryEntry {
+    /// How plugins are addressed in it: `NAME/plugin`.
+    pub(crate) name: String,
+    /// `https://…`, `http://…` or `file:///…`: the directory holding
+    /// `snapshot.json`.
+    pub(crate) url: String,
+    /// The minisign public keys (`RW…`) trusted to sign its snapshot and
+    /// its artifacts.
+    pub(crate) keys: Vec<String>,
 }
 
 /// `[wasm]`: the most a `.rush` entry may set a WebAssembly plugin's
@@ -223,6 +245,7 @@ impl Default for UserConfig {
             grants: Vec::new(),
             deny: Permissions::default(),
             wasm: WasmCaps::default(),
+            registries: Vec::new(),
         }
     }
 }
