@@ -27,6 +27,7 @@ mod plugin_commands;
 mod plugins;
 mod protocol;
 mod proxy;
+mod registry;
 mod reload;
 mod run;
 mod run_summary;

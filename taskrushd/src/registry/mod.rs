@@ -123,11 +123,7 @@ impl<'a> Opened<'a> {
             serde_json::from_slice(&bytes).map_err(|e| refused(format!("invalid JSON: {e}")))?;
         // The snapshot's own revocations apply to its own signature too.
         let signer = sign::signature_key_id(&sig).map_err(refused)?;
-        if snapshot
-            .revoked
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&signer))
-        {
+        if snapshot.revoked.iter().any(|r| sign::same_id(r, &signer)) {
             return Err(refused(format!("its key `{signer}` is revoked")));
         }
         if snapshot.format != FORMAT {
@@ -440,7 +436,7 @@ fn install_line(opened: &Opened<'_>, line: &IndexLine) -> Result<Receipt, String
         Some(&expected),
     )
     .map_err(|e| format!("{what}: {e}: refused"))?;
-    if !signer.eq_ignore_ascii_case(&line.signer) {
+    if !sign::same_id(&signer, &line.signer) {
         return Err(format!(
             "{what}: signed by `{signer}`, the index names `{}`: refused",
             line.signer
@@ -698,7 +694,9 @@ fn install_local(path: &Path, allow_unsigned: bool) -> Result<Receipt, String> {
                     ok = Some((id, plat.to_owned()));
                     break;
                 }
-                Err(e) => last = e,
+                // The `any` platform's reason is the one shown.
+                Err(e) if last.is_empty() => last = e,
+                Err(_) => {}
             }
         }
         let (id, plat) = ok.ok_or_else(|| format!("`{shown}`: {last}: refused"))?;
@@ -961,8 +959,13 @@ fn write_snapshot(
         .map(|s| s.revoked)
         .unwrap_or_default();
     for r in revoke {
-        if !revoked.iter().any(|x| x.eq_ignore_ascii_case(r)) {
-            revoked.push(r.to_ascii_uppercase());
+        let id = u64::from_str_radix(r.trim(), 16)
+            .map(|n| format!("{n:016X}"))
+            .map_err(|_| {
+                format!("`{r}` is not a key id (hint: 16 hex digits, as minisign prints them)")
+            })?;
+        if !revoked.iter().any(|x| sign::same_id(x, &id)) {
+            revoked.push(id);
         }
     }
     let snapshot = Snapshot {

@@ -32,6 +32,18 @@ pub(crate) fn signature_key_id(signature: &str) -> Result<String, String> {
     Ok(key_id(&bytes[2..10]))
 }
 
+/// Whether two key ids name the same key: the stock CLI prints them
+/// without leading zeros in its comments, we print 16 digits.
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    match (
+        u64::from_str_radix(a.trim(), 16),
+        u64::from_str_radix(b.trim(), 16),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 fn key_id(le: &[u8]) -> String {
     let mut b = [0u8; 8];
     b.copy_from_slice(le);
@@ -57,7 +69,7 @@ pub(crate) fn verify(
     expected_comment: Option<&str>,
 ) -> Result<String, String> {
     let id = signature_key_id(signature)?;
-    if revoked.iter().any(|r| r.eq_ignore_ascii_case(&id)) {
+    if revoked.iter().any(|r| same_id(r, &id)) {
         return Err(format!("the signing key `{id}` is revoked by the registry"));
     }
     let key = keys
