@@ -439,3 +439,56 @@ fn an_unsigned_local_directory_needs_allow_unsigned_and_is_listed_as_unsigned() 
         out.stdout()
     );
 }
+
+#[test]
+fn a_plugin_published_only_for_another_platform_is_refused_with_the_platforms_it_has() {
+    let Some((s, _, _)) = published_for("plan9-mips") else {
+        return;
+    };
+    s.run(&["plugin", "install", "greet"])
+        .expect_code(1)
+        .expect_stderr_containing("`greet` 1.0.0 has no artifact for this platform")
+        .expect_stderr_containing("(published for: `plan9-mips`)");
+    nothing_installed(&s);
+}
+
+fn published_for(platform: &str) -> Option<(Scenario, String, PathBuf)> {
+    published(&["--platform", platform])
+}
+
+#[test]
+fn a_yanked_version_is_not_installed() {
+    let s = Scenario::new();
+    let Some((pk, _, sk)) = keypair(&s, "team") else {
+        return;
+    };
+    publish(&s, "1.0.0", &sk, &[]);
+    let index = registry(&s).join("index/gr/ee/greet");
+    let text = std::fs::read_to_string(&index).expect("index");
+    std::fs::write(&index, text.replace("\"yanked\":false", "\"yanked\":true")).expect("yank");
+    // Publishing another plugin re-signs the snapshot over the yanked line.
+    s.write(
+        "other/plugin.toml",
+        "name = \"other\"\nversion = \"0.1.0\"\ntaskrush_version = \">=0.3\"\nentry_point = [\"python3\", \"main.py\"]\n",
+    );
+    let reg = registry(&s);
+    let other = s.project().join("other");
+    s.run(&[
+        "plugin",
+        "publish",
+        other.to_str().expect("utf-8"),
+        "--registry",
+        reg.to_str().expect("utf-8"),
+        "--key",
+        sk.to_str().expect("utf-8"),
+    ])
+    .success();
+    let url = format!("file://{}", reg.display());
+    let s = s.user_config(&config_for(&url, &pk));
+    s.run(&["plugin", "install", "greet@^1"])
+        .expect_code(1)
+        .expect_stderr_containing(
+            "every version of `greet` matching `^1` is yanked (1.0.0): refused",
+        );
+    nothing_installed(&s);
+}
