@@ -492,3 +492,27 @@ fn a_yanked_version_is_not_installed() {
         );
     nothing_installed(&s);
 }
+
+#[test]
+fn a_rush_version_requirement_finds_the_newest_installed_version_that_meets_it() {
+    let s = Scenario::new();
+    let Some((pk, _, sk)) = keypair(&s, "team") else {
+        return;
+    };
+    publish(&s, "1.0.0", &sk, &[]);
+    publish(&s, "1.2.0", &sk, &[]);
+    publish(&s, "2.0.0", &sk, &[]);
+    let url = format!("file://{}", registry(&s).display());
+    let s = s
+        .user_config(&config_for(&url, &pk))
+        .rush("plugins:\n  - name: greet\n    version: \"^1\"\ntasks:\n  t:\n    cmd: \"true\"\n");
+    for v in ["=1.0.0", "=1.2.0", "=2.0.0"] {
+        s.run(&["plugin", "install", &format!("greet@{v}")])
+            .success();
+    }
+    let out = s.run(&["plugin", "info", "greet", "--json"]);
+    out.success();
+    let info: serde_json::Value = serde_json::from_str(&out.stdout()).expect("json");
+    let path = info["path"].as_str().unwrap_or_default().to_owned();
+    assert!(path.ends_with("plugins/greet/1.2.0"), "{}", out.stdout());
+}
