@@ -516,3 +516,11 @@ fn a_rush_version_requirement_finds_the_newest_installed_version_that_meets_it()
     let path = info["path"].as_str().unwrap_or_default().to_owned();
     assert!(path.ends_with("plugins/greet/1.2.0"), "{}", out.stdout());
 }
+
+#[test]
+fn a_rush_entry_with_no_installed_version_says_which_install_command_fixes_it() {
+    let s = Scenario::new()
+        .rush("plugins:\n  - name: greet\n    version: \"^1\"\n    required: true\ntasks:\n  t:\n    cmd: \"true\"\n");
+    s.run(&["t"])
+        .expect_stderr_containing("install it with `taskrush plugin install 'greet@^1'`");
+}

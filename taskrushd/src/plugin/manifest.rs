@@ -224,8 +224,17 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         .iter()
         .map(|c| format!("`{}`", c.join(MANIFEST).display()))
         .collect();
+    // Not in the project: say which install command fixes it.
+    let install = match (&spec.path, &spec.version) {
+        (Some(_), _) => String::new(),
+        (None, Some(v)) => format!(
+            "; install it with `taskrush plugin install '{}@{v}'`",
+            spec.name
+        ),
+        (None, None) => format!("; install it with `taskrush plugin install {}`", spec.name),
+    };
     Err(ManifestError::new(format!(
-        "plugin `{}` not found: looked for {}",
+        "plugin `{}` not found: looked for {}{install}",
         spec.name,
         looked.join(", ")
     ))
