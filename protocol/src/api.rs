@@ -229,6 +229,49 @@ pub trait TaskRushApi {
     /// leaves.
     #[subscription(name = "plugin_logs_follow" => "plugin_log", unsubscribe = "plugin_logs_unsubscribe", item = crate::daemon::PluginLogLine)]
     async fn plugin_logs_follow(&self, name: String) -> SubscriptionResult;
+    /// Search every configured registry for `text` in plugin names and
+    /// descriptions (one signed `search.jsonl` fetch per registry).
+    #[method(name = "plugin_search")]
+    async fn plugin_search(
+        &self,
+        text: String,
+    ) -> Result<Vec<crate::registry::SearchHit>, ErrorObjectOwned>;
+
+    /// Install `spec` (`NAME[@REQ]`, `REGISTRY/NAME[@REQ]`, or an absolute
+    /// path to a directory, `.tar.gz`, `.wasm` or `.so`) into the user's
+    /// plugins directory, verified; `allow_unsigned` only for local paths.
+    #[method(name = "plugin_install")]
+    async fn plugin_install(
+        &self,
+        spec: String,
+        allow_unsigned: Option<bool>,
+    ) -> Result<crate::registry::Receipt, ErrorObjectOwned>;
+
+    /// The installed plugins: their receipts.
+    #[method(name = "plugin_installed")]
+    async fn plugin_installed(&self) -> Result<Vec<crate::registry::Receipt>, ErrorObjectOwned>;
+
+    /// Remove an installed plugin (every version, or `version`).
+    #[method(name = "plugin_remove")]
+    async fn plugin_remove(
+        &self,
+        name: String,
+        version: Option<String>,
+    ) -> Result<crate::registry::Removed, ErrorObjectOwned>;
+
+    /// Pack the plugin directory `path`, sign it with the minisign secret
+    /// key `key` and add it to the registry directory `registry` (index
+    /// line, `search.jsonl`, signed snapshot). Paths are absolute.
+    #[method(name = "plugin_publish")]
+    async fn plugin_publish(
+        &self,
+        path: String,
+        registry: String,
+        key: String,
+        platform: Option<String>,
+        expires_days: Option<u64>,
+        revoke: Option<Vec<String>>,
+    ) -> Result<crate::registry::Published, ErrorObjectOwned>;
 
     /// The daemon's global event stream: config reloads, plugin life,
     /// runs and tasks of every client. Events arrive as `event`

@@ -33,6 +33,9 @@ pub const PLUGIN_COMMAND: i32 = -32008;
 /// A plugin is not declared, could not be started, failed, or refused
 /// what was asked of it. `data.plugin` names it.
 pub const PLUGIN_ERROR: i32 = -32009;
+/// A registry operation failed (`plugin_search`, `plugin_install`,
+/// `plugin_remove`, `plugin_publish`): unreachable, not found, refused.
+pub const REGISTRY_ERROR: i32 = -32030;
 
 /// The structured `data` of an error. Every field is optional; clients
 /// render what is present.

@@ -27,6 +27,7 @@ pub mod method;
 pub mod metrics;
 pub mod paths;
 pub mod plugin;
+pub mod registry;
 pub mod run;
 
 /// The wire protocol's major version, exchanged by `hello` on every connection.

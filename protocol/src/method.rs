@@ -62,6 +62,16 @@ pub const PLUGIN_LOGS_UNSUBSCRIBE: &str = "plugin_logs_unsubscribe";
 pub const PLUGIN_DISABLE: &str = "plugin_disable";
 /// The daemon's metrics: per plugin and per task.
 pub const METRICS: &str = "metrics";
+/// Search the configured plugin registries.
+pub const PLUGIN_SEARCH: &str = "plugin_search";
+/// Install a plugin from a registry or a local path.
+pub const PLUGIN_INSTALL: &str = "plugin_install";
+/// The installed plugins (their receipts).
+pub const PLUGIN_INSTALLED: &str = "plugin_installed";
+/// Remove an installed plugin.
+pub const PLUGIN_REMOVE: &str = "plugin_remove";
+/// Add a plugin directory to a registry directory, signed.
+pub const PLUGIN_PUBLISH: &str = "plugin_publish";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -112,6 +122,11 @@ pub const ALL: &[&str] = &[
     PLUGIN_LOGS_UNSUBSCRIBE,
     PLUGIN_DISABLE,
     METRICS,
+    PLUGIN_SEARCH,
+    PLUGIN_INSTALL,
+    PLUGIN_INSTALLED,
+    PLUGIN_REMOVE,
+    PLUGIN_PUBLISH,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -151,6 +166,21 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_LOGS_FOLLOW, &["name"]),
     (PLUGIN_DISABLE, &["cwd", "file", "name", "disable"]),
     (METRICS, &["cwd", "file"]),
+    (PLUGIN_SEARCH, &["text"]),
+    (PLUGIN_INSTALL, &["spec", "allow_unsigned"]),
+    (PLUGIN_INSTALLED, &[]),
+    (PLUGIN_REMOVE, &["name", "version"]),
+    (
+        PLUGIN_PUBLISH,
+        &[
+            "path",
+            "registry",
+            "key",
+            "platform",
+            "expires_days",
+            "revoke",
+        ],
+    ),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

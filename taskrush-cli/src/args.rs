@@ -51,11 +51,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PluginAction {
-    /// List the project's plugins with their state.
+    /// List the project's plugins with their state (`--installed`: the
+    /// plugins installed for this user, with registry, version, kind and
+    /// signer).
     List {
         /// Print the list as JSON.
         #[arg(long)]
         json: bool,
+        /// List what is installed in the user's plugins directory instead.
+        #[arg(long)]
+        installed: bool,
     },
     /// Show one plugin: manifest, state, last stderr lines, last error.
     Info {
@@ -152,6 +157,53 @@ pub enum PluginAction {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Search the configured registries for TEXT in plugin names and
+    /// descriptions.
+    Search {
+        text: String,
+        /// Print the hits as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a plugin: `NAME[@REQ]` or `REGISTRY/NAME[@REQ]` from a
+    /// registry (`^1.0`, `~1.2`, `>=1, <3`), or `./PATH` (a directory,
+    /// `.tar.gz`, `.wasm` or `.so`; signed by `PATH.minisig`, else
+    /// `--allow-unsigned`). Verified, read-only; never edits `.rush`.
+    Install {
+        spec: String,
+        /// Install an unsigned local path (a plugin you built yourself).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Print the install receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an installed plugin: `NAME` (every version) or `NAME@VERSION`.
+    Remove { spec: String },
+    /// Pack the plugin directory PATH (default `.`), sign it with KEY (an
+    /// unencrypted minisign secret key) and add it to the registry
+    /// directory DIR: artifact, index line, `search.jsonl`, signed
+    /// snapshot. Serve DIR with any web server.
+    Publish {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The registry directory (created when missing).
+        #[arg(long, value_name = "DIR")]
+        registry: PathBuf,
+        /// The minisign secret key (`minisign -G -W`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The platform of this artifact (`linux-x86_64`…); default `any`.
+        /// Publish once per platform to add several.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Days until the snapshot expires (clients refuse it after).
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        expires_days: u64,
+        /// Key ids to list as revoked in the snapshot.
+        #[arg(long, value_name = "KEY_ID")]
+        revoke: Vec<String>,
     },
 }
 

@@ -21,6 +21,7 @@ mod events_cmd;
 mod list;
 mod lsp;
 mod plugin_cmd;
+mod registry_cmd;
 mod render;
 mod run;
 mod scaffold;

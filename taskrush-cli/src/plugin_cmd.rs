@@ -42,7 +42,11 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
         _ => "",
     };
     match action {
-        PluginAction::List { json } => {
+        PluginAction::List {
+            json,
+            installed: true,
+        } => crate::registry_cmd::installed(&mut c, json),
+        PluginAction::List { json, .. } => {
             let list: Vec<PluginStatus> = c.call(
                 method::PLUGIN_LIST,
                 json!({"cwd": cwd, "file": file_param(&file)}),
@@ -231,6 +235,31 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             }
             Ok(if failed == 0 { 0 } else { 1 })
         }
+        PluginAction::Search { text, json } => crate::registry_cmd::search(&mut c, &text, json),
+        PluginAction::Install {
+            spec,
+            allow_unsigned,
+            json,
+        } => crate::registry_cmd::install(&mut c, &spec, allow_unsigned, json),
+        PluginAction::Remove { spec } => crate::registry_cmd::remove(&mut c, &spec),
+        PluginAction::Publish {
+            path,
+            registry,
+            key,
+            platform,
+            expires_days,
+            revoke,
+        } => crate::registry_cmd::publish(
+            &mut c,
+            crate::registry_cmd::PublishArgs {
+                path,
+                registry,
+                key,
+                platform,
+                expires_days,
+                revoke,
+            },
+        ),
     }
 }
 

@@ -15,6 +15,7 @@ mod memory;
 mod metrics;
 mod plugin;
 mod process;
+mod registry;
 mod run;
 mod server;
 mod stamp;

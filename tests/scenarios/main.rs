@@ -32,6 +32,7 @@ mod plugin_output;
 mod plugins;
 mod protocol;
 mod proxy;
+mod registry;
 mod reload;
 mod run;
 mod run_summary;

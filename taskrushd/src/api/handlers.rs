@@ -17,6 +17,7 @@ use taskrush_protocol::daemon::{
 use taskrush_protocol::editor::{PositionEncoding, RushCheck};
 use taskrush_protocol::error::{self, ErrorData};
 use taskrush_protocol::plugin::CommandResult;
+use taskrush_protocol::registry::{Published, Receipt, Removed, SearchHit};
 use taskrush_protocol::run::RunRequest;
 use taskrush_protocol::{PROTOCOL_VERSION, capability};
 
@@ -441,6 +442,62 @@ impl TaskRushApiServer for Api {
         Ok(())
     }
 
+    async fn plugin_search(&self, text: String) -> Result<Vec<SearchHit>, ErrorObjectOwned> {
+        blocking_registry(move || crate::registry::search(&text)).await
+    }
+
+    async fn plugin_install(
+        &self,
+        spec: String,
+        allow_unsigned: Option<bool>,
+    ) -> Result<Receipt, ErrorObjectOwned> {
+        blocking_registry(move || crate::registry::install(&spec, allow_unsigned.unwrap_or(false)))
+            .await
+    }
+
+    async fn plugin_installed(&self) -> Result<Vec<Receipt>, ErrorObjectOwned> {
+        blocking_registry(crate::registry::installed).await
+    }
+
+    async fn plugin_remove(
+        &self,
+        name: String,
+        version: Option<String>,
+    ) -> Result<Removed, ErrorObjectOwned> {
+        blocking_registry(move || crate::registry::remove(&name, version.as_deref())).await
+    }
+
+    async fn plugin_publish(
+        &self,
+        path: String,
+        registry: String,
+        key: String,
+        platform: Option<String>,
+        expires_days: Option<u64>,
+        revoke: Option<Vec<String>>,
+    ) -> Result<Published, ErrorObjectOwned> {
+        for (field, p) in [("path", &path), ("registry", &registry), ("key", &key)] {
+            if !Path::new(p).is_absolute() {
+                return Err(ErrorObjectOwned::owned(
+                    error::INVALID_PARAMS,
+                    format!("`{field}` must be an absolute path, got `{p}`"),
+                    None::<()>,
+                ));
+            }
+        }
+        blocking_registry(move || {
+            crate::registry::publish(crate::registry::Publish {
+                path: Path::new(&path),
+                registry: Path::new(&registry),
+                key: Path::new(&key),
+                platform: platform.as_deref(),
+                expires_days: expires_days.unwrap_or(30),
+                revoke: &revoke.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
     async fn events(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
         self.0
             .events
@@ -636,6 +693,18 @@ fn recount_error(e: ErrorObjectOwned, encoding: PositionEncoding) -> ErrorObject
         encoding,
     ));
     ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data))
+}
+
+/// Run a registry operation on a blocking thread (file and network I/O);
+/// its error becomes a `REGISTRY_ERROR`.
+async fn blocking_registry<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ErrorObjectOwned> {
+    let fail = |m: String| ErrorObjectOwned::owned(error::REGISTRY_ERROR, m, None::<()>);
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| fail(format!("the registry operation failed: {e}")))?
+        .map_err(fail)
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@
 //! [native]                      # native plugins are trusted code: refused unless
 //! allow = true                  # allowed here (default: false)
 //! mode = "process"              # or "in-daemon" (default: "process")
+//! [[registries]]                # plugin registries, searched in this order
+//! name = "team"
+//! url = "https://plugins.example.org/taskrush"   # or file:///srv/registry
+//! keys = ["RWQ…"]               # minisign public keys trusted to sign it
 //! ```
 //!
 //! The file is checked (cheaply: one `stat`) at each plugin start and
@@ -107,6 +111,23 @@ pub(crate) struct UserConfig {
     /// `[metrics]`: when a run warns about a slow plugin.
     #[serde(default)]
     pub(crate) metrics: MetricsConfig,
+    /// Plugin registries, searched in this order (`src/registry/`).
+    #[serde(default)]
+    pub(crate) registries: Vec<RegistryEntry>,
+}
+
+/// One `[[registries]]` entry: a registry and the keys it is trusted with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistryEntry {
+    /// How plugins are addressed in it: `NAME/plugin`.
+    pub(crate) name: String,
+    /// `https://…`, `http://…` or `file:///…`: the directory holding
+    /// `snapshot.json`.
+    pub(crate) url: String,
+    /// The minisign public keys (`RW…`) trusted to sign its snapshot and
+    /// its artifacts.
+    pub(crate) keys: Vec<String>,
 }
 
 /// `[metrics]`: a plugin whose hooks added more than `slow_plugin_share`
@@ -318,6 +339,7 @@ impl Default for UserConfig {
             wasm: WasmCaps::default(),
             native: NativeConfig::default(),
             metrics: MetricsConfig::default(),
+            registries: Vec::new(),
         }
     }
 }

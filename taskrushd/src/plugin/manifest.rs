@@ -194,7 +194,13 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         None => {
             let mut c = vec![rush_dir.join(".rush-plugins").join(&spec.name)];
             if let Some(data) = dirs::data_dir() {
-                c.push(data.join("taskrush").join("plugins").join(&spec.name));
+                let dir = data.join("taskrush").join("plugins").join(&spec.name);
+                c.push(dir.clone());
+                // Installed by `plugin install`: `NAME/VERSION/`, the newest
+                // that meets the entry's `version:` requirement.
+                if let Some(v) = newest_installed(&dir, spec.version.as_deref()) {
+                    c.push(v);
+                }
             }
             c
         }
@@ -208,8 +214,17 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         .iter()
         .map(|c| format!("`{}`", c.join(MANIFEST).display()))
         .collect();
+    // Not in the project: say which install command fixes it.
+    let install = match (&spec.path, &spec.version) {
+        (Some(_), _) => String::new(),
+        (None, Some(v)) => format!(
+            "; install it with `taskrush plugin install '{}@{v}'`",
+            spec.name
+        ),
+        (None, None) => format!("; install it with `taskrush plugin install {}`", spec.name),
+    };
     Err(ManifestError::new(format!(
-        "plugin `{}` not found: looked for {}",
+        "plugin `{}` not found: looked for {}{install}",
         spec.name,
         looked.join(", ")
     ))
@@ -220,6 +235,23 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
             spec.name
         ),
     }))
+}
+
+/// The newest `dir/VERSION/` (a semver name) holding a `plugin.toml`
+/// and meeting `req` (when given and valid).
+fn newest_installed(dir: &Path, req: Option<&str>) -> Option<PathBuf> {
+    let req = req.and_then(|r| semver::VersionReq::parse(r).ok());
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = semver::Version::parse(&e.file_name().to_string_lossy()).ok()?;
+            let ok =
+                req.as_ref().is_none_or(|r| r.matches(&v)) && e.path().join(MANIFEST).is_file();
+            ok.then(|| (v, e.path()))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, p)| p)
 }
 
 /// Read and validate `dir/plugin.toml`. `expected` is the name the `.rush`

@@ -78,7 +78,7 @@
 //! - This room reports failures as [`PluginFailure`]s (with their
 //!   [`Phase`]); turning one into a JSON-RPC error is the API's job.
 
-mod audit;
+pub(crate) mod audit;
 mod command_cache;
 mod commands;
 mod conformance;
