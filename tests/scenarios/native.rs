@@ -98,6 +98,12 @@ fn metrics_scenario(s: &Scenario) {
         "{text}"
     );
     assert!(text.contains("compile") && text.contains("test"), "{text}");
+    // From the task graph (the `task_graph` host call): each task's
+    // dependencies as written, and the critical path through the run.
+    assert!(text.contains("task graph: 2 tasks\n"), "{text}");
+    assert!(text.contains("  compile              no dependencies\n"), "{text}");
+    assert!(text.contains("  test                 depends on compile\n"), "{text}");
+    assert!(text.contains("critical path: compile -> test ("), "{text}");
 }
 
 #[test]
