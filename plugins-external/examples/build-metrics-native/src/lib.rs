@@ -92,7 +92,7 @@ impl BuildMetrics {
     /// The summary `build-metrics` prints: the last run's totals and its
     /// tasks slowest first; with the task graph, each task's dependencies
     /// and the critical path.
-    pub fn summary(&self, graph: Option<&TaskGraphResult>) -> String {
+    pub fn summary(&self, graph: std::result::Result<&TaskGraphResult, &str>) -> String {
         let run = self.last_run();
         let failed = run
             .iter()
@@ -114,9 +114,12 @@ impl BuildMetrics {
             };
             let _ = writeln!(out, "  {:<20} {:>8} ms  {status}", r.task, r.duration_ms);
         }
-        let Some(graph) = graph else {
-            out.push_str("(no task graph: the host does not offer `task_graph`)\n");
-            return out;
+        let graph = match graph {
+            Ok(g) => g,
+            Err(why) => {
+                let _ = writeln!(out, "(no task graph: {why})");
+                return out;
+            }
         };
         let _ = writeln!(out, "task graph: {} tasks", graph.tasks.len());
         for (name, t) in &graph.tasks {
@@ -187,12 +190,12 @@ impl TaskRushPlugin for BuildMetrics {
         // The project as written, read when asked: the `.rush` may have
         // changed since the run.
         let graph = if host.offers(method::TASK_GRAPH) {
-            Some(host.task_graph()?)
+            host.task_graph().map_err(|e| e.to_string())
         } else {
-            None
+            Err("the host does not offer `task_graph`".to_owned())
         };
         Ok(CommandResult {
-            stdout: self.summary(graph.as_ref()),
+            stdout: self.summary(graph.as_ref().map_err(String::as_str)),
             ..CommandResult::default()
         })
     }
@@ -252,7 +255,7 @@ mod tests {
                 ("test", 40, TaskStatus::Failed),
             ],
         );
-        let s = m.summary(None);
+        let s = m.summary(Err("none"));
         assert!(
             s.starts_with("build metrics: 2 tasks, 1 failed, 45 ms in all\n"),
             "{s}"
@@ -292,7 +295,7 @@ mod tests {
                 ("test", 0, TaskStatus::Success),
             ],
         );
-        let s = m.summary(Some(&graph(&[("compile", &[]), ("test", &["compile"])])));
+        let s = m.summary(Ok(&graph(&[("compile", &[]), ("test", &["compile"])])));
         assert!(s.contains("task graph: 2 tasks\n"), "{s}");
         assert!(
             s.contains("  compile              no dependencies\n"),
