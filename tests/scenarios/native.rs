@@ -101,8 +101,14 @@ fn metrics_scenario(s: &Scenario) {
     // From the task graph (the `task_graph` host call): each task's
     // dependencies as written, and the critical path through the run.
     assert!(text.contains("task graph: 2 tasks\n"), "{text}");
-    assert!(text.contains("  compile              no dependencies\n"), "{text}");
-    assert!(text.contains("  test                 depends on compile\n"), "{text}");
+    assert!(
+        text.contains("  compile              no dependencies\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  test                 depends on compile\n"),
+        "{text}"
+    );
     assert!(text.contains("critical path: compile -> test ("), "{text}");
 }
 
@@ -363,4 +369,39 @@ fn an_in_daemon_library_that_changed_is_picked_up_at_the_next_daemon_restart_and
     s.run(&["daemon", "stop"]).success();
     s.run(&["test"]).success();
     assert!(state_of(&s, "build-metrics")["error"].is_null());
+}
+
+#[test]
+fn plugin_test_runs_a_native_plugin_in_a_host_process_once_the_user_config_allows_native_plugins() {
+    let Some(dir) = native("examples/build-metrics-native") else {
+        return;
+    };
+    let path = dir.to_str().expect("a UTF-8 path");
+    let s = Scenario::new();
+    // Trusted code: the kit honours `[native] allow` like a run does.
+    let out = s.run(&["plugin", "test", path]);
+    out.expect_code(1);
+    let text = out.stdout();
+    assert!(
+        text.contains("✗ start: plugin `build-metrics` is a native plugin")
+            && text.contains("does not allow native plugins"),
+        "{text}"
+    );
+    // Allowed, even in-daemon: the kit loads the library in a host process
+    // of its own, and the plugin passes every check.
+    std::fs::write(s.user_config_path(), "").ok();
+    let s = s.user_config(IN_DAEMON);
+    let out = s.run(&["plugin", "test", path]);
+    out.success();
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "✓ start: the native library `libbuild_metrics.so` runs in its host process (pid "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("✓ handshake: answered in "), "{text}");
+    assert!(text.contains("✓ shutdown: answered, and exited"), "{text}");
+    assert!(!text.contains('✗'), "{text}");
+    assert!(text.trim_end().ends_with("checks passed"), "{text}");
 }
