@@ -246,7 +246,7 @@ fn a_library_built_for_another_abi_version_is_refused_naming_both_versions() {
 fn probe(s: Scenario, dir: &Path, required: bool) -> Scenario {
     s.rush(&format!(
         "plugins:\n  - name: native-probe\n    type: native\n    path: {}\n    required: {required}\n    timeout: 1s\n\
-         tasks:\n  segfault:\n    cmd: echo survived\n  panic:\n    cmd: echo survived\n  block:\n    cmd: echo survived\n  fine:\n    cmd: echo fine\n",
+         tasks:\n  read-secret:\n    cmd: echo ran\n  segfault:\n    cmd: echo survived\n  panic:\n    cmd: echo survived\n  block:\n    cmd: echo survived\n  fine:\n    cmd: echo fine\n",
         dir.display()
     ))
 }
@@ -267,6 +267,50 @@ fn a_native_plugin_that_segfaults_costs_its_host_process_not_the_task_or_the_dae
     s.run(&["fine"]).expect_stdout("fine\n").success();
     let state = state_of(&s, "native-probe");
     assert!(state["restarts"].as_u64() >= Some(1), "{state}");
+    // The back-off and the circuit breaker of any plugin apply: three
+    // crashes in five minutes mark it failed, and it is not started again.
+    for _ in 0..2 {
+        s.run(&["segfault"]).expect_stdout("survived\n").success();
+    }
+    let state = state_of(&s, "native-probe");
+    assert_eq!(state["state"], "failed", "{state}");
+    let out = s.run(&["fine"]);
+    out.expect_stdout("fine\n").success();
+    assert_eq!(state_of(&s, "native-probe")["pid"], Value::Null);
+    assert_eq!(s.daemon_pid(), daemon, "the daemon carries on");
+}
+
+#[test]
+fn a_native_plugins_host_calls_are_held_to_its_grants_in_either_mode() {
+    let Some(dir) = native("fixtures/native-probe") else {
+        return;
+    };
+    for mode in [ALLOW, IN_DAEMON] {
+        let s = probe(Scenario::new().user_config(mode), &dir, true);
+        std::fs::write(s.root().join("secret.txt"), "hunter2").expect("the secret");
+        let out = s.run(&["read-secret"]);
+        out.expect_code(1);
+        out.expect_stderr_containing(
+            "the host said: permission denied: `read_file` needs a `filesystem` grant for `../secret.txt`",
+        );
+        assert!(
+            !out.stderr().contains("hunter2"),
+            "{mode}: {}",
+            out.stderr()
+        );
+        let audit =
+            std::fs::read_to_string(s.root().join("run").join("audit.jsonl")).unwrap_or_default();
+        assert!(
+            audit.lines().any(|l| {
+                let r: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+                r["kind"] == "denied"
+                    && r["plugin"] == "native-probe"
+                    && r["call"] == "read_file"
+                    && r["item"] == "../secret.txt"
+            }),
+            "{mode}: {audit}"
+        );
+    }
 }
 
 #[test]
