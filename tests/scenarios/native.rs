@@ -140,7 +140,25 @@ fn the_build_metrics_example_runs_as_a_native_plugin_in_a_host_process_of_its_ow
     metrics_scenario(&s);
     let state = state_of(&s, "build-metrics");
     assert_eq!(state["kind"], "native");
-    assert!(state["pid"].as_u64().is_some(), "a host process: {state}");
+    let pid = state["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a host process: {state}"));
+    // The security issue's sandbox applies to the host process like any
+    // other plugin process: under a seccomp filter, no new privileges.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if status.contains("Seccomp:") {
+        assert!(status.contains("Seccomp:\t2\n"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    } else {
+        eprintln!("skipped the seccomp check: this kernel does not report `Seccomp` in /proc");
+    }
+    let info = s.run(&["plugin", "info", "build-metrics"]);
+    info.success();
+    assert!(
+        !info.stdout().contains("not sandboxed"),
+        "{}",
+        info.stdout()
+    );
 }
 
 #[test]
