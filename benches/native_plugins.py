@@ -29,7 +29,7 @@ C. Hook round trip measured in the daemon (issue 14): the same plugin as
    both from the daemon's task-duration histogram (`daemon stats --json`),
    100 runs per batch, interleaved with the rest.
 
-Usage: benches/native_plugins.py [--tasks 1000] [--parts ABC]
+Usage: benches/native_plugins.py [--tasks 1000] [--parts ABC]  (default: BC)
 Needs `cargo build --release --workspace --bins` (C uses the release
 cdylib, `target/release/libbuild_metrics.so`, and binary) and
 scripts/build-wasm-examples.
@@ -255,7 +255,8 @@ def part_c(tmp, n):
         e = Env(os.path.join(tmp, f"c{i}"), config)
         d = os.path.realpath(os.path.join(e.tmp, "p"))
         chain_project(d, (kind, plugin_dir(os.path.join(e.tmp, "plugin"), kind)))
-        e.run(d, f"t{CHAIN:03}")  # warm: daemon, project, plugin (100 hook calls)
+        for _ in range(3):  # warm: daemon, project, plugin (3 hook calls)
+            e.run(d, "t001")
         envs.append(("plugin", label, e, d, hook_latency(e, d)["count"]))
     for i, hook in enumerate([False, True]):
         e = Env(os.path.join(tmp, f"s{i}"))
@@ -295,7 +296,7 @@ def part_c(tmp, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--parts", default="AB")
+    ap.add_argument("--parts", default="BC")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="trnative-")
     try:
