@@ -17,12 +17,26 @@ B. The native call alone: `taskrush_native_call` of the release cdylib
    dedicated thread does, without the thread hop), 20,000 times: median
    and p99 per call (ctypes' own cost included).
 
-Usage: benches/native_plugins.py [--tasks 1000] [--parts AB]
-Needs `cargo build --release -p taskrush-daemon -p taskrush-cli
--p build-metrics-native` and scripts/build-wasm-examples.
+C. Hook round trip measured in the daemon (issue 14): the same plugin as
+   (2)-(5) above, each kind in a daemon of its own, all warm; batches of
+   one `taskrush` run of a chain of 100 no-op tasks (`t100` depends on
+   `t099` ... on `t001`: one `after_task` at a time), the kinds interleaved
+   batch by batch; after each batch the hook's latency histogram from
+   `taskrush plugin stats --json` (timed around the call in the daemon:
+   from handing the message to the plugin to its answer). Beside them,
+   shell hooks: one task whose `after:` runs the equivalent check in `sh`
+   (`sh -c 'echo t >> durations.log'`), against the same task without it,
+   both from the daemon's task-duration histogram (`daemon stats --json`),
+   100 runs per batch, interleaved with the rest.
+
+Usage: benches/native_plugins.py [--tasks 1000] [--parts ABC]  (default: BC)
+Needs `cargo build --release --workspace --bins` (C uses the release
+cdylib, `target/release/libbuild_metrics.so`, and binary) and
+scripts/build-wasm-examples.
 """
 import argparse
 import ctypes
+import json
 import os
 import shutil
 import statistics
@@ -181,10 +195,108 @@ def part_b(calls=20000):
           f"{statistics.median(times):.1f} µs | {pct(times, 99):.1f} µs |")
 
 
+CHAIN = 100
+
+
+def chain_project(d, plugin):
+    os.makedirs(d, exist_ok=True)
+    kind, path = plugin
+    lines = ["plugins:", f"  - {{name: build-metrics, type: {kind}, path: {path}, required: true}}", "tasks:"]
+    for i in range(1, CHAIN + 1):
+        lines += [f"  t{i:03}:", "    cmd: 'true'"]
+        if i > 1:
+            lines += [f"    depends_on: [t{i - 1:03}]"]
+    with open(os.path.join(d, ".rush"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def shell_project(d, hook):
+    os.makedirs(d, exist_ok=True)
+    lines = ["tasks:", "  t:", "    cmd: 'true'"]
+    if hook:
+        lines += ["    after: sh -c 'echo t >> durations.log'"]
+    with open(os.path.join(d, ".rush"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def lat_us(lat):
+    n = lat["count"]
+    return {"count": n, "mean": lat["sum_ms"] * 1000 / max(n, 1), "p50": lat["p50_ms"] * 1000,
+            "p95": lat["p95_ms"] * 1000, "p99": lat["p99_ms"] * 1000, "max": lat["max_ms"] * 1000}
+
+
+def hook_latency(e, d):
+    stats = json.loads(e.run(d, "plugin", "stats", "--json").stdout)
+    plugins = stats["plugins"] if isinstance(stats, dict) else stats
+    p = next(p for p in plugins if p["name"] == "build-metrics")
+    h = next(h for h in p["hooks"] if h["name"] == "after_task")
+    return lat_us(h["latency"])
+
+
+def task_latency(e, d):
+    stats = json.loads(e.run(d, "daemon", "stats", "--json").stdout)
+    tasks = stats["tasks"] if isinstance(stats, dict) else stats
+    t = next(t for t in tasks if t["task"] == "t" and t["root"] == d)
+    return lat_us(t["duration"])
+
+
+def part_c(tmp, n):
+    in_daemon = "[native]\nallow = true\nmode = \"in-daemon\"\n"
+    process = "[native]\nallow = true\n"
+    kinds = [
+        ("native, in the daemon", in_daemon, "native"),
+        ("native, in its host process", process, "native"),
+        ("WebAssembly", "", "wasm"),
+        ("external process (the crate's binary)", "", "external"),
+    ]
+    batches = max(1, n // CHAIN)
+    envs = []
+    for i, (label, config, kind) in enumerate(kinds):
+        e = Env(os.path.join(tmp, f"c{i}"), config)
+        d = os.path.realpath(os.path.join(e.tmp, "p"))
+        chain_project(d, (kind, plugin_dir(os.path.join(e.tmp, "plugin"), kind)))
+        for _ in range(3):  # warm: daemon, project, plugin (3 hook calls)
+            e.run(d, "t001")
+        envs.append(("plugin", label, e, d, hook_latency(e, d)["count"]))
+    for i, hook in enumerate([False, True]):
+        e = Env(os.path.join(tmp, f"s{i}"))
+        d = os.path.realpath(os.path.join(e.tmp, "p"))
+        shell_project(d, hook)
+        for _ in range(20):
+            e.run(d, "t")
+        label = "shell `after:` running `sh -c` (task duration)" if hook else "no hook (task duration)"
+        envs.append(("task", label, e, d, task_latency(e, d)["count"]))
+    reads = {label: [] for _, label, _, _, _ in envs}
+    loads = []
+    for b in range(batches):
+        for what, label, e, d, _ in envs:
+            if what == "plugin":
+                e.run(d, f"t{CHAIN:03}")
+                reads[label].append(hook_latency(e, d))
+            else:
+                for _ in range(CHAIN):
+                    e.run(d, "t")
+                reads[label].append(task_latency(e, d))
+        loads.append(os.getloadavg()[0])
+    # The warm-up's calls are in the histogram too: state how many.
+    print(f"load average during C: {min(loads):.1f} to {max(loads):.1f}")
+    print("| kind | calls (warm-up incl.) | p50 | p95 | p99 | max | mean | p50 after each batch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for what, label, e, d, warm in envs:
+        r = reads[label][-1]
+        series = " ".join(f"{x['p50']:.0f}" for x in reads[label])
+        print(f"| {label} | {r['count']} ({warm}) | {r['p50']:.0f} µs | {r['p95']:.0f} µs | {r['p99']:.0f} µs "
+              f"| {r['max']:.0f} µs | {r['mean']:.1f} µs | {series} |")
+        if what == "plugin":
+            out = e.run(d, "build-metrics").stdout
+            assert out.startswith(f"build metrics: {CHAIN} tasks"), out
+        e.stop(d)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--parts", default="AB")
+    ap.add_argument("--parts", default="BC")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="trnative-")
     try:
@@ -197,6 +309,9 @@ def main():
         if "B" in a.parts:
             print("\nB. the native call alone")
             part_b()
+        if "C" in a.parts:
+            print("\nC. hook round trip measured in the daemon")
+            part_c(tmp, a.tasks)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

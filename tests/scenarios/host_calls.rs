@@ -494,3 +494,88 @@ fn a_wasm_plugin_scans_every_task_of_the_project_read_through_task_graph() {
     );
     assert_eq!(lines[1], "ok: task `safe`: echo fine");
 }
+
+#[test]
+fn a_called_command_gets_no_more_time_than_its_caller_has_left() {
+    let s = Scenario::new();
+    python_plugin(
+        &s,
+        "sleeper",
+        "",
+        r#"
+import time
+
+@plugin.command("nap")
+def nap(args, cwd):
+    time.sleep(60)
+    return "woke up"
+"#,
+    );
+    python_plugin(
+        &s,
+        "hurried",
+        "plugins = [\"sleeper\"]",
+        r#"
+@plugin.command("hurry")
+def hurry(args, cwd):
+    r = plugin.host.call_command("sleeper", "nap")
+    return "sleeper said: " + r.stdout
+"#,
+    );
+    // The caller has 2 s; the callee's own deadline would be 60 s.
+    let s = s.rush(
+        "plugins:\n  - name: sleeper\n    timeout: 60s\n  - name: hurried\n    timeout: 2s\n\
+         tasks:\n  t:\n    cmd: echo t\n",
+    );
+    let began = std::time::Instant::now();
+    let out = s.run(&["hurry"]);
+    let took = began.elapsed();
+    out.expect_code(1);
+    out.expect_stderr_containing("plugin `hurried` failed in `command`: no answer within 2s");
+    assert!(!out.stdout().contains("woke up"), "{}", out.stdout());
+    // Far sooner than the callee's sleep (a generous bound, not a speed
+    // assertion).
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // The callee's call ended at the caller's deadline too: the sleeper
+    // was given up on (killed: a crash, and its `nap` a timeout, in its
+    // figures), not left to sleep its own 60 s.
+    let sleeper = || {
+        let out = s.run(&["plugin", "stats", "sleeper", "--json"]);
+        let v: Value = serde_json::from_str(&out.stdout()).unwrap_or(Value::Null);
+        let p = v
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == "sleeper").cloned())
+            .unwrap_or(Value::Null);
+        // Its `nap`, called through the host, counted as a timeout.
+        let naps: u64 = p["commands"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == "nap")
+            .map(|c| c["timeouts"].as_u64().unwrap_or(0))
+            .sum();
+        (p["crashes"].as_u64().unwrap_or(0), naps)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || sleeper() == (1, 1)),
+        "the callee's `nap` was not stopped with its caller: {}",
+        s.run(&["plugin", "stats", "sleeper", "--json"]).stdout()
+    );
+    let records = audit_records(&s);
+    assert!(
+        records.iter().any(|r| r["kind"] == "call_command"
+            && r["plugin"] == "hurried"
+            && r["callee"] == "sleeper"
+            && r["command"] == "nap"),
+        "{records:?}"
+    );
+    let audit = s.run(&["plugin", "audit", "hurried"]);
+    audit.success();
+    assert!(
+        audit
+            .stdout()
+            .contains("called `nap` of `sleeper` (hurried → sleeper)"),
+        "{}",
+        audit.stdout()
+    );
+}

@@ -98,6 +98,18 @@ fn metrics_scenario(s: &Scenario) {
         "{text}"
     );
     assert!(text.contains("compile") && text.contains("test"), "{text}");
+    // From the task graph (the `task_graph` host call): each task's
+    // dependencies as written, and the critical path through the run.
+    assert!(text.contains("task graph: 2 tasks\n"), "{text}");
+    assert!(
+        text.contains("  compile              no dependencies\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  test                 depends on compile\n"),
+        "{text}"
+    );
+    assert!(text.contains("critical path: compile -> test ("), "{text}");
 }
 
 #[test]
@@ -128,7 +140,25 @@ fn the_build_metrics_example_runs_as_a_native_plugin_in_a_host_process_of_its_ow
     metrics_scenario(&s);
     let state = state_of(&s, "build-metrics");
     assert_eq!(state["kind"], "native");
-    assert!(state["pid"].as_u64().is_some(), "a host process: {state}");
+    let pid = state["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a host process: {state}"));
+    // The security issue's sandbox applies to the host process like any
+    // other plugin process: under a seccomp filter, no new privileges.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if status.contains("Seccomp:") {
+        assert!(status.contains("Seccomp:\t2\n"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    } else {
+        eprintln!("skipped the seccomp check: this kernel does not report `Seccomp` in /proc");
+    }
+    let info = s.run(&["plugin", "info", "build-metrics"]);
+    info.success();
+    assert!(
+        !info.stdout().contains("not sandboxed"),
+        "{}",
+        info.stdout()
+    );
 }
 
 #[test]
@@ -234,7 +264,7 @@ fn a_library_built_for_another_abi_version_is_refused_naming_both_versions() {
 fn probe(s: Scenario, dir: &Path, required: bool) -> Scenario {
     s.rush(&format!(
         "plugins:\n  - name: native-probe\n    type: native\n    path: {}\n    required: {required}\n    timeout: 1s\n\
-         tasks:\n  segfault:\n    cmd: echo survived\n  panic:\n    cmd: echo survived\n  block:\n    cmd: echo survived\n  fine:\n    cmd: echo fine\n",
+         tasks:\n  read-secret:\n    cmd: echo ran\n  segfault:\n    cmd: echo survived\n  panic:\n    cmd: echo survived\n  block:\n    cmd: echo survived\n  fine:\n    cmd: echo fine\n",
         dir.display()
     ))
 }
@@ -255,6 +285,50 @@ fn a_native_plugin_that_segfaults_costs_its_host_process_not_the_task_or_the_dae
     s.run(&["fine"]).expect_stdout("fine\n").success();
     let state = state_of(&s, "native-probe");
     assert!(state["restarts"].as_u64() >= Some(1), "{state}");
+    // The back-off and the circuit breaker of any plugin apply: three
+    // crashes in five minutes mark it failed, and it is not started again.
+    for _ in 0..2 {
+        s.run(&["segfault"]).expect_stdout("survived\n").success();
+    }
+    let state = state_of(&s, "native-probe");
+    assert_eq!(state["state"], "failed", "{state}");
+    let out = s.run(&["fine"]);
+    out.expect_stdout("fine\n").success();
+    assert_eq!(state_of(&s, "native-probe")["pid"], Value::Null);
+    assert_eq!(s.daemon_pid(), daemon, "the daemon carries on");
+}
+
+#[test]
+fn a_native_plugins_host_calls_are_held_to_its_grants_in_either_mode() {
+    let Some(dir) = native("fixtures/native-probe") else {
+        return;
+    };
+    for mode in [ALLOW, IN_DAEMON] {
+        let s = probe(Scenario::new().user_config(mode), &dir, true);
+        std::fs::write(s.root().join("secret.txt"), "hunter2").expect("the secret");
+        let out = s.run(&["read-secret"]);
+        out.expect_code(1);
+        out.expect_stderr_containing(
+            "the host said: permission denied: `read_file` needs a `filesystem` grant for `../secret.txt`",
+        );
+        assert!(
+            !out.stderr().contains("hunter2"),
+            "{mode}: {}",
+            out.stderr()
+        );
+        let audit =
+            std::fs::read_to_string(s.root().join("run").join("audit.jsonl")).unwrap_or_default();
+        assert!(
+            audit.lines().any(|l| {
+                let r: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+                r["kind"] == "denied"
+                    && r["plugin"] == "native-probe"
+                    && r["call"] == "read_file"
+                    && r["item"] == "../secret.txt"
+            }),
+            "{mode}: {audit}"
+        );
+    }
 }
 
 #[test]
@@ -357,4 +431,39 @@ fn an_in_daemon_library_that_changed_is_picked_up_at_the_next_daemon_restart_and
     s.run(&["daemon", "stop"]).success();
     s.run(&["test"]).success();
     assert!(state_of(&s, "build-metrics")["error"].is_null());
+}
+
+#[test]
+fn plugin_test_runs_a_native_plugin_in_a_host_process_once_the_user_config_allows_native_plugins() {
+    let Some(dir) = native("examples/build-metrics-native") else {
+        return;
+    };
+    let path = dir.to_str().expect("a UTF-8 path");
+    let s = Scenario::new();
+    // Trusted code: the kit honours `[native] allow` like a run does.
+    let out = s.run(&["plugin", "test", path]);
+    out.expect_code(1);
+    let text = out.stdout();
+    assert!(
+        text.contains("✗ start: plugin `build-metrics` is a native plugin")
+            && text.contains("does not allow native plugins"),
+        "{text}"
+    );
+    // Allowed, even in-daemon: the kit loads the library in a host process
+    // of its own, and the plugin passes every check.
+    std::fs::write(s.user_config_path(), "").ok();
+    let s = s.user_config(IN_DAEMON);
+    let out = s.run(&["plugin", "test", path]);
+    out.success();
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "✓ start: the native library `libbuild_metrics.so` runs in its host process (pid "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("✓ handshake: answered in "), "{text}");
+    assert!(text.contains("✓ shutdown: answered, and exited"), "{text}");
+    assert!(!text.contains('✗'), "{text}");
+    assert!(text.trim_end().ends_with("checks passed"), "{text}");
 }

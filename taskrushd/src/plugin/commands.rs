@@ -339,10 +339,20 @@ impl PluginHost {
             cwd: config.root.display().to_string(),
         };
         let params = serde_json::to_value(&params).unwrap_or(Value::Null);
-        match process
-            .call_in(cx, wire::method::COMMAND, params, limit)
-            .await
-        {
+        let began = std::time::Instant::now();
+        let (reply, bytes) = process
+            .call_counted(cx, wire::method::COMMAND, params, limit)
+            .await;
+        // Counted in the callee's figures like a command run from the CLI.
+        if let Some(calls) = slot.metrics.command(command) {
+            let end = match &reply {
+                Ok(_) => crate::metrics::End::Ok,
+                Err(CallError::Timeout(_)) => crate::metrics::End::Timeout,
+                Err(_) => crate::metrics::End::Error,
+            };
+            calls.record(began.elapsed(), end, bytes);
+        }
+        match reply {
             Ok(v) => serde_json::from_value::<CommandResult>(v)
                 .map_err(|e| format!("the answer of `{callee}` to `{command}` is malformed: {e}")),
             Err(CallError::Remote { message, .. }) => {

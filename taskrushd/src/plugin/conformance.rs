@@ -12,6 +12,9 @@
 //! what it was denied during the test (a host call or a proxied
 //! connection its manifest's `[permissions]` do not cover: their `denied`
 //! audit records), each with the manifest line that would cover it.
+//!
+//! A native plugin is started only where `[native] allow` says so, and
+//! always in a host process of its own (`taskrushd --native-host LIB`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,6 +91,32 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         }
     };
     let mut proxy = None;
+    // A native plugin is trusted code: tested only where the user config
+    // allows native plugins, and always in a host process of its own
+    // (`taskrushd --native-host LIB`, like the default mode), so that a
+    // crash costs the test, not the daemon.
+    let native = m.plugin_type == taskrush_protocol::plugin::PluginType::Native;
+    let argv = if native {
+        if let Err((message, hint)) = super::native::allowed(&m.name) {
+            r.check("start", false, format!("{message}; hint: {hint}"));
+            return;
+        }
+        let library = super::native::library_path(dir, &m.entry_point);
+        match super::native::host_argv(&library) {
+            Ok(argv) => argv,
+            Err(e) => {
+                r.check("start", false, e);
+                return;
+            }
+        }
+    } else {
+        m.entry_point.clone()
+    };
+    let shown = if native {
+        format!("the native library `{}`", m.entry_point.join(" "))
+    } else {
+        format!("`{}`", m.entry_point.join(" "))
+    };
     let started = if m.plugin_type == taskrush_protocol::plugin::PluginType::Wasm {
         // Its grants, but no private dirs: nothing beyond them is opened.
         let none = dir.join(".taskrush-test-no-dir");
@@ -135,7 +164,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
         }
         PluginProcess::spawn(
             &m.name,
-            &m.entry_point,
+            &argv,
             dir,
             &plugin_env,
             None,
@@ -146,11 +175,7 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
     let process = match started {
         Ok(p) => p,
         Err(e) => {
-            r.check(
-                "start",
-                false,
-                format!("cannot run `{}`: {e}", m.entry_point.join(" ")),
-            );
+            r.check("start", false, format!("cannot run {shown}: {e}"));
             return;
         }
     };
@@ -158,9 +183,10 @@ async fn run(dir: &Path, env: &BTreeMap<String, String>, r: &mut Report) {
     r.check(
         "start",
         true,
-        match process.pid() {
-            Some(pid) => format!("`{}` runs (pid {pid})", m.entry_point.join(" ")),
-            None => format!("`{}` runs", m.entry_point.join(" ")),
+        match (process.pid(), native) {
+            (Some(pid), true) => format!("{shown} runs in its host process (pid {pid})"),
+            (Some(pid), false) => format!("{shown} runs (pid {pid})"),
+            (None, _) => format!("{shown} runs"),
         },
     );
 
