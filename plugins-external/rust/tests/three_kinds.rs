@@ -1,11 +1,13 @@
 //! One plugin, three kinds: the example `build-metrics-native` (one crate
 //! using this SDK) built by `scripts/build-native-examples` as a `cdylib`
-//! and as a binary, driven through the same conversation: as a native
+//! and as a binary, and by `scripts/build-wasm-examples` for
+//! `wasm32-wasip1`, driven through the same conversation: as a native
 //! library through the C ABI (loaded here with `libloading`, as the daemon
-//! loads it) and as an external process over stdio. The WebAssembly kind
-//! is driven by the daemon's scenario
+//! loads it), as an external process over stdio, and as a WebAssembly
+//! module under Node's engine (`tests/wasm-stdio.mjs`: this SDK links no
+//! engine; the daemon's scenario
 //! `one_rust_plugin_passes_the_same_scenario_as_native_wasm_and_external_process`
-//! (it needs a WebAssembly engine, which this SDK does not link).
+//! runs all three under the daemon, wasmtime included).
 #![allow(unsafe_code)] // loading and calling the library under test
 
 use std::ffi::c_void;
@@ -139,7 +141,40 @@ fn the_example_answers_the_same_conversation_as_a_native_library_and_as_a_proces
     });
 
     // An external process: the crate's binary on stdio.
-    let mut child = Command::new(dir.join("build-metrics"))
+    over_stdio(Command::new(dir.join("build-metrics")));
+}
+
+#[test]
+fn the_example_built_for_wasm_answers_the_same_conversation() {
+    let wasm = repo().join("plugins-external/examples/build-metrics-native/build-metrics.wasm");
+    let required = |v: &str| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0");
+    let node = Command::new("node").arg("--version").output();
+    let missing = if !wasm.is_file() {
+        Some(format!(
+            "`{}` is not built (scripts/build-wasm-examples)",
+            wasm.display()
+        ))
+    } else if !node.is_ok_and(|o| o.status.success()) {
+        Some("`node` is not installed".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        if required("TASKRUSH_REQUIRE_WASM") {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut node = Command::new("node");
+    node.arg(repo().join("plugins-external/rust/tests/wasm-stdio.mjs"))
+        .arg(&wasm);
+    over_stdio(node);
+}
+
+/// Runs [`scenario`] against a plugin speaking JSON-RPC lines on stdio.
+fn over_stdio(mut command: Command) {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
