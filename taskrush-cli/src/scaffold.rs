@@ -73,10 +73,9 @@ const RUST_WASM: &[Template] = &[
         "Cargo.toml",
         include_str!("../templates/rust-wasm/Cargo.toml"),
     ),
-    (
-        "src/lib.rs",
-        include_str!("../templates/rust-wasm/src/lib.rs"),
-    ),
+    // The very same plugin code as `rust`: the SDK's `export_plugin!`
+    // makes it a WebAssembly plugin when built for wasm32-wasip1.
+    ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
 ];
 
 /// `taskrush plugin new NAME --lang LANG [--dir D]`.

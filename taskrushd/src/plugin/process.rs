@@ -367,36 +367,7 @@ impl PluginProcess {
         guest: super::wasm::Guest,
         audit_root: Option<&Path>,
     ) -> Arc<PluginProcess> {
-        let shared = Arc::new(Shared {
-            name: name.to_owned(),
-            pending: Mutex::new(HashMap::new()),
-            dead: Mutex::new(None),
-            exit: watch::channel(None).0,
-            junk: AtomicU32::new(0),
-            unmatched: AtomicU32::new(0),
-            group: None,
-            stderr_done: watch::channel(true).0,
-            usage: Mutex::new((None, None)),
-            audit_root: std::sync::OnceLock::new(),
-            requests: AtomicU32::new(0),
-            stdin: Arc::new(tokio::sync::Mutex::new(None)),
-            host_calls: std::sync::OnceLock::new(),
-            contexts: Mutex::new(HashMap::new()),
-            host_call_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_CALLS)),
-            metrics: std::sync::OnceLock::new(),
-        });
-        Arc::new(PluginProcess {
-            stdin: shared.stdin.clone(),
-            shared,
-            next_id: AtomicU64::new(1),
-            in_flight: AtomicUsize::new(0),
-            retired: AtomicBool::new(false),
-            pid: None,
-            wasm: Some(Arc::new(guest)),
-            wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
-            achieved: std::sync::OnceLock::new(),
-            native: None,
-        })
+        Self::in_memory(name, audit_root, Some(Arc::new(guest)), None)
     }
 
     /// A native plugin loaded in the daemon behind the same handle: the
@@ -406,6 +377,17 @@ impl PluginProcess {
         name: &str,
         guest: super::native::InDaemon,
         audit_root: Option<&Path>,
+    ) -> Arc<PluginProcess> {
+        Self::in_memory(name, audit_root, None, Some(Arc::new(guest)))
+    }
+
+    /// A plugin that is no process (a WebAssembly instance or a native
+    /// library in the daemon): no pid, no pipes, nothing to demultiplex.
+    fn in_memory(
+        name: &str,
+        audit_root: Option<&Path>,
+        wasm: Option<Arc<super::wasm::Guest>>,
+        native: Option<Arc<super::native::InDaemon>>,
     ) -> Arc<PluginProcess> {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -432,10 +414,10 @@ impl PluginProcess {
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             pid: None,
-            wasm: None,
+            wasm,
             wasm_audit: Mutex::new(audit_root.map(Path::to_owned)),
             achieved: std::sync::OnceLock::new(),
-            native: Some(Arc::new(guest)),
+            native,
         })
     }
 
