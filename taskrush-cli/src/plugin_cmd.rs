@@ -169,6 +169,30 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             let file = file.as_ref().map(|f| f.display().to_string());
             crate::consent::revoke_cmd(&mut c, &cwd, file.as_deref(), &name)
         }
+        PluginAction::Install {
+            spec,
+            from_rush,
+            locked,
+            allow_unsigned,
+            json,
+        } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            match spec {
+                Some(spec) if !from_rush => install_spec(&mut c, &spec, allow_unsigned, json),
+                _ => crate::lock_cmd::install_from_rush(&mut c, &cwd, file.as_deref(), locked, json),
+            }
+        }
+        PluginAction::Update { name, locked, json } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::lock_cmd::update(&mut c, &cwd, file.as_deref(), name.as_deref(), locked, json)
+        }
+        PluginAction::Lock { check: _, json } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::lock_cmd::check(&mut c, &cwd, file.as_deref(), json)
+        }
         PluginAction::Test { path, json } => {
             let path = std::path::absolute(&path)
                 .map_err(|e| CliError::io(&format!("cannot resolve `{}`", path.display()), e))?;
@@ -198,6 +222,37 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             Ok(if failed == 0 { 0 } else { 1 })
         }
     }
+}
+
+/// `plugin install SPEC`: one plugin, through the daemon (a local path is
+/// made absolute first).
+fn install_spec(
+    c: &mut Client,
+    spec: &str,
+    allow_unsigned: bool,
+    json: bool,
+) -> Result<i32, CliError> {
+    let spec = if spec.starts_with('.') || spec.starts_with('/') {
+        std::path::absolute(spec)
+            .map_err(|e| CliError::io(&format!("cannot resolve `{spec}`"), e))?
+            .display()
+            .to_string()
+    } else {
+        spec.to_owned()
+    };
+    let r: taskrush_protocol::registry::Receipt = c.call(
+        method::PLUGIN_INSTALL,
+        json!({"spec": spec, "allow_unsigned": allow_unsigned}),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        println!(
+            "installed `{}` {} from `{}` into `{}`",
+            r.name, r.version, r.registry, r.dir
+        );
+    }
+    Ok(0)
 }
 
 /// `plugin info`'s permissions, kind by kind: declared, granted, denied

@@ -1,8 +1,10 @@
 //! Finding a plugin's directory and loading its `plugin.toml`.
 //!
 //! Lookup, first hit wins: the entry's `path:` (relative to the `.rush`
-//! file's directory), else `<project>/.rush-plugins/NAME/`, else
-//! `$XDG_DATA_HOME/taskrush/plugins/NAME/`. A manifest is valid when it
+//! file's directory), else `<project>/.rush-plugins/NAME/`, else an
+//! installed version `$XDG_DATA_HOME/taskrush/plugins/NAME/VERSION/` (the
+//! one locked in `.rush.lock`, else the newest matching `version:`; see
+//! `registry/lock.rs`), else `$XDG_DATA_HOME/taskrush/plugins/NAME/`. A manifest is valid when it
 //! parses, names the plugin as the `.rush` file does, has an entry point,
 //! its `taskrush_version` requirement admits this TaskRush, and its version
 //! satisfies the `.rush` entry's `version:` requirement.
@@ -199,6 +201,23 @@ fn bare_wasm(spec: &PluginSpec, file: &Path) -> Result<Installed, ManifestError>
 
 /// Where the plugin's directory is, or an error naming every place looked.
 pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestError> {
+    if spec.path.is_none() {
+        let local = rush_dir.join(".rush-plugins").join(&spec.name);
+        if local.join(MANIFEST).is_file() {
+            return Ok(local);
+        }
+        // Installed from a registry: `…/plugins/NAME/VERSION/`, the locked
+        // version or the newest matching (`registry/lock.rs`).
+        match crate::registry::lock::resolve_installed(
+            &spec.name,
+            spec.version.as_deref(),
+            rush_dir,
+        ) {
+            Ok(Some(dir)) => return Ok(dir),
+            Ok(None) => {}
+            Err((message, hint)) => return Err(ManifestError::new(message).hint(hint)),
+        }
+    }
     let candidates: Vec<PathBuf> = match &spec.path {
         Some(p) => vec![rush_dir.join(p)],
         None => {
@@ -226,7 +245,8 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
     .hint(match &spec.path {
         Some(_) => "`path:` is relative to the `.rush` file's directory and names the plugin's directory (the one holding `plugin.toml`)".to_owned(),
         None => format!(
-            "put the plugin in `.rush-plugins/{}/`, or give its directory with `path:`",
+            "{}; or put the plugin in `.rush-plugins/{}/`, or give its directory with `path:`",
+            crate::registry::lock::install_hint(&spec.name, spec.version.as_deref()),
             spec.name
         ),
     }))
