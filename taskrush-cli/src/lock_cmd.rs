@@ -46,10 +46,7 @@ pub fn update(
 
 /// `plugin lock --check`: exit 1 with what is stale.
 pub fn check(c: &mut Client, cwd: &str, file: Option<&str>, json: bool) -> Result<i32, CliError> {
-    let r: LockCheck = c.call(
-        method::PLUGIN_LOCK_CHECK,
-        json!({"cwd": cwd, "file": file}),
-    )?;
+    let r: LockCheck = c.call(method::PLUGIN_LOCK_CHECK, json!({"cwd": cwd, "file": file}))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {

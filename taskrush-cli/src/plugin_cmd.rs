@@ -180,7 +180,9 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             let file = file.as_ref().map(|f| f.display().to_string());
             match spec {
                 Some(spec) if !from_rush => install_spec(&mut c, &spec, allow_unsigned, json),
-                _ => crate::lock_cmd::install_from_rush(&mut c, &cwd, file.as_deref(), locked, json),
+                _ => {
+                    crate::lock_cmd::install_from_rush(&mut c, &cwd, file.as_deref(), locked, json)
+                }
             }
         }
         PluginAction::Update { name, locked, json } => {

@@ -21,6 +21,7 @@ mod hostile_files;
 mod includes;
 mod limits;
 mod listing;
+mod lockfile;
 mod orphans;
 mod outputs;
 mod plugin_commands;

@@ -215,7 +215,7 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         ) {
             Ok(Some(dir)) => return Ok(dir),
             Ok(None) => {}
-            Err((message, hint)) => return Err(ManifestError::new(message).hint(hint)),
+            Err((message, hint)) => return Err(ManifestError::new(format!("{message}; {hint}"))),
         }
     }
     let candidates: Vec<PathBuf> = match &spec.path {
@@ -237,16 +237,22 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         .iter()
         .map(|c| format!("`{}`", c.join(MANIFEST).display()))
         .collect();
+    let install = match &spec.path {
+        Some(_) => String::new(),
+        None => format!(
+            "; {}",
+            crate::registry::lock::install_hint(&spec.name, spec.version.as_deref())
+        ),
+    };
     Err(ManifestError::new(format!(
-        "plugin `{}` not found: looked for {}",
+        "plugin `{}` not found: looked for {}{install}",
         spec.name,
         looked.join(", ")
     ))
     .hint(match &spec.path {
         Some(_) => "`path:` is relative to the `.rush` file's directory and names the plugin's directory (the one holding `plugin.toml`)".to_owned(),
         None => format!(
-            "{}; or put the plugin in `.rush-plugins/{}/`, or give its directory with `path:`",
-            crate::registry::lock::install_hint(&spec.name, spec.version.as_deref()),
+            "put the plugin in `.rush-plugins/{}/`, or give its directory with `path:`",
             spec.name
         ),
     }))

@@ -257,7 +257,10 @@ mod tests {
         ))
     }
 
-    fn installed(root: &Path, key: &super::super::sign::SigningKey) -> (std::path::PathBuf, Receipt) {
+    fn installed(
+        root: &Path,
+        key: &super::super::sign::SigningKey,
+    ) -> (std::path::PathBuf, Receipt) {
         let dir = root.join("p");
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("plugin.toml"), "name = \"p\"\n").expect("write");
@@ -265,7 +268,10 @@ mod tests {
         let tree = unpack::tree_hash(&dir).expect("tree");
         let sha = "ab".repeat(32);
         let sig = key
-            .sign(b"archive", &trusted_comment("p", "1.2.0", "any", &sha, &tree))
+            .sign(
+                b"archive",
+                &trusted_comment("p", "1.2.0", "any", &sha, &tree),
+            )
             .expect("sign");
         let receipt = Receipt {
             name: "p".into(),
@@ -288,7 +294,9 @@ mod tests {
     #[test]
     fn an_untouched_tree_verifies_and_a_changed_byte_is_refused_naming_the_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let Some((pk, sk)) = pair(tmp.path()) else { return };
+        let Some((pk, sk)) = pair(tmp.path()) else {
+            return;
+        };
         let (dir, receipt) = installed(tmp.path(), &sk);
         let keys = [pk];
         verify_with_keys(&dir, &receipt, &keys).expect("verifies");
@@ -298,20 +306,28 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.join("main.py"), "print(2)\n").expect("write");
         let e = verify_with_keys(&dir, &receipt, &keys).expect_err("refused");
-        assert!(e.why.starts_with("`main.py` changed since install"), "{}", e.why);
+        assert!(
+            e.why.starts_with("`main.py` changed since install"),
+            "{}",
+            e.why
+        );
     }
 
     #[test]
     fn a_receipt_edited_to_match_a_changed_tree_fails_the_signature() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let Some((pk, sk)) = pair(tmp.path()) else { return };
+        let Some((pk, sk)) = pair(tmp.path()) else {
+            return;
+        };
         let (dir, mut receipt) = installed(tmp.path(), &sk);
         std::fs::write(dir.join("main.py"), "evil\n").expect("write");
         receipt.tree = unpack::tree_hash(&dir).expect("tree");
-        let e = verify_with_keys(&dir, &receipt, &[pk.clone()]).expect_err("refused");
+        let e = verify_with_keys(&dir, &receipt, std::slice::from_ref(&pk)).expect_err("refused");
         assert!(e.why.contains("trusted comment is"), "{}", e.why);
         // And an untrusted key is refused whatever the comment says.
-        let Some((other, _)) = pair(&tmp.path().join("o")) else { return };
+        let Some((other, _)) = pair(&tmp.path().join("o")) else {
+            return;
+        };
         let (_, good) = installed(&tmp.path().join("q"), &sk);
         let e = verify_with_keys(Path::new(&good.dir), &good, &[other]).expect_err("refused");
         assert!(e.why.contains("not among the trusted keys"), "{}", e.why);
