@@ -194,6 +194,14 @@ pub struct PluginStatus {
     /// `enforcement = "required"`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub limits: std::collections::BTreeMap<String, LimitStatus>,
+    /// The key id that signed the installed plugin (verified before each
+    /// start); none for an unsigned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Not signed: a development plugin (`path:`, `.rush-plugins/`, a
+    /// directory copied by hand) or one installed with `--allow-unsigned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
 }
 
 /// One resource limit of a plugin.

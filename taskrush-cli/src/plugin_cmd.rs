@@ -77,6 +77,18 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "LIMITS", "HOOKS", "COMMANDS",
             ];
             crate::render::table(&mut out, head, &rows);
+            let unsigned: Vec<String> = list
+                .iter()
+                .filter(|p| p.unsigned)
+                .map(|p| format!("`{}`", p.name))
+                .collect();
+            if !unsigned.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nunsigned (development plugins, not verified before they start): {}",
+                    unsigned.join(", ")
+                );
+            }
             for p in list.iter().filter(|p| p.needs_grant) {
                 let _ = writeln!(
                     out,

@@ -125,8 +125,11 @@ fn make_writable(p: &Path) {
 }
 
 #[test]
-fn a_version_requirement_with_nothing_installed_says_which_install_command_fixes_it() {
-    let s = Scenario::new().rush(RUSH).env("REC", "/dev/null");
+fn a_version_requirement_with_nothing_installed_says_which_install_command_fixes_it_and_dev_plugins_are_listed_unsigned()
+ {
+    let rush = RUSH.replace("plugins:\n", "plugins:\n  - name: dev\n");
+    let s = Scenario::new().rush(&rush).env("REC", "/dev/null");
+    super::plugins::plugin(&s, "dev", "good");
     let out = s.run(&["t"]);
     out.expect_stdout("ran\n").success();
     let err = out.stderr();
@@ -134,6 +137,14 @@ fn a_version_requirement_with_nothing_installed_says_which_install_command_fixes
         err.contains("`taskrush plugin install hello@^1.0`")
             && err.contains("`taskrush plugin install --from-rush`"),
         "{err}"
+    );
+    let list = s.run(&["plugin", "list"]);
+    list.success();
+    assert!(
+        list.stdout()
+            .contains("unsigned (development plugins, not verified before they start): `dev`"),
+        "{}",
+        list.stdout()
     );
 }
 
@@ -173,6 +184,11 @@ fn install_from_rush_writes_the_lock_and_runs_use_the_locked_version_while_a_new
     );
     assert_eq!(any["sha256"].as_str().map(str::len), Some(64), "{l}");
     s.run(&["plugin", "lock", "--check"]).success();
+    let list = s.run(&["plugin", "list", "--json"]);
+    list.success();
+    let list: Value = serde_json::from_str(&list.stdout()).expect("list JSON");
+    assert_eq!(list[0]["signer"], h["signer"], "{list}");
+    assert_eq!(list[0].get("unsigned"), None, "{list}");
 
     // 1.1.0 is published and installed too, but the lock says 1.0.0.
     publish(&s, &r, "1.1.0", &["example.org"], 0);

@@ -333,3 +333,67 @@ mod tests {
         assert!(e.why.contains("not among the trusted keys"), "{}", e.why);
     }
 }
+
+/// The cost of the check before a start, for `docs/performance.md`:
+/// `cargo test -p taskrush-daemon --release -- --ignored --nocapture
+/// verification_cost`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    fn measure(what: &str, dir: &Path) {
+        let tree = unpack::tree_hash(dir).expect("tree");
+        let receipt = Receipt {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            registry: "local".into(),
+            kind: taskrush_protocol::plugin::PluginType::External,
+            platform: "any".into(),
+            signer: None,
+            sha256: String::new(),
+            tree,
+            signature: None,
+            permissions_sha256: String::new(),
+            permissions: Default::default(),
+            dir: String::new(),
+            installed_at: String::new(),
+        };
+        let n = 50;
+        let mut times: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                verify_with_keys(dir, &receipt, &[]).expect("verifies");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "{what}: median {:.3} ms, p95 {:.3} ms ({n} runs, warm page cache)",
+            times[n / 2],
+            times[n * 95 / 100]
+        );
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn verification_cost() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for ex in [
+            "slack-notify",
+            "security-scanner",
+            "git-hook",
+            "slack-notify-wasm",
+        ] {
+            measure(ex, &repo.join("plugins-external/examples").join(ex));
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("plugin.toml"), "name = \"p\"\n").expect("write");
+        std::fs::write(tmp.path().join("blob.bin"), vec![7u8; 5 * 1024 * 1024]).expect("write");
+        measure("a 5 MiB tree (one file)", tmp.path());
+        let many = tempfile::tempdir().expect("tempdir");
+        for i in 0..500 {
+            std::fs::write(many.path().join(format!("f{i}.py")), vec![b'#'; 4096]).expect("write");
+        }
+        measure("500 files of 4 KiB", many.path());
+    }
+}
