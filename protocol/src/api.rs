@@ -273,6 +273,37 @@ pub trait TaskRushApi {
         revoke: Option<Vec<String>>,
     ) -> Result<crate::registry::Published, ErrorObjectOwned>;
 
+    /// `plugin install --from-rush`: install every plugin the project's
+    /// `.rush` file needs from the registries, the versions locked in its
+    /// `.rush.lock` when the lock is fresh, and write the lock; `locked`
+    /// fails on a stale lock instead of re-resolving.
+    #[method(name = "plugin_sync")]
+    async fn plugin_sync(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        locked: Option<bool>,
+    ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
+
+    /// `plugin update [NAME]`: the newest version within each `.rush`
+    /// requirement (or `name`'s only), installed and locked.
+    #[method(name = "plugin_update")]
+    async fn plugin_update(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: Option<String>,
+        locked: Option<bool>,
+    ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
+
+    /// `plugin lock --check`: what is stale or missing in `.rush.lock`.
+    #[method(name = "plugin_lock_check")]
+    async fn plugin_lock_check(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<crate::lockfile::LockCheck, ErrorObjectOwned>;
+
     /// The daemon's global event stream: config reloads, plugin life,
     /// runs and tasks of every client. Events arrive as `event`
     /// notifications; the subscription is live once its id is answered.

@@ -198,6 +198,14 @@ pub struct PluginStatus {
     /// started, its hooks skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// The key id that signed the installed plugin (verified before each
+    /// start); none for an unsigned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Not signed: a development plugin (`path:`, `.rush-plugins/`, a
+    /// directory copied by hand) or one installed with `--allow-unsigned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
 }
 
 /// One resource limit of a plugin.

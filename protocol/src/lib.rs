@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod host;
 pub mod jsonrpc;
+pub mod lockfile;
 pub mod method;
 pub mod metrics;
 pub mod paths;

@@ -72,6 +72,12 @@ pub const PLUGIN_INSTALLED: &str = "plugin_installed";
 pub const PLUGIN_REMOVE: &str = "plugin_remove";
 /// Add a plugin directory to a registry directory, signed.
 pub const PLUGIN_PUBLISH: &str = "plugin_publish";
+/// Install what the project's `.rush` needs, honouring `.rush.lock`.
+pub const PLUGIN_SYNC: &str = "plugin_sync";
+/// Update the project's plugins within their requirements, and the lock.
+pub const PLUGIN_UPDATE: &str = "plugin_update";
+/// What is stale in the project's `.rush.lock`.
+pub const PLUGIN_LOCK_CHECK: &str = "plugin_lock_check";
 /// Subscription: the daemon's global event stream
 /// ([`crate::events::DaemonEvent`]).
 pub const EVENTS: &str = "events";
@@ -127,6 +133,9 @@ pub const ALL: &[&str] = &[
     PLUGIN_INSTALLED,
     PLUGIN_REMOVE,
     PLUGIN_PUBLISH,
+    PLUGIN_SYNC,
+    PLUGIN_UPDATE,
+    PLUGIN_LOCK_CHECK,
     EVENTS,
     EVENTS_UNSUBSCRIBE,
     DAEMON_STATUS,
@@ -181,6 +190,9 @@ pub const PARAMS: &[(&str, &[&str])] = &[
             "revoke",
         ],
     ),
+    (PLUGIN_SYNC, &["cwd", "file", "locked"]),
+    (PLUGIN_UPDATE, &["cwd", "file", "name", "locked"]),
+    (PLUGIN_LOCK_CHECK, &["cwd", "file"]),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),
     (DAEMON_STOP, &[]),

@@ -114,6 +114,52 @@ pub enum PluginAction {
         #[arg(long)]
         json: bool,
     },
+    /// Install a plugin: `NAME[@REQ]` or `REGISTRY/NAME[@REQ]` from a
+    /// registry (`^1.0`, `~1.2`, `>=1, <3`), or `./PATH` (a directory,
+    /// `.tar.gz`, `.wasm` or `.so`; signed by `PATH.minisig`, else
+    /// `--allow-unsigned`). Verified, read-only; never edits `.rush`.
+    /// `--from-rush` installs everything the project's `.rush` file
+    /// needs (the versions locked in `.rush.lock` when it is fresh) and
+    /// writes the lock.
+    Install {
+        /// `NAME[@REQ]`, `REGISTRY/NAME[@REQ]`, or a local path.
+        spec: Option<String>,
+        /// Everything the project's `.rush` file needs.
+        #[arg(long, conflicts_with = "spec")]
+        from_rush: bool,
+        /// Never re-resolve: fail when `.rush.lock` is stale.
+        #[arg(long, requires = "from_rush")]
+        locked: bool,
+        /// Install a local plugin that is not signed (yours).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Update the project's plugins (or NAME) to the newest version
+    /// their `.rush` requirement allows, and `.rush.lock`; shows what
+    /// changes, permissions included.
+    Update {
+        name: Option<String>,
+        /// Never re-resolve: fail when `.rush.lock` is stale.
+        #[arg(long)]
+        locked: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The project's lock file: `--check` exits 1 (and says what) when
+    /// `.rush.lock` is missing or stale, for CI.
+    Lock {
+        /// Check only (the lock is written by `install --from-rush` and
+        /// `update`).
+        #[arg(long, required = true)]
+        check: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive the plugin in directory PATH through the whole protocol
     /// (the conformance kit), unsandboxed with its declared permissions;
     /// exits 1 if any check fails.
@@ -163,19 +209,6 @@ pub enum PluginAction {
     Search {
         text: String,
         /// Print the hits as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Install a plugin: `NAME[@REQ]` or `REGISTRY/NAME[@REQ]` from a
-    /// registry (`^1.0`, `~1.2`, `>=1, <3`), or `./PATH` (a directory,
-    /// `.tar.gz`, `.wasm` or `.so`; signed by `PATH.minisig`, else
-    /// `--allow-unsigned`). Verified, read-only; never edits `.rush`.
-    Install {
-        spec: String,
-        /// Install an unsigned local path (a plugin you built yourself).
-        #[arg(long)]
-        allow_unsigned: bool,
-        /// Print the install receipt as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -19,6 +19,7 @@ mod daemon_cmd;
 mod error;
 mod events_cmd;
 mod list;
+mod lock_cmd;
 mod lsp;
 mod plugin_cmd;
 mod registry_cmd;

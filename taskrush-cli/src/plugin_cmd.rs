@@ -85,6 +85,18 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
                 "NAME", "VERSION", "STATE", "RESTARTS", "SANDBOX", "LIMITS", "HOOKS", "COMMANDS",
             ];
             crate::render::table(&mut out, head, &rows);
+            let unsigned: Vec<String> = list
+                .iter()
+                .filter(|p| p.unsigned)
+                .map(|p| format!("`{}`", p.name))
+                .collect();
+            if !unsigned.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nunsigned (development plugins, not verified before they start): {}",
+                    unsigned.join(", ")
+                );
+            }
             for p in list.iter().filter(|p| p.needs_grant) {
                 let _ = writeln!(
                     out,
@@ -207,6 +219,34 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             };
             Ok(0)
         }
+        PluginAction::Install {
+            spec,
+            from_rush,
+            locked,
+            allow_unsigned,
+            json,
+        } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            match spec {
+                Some(spec) if !from_rush => {
+                    crate::registry_cmd::install(&mut c, &spec, allow_unsigned, json)
+                }
+                _ => {
+                    crate::lock_cmd::install_from_rush(&mut c, &cwd, file.as_deref(), locked, json)
+                }
+            }
+        }
+        PluginAction::Update { name, locked, json } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::lock_cmd::update(&mut c, &cwd, file.as_deref(), name.as_deref(), locked, json)
+        }
+        PluginAction::Lock { check: _, json } => {
+            drop(out);
+            let file = file.as_ref().map(|f| f.display().to_string());
+            crate::lock_cmd::check(&mut c, &cwd, file.as_deref(), json)
+        }
         PluginAction::Test { path, json } => {
             let path = std::path::absolute(&path)
                 .map_err(|e| CliError::io(&format!("cannot resolve `{}`", path.display()), e))?;
@@ -236,11 +276,6 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             Ok(if failed == 0 { 0 } else { 1 })
         }
         PluginAction::Search { text, json } => crate::registry_cmd::search(&mut c, &text, json),
-        PluginAction::Install {
-            spec,
-            allow_unsigned,
-            json,
-        } => crate::registry_cmd::install(&mut c, &spec, allow_unsigned, json),
         PluginAction::Remove { spec } => crate::registry_cmd::remove(&mut c, &spec),
         PluginAction::Publish {
             path,

@@ -23,6 +23,7 @@ mod hostile_files;
 mod includes;
 mod limits;
 mod listing;
+mod lockfile;
 mod metrics;
 mod native;
 mod orphans;

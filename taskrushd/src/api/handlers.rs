@@ -16,6 +16,7 @@ use taskrush_protocol::daemon::{
 };
 use taskrush_protocol::editor::{PositionEncoding, RushCheck};
 use taskrush_protocol::error::{self, ErrorData};
+use taskrush_protocol::lockfile::{LockCheck, LockReport};
 use taskrush_protocol::plugin::CommandResult;
 use taskrush_protocol::registry::{Published, Receipt, Removed, SearchHit};
 use taskrush_protocol::run::RunRequest;
@@ -496,6 +497,39 @@ impl TaskRushApiServer for Api {
             })
         })
         .await
+    }
+
+    async fn plugin_sync(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        locked: Option<bool>,
+    ) -> Result<LockReport, ErrorObjectOwned> {
+        let rush = self.load(&cwd, file.as_deref()).await?.config;
+        let locked = locked.unwrap_or(false);
+        blocking_registry(move || crate::registry::lock::sync(&rush, locked)).await
+    }
+
+    async fn plugin_update(
+        &self,
+        cwd: String,
+        file: Option<String>,
+        name: Option<String>,
+        locked: Option<bool>,
+    ) -> Result<LockReport, ErrorObjectOwned> {
+        let rush = self.load(&cwd, file.as_deref()).await?.config;
+        let locked = locked.unwrap_or(false);
+        blocking_registry(move || crate::registry::lock::update(&rush, name.as_deref(), locked))
+            .await
+    }
+
+    async fn plugin_lock_check(
+        &self,
+        cwd: String,
+        file: Option<String>,
+    ) -> Result<LockCheck, ErrorObjectOwned> {
+        let rush = self.load(&cwd, file.as_deref()).await?.config;
+        blocking_registry(move || crate::registry::lock::check(&rush)).await
     }
 
     async fn events(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {

@@ -1,8 +1,10 @@
 //! Finding a plugin's directory and loading its `plugin.toml`.
 //!
 //! Lookup, first hit wins: the entry's `path:` (relative to the `.rush`
-//! file's directory), else `<project>/.rush-plugins/NAME/`, else
-//! `$XDG_DATA_HOME/taskrush/plugins/NAME/`. A manifest is valid when it
+//! file's directory), else `<project>/.rush-plugins/NAME/`, else an
+//! installed version `$XDG_DATA_HOME/taskrush/plugins/NAME/VERSION/` (the
+//! one locked in `.rush.lock`, else the newest matching `version:`; see
+//! `registry/lock.rs`), else `$XDG_DATA_HOME/taskrush/plugins/NAME/`. A manifest is valid when it
 //! parses, names the plugin as the `.rush` file does, has an entry point,
 //! its `taskrush_version` requirement admits this TaskRush, and its version
 //! satisfies the `.rush` entry's `version:` requirement.
@@ -189,6 +191,23 @@ fn bare_wasm(spec: &PluginSpec, file: &Path) -> Result<Installed, ManifestError>
 
 /// Where the plugin's directory is, or an error naming every place looked.
 pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, ManifestError> {
+    if spec.path.is_none() {
+        let local = rush_dir.join(".rush-plugins").join(&spec.name);
+        if local.join(MANIFEST).is_file() {
+            return Ok(local);
+        }
+        // Installed from a registry: `…/plugins/NAME/VERSION/`, the locked
+        // version or the newest matching (`registry/lock.rs`).
+        match crate::registry::lock::resolve_installed(
+            &spec.name,
+            spec.version.as_deref(),
+            rush_dir,
+        ) {
+            Ok(Some(dir)) => return Ok(dir),
+            Ok(None) => {}
+            Err((message, hint)) => return Err(ManifestError::new(format!("{message}; {hint}"))),
+        }
+    }
     let candidates: Vec<PathBuf> = match &spec.path {
         Some(p) => vec![rush_dir.join(p)],
         None => {
@@ -214,14 +233,12 @@ pub(super) fn locate(spec: &PluginSpec, rush_dir: &Path) -> Result<PathBuf, Mani
         .iter()
         .map(|c| format!("`{}`", c.join(MANIFEST).display()))
         .collect();
-    // Not in the project: say which install command fixes it.
-    let install = match (&spec.path, &spec.version) {
-        (Some(_), _) => String::new(),
-        (None, Some(v)) => format!(
-            "; install it with `taskrush plugin install '{}@{v}'`",
-            spec.name
+    let install = match &spec.path {
+        Some(_) => String::new(),
+        None => format!(
+            "; {}",
+            crate::registry::lock::install_hint(&spec.name, spec.version.as_deref())
         ),
-        (None, None) => format!("; install it with `taskrush plugin install {}`", spec.name),
     };
     Err(ManifestError::new(format!(
         "plugin `{}` not found: looked for {}{install}",

@@ -202,6 +202,15 @@ impl PluginHost {
             );
             return Err(Launch::Config(m));
         }
+        // An installed plugin: what is hashed is what is executed.
+        crate::registry::verify::before_start(
+            &slot.name,
+            &slot.root,
+            spec.path.is_some(),
+            &loaded.dir,
+        )
+        .await
+        .map_err(Launch::Config)?;
         // Spawn to handshake done, logged with `ready` (benches read it).
         let started = std::time::Instant::now();
         let mut plan = enforce::plan(

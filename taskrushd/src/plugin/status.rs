@@ -39,7 +39,20 @@ impl PluginHost {
             needs_grant: false,
             limits: Default::default(),
             disabled: super::disabled::is_disabled(&config.root, &spec.name),
+            signer: None,
+            unsigned: false,
         };
+        if let Ok(l) = &loaded {
+            // Installed plugins carry a receipt (`registry/verify.rs`).
+            let receipt = spec
+                .path
+                .is_none()
+                .then(|| crate::registry::verify::receipt_of(&l.dir))
+                .flatten()
+                .and_then(Result::ok);
+            status.signer = receipt.as_ref().and_then(|r| r.signer.clone());
+            status.unsigned = status.signer.is_none();
+        }
         if let Some(slot) = &slot {
             let st = slot.st();
             status.restarts = st.starts.saturating_sub(1);

@@ -15,8 +15,10 @@
 //! Every function here blocks (file and network I/O): the API runs them
 //! on blocking threads.
 
+pub(crate) mod lock;
 pub(crate) mod sign;
 pub(crate) mod unpack;
+pub(crate) mod verify;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
