@@ -206,7 +206,7 @@ impl PluginHost {
         crate::registry::verify::before_start(
             &slot.name,
             &slot.root,
-            spec.path.is_some(),
+            (spec.path.is_some(), native),
             &loaded.dir,
         )
         .await

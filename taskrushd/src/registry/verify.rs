@@ -45,10 +45,14 @@ pub(crate) fn receipt_of(dir: &Path) -> Option<Result<Receipt, String>> {
 /// plugin in `dir` when it is an installed one (a `receipt.json`, not a
 /// `path:` entry). A refusal is audited (`verify_failed`) and answered
 /// with the message the start fails with.
+///
+/// A native plugin (trusted code: a library run with the user's rights)
+/// must, besides, be an installed one signed by a trusted key; only a
+/// `path:` entry (development) is exempt.
 pub(crate) async fn before_start(
     name: &str,
     root: &Path,
-    dev: bool,
+    (dev, native): (bool, bool),
     dir: &Path,
 ) -> Result<(), String> {
     if dev {
@@ -58,10 +62,18 @@ pub(crate) async fn before_start(
     // (version, why) of a refusal; nothing for a plugin that is not an
     // installed one.
     let checked = tokio::task::spawn_blocking(move || -> Result<(), (String, String)> {
+        const UNSIGNED_NATIVE: &str = "it is a native plugin (trusted code) that no trusted key signed: an installed native plugin must come signed from a registry; hint: for a library you build yourself, name its directory with `path:` in the `.rush` file";
         let Some(receipt) = receipt_of(&owned) else {
-            return Ok(());
+            return if native {
+                Err((String::new(), UNSIGNED_NATIVE.to_owned()))
+            } else {
+                Ok(())
+            };
         };
         let r = receipt.map_err(|why| (String::new(), why))?;
+        if native && r.signature.is_none() {
+            return Err((String::new(), UNSIGNED_NATIVE.to_owned()));
+        }
         let started = std::time::Instant::now();
         let out = verify_installed(&owned, &r).map_err(|e| (r.version.clone(), e.why));
         tracing::debug!(target: "plugin", dir = %owned.display(), ms = started.elapsed().as_secs_f64() * 1e3, "verified");
