@@ -140,7 +140,7 @@ async function act(kind, plugin, detail) {
     disable: ["Disable", `Skip ${plugin.name}'s hooks in this project (with a warning); tasks fail naming it if it is required.`],
     enable: ["Enable", `Run ${plugin.name}'s hooks again in this project.`],
     update: ["Update", `Install the newest version of ${plugin.name} from its registry.`],
-    remove: ["Remove", `Remove ${plugin.name} from this project.`],
+    remove: ["Remove", `Remove every installed version of ${plugin.name} for this user.`],
   };
   const [verb, what] = labels[kind];
   const body = [el("p", {}, what)];
@@ -525,7 +525,7 @@ function registryCard(r) {
       onclick: async () => {
         if (!state.project) { toast("Choose a project first.", true); return; }
         const ok = await confirmAction(`Install ${r.name}?`, [
-          el("p", {}, `Install ${r.name} ${versions[0] || ""} into ${state.project}.`),
+          el("p", {}, `Install ${r.name} ${versions[0] || ""} for this user (verified; add it to the project's .rush to use it).`),
           el("h3", {}, "It asks for"), permList(r.permissions),
           el("p", { class: "muted" }, "Nothing is granted until you grant it. The daemon writes this action to the audit trail.")], "Install");
         if (!ok) return;
