@@ -89,7 +89,7 @@ function bytes(n) {
 
 function ms(n) {
   if (n === undefined || n === null) return "–";
-  return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`;
+  return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : n < 10 ? `${n.toFixed(1)} ms` : `${Math.round(n)} ms`;
 }
 
 function since(t) {
