@@ -245,25 +245,87 @@ fn a_foreign_host_header_is_refused_even_with_the_cookie() {
     fresh.login();
 }
 
+/// A project with plugin `watcher` (hooks `before_task`, `after_task`)
+/// after one run.
+fn watched() -> Scenario {
+    let s = Scenario::new();
+    super::plugins::plugin(&s, "watcher", "good");
+    let s = s.rush("plugins:\n  - name: watcher\ntasks:\n  t:\n    cmd: echo ran\n");
+    s.run(&["t"]).expect_stdout("ran\n").success();
+    s
+}
+
 #[test]
-fn features_not_in_this_build_answer_501_not_available_yet() {
-    let s = served();
+fn after_a_run_api_metrics_answers_the_plugins_hook_calls_and_latency() {
+    let s = watched();
     let page = Page::open(&s);
     let cookie = page.login();
     let origin = page.origin();
-    for path in ["/api/metrics", "/metrics", "/api/registry/search?q=x"] {
-        let a = page.get(path, &[("Cookie", &cookie)]);
-        assert_eq!(a.status, 501, "{path}");
-        assert!(a.body.contains("not available yet"), "{path}: {}", a.body);
-    }
-    let project = s.project().canonicalize().expect("project");
-    let body = format!(r#"{{"project":"{}","name":"p"}}"#, project.display());
-    let a = page.send(
-        "POST /api/plugins/disable",
-        &[("Cookie", &cookie), ("Origin", &origin)],
-        &body,
+    let a = page.get("/api/metrics", &[("Cookie", &cookie), ("Origin", &origin)]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m: serde_json::Value = serde_json::from_str(&a.body).expect("metrics JSON");
+    let p = m["plugins"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["name"] == "watcher"))
+        .unwrap_or_else(|| panic!("watcher in {m}"));
+    let h = p["hooks"]
+        .as_array()
+        .and_then(|l| l.iter().find(|h| h["name"] == "after_task"))
+        .unwrap_or_else(|| panic!("after_task in {p}"));
+    assert_eq!(h["calls"], 1, "{h}");
+    assert_eq!(h["latency"]["count"], 1, "{h}");
+    assert!(h["latency"]["p95_ms"].is_number(), "{h}");
+    let t = m["tasks"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["task"] == "t"))
+        .unwrap_or_else(|| panic!("task t in {m}"));
+    assert_eq!(t["runs"], 1, "{t}");
+}
+
+#[test]
+fn slash_metrics_answers_openmetrics_text_ending_with_eof() {
+    let s = watched();
+    let page = Page::open(&s);
+    let cookie = page.login();
+    let origin = page.origin();
+    let a = page.get("/metrics", &[("Cookie", &cookie), ("Origin", &origin)]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
-    assert_eq!(a.status, 501, "{}", a.body);
+    assert!(a.body.contains("taskrush_uptime_seconds"), "{}", a.body);
+    assert!(a.body.contains("plugin=\"watcher\""), "{}", a.body);
+    assert!(a.body.trim_end().ends_with("# EOF"), "{}", a.body);
+}
+
+#[test]
+fn disabling_a_plugin_from_the_page_shows_in_plugin_list_and_enabling_undoes_it() {
+    let s = watched();
+    let page = Page::open(&s);
+    let cookie = page.login();
+    let origin = page.origin();
+    let project = s.project().canonicalize().expect("project");
+    let body = format!(r#"{{"project":"{}","name":"watcher"}}"#, project.display());
+    let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+    let a = page.send("POST /api/plugins/disable", &headers, &body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = s.run(&["plugin", "list", "--json"]);
+    list.success();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout()).expect("list JSON");
+    assert_eq!(list[0]["disabled"], true, "{list:?}");
+    let a = page.get(
+        &format!("/api/plugins?project={}", project.display()),
+        &headers,
+    );
+    assert!(a.body.contains(r#""disabled":true"#), "{}", a.body);
+
+    let a = page.send("POST /api/plugins/enable", &headers, &body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = s.run(&["plugin", "list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout()).expect("list JSON");
+    // (`disabled` is left out when false.)
+    assert_ne!(list[0]["disabled"], true, "{list:?}");
 }
 
 #[test]

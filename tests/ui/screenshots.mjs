@@ -29,7 +29,7 @@ try {
     setup.taskrush(["test"]);
     setup.taskrush(["lint"]);
     await page.locator("#runs td", { hasText: "lint success" }).first().waitFor();
-    await page.getByText("not available in this daemon yet").first().waitFor();
+    await page.locator("table.hook-metrics").first().waitFor({ state: "attached" });
     await page.screenshot({ path: join(out, `plugins-${scheme}.png`) });
     if (scheme === "light") {
       await page.locator("article", { has: page.locator("h3", { hasText: "guard" }) })
@@ -39,7 +39,7 @@ try {
       await page.keyboard.press("Escape");
       await page.locator("#registry-q").fill("lint");
       await page.locator("#registry-form button").click();
-      await page.locator("#registry .notice").waitFor();
+      await page.locator("#registry p:not(.muted), #registry article").first().waitFor();
       await page.locator("#runs-h").scrollIntoViewIfNeeded();
       await page.screenshot({ path: join(out, "runs-and-registry.png"), fullPage: true });
     }

@@ -1,8 +1,5 @@
 //! The page's API: one function per endpoint, each calling the daemon's
-//! own method handler ([`Api`]) as a socket client would. Endpoints whose
-//! daemon side does not exist yet answer 501 with
-//! `{"error": "… not available yet"}` (see [`not_yet`]); each is one
-//! function to wire when it lands.
+//! own method handler ([`Api`]) as a socket client would.
 //!
 //! | endpoint | answer |
 //! | --- | --- |
@@ -14,11 +11,14 @@
 //! | `POST /api/plugins/restart` `{project, name}` | `plugin_restart` |
 //! | `POST /api/plugins/grant` `{project, name}` | `plugin_grant` |
 //! | `POST /api/plugins/revoke` `{project, name}` | `plugin_revoke` |
-//! | `GET /api/metrics`, `GET /metrics` | not yet (metrics) |
-//! | `GET /api/logs?project=ROOT&plugin=NAME` | not yet (plugin logs) |
-//! | `POST /api/plugins/disable`, `/enable` | not yet (disable/enable) |
-//! | `POST /api/plugins/update`, `/remove` | not yet (registry) |
-//! | `GET /api/registry/search?q=…`, `POST /api/registry/install` | not yet (registry) |
+//! | `GET /api/metrics` | `metrics` |
+//! | `GET /metrics` | `metrics` as OpenMetrics text |
+//! | `GET /api/logs?project=ROOT&plugin=NAME` | `plugin_logs` |
+//! | `POST /api/plugins/disable`, `/enable` `{project, name}` | `plugin_disable` |
+//! | `POST /api/plugins/update` `{project, name}` | `plugin_install NAME` (the newest) |
+//! | `POST /api/plugins/remove` `{project, name}` | `plugin_remove` |
+//! | `GET /api/registry/search?q=…` | `plugin_search` |
+//! | `POST /api/registry/install` `{project, name, version?}` | `plugin_install NAME@=VERSION` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,10 +60,10 @@ pub(super) async fn route(
             "/api/runs" => runs(&api, server),
             "/api/audit" => audit(daemon, q("project"), q("plugin")).await,
             "/api/events" => super::sse::stream(daemon),
-            "/api/metrics" => metrics_json(&api),
-            "/metrics" => metrics_openmetrics(&api),
+            "/api/metrics" => metrics_json(&api).await,
+            "/metrics" => metrics_openmetrics(&api).await,
             "/api/logs" => plugin_logs(&api, q("project"), q("plugin")),
-            "/api/registry/search" => registry_search(&api, q("q")),
+            "/api/registry/search" => registry_search(&api, q("q")).await,
             _ => error(StatusCode::NOT_FOUND, &format!("no page `{path}`")),
         };
     }
@@ -97,11 +97,13 @@ pub(super) async fn route(
         "/api/plugins/restart" => restart(&api, &root, &action.name).await,
         "/api/plugins/grant" => grant(&api, &root, &action.name).await,
         "/api/plugins/revoke" => revoke(&api, &root, &action.name).await,
-        "/api/plugins/disable" => disable(&api, &root, &action.name, true),
-        "/api/plugins/enable" => disable(&api, &root, &action.name, false),
-        "/api/plugins/update" => update(&api, &root, &action.name),
-        "/api/plugins/remove" => remove(&api, &root, &action.name),
-        "/api/registry/install" => registry_install(&api, &root, &action.name),
+        "/api/plugins/disable" => disable(&api, &root, &action.name, true).await,
+        "/api/plugins/enable" => disable(&api, &root, &action.name, false).await,
+        "/api/plugins/update" => update(&api, &action.name).await,
+        "/api/plugins/remove" => remove(&api, &action.name).await,
+        "/api/registry/install" => {
+            registry_install(&api, &action.name, action.version.as_deref()).await
+        }
         _ => return error(StatusCode::NOT_FOUND, &format!("no action `{path}`")),
     };
     let action_name = path.rsplit('/').next().unwrap_or_default();
@@ -120,6 +122,9 @@ pub(super) async fn route(
 struct Action {
     project: String,
     name: String,
+    /// The version to install (`/api/registry/install`); the newest without.
+    #[serde(default)]
+    version: Option<String>,
 }
 
 async fn read_action(req: Request<Incoming>) -> Result<Action, Response<Body>> {
@@ -286,59 +291,79 @@ async fn revoke(api: &Api, root: &str, name: &str) -> Response<Body> {
     answer(api.plugin_revoke(root.into(), None, name.into()).await)
 }
 
-/// 501 for a feature whose daemon side is not in this build yet.
-fn not_yet(what: &str) -> Response<Body> {
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        &format!("{what} not available yet"),
+/// `GET /api/metrics`: the `metrics` method's answer (every project).
+async fn metrics_json(api: &Api) -> Response<Body> {
+    answer(api.metrics(None, None).await)
+}
+
+/// `GET /metrics`: the same figures in the OpenMetrics text format.
+async fn metrics_openmetrics(api: &Api) -> Response<Body> {
+    match api.metrics(None, None).await {
+        Ok(m) => {
+            let text = taskrush_protocol::metrics::openmetrics(&m);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .header(hyper::header::CACHE_CONTROL, "no-store")
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(text)).boxed())
+                .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot answer"))
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `GET /api/logs?project=ROOT&plugin=NAME`: the `plugin_logs` method's
+/// lines, those of the project's instance when a project is given.
+fn plugin_logs(api: &Api, project: Option<String>, plugin: Option<String>) -> Response<Body> {
+    let Some(name) = plugin else {
+        return error(StatusCode::BAD_REQUEST, "`plugin` is required");
+    };
+    match api.plugin_logs(name) {
+        Ok(mut lines) => {
+            if let Some(root) = project {
+                lines.retain(|l| l.root.as_deref().is_none_or(|r| r == root));
+            }
+            json(StatusCode::OK, &lines)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `POST /api/plugins/disable` and `/enable`: `plugin_disable` (which
+/// audits it).
+async fn disable(api: &Api, root: &str, name: &str, disable: bool) -> Response<Body> {
+    answer(
+        api.plugin_disable(root.into(), None, name.into(), disable)
+            .await,
     )
 }
 
-/// `GET /api/metrics`: per-plugin hook and command figures, as JSON.
-/// Stub: answer the metrics method's result here.
-fn metrics_json(_api: &Api) -> Response<Body> {
-    not_yet("plugin metrics are")
+/// `POST /api/plugins/update`: installs the newest version of `name` from
+/// the configured registries (there is no `plugin_update` method).
+async fn update(api: &Api, name: &str) -> Response<Body> {
+    answer(api.plugin_install(name.into(), None).await)
 }
 
-/// `GET /metrics`: the same figures in the OpenMetrics text format
-/// (`text/plain; version=0.0.4`). Stub: answer the metrics text renderer.
-fn metrics_openmetrics(_api: &Api) -> Response<Body> {
-    not_yet("OpenMetrics is")
+/// `POST /api/plugins/remove`: `plugin_remove` (every installed version).
+async fn remove(api: &Api, name: &str) -> Response<Body> {
+    answer(api.plugin_remove(name.into(), None).await)
 }
 
-/// `GET /api/logs?project=ROOT&plugin=NAME`: the plugin's recent log
-/// lines. Stub: answer the plugin log buffer (until then the page shows
-/// the stderr lines of `plugin_info`).
-fn plugin_logs(_api: &Api, _project: Option<String>, _plugin: Option<String>) -> Response<Body> {
-    not_yet("plugin logs are")
+/// `GET /api/registry/search?q=TEXT`: `plugin_search` over the configured
+/// registries.
+async fn registry_search(api: &Api, text: Option<String>) -> Response<Body> {
+    answer(api.plugin_search(text.unwrap_or_default()).await)
 }
 
-/// `POST /api/plugins/disable` and `/enable`. Stub.
-fn disable(_api: &Api, _root: &str, _name: &str, disable: bool) -> Response<Body> {
-    not_yet(if disable {
-        "disabling a plugin is"
-    } else {
-        "enabling a plugin is"
-    })
-}
-
-/// `POST /api/plugins/update`. Stub (registry).
-fn update(_api: &Api, _root: &str, _name: &str) -> Response<Body> {
-    not_yet("updating from a registry is")
-}
-
-/// `POST /api/plugins/remove`. Stub (registry).
-fn remove(_api: &Api, _root: &str, _name: &str) -> Response<Body> {
-    not_yet("removing an installed plugin is")
-}
-
-/// `GET /api/registry/search?q=TEXT`: plugins of the configured
-/// registries (name, description, versions, permissions, signer). Stub.
-fn registry_search(_api: &Api, _text: Option<String>) -> Response<Body> {
-    not_yet("the registry is")
-}
-
-/// `POST /api/registry/install` `{project, name}`. Stub.
-fn registry_install(_api: &Api, _root: &str, _name: &str) -> Response<Body> {
-    not_yet("installing from a registry is")
+/// `POST /api/registry/install` `{project, name[, version]}`:
+/// `plugin_install` of `name@=version` (or the newest without a version).
+async fn registry_install(api: &Api, name: &str, version: Option<&str>) -> Response<Body> {
+    let spec = match version {
+        Some(v) if !v.is_empty() => format!("{name}@={v}"),
+        _ => name.to_owned(),
+    };
+    answer(api.plugin_install(spec, None).await)
 }

@@ -11,6 +11,7 @@ const state = {
   audit: {},            // plugin name -> audit records
   logs: {},             // plugin name -> log lines, or an error string
   samples: {},          // "root\0plugin\0hook" -> [{t, ms}]
+  metrics: {},          // "root\0plugin" -> the plugin's figures of the metrics method
   metricsNote: null,    // why there are no metrics, when there are none
   runs: { running: [], recent: [] },
   open: {},             // "plugin\0section" -> whether its <details> is open
@@ -88,7 +89,7 @@ function bytes(n) {
 
 function ms(n) {
   if (n === undefined || n === null) return "–";
-  return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`;
+  return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : n < 10 ? `${n.toFixed(1)} ms` : `${Math.round(n)} ms`;
 }
 
 function since(t) {
@@ -139,7 +140,7 @@ async function act(kind, plugin, detail) {
     disable: ["Disable", `Skip ${plugin.name}'s hooks in this project (with a warning); tasks fail naming it if it is required.`],
     enable: ["Enable", `Run ${plugin.name}'s hooks again in this project.`],
     update: ["Update", `Install the newest version of ${plugin.name} from its registry.`],
-    remove: ["Remove", `Remove ${plugin.name} from this project.`],
+    remove: ["Remove", `Remove every installed version of ${plugin.name} for this user.`],
   };
   const [verb, what] = labels[kind];
   const body = [el("p", {}, what)];
@@ -221,11 +222,29 @@ function metricsBlock(p) {
     box.append(el("p", { class: "muted" }, "No figures (see above)."));
     return box;
   }
+  const m = state.metrics[`${state.project}\0${p.name}`];
+  if (m) {
+    const hookRows = [...(m.hooks || []), ...(m.commands || []).map((c) => ({ ...c, name: `command ${c.name}` }))]
+      .filter((h) => h.calls || (h.latency && h.latency.count));
+    box.append(el("dl", { class: "facts" },
+      el("dt", {}, "crashes"), el("dd", {}, `${m.crashes} (spawns ${m.spawns}, restarts ${m.restarts})`),
+      el("dt", {}, "CPU"), el("dd", {}, m.cpu_ms !== undefined && m.cpu_ms !== null ? ms(m.cpu_ms) : "–"),
+      el("dt", {}, "peak RSS"), el("dd", {}, m.peak_rss_kib ? bytes(m.peak_rss_kib * 1024) : "–"),
+      el("dt", {}, "time added"), el("dd", {}, `${ms(m.added_ms)} to ${m.added_tasks} task${m.added_tasks === 1 ? "" : "s"}`)));
+    if (hookRows.length) {
+      const head = el("tr", {}, ...["hook", "calls", "p50", "p95", "p99", "errors", "timeouts", "vetoes"].map((h) => el("th", {}, h)));
+      box.append(el("table", { class: "hook-metrics" }, el("thead", {}, head), el("tbody", {}, ...hookRows.map((h) =>
+        el("tr", { "data-hook": h.name },
+          el("td", {}, h.name), el("td", { class: "calls" }, String(h.calls)),
+          el("td", {}, ms(h.latency.p50_ms)), el("td", {}, ms(h.latency.p95_ms)), el("td", {}, ms(h.latency.p99_ms)),
+          el("td", {}, String(h.errors)), el("td", {}, String(h.timeouts || 0)), el("td", {}, String(h.vetoes || 0)))))));
+    }
+  }
   const hooks = Object.keys(state.samples)
     .filter((k) => k.startsWith(`${state.project}\0${p.name}\0`))
     .map((k) => [k.split("\0")[2], state.samples[k]]);
   if (!hooks.length) {
-    box.append(el("p", { class: "muted" }, "No hook calls measured yet."));
+    if (!m) box.append(el("p", { class: "muted" }, "No hook calls measured yet."));
     return box;
   }
   for (const [hook, pts] of hooks) {
@@ -401,18 +420,13 @@ function selectProject(root) {
   loadPlugins();
 }
 
-// The metrics method's answer, read leniently: per plugin (with its
-// project root and name), per hook, a p95 latency in milliseconds.
+// The metrics method's answer (`protocol/src/metrics.rs`): per plugin
+// (project root and name), per hook, its p95 latency in milliseconds.
 function hookLatencies(metrics) {
   const out = [];
-  const plugins = Array.isArray(metrics) ? metrics : (metrics.plugins || []);
-  for (const p of plugins) {
-    const hooks = p.hooks || {};
-    const entries = Array.isArray(hooks) ? hooks.map((h) => [h.hook || h.name, h]) : Object.entries(hooks);
-    for (const [hook, h] of entries) {
-      const lat = h.latency || h;
-      const p95 = lat.p95_ms ?? (lat.p95_us !== undefined ? lat.p95_us / 1000 : lat.p95);
-      if (p95 !== undefined) out.push({ root: p.root || p.project, plugin: p.name || p.plugin, hook, ms: p95 });
+  for (const p of metrics.plugins || []) {
+    for (const h of p.hooks || []) {
+      if (h.latency && h.latency.count) out.push({ root: p.root, plugin: p.name, hook: h.name, ms: h.latency.p95_ms });
     }
   }
   return out;
@@ -423,6 +437,8 @@ async function sampleMetrics() {
   try {
     const metrics = await getJson("/api/metrics");
     state.metricsNote = null;
+    state.metrics = {};
+    for (const p of metrics.plugins || []) state.metrics[`${p.root}\0${p.name}`] = p;
     const t = Date.now();
     for (const s of hookLatencies(metrics)) {
       const key = `${s.root}\0${s.plugin}\0${s.hook}`;
@@ -509,7 +525,7 @@ function registryCard(r) {
       onclick: async () => {
         if (!state.project) { toast("Choose a project first.", true); return; }
         const ok = await confirmAction(`Install ${r.name}?`, [
-          el("p", {}, `Install ${r.name} ${versions[0] || ""} into ${state.project}.`),
+          el("p", {}, `Install ${r.name} ${versions[0] || ""} for this user (verified; add it to the project's .rush to use it).`),
           el("h3", {}, "It asks for"), permList(r.permissions),
           el("p", { class: "muted" }, "Nothing is granted until you grant it. The daemon writes this action to the audit trail.")], "Install");
         if (!ok) return;
