@@ -99,7 +99,7 @@ pub(super) async fn route(
         "/api/plugins/revoke" => revoke(&api, &root, &action.name).await,
         "/api/plugins/disable" => disable(&api, &root, &action.name, true).await,
         "/api/plugins/enable" => disable(&api, &root, &action.name, false).await,
-        "/api/plugins/update" => update(&api, &action.name).await,
+        "/api/plugins/update" => update(&api, &action.project, &action.name).await,
         "/api/plugins/remove" => remove(&api, &action.name).await,
         "/api/registry/install" => {
             registry_install(&api, &action.name, action.version.as_deref()).await
@@ -341,10 +341,13 @@ async fn disable(api: &Api, root: &str, name: &str, disable: bool) -> Response<B
     )
 }
 
-/// `POST /api/plugins/update`: installs the newest version of `name` from
-/// the configured registries (there is no `plugin_update` method).
-async fn update(api: &Api, name: &str) -> Response<Body> {
-    answer(api.plugin_install(name.into(), None).await)
+/// `POST /api/plugins/update` `{project, name}`: `plugin_update` of that
+/// project's plugin within its `.rush` requirement (and its `.rush.lock`).
+async fn update(api: &Api, project: &str, name: &str) -> Response<Body> {
+    answer(
+        api.plugin_update(project.into(), None, Some(name.into()), None)
+            .await,
+    )
 }
 
 /// `POST /api/plugins/remove`: `plugin_remove` (every installed version).
