@@ -52,7 +52,9 @@ pub struct PluginMetrics {
     /// WebAssembly plugin (its time is its calls' time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
-    /// The largest peak resident set size of its processes (`VmHWM`).
+    /// The largest peak resident set size of its processes (`VmHWM`);
+    /// for a WebAssembly plugin, the largest its instance's linear memory
+    /// has been after a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_kib: Option<u64>,
     /// Time its hook calls added to tasks (starts are not counted: see

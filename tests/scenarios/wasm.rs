@@ -119,6 +119,21 @@ fn a_wasm_plugin_gets_every_hook_and_adds_its_command() {
     assert_eq!(st["version"], "1.0.0");
     assert_eq!(st["enforcement"]["filesystem"], "enforced");
     assert_eq!(st["enforcement"]["network"], "enforced");
+    // Its figures: the hooks' calls, the instance's time and memory.
+    let out = s.run(&["plugin", "stats", "rec", "--json"]);
+    let stats: Value = serde_json::from_str(&out.success().stdout()).expect("plugin stats --json");
+    let rec = &stats[0];
+    assert_eq!(rec["name"], "rec", "{stats}");
+    assert!(
+        rec["peak_rss_kib"].as_u64().is_some_and(|k| k > 0),
+        "{stats}"
+    );
+    assert!(rec.get("cpu_ms").is_none(), "{stats}");
+    let before = rec["hooks"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "before_task"))
+        .expect("before_task figures");
+    assert_eq!(before["calls"], 2, "{stats}");
     // The audit trail names the module by its hash.
     s.run(&["daemon", "stop"]).success();
     let spawned = audit_records(&s)

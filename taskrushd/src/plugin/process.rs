@@ -524,6 +524,10 @@ impl PluginProcess {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             let reply = guest.call(cx, method, params, limit).await;
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = self.shared.metrics.get() {
+                // An instance's peak is its linear memory at its largest.
+                m.ended(None, Some(guest.peak_memory() / 1024));
+            }
             return (reply, (0, 0));
         }
         if let Some(guest) = &self.native {

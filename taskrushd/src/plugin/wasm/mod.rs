@@ -356,9 +356,17 @@ pub(crate) struct Guest {
     live: Arc<tokio::sync::Mutex<Option<Live>>>,
     next_id: AtomicU64,
     pub(crate) sha256: String,
+    /// The largest its linear memory has been, in bytes (read after each
+    /// call: what `plugin stats` shows as its peak memory).
+    peak_memory: Arc<AtomicU64>,
 }
 
 impl Guest {
+    /// The largest its linear memory has been after a call, in bytes.
+    pub(crate) fn peak_memory(&self) -> u64 {
+        self.peak_memory.load(Ordering::Relaxed)
+    }
+
     /// Instantiate `loaded` under `setup`: check its ABI version, run its
     /// `_initialize`. Blocking: call it off the async runtime.
     pub(crate) fn new(setup: &Setup, loaded: &Loaded) -> Result<Guest, Refused> {
@@ -462,6 +470,7 @@ impl Guest {
                 handle,
             }))),
             next_id: AtomicU64::new(1),
+            peak_memory: Arc::new(AtomicU64::new(0)),
             sha256: loaded.sha256.clone(),
         })
     }
@@ -495,6 +504,7 @@ impl Guest {
             .map_err(|e| CallError::Protocol(format!("cannot encode `{method}`: {e}")))?;
         let (name, cap) = (self.name.clone(), self.memory_cap);
         let method = method.to_owned();
+        let peak = self.peak_memory.clone();
         let run = tokio::task::spawn_blocking(move || {
             let mut guard = guard;
             let Some(live) = guard.as_mut() else {
@@ -502,6 +512,8 @@ impl Guest {
             };
             live.store.data_mut().call = cx;
             let r = exchange(live, &msg, deadline);
+            let size = live.memory.data_size(&live.store);
+            peak.fetch_max(u64::try_from(size).unwrap_or(u64::MAX), Ordering::Relaxed);
             match r {
                 Ok(bytes) => Ok(bytes),
                 Err(Exchange::Trap(e)) => {
