@@ -467,3 +467,28 @@ fn plugin_test_runs_a_native_plugin_in_a_host_process_once_the_user_config_allow
     assert!(!text.contains('✗'), "{text}");
     assert!(text.trim_end().ends_with("checks passed"), "{text}");
 }
+
+#[test]
+fn a_native_plugin_not_named_by_path_must_be_signed_by_a_trusted_key() {
+    let Some(dir) = native("examples/build-metrics-native") else {
+        return;
+    };
+    // Given the library copied into the project's `.rush-plugins/` (no
+    // `path:`, no signed install): trusted code nobody vouched for.
+    let s = Scenario::new().user_config(ALLOW);
+    for f in ["plugin.toml", "libbuild_metrics.so"] {
+        let bytes = std::fs::read(dir.join(f)).expect("the built example");
+        s.write(&format!(".rush-plugins/build-metrics/{f}"), bytes);
+    }
+    let s = s.rush(
+        "plugins:\n  - name: build-metrics\n    type: native\n    required: true\n\
+         tasks:\n  compile:\n    cmd: echo compiled\n",
+    );
+    let out = s.run(&["compile"]);
+    out.expect_code(1);
+    out.expect_stderr_containing("native plugin (trusted code) that no trusted key signed");
+    out.expect_stderr_containing("`path:`");
+    // Named by `path:` (development), the same library runs.
+    let s = s.rush(&metrics_rush("native", &dir));
+    metrics_scenario(&s);
+}
