@@ -176,7 +176,7 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_DISABLE, &["cwd", "file", "name", "disable"]),
     (METRICS, &["cwd", "file"]),
     (PLUGIN_SEARCH, &["text"]),
-    (PLUGIN_INSTALL, &["spec", "allow_unsigned"]),
+    (PLUGIN_INSTALL, &["spec", "allow_unsigned", "cwd", "file"]),
     (PLUGIN_INSTALLED, &[]),
     (PLUGIN_REMOVE, &["name", "version"]),
     (

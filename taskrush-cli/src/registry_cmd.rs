@@ -62,6 +62,7 @@ pub fn install(
     c: &mut Client,
     spec: &str,
     allow_unsigned: bool,
+    (cwd, file): (&str, Option<&str>),
     json: bool,
 ) -> Result<i32, CliError> {
     let local = spec.starts_with("./")
@@ -76,7 +77,7 @@ pub fn install(
     };
     let r: Receipt = c.call(
         method::PLUGIN_INSTALL,
-        json!({"spec": spec, "allow_unsigned": allow_unsigned}),
+        json!({"spec": spec, "allow_unsigned": allow_unsigned, "cwd": cwd, "file": file}),
     )?;
     if json {
         print_json(&r);

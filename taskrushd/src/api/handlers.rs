@@ -451,9 +451,27 @@ impl TaskRushApiServer for Api {
         &self,
         spec: String,
         allow_unsigned: Option<bool>,
+        cwd: Option<String>,
+        file: Option<String>,
     ) -> Result<Receipt, ErrorObjectOwned> {
-        blocking_registry(move || crate::registry::install(&spec, allow_unsigned.unwrap_or(false)))
-            .await
+        // The project the install is run in, if any: its lock is written.
+        // No `.rush` there (or one that does not load): nothing is locked.
+        let project = match &cwd {
+            Some(cwd)
+                if Path::new(cwd).is_absolute()
+                    && self
+                        .projects
+                        .locate(Path::new(cwd), file.as_deref())
+                        .is_ok() =>
+            {
+                self.load(cwd, file.as_deref()).await.ok().map(|l| l.config)
+            }
+            _ => None,
+        };
+        blocking_registry(move || {
+            crate::registry::install(&spec, allow_unsigned.unwrap_or(false), project.as_deref())
+        })
+        .await
     }
 
     async fn plugin_installed(&self) -> Result<Vec<Receipt>, ErrorObjectOwned> {

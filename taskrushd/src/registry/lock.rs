@@ -413,6 +413,50 @@ fn run(
     })
 }
 
+/// `plugin install NAME[@REQ]` run in the project `rush`: when its `.rush`
+/// has a registry entry for `line`'s plugin whose requirement admits the
+/// version installed, lock that version (other entries, and platforms
+/// already locked for the same version, are kept). Answers whether the
+/// lock was written.
+pub(super) fn record(
+    rush: &RushFile,
+    opened: &Opened<'_>,
+    line: &IndexLine,
+) -> Result<bool, String> {
+    let Some(spec) = registry_entries(rush)
+        .into_iter()
+        .find(|s| s.name == line.name)
+    else {
+        return Ok(false);
+    };
+    let (req_text, req) = requirement_of(spec)?;
+    if !semver::Version::parse(&line.vers).is_ok_and(|v| req.matches(&v)) {
+        return Ok(false);
+    }
+    let old = read(&rush.root)?;
+    let mut lock = old.clone().unwrap_or(LockFile {
+        format: LOCK_FORMAT,
+        generated: GENERATED.to_owned(),
+        plugins: BTreeMap::new(),
+    });
+    let mut entry = locked_from(line, opened, &req_text);
+    if let Some(e) = old
+        .as_ref()
+        .and_then(|l| l.plugins.get(&line.name))
+        .filter(|e| e.version == line.vers)
+    {
+        for (p, a) in &e.platforms {
+            entry.platforms.entry(p.clone()).or_insert(a.clone());
+        }
+    }
+    lock.plugins.insert(line.name.clone(), entry);
+    if old.as_ref() == Some(&lock) {
+        return Ok(false);
+    }
+    write(&rush.root, &lock)?;
+    Ok(true)
+}
+
 fn locked_from(line: &IndexLine, opened: &Opened<'_>, requirement: &str) -> LockedPlugin {
     let protocol = if line.protocols.is_empty() || line.protocols.contains(&PLUGIN_PROTOCOL_VERSION)
     {

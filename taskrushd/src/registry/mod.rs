@@ -280,8 +280,14 @@ fn parse_spec(spec: &str) -> Result<Spec, String> {
 }
 
 /// `plugin install SPEC`: `NAME[@REQ]`, `REGISTRY/NAME[@REQ]`, or an
-/// absolute path (a directory, `.tar.gz`, `.wasm` or `.so`).
-pub(crate) fn install(spec: &str, allow_unsigned: bool) -> Result<Receipt, String> {
+/// absolute path (a directory, `.tar.gz`, `.wasm` or `.so`). A registry
+/// install run in `project` is also written to its `.rush.lock` when its
+/// `.rush` asks for that plugin ([`lock::record`]).
+pub(crate) fn install(
+    spec: &str,
+    allow_unsigned: bool,
+    project: Option<&crate::config::rush_file::RushFile>,
+) -> Result<Receipt, String> {
     match parse_spec(spec)? {
         Spec::Local(path) => install_local(&path, allow_unsigned),
         Spec::Remote {
@@ -289,7 +295,7 @@ pub(crate) fn install(spec: &str, allow_unsigned: bool) -> Result<Receipt, Strin
             name,
             req,
             req_text,
-        } => install_remote(registry.as_deref(), &name, &req, &req_text),
+        } => install_remote(registry.as_deref(), &name, &req, &req_text, project),
     }
 }
 
@@ -298,6 +304,7 @@ fn install_remote(
     name: &str,
     req: &semver::VersionReq,
     req_text: &str,
+    project: Option<&crate::config::rush_file::RushFile>,
 ) -> Result<Receipt, String> {
     let regs = registries();
     if regs.is_empty() {
@@ -330,7 +337,16 @@ fn install_remote(
             continue;
         };
         let line = select(name, &lines, req, req_text, &entry.name)?;
-        return install_line(&opened, line);
+        let receipt = install_line(&opened, line)?;
+        if let Some(rush) = project {
+            lock::record(rush, &opened, line).map_err(|e| {
+                format!(
+                    "`{name}` {} is installed, but the lock was not written: {e}",
+                    line.vers
+                )
+            })?;
+        }
+        return Ok(receipt);
     }
     let mut msg = format!(
         "plugin `{name}` not found in {}",

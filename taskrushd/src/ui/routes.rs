@@ -368,5 +368,5 @@ async fn registry_install(api: &Api, name: &str, version: Option<&str>) -> Respo
         Some(v) if !v.is_empty() => format!("{name}@={v}"),
         _ => name.to_owned(),
     };
-    answer(api.plugin_install(spec, None).await)
+    answer(api.plugin_install(spec, None, None, None).await)
 }
