@@ -250,6 +250,7 @@ pub trait TaskRushApi {
         allow_unsigned: Option<bool>,
         cwd: Option<String>,
         file: Option<String>,
+        progress_id: Option<String>,
     ) -> Result<crate::registry::Receipt, ErrorObjectOwned>;
 
     /// The installed plugins: their receipts.
@@ -288,6 +289,7 @@ pub trait TaskRushApi {
         cwd: String,
         file: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
 
     /// `plugin update [NAME]`: the newest version within each `.rush`
@@ -299,6 +301,7 @@ pub trait TaskRushApi {
         file: Option<String>,
         name: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
 
     /// `plugin lock --check`: what is stale or missing in `.rush.lock`.

@@ -411,3 +411,46 @@ fn an_update_interrupted_by_kill_9_of_the_daemon_leaves_the_old_version_locked_a
         Some("1.0.0")
     );
 }
+
+#[test]
+fn downloading_a_multi_megabyte_plugin_publishes_plugin_download_events_up_to_its_size_and_a_terminal_shows_a_bar_a_pipe_does_not()
+ {
+    let Some((s, r)) = registry(Scenario::new().rush(RUSH)) else {
+        return;
+    };
+    publish(&s, &r, "1.0.0", &[], 5_000_000);
+    let mut events = s.events();
+    // Not a terminal: nothing drawn on stderr.
+    let out = s.run(&["plugin", "install", "hello"]);
+    out.success();
+    assert!(!out.stderr().contains("downloading"), "{}", out.stderr());
+    let mut done = Vec::new();
+    let last = events.wait_for("plugin_download", |e| {
+        e["event"] == "plugin_download" && e["done"] == e["total"]
+    });
+    for e in events
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "plugin_download")
+    {
+        assert_eq!(e["plugin"], "hello", "{e}");
+        assert_eq!(e["version"], "1.0.0", "{e}");
+        assert_eq!(e["registry"], "team", "{e}");
+        done.push(e["done"].as_u64().unwrap_or(0));
+    }
+    let total = last["total"].as_u64().unwrap_or(0);
+    assert!(total > 4_000_000, "{last}");
+    assert!(done.len() >= 2, "{done:?}");
+    assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+    assert_eq!(done.last(), Some(&total));
+
+    // In a terminal: one line redrawn with `\r`, cleared at the end.
+    publish(&s, &r, "1.1.0", &[], 5_000_000);
+    let (screen, code) = taskrush_tests::run_in_terminal(&s, &["plugin", "update"], None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("\rdownloading hello 1.1.0  [") && screen.contains(" MB"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("hello: 1.0.0 -> 1.1.0"), "{screen}");
+}

@@ -253,8 +253,12 @@ enum Mode {
 /// `plugin install --from-rush`: install what the project needs, the
 /// locked versions when the lock is fresh; `locked`: fail on a stale lock
 /// rather than re-resolve.
-pub(crate) fn sync(rush: &RushFile, locked: bool) -> Result<LockReport, String> {
-    run(rush, None, locked, Mode::Sync)
+pub(crate) fn sync(
+    rush: &RushFile,
+    locked: bool,
+    progress: &super::Progress,
+) -> Result<LockReport, String> {
+    run(rush, None, locked, Mode::Sync, progress)
 }
 
 /// `plugin update [NAME]`: the newest version within each requirement;
@@ -263,8 +267,9 @@ pub(crate) fn update(
     rush: &RushFile,
     only: Option<&str>,
     locked: bool,
+    progress: &super::Progress,
 ) -> Result<LockReport, String> {
-    run(rush, only, locked, Mode::Update)
+    run(rush, only, locked, Mode::Update, progress)
 }
 
 fn run(
@@ -272,6 +277,7 @@ fn run(
     only: Option<&str>,
     locked: bool,
     mode: Mode,
+    progress: &super::Progress,
 ) -> Result<LockReport, String> {
     let old = read(&rush.root)?;
     let mut specs = registry_entries(rush);
@@ -355,7 +361,7 @@ fn run(
             .into_iter()
             .any(|(v, _, r)| v.to_string() == line.vers && r.registry == opened.entry.name);
         if !already {
-            let receipt = super::install_line(&opened, line)?;
+            let receipt = super::install_line(&opened, line, progress)?;
             // Honour the lock: the artifact installed is the one locked.
             if let Some(want) = entry
                 .filter(|e| e.version == line.vers)
