@@ -240,11 +240,17 @@ pub trait TaskRushApi {
     /// Install `spec` (`NAME[@REQ]`, `REGISTRY/NAME[@REQ]`, or an absolute
     /// path to a directory, `.tar.gz`, `.wasm` or `.so`) into the user's
     /// plugins directory, verified; `allow_unsigned` only for local paths.
+    /// With `cwd` (and `file`), a registry install whose version satisfies
+    /// that project's `.rush` entry for the plugin is written to its
+    /// `.rush.lock` (no `.rush` found: nothing is written).
     #[method(name = "plugin_install")]
     async fn plugin_install(
         &self,
         spec: String,
         allow_unsigned: Option<bool>,
+        cwd: Option<String>,
+        file: Option<String>,
+        progress_id: Option<String>,
     ) -> Result<crate::registry::Receipt, ErrorObjectOwned>;
 
     /// The installed plugins: their receipts.
@@ -283,6 +289,7 @@ pub trait TaskRushApi {
         cwd: String,
         file: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
 
     /// `plugin update [NAME]`: the newest version within each `.rush`
@@ -294,6 +301,7 @@ pub trait TaskRushApi {
         file: Option<String>,
         name: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<crate::lockfile::LockReport, ErrorObjectOwned>;
 
     /// `plugin lock --check`: what is stale or missing in `.rush.lock`.

@@ -122,6 +122,20 @@ pub enum DaemonEvent {
         percent: Option<f64>,
         message: String,
     },
+    /// An artifact is being downloaded for `plugin_install`, `plugin_sync`
+    /// or `plugin_update`: `done` of `total` bytes (`total` from the index
+    /// line's `size`). At most about 10 per second per download, and a
+    /// last one with `done == total`. `progress_id` is the one the
+    /// request carried, so a client renders only its own.
+    PluginDownload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress_id: Option<String>,
+        plugin: String,
+        version: String,
+        registry: String,
+        done: u64,
+        total: u64,
+    },
     /// Something about file watching the user should know: the kernel's
     /// event queue overflowed (a full rescan follows), or the watch limit
     /// was reached (changes are then picked up on each request).

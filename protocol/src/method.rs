@@ -176,7 +176,10 @@ pub const PARAMS: &[(&str, &[&str])] = &[
     (PLUGIN_DISABLE, &["cwd", "file", "name", "disable"]),
     (METRICS, &["cwd", "file"]),
     (PLUGIN_SEARCH, &["text"]),
-    (PLUGIN_INSTALL, &["spec", "allow_unsigned"]),
+    (
+        PLUGIN_INSTALL,
+        &["spec", "allow_unsigned", "cwd", "file", "progress_id"],
+    ),
     (PLUGIN_INSTALLED, &[]),
     (PLUGIN_REMOVE, &["name", "version"]),
     (
@@ -190,8 +193,11 @@ pub const PARAMS: &[(&str, &[&str])] = &[
             "revoke",
         ],
     ),
-    (PLUGIN_SYNC, &["cwd", "file", "locked"]),
-    (PLUGIN_UPDATE, &["cwd", "file", "name", "locked"]),
+    (PLUGIN_SYNC, &["cwd", "file", "locked", "progress_id"]),
+    (
+        PLUGIN_UPDATE,
+        &["cwd", "file", "name", "locked", "progress_id"],
+    ),
     (PLUGIN_LOCK_CHECK, &["cwd", "file"]),
     (EVENTS, &[]),
     (DAEMON_STATUS, &[]),

@@ -85,6 +85,16 @@ fn human(ev: &DaemonEvent) -> String {
             "plugin `{plugin}` restarted as {version}{} ({reason})",
             pid_of(*pid)
         ),
+        DaemonEvent::PluginDownload {
+            plugin,
+            version,
+            registry,
+            done,
+            total,
+            ..
+        } => format!(
+            "plugin `{plugin}` {version} from `{registry}`: downloaded {done}/{total} bytes"
+        ),
         DaemonEvent::PluginProgress {
             plugin,
             task,

@@ -19,10 +19,15 @@ pub fn install_from_rush(
     locked: bool,
     json: bool,
 ) -> Result<i32, CliError> {
-    let r: LockReport = c.call(
+    let (bar, progress_id) = crate::progress::start();
+    let r: Result<LockReport, _> = c.call(
         method::PLUGIN_SYNC,
-        json!({"cwd": cwd, "file": file, "locked": locked}),
-    )?;
+        json!({"cwd": cwd, "file": file, "locked": locked, "progress_id": progress_id}),
+    );
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     print_report(&r, json);
     Ok(0)
 }
@@ -36,10 +41,15 @@ pub fn update(
     locked: bool,
     json: bool,
 ) -> Result<i32, CliError> {
-    let r: LockReport = c.call(
+    let (bar, progress_id) = crate::progress::start();
+    let r: Result<LockReport, _> = c.call(
         method::PLUGIN_UPDATE,
-        json!({"cwd": cwd, "file": file, "name": name, "locked": locked}),
-    )?;
+        json!({"cwd": cwd, "file": file, "name": name, "locked": locked, "progress_id": progress_id}),
+    );
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     print_report(&r, json);
     Ok(0)
 }

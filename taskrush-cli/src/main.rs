@@ -22,6 +22,7 @@ mod list;
 mod lock_cmd;
 mod lsp;
 mod plugin_cmd;
+mod progress;
 mod registry_cmd;
 mod render;
 mod run;

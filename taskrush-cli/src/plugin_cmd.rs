@@ -229,9 +229,13 @@ pub fn plugin(file: Option<PathBuf>, action: PluginAction) -> Result<i32, CliErr
             drop(out);
             let file = file.as_ref().map(|f| f.display().to_string());
             match spec {
-                Some(spec) if !from_rush => {
-                    crate::registry_cmd::install(&mut c, &spec, allow_unsigned, json)
-                }
+                Some(spec) if !from_rush => crate::registry_cmd::install(
+                    &mut c,
+                    &spec,
+                    allow_unsigned,
+                    (&cwd, file.as_deref()),
+                    json,
+                ),
                 _ => {
                     crate::lock_cmd::install_from_rush(&mut c, &cwd, file.as_deref(), locked, json)
                 }

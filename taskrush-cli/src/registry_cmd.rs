@@ -62,6 +62,7 @@ pub fn install(
     c: &mut Client,
     spec: &str,
     allow_unsigned: bool,
+    (cwd, file): (&str, Option<&str>),
     json: bool,
 ) -> Result<i32, CliError> {
     let local = spec.starts_with("./")
@@ -74,10 +75,15 @@ pub fn install(
     } else {
         spec.to_owned()
     };
-    let r: Receipt = c.call(
+    let (bar, progress_id) = crate::progress::start();
+    let r: Result<Receipt, _> = c.call(
         method::PLUGIN_INSTALL,
-        json!({"spec": spec, "allow_unsigned": allow_unsigned}),
-    )?;
+        json!({"spec": spec, "allow_unsigned": allow_unsigned, "cwd": cwd, "file": file, "progress_id": progress_id}),
+    );
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     if json {
         print_json(&r);
         return Ok(0);

@@ -118,6 +118,16 @@ fn recorded_versions(s: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// Run `taskrush ARGS` in a directory outside any project.
+fn run_outside(s: &Scenario, args: &[&str]) {
+    let away = s.root().join("elsewhere");
+    std::fs::create_dir_all(&away).expect("elsewhere");
+    s.run_with(args, |c| {
+        c.current_dir(&away);
+    })
+    .success();
+}
+
 fn make_writable(p: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = if p.is_dir() { 0o755 } else { 0o644 };
@@ -190,9 +200,10 @@ fn install_from_rush_writes_the_lock_and_runs_use_the_locked_version_while_a_new
     assert_eq!(list[0]["signer"], h["signer"], "{list}");
     assert_eq!(list[0].get("unsigned"), None, "{list}");
 
-    // 1.1.0 is published and installed too, but the lock says 1.0.0.
+    // 1.1.0 is published and installed too (outside the project, so its
+    // lock is not touched), but the lock says 1.0.0.
     publish(&s, &r, "1.1.0", &["example.org"], 0);
-    s.run(&["plugin", "install", "hello@=1.1.0"]).success();
+    run_outside(&s, &["plugin", "install", "hello@=1.1.0"]);
     assert!(plugins_dir(&s).join("hello/1.1.0/receipt.json").is_file());
     s.run(&["t"]).expect_stdout("ran\n").success();
     assert_eq!(
@@ -272,6 +283,39 @@ fn a_tampered_installed_file_is_refused_at_start_a_task_goes_on_unless_the_plugi
 }
 
 #[test]
+fn plugin_install_name_in_a_project_whose_rush_asks_for_it_writes_its_lock_entry_and_outside_any_project_writes_nothing()
+ {
+    let Some((s, r)) = registry(Scenario::new().rush(RUSH)) else {
+        return;
+    };
+    publish(&s, &r, "1.0.0", &[], 0);
+    // Outside any project: installed, nothing locked anywhere.
+    run_outside(&s, &["plugin", "install", "hello"]);
+    assert!(plugins_dir(&s).join("hello/1.0.0/receipt.json").is_file());
+    assert!(!s.project().join(".rush.lock").exists());
+    assert!(!s.root().join("elsewhere/.rush.lock").exists());
+    // A version the `.rush` requirement does not admit is not locked.
+    publish(&s, &r, "2.0.0", &[], 0);
+    s.run(&["plugin", "install", "hello@=2.0.0"]).success();
+    assert!(!s.project().join(".rush.lock").exists());
+    // In the project: the entry is locked as `install --from-rush` would.
+    s.run(&["plugin", "install", "hello@^1"]).success();
+    let l = lock(&s);
+    let h = &l["plugins"]["hello"];
+    assert_eq!(h["requirement"], "^1.0", "{l}");
+    assert_eq!(h["version"], "1.0.0", "{l}");
+    assert_eq!(h["registry"], "team", "{l}");
+    assert_eq!(
+        h["platforms"]["any"]["sha256"].as_str().map(str::len),
+        Some(64),
+        "{l}"
+    );
+    s.run(&["plugin", "lock", "--check"]).success();
+    // `install` never edits `.rush`.
+    assert_eq!(s.read(".rush"), RUSH);
+}
+
+#[test]
 fn a_stale_lock_fails_locked_installs_and_lock_check_until_update_rewrites_it() {
     let Some((s, r)) = registry(Scenario::new().rush(RUSH)) else {
         return;
@@ -282,7 +326,7 @@ fn a_stale_lock_fails_locked_installs_and_lock_check_until_update_rewrites_it() 
     let out = s.run(&["plugin", "lock", "--check"]);
     out.expect_code(1);
     assert!(out.stderr().contains("is stale"), "{}", out.stderr());
-    s.run(&["plugin", "install", "hello@=1.0.0"]).success();
+    run_outside(&s, &["plugin", "install", "hello@=1.0.0"]);
     s.run(&["plugin", "install", "--from-rush"]).success();
     // The newest 1.x is locked (resolved against the registry).
     assert_eq!(lock(&s)["plugins"]["hello"]["version"], "1.1.0");
@@ -366,4 +410,47 @@ fn an_update_interrupted_by_kill_9_of_the_daemon_leaves_the_old_version_locked_a
         recorded_versions(&s).last().map(String::as_str),
         Some("1.0.0")
     );
+}
+
+#[test]
+fn downloading_a_multi_megabyte_plugin_publishes_plugin_download_events_up_to_its_size_and_a_terminal_shows_a_bar_a_pipe_does_not()
+ {
+    let Some((s, r)) = registry(Scenario::new().rush(RUSH)) else {
+        return;
+    };
+    publish(&s, &r, "1.0.0", &[], 5_000_000);
+    let mut events = s.events();
+    // Not a terminal: nothing drawn on stderr.
+    let out = s.run(&["plugin", "install", "hello"]);
+    out.success();
+    assert!(!out.stderr().contains("downloading"), "{}", out.stderr());
+    let mut done = Vec::new();
+    let last = events.wait_for("plugin_download", |e| {
+        e["event"] == "plugin_download" && e["done"] == e["total"]
+    });
+    for e in events
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "plugin_download")
+    {
+        assert_eq!(e["plugin"], "hello", "{e}");
+        assert_eq!(e["version"], "1.0.0", "{e}");
+        assert_eq!(e["registry"], "team", "{e}");
+        done.push(e["done"].as_u64().unwrap_or(0));
+    }
+    let total = last["total"].as_u64().unwrap_or(0);
+    assert!(total > 4_000_000, "{last}");
+    assert!(done.len() >= 2, "{done:?}");
+    assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+    assert_eq!(done.last(), Some(&total));
+
+    // In a terminal: one line redrawn with `\r`, cleared at the end.
+    publish(&s, &r, "1.1.0", &[], 5_000_000);
+    let (screen, code) = taskrush_tests::run_in_terminal(&s, &["plugin", "update"], None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("\rdownloading hello 1.1.0  [") && screen.contains(" MB"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("hello: 1.0.0 -> 1.1.0"), "{screen}");
 }

@@ -451,9 +451,34 @@ impl TaskRushApiServer for Api {
         &self,
         spec: String,
         allow_unsigned: Option<bool>,
+        cwd: Option<String>,
+        file: Option<String>,
+        progress_id: Option<String>,
     ) -> Result<Receipt, ErrorObjectOwned> {
-        blocking_registry(move || crate::registry::install(&spec, allow_unsigned.unwrap_or(false)))
-            .await
+        let progress = self.progress(progress_id);
+        // The project the install is run in, if any: its lock is written.
+        // No `.rush` there (or one that does not load): nothing is locked.
+        let project = match &cwd {
+            Some(cwd)
+                if Path::new(cwd).is_absolute()
+                    && self
+                        .projects
+                        .locate(Path::new(cwd), file.as_deref())
+                        .is_ok() =>
+            {
+                self.load(cwd, file.as_deref()).await.ok().map(|l| l.config)
+            }
+            _ => None,
+        };
+        blocking_registry(move || {
+            crate::registry::install(
+                &spec,
+                allow_unsigned.unwrap_or(false),
+                project.as_deref(),
+                &progress,
+            )
+        })
+        .await
     }
 
     async fn plugin_installed(&self) -> Result<Vec<Receipt>, ErrorObjectOwned> {
@@ -504,10 +529,12 @@ impl TaskRushApiServer for Api {
         cwd: String,
         file: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<LockReport, ErrorObjectOwned> {
         let rush = self.load(&cwd, file.as_deref()).await?.config;
         let locked = locked.unwrap_or(false);
-        blocking_registry(move || crate::registry::lock::sync(&rush, locked)).await
+        let progress = self.progress(progress_id);
+        blocking_registry(move || crate::registry::lock::sync(&rush, locked, &progress)).await
     }
 
     async fn plugin_update(
@@ -516,11 +543,15 @@ impl TaskRushApiServer for Api {
         file: Option<String>,
         name: Option<String>,
         locked: Option<bool>,
+        progress_id: Option<String>,
     ) -> Result<LockReport, ErrorObjectOwned> {
         let rush = self.load(&cwd, file.as_deref()).await?.config;
         let locked = locked.unwrap_or(false);
-        blocking_registry(move || crate::registry::lock::update(&rush, name.as_deref(), locked))
-            .await
+        let progress = self.progress(progress_id);
+        blocking_registry(move || {
+            crate::registry::lock::update(&rush, name.as_deref(), locked, &progress)
+        })
+        .await
     }
 
     async fn plugin_lock_check(
@@ -731,6 +762,16 @@ fn recount_error(e: ErrorObjectOwned, encoding: PositionEncoding) -> ErrorObject
 
 /// Run a registry operation on a blocking thread (file and network I/O);
 /// its error becomes a `REGISTRY_ERROR`.
+impl Daemon {
+    /// Download progress of a registry request, on the event bus.
+    fn progress(&self, id: Option<String>) -> crate::registry::Progress {
+        crate::registry::Progress {
+            events: Some(self.events.clone()),
+            id,
+        }
+    }
+}
+
 async fn blocking_registry<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, ErrorObjectOwned> {

@@ -253,8 +253,12 @@ enum Mode {
 /// `plugin install --from-rush`: install what the project needs, the
 /// locked versions when the lock is fresh; `locked`: fail on a stale lock
 /// rather than re-resolve.
-pub(crate) fn sync(rush: &RushFile, locked: bool) -> Result<LockReport, String> {
-    run(rush, None, locked, Mode::Sync)
+pub(crate) fn sync(
+    rush: &RushFile,
+    locked: bool,
+    progress: &super::Progress,
+) -> Result<LockReport, String> {
+    run(rush, None, locked, Mode::Sync, progress)
 }
 
 /// `plugin update [NAME]`: the newest version within each requirement;
@@ -263,8 +267,9 @@ pub(crate) fn update(
     rush: &RushFile,
     only: Option<&str>,
     locked: bool,
+    progress: &super::Progress,
 ) -> Result<LockReport, String> {
-    run(rush, only, locked, Mode::Update)
+    run(rush, only, locked, Mode::Update, progress)
 }
 
 fn run(
@@ -272,6 +277,7 @@ fn run(
     only: Option<&str>,
     locked: bool,
     mode: Mode,
+    progress: &super::Progress,
 ) -> Result<LockReport, String> {
     let old = read(&rush.root)?;
     let mut specs = registry_entries(rush);
@@ -355,7 +361,7 @@ fn run(
             .into_iter()
             .any(|(v, _, r)| v.to_string() == line.vers && r.registry == opened.entry.name);
         if !already {
-            let receipt = super::install_line(&opened, line)?;
+            let receipt = super::install_line(&opened, line, progress)?;
             // Honour the lock: the artifact installed is the one locked.
             if let Some(want) = entry
                 .filter(|e| e.version == line.vers)
@@ -411,6 +417,50 @@ fn run(
         changes,
         written,
     })
+}
+
+/// `plugin install NAME[@REQ]` run in the project `rush`: when its `.rush`
+/// has a registry entry for `line`'s plugin whose requirement admits the
+/// version installed, lock that version (other entries, and platforms
+/// already locked for the same version, are kept). Answers whether the
+/// lock was written.
+pub(super) fn record(
+    rush: &RushFile,
+    opened: &Opened<'_>,
+    line: &IndexLine,
+) -> Result<bool, String> {
+    let Some(spec) = registry_entries(rush)
+        .into_iter()
+        .find(|s| s.name == line.name)
+    else {
+        return Ok(false);
+    };
+    let (req_text, req) = requirement_of(spec)?;
+    if !semver::Version::parse(&line.vers).is_ok_and(|v| req.matches(&v)) {
+        return Ok(false);
+    }
+    let old = read(&rush.root)?;
+    let mut lock = old.clone().unwrap_or(LockFile {
+        format: LOCK_FORMAT,
+        generated: GENERATED.to_owned(),
+        plugins: BTreeMap::new(),
+    });
+    let mut entry = locked_from(line, opened, &req_text);
+    if let Some(e) = old
+        .as_ref()
+        .and_then(|l| l.plugins.get(&line.name))
+        .filter(|e| e.version == line.vers)
+    {
+        for (p, a) in &e.platforms {
+            entry.platforms.entry(p.clone()).or_insert(a.clone());
+        }
+    }
+    lock.plugins.insert(line.name.clone(), entry);
+    if old.as_ref() == Some(&lock) {
+        return Ok(false);
+    }
+    write(&rush.root, &lock)?;
+    Ok(true)
 }
 
 fn locked_from(line: &IndexLine, opened: &Opened<'_>, requirement: &str) -> LockedPlugin {

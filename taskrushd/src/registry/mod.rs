@@ -60,19 +60,69 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where download progress goes: `plugin_download` events on the event
+/// bus, tagged with the request's `progress_id`. The default reports
+/// nothing.
+#[derive(Clone, Default)]
+pub(crate) struct Progress {
+    pub(crate) events: Option<crate::event_bus::Events>,
+    pub(crate) id: Option<String>,
+}
+
+/// The least time between two `plugin_download` events of one download.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+impl Progress {
+    fn report(&self, line: &IndexLine, registry: &str, done: u64, total: u64) {
+        if let Some(events) = self.events.as_ref().filter(|e| e.has_subscribers()) {
+            events.send(taskrush_protocol::events::DaemonEvent::PluginDownload {
+                progress_id: self.id.clone(),
+                plugin: line.name.clone(),
+                version: line.vers.clone(),
+                registry: registry.to_owned(),
+                done,
+                total,
+            });
+        }
+    }
+}
+
 /// Read `url` (`file://`, `http://`, `https://`), at most `max` bytes.
 pub(crate) fn fetch(url: &str, max: u64) -> Result<Vec<u8>, String> {
-    if let Some(path) = url.strip_prefix("file://") {
-        let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read `{url}`: {e}"))?;
-        let mut out = Vec::new();
-        f.by_ref()
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("cannot read `{url}`: {e}"))?;
+    fetch_with(url, max, &mut |_| {})
+}
+
+/// Read all of `r` (at most `max` bytes) in chunks, telling `on` the bytes
+/// read so far after each.
+fn read_counted(
+    r: &mut dyn std::io::Read,
+    url: &str,
+    max: u64,
+    on: &mut dyn FnMut(u64),
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read `{url}`: {e}")),
+        };
+        out.extend_from_slice(&buf[..n]);
         if out.len() as u64 > max {
             return Err(format!("`{url}` is larger than {max} bytes"));
         }
-        return Ok(out);
+        on(out.len() as u64);
+    }
+    Ok(out)
+}
+
+/// [`fetch`], telling `on` the bytes read so far as they arrive.
+fn fetch_with(url: &str, max: u64, on: &mut dyn FnMut(u64)) -> Result<Vec<u8>, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read `{url}`: {e}"))?;
+        return read_counted(&mut f, url, max, on);
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!(
@@ -92,16 +142,7 @@ pub(crate) fn fetch(url: &str, max: u64) -> Result<Vec<u8>, String> {
     if status != 200 {
         return Err(format!("`{url}` answered HTTP {status}"));
     }
-    let mut out = Vec::new();
-    resp.body_mut()
-        .as_reader()
-        .take(max + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot read `{url}`: {e}"))?;
-    if out.len() as u64 > max {
-        return Err(format!("`{url}` is larger than {max} bytes"));
-    }
-    Ok(out)
+    read_counted(&mut resp.body_mut().as_reader().take(max + 1), url, max, on)
 }
 
 /// A registry whose snapshot is verified.
@@ -280,8 +321,15 @@ fn parse_spec(spec: &str) -> Result<Spec, String> {
 }
 
 /// `plugin install SPEC`: `NAME[@REQ]`, `REGISTRY/NAME[@REQ]`, or an
-/// absolute path (a directory, `.tar.gz`, `.wasm` or `.so`).
-pub(crate) fn install(spec: &str, allow_unsigned: bool) -> Result<Receipt, String> {
+/// absolute path (a directory, `.tar.gz`, `.wasm` or `.so`). A registry
+/// install run in `project` is also written to its `.rush.lock` when its
+/// `.rush` asks for that plugin ([`lock::record`]).
+pub(crate) fn install(
+    spec: &str,
+    allow_unsigned: bool,
+    project: Option<&crate::config::rush_file::RushFile>,
+    progress: &Progress,
+) -> Result<Receipt, String> {
     match parse_spec(spec)? {
         Spec::Local(path) => install_local(&path, allow_unsigned),
         Spec::Remote {
@@ -289,7 +337,14 @@ pub(crate) fn install(spec: &str, allow_unsigned: bool) -> Result<Receipt, Strin
             name,
             req,
             req_text,
-        } => install_remote(registry.as_deref(), &name, &req, &req_text),
+        } => install_remote(
+            registry.as_deref(),
+            &name,
+            &req,
+            &req_text,
+            project,
+            progress,
+        ),
     }
 }
 
@@ -298,6 +353,8 @@ fn install_remote(
     name: &str,
     req: &semver::VersionReq,
     req_text: &str,
+    project: Option<&crate::config::rush_file::RushFile>,
+    progress: &Progress,
 ) -> Result<Receipt, String> {
     let regs = registries();
     if regs.is_empty() {
@@ -330,7 +387,16 @@ fn install_remote(
             continue;
         };
         let line = select(name, &lines, req, req_text, &entry.name)?;
-        return install_line(&opened, line);
+        let receipt = install_line(&opened, line, progress)?;
+        if let Some(rush) = project {
+            lock::record(rush, &opened, line).map_err(|e| {
+                format!(
+                    "`{name}` {} is installed, but the lock was not written: {e}",
+                    line.vers
+                )
+            })?;
+        }
+        return Ok(receipt);
     }
     let mut msg = format!(
         "plugin `{name}` not found in {}",
@@ -394,7 +460,11 @@ fn select<'l>(
     Ok(line)
 }
 
-fn install_line(opened: &Opened<'_>, line: &IndexLine) -> Result<Receipt, String> {
+fn install_line(
+    opened: &Opened<'_>,
+    line: &IndexLine,
+    progress: &Progress,
+) -> Result<Receipt, String> {
     let here = platform();
     let artifact = line
         .artifacts
@@ -414,7 +484,17 @@ fn install_line(opened: &Opened<'_>, line: &IndexLine) -> Result<Receipt, String
             )
         })?;
     let url = join(&opened.entry.url, &artifact.url);
-    let bytes = fetch(&url, artifact.size.min(MAX_ARTIFACT_BYTES))?;
+    let max = artifact.size.min(MAX_ARTIFACT_BYTES);
+    let registry = &opened.entry.name;
+    let mut last: Option<std::time::Instant> = None;
+    let bytes = fetch_with(&url, max, &mut |done| {
+        if last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+            last = Some(std::time::Instant::now());
+            progress.report(line, registry, done, artifact.size);
+        }
+    })?;
+    // The last one: `done == total` when the size is the index line's.
+    progress.report(line, registry, bytes.len() as u64, artifact.size);
     let what = format!("`{}` {} ({})", line.name, line.vers, artifact.platform);
     let got = unpack::sha256(&bytes);
     if got != artifact.sha256 {

@@ -345,7 +345,7 @@ async fn disable(api: &Api, root: &str, name: &str, disable: bool) -> Response<B
 /// project's plugin within its `.rush` requirement (and its `.rush.lock`).
 async fn update(api: &Api, project: &str, name: &str) -> Response<Body> {
     answer(
-        api.plugin_update(project.into(), None, Some(name.into()), None)
+        api.plugin_update(project.into(), None, Some(name.into()), None, None)
             .await,
     )
 }
@@ -368,5 +368,5 @@ async fn registry_install(api: &Api, name: &str, version: Option<&str>) -> Respo
         Some(v) if !v.is_empty() => format!("{name}@={v}"),
         _ => name.to_owned(),
     };
-    answer(api.plugin_install(spec, None).await)
+    answer(api.plugin_install(spec, None, None, None, None).await)
 }
