@@ -144,7 +144,7 @@ fn a_version_requirement_with_nothing_installed_says_which_install_command_fixes
     out.expect_stdout("ran\n").success();
     let err = out.stderr();
     assert!(
-        err.contains("`taskrush plugin install hello@^1.0`")
+        err.contains("`taskrush plugin install 'hello@^1.0'`")
             && err.contains("`taskrush plugin install --from-rush`"),
         "{err}"
     );

@@ -94,7 +94,15 @@ fn installed_versions(name: &str) -> Vec<(semver::Version, PathBuf, Receipt)> {
 /// The commands that fix a missing install, for error hints.
 pub(crate) fn install_hint(name: &str, requirement: Option<&str>) -> String {
     let spec = match requirement {
-        Some(r) => format!("{name}@{r}"),
+        // Quoted for the shell when the requirement has anything beyond
+        // plain version characters (`^`, `~`, `>`, `<`, `,`, spaces).
+        Some(r)
+            if r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".=-+".contains(c)) =>
+        {
+            format!("{name}@{r}")
+        }
+        Some(r) => format!("'{name}@{r}'"),
         None => name.to_owned(),
     };
     format!(
