@@ -145,31 +145,6 @@ pub(crate) fn read_at_most(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> 
     }
 }
 
-/// A small JSON state file of ours (`what` names it in warnings): its
-/// value, or the default when it is missing, unreadable, too big or
-/// malformed (each but a missing file logged as ignored).
-pub(crate) fn load_json_or_default<T: serde::de::DeserializeOwned + Default>(
-    path: &Path,
-    max: u64,
-    what: &str,
-) -> T {
-    let bytes = match read_at_most(path, max) {
-        Ok(b) => b,
-        Err(ReadError::NotFound) => return T::default(),
-        Err(e) => {
-            tracing::warn!("the {what} `{}` {}: ignored", path.display(), e.what());
-            return T::default();
-        }
-    };
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        tracing::warn!(
-            "the {what} `{}` is malformed ({e}): ignored",
-            path.display()
-        );
-        T::default()
-    })
-}
-
 /// Replace `path` with `bytes`: a private (0600) temp file beside it,
 /// created (never followed, never an existing file), written, flushed to
 /// disk when `sync`, then renamed over it; its directory is made (0700)

@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use taskrush_protocol::plugin::PluginCommand;
 
-use crate::config::whole_file;
+use crate::config::whole_file::{self, ReadError};
 
 /// The file, once the daemon named it (none in unit tests: memory only).
 static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -111,7 +111,25 @@ fn bound(f: &mut File) {
 }
 
 fn load(path: &Path) -> File {
-    whole_file::load_json_or_default(path, MAX_BYTES, "plugin command cache")
+    let bytes = match whole_file::read_at_most(path, MAX_BYTES) {
+        Ok(b) => b,
+        Err(ReadError::NotFound) => return File::default(),
+        Err(e) => {
+            tracing::warn!(
+                "the plugin command cache `{}` {}: ignored",
+                path.display(),
+                e.what()
+            );
+            return File::default();
+        }
+    };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        tracing::warn!(
+            "the plugin command cache `{}` is malformed ({e}): ignored",
+            path.display()
+        );
+        File::default()
+    })
 }
 
 /// Replace the file (private, atomic; not synced: it is a cache).

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::whole_file;
+use crate::config::whole_file::{self, ReadError};
 
 /// The file, once the daemon named it (none in unit tests: memory only).
 static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -70,7 +70,25 @@ pub(super) fn set(root: &Path, name: &str, disabled: bool) -> Result<bool, Strin
 }
 
 fn load(path: &Path) -> File {
-    whole_file::load_json_or_default(path, MAX_BYTES, "disabled plugins file")
+    let bytes = match whole_file::read_at_most(path, MAX_BYTES) {
+        Ok(b) => b,
+        Err(ReadError::NotFound) => return File::default(),
+        Err(e) => {
+            tracing::warn!(
+                "the disabled plugins file `{}` {}: ignored",
+                path.display(),
+                e.what()
+            );
+            return File::default();
+        }
+    };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        tracing::warn!(
+            "the disabled plugins file `{}` is malformed ({e}): ignored",
+            path.display()
+        );
+        File::default()
+    })
 }
 
 impl super::PluginHost {

@@ -658,29 +658,43 @@ impl PluginProcess {
     /// A WebAssembly plugin's "exit": its instance is dropped once no
     /// call runs in it.
     fn drop_instance(&self) {
-        let (why, record) = if let Some(guest) = &self.native {
+        if let Some(guest) = &self.native {
             guest.stop();
-            (
-                "its thread was stopped",
-                serde_json::json!({"pid": null, "plugin_type": "native", "mode": "in-daemon", "sha256": guest.sha256}),
-            )
-        } else if let Some(guest) = &self.wasm {
+            self.shared
+                .exit
+                .send_replace(Some("its thread was stopped".into()));
+            let root = self
+                .wasm_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(root) = root {
+                audit::record(
+                    "exited",
+                    &self.shared.name,
+                    &root,
+                    serde_json::json!({"pid": null, "plugin_type": "native", "mode": "in-daemon", "sha256": guest.sha256}),
+                );
+            }
+        }
+        if let Some(guest) = &self.wasm {
             guest.stop();
-            (
-                "its instance was dropped",
-                serde_json::json!({"pid": null, "plugin_type": "wasm", "sha256": guest.sha256}),
-            )
-        } else {
-            return;
-        };
-        self.shared.exit.send_replace(Some(why.into()));
-        let root = self
-            .wasm_audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(root) = root {
-            audit::record("exited", &self.shared.name, &root, record);
+            self.shared
+                .exit
+                .send_replace(Some("its instance was dropped".into()));
+            let root = self
+                .wasm_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(root) = root {
+                audit::record(
+                    "exited",
+                    &self.shared.name,
+                    &root,
+                    serde_json::json!({"pid": null, "plugin_type": "wasm", "sha256": guest.sha256}),
+                );
+            }
         }
     }
 
